@@ -1,0 +1,100 @@
+//! The router, and serving it with a graceful shutdown that also closes WebSockets and drains
+//! the position writer (axum does neither for upgraded connections or background tasks).
+use std::{future::Future, time::Duration};
+
+use axum::{
+    extract::{DefaultBodyLimit, State},
+    http::StatusCode,
+    response::IntoResponse,
+    routing::get,
+    Json, Router,
+};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tower_http::{services::ServeDir, trace::TraceLayer};
+
+use crate::{
+    auth, config::ServeConfig, db, error::AppError, fleet, ingest, pages, shipments, tracking, vehicles, AppState,
+};
+
+pub fn app(state: AppState) -> Router {
+    let api = Router::new()
+        .merge(auth::router())
+        .merge(ingest::router())
+        .merge(vehicles::router())
+        .merge(fleet::router())
+        .merge(shipments::router())
+        .merge(tracking::router())
+        .fallback(|| async { AppError::NotFound("route") });
+    Router::new()
+        .nest("/api/v1", api)
+        .merge(pages::router())
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .nest_service("/static", ServeDir::new(&state.config.static_dir))
+        .layer(DefaultBodyLimit::max(ingest::MAX_BODY))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let db = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&state.db)).await;
+    match db {
+        Ok(Ok(_)) => (StatusCode::OK, Json(json!({"database": "ok"}))),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"database": "unavailable"}))),
+    }
+}
+
+/// Serves until `shutdown` resolves, then closes sockets (code 1012, "resume elsewhere"), writes
+/// every queued position, and waits for every task up to the configured grace period.
+pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let cancel = state.cancel.clone();
+    let tracker = state.tracker.clone();
+    let grace = state.config.shutdown_grace();
+    tracker.spawn(db::partition_upkeep(state.db.clone(), cancel.clone()));
+    let router = app(state);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            cancel.cancel();
+        })
+        .await?;
+    tracker.close();
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!("shutdown grace period over; some tasks did not finish");
+    }
+    Ok(())
+}
+
+/// `waymark serve`: connect, migrate, listen, and serve until SIGINT or SIGTERM.
+pub async fn run_server(config: ServeConfig) -> anyhow::Result<()> {
+    tracing::info!(?config, "starting");
+    let pool = db::connect(&config.db).await?;
+    db::migrate(&pool).await?;
+    let listener = TcpListener::bind(config.bind).await?;
+    tracing::info!(address = %listener.local_addr()?, "listening");
+    let state = AppState::new(pool, config);
+    serve(listener, state, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,101 @@
+//! Devices authenticate with their vehicle's ingest token. Lookups are cached briefly so that a
+//! fleet posting every second does not cost a query per request.
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    extract::FromRequestParts,
+    http::{header, request::Parts},
+};
+use sqlx::PgPool;
+
+use super::token;
+use crate::{error::AppError, AppState};
+
+/// How long a token lookup is trusted before the database is asked again.
+const CACHE_TTL: Duration = Duration::from_secs(10);
+/// Past this many cached tokens the cache starts afresh, so it cannot grow without bound.
+const CACHE_MAX: usize = 100_000;
+
+/// The vehicle a request's ingest token belongs to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Device {
+    pub vehicle_id: i64,
+    pub organisation_id: i64,
+    /// The unit this vehicle's OsmAnd-protocol app sends speed in.
+    pub speed_unit: String,
+}
+
+#[derive(Clone, Default)]
+pub struct DeviceCache {
+    entries: Arc<Mutex<HashMap<Vec<u8>, (Device, Instant)>>>,
+}
+
+impl DeviceCache {
+    /// The device for `ingest_token`, or `401`.
+    pub async fn authenticate(&self, pool: &PgPool, ingest_token: &str) -> Result<Device, AppError> {
+        let hash = token::hash(ingest_token);
+        if let Some(device) = self.cached(&hash) {
+            return Ok(device);
+        }
+        let row: Option<(i64, i64, String)> = sqlx::query_as(
+            "SELECT id, organisation_id, speed_unit FROM vehicles WHERE token_hash = $1",
+        )
+        .bind(&hash)
+        .fetch_optional(pool)
+        .await?;
+        let (vehicle_id, organisation_id, speed_unit) =
+            row.ok_or(AppError::Unauthorized("unknown ingest token"))?;
+        let device = Device {
+            vehicle_id,
+            organisation_id,
+            speed_unit,
+        };
+        let mut entries = self.entries.lock().expect("device cache poisoned");
+        if entries.len() >= CACHE_MAX {
+            entries.clear();
+        }
+        entries.insert(hash, (device.clone(), Instant::now()));
+        Ok(device)
+    }
+
+    /// Forgets every cached token of a vehicle, e.g. after its token was rotated.
+    pub fn forget_vehicle(&self, vehicle_id: i64) {
+        self.entries
+            .lock()
+            .expect("device cache poisoned")
+            .retain(|_, (d, _)| d.vehicle_id != vehicle_id);
+    }
+
+    fn cached(&self, hash: &[u8]) -> Option<Device> {
+        let entries = self.entries.lock().expect("device cache poisoned");
+        entries
+            .get(hash)
+            .filter(|(_, at)| at.elapsed() < CACHE_TTL)
+            .map(|(d, _)| d.clone())
+    }
+}
+
+impl FromRequestParts<AppState> for Device {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(AppError::Unauthorized(
+                "send the vehicle's ingest token as Authorization: Bearer <token>",
+            ))?;
+        state.devices.authenticate(&state.db, token).await
+    }
+}

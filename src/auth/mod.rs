@@ -1,0 +1,87 @@
+//! Who is asking: signed-in people (JWT in a header or the session cookie), devices (ingest
+//! tokens) and customers (share links), and what each may see.
+mod device;
+mod password;
+mod routes;
+mod session;
+mod share;
+pub mod token;
+mod users;
+
+pub use device::{Device, DeviceCache};
+pub use password::{hash_password, verify_password};
+pub use routes::router;
+pub use session::{CurrentUser, SessionKeys, SESSION_COOKIE};
+pub use share::{ShareAccess, ShareQuery};
+pub use users::create_user;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::AppError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Dispatcher,
+    Driver,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Dispatcher => "dispatcher",
+            Role::Driver => "driver",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "dispatcher" => Some(Role::Dispatcher),
+            "driver" => Some(Role::Driver),
+            _ => None,
+        }
+    }
+
+    /// Admins and dispatchers run the fleet; drivers see only their own work.
+    pub fn dispatches(self) -> bool {
+        matches!(self, Role::Admin | Role::Dispatcher)
+    }
+}
+
+/// Whoever reads tracking data: a signed-in user, or a share link limited to one shipment.
+#[derive(Debug, Clone)]
+pub enum Viewer {
+    User(CurrentUser),
+    Share(ShareAccess),
+}
+
+impl Viewer {
+    pub fn organisation_id(&self) -> i64 {
+        match self {
+            Viewer::User(u) => u.organisation_id,
+            Viewer::Share(s) => s.organisation_id,
+        }
+    }
+
+    /// The dispatcher behind this viewer, or `forbidden`.
+    pub fn dispatcher(&self) -> Result<&CurrentUser, AppError> {
+        match self {
+            Viewer::User(u) if u.role.dispatches() => Ok(u),
+            _ => Err(AppError::Forbidden("this needs a dispatcher")),
+        }
+    }
+}
+
+impl CurrentUser {
+    /// `forbidden` unless this user is an admin or dispatcher.
+    pub fn require_dispatcher(&self) -> Result<(), AppError> {
+        if self.role.dispatches() {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden("this needs a dispatcher"))
+        }
+    }
+}

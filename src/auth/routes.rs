@@ -1,0 +1,96 @@
+//! Sign-in, sign-out and "who am I".
+use axum::{
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{verify_password, CurrentUser, Role, SESSION_COOKIE};
+use crate::{
+    error::{ApiJson, AppError, AppResult},
+    AppState,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/auth/login", post(login))
+        .route("/auth/logout", post(logout))
+        .route("/auth/me", get(me))
+}
+
+#[derive(Deserialize)]
+struct Login {
+    email: String,
+    password: String,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    ApiJson(body): ApiJson<Login>,
+) -> AppResult<Response> {
+    if body.email.len() > 320 || body.password.len() > 1024 {
+        return Err(AppError::Unauthorized("wrong email or password"));
+    }
+    let row: Option<(i64, i64, String, String, String, String, bool)> = sqlx::query_as(
+        "SELECT u.id, u.organisation_id, u.email, u.password_hash, u.role, o.name, u.disabled
+         FROM users u JOIN organisations o ON o.id = u.organisation_id
+         WHERE lower(u.email) = lower($1)",
+    )
+    .bind(body.email.trim())
+    .fetch_optional(&state.db)
+    .await?;
+    let Some((id, organisation_id, email, hash, role, organisation, disabled)) = row else {
+        // Spend the same effort as a real check so timing does not reveal which emails exist.
+        let _ = verify_password(body.password, DUMMY_HASH.into()).await;
+        return Err(AppError::Unauthorized("wrong email or password"));
+    };
+    if !verify_password(body.password, hash).await? || disabled {
+        return Err(AppError::Unauthorized("wrong email or password"));
+    }
+    let role = Role::parse(&role).ok_or_else(|| anyhow::anyhow!("user {id} has role {role}"))?;
+    let user = CurrentUser {
+        id,
+        organisation_id,
+        role,
+        email,
+    };
+    let token = state.sessions.issue(&user)?;
+    let cookie = Cookie::build((SESSION_COOKIE, token.clone()))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(state.config.secure_cookies)
+        .max_age(time_from(state.sessions.lifetime))
+        .build();
+    let body = json!({
+        "token": token,
+        "user": {
+            "id": user.id, "email": user.email, "role": user.role,
+            "organisation_id": user.organisation_id, "organisation": organisation,
+        },
+    });
+    Ok((jar.add(cookie), Json(body)).into_response())
+}
+
+/// An argon2id hash of a random string, checked against when the email is unknown.
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0ZdbR0hpGrdWkfRgy5ZOY0cYlHbmRxrR1E5s7yz+6Zk";
+
+fn time_from(d: chrono::Duration) -> time::Duration {
+    time::Duration::seconds(d.num_seconds())
+}
+
+async fn logout(jar: CookieJar) -> impl IntoResponse {
+    let jar = jar.remove(Cookie::build(SESSION_COOKIE).path("/"));
+    (jar, StatusCode::NO_CONTENT)
+}
+
+async fn me(user: CurrentUser) -> Json<CurrentUser> {
+    Json(user)
+}

@@ -1,0 +1,61 @@
+//! Share links: read-only access to one shipment for someone without an account.
+use axum::{
+    extract::{FromRequestParts, Query},
+    http::request::Parts,
+};
+use serde::Deserialize;
+use sqlx::PgPool;
+
+use super::{token, Viewer};
+use crate::{error::AppError, AppState};
+
+/// What a valid, unexpired, unrevoked share link grants.
+#[derive(Debug, Clone)]
+pub struct ShareAccess {
+    pub organisation_id: i64,
+    pub shipment_id: i64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ShareQuery {
+    pub share: Option<String>,
+}
+
+impl ShareAccess {
+    pub async fn lookup(pool: &PgPool, share_token: &str) -> Result<ShareAccess, AppError> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT organisation_id, shipment_id FROM share_links
+             WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > now()",
+        )
+        .bind(token::hash(share_token))
+        .fetch_optional(pool)
+        .await?;
+        let (organisation_id, shipment_id) =
+            row.ok_or(AppError::Unauthorized("this share link is invalid or has expired"))?;
+        Ok(ShareAccess {
+            organisation_id,
+            shipment_id,
+        })
+    }
+}
+
+/// `?share=<token>` if present, else the signed-in user.
+impl FromRequestParts<AppState> for Viewer {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Query(q) = Query::<ShareQuery>::try_from_uri(&parts.uri)
+            .map_err(|_| AppError::Malformed("the query string is malformed".into()))?;
+        if let Some(share) = q.share {
+            return Ok(Viewer::Share(ShareAccess::lookup(&state.db, &share).await?));
+        }
+        state
+            .sessions
+            .from_headers(&parts.headers)
+            .unwrap_or(Err(AppError::Unauthorized("sign in first")))
+            .map(Viewer::User)
+    }
+}

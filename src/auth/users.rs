@@ -1,0 +1,28 @@
+//! Creating people. Used by `waymark user create` and by the tests.
+use sqlx::PgPool;
+
+use super::{hash_password, Role};
+
+/// Creates a user, and its organisation if there is none of that name. Returns the user's id.
+pub async fn create_user(pool: &PgPool, organisation: &str, email: &str, password: &str, role: Role) -> anyhow::Result<i64> {
+    let hash = hash_password(password.to_owned()).await?;
+    let mut tx = pool.begin().await?;
+    let org_id: i64 = sqlx::query_scalar(
+        "INSERT INTO organisations (name) VALUES ($1)
+         ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+    )
+    .bind(organisation.trim())
+    .fetch_one(&mut *tx)
+    .await?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO users (organisation_id, email, password_hash, role) VALUES ($1, $2, $3, $4) RETURNING id",
+    )
+    .bind(org_id)
+    .bind(email.trim())
+    .bind(hash)
+    .bind(role.as_str())
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(id)
+}

@@ -1,0 +1,136 @@
+//! Command line and configuration, parsed once at start-up. Every flag can also come from the
+//! environment; secrets are redacted from `Debug`.
+use std::{fmt, net::SocketAddr, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "waymark", version, about = "Live GPS fleet tracking")]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, env = "WAYMARK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP and WebSocket server (migrates the database first).
+    Serve(ServeConfig),
+    /// Apply the database migrations and exit.
+    Migrate(DbConfig),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DbConfig {
+    /// PostgreSQL (with PostGIS) connection URL.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://waymark:waymark@127.0.0.1:5432/waymark",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+    /// Maximum connections in the pool.
+    #[arg(long, env = "WAYMARK_DB_POOL", default_value_t = 16)]
+    pub db_pool: u32,
+}
+
+#[derive(Clone, Args)]
+pub struct ServeConfig {
+    #[command(flatten)]
+    pub db: DbConfig,
+    /// Address to listen on.
+    #[arg(long, env = "WAYMARK_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+    /// Redis URL for fan-out across instances; without it this instance fans out on its own.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Secret for signing session tokens (at least 32 bytes). Every instance needs the same one.
+    /// Without it a random one is made at start-up: sessions then end when the process does.
+    #[arg(long, env = "WAYMARK_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// How long a sign-in lasts, in hours.
+    #[arg(long, env = "WAYMARK_SESSION_HOURS", default_value_t = 12)]
+    pub session_hours: u32,
+    /// Set the `Secure` flag on the session cookie (serve over HTTPS).
+    #[arg(long, env = "WAYMARK_SECURE_COOKIES", default_value_t = false)]
+    pub secure_cookies: bool,
+    /// Map tile URL template for the pages; empty for no tiles.
+    #[arg(
+        long,
+        env = "WAYMARK_TILE_URL",
+        default_value = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+    )]
+    pub tile_url: String,
+    /// Attribution shown under the map tiles.
+    #[arg(
+        long,
+        env = "WAYMARK_TILE_ATTRIBUTION",
+        default_value = "&copy; OpenStreetMap contributors"
+    )]
+    pub tile_attribution: String,
+    /// Directory of the static files (scripts, styles, Leaflet).
+    #[arg(long, env = "WAYMARK_STATIC_DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/static"))]
+    pub static_dir: String,
+    /// Most positions one group commit writes.
+    #[arg(long, env = "WAYMARK_WRITER_BATCH", default_value_t = 4000)]
+    pub writer_batch: usize,
+    /// How long shutdown waits for sockets and in-flight writes, in seconds.
+    #[arg(long, env = "WAYMARK_SHUTDOWN_GRACE_S", default_value_t = 10)]
+    pub shutdown_grace_s: u64,
+}
+
+impl ServeConfig {
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_s)
+    }
+}
+
+impl fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServeConfig")
+            .field("bind", &self.bind)
+            .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
+            .field("session_hours", &self.session_hours)
+            .field("tile_url", &self.tile_url)
+            .field("writer_batch", &self.writer_batch)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user (and its organisation if it does not exist); prints the user id.
+    Create(CreateUser),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateUser {
+    #[command(flatten)]
+    pub db: DbConfig,
+    /// Organisation name.
+    #[arg(long)]
+    pub org: String,
+    #[arg(long)]
+    pub email: String,
+    /// At least 8 characters.
+    #[arg(long, env = "WAYMARK_USER_PASSWORD", hide_env_values = true)]
+    pub password: String,
+    #[arg(long, value_enum)]
+    pub role: crate::auth::Role,
+    /// Succeed without changes when a user with this email already exists.
+    #[arg(long)]
+    pub if_not_exists: bool,
+}

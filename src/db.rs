@@ -1,0 +1,49 @@
+//! The database pool, migrations, and upkeep of the time partitions of the positions table.
+use std::time::Duration;
+
+use sqlx::{postgres::PgPoolOptions, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::DbConfig;
+
+/// Months of position partitions kept ready ahead of the clock.
+const PARTITION_MONTHS_AHEAD: i32 = 2;
+
+pub async fn connect(config: &DbConfig) -> anyhow::Result<PgPool> {
+    let pool = PgPoolOptions::new()
+        .max_connections(config.db_pool)
+        // A request fails fast with 503 rather than hang when the database is gone.
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(&config.database_url)
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to the database: {e}"))?;
+    Ok(pool)
+}
+
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::migrate!().run(pool).await?;
+    ensure_partitions(pool).await?;
+    Ok(())
+}
+
+pub async fn ensure_partitions(pool: &PgPool) -> sqlx::Result<i32> {
+    sqlx::query_scalar("SELECT waymark_ensure_position_partitions($1)")
+        .bind(PARTITION_MONTHS_AHEAD)
+        .fetch_one(pool)
+        .await
+}
+
+/// Keeps future partitions ready: checks every few hours until cancelled.
+pub async fn partition_upkeep(pool: PgPool, cancel: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(6 * 3600));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = every.tick() => match ensure_partitions(&pool).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(created = n, "position partitions created"),
+                Err(e) => tracing::error!(error = %e, "creating position partitions"),
+            },
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! The fleet at a glance: every vehicle's current position as GeoJSON, the vehicles nearest a
+//! point, and the organisation's people (for assigning drivers).
+use axum::{
+    extract::{Query, State},
+    routing::get,
+    Json, Router,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::{
+    auth::{CurrentUser, Role},
+    error::{AppError, AppResult},
+    vehicles::Vehicle,
+    AppState,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/fleet", get(fleet))
+        .route("/vehicles/nearby", get(nearby))
+        .route("/users", get(users))
+}
+
+#[derive(Deserialize)]
+struct FleetQuery {
+    bbox: Option<String>,
+}
+
+/// `minLon,minLat,maxLon,maxLat`, each in range and min ≤ max.
+fn parse_bbox(s: &str) -> AppResult<[f64; 4]> {
+    let bad = || AppError::validation("bbox", "bbox must be minLon,minLat,maxLon,maxLat in degrees");
+    let parts: Vec<f64> = s
+        .split(',')
+        .map(|p| p.trim().parse::<f64>().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    let [min_lon, min_lat, max_lon, max_lat] = parts[..] else { return Err(bad()) };
+    let lon_ok = |v: f64| (-180.0..=180.0).contains(&v);
+    let lat_ok = |v: f64| (-90.0..=90.0).contains(&v);
+    if !(lon_ok(min_lon) && lon_ok(max_lon) && lat_ok(min_lat) && lat_ok(max_lat)) || min_lon > max_lon || min_lat > max_lat {
+        return Err(bad());
+    }
+    Ok([min_lon, min_lat, max_lon, max_lat])
+}
+
+async fn fleet(State(state): State<AppState>, user: CurrentUser, Query(q): Query<FleetQuery>) -> AppResult<Json<Value>> {
+    user.require_dispatcher()?;
+    let bbox = q.bbox.as_deref().map(parse_bbox).transpose()?;
+    let rows: Vec<Vehicle> = sqlx::query_as(
+        "SELECT id, name, speed_unit, created_at, last_position FROM vehicles
+         WHERE organisation_id = $1 AND last_point IS NOT NULL
+           AND ($2::float8 IS NULL OR last_point && ST_MakeEnvelope($2, $3, $4, $5, 4326)::geography)
+         ORDER BY name, id",
+    )
+    .bind(user.organisation_id)
+    .bind(bbox.map(|b| b[0]))
+    .bind(bbox.map(|b| b[1]))
+    .bind(bbox.map(|b| b[2]))
+    .bind(bbox.map(|b| b[3]))
+    .fetch_all(&state.db)
+    .await?;
+    let features: Vec<Value> = rows
+        .into_iter()
+        .filter_map(|v| {
+            let p = v.last_position?;
+            Some(json!({
+                "type": "Feature",
+                "geometry": {"type": "Point", "coordinates": [p["lon"], p["lat"]]},
+                "properties": {"vehicle_id": v.id, "name": v.name, "position": p},
+            }))
+        })
+        .collect();
+    Ok(Json(json!({"type": "FeatureCollection", "features": features})))
+}
+
+#[derive(Deserialize)]
+struct NearbyQuery {
+    lat: f64,
+    lon: f64,
+    radius_m: Option<f64>,
+    limit: Option<i64>,
+}
+
+#[derive(Serialize, sqlx::FromRow)]
+struct Near {
+    #[sqlx(flatten)]
+    vehicle: Vehicle,
+    distance_m: f64,
+}
+
+async fn nearby(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    q: Result<Query<NearbyQuery>, axum::extract::rejection::QueryRejection>,
+) -> AppResult<Json<Vec<Near>>> {
+    user.require_dispatcher()?;
+    let Query(q) = q.map_err(|e| AppError::validation("lat", e.body_text()))?;
+    if !(-90.0..=90.0).contains(&q.lat) {
+        return Err(AppError::validation("lat", "lat must be between -90 and 90"));
+    }
+    if !(-180.0..=180.0).contains(&q.lon) {
+        return Err(AppError::validation("lon", "lon must be between -180 and 180"));
+    }
+    let radius = q.radius_m.unwrap_or(10_000.0);
+    if !(radius > 0.0 && radius <= 100_000.0) {
+        return Err(AppError::validation("radius_m", "radius_m must be between 0 and 100000"));
+    }
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(AppError::validation("limit", "limit must be between 1 and 100"));
+    }
+    // ST_DWithin uses the GiST index on last_point; `<->` orders by the index as well.
+    let rows: Vec<Near> = sqlx::query_as(
+        "SELECT id, name, speed_unit, created_at, last_position,
+                ST_Distance(last_point, ref.p) AS distance_m
+         FROM vehicles, (SELECT ST_SetSRID(ST_MakePoint($2, $3), 4326)::geography AS p) AS ref
+         WHERE organisation_id = $1 AND ST_DWithin(last_point, ref.p, $4)
+         ORDER BY last_point <-> ref.p LIMIT $5",
+    )
+    .bind(user.organisation_id)
+    .bind(q.lon)
+    .bind(q.lat)
+    .bind(radius)
+    .bind(limit)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(rows))
+}
+
+#[derive(Deserialize)]
+struct UsersQuery {
+    role: Option<Role>,
+}
+
+#[derive(Serialize, sqlx::FromRow)]
+struct UserSummary {
+    id: i64,
+    email: String,
+    role: String,
+}
+
+async fn users(State(state): State<AppState>, user: CurrentUser, Query(q): Query<UsersQuery>) -> AppResult<Json<Vec<UserSummary>>> {
+    user.require_dispatcher()?;
+    let rows = sqlx::query_as(
+        "SELECT id, email, role FROM users WHERE organisation_id = $1 AND ($2::text IS NULL OR role = $2)
+         ORDER BY email",
+    )
+    .bind(user.organisation_id)
+    .bind(q.role.map(Role::as_str))
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(rows))
+}

@@ -1,0 +1,82 @@
+//! Where positions come in: the device endpoint, the plausibility filter, and the group-commit
+//! writer that makes them durable and hands them to the hub.
+mod filter;
+mod writer;
+
+pub use filter::{judge, LastFix, FilterReason};
+pub use writer::{spawn_writer, WriteError, WriteOutcome, WriterHandle};
+
+use axum::{
+    body::Bytes,
+    extract::State,
+    http::{header, HeaderMap},
+    routing::post,
+    Json, Router,
+};
+use chrono::Utc;
+use serde_json::{json, Value};
+
+use crate::{
+    auth::Device,
+    error::{AppError, AppResult},
+    position::{to_micros, NewPosition},
+    AppState,
+};
+
+/// Most positions in one request.
+pub const MAX_BATCH: usize = 1000;
+/// Largest request body, in bytes.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/positions", post(post_positions))
+}
+
+async fn post_positions(
+    State(state): State<AppState>,
+    device: Device,
+    headers: HeaderMap,
+    body: Bytes,
+) -> AppResult<Json<Value>> {
+    let json_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if !json_type {
+        return Err(AppError::UnsupportedMediaType("expected Content-Type: application/json"));
+    }
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| AppError::Malformed(format!("the body is not valid JSON: {e}")))?;
+    let positions = parse_native(value)?;
+    let outcome = state.writer.write(device, positions).await?;
+    Ok(Json(json!({
+        "accepted": outcome.accepted,
+        "duplicates": outcome.duplicates,
+        "filtered": outcome.filtered,
+        "seqs": outcome.seqs,
+    })))
+}
+
+/// One position object, or an array of 1 to [`MAX_BATCH`]; any bad item rejects the whole body.
+pub fn parse_native(value: Value) -> AppResult<Vec<NewPosition>> {
+    let now = to_micros(Utc::now());
+    match value {
+        Value::Array(items) => {
+            if items.is_empty() {
+                return Err(AppError::validation("", "the batch is empty"));
+            }
+            if items.len() > MAX_BATCH {
+                return Err(AppError::TooLarge(format!(
+                    "a batch holds at most {MAX_BATCH} positions, this one {}",
+                    items.len()
+                )));
+            }
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| NewPosition::from_json(item, now).map_err(|e| e.at_index(i)))
+                .collect()
+        }
+        other => Ok(vec![NewPosition::from_json(other, now)?]),
+    }
+}

@@ -1,0 +1,27 @@
+//! Waymark: live GPS fleet tracking. Devices post positions, PostGIS stores them, and WebSocket
+//! subscribers see them the moment they are committed.
+//!
+//! Where things live: positions come in through [`ingest`] and are written by its group-commit
+//! writer; they go out through [`tracking`] (the hub and the WebSocket sessions). [`auth`] decides
+//! who may see what; [`vehicles`], [`shipments`] and [`fleet`] are the read and management API;
+//! [`pages`] serves the map pages.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod fleet;
+pub mod ingest;
+pub mod pages;
+pub mod position;
+pub mod shipments;
+pub mod state;
+pub mod telemetry;
+pub mod tracking;
+pub mod vehicles;
+
+pub use app::{app, run_server, serve};
+pub use state::AppState;

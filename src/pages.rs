@@ -1,0 +1,140 @@
+//! The HTML pages: sign-in, the dispatcher's fleet map, a shipment's map and the customer's
+//! share view. They are shells: the data comes from the API and the WebSocket.
+use askama::Template;
+use axum::{
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+    response::{Html, IntoResponse, Redirect, Response},
+    routing::get,
+    Router,
+};
+
+use crate::{
+    auth::{CurrentUser, Role, ShareAccess, Viewer},
+    shipments, AppState,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(login))
+        .route("/dispatch", get(dispatch))
+        .route("/driver", get(driver))
+        .route("/shipments/{id}", get(shipment))
+        .route("/t/{token}", get(share))
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage;
+
+#[derive(Template)]
+#[template(path = "dispatch.html")]
+struct DispatchPage {
+    user_email: String,
+    tile_url: String,
+    tile_attribution: String,
+}
+
+#[derive(Template)]
+#[template(path = "shipment.html")]
+struct ShipmentPage {
+    shipment_id: String,
+    share_token: String,
+    tile_url: String,
+    tile_attribution: String,
+}
+
+fn render(page: impl Template) -> Response {
+    match page.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "rendering a page");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        }
+    }
+}
+
+fn not_found(what: &str) -> Response {
+    (StatusCode::NOT_FOUND, Html(format!("<!doctype html><title>Not found</title><p>{what}</p><p><a href=\"/\">Waymark</a></p>"))).into_response()
+}
+
+/// The signed-in user of a page request, if the session cookie (or header) is valid.
+fn page_user(state: &AppState, headers: &HeaderMap) -> Option<CurrentUser> {
+    state.sessions.from_headers(headers).and_then(Result::ok)
+}
+
+fn home_of(user: &CurrentUser) -> &'static str {
+    if user.role == Role::Driver {
+        "/driver"
+    } else {
+        "/dispatch"
+    }
+}
+
+async fn login(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    match page_user(&state, &headers) {
+        Some(user) => Redirect::to(home_of(&user)).into_response(),
+        None => render(LoginPage),
+    }
+}
+
+async fn dispatch(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    match page_user(&state, &headers) {
+        Some(user) if user.role.dispatches() => render(DispatchPage {
+            user_email: user.email,
+            tile_url: state.config.tile_url.clone(),
+            tile_attribution: state.config.tile_attribution.clone(),
+        }),
+        Some(user) => Redirect::to(home_of(&user)).into_response(),
+        None => Redirect::to("/").into_response(),
+    }
+}
+
+/// Drivers land on their active shipment. (The full phone page comes with driver sharing.)
+async fn driver(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(user) = page_user(&state, &headers) else {
+        return Redirect::to("/").into_response();
+    };
+    let active: Result<Option<i64>, _> = sqlx::query_scalar(
+        "SELECT id FROM shipments WHERE driver_id = $1 AND status IN ('planned', 'in_transit')
+         ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(user.id)
+    .fetch_optional(&state.db)
+    .await;
+    match active {
+        Ok(Some(id)) => Redirect::to(&format!("/shipments/{id}")).into_response(),
+        Ok(None) => not_found("No shipment is assigned to you right now."),
+        Err(e) => {
+            tracing::error!(error = %e, "finding a driver's shipment");
+            (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response()
+        }
+    }
+}
+
+async fn shipment(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<i64>) -> Response {
+    let Some(user) = page_user(&state, &headers) else {
+        return Redirect::to("/").into_response();
+    };
+    match shipments::load_visible(&state.db, &Viewer::User(user), id).await {
+        Ok(_) => render(ShipmentPage {
+            shipment_id: id.to_string(),
+            share_token: String::new(),
+            tile_url: state.config.tile_url.clone(),
+            tile_attribution: state.config.tile_attribution.clone(),
+        }),
+        Err(_) => not_found("There is no such shipment, or it is not yours to see."),
+    }
+}
+
+async fn share(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+    match ShareAccess::lookup(&state.db, &token).await {
+        Ok(access) => render(ShipmentPage {
+            shipment_id: access.shipment_id.to_string(),
+            share_token: token,
+            tile_url: state.config.tile_url.clone(),
+            tile_attribution: state.config.tile_attribution.clone(),
+        }),
+        Err(_) => not_found("This tracking link has expired or was revoked."),
+    }
+}

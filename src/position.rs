@@ -1,0 +1,285 @@
+//! The position: what a device reports, checked at the edge, and what Waymark stores and publishes.
+//!
+//! A [`NewPosition`] that exists has a latitude, longitude and time inside their ranges; the
+//! writer and everything after it never see raw input.
+use chrono::{DateTime, Duration, DurationRound, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::AppError;
+
+/// Most extra attributes one position may carry.
+pub const MAX_ATTRIBUTES: usize = 32;
+/// How far ahead of the server clock a device time may be before it is nonsense.
+pub const MAX_FUTURE: Duration = Duration::hours(24);
+
+/// A device's position report, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewPosition {
+    pub lat: f64,
+    pub lon: f64,
+    pub recorded_at: DateTime<Utc>,
+    pub accuracy: Option<f64>,
+    /// m/s.
+    pub speed: Option<f64>,
+    /// Degrees clockwise from north.
+    pub heading: Option<f64>,
+    pub altitude: Option<f64>,
+    /// Percent.
+    pub battery: Option<f64>,
+    /// Keys the native format does not define, kept as they came.
+    pub attributes: Option<Map<String, Value>>,
+}
+
+/// A stored position as the API returns it and the hub publishes it. Speed in m/s.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Position {
+    pub vehicle_id: i64,
+    pub shipment_id: Option<i64>,
+    pub lat: f64,
+    pub lon: f64,
+    pub recorded_at: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    pub accuracy: Option<f32>,
+    pub speed: Option<f32>,
+    pub heading: Option<f32>,
+    pub altitude: Option<f32>,
+    pub battery: Option<f32>,
+    pub late: bool,
+}
+
+fn earliest() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).unwrap()
+}
+
+impl NewPosition {
+    /// Checks a position of the native JSON format (`lat`, `lon` or `lng`, `recorded_at`, …).
+    pub fn from_json(value: Value, now: DateTime<Utc>) -> Result<Self, AppError> {
+        let Value::Object(mut obj) = value else {
+            return Err(AppError::validation("", "a position must be a JSON object"));
+        };
+        let lat = take_number(&mut obj, "lat")?;
+        let lon = match take_number(&mut obj, "lon")? {
+            Some(lon) => Some(lon),
+            None => take_number(&mut obj, "lng")?,
+        };
+        let lat = lat.ok_or_else(|| AppError::validation("lat", "lat is required"))?;
+        let lon = lon.ok_or_else(|| AppError::validation("lon", "lon is required"))?;
+        let recorded_at = match obj.remove("recorded_at") {
+            None | Some(Value::Null) => now,
+            Some(Value::String(s)) => parse_rfc3339(&s)?,
+            Some(_) => {
+                return Err(AppError::validation(
+                    "recorded_at",
+                    "recorded_at must be an RFC 3339 string",
+                ))
+            }
+        };
+        let position = NewPosition {
+            lat,
+            lon,
+            recorded_at: to_micros(recorded_at),
+            accuracy: take_number(&mut obj, "accuracy")?,
+            speed: take_number(&mut obj, "speed")?,
+            heading: take_number(&mut obj, "heading")?,
+            altitude: take_number(&mut obj, "altitude")?,
+            battery: take_number(&mut obj, "battery")?,
+            attributes: (!obj.is_empty()).then_some(obj),
+        };
+        position.validate(now)?;
+        Ok(position)
+    }
+
+    /// The range checks every ingest format shares.
+    pub fn validate(&self, now: DateTime<Utc>) -> Result<(), AppError> {
+        check_range("lat", self.lat, -90.0, 90.0)?;
+        check_range("lon", self.lon, -180.0, 180.0)?;
+        if let Some(v) = self.accuracy {
+            check_range("accuracy", v, 0.0, f64::MAX)?;
+        }
+        if let Some(v) = self.speed {
+            check_range("speed", v, 0.0, f64::MAX)?;
+        }
+        if let Some(v) = self.heading {
+            check_range("heading", v, 0.0, 360.0)?;
+        }
+        if let Some(v) = self.altitude {
+            check_range("altitude", v, -20_000.0, 100_000.0)?;
+        }
+        if let Some(v) = self.battery {
+            check_range("battery", v, 0.0, 100.0)?;
+        }
+        if self.recorded_at < earliest() {
+            return Err(AppError::validation(
+                "recorded_at",
+                "recorded_at is before 2000-01-01",
+            ));
+        }
+        if self.recorded_at > now + MAX_FUTURE {
+            return Err(AppError::validation(
+                "recorded_at",
+                "recorded_at is more than 24 h ahead of the server clock",
+            ));
+        }
+        if let Some(attrs) = &self.attributes {
+            if attrs.len() > MAX_ATTRIBUTES {
+                return Err(AppError::validation(
+                    "attributes",
+                    format!("at most {MAX_ATTRIBUTES} extra attributes are kept"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// PostgreSQL keeps microseconds: trimming at the edge makes the time a device sent, the one
+/// stored and the one published the same value, which duplicate detection relies on.
+pub fn to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.duration_trunc(Duration::microseconds(1)).unwrap_or(t)
+}
+
+fn parse_rfc3339(s: &str) -> Result<DateTime<Utc>, AppError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            AppError::validation(
+                "recorded_at",
+                "recorded_at must be an RFC 3339 time such as 2026-01-31T12:00:00Z",
+            )
+        })
+}
+
+fn take_number(obj: &mut Map<String, Value>, field: &str) -> Result<Option<f64>, AppError> {
+    match obj.remove(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .filter(|v| v.is_finite())
+            .map(Some)
+            .ok_or_else(|| AppError::validation(field, format!("{field} must be a finite number"))),
+        Some(_) => Err(AppError::validation(
+            field,
+            format!("{field} must be a number"),
+        )),
+    }
+}
+
+fn check_range(field: &str, v: f64, min: f64, max: f64) -> Result<(), AppError> {
+    if !v.is_finite() {
+        return Err(AppError::validation(
+            field,
+            format!("{field} must be a finite number"),
+        ));
+    }
+    if v < min || v > max {
+        let message = if max == f64::MAX {
+            format!("{field} must not be negative")
+        } else {
+            format!("{field} must be between {min} and {max}")
+        };
+        return Err(AppError::validation(field, message));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn field_of(err: AppError) -> String {
+        match err {
+            AppError::Validation { field, .. } => field,
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn accepts_lng_alias_and_keeps_unknown_keys() {
+        let now = Utc::now();
+        let p = NewPosition::from_json(json!({"lat": 1.5, "lng": 2.5, "fix": "3d"}), now).unwrap();
+        assert_eq!((p.lat, p.lon, p.recorded_at), (1.5, 2.5, now));
+        assert_eq!(p.attributes.unwrap()["fix"], "3d");
+    }
+
+    #[test]
+    fn names_the_field_that_is_out_of_range() {
+        let now = Utc::now();
+        let cases = [
+            (json!({"lat": 91, "lon": 0}), "lat"),
+            (json!({"lat": 0, "lon": -180.5}), "lon"),
+            (json!({"lat": 0, "lon": 0, "accuracy": -1}), "accuracy"),
+            (json!({"lat": 0, "lon": 0, "speed": -0.1}), "speed"),
+            (json!({"lat": 0, "lon": 0, "heading": 361}), "heading"),
+            (json!({"lat": 0, "lon": 0, "battery": 101}), "battery"),
+            (json!({"lat": "1", "lon": 0}), "lat"),
+            (json!({"lon": 0}), "lat"),
+            (json!({"lat": 0}), "lon"),
+            (json!({"lat": 0, "lon": 0, "recorded_at": "yesterday"}), "recorded_at"),
+            (json!({"lat": 0, "lon": 0, "recorded_at": "1999-12-31T23:59:59Z"}), "recorded_at"),
+        ];
+        for (input, field) in cases {
+            let err = NewPosition::from_json(input.clone(), now).unwrap_err();
+            assert_eq!(field_of(err), field, "input {input}");
+        }
+    }
+
+    #[test]
+    fn rejects_times_more_than_a_day_ahead() {
+        let now = Utc::now();
+        let ahead = (now + Duration::hours(25)).to_rfc3339();
+        let err = NewPosition::from_json(json!({"lat": 0, "lon": 0, "recorded_at": ahead}), now)
+            .unwrap_err();
+        assert_eq!(field_of(err), "recorded_at");
+        let fine = (now + Duration::hours(23)).to_rfc3339();
+        assert!(NewPosition::from_json(json!({"lat": 0, "lon": 0, "recorded_at": fine}), now).is_ok());
+    }
+}
+
+/// The columns that make a [`PositionRow`] (after `seq`), for every query that reads positions.
+pub const POSITION_COLUMNS: &str = "vehicle_id, shipment_id, ST_Y(point::geometry) AS lat, \
+     ST_X(point::geometry) AS lon, recorded_at, received_at, accuracy, speed, heading, altitude, \
+     battery, late";
+
+/// A row of the positions table, as [`POSITION_COLUMNS`] reads it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct PositionRow {
+    pub seq: i64,
+    pub vehicle_id: i64,
+    pub shipment_id: Option<i64>,
+    pub lat: f64,
+    pub lon: f64,
+    pub recorded_at: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    pub accuracy: Option<f32>,
+    pub speed: Option<f32>,
+    pub heading: Option<f32>,
+    pub altitude: Option<f32>,
+    pub battery: Option<f32>,
+    pub late: bool,
+}
+
+impl From<PositionRow> for Position {
+    fn from(r: PositionRow) -> Self {
+        Position {
+            vehicle_id: r.vehicle_id,
+            shipment_id: r.shipment_id,
+            lat: r.lat,
+            lon: r.lon,
+            recorded_at: r.recorded_at,
+            received_at: r.received_at,
+            accuracy: r.accuracy,
+            speed: r.speed,
+            heading: r.heading,
+            altitude: r.altitude,
+            battery: r.battery,
+            late: r.late,
+        }
+    }
+}
+
+/// The event frame for a position on a topic: the same bytes live and on replay.
+pub fn position_frame(topic: &impl std::fmt::Display, seq: i64, data: &str) -> String {
+    format!(r#"{{"type":"position","topic":"{topic}","seq":{seq},"data":{data}}}"#)
+}

@@ -1,0 +1,547 @@
+//! Shipments: a vehicle's trip from origin to destination, its driven track, and the share links
+//! that let a customer follow it.
+use axum::{
+    extract::{Path, Query, State},
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{delete, get, post},
+    Json, Router,
+};
+use chrono::{DateTime, Duration, Utc};
+use geo::{Coord, LineString, SimplifyIdx};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+
+use crate::{
+    auth::{token, CurrentUser, Role, Viewer},
+    error::{ApiJson, AppError, AppResult},
+    position::{Position, PositionRow, POSITION_COLUMNS},
+    AppState,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/shipments", get(list).post(create))
+        .route("/shipments/{id}", get(get_one).patch(update))
+        .route("/shipments/{id}/track", get(track))
+        .route("/shipments/{id}/share", post(share))
+        .route("/shares/{token}", delete(revoke_share))
+}
+
+pub const STATUSES: [&str; 5] = ["planned", "in_transit", "arrived", "delivered", "cancelled"];
+const MAX_ROUTE_POINTS: usize = 10_000;
+const MAX_TRACK_POINTS: i64 = 200_000;
+/// Share links carry 144 random bits.
+const SHARE_TOKEN_BYTES: usize = 18;
+
+#[derive(Debug, Serialize, Deserialize, Clone, Copy, PartialEq)]
+pub struct Place {
+    pub lat: f64,
+    pub lon: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Shipment {
+    pub id: i64,
+    pub reference: String,
+    pub status: String,
+    pub origin: Value,
+    pub destination: Value,
+    pub planned_route: Option<Value>,
+    pub vehicle_id: Option<i64>,
+    pub driver_id: Option<i64>,
+    pub due_at: Option<DateTime<Utc>>,
+    pub eta: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub last_position: Option<Position>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ShipmentRow {
+    id: i64,
+    organisation_id: i64,
+    reference: String,
+    status: String,
+    origin_lat: f64,
+    origin_lon: f64,
+    origin_name: Option<String>,
+    destination_lat: f64,
+    destination_lon: f64,
+    destination_name: Option<String>,
+    planned_route: Option<Value>,
+    vehicle_id: Option<i64>,
+    driver_id: Option<i64>,
+    due_at: Option<DateTime<Utc>>,
+    eta: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+}
+
+const SHIPMENT_SELECT: &str = "SELECT id, organisation_id, reference, status,
+    ST_Y(origin::geometry) AS origin_lat, ST_X(origin::geometry) AS origin_lon, origin_name,
+    ST_Y(destination::geometry) AS destination_lat, ST_X(destination::geometry) AS destination_lon,
+    destination_name, ST_AsGeoJSON(planned_route)::jsonb AS planned_route, vehicle_id, driver_id,
+    due_at, eta, created_at, updated_at, started_at FROM shipments";
+
+impl ShipmentRow {
+    fn into_shipment(self, last_position: Option<Position>) -> Shipment {
+        Shipment {
+            id: self.id,
+            reference: self.reference,
+            status: self.status,
+            origin: json!({"lat": self.origin_lat, "lon": self.origin_lon, "name": self.origin_name}),
+            destination: json!({
+                "lat": self.destination_lat, "lon": self.destination_lon, "name": self.destination_name
+            }),
+            planned_route: self.planned_route,
+            vehicle_id: self.vehicle_id,
+            driver_id: self.driver_id,
+            due_at: self.due_at,
+            eta: self.eta,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            started_at: self.started_at,
+            last_position,
+        }
+    }
+}
+
+/// The current (newest accepted) position of each shipment.
+async fn last_positions(db: &PgPool, ids: &[i64]) -> sqlx::Result<Vec<Position>> {
+    let rows: Vec<PositionRow> = sqlx::query_as(&format!(
+        "SELECT DISTINCT ON (shipment_id) seq, {POSITION_COLUMNS} FROM positions
+         WHERE shipment_id = ANY($1) AND NOT late AND filter_reason IS NULL
+         ORDER BY shipment_id, recorded_at DESC"
+    ))
+    .bind(ids)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(Position::from).collect())
+}
+
+async fn with_last_positions(db: &PgPool, rows: Vec<ShipmentRow>) -> sqlx::Result<Vec<Shipment>> {
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let mut last = last_positions(db, &ids).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let at = last.iter().position(|p| p.shipment_id == Some(row.id));
+            let position = at.map(|i| last.swap_remove(i));
+            row.into_shipment(position)
+        })
+        .collect())
+}
+
+/// The shipment if `viewer` may see it: dispatchers see their organisation's, a driver the ones
+/// assigned to them, a share link its own. Anything else is `not_found`.
+pub async fn load_visible(db: &PgPool, viewer: &Viewer, id: i64) -> AppResult<Shipment> {
+    let row: ShipmentRow = sqlx::query_as(&format!("{SHIPMENT_SELECT} WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(db)
+        .await?
+        .ok_or(AppError::NotFound("shipment"))?;
+    let visible = row.organisation_id == viewer.organisation_id()
+        && match viewer {
+            Viewer::User(u) if u.role.dispatches() => true,
+            Viewer::User(u) => row.driver_id == Some(u.id),
+            Viewer::Share(s) => s.shipment_id == row.id,
+        };
+    if !visible {
+        return Err(AppError::NotFound("shipment"));
+    }
+    let mut shipments = with_last_positions(db, vec![row]).await?;
+    Ok(shipments.remove(0))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Query(q): Query<ListQuery>,
+) -> AppResult<Json<Vec<Shipment>>> {
+    if let Some(s) = &q.status {
+        if !STATUSES.contains(&s.as_str()) {
+            return Err(AppError::validation("status", "unknown status"));
+        }
+    }
+    let driver = (user.role == Role::Driver).then_some(user.id);
+    let rows: Vec<ShipmentRow> = sqlx::query_as(&format!(
+        "{SHIPMENT_SELECT} WHERE organisation_id = $1 AND ($2::bigint IS NULL OR driver_id = $2)
+         AND ($3::text IS NULL OR status = $3) ORDER BY created_at DESC, id DESC LIMIT 1000"
+    ))
+    .bind(user.organisation_id)
+    .bind(driver)
+    .bind(q.status)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(with_last_positions(&state.db, rows).await?))
+}
+
+async fn get_one(State(state): State<AppState>, viewer: Viewer, Path(id): Path<i64>) -> AppResult<Json<Shipment>> {
+    Ok(Json(load_visible(&state.db, &viewer, id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlaceInput {
+    lat: f64,
+    lon: f64,
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewShipment {
+    reference: String,
+    origin: PlaceInput,
+    destination: PlaceInput,
+    planned_route: Option<Value>,
+    vehicle_id: Option<i64>,
+    driver_id: Option<i64>,
+    due_at: Option<DateTime<Utc>>,
+}
+
+fn check_place(field: &str, p: &PlaceInput) -> AppResult<()> {
+    if !(-90.0..=90.0).contains(&p.lat) || !(-180.0..=180.0).contains(&p.lon) {
+        return Err(AppError::validation(
+            field,
+            format!("{field} must have lat in -90..90 and lon in -180..180"),
+        ));
+    }
+    if p.name.as_ref().is_some_and(|n| n.chars().count() > 200) {
+        return Err(AppError::validation(field, format!("{field}.name is over 200 characters")));
+    }
+    Ok(())
+}
+
+/// A GeoJSON LineString of 2 to 10 000 valid `[lon, lat]` positions, as PostGIS-ready text.
+fn check_route(route: &Value) -> AppResult<String> {
+    let bad = |m: &str| AppError::validation("planned_route", m);
+    if route.get("type").and_then(Value::as_str) != Some("LineString") {
+        return Err(bad("planned_route must be a GeoJSON LineString"));
+    }
+    let coords = route
+        .get("coordinates")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("planned_route needs coordinates"))?;
+    if coords.len() < 2 || coords.len() > MAX_ROUTE_POINTS {
+        return Err(bad("planned_route must have 2 to 10000 positions"));
+    }
+    for c in coords {
+        let pair = c.as_array().filter(|a| a.len() >= 2);
+        let (lon, lat) = match pair {
+            Some(a) => (a[0].as_f64(), a[1].as_f64()),
+            None => (None, None),
+        };
+        match (lon, lat) {
+            (Some(lon), Some(lat)) if (-180.0..=180.0).contains(&lon) && (-90.0..=90.0).contains(&lat) => {}
+            _ => return Err(bad("each planned_route position must be [lon, lat] in range")),
+        }
+    }
+    Ok(json!({"type": "LineString", "coordinates": coords}).to_string())
+}
+
+async fn check_assignees(db: &PgPool, organisation_id: i64, vehicle_id: Option<i64>, driver_id: Option<i64>) -> AppResult<()> {
+    if let Some(v) = vehicle_id {
+        let ok: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM vehicles WHERE id = $1 AND organisation_id = $2)")
+            .bind(v)
+            .bind(organisation_id)
+            .fetch_one(db)
+            .await?;
+        if !ok {
+            return Err(AppError::validation("vehicle_id", "no such vehicle"));
+        }
+    }
+    if let Some(d) = driver_id {
+        let ok: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND organisation_id = $2 AND role = 'driver')",
+        )
+        .bind(d)
+        .bind(organisation_id)
+        .fetch_one(db)
+        .await?;
+        if !ok {
+            return Err(AppError::validation("driver_id", "no such driver"));
+        }
+    }
+    Ok(())
+}
+
+/// Maps the shipments table's constraints to what the client did wrong.
+fn constraint_error(e: sqlx::Error) -> AppError {
+    match e.as_database_error().and_then(|d| d.constraint()) {
+        Some("shipments_reference_key") => AppError::Conflict("a shipment with this reference exists".into()),
+        Some("shipments_one_active_per_vehicle") => {
+            AppError::Conflict("this vehicle already has an active shipment".into())
+        }
+        _ => e.into(),
+    }
+}
+
+async fn create(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiJson(body): ApiJson<NewShipment>,
+) -> AppResult<(StatusCode, Json<Shipment>)> {
+    user.require_dispatcher()?;
+    let reference = body.reference.trim();
+    if reference.is_empty() || reference.chars().count() > 100 {
+        return Err(AppError::validation("reference", "reference must be 1 to 100 characters"));
+    }
+    check_place("origin", &body.origin)?;
+    check_place("destination", &body.destination)?;
+    let route = body.planned_route.as_ref().map(check_route).transpose()?;
+    check_assignees(&state.db, user.organisation_id, body.vehicle_id, body.driver_id).await?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO shipments (organisation_id, reference, origin, origin_name, destination,
+             destination_name, planned_route, vehicle_id, driver_id, due_at)
+         VALUES ($1, $2, ST_SetSRID(ST_MakePoint($3, $4), 4326)::geography, $5,
+             ST_SetSRID(ST_MakePoint($6, $7), 4326)::geography, $8,
+             ST_SetSRID(ST_GeomFromGeoJSON($9), 4326)::geography, $10, $11, $12)
+         RETURNING id",
+    )
+    .bind(user.organisation_id)
+    .bind(reference)
+    .bind(body.origin.lon)
+    .bind(body.origin.lat)
+    .bind(&body.origin.name)
+    .bind(body.destination.lon)
+    .bind(body.destination.lat)
+    .bind(&body.destination.name)
+    .bind(route)
+    .bind(body.vehicle_id)
+    .bind(body.driver_id)
+    .bind(body.due_at)
+    .fetch_one(&state.db)
+    .await
+    .map_err(constraint_error)?;
+    let shipment = load_visible(&state.db, &Viewer::User(user), id).await?;
+    Ok((StatusCode::CREATED, Json(shipment)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShipmentChange {
+    status: Option<String>,
+    reference: Option<String>,
+    vehicle_id: Option<i64>,
+    driver_id: Option<i64>,
+    due_at: Option<DateTime<Utc>>,
+}
+
+async fn update(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+    ApiJson(change): ApiJson<ShipmentChange>,
+) -> AppResult<Json<Shipment>> {
+    user.require_dispatcher()?;
+    let viewer = Viewer::User(user.clone());
+    let current = load_visible(&state.db, &viewer, id).await?;
+    if let Some(s) = &change.status {
+        if !STATUSES.contains(&s.as_str()) {
+            return Err(AppError::validation("status", "status must be planned, in_transit, arrived, delivered or cancelled"));
+        }
+        if matches!(current.status.as_str(), "delivered" | "cancelled") && *s != current.status {
+            return Err(AppError::Conflict(format!("the shipment is already {}", current.status)));
+        }
+    }
+    if let Some(r) = &change.reference {
+        if r.trim().is_empty() || r.chars().count() > 100 {
+            return Err(AppError::validation("reference", "reference must be 1 to 100 characters"));
+        }
+    }
+    check_assignees(&state.db, user.organisation_id, change.vehicle_id, change.driver_id).await?;
+    sqlx::query(
+        "UPDATE shipments SET status = COALESCE($2, status), reference = COALESCE($3, reference),
+             vehicle_id = COALESCE($4, vehicle_id), driver_id = COALESCE($5, driver_id),
+             due_at = COALESCE($6, due_at),
+             started_at = CASE WHEN $2 = 'in_transit' THEN COALESCE(started_at, now()) ELSE started_at END,
+             updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(&change.status)
+    .bind(change.reference.as_deref().map(str::trim))
+    .bind(change.vehicle_id)
+    .bind(change.driver_id)
+    .bind(change.due_at)
+    .execute(&state.db)
+    .await
+    .map_err(constraint_error)?;
+    Ok(Json(load_visible(&state.db, &viewer, id).await?))
+}
+
+#[derive(Deserialize)]
+struct TrackQuery {
+    since: Option<DateTime<Utc>>,
+    format: Option<String>,
+    simplify_m: Option<f64>,
+}
+
+async fn track(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<i64>,
+    Query(q): Query<TrackQuery>,
+) -> AppResult<Response> {
+    let shipment = load_visible(&state.db, &viewer, id).await?;
+    let format = q.format.as_deref().unwrap_or("geojson");
+    if format != "geojson" && format != "gpx" {
+        return Err(AppError::validation("format", "format must be geojson or gpx"));
+    }
+    if q.simplify_m.is_some_and(|m| !m.is_finite() || !(0.0..=100_000.0).contains(&m)) {
+        return Err(AppError::validation("simplify_m", "simplify_m must be between 0 and 100000"));
+    }
+    let rows: Vec<PositionRow> = sqlx::query_as(&format!(
+        "SELECT seq, {POSITION_COLUMNS} FROM positions
+         WHERE shipment_id = $1 AND filter_reason IS NULL AND ($2::timestamptz IS NULL OR recorded_at >= $2)
+         ORDER BY recorded_at LIMIT $3"
+    ))
+    .bind(id)
+    .bind(q.since)
+    .bind(MAX_TRACK_POINTS)
+    .fetch_all(&state.db)
+    .await?;
+    let rows = match q.simplify_m {
+        Some(m) if m > 0.0 && rows.len() > 2 => simplify(rows, m),
+        _ => rows,
+    };
+    if format == "gpx" {
+        return Ok((
+            [(header::CONTENT_TYPE, "application/gpx+xml")],
+            gpx(&shipment.reference, &rows),
+        )
+            .into_response());
+    }
+    let coordinates: Vec<[f64; 2]> = rows.iter().map(|r| [r.lon, r.lat]).collect();
+    let times: Vec<DateTime<Utc>> = rows.iter().map(|r| r.recorded_at).collect();
+    let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+    Ok(Json(json!({
+        "type": "FeatureCollection",
+        "features": [{
+            "type": "Feature",
+            "geometry": {"type": "LineString", "coordinates": coordinates},
+            "properties": {"shipment_id": id, "times": times, "seqs": seqs},
+        }],
+    }))
+    .into_response())
+}
+
+/// Douglas–Peucker with a tolerance in metres, on a local equirectangular projection (exact
+/// enough at the scale of one trip), keeping the original vertices and their times.
+fn simplify(rows: Vec<PositionRow>, tolerance_m: f64) -> Vec<PositionRow> {
+    const M_PER_DEG: f64 = 111_320.0;
+    let cos_lat = rows[0].lat.to_radians().cos();
+    let line: LineString<f64> = rows
+        .iter()
+        .map(|r| Coord { x: r.lon * M_PER_DEG * cos_lat, y: r.lat * M_PER_DEG })
+        .collect();
+    let keep = line.simplify_idx(&tolerance_m);
+    let mut keep = keep.into_iter().peekable();
+    rows.into_iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            if keep.peek() == Some(&i) {
+                keep.next();
+                Some(r)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+fn gpx(name: &str, rows: &[PositionRow]) -> String {
+    let mut out = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<gpx version=\"1.1\" creator=\"Waymark\" xmlns=\"http://www.topografix.com/GPX/1/1\">\n<trk><name>",
+    );
+    out.push_str(&xml_escape(name));
+    out.push_str("</name><trkseg>\n");
+    for r in rows {
+        out.push_str(&format!(
+            "<trkpt lat=\"{}\" lon=\"{}\"><time>{}</time></trkpt>\n",
+            r.lat,
+            r.lon,
+            r.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        ));
+    }
+    out.push_str("</trkseg></trk>\n</gpx>\n");
+    out
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct NewShare {
+    expires_in_s: Option<i64>,
+}
+
+async fn share(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+    body: axum::body::Bytes,
+) -> AppResult<(StatusCode, Json<Value>)> {
+    user.require_dispatcher()?;
+    let viewer = Viewer::User(user.clone());
+    load_visible(&state.db, &viewer, id).await?;
+    // The body is optional: an empty POST makes a link with the default lifetime.
+    let body: NewShare = if body.is_empty() {
+        NewShare::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| AppError::Malformed(e.to_string()))?
+    };
+    let expires_in = body.expires_in_s.unwrap_or(86_400);
+    if !(60..=30 * 86_400).contains(&expires_in) {
+        return Err(AppError::validation("expires_in_s", "expires_in_s must be between 60 and 2592000"));
+    }
+    let share_token = token::generate(SHARE_TOKEN_BYTES);
+    let expires_at: DateTime<Utc> = Utc::now() + Duration::seconds(expires_in);
+    sqlx::query(
+        "INSERT INTO share_links (token_hash, organisation_id, shipment_id, created_by, expires_at)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(token::hash(&share_token))
+    .bind(user.organisation_id)
+    .bind(id)
+    .bind(user.id)
+    .bind(expires_at)
+    .execute(&state.db)
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"token": share_token, "url": format!("/t/{share_token}"), "expires_at": expires_at})),
+    ))
+}
+
+async fn revoke_share(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(share_token): Path<String>,
+) -> AppResult<StatusCode> {
+    user.require_dispatcher()?;
+    let done = sqlx::query(
+        "UPDATE share_links SET revoked_at = now()
+         WHERE token_hash = $1 AND organisation_id = $2 AND revoked_at IS NULL",
+    )
+    .bind(token::hash(&share_token))
+    .bind(user.organisation_id)
+    .execute(&state.db)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(AppError::NotFound("share link"));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

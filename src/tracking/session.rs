@@ -1,0 +1,360 @@
+//! One WebSocket connection: authentication before the upgrade, then one task that reads client
+//! frames, writes the outbox, pings, and stops on shutdown. Subscriptions are removed on every
+//! way out.
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::{
+    extract::{
+        ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade},
+        Query, State,
+    },
+    http::HeaderMap,
+    response::Response,
+    routing::get,
+    Router,
+};
+use chrono::Utc;
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{replay, Outbox, Subscription, Topic, TopicKey};
+use crate::{
+    auth::{ShareAccess, Viewer},
+    error::AppError,
+    position::position_frame,
+    shipments, vehicles, AppState,
+};
+
+/// Largest client frame accepted; bigger ones close the connection with 1009.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Most topics one connection may hold.
+pub const MAX_SUBSCRIPTIONS: usize = 200;
+const PING_EVERY: Duration = Duration::from_secs(20);
+/// A peer silent for this long (not even answering pings) is dead.
+const IDLE_LIMIT: Duration = Duration::from_secs(60);
+/// A write that does not finish in this time means the peer stopped reading.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Close codes that tell the client to reconnect and resume with `since`.
+pub const CLOSE_RESTART: u16 = 1012;
+pub const CLOSE_TOO_SLOW: u16 = 4008;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/ws", get(upgrade))
+}
+
+#[derive(Deserialize)]
+struct WsAuth {
+    token: Option<String>,
+    share: Option<String>,
+}
+
+async fn upgrade(
+    State(state): State<AppState>,
+    Query(auth): Query<WsAuth>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Result<Response, AppError> {
+    let viewer = match (auth.share, auth.token) {
+        (Some(share), _) => Viewer::Share(ShareAccess::lookup(&state.db, &share).await?),
+        (None, Some(token)) => Viewer::User(state.sessions.verify(&token)?),
+        (None, None) => Viewer::User(
+            state
+                .sessions
+                .from_headers(&headers)
+                .unwrap_or(Err(AppError::Unauthorized("sign in first")))?,
+        ),
+    };
+    let tracker = state.tracker.clone();
+    Ok(ws
+        .max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        // Small buffers keep an idle connection cheap; frames are small.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| tracker.track_future(Session::new(state, viewer).run(socket))))
+}
+
+/// A client frame. Unknown types are answered with `unknown_type`.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientFrame {
+    Subscribe {
+        topic: String,
+        since: Option<i64>,
+        #[serde(rename = "ref")]
+        reference: Option<Value>,
+    },
+    Unsubscribe {
+        topic: String,
+        #[serde(rename = "ref")]
+        reference: Option<Value>,
+    },
+    Ping {
+        #[serde(rename = "ref")]
+        reference: Option<Value>,
+    },
+}
+
+struct Session {
+    state: AppState,
+    viewer: Viewer,
+    id: u64,
+    outbox: Arc<Outbox>,
+    subscriptions: HashMap<TopicKey, Arc<Subscription>>,
+}
+
+enum Flow {
+    Continue,
+    Close(u16, &'static str),
+}
+
+impl Session {
+    fn new(state: AppState, viewer: Viewer) -> Self {
+        let id = state.hub.new_connection_id();
+        Session {
+            state,
+            viewer,
+            id,
+            outbox: Arc::new(Outbox::default()),
+            subscriptions: HashMap::new(),
+        }
+    }
+
+    async fn run(mut self, socket: WebSocket) {
+        let (mut sink, mut stream) = socket.split();
+        let user = match &self.viewer {
+            Viewer::User(u) => json!({"id": u.id, "role": u.role, "organisation_id": u.organisation_id}),
+            Viewer::Share(_) => Value::Null,
+        };
+        self.send(json!({"type": "hello", "server_time": Utc::now(), "user": user}));
+        let cancel = self.state.cancel.clone();
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+        let mut last_heard = Instant::now();
+        let mut batch = Vec::with_capacity(64);
+        let close = loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break Some((CLOSE_RESTART, "server restarting; resume with since")),
+                ready = self.outbox.recv_many(&mut batch, 64) => {
+                    if ready.is_err() {
+                        break Some((CLOSE_TOO_SLOW, "too far behind; resume with since"));
+                    }
+                    let write = async {
+                        for frame in batch.drain(..) {
+                            sink.feed(Message::Text(frame)).await?;
+                        }
+                        sink.flush().await
+                    };
+                    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break None,
+                        Err(_) => break Some((CLOSE_TOO_SLOW, "too far behind; resume with since")),
+                    }
+                }
+                msg = stream.next() => {
+                    last_heard = Instant::now();
+                    match msg {
+                        Some(Ok(Message::Text(text))) => {
+                            if let Flow::Close(code, reason) = self.on_text(&text).await {
+                                break Some((code, reason));
+                            }
+                        }
+                        Some(Ok(Message::Binary(_))) => self.error("bad_frame", "frames are JSON text", None),
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        Some(Ok(Message::Close(_))) | None => break None,
+                        Some(Err(e)) => {
+                            tracing::debug!(error = %e, "websocket read failed");
+                            break None;
+                        }
+                    }
+                }
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > IDLE_LIMIT {
+                        break None;
+                    }
+                    let sent = tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Ping(Default::default()))).await;
+                    if !matches!(sent, Ok(Ok(()))) {
+                        break None;
+                    }
+                }
+            }
+        };
+        for sub in self.subscriptions.values() {
+            self.state.hub.unsubscribe(sub);
+        }
+        if let Some((code, reason)) = close {
+            let frame = CloseFrame {
+                code,
+                reason: Utf8Bytes::from_static(reason),
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Close(Some(frame)))).await;
+        }
+    }
+
+    fn send(&self, frame: Value) {
+        self.outbox.push(Utf8Bytes::from(frame.to_string()), None);
+    }
+
+    fn error(&self, code: &str, message: &str, reference: Option<Value>) {
+        let mut frame = json!({"type": "error", "code": code, "message": message});
+        if let Some(r) = reference {
+            frame["ref"] = r;
+        }
+        self.send(frame);
+    }
+
+    async fn on_text(&mut self, text: &str) -> Flow {
+        let value: Value = match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(_) => {
+                self.error("bad_frame", "a frame must be a JSON object", None);
+                return Flow::Continue;
+            }
+        };
+        let reference = value.get("ref").cloned();
+        let known = matches!(
+            value.get("type").and_then(Value::as_str),
+            Some("subscribe" | "unsubscribe" | "ping")
+        );
+        let frame = match serde_json::from_value::<ClientFrame>(value) {
+            Ok(f) => f,
+            Err(e) if known => {
+                self.error("bad_frame", &e.to_string(), reference);
+                return Flow::Continue;
+            }
+            Err(_) => {
+                self.error("unknown_type", "type must be subscribe, unsubscribe or ping", reference);
+                return Flow::Continue;
+            }
+        };
+        match frame {
+            ClientFrame::Ping { reference } => {
+                let mut pong = json!({"type": "pong", "server_time": Utc::now()});
+                if let Some(r) = reference {
+                    pong["ref"] = r;
+                }
+                self.send(pong);
+                Flow::Continue
+            }
+            ClientFrame::Unsubscribe { topic, reference } => {
+                let Some(t) = Topic::parse(&topic) else {
+                    self.error("bad_topic", "no such topic", reference);
+                    return Flow::Continue;
+                };
+                let key = t.key(self.viewer.organisation_id());
+                if let Some(sub) = self.subscriptions.remove(&key) {
+                    self.state.hub.unsubscribe(&sub);
+                }
+                let mut frame = json!({"type": "unsubscribed", "topic": t.to_string()});
+                if let Some(r) = reference {
+                    frame["ref"] = r;
+                }
+                self.send(frame);
+                Flow::Continue
+            }
+            ClientFrame::Subscribe { topic, since, reference } => self.subscribe(&topic, since, reference).await,
+        }
+    }
+
+    async fn subscribe(&mut self, name: &str, since: Option<i64>, reference: Option<Value>) -> Flow {
+        let Some(topic) = Topic::parse(name) else {
+            self.error("bad_topic", "topics are fleet, vehicle:{id} and shipment:{id}", reference);
+            return Flow::Continue;
+        };
+        if since.is_some_and(|s| s < 0) {
+            self.error("bad_frame", "since must not be negative", reference);
+            return Flow::Continue;
+        }
+        let key = topic.key(self.viewer.organisation_id());
+        if let Some(old) = self.subscriptions.remove(&key) {
+            self.state.hub.unsubscribe(&old);
+        }
+        if self.subscriptions.len() >= MAX_SUBSCRIPTIONS {
+            self.error("too_many_subscriptions", "unsubscribe from something first", reference);
+            return Flow::Continue;
+        }
+        let db = &self.state.db;
+        // Authorise before registering: a refused topic never sees an event.
+        let authorised = match topic {
+            Topic::Fleet => self.viewer.dispatcher().map(|_| ()),
+            Topic::Vehicle(id) => vehicles::authorize(db, &self.viewer, id).await,
+            Topic::Shipment(id) => shipments::load_visible(db, &self.viewer, id).await.map(|_| ()),
+        };
+        match authorised {
+            Ok(()) => {}
+            Err(AppError::Forbidden(_) | AppError::NotFound(_) | AppError::Unauthorized(_)) => {
+                self.error("forbidden", "you may not subscribe to this topic", reference);
+                return Flow::Continue;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "authorising a subscription");
+                self.error("internal", "try again", reference);
+                return Flow::Continue;
+            }
+        }
+        let sub = self.state.hub.subscribe(key, self.id, self.outbox.clone());
+        match self.catch_up(topic, key, since).await {
+            Ok((snapshot, replay)) => {
+                let mut frame = json!({"type": "subscribed", "topic": topic.to_string(), "snapshot": snapshot});
+                if let Some(r) = reference {
+                    frame["ref"] = r;
+                }
+                self.send(frame);
+                let mut floor = snapshot["seq"].as_i64().unwrap_or(0);
+                if let Some(since) = since {
+                    floor = since;
+                    match replay {
+                        Some(events) => {
+                            for (seq, position) in events {
+                                let data = serde_json::to_string(&position).expect("positions serialise");
+                                self.outbox.push(Utf8Bytes::from(position_frame(&topic, seq, &data)), None);
+                                floor = floor.max(seq);
+                            }
+                        }
+                        None => {
+                            floor = snapshot["seq"].as_i64().unwrap_or(0);
+                            self.error("since_too_old", "too many missed events; the snapshot is current", None);
+                        }
+                    }
+                }
+                if !sub.go_live(floor) {
+                    self.state.hub.unsubscribe(&sub);
+                    return Flow::Close(CLOSE_TOO_SLOW, "too far behind; resume with since");
+                }
+                self.subscriptions.insert(key, sub);
+            }
+            Err(e) => {
+                self.state.hub.unsubscribe(&sub);
+                tracing::error!(error = %e, "reading a snapshot");
+                self.error("internal", "try again", reference);
+            }
+        }
+        Flow::Continue
+    }
+
+    /// The snapshot (whose `seq` no later event undercuts) and, with `since`, the missed events.
+    async fn catch_up(
+        &self,
+        topic: Topic,
+        key: TopicKey,
+        since: Option<i64>,
+    ) -> Result<(Value, Option<Vec<(i64, crate::position::Position)>>), AppError> {
+        let db = &self.state.db;
+        let seq = replay::read_seq(db).await?;
+        let mut snapshot = match topic {
+            Topic::Fleet => json!({"vehicles": vehicles::list(db, self.viewer.organisation_id()).await?}),
+            Topic::Vehicle(id) => json!({"vehicle": vehicles::get(db, self.viewer.organisation_id(), id).await?}),
+            Topic::Shipment(id) => json!({"shipment": shipments::load_visible(db, &self.viewer, id).await?}),
+        };
+        snapshot["seq"] = json!(seq);
+        let replay = match since {
+            Some(since) => replay::positions_since(db, key, since).await?,
+            None => None,
+        };
+        Ok((snapshot, replay))
+    }
+}

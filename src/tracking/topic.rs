@@ -1,0 +1,78 @@
+//! Topic names as clients write them, and the organisation-scoped keys the hub files them under.
+use std::fmt;
+
+/// A topic as a client names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Topic {
+    Fleet,
+    Vehicle(i64),
+    Shipment(i64),
+}
+
+/// A topic resolved for one organisation: what the hub is keyed by. `fleet` of two
+/// organisations are two keys, so nothing crosses tenants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TopicKey {
+    Fleet { organisation_id: i64 },
+    Vehicle(i64),
+    Shipment(i64),
+}
+
+impl Topic {
+    pub fn parse(name: &str) -> Option<Topic> {
+        if name == "fleet" {
+            return Some(Topic::Fleet);
+        }
+        let (kind, id) = name.split_once(':')?;
+        let id: i64 = id.parse().ok().filter(|id| *id > 0)?;
+        match kind {
+            "vehicle" => Some(Topic::Vehicle(id)),
+            "shipment" => Some(Topic::Shipment(id)),
+            _ => None,
+        }
+    }
+
+    pub fn key(self, organisation_id: i64) -> TopicKey {
+        match self {
+            Topic::Fleet => TopicKey::Fleet { organisation_id },
+            Topic::Vehicle(id) => TopicKey::Vehicle(id),
+            Topic::Shipment(id) => TopicKey::Shipment(id),
+        }
+    }
+}
+
+impl TopicKey {
+    /// The name subscribers of this key used, which every event frame carries.
+    pub fn topic(self) -> Topic {
+        match self {
+            TopicKey::Fleet { .. } => Topic::Fleet,
+            TopicKey::Vehicle(id) => Topic::Vehicle(id),
+            TopicKey::Shipment(id) => Topic::Shipment(id),
+        }
+    }
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Topic::Fleet => f.write_str("fleet"),
+            Topic::Vehicle(id) => write!(f, "vehicle:{id}"),
+            Topic::Shipment(id) => write!(f, "shipment:{id}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints_topic_names() {
+        for name in ["fleet", "vehicle:12", "shipment:7"] {
+            assert_eq!(Topic::parse(name).unwrap().to_string(), name);
+        }
+        for bad in ["", "fleet:1", "vehicle:", "vehicle:x", "vehicle:-1", "vehicle:0", "truck:1", "alerts"] {
+            assert_eq!(Topic::parse(bad), None, "{bad}");
+        }
+    }
+}

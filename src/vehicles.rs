@@ -1,0 +1,172 @@
+//! Vehicles: the things that move. Creating one (or rotating its token) shows its ingest token
+//! once; listing shows each with its current position.
+use axum::{
+    extract::{Path, State},
+    http::StatusCode,
+    routing::{self, post},
+    Json, Router,
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+
+use crate::{
+    auth::{token, CurrentUser, Viewer},
+    error::{ApiJson, AppError, AppResult},
+    AppState,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/vehicles", routing::get(list_handler).post(create))
+        .route("/vehicles/{id}", routing::get(get_handler))
+        .route("/vehicles/{id}/token", post(rotate_token))
+}
+
+/// Ingest tokens carry 192 random bits.
+const TOKEN_BYTES: usize = 24;
+const MAX_NAME: usize = 200;
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct Vehicle {
+    pub id: i64,
+    pub name: String,
+    pub speed_unit: String,
+    pub created_at: DateTime<Utc>,
+    pub last_position: Option<Value>,
+}
+
+const VEHICLE_COLUMNS: &str = "id, name, speed_unit, created_at, last_position";
+
+pub async fn list(db: &PgPool, organisation_id: i64) -> sqlx::Result<Vec<Vehicle>> {
+    sqlx::query_as(&format!(
+        "SELECT {VEHICLE_COLUMNS} FROM vehicles WHERE organisation_id = $1 ORDER BY name, id"
+    ))
+    .bind(organisation_id)
+    .fetch_all(db)
+    .await
+}
+
+pub async fn get(db: &PgPool, organisation_id: i64, id: i64) -> AppResult<Vehicle> {
+    sqlx::query_as(&format!(
+        "SELECT {VEHICLE_COLUMNS} FROM vehicles WHERE organisation_id = $1 AND id = $2"
+    ))
+    .bind(organisation_id)
+    .bind(id)
+    .fetch_optional(db)
+    .await?
+    .ok_or(AppError::NotFound("vehicle"))
+}
+
+/// Dispatchers see every vehicle of their organisation; a driver sees the vehicles of the
+/// shipments assigned to them; a share link sees none.
+pub async fn authorize(db: &PgPool, viewer: &Viewer, id: i64) -> AppResult<()> {
+    let Viewer::User(user) = viewer else {
+        return Err(AppError::Forbidden("share links see their shipment only"));
+    };
+    let visible: bool = if user.role.dispatches() {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM vehicles WHERE id = $1 AND organisation_id = $2)")
+            .bind(id)
+            .bind(user.organisation_id)
+            .fetch_one(db)
+            .await?
+    } else {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM shipments WHERE vehicle_id = $1 AND organisation_id = $2
+             AND driver_id = $3 AND status IN ('planned', 'in_transit'))",
+        )
+        .bind(id)
+        .bind(user.organisation_id)
+        .bind(user.id)
+        .fetch_one(db)
+        .await?
+    };
+    if visible {
+        Ok(())
+    } else {
+        Err(AppError::NotFound("vehicle"))
+    }
+}
+
+async fn list_handler(State(state): State<AppState>, user: CurrentUser) -> AppResult<Json<Vec<Vehicle>>> {
+    user.require_dispatcher()?;
+    Ok(Json(list(&state.db, user.organisation_id).await?))
+}
+
+async fn get_handler(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+) -> AppResult<Json<Vehicle>> {
+    let viewer = Viewer::User(user);
+    authorize(&state.db, &viewer, id).await?;
+    Ok(Json(get(&state.db, viewer.organisation_id(), id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewVehicle {
+    name: String,
+    speed_unit: Option<String>,
+}
+
+fn check_speed_unit(unit: &str) -> AppResult<()> {
+    match unit {
+        "knots" | "mps" | "kmh" | "mph" => Ok(()),
+        _ => Err(AppError::validation(
+            "speed_unit",
+            "speed_unit must be knots, mps, kmh or mph",
+        )),
+    }
+}
+
+async fn create(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiJson(body): ApiJson<NewVehicle>,
+) -> AppResult<(StatusCode, Json<Value>)> {
+    user.require_dispatcher()?;
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME {
+        return Err(AppError::validation("name", "name must be 1 to 200 characters"));
+    }
+    let unit = body.speed_unit.as_deref().unwrap_or("knots");
+    check_speed_unit(unit)?;
+    let ingest_token = token::generate(TOKEN_BYTES);
+    let vehicle: Vehicle = sqlx::query_as(&format!(
+        "INSERT INTO vehicles (organisation_id, name, token_hash, speed_unit) VALUES ($1, $2, $3, $4)
+         RETURNING {VEHICLE_COLUMNS}"
+    ))
+    .bind(user.organisation_id)
+    .bind(name)
+    .bind(token::hash(&ingest_token))
+    .bind(unit)
+    .fetch_one(&state.db)
+    .await?;
+    tracing::info!(vehicle = vehicle.id, "vehicle created");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"vehicle": vehicle, "ingest_token": ingest_token})),
+    ))
+}
+
+async fn rotate_token(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+) -> AppResult<Json<Value>> {
+    user.require_dispatcher()?;
+    let ingest_token = token::generate(TOKEN_BYTES);
+    let updated = sqlx::query("UPDATE vehicles SET token_hash = $1 WHERE id = $2 AND organisation_id = $3")
+        .bind(token::hash(&ingest_token))
+        .bind(id)
+        .bind(user.organisation_id)
+        .execute(&state.db)
+        .await?;
+    if updated.rows_affected() == 0 {
+        return Err(AppError::NotFound("vehicle"));
+    }
+    state.devices.forget_vehicle(id);
+    Ok(Json(json!({"ingest_token": ingest_token})))
+}

@@ -14,7 +14,8 @@ use tokio::net::TcpListener;
 use tower_http::{services::ServeDir, trace::TraceLayer};
 
 use crate::{
-    auth, config::ServeConfig, db, error::AppError, fleet, ingest, pages, shipments, tracking, vehicles, AppState,
+    auth, config::ServeConfig, db, error::AppError, fleet, ingest, pages, shipments, tracking,
+    vehicles, AppState,
 };
 
 pub fn app(state: AppState) -> Router {
@@ -38,16 +39,27 @@ pub fn app(state: AppState) -> Router {
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let db = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&state.db)).await;
+    let db = tokio::time::timeout(
+        Duration::from_secs(2),
+        sqlx::query("SELECT 1").execute(&state.db),
+    )
+    .await;
     match db {
         Ok(Ok(_)) => (StatusCode::OK, Json(json!({"database": "ok"}))),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"database": "unavailable"}))),
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"database": "unavailable"})),
+        ),
     }
 }
 
 /// Serves until `shutdown` resolves, then closes sockets (code 1012, "resume elsewhere"), writes
 /// every queued position, and waits for every task up to the configured grace period.
-pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let cancel = state.cancel.clone();
     let tracker = state.tracker.clone();
     let grace = state.config.shutdown_grace();

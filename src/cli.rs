@@ -20,17 +20,27 @@ pub async fn user(command: UserCommand) -> anyhow::Result<()> {
 
 async fn create(args: CreateUser) -> anyhow::Result<()> {
     let email = args.email.trim().to_owned();
-    anyhow::ensure!(email.contains('@') && email.len() <= 320, "--email must be an email address");
-    anyhow::ensure!(args.password.chars().count() >= 8, "--password must have at least 8 characters");
+    anyhow::ensure!(
+        email.contains('@') && email.len() <= 320,
+        "--email must be an email address"
+    );
+    anyhow::ensure!(
+        args.password.chars().count() >= 8,
+        "--password must have at least 8 characters"
+    );
     anyhow::ensure!(!args.org.trim().is_empty(), "--org must not be empty");
     let pool = db::connect(&args.db).await?;
     db::migrate(&pool).await?;
-    let existing: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE lower(email) = lower($1)")
-        .bind(&email)
-        .fetch_optional(&pool)
-        .await?;
+    let existing: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM users WHERE lower(email) = lower($1)")
+            .bind(&email)
+            .fetch_optional(&pool)
+            .await?;
     if let Some(id) = existing {
-        anyhow::ensure!(args.if_not_exists, "a user with email {email} already exists (id {id})");
+        anyhow::ensure!(
+            args.if_not_exists,
+            "a user with email {email} already exists (id {id})"
+        );
         println!("{id}");
         return Ok(());
     }

@@ -102,7 +102,10 @@ impl fmt::Debug for ServeConfig {
         f.debug_struct("ServeConfig")
             .field("bind", &self.bind)
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
-            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("session_hours", &self.session_hours)
             .field("tile_url", &self.tile_url)
             .field("writer_batch", &self.writer_batch)

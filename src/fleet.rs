@@ -29,21 +29,35 @@ struct FleetQuery {
 
 /// `minLon,minLat,maxLon,maxLat`, each in range and min ≤ max.
 fn parse_bbox(s: &str) -> AppResult<[f64; 4]> {
-    let bad = || AppError::validation("bbox", "bbox must be minLon,minLat,maxLon,maxLat in degrees");
+    let bad = || {
+        AppError::validation(
+            "bbox",
+            "bbox must be minLon,minLat,maxLon,maxLat in degrees",
+        )
+    };
     let parts: Vec<f64> = s
         .split(',')
         .map(|p| p.trim().parse::<f64>().map_err(|_| bad()))
         .collect::<Result<_, _>>()?;
-    let [min_lon, min_lat, max_lon, max_lat] = parts[..] else { return Err(bad()) };
+    let [min_lon, min_lat, max_lon, max_lat] = parts[..] else {
+        return Err(bad());
+    };
     let lon_ok = |v: f64| (-180.0..=180.0).contains(&v);
     let lat_ok = |v: f64| (-90.0..=90.0).contains(&v);
-    if !(lon_ok(min_lon) && lon_ok(max_lon) && lat_ok(min_lat) && lat_ok(max_lat)) || min_lon > max_lon || min_lat > max_lat {
+    if !(lon_ok(min_lon) && lon_ok(max_lon) && lat_ok(min_lat) && lat_ok(max_lat))
+        || min_lon > max_lon
+        || min_lat > max_lat
+    {
         return Err(bad());
     }
     Ok([min_lon, min_lat, max_lon, max_lat])
 }
 
-async fn fleet(State(state): State<AppState>, user: CurrentUser, Query(q): Query<FleetQuery>) -> AppResult<Json<Value>> {
+async fn fleet(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Query(q): Query<FleetQuery>,
+) -> AppResult<Json<Value>> {
     user.require_dispatcher()?;
     let bbox = q.bbox.as_deref().map(parse_bbox).transpose()?;
     let rows: Vec<Vehicle> = sqlx::query_as(
@@ -70,7 +84,9 @@ async fn fleet(State(state): State<AppState>, user: CurrentUser, Query(q): Query
             }))
         })
         .collect();
-    Ok(Json(json!({"type": "FeatureCollection", "features": features})))
+    Ok(Json(
+        json!({"type": "FeatureCollection", "features": features}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -96,18 +112,30 @@ async fn nearby(
     user.require_dispatcher()?;
     let Query(q) = q.map_err(|e| AppError::validation("lat", e.body_text()))?;
     if !(-90.0..=90.0).contains(&q.lat) {
-        return Err(AppError::validation("lat", "lat must be between -90 and 90"));
+        return Err(AppError::validation(
+            "lat",
+            "lat must be between -90 and 90",
+        ));
     }
     if !(-180.0..=180.0).contains(&q.lon) {
-        return Err(AppError::validation("lon", "lon must be between -180 and 180"));
+        return Err(AppError::validation(
+            "lon",
+            "lon must be between -180 and 180",
+        ));
     }
     let radius = q.radius_m.unwrap_or(10_000.0);
     if !(radius > 0.0 && radius <= 100_000.0) {
-        return Err(AppError::validation("radius_m", "radius_m must be between 0 and 100000"));
+        return Err(AppError::validation(
+            "radius_m",
+            "radius_m must be between 0 and 100000",
+        ));
     }
     let limit = q.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
-        return Err(AppError::validation("limit", "limit must be between 1 and 100"));
+        return Err(AppError::validation(
+            "limit",
+            "limit must be between 1 and 100",
+        ));
     }
     // ST_DWithin uses the GiST index on last_point; `<->` orders by the index as well.
     let rows: Vec<Near> = sqlx::query_as(
@@ -139,7 +167,11 @@ struct UserSummary {
     role: String,
 }
 
-async fn users(State(state): State<AppState>, user: CurrentUser, Query(q): Query<UsersQuery>) -> AppResult<Json<Vec<UserSummary>>> {
+async fn users(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Query(q): Query<UsersQuery>,
+) -> AppResult<Json<Vec<UserSummary>>> {
     user.require_dispatcher()?;
     let rows = sqlx::query_as(
         "SELECT id, email, role FROM users WHERE organisation_id = $1 AND ($2::text IS NULL OR role = $2)

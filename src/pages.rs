@@ -55,7 +55,13 @@ fn render(page: impl Template) -> Response {
 }
 
 fn not_found(what: &str) -> Response {
-    (StatusCode::NOT_FOUND, Html(format!("<!doctype html><title>Not found</title><p>{what}</p><p><a href=\"/\">Waymark</a></p>"))).into_response()
+    (
+        StatusCode::NOT_FOUND,
+        Html(format!(
+            "<!doctype html><title>Not found</title><p>{what}</p><p><a href=\"/\">Waymark</a></p>"
+        )),
+    )
+        .into_response()
 }
 
 /// The signed-in user of a page request, if the session cookie (or header) is valid.
@@ -112,7 +118,11 @@ async fn driver(State(state): State<AppState>, headers: HeaderMap) -> Response {
     }
 }
 
-async fn shipment(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<i64>) -> Response {
+async fn shipment(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Response {
     let Some(user) = page_user(&state, &headers) else {
         return Redirect::to("/").into_response();
     };

@@ -199,7 +199,7 @@ mod tests {
     fn accepts_lng_alias_and_keeps_unknown_keys() {
         let now = Utc::now();
         let p = NewPosition::from_json(json!({"lat": 1.5, "lng": 2.5, "fix": "3d"}), now).unwrap();
-        assert_eq!((p.lat, p.lon, p.recorded_at), (1.5, 2.5, now));
+        assert_eq!((p.lat, p.lon, p.recorded_at), (1.5, 2.5, to_micros(now)));
         assert_eq!(p.attributes.unwrap()["fix"], "3d");
     }
 
@@ -216,8 +216,14 @@ mod tests {
             (json!({"lat": "1", "lon": 0}), "lat"),
             (json!({"lon": 0}), "lat"),
             (json!({"lat": 0}), "lon"),
-            (json!({"lat": 0, "lon": 0, "recorded_at": "yesterday"}), "recorded_at"),
-            (json!({"lat": 0, "lon": 0, "recorded_at": "1999-12-31T23:59:59Z"}), "recorded_at"),
+            (
+                json!({"lat": 0, "lon": 0, "recorded_at": "yesterday"}),
+                "recorded_at",
+            ),
+            (
+                json!({"lat": 0, "lon": 0, "recorded_at": "1999-12-31T23:59:59Z"}),
+                "recorded_at",
+            ),
         ];
         for (input, field) in cases {
             let err = NewPosition::from_json(input.clone(), now).unwrap_err();
@@ -233,7 +239,9 @@ mod tests {
             .unwrap_err();
         assert_eq!(field_of(err), "recorded_at");
         let fine = (now + Duration::hours(23)).to_rfc3339();
-        assert!(NewPosition::from_json(json!({"lat": 0, "lon": 0, "recorded_at": fine}), now).is_ok());
+        assert!(
+            NewPosition::from_json(json!({"lat": 0, "lon": 0, "recorded_at": fine}), now).is_ok()
+        );
     }
 }
 

@@ -185,7 +185,11 @@ async fn list(
     Ok(Json(with_last_positions(&state.db, rows).await?))
 }
 
-async fn get_one(State(state): State<AppState>, viewer: Viewer, Path(id): Path<i64>) -> AppResult<Json<Shipment>> {
+async fn get_one(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<i64>,
+) -> AppResult<Json<Shipment>> {
     Ok(Json(load_visible(&state.db, &viewer, id).await?))
 }
 
@@ -217,7 +221,10 @@ fn check_place(field: &str, p: &PlaceInput) -> AppResult<()> {
         ));
     }
     if p.name.as_ref().is_some_and(|n| n.chars().count() > 200) {
-        return Err(AppError::validation(field, format!("{field}.name is over 200 characters")));
+        return Err(AppError::validation(
+            field,
+            format!("{field}.name is over 200 characters"),
+        ));
     }
     Ok(())
 }
@@ -242,20 +249,32 @@ fn check_route(route: &Value) -> AppResult<String> {
             None => (None, None),
         };
         match (lon, lat) {
-            (Some(lon), Some(lat)) if (-180.0..=180.0).contains(&lon) && (-90.0..=90.0).contains(&lat) => {}
-            _ => return Err(bad("each planned_route position must be [lon, lat] in range")),
+            (Some(lon), Some(lat))
+                if (-180.0..=180.0).contains(&lon) && (-90.0..=90.0).contains(&lat) => {}
+            _ => {
+                return Err(bad(
+                    "each planned_route position must be [lon, lat] in range",
+                ))
+            }
         }
     }
     Ok(json!({"type": "LineString", "coordinates": coords}).to_string())
 }
 
-async fn check_assignees(db: &PgPool, organisation_id: i64, vehicle_id: Option<i64>, driver_id: Option<i64>) -> AppResult<()> {
+async fn check_assignees(
+    db: &PgPool,
+    organisation_id: i64,
+    vehicle_id: Option<i64>,
+    driver_id: Option<i64>,
+) -> AppResult<()> {
     if let Some(v) = vehicle_id {
-        let ok: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM vehicles WHERE id = $1 AND organisation_id = $2)")
-            .bind(v)
-            .bind(organisation_id)
-            .fetch_one(db)
-            .await?;
+        let ok: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM vehicles WHERE id = $1 AND organisation_id = $2)",
+        )
+        .bind(v)
+        .bind(organisation_id)
+        .fetch_one(db)
+        .await?;
         if !ok {
             return Err(AppError::validation("vehicle_id", "no such vehicle"));
         }
@@ -278,7 +297,9 @@ async fn check_assignees(db: &PgPool, organisation_id: i64, vehicle_id: Option<i
 /// Maps the shipments table's constraints to what the client did wrong.
 fn constraint_error(e: sqlx::Error) -> AppError {
     match e.as_database_error().and_then(|d| d.constraint()) {
-        Some("shipments_reference_key") => AppError::Conflict("a shipment with this reference exists".into()),
+        Some("shipments_reference_key") => {
+            AppError::Conflict("a shipment with this reference exists".into())
+        }
         Some("shipments_one_active_per_vehicle") => {
             AppError::Conflict("this vehicle already has an active shipment".into())
         }
@@ -294,12 +315,21 @@ async fn create(
     user.require_dispatcher()?;
     let reference = body.reference.trim();
     if reference.is_empty() || reference.chars().count() > 100 {
-        return Err(AppError::validation("reference", "reference must be 1 to 100 characters"));
+        return Err(AppError::validation(
+            "reference",
+            "reference must be 1 to 100 characters",
+        ));
     }
     check_place("origin", &body.origin)?;
     check_place("destination", &body.destination)?;
     let route = body.planned_route.as_ref().map(check_route).transpose()?;
-    check_assignees(&state.db, user.organisation_id, body.vehicle_id, body.driver_id).await?;
+    check_assignees(
+        &state.db,
+        user.organisation_id,
+        body.vehicle_id,
+        body.driver_id,
+    )
+    .await?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO shipments (organisation_id, reference, origin, origin_name, destination,
              destination_name, planned_route, vehicle_id, driver_id, due_at)
@@ -348,18 +378,33 @@ async fn update(
     let current = load_visible(&state.db, &viewer, id).await?;
     if let Some(s) = &change.status {
         if !STATUSES.contains(&s.as_str()) {
-            return Err(AppError::validation("status", "status must be planned, in_transit, arrived, delivered or cancelled"));
+            return Err(AppError::validation(
+                "status",
+                "status must be planned, in_transit, arrived, delivered or cancelled",
+            ));
         }
         if matches!(current.status.as_str(), "delivered" | "cancelled") && *s != current.status {
-            return Err(AppError::Conflict(format!("the shipment is already {}", current.status)));
+            return Err(AppError::Conflict(format!(
+                "the shipment is already {}",
+                current.status
+            )));
         }
     }
     if let Some(r) = &change.reference {
         if r.trim().is_empty() || r.chars().count() > 100 {
-            return Err(AppError::validation("reference", "reference must be 1 to 100 characters"));
+            return Err(AppError::validation(
+                "reference",
+                "reference must be 1 to 100 characters",
+            ));
         }
     }
-    check_assignees(&state.db, user.organisation_id, change.vehicle_id, change.driver_id).await?;
+    check_assignees(
+        &state.db,
+        user.organisation_id,
+        change.vehicle_id,
+        change.driver_id,
+    )
+    .await?;
     sqlx::query(
         "UPDATE shipments SET status = COALESCE($2, status), reference = COALESCE($3, reference),
              vehicle_id = COALESCE($4, vehicle_id), driver_id = COALESCE($5, driver_id),
@@ -396,10 +441,18 @@ async fn track(
     let shipment = load_visible(&state.db, &viewer, id).await?;
     let format = q.format.as_deref().unwrap_or("geojson");
     if format != "geojson" && format != "gpx" {
-        return Err(AppError::validation("format", "format must be geojson or gpx"));
+        return Err(AppError::validation(
+            "format",
+            "format must be geojson or gpx",
+        ));
     }
-    if q.simplify_m.is_some_and(|m| !m.is_finite() || !(0.0..=100_000.0).contains(&m)) {
-        return Err(AppError::validation("simplify_m", "simplify_m must be between 0 and 100000"));
+    if q.simplify_m
+        .is_some_and(|m| !m.is_finite() || !(0.0..=100_000.0).contains(&m))
+    {
+        return Err(AppError::validation(
+            "simplify_m",
+            "simplify_m must be between 0 and 100000",
+        ));
     }
     let rows: Vec<PositionRow> = sqlx::query_as(&format!(
         "SELECT seq, {POSITION_COLUMNS} FROM positions
@@ -443,7 +496,10 @@ fn simplify(rows: Vec<PositionRow>, tolerance_m: f64) -> Vec<PositionRow> {
     let cos_lat = rows[0].lat.to_radians().cos();
     let line: LineString<f64> = rows
         .iter()
-        .map(|r| Coord { x: r.lon * M_PER_DEG * cos_lat, y: r.lat * M_PER_DEG })
+        .map(|r| Coord {
+            x: r.lon * M_PER_DEG * cos_lat,
+            y: r.lat * M_PER_DEG,
+        })
         .collect();
     let keep = line.simplify_idx(&tolerance_m);
     let mut keep = keep.into_iter().peekable();
@@ -471,7 +527,8 @@ fn gpx(name: &str, rows: &[PositionRow]) -> String {
             "<trkpt lat=\"{}\" lon=\"{}\"><time>{}</time></trkpt>\n",
             r.lat,
             r.lon,
-            r.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            r.recorded_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
         ));
     }
     out.push_str("</trkseg></trk>\n</gpx>\n");
@@ -479,7 +536,10 @@ fn gpx(name: &str, rows: &[PositionRow]) -> String {
 }
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 #[derive(Deserialize, Default)]
@@ -505,7 +565,10 @@ async fn share(
     };
     let expires_in = body.expires_in_s.unwrap_or(86_400);
     if !(60..=30 * 86_400).contains(&expires_in) {
-        return Err(AppError::validation("expires_in_s", "expires_in_s must be between 60 and 2592000"));
+        return Err(AppError::validation(
+            "expires_in_s",
+            "expires_in_s must be between 60 and 2592000",
+        ));
     }
     let share_token = token::generate(SHARE_TOKEN_BYTES);
     let expires_at: DateTime<Utc> = Utc::now() + Duration::seconds(expires_in);
@@ -522,7 +585,9 @@ async fn share(
     .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"token": share_token, "url": format!("/t/{share_token}"), "expires_at": expires_at})),
+        Json(
+            json!({"token": share_token, "url": format!("/t/{share_token}"), "expires_at": expires_at}),
+        ),
     ))
 }
 

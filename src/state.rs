@@ -39,11 +39,20 @@ impl AppState {
                 token::generate(32).into_bytes()
             }
         };
-        let sessions = SessionKeys::new(&secret, chrono::Duration::hours(config.session_hours.into()));
+        let sessions = SessionKeys::new(
+            &secret,
+            chrono::Duration::hours(config.session_hours.into()),
+        );
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let hub = Arc::new(Hub::default());
-        let writer = spawn_writer(db.clone(), hub.clone(), config.writer_batch, &tracker, cancel.clone());
+        let writer = spawn_writer(
+            db.clone(),
+            hub.clone(),
+            config.writer_batch,
+            &tracker,
+            cancel.clone(),
+        );
         AppState {
             db,
             config: Arc::new(config),

@@ -66,11 +66,13 @@ pub async fn authorize(db: &PgPool, viewer: &Viewer, id: i64) -> AppResult<()> {
         return Err(AppError::Forbidden("share links see their shipment only"));
     };
     let visible: bool = if user.role.dispatches() {
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM vehicles WHERE id = $1 AND organisation_id = $2)")
-            .bind(id)
-            .bind(user.organisation_id)
-            .fetch_one(db)
-            .await?
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM vehicles WHERE id = $1 AND organisation_id = $2)",
+        )
+        .bind(id)
+        .bind(user.organisation_id)
+        .fetch_one(db)
+        .await?
     } else {
         sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM shipments WHERE vehicle_id = $1 AND organisation_id = $2
@@ -89,7 +91,10 @@ pub async fn authorize(db: &PgPool, viewer: &Viewer, id: i64) -> AppResult<()> {
     }
 }
 
-async fn list_handler(State(state): State<AppState>, user: CurrentUser) -> AppResult<Json<Vec<Vehicle>>> {
+async fn list_handler(
+    State(state): State<AppState>,
+    user: CurrentUser,
+) -> AppResult<Json<Vec<Vehicle>>> {
     user.require_dispatcher()?;
     Ok(Json(list(&state.db, user.organisation_id).await?))
 }
@@ -129,7 +134,10 @@ async fn create(
     user.require_dispatcher()?;
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME {
-        return Err(AppError::validation("name", "name must be 1 to 200 characters"));
+        return Err(AppError::validation(
+            "name",
+            "name must be 1 to 200 characters",
+        ));
     }
     let unit = body.speed_unit.as_deref().unwrap_or("knots");
     check_speed_unit(unit)?;
@@ -158,12 +166,13 @@ async fn rotate_token(
 ) -> AppResult<Json<Value>> {
     user.require_dispatcher()?;
     let ingest_token = token::generate(TOKEN_BYTES);
-    let updated = sqlx::query("UPDATE vehicles SET token_hash = $1 WHERE id = $2 AND organisation_id = $3")
-        .bind(token::hash(&ingest_token))
-        .bind(id)
-        .bind(user.organisation_id)
-        .execute(&state.db)
-        .await?;
+    let updated =
+        sqlx::query("UPDATE vehicles SET token_hash = $1 WHERE id = $2 AND organisation_id = $3")
+            .bind(token::hash(&ingest_token))
+            .bind(id)
+            .bind(user.organisation_id)
+            .execute(&state.db)
+            .await?;
     if updated.rows_affected() == 0 {
         return Err(AppError::NotFound("vehicle"));
     }

@@ -29,14 +29,21 @@ pub struct Device {
     pub speed_unit: String,
 }
 
+/// Token hash → the device and when it was looked up.
+type Entries = HashMap<Vec<u8>, (Device, Instant)>;
+
 #[derive(Clone, Default)]
 pub struct DeviceCache {
-    entries: Arc<Mutex<HashMap<Vec<u8>, (Device, Instant)>>>,
+    entries: Arc<Mutex<Entries>>,
 }
 
 impl DeviceCache {
     /// The device for `ingest_token`, or `401`.
-    pub async fn authenticate(&self, pool: &PgPool, ingest_token: &str) -> Result<Device, AppError> {
+    pub async fn authenticate(
+        &self,
+        pool: &PgPool,
+        ingest_token: &str,
+    ) -> Result<Device, AppError> {
         let hash = token::hash(ingest_token);
         if let Some(device) = self.cached(&hash) {
             return Ok(device);

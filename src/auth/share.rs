@@ -30,8 +30,9 @@ impl ShareAccess {
         .bind(token::hash(share_token))
         .fetch_optional(pool)
         .await?;
-        let (organisation_id, shipment_id) =
-            row.ok_or(AppError::Unauthorized("this share link is invalid or has expired"))?;
+        let (organisation_id, shipment_id) = row.ok_or(AppError::Unauthorized(
+            "this share link is invalid or has expired",
+        ))?;
         Ok(ShareAccess {
             organisation_id,
             shipment_id,

@@ -26,7 +26,9 @@ mod tests {
         let b = generate(24);
         assert_ne!(a, b);
         assert_eq!(a.len(), 32);
-        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert!(a
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
         assert_eq!(hash(&a).len(), 32);
         assert_ne!(hash(&a), hash(&b));
     }

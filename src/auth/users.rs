@@ -4,7 +4,13 @@ use sqlx::PgPool;
 use super::{hash_password, Role};
 
 /// Creates a user, and its organisation if there is none of that name. Returns the user's id.
-pub async fn create_user(pool: &PgPool, organisation: &str, email: &str, password: &str, role: Role) -> anyhow::Result<i64> {
+pub async fn create_user(
+    pool: &PgPool,
+    organisation: &str,
+    email: &str,
+    password: &str,
+    role: Role,
+) -> anyhow::Result<i64> {
     let hash = hash_password(password.to_owned()).await?;
     let mut tx = pool.begin().await?;
     let org_id: i64 = sqlx::query_scalar(

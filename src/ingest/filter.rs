@@ -54,7 +54,10 @@ pub fn judge(p: &NewPosition, last: Option<&LastFix>, now: DateTime<Utc>) -> Opt
     if let Some(last) = last {
         // Only a newer point can jump; the speed it implies shrinks as time passes, so a vehicle
         // that really moved while silent is accepted again soon.
-        let dt = (p.recorded_at - last.recorded_at).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
+        let dt = (p.recorded_at - last.recorded_at)
+            .num_microseconds()
+            .unwrap_or(i64::MAX) as f64
+            / 1e6;
         if dt > 0.0 {
             let d = Haversine::distance(Point::new(last.lon, last.lat), Point::new(p.lon, p.lat));
             if d / dt > MAX_SPEED_MPS {
@@ -86,8 +89,14 @@ mod tests {
     #[test]
     fn flags_null_island_future_and_inaccurate_points() {
         let now = Utc::now();
-        assert_eq!(judge(&at(0.0, 0.0, now), None, now), Some(FilterReason::NullIsland));
-        assert_eq!(judge(&at(1.0, 1.0, now + Duration::minutes(6)), None, now), Some(FilterReason::Future));
+        assert_eq!(
+            judge(&at(0.0, 0.0, now), None, now),
+            Some(FilterReason::NullIsland)
+        );
+        assert_eq!(
+            judge(&at(1.0, 1.0, now + Duration::minutes(6)), None, now),
+            Some(FilterReason::Future)
+        );
         let mut vague = at(1.0, 1.0, now);
         vague.accuracy = Some(800.0);
         assert_eq!(judge(&vague, None, now), Some(FilterReason::Inaccurate));
@@ -98,9 +107,16 @@ mod tests {
     fn the_munich_tunnel_jump_is_filtered_and_heals_with_time() {
         // Two fixes of the real Munich trace, 470 m apart, one second apart.
         let t0 = Utc::now() - Duration::minutes(1);
-        let last = LastFix { recorded_at: t0, lat: 48.1395, lon: 11.5200 };
+        let last = LastFix {
+            recorded_at: t0,
+            lat: 48.1395,
+            lon: 11.5200,
+        };
         let jumped = at(48.1395, 11.5263, t0 + Duration::seconds(1));
-        assert_eq!(judge(&jumped, Some(&last), Utc::now()), Some(FilterReason::Jump));
+        assert_eq!(
+            judge(&jumped, Some(&last), Utc::now()),
+            Some(FilterReason::Jump)
+        );
         let later = at(48.1395, 11.5263, t0 + Duration::seconds(10));
         assert_eq!(judge(&later, Some(&last), Utc::now()), None);
     }

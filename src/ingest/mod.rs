@@ -3,12 +3,12 @@
 mod filter;
 mod writer;
 
-pub use filter::{judge, LastFix, FilterReason};
+pub use filter::{judge, FilterReason, LastFix};
 pub use writer::{spawn_writer, WriteError, WriteOutcome, WriterHandle};
 
 use axum::{
     body::Bytes,
-    extract::State,
+    extract::{rejection::BytesRejection, State},
     http::{header, HeaderMap},
     routing::post,
     Json, Router,
@@ -36,15 +36,19 @@ async fn post_positions(
     State(state): State<AppState>,
     device: Device,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> AppResult<Json<Value>> {
     let json_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/json"));
     if !json_type {
-        return Err(AppError::UnsupportedMediaType("expected Content-Type: application/json"));
+        return Err(AppError::UnsupportedMediaType(
+            "expected Content-Type: application/json",
+        ));
     }
+    let body =
+        body.map_err(|_| AppError::TooLarge(format!("the body is larger than {MAX_BODY} bytes")))?;
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| AppError::Malformed(format!("the body is not valid JSON: {e}")))?;
     let positions = parse_native(value)?;

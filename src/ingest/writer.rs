@@ -67,10 +67,18 @@ pub struct WriterHandle {
 
 impl WriterHandle {
     /// Queues `positions` and waits until they are committed (or the write failed).
-    pub async fn write(&self, device: Device, positions: Vec<NewPosition>) -> Result<WriteOutcome, WriteError> {
+    pub async fn write(
+        &self,
+        device: Device,
+        positions: Vec<NewPosition>,
+    ) -> Result<WriteOutcome, WriteError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Request { device, positions, reply })
+            .send(Request {
+                device,
+                positions,
+                reply,
+            })
             .await
             .map_err(|_| WriteError::ShuttingDown)?;
         rx.await.map_err(|_| WriteError::ShuttingDown)?
@@ -90,7 +98,13 @@ pub fn spawn_writer(
     WriterHandle { tx }
 }
 
-async fn run(pool: PgPool, hub: Arc<Hub>, max_rows: usize, mut rx: mpsc::Receiver<Request>, cancel: CancellationToken) {
+async fn run(
+    pool: PgPool,
+    hub: Arc<Hub>,
+    max_rows: usize,
+    mut rx: mpsc::Receiver<Request>,
+    cancel: CancellationToken,
+) {
     loop {
         let first = tokio::select! {
             biased;
@@ -154,7 +168,9 @@ fn publish(hub: &Hub, events: &[Event]) {
     for e in events {
         let p = &e.position;
         let mut keys = vec![
-            TopicKey::Fleet { organisation_id: e.organisation_id },
+            TopicKey::Fleet {
+                organisation_id: e.organisation_id,
+            },
             TopicKey::Vehicle(p.vehicle_id),
         ];
         if let Some(s) = p.shipment_id {
@@ -165,7 +181,8 @@ fn publish(hub: &Hub, events: &[Event]) {
         let conflate = (!p.late).then_some(p.vehicle_id);
         for key in keys {
             hub.publish(key, e.seq, conflate, || {
-                let data = data.get_or_insert_with(|| serde_json::to_string(p).expect("positions serialise"));
+                let data = data
+                    .get_or_insert_with(|| serde_json::to_string(p).expect("positions serialise"));
                 position_frame(&key.topic(), e.seq, data)
             });
         }
@@ -205,7 +222,12 @@ async fn commit(pool: &PgPool, batch: &[Request]) -> sqlx::Result<Written> {
     let mut outcomes = Vec::with_capacity(batch.len());
     for request in batch {
         let vehicle_id = request.device.vehicle_id;
-        let mut outcome = WriteOutcome { seqs: Vec::with_capacity(request.positions.len()), accepted: 0, duplicates: 0, filtered: 0 };
+        let mut outcome = WriteOutcome {
+            seqs: Vec::with_capacity(request.positions.len()),
+            accepted: 0,
+            duplicates: 0,
+            filtered: 0,
+        };
         for p in &request.positions {
             let key = (vehicle_id, p.recorded_at);
             if let Some(seq) = stored.get(&key).or_else(|| seen.get(&key)) {
@@ -215,9 +237,12 @@ async fn commit(pool: &PgPool, batch: &[Request]) -> sqlx::Result<Written> {
             }
             next_seq += 1;
             seen.insert(key, next_seq);
-            let state = vehicles.get_mut(&vehicle_id).expect("every device's vehicle was read");
+            let state = vehicles
+                .get_mut(&vehicle_id)
+                .expect("every device's vehicle was read");
             let filter = judge(p, state.last.as_ref(), now);
-            let late = filter.is_none() && state.last.is_some_and(|l| p.recorded_at < l.recorded_at);
+            let late =
+                filter.is_none() && state.last.is_some_and(|l| p.recorded_at < l.recorded_at);
             let position = Position {
                 vehicle_id,
                 shipment_id: state.shipment_id,
@@ -233,7 +258,11 @@ async fn commit(pool: &PgPool, batch: &[Request]) -> sqlx::Result<Written> {
                 late,
             };
             if filter.is_none() && !late {
-                state.last = Some(LastFix { recorded_at: p.recorded_at, lat: p.lat, lon: p.lon });
+                state.last = Some(LastFix {
+                    recorded_at: p.recorded_at,
+                    lat: p.lat,
+                    lon: p.lon,
+                });
                 state.new_current = Some(position.clone());
             }
             outcome.seqs.push(next_seq);
@@ -246,7 +275,10 @@ async fn commit(pool: &PgPool, batch: &[Request]) -> sqlx::Result<Written> {
                 seq: next_seq,
                 position,
                 filter: filter.map(|f| f.as_str()),
-                attributes: p.attributes.as_ref().map(|a| serde_json::Value::Object(a.clone()).to_string()),
+                attributes: p
+                    .attributes
+                    .as_ref()
+                    .map(|a| serde_json::Value::Object(a.clone()).to_string()),
             });
         }
         outcomes.push(outcome);
@@ -279,16 +311,27 @@ async fn commit(pool: &PgPool, batch: &[Request]) -> sqlx::Result<Written> {
     let events = rows
         .into_iter()
         .filter(|r| r.filter.is_none())
-        .map(|r| Event { seq: r.seq, organisation_id: r.organisation_id, position: r.position })
+        .map(|r| Event {
+            seq: r.seq,
+            organisation_id: r.organisation_id,
+            position: r.position,
+        })
         .collect();
     Ok(Written { outcomes, events })
 }
 
 /// The seqs of positions in the batch that are already stored (re-sends).
-async fn existing_seqs(tx: &mut Transaction<'_, Postgres>, batch: &[Request]) -> sqlx::Result<HashMap<(i64, DateTime<Utc>), i64>> {
+async fn existing_seqs(
+    tx: &mut Transaction<'_, Postgres>,
+    batch: &[Request],
+) -> sqlx::Result<HashMap<(i64, DateTime<Utc>), i64>> {
     let (vehicle_ids, times): (Vec<i64>, Vec<DateTime<Utc>>) = batch
         .iter()
-        .flat_map(|r| r.positions.iter().map(|p| (r.device.vehicle_id, p.recorded_at)))
+        .flat_map(|r| {
+            r.positions
+                .iter()
+                .map(|p| (r.device.vehicle_id, p.recorded_at))
+        })
         .unzip();
     let found: Vec<(i64, DateTime<Utc>, i64)> = sqlx::query_as(
         "SELECT p.vehicle_id, p.recorded_at, p.seq
@@ -302,12 +345,24 @@ async fn existing_seqs(tx: &mut Transaction<'_, Postgres>, batch: &[Request]) ->
     Ok(found.into_iter().map(|(v, t, s)| ((v, t), s)).collect())
 }
 
-async fn vehicle_states(tx: &mut Transaction<'_, Postgres>, batch: &[Request]) -> sqlx::Result<HashMap<i64, VehicleState>> {
+/// id, last_recorded_at, last lat, last lon, active shipment id and status.
+type VehicleRow = (
+    i64,
+    Option<DateTime<Utc>>,
+    Option<f64>,
+    Option<f64>,
+    Option<i64>,
+    Option<String>,
+);
+
+async fn vehicle_states(
+    tx: &mut Transaction<'_, Postgres>,
+    batch: &[Request],
+) -> sqlx::Result<HashMap<i64, VehicleState>> {
     let mut ids: Vec<i64> = batch.iter().map(|r| r.device.vehicle_id).collect();
     ids.sort_unstable();
     ids.dedup();
-    #[allow(clippy::type_complexity)]
-    let found: Vec<(i64, Option<DateTime<Utc>>, Option<f64>, Option<f64>, Option<i64>, Option<String>)> = sqlx::query_as(
+    let found: Vec<VehicleRow> = sqlx::query_as(
         "SELECT v.id, v.last_recorded_at, ST_Y(v.last_point::geometry), ST_X(v.last_point::geometry),
                 s.id, s.status
          FROM vehicles v
@@ -321,7 +376,11 @@ async fn vehicle_states(tx: &mut Transaction<'_, Postgres>, batch: &[Request]) -
         .into_iter()
         .map(|(id, at, lat, lon, shipment_id, status)| {
             let last = match (at, lat, lon) {
-                (Some(recorded_at), Some(lat), Some(lon)) => Some(LastFix { recorded_at, lat, lon }),
+                (Some(recorded_at), Some(lat), Some(lon)) => Some(LastFix {
+                    recorded_at,
+                    lat,
+                    lon,
+                }),
                 _ => None,
             };
             let state = VehicleState {
@@ -337,7 +396,12 @@ async fn vehicle_states(tx: &mut Transaction<'_, Postgres>, batch: &[Request]) -
     // the whole batch, so treat it as having no state; the insert below then skips nothing, and
     // the foreign key reports the problem. In practice vehicles are not deleted under load.
     for id in ids {
-        states.entry(id).or_insert(VehicleState { last: None, shipment_id: None, shipment_planned: false, new_current: None });
+        states.entry(id).or_insert(VehicleState {
+            last: None,
+            shipment_id: None,
+            shipment_planned: false,
+            new_current: None,
+        });
     }
     Ok(states)
 }
@@ -411,8 +475,14 @@ async fn insert_rows(tx: &mut Transaction<'_, Postgres>, rows: &[Row]) -> sqlx::
     Ok(())
 }
 
-async fn update_vehicles(tx: &mut Transaction<'_, Postgres>, vehicles: &HashMap<i64, VehicleState>) -> sqlx::Result<()> {
-    let current: Vec<&Position> = vehicles.values().filter_map(|v| v.new_current.as_ref()).collect();
+async fn update_vehicles(
+    tx: &mut Transaction<'_, Postgres>,
+    vehicles: &HashMap<i64, VehicleState>,
+) -> sqlx::Result<()> {
+    let current: Vec<&Position> = vehicles
+        .values()
+        .filter_map(|v| v.new_current.as_ref())
+        .collect();
     if current.is_empty() {
         return Ok(());
     }

@@ -96,7 +96,12 @@ impl Hub {
     }
 
     /// Registers a buffering subscription; call [`Subscription::go_live`] once caught up.
-    pub fn subscribe(&self, key: TopicKey, connection: u64, outbox: Arc<Outbox>) -> Arc<Subscription> {
+    pub fn subscribe(
+        &self,
+        key: TopicKey,
+        connection: u64,
+        outbox: Arc<Outbox>,
+    ) -> Arc<Subscription> {
         let sub = Arc::new(Subscription {
             key,
             connection,
@@ -127,7 +132,13 @@ impl Hub {
     }
 
     /// Delivers an event to every local subscriber of `key`. `frame` is built only if there is one.
-    pub fn publish(&self, key: TopicKey, seq: i64, conflate_vehicle: Option<i64>, frame: impl FnOnce() -> String) {
+    pub fn publish(
+        &self,
+        key: TopicKey,
+        seq: i64,
+        conflate_vehicle: Option<i64>,
+        frame: impl FnOnce() -> String,
+    ) {
         let topics = self.topics.read().expect("hub poisoned");
         let Some(subs) = topics.get(&key) else { return };
         let delivery = Delivery {
@@ -170,7 +181,10 @@ mod tests {
         let sub = hub.subscribe(key, 1, outbox.clone());
         hub.publish(key, 5, None, || "five".into());
         hub.publish(key, 7, None, || "seven".into());
-        assert!(drain(&outbox).await.is_empty(), "nothing is sent while buffering");
+        assert!(
+            drain(&outbox).await.is_empty(),
+            "nothing is sent while buffering"
+        );
         assert!(sub.go_live(5));
         hub.publish(key, 6, None, || "six".into());
         hub.publish(key, 8, None, || "eight".into());
@@ -186,11 +200,15 @@ mod tests {
         let sb = hub.subscribe(TopicKey::Fleet { organisation_id: 2 }, 2, b.clone());
         sa.go_live(0);
         sb.go_live(0);
-        hub.publish(TopicKey::Fleet { organisation_id: 1 }, 1, None, || "org1".into());
+        hub.publish(TopicKey::Fleet { organisation_id: 1 }, 1, None, || {
+            "org1".into()
+        });
         assert_eq!(drain(&a).await, ["org1"]);
         assert!(drain(&b).await.is_empty());
         hub.unsubscribe(&sa);
-        hub.publish(TopicKey::Fleet { organisation_id: 1 }, 2, None, || "again".into());
+        hub.publish(TopicKey::Fleet { organisation_id: 1 }, 2, None, || {
+            "again".into()
+        });
         assert!(drain(&a).await.is_empty());
         assert!(!hub.has_subscribers(&TopicKey::Fleet { organisation_id: 1 }));
     }

@@ -72,7 +72,11 @@ impl Outbox {
     }
 
     /// Waits for frames and moves up to `max` of them into `out`, oldest first.
-    pub async fn recv_many(&self, out: &mut Vec<Utf8Bytes>, max: usize) -> Result<(), OutboxClosed> {
+    pub async fn recv_many(
+        &self,
+        out: &mut Vec<Utf8Bytes>,
+        max: usize,
+    ) -> Result<(), OutboxClosed> {
         loop {
             {
                 let mut inner = self.inner.lock().expect("outbox poisoned");
@@ -80,7 +84,9 @@ impl Outbox {
                     return Err(OutboxClosed);
                 }
                 while out.len() < max {
-                    let Some(entry) = inner.queue.pop_front() else { break };
+                    let Some(entry) = inner.queue.pop_front() else {
+                        break;
+                    };
                     match entry {
                         Entry::Frame(f) => out.push(f),
                         Entry::Conflated(topic, vehicle) => {

@@ -9,7 +9,9 @@ pub const REPLAY_LIMIT: i64 = 10_000;
 
 /// The highest seq committed so far. Every event committed later gets a larger one.
 pub async fn read_seq(pool: &PgPool) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT value FROM event_seq").fetch_one(pool).await
+    sqlx::query_scalar("SELECT value FROM event_seq")
+        .fetch_one(pool)
+        .await
 }
 
 /// The events live delivery sent on `key` after `since`, in seq order: published positions

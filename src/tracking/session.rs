@@ -128,12 +128,15 @@ impl Session {
     async fn run(mut self, socket: WebSocket) {
         let (mut sink, mut stream) = socket.split();
         let user = match &self.viewer {
-            Viewer::User(u) => json!({"id": u.id, "role": u.role, "organisation_id": u.organisation_id}),
+            Viewer::User(u) => {
+                json!({"id": u.id, "role": u.role, "organisation_id": u.organisation_id})
+            }
             Viewer::Share(_) => Value::Null,
         };
         self.send(json!({"type": "hello", "server_time": Utc::now(), "user": user}));
         let cancel = self.state.cancel.clone();
-        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
         let mut last_heard = Instant::now();
         let mut batch = Vec::with_capacity(64);
         let close = loop {
@@ -191,7 +194,11 @@ impl Session {
                 code,
                 reason: Utf8Bytes::from_static(reason),
             };
-            let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Close(Some(frame)))).await;
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                sink.send(Message::Close(Some(frame))),
+            )
+            .await;
         }
     }
 
@@ -227,7 +234,11 @@ impl Session {
                 return Flow::Continue;
             }
             Err(_) => {
-                self.error("unknown_type", "type must be subscribe, unsubscribe or ping", reference);
+                self.error(
+                    "unknown_type",
+                    "type must be subscribe, unsubscribe or ping",
+                    reference,
+                );
                 return Flow::Continue;
             }
         };
@@ -256,13 +267,26 @@ impl Session {
                 self.send(frame);
                 Flow::Continue
             }
-            ClientFrame::Subscribe { topic, since, reference } => self.subscribe(&topic, since, reference).await,
+            ClientFrame::Subscribe {
+                topic,
+                since,
+                reference,
+            } => self.subscribe(&topic, since, reference).await,
         }
     }
 
-    async fn subscribe(&mut self, name: &str, since: Option<i64>, reference: Option<Value>) -> Flow {
+    async fn subscribe(
+        &mut self,
+        name: &str,
+        since: Option<i64>,
+        reference: Option<Value>,
+    ) -> Flow {
         let Some(topic) = Topic::parse(name) else {
-            self.error("bad_topic", "topics are fleet, vehicle:{id} and shipment:{id}", reference);
+            self.error(
+                "bad_topic",
+                "topics are fleet, vehicle:{id} and shipment:{id}",
+                reference,
+            );
             return Flow::Continue;
         };
         if since.is_some_and(|s| s < 0) {
@@ -274,7 +298,11 @@ impl Session {
             self.state.hub.unsubscribe(&old);
         }
         if self.subscriptions.len() >= MAX_SUBSCRIPTIONS {
-            self.error("too_many_subscriptions", "unsubscribe from something first", reference);
+            self.error(
+                "too_many_subscriptions",
+                "unsubscribe from something first",
+                reference,
+            );
             return Flow::Continue;
         }
         let db = &self.state.db;
@@ -282,12 +310,18 @@ impl Session {
         let authorised = match topic {
             Topic::Fleet => self.viewer.dispatcher().map(|_| ()),
             Topic::Vehicle(id) => vehicles::authorize(db, &self.viewer, id).await,
-            Topic::Shipment(id) => shipments::load_visible(db, &self.viewer, id).await.map(|_| ()),
+            Topic::Shipment(id) => shipments::load_visible(db, &self.viewer, id)
+                .await
+                .map(|_| ()),
         };
         match authorised {
             Ok(()) => {}
             Err(AppError::Forbidden(_) | AppError::NotFound(_) | AppError::Unauthorized(_)) => {
-                self.error("forbidden", "you may not subscribe to this topic", reference);
+                self.error(
+                    "forbidden",
+                    "you may not subscribe to this topic",
+                    reference,
+                );
                 return Flow::Continue;
             }
             Err(e) => {
@@ -299,7 +333,8 @@ impl Session {
         let sub = self.state.hub.subscribe(key, self.id, self.outbox.clone());
         match self.catch_up(topic, key, since).await {
             Ok((snapshot, replay)) => {
-                let mut frame = json!({"type": "subscribed", "topic": topic.to_string(), "snapshot": snapshot});
+                let mut frame =
+                    json!({"type": "subscribed", "topic": topic.to_string(), "snapshot": snapshot});
                 if let Some(r) = reference {
                     frame["ref"] = r;
                 }
@@ -310,14 +345,22 @@ impl Session {
                     match replay {
                         Some(events) => {
                             for (seq, position) in events {
-                                let data = serde_json::to_string(&position).expect("positions serialise");
-                                self.outbox.push(Utf8Bytes::from(position_frame(&topic, seq, &data)), None);
+                                let data =
+                                    serde_json::to_string(&position).expect("positions serialise");
+                                self.outbox.push(
+                                    Utf8Bytes::from(position_frame(&topic, seq, &data)),
+                                    None,
+                                );
                                 floor = floor.max(seq);
                             }
                         }
                         None => {
                             floor = snapshot["seq"].as_i64().unwrap_or(0);
-                            self.error("since_too_old", "too many missed events; the snapshot is current", None);
+                            self.error(
+                                "since_too_old",
+                                "too many missed events; the snapshot is current",
+                                None,
+                            );
                         }
                     }
                 }
@@ -346,9 +389,15 @@ impl Session {
         let db = &self.state.db;
         let seq = replay::read_seq(db).await?;
         let mut snapshot = match topic {
-            Topic::Fleet => json!({"vehicles": vehicles::list(db, self.viewer.organisation_id()).await?}),
-            Topic::Vehicle(id) => json!({"vehicle": vehicles::get(db, self.viewer.organisation_id(), id).await?}),
-            Topic::Shipment(id) => json!({"shipment": shipments::load_visible(db, &self.viewer, id).await?}),
+            Topic::Fleet => {
+                json!({"vehicles": vehicles::list(db, self.viewer.organisation_id()).await?})
+            }
+            Topic::Vehicle(id) => {
+                json!({"vehicle": vehicles::get(db, self.viewer.organisation_id(), id).await?})
+            }
+            Topic::Shipment(id) => {
+                json!({"shipment": shipments::load_visible(db, &self.viewer, id).await?})
+            }
         };
         snapshot["seq"] = json!(seq);
         let replay = match since {

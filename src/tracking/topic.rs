@@ -71,7 +71,16 @@ mod tests {
         for name in ["fleet", "vehicle:12", "shipment:7"] {
             assert_eq!(Topic::parse(name).unwrap().to_string(), name);
         }
-        for bad in ["", "fleet:1", "vehicle:", "vehicle:x", "vehicle:-1", "vehicle:0", "truck:1", "alerts"] {
+        for bad in [
+            "",
+            "fleet:1",
+            "vehicle:",
+            "vehicle:x",
+            "vehicle:-1",
+            "vehicle:0",
+            "truck:1",
+            "alerts",
+        ] {
             assert_eq!(Topic::parse(bad), None, "{bad}");
         }
     }

@@ -1,0 +1,240 @@
+//! Test harness: starts the server on port 0 against the test's database and offers clients.
+use std::{net::SocketAddr, time::Duration};
+
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tokio::{net::TcpStream, sync::oneshot, task::JoinHandle};
+use tokio_tungstenite::{tungstenite::Message, MaybeTlsStream, WebSocketStream};
+use waymark::{
+    auth::{create_user, Role},
+    config::{Cli, Command},
+    AppState,
+};
+
+/// How long a test waits for something that should happen at once before it fails.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub db: PgPool,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    pub async fn spawn(db: PgPool) -> TestApp {
+        let cli = Cli::parse_from([
+            "waymark",
+            "serve",
+            "--jwt-secret",
+            "test-secret-test-secret-test-secret",
+            "--tile-url",
+            "",
+        ]);
+        let Command::Serve(config) = cli.command else {
+            unreachable!()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = AppState::new(db.clone(), config);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(waymark::serve(listener, state, async move {
+            let _ = stopped.await;
+        }));
+        TestApp {
+            addr,
+            db,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Stops the server the way SIGTERM does and waits for it to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+    }
+
+    /// Creates a user and signs in; returns (user id, JWT).
+    pub async fn user(&self, org: &str, email: &str, role: Role) -> (i64, String) {
+        let id = create_user(&self.db, org, email, "correct horse", role)
+            .await
+            .unwrap();
+        let res = self
+            .http
+            .post(self.url("/api/v1/auth/login"))
+            .json(&json!({"email": email, "password": "correct horse"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let body: Value = res.json().await.unwrap();
+        (id, body["token"].as_str().unwrap().to_owned())
+    }
+
+    pub async fn get(&self, jwt: &str, path: &str) -> (StatusCode, Value) {
+        let res = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(jwt)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, jwt: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        let res = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(jwt)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Creates a vehicle; returns (vehicle id, ingest token).
+    pub async fn vehicle(&self, jwt: &str, name: &str) -> (i64, String) {
+        let (status, body) = self
+            .post(jwt, "/api/v1/vehicles", json!({"name": name}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        (
+            body["vehicle"]["id"].as_i64().unwrap(),
+            body["ingest_token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Creates a shipment for `vehicle` (and `driver`) along a short route in Munich.
+    pub async fn shipment(
+        &self,
+        jwt: &str,
+        reference: &str,
+        vehicle: i64,
+        driver: Option<i64>,
+    ) -> i64 {
+        let (status, body) = self
+            .post(
+                jwt,
+                "/api/v1/shipments",
+                json!({
+                    "reference": reference,
+                    "origin": {"lat": 48.1374, "lon": 11.5755, "name": "Marienplatz"},
+                    "destination": {"lat": 48.1642, "lon": 11.4330},
+                    "planned_route": {"type": "LineString", "coordinates": [[11.5755, 48.1374], [11.4330, 48.1642]]},
+                    "vehicle_id": vehicle,
+                    "driver_id": driver,
+                }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_i64().unwrap()
+    }
+
+    /// Posts a raw body to the ingest endpoint.
+    pub async fn ingest(&self, token: &str, body: Value) -> (StatusCode, Value) {
+        self.post(token, "/api/v1/positions", body).await
+    }
+
+    pub async fn ws(&self, query: &str) -> WsClient {
+        let url = format!("ws://{}/api/v1/ws?{}", self.addr, query);
+        let (stream, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connects");
+        let mut client = WsClient { stream };
+        let hello = client.next().await;
+        assert_eq!(hello["type"], "hello", "{hello}");
+        client
+    }
+
+    pub async fn count_positions(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM positions")
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
+    }
+}
+
+pub struct WsClient {
+    pub stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl WsClient {
+    pub async fn send(&mut self, frame: Value) {
+        self.stream
+            .send(Message::Text(frame.to_string().into()))
+            .await
+            .unwrap();
+    }
+
+    pub async fn send_raw(&mut self, message: Message) {
+        self.stream.send(message).await.unwrap();
+    }
+
+    /// The next JSON text frame; fails the test if none comes in time.
+    pub async fn next(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(PATIENCE, self.stream.next())
+                .await
+                .expect("a frame arrives in time")
+                .expect("the socket is open")
+                .expect("the frame is readable");
+            match msg {
+                Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected message {other:?}"),
+            }
+        }
+    }
+
+    /// Subscribes and returns the `subscribed` frame.
+    pub async fn subscribe(&mut self, topic: &str, since: Option<i64>) -> Value {
+        let mut frame = json!({"type": "subscribe", "topic": topic, "ref": topic});
+        if let Some(s) = since {
+            frame["since"] = json!(s);
+        }
+        self.send(frame).await;
+        self.next().await
+    }
+
+    /// Proves nothing else is queued: a ping's pong is the very next frame.
+    pub async fn expect_quiet(&mut self) {
+        self.send(json!({"type": "ping", "ref": "quiet"})).await;
+        let frame = self.next().await;
+        assert_eq!(
+            frame["type"], "pong",
+            "expected nothing before the pong, got {frame}"
+        );
+        assert_eq!(frame["ref"], "quiet");
+    }
+}
+
+/// A position near Marienplatz, `i` steps east, at a fixed time `i` seconds after `base`.
+pub fn step(i: i64, base: chrono::DateTime<chrono::Utc>) -> Value {
+    json!({
+        "lat": 48.1374,
+        "lon": 11.5755 + i as f64 * 0.0001,
+        "recorded_at": (base + chrono::Duration::seconds(i)).to_rfc3339(),
+        "speed": 8.5,
+        "heading": 90.0,
+        "accuracy": 5.0,
+        "battery": 80.0,
+    })
+}

@@ -83,6 +83,10 @@ pub struct ServeConfig {
     /// Directory of the static files (scripts, styles, Leaflet).
     #[arg(long, env = "WAYMARK_STATIC_DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/static"))]
     pub static_dir: String,
+    /// Extra origins (e.g. `https://dispatch.example.com`) whose pages may open WebSockets, comma
+    /// separated. Pages served by Waymark itself are always allowed.
+    #[arg(long, env = "WAYMARK_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
     /// Most positions one group commit writes.
     #[arg(long, env = "WAYMARK_WRITER_BATCH", default_value_t = 4000)]
     pub writer_batch: usize,

@@ -308,6 +308,30 @@ async fn connections_without_valid_credentials_are_refused(db: PgPool) {
 }
 
 #[sqlx::test]
+async fn browser_connections_from_other_sites_are_refused(db: PgPool) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let f = fleet(db).await;
+    let url = format!("ws://{}/api/v1/ws?token={}", f.app.addr, f.dispatcher);
+    for (origin, allowed) in [
+        ("http://evil.example", false),
+        (&*format!("http://{}", f.app.addr), true),
+    ] {
+        let mut request = url.clone().into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().unwrap());
+        match tokio_tungstenite::connect_async(request).await {
+            Ok(_) => assert!(allowed, "{origin} was let in"),
+            Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+                assert!(!allowed, "{origin} was refused");
+                assert_eq!(res.status(), 403);
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[sqlx::test]
 async fn bad_frames_get_error_frames_and_the_connection_lives_on(db: PgPool) {
     let f = fleet(db).await;
     let mut ws = f.app.ws(&format!("token={}", f.dispatcher)).await;

@@ -1,9 +1,10 @@
-//! A connection's outgoing queue: bounded, and conflating. While a position waits to be written,
-//! a newer position of the same vehicle on the same topic replaces it, so a slow reader gets the
-//! latest state instead of a growing backlog. A reader that still falls too far behind overflows
-//! the queue and is closed with a code telling it to resume.
+//! A connection's outgoing queue: bounded, and conflating when behind. A reader that keeps up
+//! gets every frame. When the queue fills, older waiting positions are dropped wherever a newer
+//! position of the same vehicle on the same topic waits behind them, so a slow reader gets the
+//! latest state instead of a growing backlog. A reader that is behind even then overflows the
+//! queue and is closed with a code telling it to resume.
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashSet, VecDeque},
     sync::Mutex,
 };
 
@@ -12,8 +13,10 @@ use tokio::sync::Notify;
 
 use super::TopicKey;
 
-/// Frames a connection may have waiting before it counts as too slow.
+/// Frames a connection may have waiting before it counts as behind.
 pub const OUTBOX_CAPACITY: usize = 1024;
+/// Conflating must free at least this many places, or the reader is too slow to keep.
+const MIN_FREED: usize = OUTBOX_CAPACITY / 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutboxClosed;
@@ -26,57 +29,54 @@ pub struct Outbox {
 
 #[derive(Default)]
 struct Inner {
-    queue: VecDeque<Entry>,
-    /// The newest waiting frame per (topic, vehicle); the queue holds its place in line.
-    latest: HashMap<(TopicKey, i64), Utf8Bytes>,
+    /// Each frame with its (topic, vehicle) if a newer one of the same may replace it.
+    queue: VecDeque<(Utf8Bytes, Option<(TopicKey, i64)>)>,
     overflowed: bool,
 }
 
-enum Entry {
-    Frame(Utf8Bytes),
-    Conflated(TopicKey, i64),
+impl Inner {
+    /// Drops every conflatable frame that has a newer one of the same key behind it.
+    fn conflate(&mut self) {
+        let mut newer: HashSet<(TopicKey, i64)> = HashSet::new();
+        let mut kept = VecDeque::with_capacity(self.queue.len());
+        while let Some((frame, key)) = self.queue.pop_back() {
+            if let Some(k) = key {
+                if !newer.insert(k) {
+                    continue;
+                }
+            }
+            kept.push_front((frame, key));
+        }
+        self.queue = kept;
+    }
 }
 
 impl Outbox {
-    /// Queues a frame. With `conflate`, replaces a waiting frame of the same (topic, vehicle).
+    /// Queues a frame; `conflate` names the (topic, vehicle) a newer frame may stand in for.
     /// Returns false once the queue has overflowed: the connection must be closed.
     pub fn push(&self, frame: Utf8Bytes, conflate: Option<(TopicKey, i64)>) -> bool {
         let mut inner = self.inner.lock().expect("outbox poisoned");
         if inner.overflowed {
             return false;
         }
-        if let Some(key) = conflate {
-            if let Some(waiting) = inner.latest.get_mut(&key) {
-                *waiting = frame;
-                return true;
-            }
-        }
         if inner.queue.len() >= OUTBOX_CAPACITY {
-            inner.overflowed = true;
-            inner.queue.clear();
-            inner.latest.clear();
-            drop(inner);
-            self.notify.notify_one();
-            return false;
-        }
-        match conflate {
-            Some(key) => {
-                inner.latest.insert(key, frame);
-                inner.queue.push_back(Entry::Conflated(key.0, key.1));
+            inner.conflate();
+            if inner.queue.len() > OUTBOX_CAPACITY - MIN_FREED {
+                inner.overflowed = true;
+                inner.queue = VecDeque::new();
+                drop(inner);
+                self.notify.notify_one();
+                return false;
             }
-            None => inner.queue.push_back(Entry::Frame(frame)),
         }
+        inner.queue.push_back((frame, conflate));
         drop(inner);
         self.notify.notify_one();
         true
     }
 
     /// Waits for frames and moves up to `max` of them into `out`, oldest first.
-    pub async fn recv_many(
-        &self,
-        out: &mut Vec<Utf8Bytes>,
-        max: usize,
-    ) -> Result<(), OutboxClosed> {
+    pub async fn recv_many(&self, out: &mut Vec<Utf8Bytes>, max: usize) -> Result<(), OutboxClosed> {
         loop {
             {
                 let mut inner = self.inner.lock().expect("outbox poisoned");
@@ -84,17 +84,8 @@ impl Outbox {
                     return Err(OutboxClosed);
                 }
                 while out.len() < max {
-                    let Some(entry) = inner.queue.pop_front() else {
-                        break;
-                    };
-                    match entry {
-                        Entry::Frame(f) => out.push(f),
-                        Entry::Conflated(topic, vehicle) => {
-                            if let Some(f) = inner.latest.remove(&(topic, vehicle)) {
-                                out.push(f);
-                            }
-                        }
-                    }
+                    let Some((frame, _)) = inner.queue.pop_front() else { break };
+                    out.push(frame);
                 }
                 if !out.is_empty() {
                     return Ok(());
@@ -122,17 +113,35 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn newer_position_of_a_vehicle_replaces_the_waiting_one_in_place() {
+    async fn a_reader_that_keeps_up_gets_every_frame() {
         let outbox = Outbox::default();
-        let topic = TopicKey::Vehicle(1);
-        outbox.push(frame("a1"), Some((topic, 1)));
-        outbox.push(frame("b1"), Some((topic, 2)));
-        outbox.push(frame("a2"), Some((topic, 1)));
-        outbox.push(frame("hello"), None);
+        let key = (TopicKey::Vehicle(1), 1);
+        for f in ["a1", "a2", "a3"] {
+            outbox.push(frame(f), Some(key));
+        }
         let mut out = Vec::new();
         outbox.recv_many(&mut out, 10).await.unwrap();
         let got: Vec<&str> = out.iter().map(|f| f.as_str()).collect();
-        assert_eq!(got, ["a2", "b1", "hello"]);
+        assert_eq!(got, ["a1", "a2", "a3"]);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_keeps_only_the_newest_position_per_vehicle() {
+        let outbox = Outbox::default();
+        let topic = TopicKey::Fleet { organisation_id: 1 };
+        for i in 0..OUTBOX_CAPACITY {
+            let vehicle = (i % 3) as i64;
+            assert!(outbox.push(frame(&format!("v{vehicle}-{i}")), Some((topic, vehicle))));
+        }
+        assert!(outbox.push(frame("late"), None), "conflating made room");
+        let mut out = Vec::new();
+        outbox.recv_many(&mut out, OUTBOX_CAPACITY).await.unwrap();
+        let got: Vec<String> = out.iter().map(|f| f.to_string()).collect();
+        // The three newest pushes are the newest of each vehicle, in the order they were queued.
+        let mut expected: Vec<String> = Vec::new();
+        expected.extend((OUTBOX_CAPACITY - 3..OUTBOX_CAPACITY).map(|i| format!("v{}-{i}", i % 3)));
+        expected.push("late".to_owned());
+        assert_eq!(got, expected);
     }
 
     #[tokio::test]

@@ -1,0 +1,536 @@
+//! A typed client for the parts of Waymark's HTTP API that the simulator uses, with errors
+//! sorted into "retry later" and "give up".
+
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::{Method, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::geo::LatLon;
+
+/// Whole-request limit: a request the server has not answered by then is treated like a
+/// network failure and retried.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most positions `POST /positions` takes in one body.
+pub const MAX_BATCH: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("cannot reach the server: {0}")]
+    Network(String),
+    #[error("server answered {status}: {code}: {message}")]
+    Status {
+        status: StatusCode,
+        code: String,
+        message: String,
+        field: Option<String>,
+        index: Option<usize>,
+    },
+    #[error("unexpected reply: {0}")]
+    Decode(String),
+}
+
+impl ApiError {
+    /// True for failures that may go away by themselves: the server is down, restarting,
+    /// overloaded or cannot reach its database.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Network(_) => true,
+            Self::Status { status, .. } => {
+                status.is_server_error()
+                    || *status == StatusCode::TOO_MANY_REQUESTS
+                    || *status == StatusCode::REQUEST_TIMEOUT
+            }
+            Self::Decode(_) => false,
+        }
+    }
+
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Self::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    fn network(e: &reqwest::Error) -> Self {
+        // reqwest's top-level message is generic ("error sending request"); the cause says why.
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        Self::Network(text)
+    }
+}
+
+/// Email and password for `POST /auth/login`; the password never appears in `Debug`.
+#[derive(Clone)]
+pub struct Credentials {
+    pub email: String,
+    pub password: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("email", &self.email)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A cheap-to-clone handle: one connection pool, and the dispatcher's session, renewed by
+/// signing in again when the server stops accepting it.
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base: Url,
+    credentials: Arc<Credentials>,
+    jwt: Arc<Mutex<Option<String>>>,
+}
+
+impl fmt::Debug for Api {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Api")
+            .field("base", &self.base.as_str())
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Vehicle {
+    pub id: i64,
+    pub name: String,
+    #[serde(default)]
+    pub last_position: Option<StoredPosition>,
+}
+
+/// The fields of a stored position that the simulator reads back.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StoredPosition {
+    pub lat: f64,
+    pub lon: f64,
+    pub recorded_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CreatedVehicle {
+    vehicle: Vehicle,
+    ingest_token: String,
+}
+
+#[derive(Deserialize)]
+struct IngestToken {
+    ingest_token: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Shipment {
+    pub id: i64,
+    pub reference: String,
+    pub status: String,
+    #[serde(default)]
+    pub vehicle_id: Option<i64>,
+}
+
+impl Shipment {
+    /// `planned` or `in_transit`: the one shipment a vehicle's positions attach to.
+    pub fn is_active(&self) -> bool {
+        matches!(self.status.as_str(), "planned" | "in_transit")
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Place {
+    pub lat: f64,
+    pub lon: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl Place {
+    pub fn new(point: LatLon, name: Option<String>) -> Self {
+        Self {
+            lat: point.lat,
+            lon: point.lon,
+            name,
+        }
+    }
+}
+
+/// A GeoJSON LineString geometry.
+#[derive(Debug, Clone, Serialize)]
+pub struct LineString {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    coordinates: Vec<[f64; 2]>,
+}
+
+impl LineString {
+    pub fn new(points: &[LatLon]) -> Self {
+        Self {
+            kind: "LineString",
+            coordinates: points.iter().map(|p| p.to_geojson()).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NewShipment {
+    pub reference: String,
+    pub origin: Place,
+    pub destination: Place,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub planned_route: Option<LineString>,
+    pub vehicle_id: i64,
+}
+
+/// A position as a device posts it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewPosition {
+    pub lat: f64,
+    pub lon: f64,
+    #[serde(serialize_with = "rfc3339_millis")]
+    pub recorded_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speed: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heading: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub altitude: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub battery: Option<f64>,
+}
+
+fn rfc3339_millis<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+/// The JSON body for `POST /positions`: a lone object for one position, an array for more.
+pub fn positions_body(positions: &[NewPosition]) -> Result<Vec<u8>, serde_json::Error> {
+    match positions {
+        [one] => serde_json::to_vec(one),
+        many => serde_json::to_vec(many),
+    }
+}
+
+/// What the server says once a `POST /positions` is committed.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct IngestReply {
+    #[serde(default)]
+    pub accepted: u64,
+    #[serde(default)]
+    pub duplicates: u64,
+    #[serde(default)]
+    pub filtered: u64,
+}
+
+#[derive(Deserialize)]
+struct LoginReply {
+    token: String,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    field: Option<String>,
+    #[serde(default)]
+    index: Option<usize>,
+}
+
+impl Api {
+    pub fn new(base: &Url, credentials: Credentials) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            base.scheme() == "http",
+            "the server URL must start with http:// (this build speaks plain HTTP only): {base}"
+        );
+        let mut base = base.clone();
+        // Url::join drops the last path segment unless the base ends with a slash, which would
+        // lose a path prefix such as http://host/waymark.
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("waymark-sim/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            http,
+            base,
+            credentials: Arc::new(credentials),
+            jwt: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// The server's base URL, used to keep tokens of different servers apart.
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    /// The WebSocket URL authenticated with the current session, as browsers do.
+    pub fn websocket_url(&self) -> anyhow::Result<Url> {
+        let mut url = self.url("api/v1/ws")?;
+        url.set_scheme("ws")
+            .map_err(|()| anyhow::anyhow!("cannot make a ws:// URL from {}", self.base))?;
+        let jwt = self
+            .current_jwt()
+            .ok_or_else(|| anyhow::anyhow!("sign in before opening a WebSocket"))?;
+        url.query_pairs_mut().append_pair("token", &jwt);
+        Ok(url)
+    }
+
+    /// Signs in and keeps the session for later dispatcher calls.
+    pub async fn login(&self) -> Result<(), ApiError> {
+        let body = serde_json::json!({
+            "email": self.credentials.email,
+            "password": self.credentials.password,
+        });
+        let body = serde_json::to_vec(&body).map_err(|e| ApiError::Decode(e.to_string()))?;
+        let reply: LoginReply = self
+            .send(Method::POST, "api/v1/auth/login", None, Some(body))
+            .await?;
+        *self.jwt.lock().unwrap_or_else(PoisonError::into_inner) = Some(reply.token);
+        Ok(())
+    }
+
+    pub async fn list_vehicles(&self) -> Result<Vec<Vehicle>, ApiError> {
+        self.dispatcher(Method::GET, "api/v1/vehicles", None).await
+    }
+
+    /// Creates a vehicle; the reply carries its ingest token, shown only this once.
+    pub async fn create_vehicle(&self, name: &str) -> Result<(Vehicle, String), ApiError> {
+        let body = encode(&serde_json::json!({ "name": name }))?;
+        let created: CreatedVehicle = self
+            .dispatcher(Method::POST, "api/v1/vehicles", Some(body))
+            .await?;
+        Ok((created.vehicle, created.ingest_token))
+    }
+
+    /// Issues a new ingest token for a vehicle; the old one stops working.
+    pub async fn rotate_token(&self, vehicle_id: i64) -> Result<String, ApiError> {
+        let path = format!("api/v1/vehicles/{vehicle_id}/token");
+        let reply: IngestToken = self.dispatcher(Method::POST, &path, None).await?;
+        Ok(reply.ingest_token)
+    }
+
+    pub async fn list_shipments(&self) -> Result<Vec<Shipment>, ApiError> {
+        self.dispatcher(Method::GET, "api/v1/shipments", None).await
+    }
+
+    pub async fn create_shipment(&self, shipment: &NewShipment) -> Result<Shipment, ApiError> {
+        let body = encode(shipment)?;
+        self.dispatcher(Method::POST, "api/v1/shipments", Some(body))
+            .await
+    }
+
+    pub async fn set_shipment_status(&self, id: i64, status: &str) -> Result<Shipment, ApiError> {
+        let body = encode(&serde_json::json!({ "status": status }))?;
+        let path = format!("api/v1/shipments/{id}");
+        self.dispatcher(Method::PATCH, &path, Some(body)).await
+    }
+
+    /// Posts an already encoded position body (see [`positions_body`]) as a device.
+    pub async fn post_positions(
+        &self,
+        ingest_token: &str,
+        body: Vec<u8>,
+    ) -> Result<IngestReply, ApiError> {
+        self.send(
+            Method::POST,
+            "api/v1/positions",
+            Some(ingest_token),
+            Some(body),
+        )
+        .await
+    }
+
+    fn current_jwt(&self) -> Option<String> {
+        self.jwt
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// A call with the dispatcher's session; an expired session is renewed once.
+    async fn dispatcher<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, ApiError> {
+        let jwt = match self.current_jwt() {
+            Some(jwt) => jwt,
+            None => {
+                self.login().await?;
+                self.current_jwt().unwrap_or_default()
+            }
+        };
+        match self
+            .send(method.clone(), path, Some(&jwt), body.clone())
+            .await
+        {
+            Err(e) if e.status() == Some(StatusCode::UNAUTHORIZED) => {
+                tracing::debug!("session refused, signing in again");
+                self.login().await?;
+                let jwt = self.current_jwt().unwrap_or_default();
+                self.send(method, path, Some(&jwt), body).await
+            }
+            other => other,
+        }
+    }
+
+    fn url(&self, path: &str) -> Result<Url, ApiError> {
+        self.base
+            .join(path)
+            .map_err(|e| ApiError::Decode(format!("bad path {path}: {e}")))
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, ApiError> {
+        let mut request = self.http.request(method, self.url(path)?);
+        if let Some(token) = bearer {
+            let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| ApiError::Decode("the token is not a valid header value".into()))?;
+            value.set_sensitive(true);
+            request = request.header(AUTHORIZATION, value);
+        }
+        if let Some(body) = body {
+            request = request
+                .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                .body(body);
+        }
+        let response = request.send().await.map_err(|e| ApiError::network(&e))?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| ApiError::network(&e))?;
+        if status.is_success() {
+            // A 204 has no body; callers that expect one get a decode error.
+            let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+            return serde_json::from_slice(bytes).map_err(|e| ApiError::Decode(e.to_string()));
+        }
+        Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(ErrorBody { error }) => ApiError::Status {
+                status,
+                code: error.code,
+                message: error.message,
+                field: error.field,
+                index: error.index,
+            },
+            Err(_) => ApiError::Status {
+                status,
+                code: "unknown".into(),
+                message: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+                field: None,
+                index: None,
+            },
+        })
+    }
+}
+
+fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(value).map_err(|e| ApiError::Decode(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn position(ms: i64) -> NewPosition {
+        NewPosition {
+            lat: 48.1,
+            lon: 11.5,
+            recorded_at: DateTime::from_timestamp_millis(ms).unwrap_or_default(),
+            accuracy: Some(5.0),
+            speed: None,
+            heading: Some(90.0),
+            altitude: None,
+            battery: None,
+        }
+    }
+
+    #[test]
+    fn one_position_is_posted_as_an_object_and_several_as_an_array() {
+        let one: serde_json::Value =
+            serde_json::from_slice(&positions_body(&[position(1_700_000_000_250)]).unwrap())
+                .unwrap();
+        assert_eq!(one["recorded_at"], "2023-11-14T22:13:20.250Z");
+        assert_eq!(one["accuracy"], 5.0);
+        assert!(one.get("speed").is_none(), "absent fields are left out");
+
+        let two: serde_json::Value = serde_json::from_slice(
+            &positions_body(&[position(1_700_000_000_000), position(1_700_000_001_000)]).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(two.as_array().map(Vec::len), Some(2));
+    }
+
+    #[test]
+    fn only_transient_failures_are_retried() {
+        let status = |s: u16| ApiError::Status {
+            status: StatusCode::from_u16(s).unwrap(),
+            code: String::new(),
+            message: String::new(),
+            field: None,
+            index: None,
+        };
+        assert!(ApiError::Network("refused".into()).is_retryable());
+        assert!(status(503).is_retryable());
+        assert!(status(500).is_retryable());
+        assert!(status(429).is_retryable());
+        assert!(!status(400).is_retryable());
+        assert!(!status(401).is_retryable());
+        assert!(!status(409).is_retryable());
+        assert!(!ApiError::Decode("x".into()).is_retryable());
+    }
+
+    #[test]
+    fn base_urls_keep_their_path_prefix_and_the_websocket_carries_the_session() {
+        let creds = || Credentials {
+            email: "a@b".into(),
+            password: "secret".into(),
+        };
+        let api = Api::new(
+            &Url::parse("http://127.0.0.1:8080/waymark").unwrap(),
+            creds(),
+        )
+        .unwrap();
+        assert_eq!(
+            api.url("api/v1/vehicles").unwrap().as_str(),
+            "http://127.0.0.1:8080/waymark/api/v1/vehicles"
+        );
+        assert!(api.websocket_url().is_err(), "no session yet");
+        *api.jwt.lock().unwrap() = Some("a.b.c".into());
+        assert_eq!(
+            api.websocket_url().unwrap().as_str(),
+            "ws://127.0.0.1:8080/waymark/api/v1/ws?token=a.b.c"
+        );
+        assert!(!format!("{:?}", creds()).contains("secret"));
+        assert!(Api::new(&Url::parse("https://example.test").unwrap(), creds()).is_err());
+    }
+}

@@ -1,0 +1,274 @@
+//! Command-line and environment configuration, parsed once at start-up.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::{Args, Parser, Subcommand};
+use reqwest::Url;
+
+use crate::api::Credentials;
+
+const ABOUT: &str = "Waymark's route simulator: replays real GPS traces as a live fleet, \
+    or benchmarks ingest and WebSocket delivery.";
+
+const AFTER_HELP: &str = "Traces: UK Bus Open Data Service (Open Government Licence v3.0), \
+    barefoot by BMW Car IT and gpxpy (Apache License 2.0). `waymark-sim credits` prints the \
+    full attribution.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "waymark-sim",
+    version,
+    about = ABOUT,
+    after_help = AFTER_HELP,
+    // `waymark-sim --speedup 10` runs the demo, like `waymark-sim run --speedup 10`.
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+impl Cli {
+    /// How chatty the logs should be.
+    pub fn verbosity(&self) -> u8 {
+        match &self.command {
+            Some(Command::Run(a)) => a.server.verbose,
+            Some(Command::Bench(a)) => a.server.verbose,
+            Some(Command::Credits) => 0,
+            None => self.run.server.verbose,
+        }
+    }
+
+    /// The chosen subcommand; none means `run`.
+    pub fn selected_command(&self) -> Command {
+        self.command
+            .clone()
+            .unwrap_or_else(|| Command::Run(self.run.clone()))
+    }
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Replay the embedded real traces as a live demo fleet (the default).
+    Run(RunArgs),
+    /// Measure ingest throughput and POST-to-WebSocket latency against a running server.
+    Bench(BenchArgs),
+    /// Print the sources, licences and required attribution of the embedded traces.
+    Credits,
+}
+
+/// Where the server is, whom to sign in as, and how much to log.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Base URL of the Waymark server.
+    #[arg(long, env = "WAYMARK_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: Url,
+
+    /// Dispatcher account that creates the vehicles and shipments.
+    #[arg(long, env = "WAYMARK_SIM_EMAIL", default_value = "demo@waymark.local")]
+    pub email: String,
+
+    /// Password of that account.
+    #[arg(
+        long,
+        env = "WAYMARK_SIM_PASSWORD",
+        default_value = "demo-password",
+        hide_env_values = true
+    )]
+    pub password: Secret,
+
+    /// More log output: -v for debug, -vv for trace (RUST_LOG, when set, wins).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+impl ServerArgs {
+    pub fn credentials(&self) -> Credentials {
+        Credentials {
+            email: self.email.clone(),
+            password: self.password.0.clone(),
+        }
+    }
+}
+
+/// A string that `Debug` never prints.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Time factor: 10 replays the traces ten times faster than recorded. Above about 3 the
+    /// motorway stretches look faster than 100 m/s to the server, which filters them.
+    #[arg(long, env = "WAYMARK_SIM_SPEEDUP", default_value_t = 1.0, value_parser = parse_speedup)]
+    pub speedup: f64,
+
+    /// Drive every trace once and stop, instead of looping until interrupted.
+    #[arg(long, env = "WAYMARK_SIM_ONCE")]
+    pub once: bool,
+
+    /// Where the ingest tokens the server handed out are kept between runs.
+    #[arg(
+        long,
+        env = "WAYMARK_SIM_STATE_FILE",
+        default_value = ".waymark/sim-state.json"
+    )]
+    pub state_file: PathBuf,
+
+    #[command(flatten, next_help_heading = "Server")]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Vehicles to post for, each with an active shipment ("Bench 0001", … are reused across
+    /// runs; use a separate account to keep them off the demo fleet's map).
+    #[arg(long, env = "WAYMARK_BENCH_VEHICLES", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub vehicles: u32,
+
+    /// WebSocket clients subscribed to the fleet topic, each measuring delivery latency.
+    #[arg(long, env = "WAYMARK_BENCH_SUBSCRIBERS", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(0..=1_000))]
+    pub subscribers: u32,
+
+    /// Seconds of load.
+    #[arg(long, env = "WAYMARK_BENCH_DURATION", default_value_t = 15,
+          value_parser = clap::value_parser!(u32).range(1..=3_600))]
+    pub duration: u32,
+
+    /// Requests in flight at once (never more than one per vehicle, so a vehicle's positions
+    /// stay in order).
+    #[arg(long, env = "WAYMARK_BENCH_CONCURRENCY", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=4_096))]
+    pub concurrency: u32,
+
+    /// Positions per request: 1 posts a single object, more post an array.
+    #[arg(long, env = "WAYMARK_BENCH_BATCH", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub batch: u32,
+
+    /// Print the report as JSON on standard output instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten, next_help_heading = "Server")]
+    pub server: ServerArgs,
+}
+
+fn parse_speedup(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() && (0.01..=1000.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err("must be between 0.01 and 1000".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("waymark-sim").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        <Cli as CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
+    fn no_subcommand_means_run_with_its_flags() {
+        let cli = parse(&["--speedup", "10", "--once"]).unwrap();
+        match cli.selected_command() {
+            Command::Run(run) => {
+                assert_eq!(run.speedup, 10.0);
+                assert!(run.once);
+            }
+            other => panic!("expected run, got {other:?}"),
+        }
+        let cli = parse(&["run", "--state-file", "s.json"]).unwrap();
+        assert!(
+            matches!(cli.selected_command(), Command::Run(r) if r.state_file == std::path::Path::new("s.json") && !r.once)
+        );
+    }
+
+    #[test]
+    fn server_flags_follow_the_subcommand() {
+        let cli = parse(&[
+            "bench",
+            "--url",
+            "http://127.0.0.1:9001",
+            "--batch",
+            "100",
+            "--json",
+            "-v",
+        ])
+        .unwrap();
+        assert_eq!(cli.verbosity(), 1);
+        match cli.selected_command() {
+            Command::Bench(b) => {
+                assert_eq!(b.server.url.port(), Some(9001));
+                assert_eq!(
+                    (
+                        b.batch,
+                        b.vehicles,
+                        b.subscribers,
+                        b.duration,
+                        b.concurrency
+                    ),
+                    (100, 100, 10, 15, 64)
+                );
+                assert!(b.json);
+            }
+            other => panic!("expected bench, got {other:?}"),
+        }
+        let cli = parse(&["--url", "http://127.0.0.1:9000", "-vv"]).unwrap();
+        assert_eq!(cli.verbosity(), 2);
+        assert!(
+            matches!(cli.selected_command(), Command::Run(r) if r.server.url.port() == Some(9000))
+        );
+        assert!(
+            parse(&["--url", "http://127.0.0.1:9000", "bench"]).is_err(),
+            "flags go after the subcommand"
+        );
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        assert!(parse(&["--speedup", "0"]).is_err());
+        assert!(parse(&["--speedup", "NaN"]).is_err());
+        assert!(parse(&["bench", "--batch", "1001"]).is_err());
+        assert!(parse(&["bench", "--vehicles", "0"]).is_err());
+        assert!(
+            parse(&["bench", "--speedup", "2"]).is_err(),
+            "run flags belong to run"
+        );
+    }
+
+    #[test]
+    fn the_password_is_never_printed() {
+        let cli = parse(&["run", "--password", "hunter2"]).unwrap();
+        assert!(!format!("{cli:?}").contains("hunter2"));
+    }
+}

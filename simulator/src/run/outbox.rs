@@ -1,0 +1,371 @@
+//! A vehicle's queue of fixes waiting to be posted: kept in memory through outages, sent oldest
+//! first in as few requests as the batch limit allows, one request at a time.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use tokio::time::Instant;
+
+use crate::api::{positions_body, Api, ApiError, IngestReply, NewPosition, MAX_BATCH};
+use crate::backoff::Backoff;
+
+/// About 14 hours of the densest trace (1 Hz); past that the oldest fixes are dropped, so a
+/// server that stays away cannot make the simulator grow without bound.
+const MAX_QUEUED: usize = 50_000;
+
+type Request = Pin<Box<dyn Future<Output = Result<IngestReply, ApiError>> + Send>>;
+
+/// What became of a finished request.
+#[derive(Debug)]
+pub enum Settled {
+    /// Committed by the server (and removed from the queue).
+    Sent,
+    /// A transient failure; the fixes stay queued and go again after a backoff.
+    Retry,
+    /// The server no longer accepts the vehicle's token; the fixes stay queued.
+    Unauthorized,
+    /// The server refused some fixes as invalid; they were dropped so the rest can go.
+    Rejected,
+}
+
+pub struct Outbox {
+    label: String,
+    queue: VecDeque<NewPosition>,
+    in_flight: Option<(usize, Request)>,
+    retry_at: Option<Instant>,
+    backoff: Backoff,
+    batch_limit: usize,
+    outage: Option<Outage>,
+}
+
+/// Bookkeeping for one stretch of failures, so they are logged once, not once per retry.
+struct Outage {
+    since: Instant,
+    dropped: u64,
+}
+
+impl Outbox {
+    pub fn new(label: &str) -> Self {
+        Self {
+            label: label.to_owned(),
+            queue: VecDeque::new(),
+            in_flight: None,
+            retry_at: None,
+            backoff: Backoff::standard(),
+            batch_limit: MAX_BATCH,
+            outage: None,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Nothing queued and nothing in flight.
+    pub fn is_idle(&self) -> bool {
+        self.queue.is_empty() && self.in_flight.is_none()
+    }
+
+    pub fn push(&mut self, position: NewPosition) {
+        self.queue.push_back(position);
+        // The front of the queue belongs to the request in flight; trim only between requests.
+        if self.queue.len() > MAX_QUEUED && self.in_flight.is_none() {
+            let excess = self.queue.len() - MAX_QUEUED;
+            self.queue.drain(..excess);
+            let outage = self.outage.get_or_insert_with(|| Outage {
+                since: Instant::now(),
+                dropped: 0,
+            });
+            if outage.dropped == 0 {
+                tracing::warn!(
+                    vehicle = %self.label,
+                    "more than {MAX_QUEUED} fixes waiting; dropping the oldest"
+                );
+            }
+            outage.dropped += excess as u64;
+        }
+    }
+
+    /// When the next attempt is due, if the outbox is waiting out a backoff.
+    pub fn retry_at(&self) -> Option<Instant> {
+        if self.in_flight.is_some() || self.queue.is_empty() {
+            return None;
+        }
+        self.retry_at.filter(|&at| at > Instant::now())
+    }
+
+    /// Forgets the backoff, e.g. once a fresh token makes an immediate retry worthwhile.
+    pub fn retry_now(&mut self) {
+        self.retry_at = None;
+    }
+
+    /// Starts a request with the oldest queued fixes, unless one is in flight, nothing is
+    /// queued or a backoff is running.
+    pub fn start(&mut self, api: &Api, ingest_token: &str) {
+        if self.in_flight.is_some() || self.queue.is_empty() || self.retry_at().is_some() {
+            return;
+        }
+        let count = self.queue.len().min(self.batch_limit);
+        let body = match positions_body(&self.queue.make_contiguous()[..count]) {
+            Ok(body) => body,
+            Err(e) => {
+                // Cannot happen with finite numbers; dropping beats retrying forever.
+                tracing::error!(vehicle = %self.label, "cannot encode {count} fixes: {e}");
+                self.queue.drain(..count);
+                return;
+            }
+        };
+        let api = api.clone();
+        let token = ingest_token.to_owned();
+        self.in_flight = Some((
+            count,
+            Box::pin(async move { api.post_positions(&token, body).await }),
+        ));
+    }
+
+    /// Waits for the request in flight; never finishes when there is none, so it can sit in a
+    /// `select!` next to the replay clock.
+    pub async fn finished(&mut self) -> Result<IngestReply, ApiError> {
+        match self.in_flight.as_mut() {
+            Some((_, request)) => request.await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Applies the outcome of the request that [`finished`](Self::finished) returned.
+    pub fn settle(&mut self, result: Result<IngestReply, ApiError>) -> Settled {
+        let Some((count, _)) = self.in_flight.take() else {
+            return Settled::Retry;
+        };
+        match result {
+            Ok(reply) => {
+                self.queue.drain(..count.min(self.queue.len()));
+                self.backoff.reset();
+                self.retry_at = None;
+                if reply.filtered > 0 {
+                    tracing::debug!(vehicle = %self.label, "server filtered {} fixes", reply.filtered);
+                }
+                if let Some(outage) = self.outage.take() {
+                    tracing::info!(
+                        vehicle = %self.label,
+                        "positions accepted again after {:.0} s: {count} sent in one batch, \
+                         {} still waiting, {} dropped",
+                        outage.since.elapsed().as_secs_f64(),
+                        self.queue.len(),
+                        outage.dropped
+                    );
+                }
+                Settled::Sent
+            }
+            Err(e) if e.status() == Some(StatusCode::UNAUTHORIZED) => {
+                self.back_off();
+                Settled::Unauthorized
+            }
+            Err(e) if e.is_retryable() => {
+                let delay = self.back_off();
+                match &mut self.outage {
+                    None => {
+                        tracing::warn!(
+                            vehicle = %self.label,
+                            "cannot post positions ({e}); keeping them queued and retrying"
+                        );
+                        self.outage = Some(Outage {
+                            since: Instant::now(),
+                            dropped: 0,
+                        });
+                    }
+                    Some(_) => {
+                        tracing::debug!(vehicle = %self.label, "still failing ({e}); next try in {delay:?}")
+                    }
+                }
+                Settled::Retry
+            }
+            Err(e) => {
+                self.reject(count, &e);
+                Settled::Rejected
+            }
+        }
+    }
+
+    fn back_off(&mut self) -> Duration {
+        let delay = self.backoff.next_delay();
+        self.retry_at = Some(Instant::now() + delay);
+        delay
+    }
+
+    fn reject(&mut self, count: usize, e: &ApiError) {
+        match e {
+            // A batch is refused whole for one bad item; drop just that one.
+            ApiError::Status {
+                status: StatusCode::BAD_REQUEST,
+                index: Some(i),
+                ..
+            } if *i < count && count > 1 => {
+                self.queue.remove(*i);
+                tracing::warn!(vehicle = %self.label, "server refused a fix ({e}); dropped it");
+            }
+            ApiError::Status {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                ..
+            } if count > 1 => {
+                self.batch_limit = (count / 2).max(1);
+                tracing::warn!(vehicle = %self.label, "batch too large; sending at most {} fixes at once", self.batch_limit);
+            }
+            _ => {
+                self.queue.drain(..count.min(self.queue.len()));
+                tracing::warn!(vehicle = %self.label, "server refused {count} fixes ({e}); dropped them");
+            }
+        }
+        self.retry_at = None;
+    }
+
+    /// One last effort at shutdown: send what is queued if the server answers within `limit`.
+    /// Returns how many fixes are left unsent.
+    pub async fn flush(&mut self, api: &Api, ingest_token: &str, limit: Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        self.retry_at = None;
+        loop {
+            self.start(api, ingest_token);
+            if self.in_flight.is_none() {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, self.finished()).await {
+                Ok(result) => {
+                    if !matches!(self.settle(result), Settled::Sent | Settled::Rejected) {
+                        break;
+                    }
+                    self.retry_at = None;
+                }
+                Err(_) => {
+                    self.in_flight = None;
+                    break;
+                }
+            }
+        }
+        self.queue.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::DateTime;
+
+    fn fix(ms: i64) -> NewPosition {
+        NewPosition {
+            lat: 53.4,
+            lon: -2.9,
+            recorded_at: DateTime::from_timestamp_millis(ms).unwrap_or_default(),
+            accuracy: None,
+            speed: None,
+            heading: None,
+            altitude: None,
+            battery: None,
+        }
+    }
+
+    /// Marks the first `count` queued fixes as in flight, without a server.
+    fn fake_send(outbox: &mut Outbox, count: usize) {
+        outbox.in_flight = Some((
+            count,
+            Box::pin(std::future::pending::<Result<IngestReply, ApiError>>()),
+        ));
+    }
+
+    fn times(outbox: &Outbox) -> Vec<i64> {
+        outbox
+            .queue
+            .iter()
+            .map(|p| p.recorded_at.timestamp_millis())
+            .collect()
+    }
+
+    fn status(code: u16, index: Option<usize>) -> ApiError {
+        ApiError::Status {
+            status: StatusCode::from_u16(code).unwrap(),
+            code: String::new(),
+            message: String::new(),
+            field: None,
+            index,
+        }
+    }
+
+    #[tokio::test]
+    async fn sent_fixes_leave_the_queue_and_later_ones_stay() {
+        let mut outbox = Outbox::new("test");
+        (0..3).for_each(|i| outbox.push(fix(i)));
+        fake_send(&mut outbox, 2);
+        outbox.push(fix(3));
+        assert!(matches!(
+            outbox.settle(Ok(IngestReply::default())),
+            Settled::Sent
+        ));
+        assert_eq!(times(&outbox), vec![2, 3]);
+        assert_eq!(outbox.retry_at(), None);
+    }
+
+    #[tokio::test]
+    async fn transient_failures_keep_everything_and_back_off() {
+        let mut outbox = Outbox::new("test");
+        (0..3).for_each(|i| outbox.push(fix(i)));
+        fake_send(&mut outbox, 3);
+        let settled = outbox.settle(Err(ApiError::Network("refused".into())));
+        assert!(matches!(settled, Settled::Retry));
+        assert_eq!(times(&outbox), vec![0, 1, 2]);
+        assert!(outbox.retry_at().is_some());
+
+        fake_send(&mut outbox, 3);
+        assert!(matches!(
+            outbox.settle(Err(status(503, None))),
+            Settled::Retry
+        ));
+        assert_eq!(outbox.len(), 3);
+
+        fake_send(&mut outbox, 3);
+        assert!(matches!(
+            outbox.settle(Err(status(401, None))),
+            Settled::Unauthorized
+        ));
+        assert_eq!(outbox.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn an_invalid_fix_is_dropped_alone() {
+        let mut outbox = Outbox::new("test");
+        (0..4).for_each(|i| outbox.push(fix(i)));
+        fake_send(&mut outbox, 4);
+        assert!(matches!(
+            outbox.settle(Err(status(400, Some(2)))),
+            Settled::Rejected
+        ));
+        assert_eq!(times(&outbox), vec![0, 1, 3]);
+        assert_eq!(outbox.retry_at(), None, "the rest goes at once");
+
+        fake_send(&mut outbox, 1);
+        outbox.settle(Err(status(400, None)));
+        assert_eq!(times(&outbox), vec![1, 3]);
+    }
+
+    #[tokio::test]
+    async fn too_large_batches_are_halved() {
+        let mut outbox = Outbox::new("test");
+        (0..10).for_each(|i| outbox.push(fix(i)));
+        fake_send(&mut outbox, 10);
+        outbox.settle(Err(status(413, None)));
+        assert_eq!(outbox.len(), 10);
+        assert_eq!(outbox.batch_limit, 5);
+    }
+
+    #[tokio::test]
+    async fn the_queue_is_bounded_by_dropping_the_oldest() {
+        let mut outbox = Outbox::new("test");
+        for i in 0..(MAX_QUEUED as i64 + 10) {
+            outbox.push(fix(i));
+        }
+        assert_eq!(outbox.len(), MAX_QUEUED);
+        assert_eq!(times(&outbox)[0], 10);
+    }
+}

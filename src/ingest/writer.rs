@@ -334,9 +334,14 @@ async fn existing_seqs(
         })
         .unzip();
     let found: Vec<(i64, DateTime<Utc>, i64)> = sqlx::query_as(
-        "SELECT p.vehicle_id, p.recorded_at, p.seq
+        // LATERAL pins the plan to one primary-key probe per key (in the one partition that can
+        // hold it): a plain join lets a generic plan hash-join against every partition.
+        "SELECT k.vehicle_id, k.recorded_at, p.seq
          FROM UNNEST($1::bigint[], $2::timestamptz[]) AS k(vehicle_id, recorded_at)
-         JOIN positions p ON p.vehicle_id = k.vehicle_id AND p.recorded_at = k.recorded_at",
+         CROSS JOIN LATERAL (
+             SELECT seq FROM positions
+             WHERE vehicle_id = k.vehicle_id AND recorded_at = k.recorded_at
+         ) AS p",
     )
     .bind(&vehicle_ids)
     .bind(&times)

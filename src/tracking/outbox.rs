@@ -76,7 +76,11 @@ impl Outbox {
     }
 
     /// Waits for frames and moves up to `max` of them into `out`, oldest first.
-    pub async fn recv_many(&self, out: &mut Vec<Utf8Bytes>, max: usize) -> Result<(), OutboxClosed> {
+    pub async fn recv_many(
+        &self,
+        out: &mut Vec<Utf8Bytes>,
+        max: usize,
+    ) -> Result<(), OutboxClosed> {
         loop {
             {
                 let mut inner = self.inner.lock().expect("outbox poisoned");
@@ -84,7 +88,9 @@ impl Outbox {
                     return Err(OutboxClosed);
                 }
                 while out.len() < max {
-                    let Some((frame, _)) = inner.queue.pop_front() else { break };
+                    let Some((frame, _)) = inner.queue.pop_front() else {
+                        break;
+                    };
                     out.push(frame);
                 }
                 if !out.is_empty() {

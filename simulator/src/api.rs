@@ -260,17 +260,7 @@ struct ErrorDetail {
 
 impl Api {
     pub fn new(base: &Url, credentials: Credentials) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            base.scheme() == "http",
-            "the server URL must start with http:// (this build speaks plain HTTP only): {base}"
-        );
-        let mut base = base.clone();
-        // Url::join drops the last path segment unless the base ends with a slash, which would
-        // lose a path prefix such as http://host/waymark.
-        if !base.path().ends_with('/') {
-            let path = format!("{}/", base.path());
-            base.set_path(&path);
-        }
+        let base = normalise_base(base)?;
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
@@ -281,6 +271,17 @@ impl Api {
             base,
             credentials: Arc::new(credentials),
             jwt: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// The same client and session for another instance of the same deployment (they share
+    /// the signing key, so the session is valid there too).
+    pub fn at(&self, base: &Url) -> anyhow::Result<Self> {
+        Ok(Self {
+            http: self.http.clone(),
+            base: normalise_base(base)?,
+            credentials: Arc::clone(&self.credentials),
+            jwt: Arc::clone(&self.jwt),
         })
     }
 
@@ -453,6 +454,21 @@ impl Api {
     }
 }
 
+fn normalise_base(base: &Url) -> anyhow::Result<Url> {
+    anyhow::ensure!(
+        base.scheme() == "http",
+        "the server URL must start with http:// (this build speaks plain HTTP only): {base}"
+    );
+    let mut base = base.clone();
+    // Url::join drops the last path segment unless the base ends with a slash, which would
+    // lose a path prefix such as http://host/waymark.
+    if !base.path().ends_with('/') {
+        let path = format!("{}/", base.path());
+        base.set_path(&path);
+    }
+    Ok(base)
+}
+
 fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, ApiError> {
     serde_json::to_vec(value).map_err(|e| ApiError::Decode(e.to_string()))
 }
@@ -530,6 +546,17 @@ mod tests {
             api.websocket_url().unwrap().as_str(),
             "ws://127.0.0.1:8080/waymark/api/v1/ws?token=a.b.c"
         );
+        let other = api
+            .at(&Url::parse("http://127.0.0.1:8081").unwrap())
+            .unwrap();
+        assert_eq!(
+            other.websocket_url().unwrap().as_str(),
+            "ws://127.0.0.1:8081/api/v1/ws?token=a.b.c",
+            "another instance shares the session"
+        );
+        assert!(api
+            .at(&Url::parse("https://example.test").unwrap())
+            .is_err());
         assert!(!format!("{:?}", creds()).contains("secret"));
         assert!(Api::new(&Url::parse("https://example.test").unwrap(), creds()).is_err());
     }

@@ -4,13 +4,15 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use reqwest::Url;
 
 use crate::api::Credentials;
 
 const ABOUT: &str = "Waymark's route simulator: replays real GPS traces as a live fleet, \
     or benchmarks ingest and WebSocket delivery.";
+
+const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 
 const AFTER_HELP: &str = "Traces: UK Bus Open Data Service (Open Government Licence v3.0), \
     barefoot by BMW Car IT and gpxpy (Apache License 2.0). `waymark-sim credits` prints the \
@@ -62,13 +64,9 @@ pub enum Command {
     Credits,
 }
 
-/// Where the server is, whom to sign in as, and how much to log.
+/// Whom to sign in as, and how much to log.
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
-    /// Base URL of the Waymark server.
-    #[arg(long, env = "WAYMARK_URL", default_value = "http://127.0.0.1:8080")]
-    pub url: Url,
-
     /// Dispatcher account that creates the vehicles and shipments.
     #[arg(long, env = "WAYMARK_SIM_EMAIL", default_value = "demo@waymark.local")]
     pub email: String,
@@ -133,6 +131,10 @@ pub struct RunArgs {
     )]
     pub state_file: PathBuf,
 
+    /// Base URL of the Waymark server.
+    #[arg(long, env = "WAYMARK_URL", default_value = DEFAULT_URL, help_heading = "Server")]
+    pub url: Url,
+
     #[command(flatten, next_help_heading = "Server")]
     pub server: ServerArgs,
 }
@@ -145,15 +147,27 @@ pub struct BenchArgs {
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub vehicles: u32,
 
-    /// WebSocket clients subscribed to the fleet topic, each measuring delivery latency.
+    /// WebSocket clients, each measuring delivery latency (see --shape). Each is an open file:
+    /// the bench raises its own limit to the hard limit.
     #[arg(long, env = "WAYMARK_BENCH_SUBSCRIBERS", default_value_t = 10,
-          value_parser = clap::value_parser!(u32).range(0..=1_000))]
+          value_parser = clap::value_parser!(u32).range(0..=20_000))]
     pub subscribers: u32,
+
+    /// What the subscribers watch: `broadcast` puts all of them on the `fleet` topic, `fleet`
+    /// gives each the `vehicle:{id}` topics of up to 10 vehicles, dealt out round-robin.
+    #[arg(long, env = "WAYMARK_BENCH_SHAPE", value_enum, default_value_t = Shape::Broadcast)]
+    pub shape: Shape,
 
     /// Seconds of load.
     #[arg(long, env = "WAYMARK_BENCH_DURATION", default_value_t = 15,
           value_parser = clap::value_parser!(u32).range(1..=3_600))]
     pub duration: u32,
+
+    /// Positions per second to offer in total, paced open-loop across the vehicles; 0 posts as
+    /// fast as --concurrency allows.
+    #[arg(long, env = "WAYMARK_BENCH_RATE", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
+    pub rate: u32,
 
     /// Requests in flight at once (never more than one per vehicle, so a vehicle's positions
     /// stay in order).
@@ -166,12 +180,48 @@ pub struct BenchArgs {
           value_parser = clap::value_parser!(u32).range(1..=1_000))]
     pub batch: u32,
 
+    /// Process id of the server (on this machine): its resident memory is read before the
+    /// subscribers connect and once they are all subscribed and idle.
+    #[arg(long, env = "WAYMARK_BENCH_SERVER_PID")]
+    pub server_pid: Option<u32>,
+
+    /// Only open the subscribers, wait until all are subscribed, measure memory and stop,
+    /// without posting anything.
+    #[arg(long)]
+    pub idle_only: bool,
+
     /// Print the report as JSON on standard output instead of a table.
     #[arg(long)]
     pub json: bool,
 
+    /// Base URL of a Waymark server; repeat it (or separate with commas) to spread posts and
+    /// subscribers round-robin over several instances. Set-up uses the first.
+    #[arg(long = "url", env = "WAYMARK_URL", default_value = DEFAULT_URL, value_delimiter = ',',
+          help_heading = "Server")]
+    pub urls: Vec<Url>,
+
     #[command(flatten, next_help_heading = "Server")]
     pub server: ServerArgs,
+}
+
+/// What the bench's subscribers watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Shape {
+    /// Every subscriber on the one `fleet` topic: each position goes to all of them.
+    Broadcast,
+    /// Each subscriber on the `vehicle:{id}` topics of a few vehicles, like dispatchers and
+    /// customers following their own vehicles.
+    Fleet,
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Broadcast => "broadcast",
+            Self::Fleet => "fleet",
+        })
+    }
 }
 
 fn parse_speedup(s: &str) -> Result<f64, String> {
@@ -228,7 +278,7 @@ mod tests {
         assert_eq!(cli.verbosity(), 1);
         match cli.selected_command() {
             Command::Bench(b) => {
-                assert_eq!(b.server.url.port(), Some(9001));
+                assert_eq!(b.urls[0].port(), Some(9001));
                 assert_eq!(
                     (
                         b.batch,
@@ -245,13 +295,55 @@ mod tests {
         }
         let cli = parse(&["--url", "http://127.0.0.1:9000", "-vv"]).unwrap();
         assert_eq!(cli.verbosity(), 2);
-        assert!(
-            matches!(cli.selected_command(), Command::Run(r) if r.server.url.port() == Some(9000))
-        );
+        assert!(matches!(cli.selected_command(), Command::Run(r) if r.url.port() == Some(9000)));
         assert!(
             parse(&["--url", "http://127.0.0.1:9000", "bench"]).is_err(),
             "flags go after the subcommand"
         );
+    }
+
+    #[test]
+    fn the_bench_takes_several_urls_a_shape_and_a_rate() {
+        let bench = |args: &[&str]| match parse(args).unwrap().selected_command() {
+            Command::Bench(b) => b,
+            other => panic!("expected bench, got {other:?}"),
+        };
+        let b = bench(&["bench"]);
+        assert_eq!(
+            b.urls.iter().map(reqwest::Url::as_str).collect::<Vec<_>>(),
+            ["http://127.0.0.1:8080/"]
+        );
+        assert_eq!(
+            (b.shape, b.rate, b.server_pid, b.idle_only),
+            (Shape::Broadcast, 0, None, false)
+        );
+
+        let b = bench(&[
+            "bench",
+            "--url",
+            "http://127.0.0.1:8081,http://127.0.0.1:8082",
+            "--url",
+            "http://127.0.0.1:8083",
+            "--shape",
+            "fleet",
+            "--rate",
+            "2000",
+            "--server-pid",
+            "4242",
+            "--idle-only",
+            "--subscribers",
+            "10000",
+        ]);
+        let ports: Vec<_> = b.urls.iter().filter_map(reqwest::Url::port).collect();
+        assert_eq!(ports, [8081, 8082, 8083]);
+        assert_eq!(
+            (b.shape, b.rate, b.server_pid, b.idle_only, b.subscribers),
+            (Shape::Fleet, 2000, Some(4242), true, 10_000)
+        );
+        assert_eq!(Shape::Fleet.to_string(), "fleet");
+        assert!(parse(&["bench", "--shape", "star"]).is_err());
+        assert!(parse(&["bench", "--subscribers", "20001"]).is_err());
+        assert!(parse(&["bench", "--url", "not a url"]).is_err());
     }
 
     #[test]

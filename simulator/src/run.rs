@@ -25,7 +25,7 @@ const FILTER_SAFE_SPEEDUP: f64 = 3.0;
 pub async fn run(args: &RunArgs, cancel: CancellationToken) -> anyhow::Result<()> {
     let fleet = tracks::fleet()?;
     let server = &args.server;
-    let api = Api::new(&server.url, server.credentials())?;
+    let api = Api::new(&args.url, server.credentials())?;
     if args.speedup > FILTER_SAFE_SPEEDUP {
         tracing::warn!(
             "at --speedup {} fast stretches look faster than 100 m/s to the server, \

@@ -127,8 +127,22 @@ impl Driver {
     }
 }
 
+impl Driver {
+    /// Asks chromedriver to quit (which ends its browsers too) and waits for it, bounded.
+    async fn stop(mut self) {
+        let _ = reqwest::get(format!("http://127.0.0.1:{}/shutdown", self.port)).await;
+        if tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.start_kill();
+        }
+    }
+}
+
 impl Drop for Driver {
     fn drop(&mut self) {
+        // Only reached without stop(), e.g. when the test panicked before it.
         let _ = self.child.start_kill();
     }
 }
@@ -197,6 +211,7 @@ async fn a_posted_position_moves_the_marker_and_grows_the_polyline(db: PgPool) {
     }
     .await;
     let _ = browser.close().await;
+    driver.stop().await;
     result.expect("the browser steps succeed");
 }
 

@@ -1,9 +1,12 @@
-//! Bench subscribers: WebSocket clients on the `fleet` topic that time each position event
-//! from the moment its POST was sent.
+//! Bench subscribers: WebSocket clients that watch the `fleet` topic or the topics of a few
+//! vehicles, and time each position event from the moment its POST was sent. Each subscriber is
+//! one task with a few counters; latencies go into a shared histogram in small batches, so ten
+//! thousand of them fit in one process.
 
 use std::borrow::Cow;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -13,20 +16,93 @@ use hdrhistogram::Histogram;
 use reqwest::Url;
 use serde::Deserialize;
 use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 use super::load::SentLog;
 use super::new_histogram;
+use crate::config::Shape;
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// Connecting, the hello and the subscription must each come within this.
+/// In the `fleet` shape each subscriber watches this many vehicles (fewer if there are fewer).
+pub const VEHICLES_PER_SUBSCRIBER: usize = 10;
+/// Connecting, the hello and the subscriptions must each come within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The server drops a connection that has sent nothing for 60 s.
 const KEEPALIVE: Duration = Duration::from_secs(20);
+/// Frames are small; tungstenite's default read buffer of 128 KiB per connection would cost
+/// more than a gigabyte for 10 000 subscribers.
+const READ_BUFFER: usize = 8 * 1024;
+/// Latency samples a subscriber keeps before adding them to the shared histogram.
+const FLUSH_EVERY: usize = 64;
+/// How often at most a receiving subscriber tells the bench it is still receiving.
+const PROGRESS_EVERY: Duration = Duration::from_millis(10);
+/// Shards of the shared latency histogram, so that flushes from many tasks seldom meet.
+const LATENCY_SHARDS: usize = 16;
+
+/// What one subscriber watches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Watch {
+    /// The organisation's `fleet` topic: every position.
+    Fleet,
+    /// The `vehicle:{id}` topics of these vehicles.
+    Vehicles(Vec<i64>),
+}
+
+impl Watch {
+    /// What subscriber number `index` watches in `shape`.
+    pub fn for_subscriber(shape: Shape, index: usize, vehicles: &[i64]) -> Self {
+        match shape {
+            Shape::Broadcast => Self::Fleet,
+            Shape::Fleet => Self::Vehicles(deal(index, vehicles, VEHICLES_PER_SUBSCRIBER)),
+        }
+    }
+
+    fn topics(&self) -> Vec<String> {
+        match self {
+            Self::Fleet => vec!["fleet".to_owned()],
+            Self::Vehicles(ids) => ids.iter().map(|id| format!("vehicle:{id}")).collect(),
+        }
+    }
+
+    /// Whether an event on `topic` about `vehicle_id` is one this subscriber is timing.
+    fn wants(&self, topic: &str, vehicle_id: i64) -> bool {
+        match self {
+            Self::Fleet => topic == "fleet",
+            Self::Vehicles(ids) => {
+                topic
+                    .strip_prefix("vehicle:")
+                    .and_then(|id| id.parse::<i64>().ok())
+                    == Some(vehicle_id)
+                    && ids.contains(&vehicle_id)
+            }
+        }
+    }
+
+    /// Whether this subscriber should receive the positions of `vehicle_id`.
+    pub fn covers(&self, vehicle_id: i64) -> bool {
+        match self {
+            Self::Fleet => true,
+            Self::Vehicles(ids) => ids.contains(&vehicle_id),
+        }
+    }
+}
+
+/// Deals `vehicles` out round-robin, `per` to a subscriber: subscriber `i` gets the vehicles at
+/// positions `i·per`, `i·per + 1`, … (modulo their number), so they are distinct, and every
+/// vehicle has a watcher as soon as there are `vehicles / per` subscribers.
+pub fn deal(subscriber: usize, vehicles: &[i64], per: usize) -> Vec<i64> {
+    let n = vehicles.len();
+    let per = per.min(n);
+    (0..per)
+        .map(|j| vehicles[(subscriber % n * per + j) % n])
+        .collect()
+}
 
 /// When the last position frame arrived at any subscriber, in µs since the bench epoch; lets
 /// the bench stop listening once deliveries have died down.
@@ -49,7 +125,7 @@ impl Progress {
         self.last_delivery_us.fetch_max(us, Ordering::Relaxed);
     }
 
-    /// The last delivery, if any.
+    /// The last delivery, if any (to within `PROGRESS_EVERY`).
     pub fn last_delivery(&self) -> Option<Instant> {
         match self.last_delivery_us.load(Ordering::Relaxed) {
             0 => None,
@@ -58,17 +134,196 @@ impl Progress {
     }
 }
 
+/// POST sent → frame received, in µs, from every subscriber.
+#[derive(Debug)]
+pub struct LatencySink {
+    shards: Box<[Mutex<Histogram<u64>>]>,
+}
+
+impl LatencySink {
+    pub fn new() -> Self {
+        Self {
+            shards: (0..LATENCY_SHARDS)
+                .map(|_| Mutex::new(new_histogram()))
+                .collect(),
+        }
+    }
+
+    /// Adds and clears `samples` (µs) in the shard picked by `hint`.
+    fn add(&self, hint: usize, samples: &mut Vec<u64>) {
+        let mut shard = self.shards[hint % self.shards.len()]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for us in samples.drain(..) {
+            shard.saturating_record(us.max(1));
+        }
+    }
+
+    pub fn merged(&self) -> Histogram<u64> {
+        let mut all = new_histogram();
+        for shard in &self.shards {
+            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            // Same bounds on both sides, so adding cannot fail.
+            let _ = all.add(&*shard);
+        }
+        all
+    }
+}
+
+/// What all subscribers share.
+#[derive(Debug)]
+pub struct Shared {
+    pub sent: Arc<SentLog>,
+    pub latency: LatencySink,
+    pub progress: Progress,
+}
+
+/// How a subscriber's connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// The bench stopped it.
+    Stopped,
+    /// The server closed it with this code.
+    Closed(u16),
+    /// The connection ended without a close frame, or failed.
+    Lost(String),
+}
+
+impl fmt::Display for Ended {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Stopped => f.write_str("stopped by the bench"),
+            Self::Closed(1012) => f.write_str("1012 server restarting (resume)"),
+            Self::Closed(4008) => f.write_str("4008 too slow (resume)"),
+            Self::Closed(code) => write!(f, "closed by the server with {code}"),
+            Self::Lost(why) => f.write_str(why),
+        }
+    }
+}
+
 /// What one subscriber saw.
 #[derive(Debug)]
 pub struct WatchStats {
-    /// POST sent → frame received, in µs, for frames matched to a send.
-    pub latency_us: Histogram<u64>,
+    /// Position frames on the watched topics.
     pub deliveries: u64,
-    /// Position frames that match no recorded send (too old, or not posted by this bench).
+    /// Position frames that match no remembered send (too old, or not posted by this bench).
     pub unmatched: u64,
     pub error_frames: u64,
-    /// Why the server closed the connection early, if it did.
-    pub closed: Option<String>,
+    pub last_delivery: Option<Instant>,
+    pub ended: Ended,
+}
+
+impl WatchStats {
+    fn new() -> Self {
+        Self {
+            deliveries: 0,
+            unmatched: 0,
+            error_frames: 0,
+            last_delivery: None,
+            ended: Ended::Stopped,
+        }
+    }
+}
+
+/// A subscriber's running tally, flushed into [`Shared`] in batches.
+struct Tally {
+    stats: WatchStats,
+    shard: usize,
+    pending: Vec<u64>,
+    reported: Option<Instant>,
+}
+
+impl Tally {
+    fn new(shard: usize) -> Self {
+        Self {
+            stats: WatchStats::new(),
+            shard,
+            pending: Vec::new(),
+            reported: None,
+        }
+    }
+
+    fn flush(&mut self, shared: &Shared) {
+        if !self.pending.is_empty() {
+            shared.latency.add(self.shard, &mut self.pending);
+        }
+    }
+}
+
+/// One subscriber to open.
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    pub index: usize,
+    /// The WebSocket URL, with the session token: never put it in a message.
+    pub url: Url,
+    pub watch: Watch,
+}
+
+/// Reported once per subscriber when its subscriptions are confirmed, or when it gave up.
+pub type Ready = (usize, Result<(), String>);
+
+/// Connects (while holding a permit of `gate`, which bounds concurrent handshakes), subscribes,
+/// reports on `ready`, then times events until `stop`.
+pub async fn subscriber(
+    me: Subscriber,
+    gate: Arc<Semaphore>,
+    ready: mpsc::Sender<Ready>,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) -> WatchStats {
+    let connected = {
+        let permit = tokio::select! {
+            () = stop.cancelled() => return WatchStats::new(),
+            permit = gate.acquire() => permit,
+        };
+        let connected = tokio::select! {
+            () = stop.cancelled() => return WatchStats::new(),
+            connected = connect(&me.url, &me.watch) => connected,
+        };
+        drop(permit);
+        connected
+    };
+    match connected {
+        Ok(ws) => {
+            let _ = ready.send((me.index, Ok(()))).await;
+            drop(ready);
+            watch(ws, &me, &shared, stop).await
+        }
+        Err(e) => {
+            let why = format!("{e:#}");
+            let _ = ready.send((me.index, Err(why.clone()))).await;
+            let mut stats = WatchStats::new();
+            stats.ended = Ended::Lost(why);
+            stats
+        }
+    }
+}
+
+/// Opens a connection, waits for the hello, subscribes to every topic of `watch` at once and
+/// waits for all the confirmations.
+async fn connect(url: &Url, watch: &Watch) -> anyhow::Result<Socket> {
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0);
+    // The URL carries the session token, so it never goes into an error message.
+    let (mut ws, _) = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true),
+    )
+    .await
+    .context("WebSocket connect timed out")?
+    .context("WebSocket connect failed")?;
+    expect_frames(&mut ws, "hello", 1).await?;
+    let topics = watch.topics();
+    for (i, topic) in topics.iter().enumerate() {
+        let frame = serde_json::json!({"type": "subscribe", "topic": topic, "ref": i});
+        ws.feed(Message::text(frame.to_string()))
+            .await
+            .context("cannot send subscribe")?;
+    }
+    ws.flush().await.context("cannot send subscribe")?;
+    expect_frames(&mut ws, "subscribed", topics.len()).await?;
+    Ok(ws)
 }
 
 #[derive(Deserialize)]
@@ -90,34 +345,24 @@ struct PositionData<'a> {
     recorded_at: Cow<'a, str>,
 }
 
-/// Opens a connection, waits for the hello and subscribes to `fleet`.
-pub async fn subscribe(url: Url) -> anyhow::Result<Socket> {
-    // The URL carries the session token, so it never goes into an error message.
-    let (mut ws, _) = tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        tokio_tungstenite::connect_async(url.as_str()),
-    )
-    .await
-    .context("WebSocket connect timed out")?
-    .context("WebSocket connect failed")?;
-    expect_frame(&mut ws, "hello").await?;
-    let subscribe = r#"{"type":"subscribe","topic":"fleet","ref":"bench"}"#;
-    ws.send(Message::text(subscribe))
-        .await
-        .context("cannot send subscribe")?;
-    expect_frame(&mut ws, "subscribed").await?;
-    Ok(ws)
-}
-
-async fn expect_frame(ws: &mut Socket, wanted: &str) -> anyhow::Result<()> {
+/// Reads until `count` frames of type `wanted` came; an error frame fails.
+async fn expect_frames(ws: &mut Socket, wanted: &str, count: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-    loop {
+    let mut seen = 0;
+    while seen < count {
         let message = tokio::time::timeout_at(deadline, ws.next())
             .await
             .with_context(|| format!("no {wanted:?} frame within {HANDSHAKE_TIMEOUT:?}"))?;
         let text = match message {
             Some(Ok(Message::Text(text))) => text,
-            Some(Ok(Message::Close(frame))) => bail!("server closed the WebSocket: {frame:?}"),
+            Some(Ok(Message::Close(frame))) => bail!(
+                "server closed the WebSocket: {}",
+                frame.map_or_else(String::new, |f| format!(
+                    "{} {}",
+                    u16::from(f.code),
+                    f.reason
+                ))
+            ),
             Some(Ok(_)) => continue,
             Some(Err(e)) => return Err(e).context("WebSocket failed"),
             None => bail!("server closed the WebSocket"),
@@ -125,7 +370,7 @@ async fn expect_frame(ws: &mut Socket, wanted: &str) -> anyhow::Result<()> {
         let frame: Frame<'_> = serde_json::from_str(text.as_str())
             .with_context(|| format!("not a protocol frame: {}", truncate(text.as_str())))?;
         match frame.kind.as_ref() {
-            kind if kind == wanted => return Ok(()),
+            kind if kind == wanted => seen += 1,
             "error" => bail!(
                 "server refused: {}",
                 frame.code.as_deref().unwrap_or("unknown error")
@@ -133,22 +378,17 @@ async fn expect_frame(ws: &mut Socket, wanted: &str) -> anyhow::Result<()> {
             _ => {}
         }
     }
+    Ok(())
 }
 
-/// Reads frames until `stop`, timing every position event against its send.
-pub async fn watch(
+/// Reads frames until `stop`, timing every watched position event against its send.
+async fn watch(
     mut ws: Socket,
-    sent: Arc<SentLog>,
-    progress: Arc<Progress>,
+    me: &Subscriber,
+    shared: &Shared,
     stop: CancellationToken,
 ) -> WatchStats {
-    let mut stats = WatchStats {
-        latency_us: new_histogram(),
-        deliveries: 0,
-        unmatched: 0,
-        error_frames: 0,
-        closed: None,
-    };
+    let mut tally = Tally::new(me.index);
     let mut keepalive = tokio::time::interval_at(Instant::now() + KEEPALIVE, KEEPALIVE);
     loop {
         tokio::select! {
@@ -156,7 +396,7 @@ pub async fn watch(
             () = stop.cancelled() => break,
             _ = keepalive.tick() => {
                 if let Err(e) = ws.send(Message::text(r#"{"type":"ping"}"#)).await {
-                    stats.closed = Some(format!("send failed: {e}"));
+                    tally.stats.ended = Ended::Lost(format!("send failed: {e}"));
                     break;
                 }
             }
@@ -164,65 +404,81 @@ pub async fn watch(
                 let received = Instant::now();
                 match message {
                     Some(Ok(Message::Text(text))) => {
-                        handle(text.as_str(), received, &sent, &progress, &mut stats);
+                        handle(text.as_str(), received, &me.watch, shared, &mut tally);
                     }
                     Some(Ok(Message::Close(frame))) => {
-                        stats.closed = Some(match frame {
-                            Some(f) => format!("closed by server: {} {}", u16::from(f.code), f.reason),
-                            None => "closed by server".into(),
-                        });
+                        tally.stats.ended = match frame {
+                            Some(f) => Ended::Closed(u16::from(f.code)),
+                            None => Ended::Lost("closed without a code".into()),
+                        };
                         break;
                     }
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {
-                        stats.closed = Some(format!("connection failed: {e}"));
+                        tally.stats.ended = Ended::Lost(format!("connection failed: {e}"));
                         break;
                     }
                     None => {
-                        stats.closed = Some("connection ended".into());
+                        tally.stats.ended = Ended::Lost("connection ended".into());
                         break;
                     }
                 }
             }
         }
     }
-    // A polite close; the server may already be gone, which is fine.
-    let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
-    stats
+    tally.flush(shared);
+    if tally.stats.ended == Ended::Stopped {
+        // A polite close; the server may already be gone, which is fine.
+        let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+    }
+    tally.stats
 }
 
-fn handle(
-    text: &str,
-    received: Instant,
-    sent: &SentLog,
-    progress: &Progress,
-    stats: &mut WatchStats,
-) {
+fn handle(text: &str, received: Instant, watch: &Watch, shared: &Shared, tally: &mut Tally) {
     let Ok(frame) = serde_json::from_str::<Frame<'_>>(text) else {
-        stats.error_frames += 1;
+        tally.stats.error_frames += 1;
         return;
     };
     match frame.kind.as_ref() {
-        "position" if frame.topic.as_deref() == Some("fleet") => {
+        "position" => {
+            let (Some(topic), Some(data)) = (frame.topic, frame.data) else {
+                tally.stats.error_frames += 1;
+                return;
+            };
+            if !watch.wants(&topic, data.vehicle_id) {
+                return;
+            }
+            let stats = &mut tally.stats;
             stats.deliveries += 1;
-            progress.delivered(received);
-            let sent_at = frame.data.and_then(|d| {
-                let ms = DateTime::parse_from_rfc3339(&d.recorded_at)
-                    .ok()?
-                    .timestamp_millis();
-                sent.sent_at(d.vehicle_id, ms)
-            });
-            match sent_at {
-                Some(at) => {
-                    let us = u64::try_from(received.saturating_duration_since(at).as_micros())
-                        .unwrap_or(u64::MAX);
-                    stats.latency_us.saturating_record(us.max(1));
+            stats.last_delivery = Some(received);
+            if tally
+                .reported
+                .is_none_or(|at| received.duration_since(at) >= PROGRESS_EVERY)
+            {
+                shared.progress.delivered(received);
+                tally.reported = Some(received);
+            }
+            let latency = DateTime::parse_from_rfc3339(&data.recorded_at)
+                .ok()
+                .and_then(|t| {
+                    shared
+                        .sent
+                        .latency(data.vehicle_id, t.timestamp_millis(), received)
+                });
+            match latency {
+                Some(latency) => {
+                    tally
+                        .pending
+                        .push(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
+                    if tally.pending.len() >= FLUSH_EVERY {
+                        tally.flush(shared);
+                    }
                 }
                 None => stats.unmatched += 1,
             }
         }
         "error" => {
-            stats.error_frames += 1;
+            tally.stats.error_frames += 1;
             tracing::debug!(
                 "subscriber got an error frame: {}",
                 frame.code.as_deref().unwrap_or("?")
@@ -238,47 +494,158 @@ fn truncate(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
+    const FRAME: &str = r#"{"type":"position","topic":"fleet","seq":5,"data":{"vehicle_id":7,
+        "shipment_id":null,"lat":48.1,"lon":11.5,"recorded_at":"2025-11-22T10:15:30.250Z",
+        "received_at":"2025-11-22T10:15:30.412Z","late":false}}"#;
+    const RECORDED_MS: i64 = 1_763_806_530_250;
+
+    fn shared(vehicles: &[i64]) -> Shared {
+        Shared {
+            sent: Arc::new(SentLog::new(vehicles.iter().copied())),
+            latency: LatencySink::new(),
+            progress: Progress::new(Instant::now()),
+        }
+    }
+
     #[test]
-    fn position_frames_are_matched_to_their_send() {
-        let sent = SentLog::new([7]);
-        let epoch = Instant::now();
-        sent.record_for_test(7, 1_763_806_530_250, epoch);
-        let progress = Progress::new(epoch);
-        let mut stats = WatchStats {
-            latency_us: new_histogram(),
-            deliveries: 0,
-            unmatched: 0,
-            error_frames: 0,
-            closed: None,
-        };
-        let frame = r#"{"type":"position","topic":"fleet","seq":5,"data":{"vehicle_id":7,
-            "shipment_id":null,"lat":48.1,"lon":11.5,"recorded_at":"2025-11-22T10:15:30.250Z",
-            "received_at":"2025-11-22T10:15:30.412Z","late":false}}"#;
-        handle(
-            frame,
-            epoch + Duration::from_millis(3),
-            &sent,
-            &progress,
-            &mut stats,
-        );
-        assert_eq!((stats.deliveries, stats.unmatched), (1, 0));
-        assert!(stats.latency_us.max() >= 3_000);
+    fn fleet_events_are_matched_to_their_send() {
+        let shared = shared(&[7]);
+        let sent_at = Instant::now();
+        shared.sent.record(7, &[RECORDED_MS], sent_at);
+        let mut tally = Tally::new(3);
+        let watch = Watch::Fleet;
+        let received = sent_at + Duration::from_millis(3);
+        handle(FRAME, received, &watch, &shared, &mut tally);
+        assert_eq!((tally.stats.deliveries, tally.stats.unmatched), (1, 0));
 
         // Another offset spelling of the same instant still matches.
-        let same = frame.replace("10:15:30.250Z", "11:15:30.250+01:00");
-        handle(&same, epoch, &sent, &progress, &mut stats);
-        assert_eq!(stats.unmatched, 0);
+        let same = FRAME.replace("10:15:30.250Z", "11:15:30.250+01:00");
+        handle(&same, received, &watch, &shared, &mut tally);
+        assert_eq!(tally.stats.unmatched, 0);
 
-        let unknown = frame.replace("\"vehicle_id\":7", "\"vehicle_id\":8");
-        handle(&unknown, epoch, &sent, &progress, &mut stats);
-        assert_eq!((stats.deliveries, stats.unmatched), (3, 1));
+        let unknown = FRAME.replace("\"vehicle_id\":7", "\"vehicle_id\":8");
+        handle(&unknown, received, &watch, &shared, &mut tally);
+        assert_eq!((tally.stats.deliveries, tally.stats.unmatched), (3, 1));
 
-        handle(r#"{"type":"pong"}"#, epoch, &sent, &progress, &mut stats);
-        handle("not json", epoch, &sent, &progress, &mut stats);
-        assert_eq!(stats.deliveries, 3);
-        assert_eq!(stats.error_frames, 1);
-        assert!(progress.last_delivery().is_some());
+        let other_topic = FRAME.replace("\"fleet\"", "\"vehicle:7\"");
+        handle(&other_topic, received, &watch, &shared, &mut tally);
+        assert_eq!(
+            tally.stats.deliveries, 3,
+            "a fleet watcher times fleet events only"
+        );
+
+        handle(r#"{"type":"pong"}"#, received, &watch, &shared, &mut tally);
+        handle("not json", received, &watch, &shared, &mut tally);
+        assert_eq!(tally.stats.deliveries, 3);
+        assert_eq!(tally.stats.error_frames, 1);
+        assert_eq!(tally.stats.last_delivery, Some(received));
+        assert!(shared.progress.last_delivery().is_some());
+
+        // Samples wait in the subscriber until a flush, then land in the shared histogram.
+        assert!(shared.latency.merged().is_empty());
+        tally.flush(&shared);
+        let merged = shared.latency.merged();
+        assert_eq!(merged.len(), 2);
+        assert!(
+            merged.min() >= 2_990 && merged.max() <= 3_010,
+            "{}",
+            merged.max()
+        );
+    }
+
+    #[test]
+    fn a_vehicle_watcher_times_only_its_own_vehicles() {
+        let shared = shared(&[7, 8]);
+        let sent_at = Instant::now();
+        shared.sent.record(7, &[RECORDED_MS], sent_at);
+        shared.sent.record(8, &[RECORDED_MS], sent_at);
+        let mut tally = Tally::new(0);
+        let watch = Watch::Vehicles(vec![7, 9]);
+        let mine = FRAME.replace("\"fleet\"", "\"vehicle:7\"");
+        handle(&mine, sent_at, &watch, &shared, &mut tally);
+        let fleet = FRAME;
+        handle(fleet, sent_at, &watch, &shared, &mut tally);
+        let other = mine
+            .replace("\"vehicle_id\":7", "\"vehicle_id\":8")
+            .replace("vehicle:7", "vehicle:8");
+        handle(&other, sent_at, &watch, &shared, &mut tally);
+        assert_eq!((tally.stats.deliveries, tally.stats.unmatched), (1, 0));
+        assert_eq!(
+            watch.topics(),
+            ["vehicle:7".to_owned(), "vehicle:9".to_owned()]
+        );
+        assert!(watch.covers(9) && !watch.covers(8) && Watch::Fleet.covers(8));
+    }
+
+    #[test]
+    fn many_samples_are_flushed_as_they_pile_up() {
+        let shared = shared(&[7]);
+        let sent_at = Instant::now();
+        let mut tally = Tally::new(1);
+        for i in 0..FLUSH_EVERY as i64 + 1 {
+            shared.sent.record(7, &[RECORDED_MS + i], sent_at);
+            let frame = FRAME.replace("10:15:30.250Z", &format!("10:15:30.{:03}Z", 250 + i));
+            handle(&frame, sent_at, &Watch::Fleet, &shared, &mut tally);
+        }
+        assert_eq!(shared.latency.merged().len(), FLUSH_EVERY as u64);
+        assert_eq!(tally.pending.len(), 1);
+    }
+
+    #[test]
+    fn vehicles_are_dealt_round_robin_and_distinct() {
+        let vehicles: Vec<i64> = (101..=125).collect();
+        for s in 0..10 {
+            let mine = deal(s, &vehicles, 10);
+            assert_eq!(mine.len(), 10);
+            let mut unique = mine.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            assert_eq!(unique.len(), 10, "distinct: {mine:?}");
+        }
+        assert_eq!(deal(0, &vehicles, 10), (101..=110).collect::<Vec<_>>());
+        assert_eq!(deal(2, &vehicles, 10)[..5], [121, 122, 123, 124, 125]);
+        assert_eq!(deal(2, &vehicles, 10)[5..], [101, 102, 103, 104, 105]);
+
+        // S × 10 ≥ V: every vehicle has a watcher, and the load is even.
+        let vehicles: Vec<i64> = (1..=1000).collect();
+        let mut watchers: HashMap<i64, usize> = HashMap::new();
+        for s in 0..250 {
+            for v in deal(s, &vehicles, 10) {
+                *watchers.entry(v).or_default() += 1;
+            }
+        }
+        assert_eq!(watchers.len(), 1000);
+        assert!(
+            watchers.values().all(|&n| (2..=3).contains(&n)),
+            "{watchers:?}"
+        );
+
+        // Fewer vehicles than a subscriber's share: each watches them all.
+        assert_eq!(deal(5, &[1, 2, 3], 10).len(), 3);
+        assert_eq!(
+            Watch::for_subscriber(Shape::Broadcast, 5, &[1, 2]),
+            Watch::Fleet
+        );
+        assert_eq!(
+            Watch::for_subscriber(Shape::Fleet, 1, &[1, 2, 3]),
+            Watch::Vehicles(vec![1, 2, 3])
+        );
+    }
+
+    #[test]
+    fn resume_codes_are_named() {
+        assert_eq!(Ended::Closed(4008).to_string(), "4008 too slow (resume)");
+        assert_eq!(
+            Ended::Closed(1012).to_string(),
+            "1012 server restarting (resume)"
+        );
+        assert_eq!(
+            Ended::Closed(1011).to_string(),
+            "closed by the server with 1011"
+        );
     }
 }

@@ -63,7 +63,7 @@ pub async fn serve(
     let cancel = state.cancel.clone();
     let tracker = state.tracker.clone();
     let grace = state.config.shutdown_grace();
-    tracker.spawn(db::partition_upkeep(state.db.clone(), cancel.clone()));
+
     let router = app(state);
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
@@ -85,7 +85,7 @@ pub async fn run_server(config: ServeConfig) -> anyhow::Result<()> {
     db::migrate(&pool).await?;
     let listener = TcpListener::bind(config.bind).await?;
     tracing::info!(address = %listener.local_addr()?, "listening");
-    let state = AppState::new(pool, config);
+    let state = AppState::new(pool, config).await?;
     serve(listener, state, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())

@@ -56,6 +56,9 @@ pub struct ServeConfig {
     /// Redis URL for fan-out across instances; without it this instance fans out on its own.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Prefix of this deployment's Redis channels, so several can share one Redis.
+    #[arg(long, env = "WAYMARK_REDIS_PREFIX", default_value = "waymark")]
+    pub redis_prefix: String,
     /// Secret for signing session tokens (at least 32 bytes). Every instance needs the same one.
     /// Without it a random one is made at start-up: sessions then end when the process does.
     #[arg(long, env = "WAYMARK_JWT_SECRET", hide_env_values = true)]
@@ -87,6 +90,9 @@ pub struct ServeConfig {
     /// separated. Pages served by Waymark itself are always allowed.
     #[arg(long, env = "WAYMARK_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+    /// Seconds a WebSocket write may take before the peer counts as not reading (closed, 4008).
+    #[arg(long, env = "WAYMARK_WS_WRITE_TIMEOUT_S", default_value_t = 10)]
+    pub ws_write_timeout_s: u64,
     /// Most positions one group commit writes.
     #[arg(long, env = "WAYMARK_WRITER_BATCH", default_value_t = 4000)]
     pub writer_batch: usize,

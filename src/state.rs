@@ -8,8 +8,9 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     auth::{token, DeviceCache, SessionKeys},
     config::ServeConfig,
+    db,
     ingest::{spawn_writer, WriterHandle},
-    tracking::Hub,
+    tracking::{read_seq, Fanout, Hub, Sequencer, Tracking},
 };
 
 #[derive(Clone)]
@@ -17,7 +18,7 @@ pub struct AppState {
     pub db: PgPool,
     pub config: Arc<ServeConfig>,
     pub sessions: SessionKeys,
-    pub hub: Arc<Hub>,
+    pub tracking: Arc<Tracking>,
     pub writer: WriterHandle,
     pub devices: DeviceCache,
     /// Cancelled when the server shuts down; every long-lived task watches it.
@@ -27,8 +28,9 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Builds the state and starts the position writer.
-    pub fn new(db: PgPool, config: ServeConfig) -> AppState {
+    /// Builds the state and starts the background tasks: the position writer, the sequencer's
+    /// catch-up, the Redis fan-out (with `REDIS_URL`) and partition upkeep.
+    pub async fn new(db: PgPool, config: ServeConfig) -> anyhow::Result<AppState> {
         let secret = match &config.jwt_secret {
             Some(s) => s.clone().into_bytes(),
             None => {
@@ -46,23 +48,41 @@ impl AppState {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let hub = Arc::new(Hub::default());
+        let sequencer = Sequencer::new(hub.clone(), read_seq(&db).await?);
+        tracker.spawn(sequencer.clone().fill_gaps(db.clone(), cancel.clone()));
+        let fanout = match &config.redis_url {
+            Some(url) => Some(Fanout::start(
+                url,
+                &config.redis_prefix,
+                sequencer.clone(),
+                &tracker,
+                cancel.clone(),
+            )?),
+            None => None,
+        };
+        let tracking = Arc::new(Tracking {
+            hub,
+            sequencer,
+            fanout,
+        });
         let writer = spawn_writer(
             db.clone(),
-            hub.clone(),
+            tracking.clone(),
             config.writer_batch,
             &tracker,
             cancel.clone(),
         );
-        AppState {
+        tracker.spawn(db::partition_upkeep(db.clone(), cancel.clone()));
+        Ok(AppState {
             db,
             config: Arc::new(config),
             sessions,
-            hub,
+            tracking,
             writer,
             devices: DeviceCache::default(),
             cancel,
             tracker,
-        }
+        })
     }
 }
 

@@ -16,8 +16,8 @@ use super::filter::{judge, LastFix};
 use crate::{
     auth::Device,
     error::AppError,
-    position::{position_frame, to_micros, NewPosition, Position},
-    tracking::{Hub, TopicKey},
+    position::{to_micros, NewPosition, Position},
+    tracking::{frames, Batch, Tracking},
 };
 
 /// Requests that may wait for the writer before senders are held back.
@@ -88,19 +88,19 @@ impl WriterHandle {
 /// Starts the writer on `tracker`. On cancel it writes everything already queued, then stops.
 pub fn spawn_writer(
     pool: PgPool,
-    hub: Arc<Hub>,
+    tracking: Arc<Tracking>,
     max_rows: usize,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> WriterHandle {
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-    tracker.spawn(run(pool, hub, max_rows.max(1), rx, cancel));
+    tracker.spawn(run(pool, tracking, max_rows.max(1), rx, cancel));
     WriterHandle { tx }
 }
 
 async fn run(
     pool: PgPool,
-    hub: Arc<Hub>,
+    tracking: Arc<Tracking>,
     max_rows: usize,
     mut rx: mpsc::Receiver<Request>,
     cancel: CancellationToken,
@@ -130,7 +130,9 @@ async fn run(
         let result = commit(&pool, &batch).await;
         match result {
             Ok(written) => {
-                publish(&hub, &written.events);
+                if let Some(batch) = written.batch {
+                    tracking.committed(batch);
+                }
                 for (request, outcome) in batch.into_iter().zip(written.outcomes) {
                     let _ = request.reply.send(Ok(outcome));
                 }
@@ -152,41 +154,10 @@ async fn run(
     tracing::info!("position writer stopped");
 }
 
-/// A committed, publishable position.
-struct Event {
-    seq: i64,
-    organisation_id: i64,
-    position: Position,
-}
-
 struct Written {
     outcomes: Vec<WriteOutcome>,
-    events: Vec<Event>,
-}
-
-fn publish(hub: &Hub, events: &[Event]) {
-    for e in events {
-        let p = &e.position;
-        let mut keys = vec![
-            TopicKey::Fleet {
-                organisation_id: e.organisation_id,
-            },
-            TopicKey::Vehicle(p.vehicle_id),
-        ];
-        if let Some(s) = p.shipment_id {
-            keys.push(TopicKey::Shipment(s));
-        }
-        let mut data: Option<String> = None;
-        // Late points fill in tracks and must all arrive; current ones may be conflated.
-        let conflate = (!p.late).then_some(p.vehicle_id);
-        for key in keys {
-            hub.publish(key, e.seq, conflate, || {
-                let data = data
-                    .get_or_insert_with(|| serde_json::to_string(p).expect("positions serialise"));
-                position_frame(&key.topic(), e.seq, data)
-            });
-        }
-    }
+    /// The committed seq range and its publishable events; none if nothing new was stored.
+    batch: Option<Batch>,
 }
 
 /// Per-vehicle state read under the lock: its current position and active shipment.
@@ -214,6 +185,7 @@ async fn commit(pool: &PgPool, batch: &[Request]) -> sqlx::Result<Written> {
     let mut next_seq: i64 = sqlx::query_scalar("SELECT value FROM event_seq FOR UPDATE")
         .fetch_one(&mut *tx)
         .await?;
+    let first_seq = next_seq + 1;
     let stored = existing_seqs(&mut tx, batch).await?;
     let mut vehicles = vehicle_states(&mut tx, batch).await?;
 
@@ -308,16 +280,16 @@ async fn commit(pool: &PgPool, batch: &[Request]) -> sqlx::Result<Written> {
     }
     tx.commit().await?;
 
-    let events = rows
-        .into_iter()
-        .filter(|r| r.filter.is_none())
-        .map(|r| Event {
-            seq: r.seq,
-            organisation_id: r.organisation_id,
-            position: r.position,
-        })
-        .collect();
-    Ok(Written { outcomes, events })
+    let batch = (!rows.is_empty()).then(|| Batch {
+        first: first_seq,
+        last: next_seq,
+        events: rows
+            .iter()
+            .filter(|r| r.filter.is_none())
+            .flat_map(|r| frames(r.seq, r.organisation_id, &r.position))
+            .collect(),
+    });
+    Ok(Written { outcomes, batch })
 }
 
 /// The seqs of positions in the batch that are already stored (re-sends).

@@ -5,7 +5,7 @@
 //! replay is read from the database, then goes live above a floor seq, so the hand-over from
 //! stored to live events has no gap and no duplicate.
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex, RwLock},
 };
 
@@ -131,24 +131,34 @@ impl Hub {
         self.topics.read().expect("hub poisoned").contains_key(key)
     }
 
-    /// Delivers an event to every local subscriber of `key`. `frame` is built only if there is one.
+    /// Delivers an event to every local subscriber of `key`.
     pub fn publish(
         &self,
         key: TopicKey,
         seq: i64,
         conflate_vehicle: Option<i64>,
-        frame: impl FnOnce() -> String,
+        frame: Utf8Bytes,
     ) {
         let topics = self.topics.read().expect("hub poisoned");
         let Some(subs) = topics.get(&key) else { return };
         let delivery = Delivery {
             seq,
             conflate_vehicle,
-            frame: Utf8Bytes::from(frame()),
+            frame,
         };
         for sub in subs {
             sub.deliver(&delivery);
         }
+    }
+
+    /// The topics that have local subscribers now.
+    pub fn subscribed_keys(&self) -> HashSet<TopicKey> {
+        self.topics
+            .read()
+            .expect("hub poisoned")
+            .keys()
+            .copied()
+            .collect()
     }
 
     pub fn subscription_count(&self) -> usize {
@@ -179,15 +189,15 @@ mod tests {
         let outbox = Arc::new(Outbox::default());
         let key = TopicKey::Shipment(1);
         let sub = hub.subscribe(key, 1, outbox.clone());
-        hub.publish(key, 5, None, || "five".into());
-        hub.publish(key, 7, None, || "seven".into());
+        hub.publish(key, 5, None, Utf8Bytes::from_static("five"));
+        hub.publish(key, 7, None, Utf8Bytes::from_static("seven"));
         assert!(
             drain(&outbox).await.is_empty(),
             "nothing is sent while buffering"
         );
         assert!(sub.go_live(5));
-        hub.publish(key, 6, None, || "six".into());
-        hub.publish(key, 8, None, || "eight".into());
+        hub.publish(key, 6, None, Utf8Bytes::from_static("six"));
+        hub.publish(key, 8, None, Utf8Bytes::from_static("eight"));
         assert_eq!(drain(&outbox).await, ["seven", "six", "eight"]);
     }
 
@@ -200,15 +210,21 @@ mod tests {
         let sb = hub.subscribe(TopicKey::Fleet { organisation_id: 2 }, 2, b.clone());
         sa.go_live(0);
         sb.go_live(0);
-        hub.publish(TopicKey::Fleet { organisation_id: 1 }, 1, None, || {
-            "org1".into()
-        });
+        hub.publish(
+            TopicKey::Fleet { organisation_id: 1 },
+            1,
+            None,
+            Utf8Bytes::from_static("org1"),
+        );
         assert_eq!(drain(&a).await, ["org1"]);
         assert!(drain(&b).await.is_empty());
         hub.unsubscribe(&sa);
-        hub.publish(TopicKey::Fleet { organisation_id: 1 }, 2, None, || {
-            "again".into()
-        });
+        hub.publish(
+            TopicKey::Fleet { organisation_id: 1 },
+            2,
+            None,
+            Utf8Bytes::from_static("again"),
+        );
         assert!(drain(&a).await.is_empty());
         assert!(!hub.has_subscribers(&TopicKey::Fleet { organisation_id: 1 }));
     }

@@ -1,13 +1,62 @@
-//! Where positions go out: the hub that fans committed events out to subscriptions, the bounded
-//! per-connection outbox, and the WebSocket session that speaks the protocol in docs/API.md.
+//! Where positions go out: committed events are put in seq order (the [`Sequencer`]), fanned out
+//! to other instances through Redis ([`Fanout`]), and delivered by the [`Hub`] to WebSocket
+//! sessions, each with a bounded outbox. The session speaks the protocol in docs/API.md.
+mod fanout;
 mod hub;
 mod outbox;
+mod publish;
 mod replay;
+mod sequencer;
 mod session;
 mod topic;
 
+use std::sync::Arc;
+
+pub use fanout::Fanout;
 pub use hub::{Delivery, Hub, Subscription};
 pub use outbox::{Outbox, OutboxClosed};
+pub use publish::frames;
 pub use replay::read_seq;
+pub use sequencer::{Batch, Published, Sequencer};
 pub use session::router;
 pub use topic::{Topic, TopicKey};
+
+/// The real-time side of one instance: what the writer hands committed events to, and what
+/// sessions subscribe through.
+pub struct Tracking {
+    pub hub: Arc<Hub>,
+    pub sequencer: Arc<Sequencer>,
+    pub fanout: Option<Arc<Fanout>>,
+}
+
+impl Tracking {
+    /// A batch was committed by this instance's writer.
+    pub fn committed(&self, batch: Batch) {
+        if let Some(fanout) = &self.fanout {
+            fanout.publish(batch.clone());
+        }
+        self.sequencer.accept(batch);
+    }
+
+    /// Registers a (buffering) subscription; with Redis, returns once this instance will hear of
+    /// every event on the topic from now on.
+    pub async fn subscribe(
+        &self,
+        key: TopicKey,
+        connection: u64,
+        outbox: Arc<Outbox>,
+    ) -> Arc<Subscription> {
+        let sub = self.hub.subscribe(key, connection, outbox);
+        if let Some(fanout) = &self.fanout {
+            fanout.acquire(key).await;
+        }
+        sub
+    }
+
+    pub async fn unsubscribe(&self, sub: &Subscription) {
+        self.hub.unsubscribe(sub);
+        if let Some(fanout) = &self.fanout {
+            fanout.release(sub.key).await;
+        }
+    }
+}

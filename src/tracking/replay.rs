@@ -1,4 +1,6 @@
 //! Reading missed events back from PostGIS for `subscribe` with `since`.
+use std::collections::HashSet;
+
 use sqlx::PgPool;
 
 use super::TopicKey;
@@ -42,4 +44,51 @@ pub async fn positions_since(
         return Ok(None);
     }
     Ok(Some(rows.into_iter().map(|r| (r.seq, r.into())).collect()))
+}
+
+#[derive(sqlx::FromRow)]
+struct OwnedRow {
+    organisation_id: i64,
+    #[sqlx(flatten)]
+    row: PositionRow,
+}
+
+/// Published positions with seq in `(after, through]` on any of `keys`, in seq order, with
+/// their organisation: what live delivery would have sent this instance's subscribers.
+pub async fn positions_between(
+    pool: &PgPool,
+    keys: &HashSet<TopicKey>,
+    after: i64,
+    through: i64,
+) -> sqlx::Result<Vec<(i64, i64, Position)>> {
+    let mut organisations = Vec::new();
+    let mut vehicles = Vec::new();
+    let mut shipments = Vec::new();
+    for key in keys {
+        match *key {
+            TopicKey::Fleet { organisation_id } => organisations.push(organisation_id),
+            TopicKey::Vehicle(id) => vehicles.push(id),
+            TopicKey::Shipment(id) => shipments.push(id),
+        }
+    }
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<OwnedRow> = sqlx::query_as(&format!(
+        "SELECT organisation_id, seq, {POSITION_COLUMNS} FROM positions
+         WHERE seq > $1 AND seq <= $2 AND filter_reason IS NULL
+           AND (organisation_id = ANY($3) OR vehicle_id = ANY($4) OR shipment_id = ANY($5))
+         ORDER BY seq"
+    ))
+    .bind(after)
+    .bind(through)
+    .bind(&organisations)
+    .bind(&vehicles)
+    .bind(&shipments)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.row.seq, r.organisation_id, r.row.into()))
+        .collect())
 }

@@ -37,8 +37,7 @@ pub const MAX_SUBSCRIPTIONS: usize = 200;
 const PING_EVERY: Duration = Duration::from_secs(20);
 /// A peer silent for this long (not even answering pings) is dead.
 const IDLE_LIMIT: Duration = Duration::from_secs(60);
-/// A write that does not finish in this time means the peer stopped reading.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Close codes that tell the client to reconnect and resume with `since`.
 pub const CLOSE_RESTART: u16 = 1012;
 pub const CLOSE_TOO_SLOW: u16 = 4008;
@@ -138,7 +137,7 @@ enum Flow {
 
 impl Session {
     fn new(state: AppState, viewer: Viewer) -> Self {
-        let id = state.hub.new_connection_id();
+        let id = state.tracking.hub.new_connection_id();
         Session {
             state,
             viewer,
@@ -158,6 +157,8 @@ impl Session {
         };
         self.send(json!({"type": "hello", "server_time": Utc::now(), "user": user}));
         let cancel = self.state.cancel.clone();
+        // A write that does not finish in this time means the peer stopped reading.
+        let write_timeout = Duration::from_secs(self.state.config.ws_write_timeout_s);
         let mut ping =
             tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
         let mut last_heard = Instant::now();
@@ -175,7 +176,7 @@ impl Session {
                         }
                         sink.flush().await
                     };
-                    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+                    match tokio::time::timeout(write_timeout, write).await {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => break None,
                         Err(_) => break Some((CLOSE_TOO_SLOW, "too far behind; resume with since")),
@@ -202,7 +203,7 @@ impl Session {
                     if last_heard.elapsed() > IDLE_LIMIT {
                         break None;
                     }
-                    let sent = tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Ping(Default::default()))).await;
+                    let sent = tokio::time::timeout(write_timeout, sink.send(Message::Ping(Default::default()))).await;
                     if !matches!(sent, Ok(Ok(()))) {
                         break None;
                     }
@@ -210,7 +211,7 @@ impl Session {
             }
         };
         for sub in self.subscriptions.values() {
-            self.state.hub.unsubscribe(sub);
+            self.state.tracking.unsubscribe(sub).await;
         }
         if let Some((code, reason)) = close {
             let frame = CloseFrame {
@@ -281,7 +282,7 @@ impl Session {
                 };
                 let key = t.key(self.viewer.organisation_id());
                 if let Some(sub) = self.subscriptions.remove(&key) {
-                    self.state.hub.unsubscribe(&sub);
+                    self.state.tracking.unsubscribe(&sub).await;
                 }
                 let mut frame = json!({"type": "unsubscribed", "topic": t.to_string()});
                 if let Some(r) = reference {
@@ -318,7 +319,7 @@ impl Session {
         }
         let key = topic.key(self.viewer.organisation_id());
         if let Some(old) = self.subscriptions.remove(&key) {
-            self.state.hub.unsubscribe(&old);
+            self.state.tracking.unsubscribe(&old).await;
         }
         if self.subscriptions.len() >= MAX_SUBSCRIPTIONS {
             self.error(
@@ -353,7 +354,11 @@ impl Session {
                 return Flow::Continue;
             }
         }
-        let sub = self.state.hub.subscribe(key, self.id, self.outbox.clone());
+        let sub = self
+            .state
+            .tracking
+            .subscribe(key, self.id, self.outbox.clone())
+            .await;
         match self.catch_up(topic, key, since).await {
             Ok((snapshot, replay)) => {
                 let mut frame =
@@ -388,13 +393,13 @@ impl Session {
                     }
                 }
                 if !sub.go_live(floor) {
-                    self.state.hub.unsubscribe(&sub);
+                    self.state.tracking.unsubscribe(&sub).await;
                     return Flow::Close(CLOSE_TOO_SLOW, "too far behind; resume with since");
                 }
                 self.subscriptions.insert(key, sub);
             }
             Err(e) => {
-                self.state.hub.unsubscribe(&sub);
+                self.state.tracking.unsubscribe(&sub).await;
                 tracing::error!(error = %e, "reading a snapshot");
                 self.error("internal", "try again", reference);
             }

@@ -20,34 +20,62 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 pub struct TestApp {
     pub addr: SocketAddr,
     pub db: PgPool,
+    /// The server's state, for looking inside (subscription counts and the like).
+    pub state: AppState,
     pub http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
 impl TestApp {
+    /// A server on its own, fanning out through Redis when `REDIS_URL` is set (on channels of its
+    /// own, so tests running side by side never hear each other).
     pub async fn spawn(db: PgPool) -> TestApp {
-        let cli = Cli::parse_from([
+        let redis = std::env::var("REDIS_URL")
+            .ok()
+            .map(|url| (url, unique_prefix()));
+        TestApp::spawn_instance(db, redis, &[]).await
+    }
+
+    /// One of several instances sharing `db` and the Redis channels `redis` = (url, prefix).
+    pub async fn spawn_instance(
+        db: PgPool,
+        redis: Option<(String, String)>,
+        extra: &[&str],
+    ) -> TestApp {
+        let mut args: Vec<String> = [
             "waymark",
             "serve",
             "--jwt-secret",
             "test-secret-test-secret-test-secret",
             "--tile-url",
             "",
-        ]);
+            "--ws-write-timeout-s",
+            "2",
+        ]
+        .map(String::from)
+        .to_vec();
+        if let Some((url, prefix)) = redis {
+            args.extend(["--redis-url".into(), url, "--redis-prefix".into(), prefix]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let cli = Cli::parse_from(args);
         let Command::Serve(config) = cli.command else {
             unreachable!()
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = AppState::new(db.clone(), config);
+        let state = AppState::new(db.clone(), config)
+            .await
+            .expect("the server starts");
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(waymark::serve(listener, state, async move {
+        let server = tokio::spawn(waymark::serve(listener, state.clone(), async move {
             let _ = stopped.await;
         }));
         TestApp {
             addr,
             db,
+            state,
             http: reqwest::Client::new(),
             stop: Some(stop),
             server: Some(server),
@@ -224,6 +252,11 @@ impl WsClient {
         );
         assert_eq!(frame["ref"], "quiet");
     }
+}
+
+/// A Redis channel prefix no other test uses.
+pub fn unique_prefix() -> String {
+    format!("waymark-test-{}", waymark::auth::token::generate(16))
 }
 
 /// A position near Marienplatz, `i` steps east, at a fixed time `i` seconds after `base`.

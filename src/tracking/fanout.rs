@@ -1,0 +1,322 @@
+//! Fan-out across instances through Redis pub/sub.
+//!
+//! After each commit the writer's instance publishes every event on its topic's channel (the
+//! frame, serialised once) and then announces the batch's seq range on one shared channel. Each
+//! instance holds one pub/sub connection, subscribed to the range channel and to the channels of
+//! the topics it has local subscribers for, and nothing else. Events are gathered until their
+//! range is announced, then handed to the [`Sequencer`], which delivers in seq order and fills
+//! whatever Redis did not bring (an outage, a dropped connection) from PostGIS. So Redis being
+//! down costs latency, never events, and needs no restart: the connection is retried with backoff.
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::Duration,
+};
+
+use axum::extract::ws::Utf8Bytes;
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, PubSubSink};
+use tokio::sync::{mpsc, Mutex};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use super::{Batch, Published, Sequencer, TopicKey};
+use crate::auth::token;
+
+/// Batches waiting to be published; past this the oldest are dropped (other instances then
+/// read them from the database).
+const PUBLISH_QUEUE: usize = 4096;
+/// The longest a subscription waits for Redis to confirm before going on without it.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+pub struct Fanout {
+    /// Tells this instance's messages apart from others'.
+    instance: String,
+    prefix: String,
+    publish: mpsc::Sender<Batch>,
+    subscriptions: Mutex<Subscriptions>,
+}
+
+struct Subscriptions {
+    /// Local subscriptions per topic: the topic's channel is subscribed while this is above 0.
+    count: HashMap<TopicKey, usize>,
+    /// The live pub/sub connection's command side, when connected.
+    sink: Option<PubSubSink>,
+}
+
+impl Fanout {
+    /// Connects to Redis in the background (retrying until it answers) and starts the publisher
+    /// and the subscriber on `tracker`.
+    pub fn start(
+        url: &str,
+        prefix: &str,
+        sequencer: Arc<Sequencer>,
+        tracker: &TaskTracker,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<Arc<Fanout>> {
+        let client = redis::Client::open(url)?;
+        let (publish, queue) = mpsc::channel(PUBLISH_QUEUE);
+        let fanout = Arc::new(Fanout {
+            instance: token::generate(16),
+            prefix: prefix.to_owned(),
+            publish,
+            subscriptions: Mutex::new(Subscriptions {
+                count: HashMap::new(),
+                sink: None,
+            }),
+        });
+        tracker.spawn(
+            fanout
+                .clone()
+                .run_publisher(client.clone(), queue, cancel.clone()),
+        );
+        tracker.spawn(fanout.clone().run_subscriber(client, sequencer, cancel));
+        Ok(fanout)
+    }
+
+    fn ranges_channel(&self) -> String {
+        format!("{}:ranges", self.prefix)
+    }
+
+    fn channel(&self, key: TopicKey) -> String {
+        match key {
+            TopicKey::Fleet { organisation_id } => {
+                format!("{}:fleet:{organisation_id}", self.prefix)
+            }
+            TopicKey::Vehicle(id) => format!("{}:vehicle:{id}", self.prefix),
+            TopicKey::Shipment(id) => format!("{}:shipment:{id}", self.prefix),
+        }
+    }
+
+    fn key_of(&self, channel: &str) -> Option<TopicKey> {
+        let rest = channel.strip_prefix(&self.prefix)?.strip_prefix(':')?;
+        let (kind, id) = rest.split_once(':')?;
+        let id: i64 = id.parse().ok()?;
+        match kind {
+            "fleet" => Some(TopicKey::Fleet {
+                organisation_id: id,
+            }),
+            "vehicle" => Some(TopicKey::Vehicle(id)),
+            "shipment" => Some(TopicKey::Shipment(id)),
+            _ => None,
+        }
+    }
+
+    /// Queues a committed batch for the other instances. Never waits: if Redis cannot keep up,
+    /// the others fill the gap from the database.
+    pub fn publish(&self, batch: Batch) {
+        if self.publish.try_send(batch).is_err() {
+            tracing::debug!(
+                "fan-out queue full; other instances will read this batch from the database"
+            );
+        }
+    }
+
+    /// Counts a local subscription of `key`; the first one subscribes its channel, and returns
+    /// once Redis has confirmed (so nothing published from then on is missed) or could not.
+    pub async fn acquire(&self, key: TopicKey) {
+        let mut subs = self.subscriptions.lock().await;
+        let count = subs.count.entry(key).or_insert(0);
+        *count += 1;
+        if *count > 1 {
+            return;
+        }
+        let channel = self.channel(key);
+        if let Some(sink) = subs.sink.as_mut() {
+            match tokio::time::timeout(SUBSCRIBE_TIMEOUT, sink.subscribe(&channel)).await {
+                Ok(Ok(())) => {}
+                // The subscriber task resubscribes everything when it reconnects; until then the
+                // sequencer's catch-up from the database covers this topic.
+                _ => tracing::warn!(channel, "could not subscribe in Redis"),
+            }
+        }
+    }
+
+    /// Uncounts a local subscription; the last one unsubscribes the channel.
+    pub async fn release(&self, key: TopicKey) {
+        let mut subs = self.subscriptions.lock().await;
+        let Some(count) = subs.count.get_mut(&key) else {
+            return;
+        };
+        *count -= 1;
+        if *count > 0 {
+            return;
+        }
+        subs.count.remove(&key);
+        let channel = self.channel(key);
+        if let Some(sink) = subs.sink.as_mut() {
+            let _ = tokio::time::timeout(SUBSCRIBE_TIMEOUT, sink.unsubscribe(&channel)).await;
+        }
+    }
+
+    async fn run_publisher(
+        self: Arc<Self>,
+        client: redis::Client,
+        mut queue: mpsc::Receiver<Batch>,
+        cancel: CancellationToken,
+    ) {
+        let mut connection: Option<ConnectionManager> = None;
+        let mut batches = Vec::new();
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                n = queue.recv_many(&mut batches, 64) => if n == 0 { break },
+            }
+            if connection.is_none() {
+                connection = ConnectionManager::new(client.clone()).await.ok();
+            }
+            let Some(conn) = connection.as_mut() else {
+                tracing::debug!(batches = batches.len(), "Redis unavailable; not publishing");
+                batches.clear();
+                continue;
+            };
+            let mut pipe = redis::pipe();
+            for batch in batches.drain(..) {
+                for e in &batch.events {
+                    let conflate = e
+                        .conflate_vehicle
+                        .map_or_else(|| "-".to_owned(), |v| v.to_string());
+                    let payload = format!(
+                        "{} {} {} {}",
+                        self.instance,
+                        e.seq,
+                        conflate,
+                        e.frame.as_str()
+                    );
+                    pipe.cmd("PUBLISH")
+                        .arg(self.channel(e.key))
+                        .arg(payload)
+                        .ignore();
+                }
+                let range = format!("{} {} {}", self.instance, batch.first, batch.last);
+                pipe.cmd("PUBLISH")
+                    .arg(self.ranges_channel())
+                    .arg(range)
+                    .ignore();
+            }
+            if let Err(e) = pipe.query_async::<()>(conn).await {
+                tracing::warn!(error = %e, "publishing to Redis failed; other instances will read the database");
+            }
+        }
+    }
+
+    async fn run_subscriber(
+        self: Arc<Self>,
+        client: redis::Client,
+        sequencer: Arc<Sequencer>,
+        cancel: CancellationToken,
+    ) {
+        let mut retry = RETRY_MIN;
+        loop {
+            let connected = tokio::select! {
+                _ = cancel.cancelled() => return,
+                c = client.get_async_pubsub() => c,
+            };
+            let pubsub = match connected {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?retry, "connecting to Redis");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(retry) => {}
+                    }
+                    retry = (retry * 2).min(RETRY_MAX);
+                    continue;
+                }
+            };
+            let (mut sink, mut stream) = pubsub.split();
+            if let Err(e) = self.resubscribe(&mut sink).await {
+                tracing::warn!(error = %e, "subscribing in Redis");
+                continue;
+            }
+            retry = RETRY_MIN;
+            tracing::info!("fan-out connected to Redis");
+            let mut gathered: BTreeMap<i64, Vec<Published>> = BTreeMap::new();
+            loop {
+                let message = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    m = stream.next() => m,
+                };
+                let Some(message) = message else { break };
+                self.on_message(&message, &mut gathered, &sequencer);
+            }
+            self.subscriptions.lock().await.sink = None;
+            tracing::warn!("fan-out lost Redis; delivering from the database until it is back");
+        }
+    }
+
+    /// Subscribes the range channel and every topic with local subscribers, then makes `sink`
+    /// the one new subscriptions use.
+    async fn resubscribe(&self, sink: &mut PubSubSink) -> redis::RedisResult<()> {
+        let mut subs = self.subscriptions.lock().await;
+        sink.subscribe(self.ranges_channel()).await?;
+        let channels: Vec<String> = subs.count.keys().map(|k| self.channel(*k)).collect();
+        if !channels.is_empty() {
+            sink.subscribe(channels).await?;
+        }
+        subs.sink = Some(sink.clone());
+        Ok(())
+    }
+
+    fn on_message(
+        &self,
+        message: &redis::Msg,
+        gathered: &mut BTreeMap<i64, Vec<Published>>,
+        sequencer: &Sequencer,
+    ) {
+        let Ok(payload) = std::str::from_utf8(message.get_payload_bytes()) else {
+            return;
+        };
+        let channel = message.get_channel_name();
+        if channel == self.ranges_channel() {
+            let mut parts = payload.split(' ');
+            let (Some(instance), Some(Ok(first)), Some(Ok(last))) = (
+                parts.next(),
+                parts.next().map(str::parse::<i64>),
+                parts.next().map(str::parse::<i64>),
+            ) else {
+                return;
+            };
+            if instance == self.instance {
+                return;
+            }
+            // Events gathered for this range are complete: Redis sends one publisher's messages
+            // in order, and the range comes after its events.
+            let mut range = gathered.split_off(&first);
+            let later = range.split_off(&(last + 1));
+            gathered.extend(later);
+            let events = range.into_values().flatten().collect();
+            sequencer.accept(Batch {
+                first,
+                last,
+                events,
+            });
+            // Whatever is at or below the delivered seq came from a range that was lost or
+            // filled from the database meanwhile.
+            *gathered = gathered.split_off(&(sequencer.delivered() + 1));
+            return;
+        }
+        let Some(key) = self.key_of(channel) else {
+            return;
+        };
+        let mut parts = payload.splitn(4, ' ');
+        let (Some(instance), Some(Ok(seq)), Some(conflate), Some(frame)) = (
+            parts.next(),
+            parts.next().map(str::parse::<i64>),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return;
+        };
+        if instance == self.instance || seq <= sequencer.delivered() {
+            return;
+        }
+        gathered.entry(seq).or_default().push(Published {
+            key,
+            seq,
+            conflate_vehicle: conflate.parse().ok(),
+            frame: Utf8Bytes::from(frame.to_owned()),
+        });
+    }
+}

@@ -9,13 +9,16 @@
 //! down costs latency, never events, and needs no restart: the connection is retried with backoff.
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::Arc,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
 use axum::extract::ws::Utf8Bytes;
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, PubSubSink};
+use redis::aio::{MultiplexedConnection, PubSubSink};
 use tokio::sync::{mpsc, Mutex};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -36,6 +39,8 @@ pub struct Fanout {
     prefix: String,
     publish: mpsc::Sender<Batch>,
     subscriptions: Mutex<Subscriptions>,
+    /// Events of other instances that arrived through Redis.
+    received: AtomicU64,
 }
 
 struct Subscriptions {
@@ -65,6 +70,7 @@ impl Fanout {
                 count: HashMap::new(),
                 sink: None,
             }),
+            received: AtomicU64::new(0),
         });
         tracker.spawn(
             fanout
@@ -73,6 +79,11 @@ impl Fanout {
         );
         tracker.spawn(fanout.clone().run_subscriber(client, sequencer, cancel));
         Ok(fanout)
+    }
+
+    /// How many events of other instances have arrived through Redis.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
     }
 
     fn ranges_channel(&self) -> String {
@@ -156,7 +167,9 @@ impl Fanout {
         mut queue: mpsc::Receiver<Batch>,
         cancel: CancellationToken,
     ) {
-        let mut connection: Option<ConnectionManager> = None;
+        // Reconnected on the next batch after any failure: while Redis is down each batch costs
+        // one refused connection attempt, and nothing waits on it.
+        let mut connection: Option<MultiplexedConnection> = None;
         let mut batches = Vec::new();
         loop {
             tokio::select! {
@@ -164,7 +177,11 @@ impl Fanout {
                 n = queue.recv_many(&mut batches, 64) => if n == 0 { break },
             }
             if connection.is_none() {
-                connection = ConnectionManager::new(client.clone()).await.ok();
+                let connect = client.get_multiplexed_async_connection();
+                connection = tokio::time::timeout(SUBSCRIBE_TIMEOUT, connect)
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
             }
             let Some(conn) = connection.as_mut() else {
                 tracing::debug!(batches = batches.len(), "Redis unavailable; not publishing");
@@ -195,8 +212,12 @@ impl Fanout {
                     .arg(range)
                     .ignore();
             }
-            if let Err(e) = pipe.query_async::<()>(conn).await {
-                tracing::warn!(error = %e, "publishing to Redis failed; other instances will read the database");
+            let sent = tokio::time::timeout(SUBSCRIBE_TIMEOUT, pipe.query_async::<()>(conn)).await;
+            if !matches!(sent, Ok(Ok(()))) {
+                tracing::warn!(
+                    "publishing to Redis failed; other instances will read the database"
+                );
+                connection = None;
             }
         }
     }
@@ -312,6 +333,7 @@ impl Fanout {
         if instance == self.instance || seq <= sequencer.delivered() {
             return;
         }
+        self.received.fetch_add(1, Ordering::Relaxed);
         gathered.entry(seq).or_default().push(Published {
             key,
             seq,

@@ -9,7 +9,10 @@
 //! outages, and with no Redis at all.
 use std::{
     collections::BTreeMap,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -52,6 +55,8 @@ pub struct Sequencer {
     hub: Arc<Hub>,
     state: Mutex<State>,
     gap: Notify,
+    /// Events read from the database because no one brought them in time.
+    filled: AtomicU64,
 }
 
 struct State {
@@ -74,11 +79,17 @@ impl Sequencer {
                 gap_since: None,
             }),
             gap: Notify::new(),
+            filled: AtomicU64::new(0),
         })
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
+    }
+
+    /// How many events were read from the database to fill gaps.
+    pub fn filled_from_database(&self) -> u64 {
+        self.filled.load(Ordering::Relaxed)
     }
 
     pub fn delivered(&self) -> i64 {
@@ -172,6 +183,8 @@ impl Sequencer {
                             events = batch.events.len(),
                             "filled a gap from the database"
                         );
+                        self.filled
+                            .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
                         self.accept(batch);
                     }
                     Err(e) => {

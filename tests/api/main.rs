@@ -2,6 +2,7 @@
 //! per test from `#[sqlx::test]`), real HTTP and WebSocket clients.
 mod browser;
 mod ingest;
+mod instances;
 mod read_api;
 mod readme;
 mod support;

@@ -422,3 +422,56 @@ async fn shutdown_closes_sockets_with_the_resume_code(db: PgPool) {
     );
     stopping.await.unwrap();
 }
+
+#[sqlx::test]
+async fn a_subscriber_that_never_reads_delays_no_one_and_is_closed(db: PgPool) {
+    use futures_util::StreamExt;
+    let f = fleet(db).await;
+    let topic = format!("vehicle:{}", f.vehicle);
+    let base = Utc::now() - Duration::hours(1);
+    f.app.ingest(&f.token, step(0, base)).await;
+
+    // A client with a tiny receive window that subscribes and then never reads again.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(f.app.addr).await.unwrap();
+    let url = format!("ws://{}/api/v1/ws?token={}", f.app.addr, f.dispatcher);
+    let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
+    let (stalled, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    let mut stalled = crate::support::WsClient { stream: stalled };
+    stalled.next().await;
+    stalled.subscribe(&topic, None).await;
+
+    let mut reader = f.app.ws(&format!("token={}", f.dispatcher)).await;
+    reader.subscribe(&topic, None).await;
+    let hub = f.app.state.tracking.hub.clone();
+    assert_eq!(hub.subscription_count(), 2);
+
+    // Late points are never conflated, so they pile up for the stalled client until it is cut
+    // off; the reader gets each batch as it comes.
+    let mut batches = 0;
+    while hub.subscription_count() == 2 {
+        assert!(batches < 200, "the stalled client was never closed");
+        let points: Vec<Value> = (0..500)
+            .map(|i| step(-(batches * 500 + i + 1), base))
+            .collect();
+        let (status, reply) = f.app.ingest(&f.token, Value::Array(points)).await;
+        assert_eq!(status, 200);
+        let last = reply["seqs"][499].as_i64().unwrap();
+        loop {
+            let event = reader.next().await;
+            assert_eq!(event["data"]["late"], true);
+            if event["seq"] == last {
+                break;
+            }
+        }
+        batches += 1;
+    }
+    // The stalled client's connection ends (after whatever it had buffered).
+    let ended = tokio::time::timeout(crate::support::PATIENCE, async {
+        while let Some(Ok(_)) = stalled.stream.next().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stalled connection was closed");
+    reader.expect_quiet().await;
+}

@@ -81,6 +81,11 @@ pub async fn serve(
 /// `waymark serve`: connect, migrate, listen, and serve until SIGINT or SIGTERM.
 pub async fn run_server(config: ServeConfig) -> anyhow::Result<()> {
     tracing::info!(?config, "starting");
+    // Every WebSocket is a file descriptor: take as many as the system allows this process.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open file limit"),
+    }
     let pool = db::connect(&config.db).await?;
     db::migrate(&pool).await?;
     let listener = TcpListener::bind(config.bind).await?;

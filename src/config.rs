@@ -93,6 +93,10 @@ pub struct ServeConfig {
     /// Seconds a WebSocket write may take before the peer counts as not reading (closed, 4008).
     #[arg(long, env = "WAYMARK_WS_WRITE_TIMEOUT_S", default_value_t = 10)]
     pub ws_write_timeout_s: u64,
+    /// Writer connections: while one commits, the next waits for the seq lock with a batch that
+    /// keeps growing, so the lock never idles under load.
+    #[arg(long, env = "WAYMARK_WRITERS", default_value_t = 2)]
+    pub writer_connections: usize,
     /// Most positions one group commit writes.
     #[arg(long, env = "WAYMARK_WRITER_BATCH", default_value_t = 4000)]
     pub writer_batch: usize,

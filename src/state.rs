@@ -69,6 +69,7 @@ impl AppState {
             db.clone(),
             tracking.clone(),
             config.writer_batch,
+            config.writer_connections,
             &tracker,
             cancel.clone(),
         );

@@ -1,11 +1,13 @@
-//! `waymark-sim bench`: loads a running server with position posts while WebSocket subscribers
-//! time the deliveries, then reports throughput and latency. Every phase is bounded in time.
+//! `waymark-sim bench`: loads one or more running server instances with position posts while
+//! WebSocket subscribers time the deliveries, then reports throughput, latency and memory.
+//! Every phase is bounded in time.
 
 mod load;
+mod memory;
 mod report;
 mod watch;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,22 +15,32 @@ use anyhow::Context;
 use chrono::Utc;
 use futures_util::{stream, StreamExt, TryStreamExt};
 use hdrhistogram::Histogram;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{Api, NewShipment, Place, Shipment, Vehicle};
-use crate::config::BenchArgs;
+use crate::config::{BenchArgs, Shape};
 use crate::geo::{self, LatLon};
 
-use load::{Lane, LoadStats, SentLog};
-use report::Report;
-use watch::{Progress, WatchStats};
+use load::{Lane, Load, LoadStats, Pacer, SentLog};
+use report::{Findings, Memory, Report};
+use watch::{LatencySink, Progress, Shared, Subscriber, Watch, WatchStats};
 
 /// Requests in flight while creating vehicles and shipments, and while tidying up.
 const SETUP_CONCURRENCY: usize = 16;
 /// Creating up to 10 000 vehicles and their shipments must not take longer than this.
 const SETUP_LIMIT: Duration = Duration::from_secs(300);
+/// WebSocket handshakes (connect, hello, subscriptions) in progress at once.
+const HANDSHAKES_AT_ONCE: usize = 200;
+/// Opening up to 20 000 subscribers must not take longer than this.
+const CONNECT_LIMIT: Duration = Duration::from_secs(300);
+/// Once every subscriber is subscribed, the server gets this long to settle before its memory
+/// is read.
+const IDLE_SETTLE: Duration = Duration::from_secs(2);
+/// Open files the bench needs besides its subscribers and HTTP connections.
+const SPARE_FILES: u64 = 64;
 /// After the load stops, subscribers keep listening until no event came for this long...
 const QUIET: Duration = Duration::from_millis(500);
 /// ...but no longer than this.
@@ -53,47 +65,301 @@ struct BenchVehicle {
 }
 
 pub async fn bench(args: &BenchArgs, cancel: CancellationToken) -> anyhow::Result<()> {
-    let server = &args.server;
-    let api = Api::new(&server.url, server.credentials())?;
+    check_open_files(args)?;
+    if let Some(pid) = args.server_pid {
+        memory::rss_kib(Some(pid))
+            .with_context(|| format!("cannot read the memory of process {pid} (--server-pid)"))?;
+    }
+    anyhow::ensure!(
+        !args.idle_only || args.subscribers > 0,
+        "--idle-only measures idle subscribers: give --subscribers"
+    );
+    let (first, others) = args.urls.split_first().context("give a server --url")?;
+    let api = Api::new(first, args.server.credentials())?;
+    let mut servers = vec![api.clone()];
+    for url in others {
+        servers.push(api.at(url)?);
+    }
     api.login()
         .await
-        .with_context(|| format!("cannot sign in to {} as {}", api.base(), server.email))?;
+        .with_context(|| format!("cannot sign in to {} as {}", api.base(), args.server.email))?;
 
     let run_id = Utc::now().format("%Y%m%dT%H%M%S").to_string();
-    tracing::info!("preparing {} vehicles with shipments", args.vehicles);
-    let vehicles = tokio::select! {
-        () = cancel.cancelled() => return Ok(()),
-        prepared = tokio::time::timeout(SETUP_LIMIT, prepare(&api, args.vehicles, &run_id)) => {
-            prepared.context("setting up the bench vehicles took too long")??
+    let vehicles = if args.idle_only {
+        Vec::new()
+    } else {
+        tracing::info!("preparing {} vehicles with shipments", args.vehicles);
+        tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            prepared = tokio::time::timeout(SETUP_LIMIT, prepare(&api, args.vehicles, &run_id)) => {
+                prepared.context("setting up the bench vehicles took too long")??
+            }
         }
     };
-    let sent = Arc::new(SentLog::new(vehicles.iter().map(|v| v.id)));
-
-    let epoch = Instant::now();
-    let progress = Arc::new(Progress::new(epoch));
-    let stop_watching = CancellationToken::new();
-    let mut watchers = JoinSet::new();
-    if args.subscribers > 0 {
-        tracing::info!("opening {} WebSocket subscribers", args.subscribers);
-        let url = api.websocket_url()?;
-        let sockets: Vec<_> = tokio::select! {
+    let vehicle_ids: Vec<i64> = if args.idle_only && args.shape == Shape::Fleet {
+        tokio::select! {
             () = cancel.cancelled() => return Ok(()),
-            sockets = stream::iter(0..args.subscribers)
-                .map(|_| watch::subscribe(url.clone()))
-                .buffer_unordered(SETUP_CONCURRENCY)
-                .try_collect() => sockets.context("a subscriber could not subscribe to fleet")?,
-        };
-        for socket in sockets {
-            watchers.spawn(watch::watch(
-                socket,
-                Arc::clone(&sent),
-                Arc::clone(&progress),
-                stop_watching.clone(),
-            ));
+            ids = tokio::time::timeout(SETUP_LIMIT, vehicle_ids(&api, args.vehicles)) => {
+                ids.context("finding the bench vehicles took too long")??
+            }
+        }
+    } else {
+        vehicles.iter().map(|v| v.id).collect()
+    };
+    let shipment_ids: Vec<i64> = vehicles.iter().map(|v| v.shipment_id).collect();
+
+    let shared = Arc::new(Shared {
+        sent: Arc::new(SentLog::new(vehicle_ids.iter().copied())),
+        latency: LatencySink::new(),
+        progress: Progress::new(Instant::now()),
+    });
+    let mut footprint = Memory {
+        server_rss_before_kib: server_rss(args.server_pid),
+        ..Memory::default()
+    };
+    let stop_watching = CancellationToken::new();
+    let opened = tokio::select! {
+        () = cancel.cancelled() => None,
+        audience = open_subscribers(args, &servers, &vehicle_ids, &shared, &stop_watching) => Some(audience),
+    };
+    let mut audience = match opened {
+        Some(Ok(audience)) => audience,
+        stopped_or_failed => {
+            stop_watching.cancel();
+            tidy_up(&api, &shipment_ids).await;
+            return stopped_or_failed.map_or(Ok(()), |failed| failed.map(drop));
+        }
+    };
+    if audience.connected > 0 {
+        // Idle: subscribed, and nothing posted yet.
+        tokio::select! {
+            () = cancel.cancelled() => {}
+            () = tokio::time::sleep(IDLE_SETTLE) => {}
         }
     }
+    footprint.idle_connections = audience.connected;
+    footprint.server_rss_after_kib = server_rss(args.server_pid);
+    footprint.per_idle_connection();
+    footprint.bench_rss_kib = memory::rss_kib(None).ok();
 
-    let shipment_ids: Vec<i64> = vehicles.iter().map(|v| v.shipment_id).collect();
+    let ingest = if args.idle_only || cancel.is_cancelled() {
+        None
+    } else {
+        Some(post(args, servers, vehicles, &shared, &cancel).await)
+    };
+
+    // Deliveries trail the last commits a little; wait until they stop coming.
+    let load_end = Instant::now();
+    if ingest.is_some() && audience.connected > 0 {
+        while !cancel.is_cancelled() && load_end.elapsed() < DRAIN_LIMIT {
+            let last = shared
+                .progress
+                .last_delivery()
+                .map_or(load_end, |t| t.max(load_end));
+            if last.elapsed() >= QUIET {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    stop_watching.cancel();
+    let mut watchers: Vec<WatchStats> = Vec::with_capacity(audience.tasks.len());
+    while let Some(joined) = audience.tasks.join_next().await {
+        match joined {
+            Ok(stats) => watchers.push(stats),
+            Err(e) => tracing::error!("a subscriber failed: {e}"),
+        }
+    }
+    footprint.bench_peak_rss_kib = memory::own_peak_rss_kib().ok();
+
+    let (expected, window) = match &ingest {
+        Some((load, _, load_start)) => (
+            report::expected_deliveries(
+                &load.published_by_vehicle,
+                audience
+                    .watches
+                    .iter()
+                    .zip(&audience.subscribed)
+                    .filter_map(|(w, &ok)| ok.then_some(w)),
+            ),
+            watchers
+                .iter()
+                .filter_map(|w| w.last_delivery)
+                .max()
+                .map(|t| t.saturating_duration_since(*load_start)),
+        ),
+        None => (0, None),
+    };
+    let latency = shared.latency.merged();
+    let report = Report::new(Findings {
+        args,
+        ingest: ingest.as_ref().map(|(load, elapsed, _)| (load, *elapsed)),
+        watchers: &watchers,
+        subscribe_failures: audience.failures,
+        delivery_latency_us: &latency,
+        delivery_window: window,
+        expected_deliveries: expected,
+        memory: footprint,
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+
+    tidy_up(&api, &shipment_ids).await;
+    if let Some((load, _, _)) = &ingest {
+        anyhow::ensure!(
+            load.requests_ok > 0,
+            "no request succeeded ({} failed)",
+            load.requests_failed
+        );
+    }
+    Ok(())
+}
+
+/// Ten thousand sockets need ten thousand open files: raise the soft limit as far as the hard
+/// limit allows, and say so up front when that is not enough.
+fn check_open_files(args: &BenchArgs) -> anyhow::Result<()> {
+    let limit = match memory::raise_open_file_limit() {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!("cannot raise the open-file limit: {e}");
+            return Ok(());
+        }
+    };
+    let needed = u64::from(args.subscribers)
+        + u64::from(args.concurrency) * args.urls.len() as u64
+        + SPARE_FILES;
+    anyhow::ensure!(
+        needed <= limit,
+        "{} subscribers and {} requests in flight need about {needed} open files, but the \
+         limit is {limit}: raise the hard limit (ulimit -Hn) or use fewer",
+        args.subscribers,
+        args.concurrency
+    );
+    Ok(())
+}
+
+fn server_rss(pid: Option<u32>) -> Option<u64> {
+    let pid = pid?;
+    memory::rss_kib(Some(pid))
+        .inspect_err(|e| tracing::warn!("cannot read the memory of process {pid}: {e}"))
+        .ok()
+}
+
+/// The subscriber tasks, and what became of their handshakes.
+struct Audience {
+    tasks: JoinSet<WatchStats>,
+    /// What subscriber `i` watches...
+    watches: Vec<Watch>,
+    /// ...and whether it subscribed.
+    subscribed: Vec<bool>,
+    connected: usize,
+    failures: BTreeMap<String, u64>,
+}
+
+/// Opens `--subscribers` subscribers, round-robin over the servers, a bounded number of
+/// handshakes at a time, and waits until each has subscribed or given up.
+async fn open_subscribers(
+    args: &BenchArgs,
+    servers: &[Api],
+    vehicle_ids: &[i64],
+    shared: &Arc<Shared>,
+    stop: &CancellationToken,
+) -> anyhow::Result<Audience> {
+    let count = args.subscribers as usize;
+    let mut audience = Audience {
+        tasks: JoinSet::new(),
+        watches: Vec::with_capacity(count),
+        subscribed: vec![false; count],
+        connected: 0,
+        failures: BTreeMap::new(),
+    };
+    if count == 0 {
+        return Ok(audience);
+    }
+    tracing::info!(
+        "opening {count} WebSocket subscribers ({} shape) on {} server(s)",
+        args.shape,
+        servers.len()
+    );
+    let urls = servers
+        .iter()
+        .map(Api::websocket_url)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let gate = Arc::new(Semaphore::new(HANDSHAKES_AT_ONCE));
+    let (ready_tx, mut ready) = mpsc::channel(count);
+    for index in 0..count {
+        let watch = Watch::for_subscriber(args.shape, index, vehicle_ids);
+        audience.watches.push(watch.clone());
+        audience.tasks.spawn(watch::subscriber(
+            Subscriber {
+                index,
+                url: urls[index % urls.len()].clone(),
+                watch,
+            },
+            Arc::clone(&gate),
+            ready_tx.clone(),
+            Arc::clone(shared),
+            stop.clone(),
+        ));
+    }
+    drop(ready_tx);
+
+    let started = Instant::now();
+    let deadline = started + CONNECT_LIMIT;
+    let mut next_note = started + Duration::from_secs(5);
+    let mut answered = 0;
+    while answered < count {
+        let Ok(Some((index, outcome))) = tokio::time::timeout_at(deadline, ready.recv()).await
+        else {
+            stop.cancel();
+            anyhow::bail!(
+                "only {answered} of {count} subscribers were through their handshake after {CONNECT_LIMIT:?}"
+            );
+        };
+        answered += 1;
+        match outcome {
+            Ok(()) => {
+                audience.subscribed[index] = true;
+                audience.connected += 1;
+            }
+            Err(why) => *audience.failures.entry(why).or_default() += 1,
+        }
+        if Instant::now() >= next_note {
+            tracing::info!("{} of {count} subscribed", audience.connected);
+            next_note += Duration::from_secs(5);
+        }
+    }
+    if audience.connected == 0 {
+        stop.cancel();
+        let why = audience.failures.keys().next().cloned().unwrap_or_default();
+        anyhow::bail!("no subscriber could subscribe: {why}");
+    }
+    if !audience.failures.is_empty() {
+        tracing::warn!(
+            "{} of {count} subscribers could not subscribe",
+            count - audience.connected
+        );
+    }
+    tracing::info!(
+        "{} subscribers subscribed in {:.1} s",
+        audience.connected,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(audience)
+}
+
+/// Posts for `--duration` seconds; returns what was measured, how long it took, and when it
+/// started.
+async fn post(
+    args: &BenchArgs,
+    servers: Vec<Api>,
+    vehicles: Vec<BenchVehicle>,
+    shared: &Shared,
+    cancel: &CancellationToken,
+) -> (LoadStats, Duration, Instant) {
     let workers = (args.concurrency as usize).min(vehicles.len());
     if workers < args.concurrency as usize {
         tracing::info!("{workers} requests in flight at most: one per vehicle keeps each vehicle's positions in order");
@@ -102,23 +368,29 @@ pub async fn bench(args: &BenchArgs, cancel: CancellationToken) -> anyhow::Resul
     for (i, vehicle) in vehicles.into_iter().enumerate() {
         lanes[i % workers].push(vehicle.lane);
     }
-
-    let duration = Duration::from_secs(u64::from(args.duration));
+    let pace = if args.rate > 0 {
+        format!("{} positions/s offered", args.rate)
+    } else {
+        "as fast as the server answers".to_owned()
+    };
     tracing::info!(
-        "posting for {} s with {workers} requests in flight, {} per request",
+        "posting for {} s with up to {workers} requests in flight, {} per request, {pace}",
         args.duration,
         args.batch
     );
     let load_start = Instant::now();
-    let deadline = load_start + duration;
+    let load = Arc::new(Load {
+        servers,
+        batch: args.batch as usize,
+        pacer: Pacer::new(load_start, args.rate, args.batch),
+        deadline: load_start + Duration::from_secs(u64::from(args.duration)),
+        sent: Arc::clone(&shared.sent),
+    });
     let mut tasks = JoinSet::new();
     for worker_lanes in lanes {
         tasks.spawn(load::worker(
-            api.clone(),
+            Arc::clone(&load),
             worker_lanes,
-            args.batch as usize,
-            deadline,
-            Arc::clone(&sent),
             cancel.clone(),
         ));
     }
@@ -129,52 +401,46 @@ pub async fn bench(args: &BenchArgs, cancel: CancellationToken) -> anyhow::Resul
             Err(e) => tracing::error!("a load worker failed: {e}"),
         }
     }
-    let load_elapsed = load_start.elapsed();
+    (ingest, load_start.elapsed(), load_start)
+}
 
-    // Deliveries trail the last commits a little; wait until they stop coming.
-    let load_end = Instant::now();
-    while !cancel.is_cancelled() && load_end.elapsed() < DRAIN_LIMIT && !watchers.is_empty() {
-        let last = progress
-            .last_delivery()
-            .map_or(load_end, |t| t.max(load_end));
-        if last.elapsed() >= QUIET {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    stop_watching.cancel();
-    let mut delivery: Vec<WatchStats> = Vec::new();
-    while let Some(joined) = watchers.join_next().await {
-        match joined {
-            Ok(stats) => delivery.push(stats),
-            Err(e) => tracing::error!("a subscriber failed: {e}"),
+/// Index of the existing vehicles by name; of two with one name, the older.
+fn by_name(existing: &[Vehicle]) -> HashMap<&str, &Vehicle> {
+    let mut by_name: HashMap<&str, &Vehicle> = HashMap::new();
+    for v in existing {
+        let slot = by_name.entry(v.name.as_str()).or_insert(v);
+        if v.id < slot.id {
+            *slot = v;
         }
     }
-    let delivery_window = progress
-        .last_delivery()
-        .map(|t| t.saturating_duration_since(load_start));
+    by_name
+}
 
-    let report = Report::new(
-        args,
-        api.base().as_str(),
-        &ingest,
-        load_elapsed,
-        &delivery,
-        delivery_window,
-    );
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{report}");
-    }
+fn bench_vehicle_name(index: u32) -> String {
+    format!("Bench {:04}", index + 1)
+}
 
-    tidy_up(&api, &shipment_ids).await;
-    anyhow::ensure!(
-        ingest.requests_ok > 0,
-        "no request succeeded ({} failed)",
-        ingest.requests_failed
-    );
-    Ok(())
+/// The ids of the bench vehicles, creating missing ones, without tokens or shipments: enough
+/// to watch them.
+async fn vehicle_ids(api: &Api, count: u32) -> anyhow::Result<Vec<i64>> {
+    let existing = api.list_vehicles().await.context("cannot list vehicles")?;
+    let by_name = &by_name(&existing);
+    stream::iter(0..count)
+        .map(|i| async move {
+            let name = bench_vehicle_name(i);
+            match by_name.get(name.as_str()) {
+                Some(v) => Ok(v.id),
+                None => Ok(api
+                    .create_vehicle(&name)
+                    .await
+                    .with_context(|| format!("cannot create {name}"))?
+                    .0
+                    .id),
+            }
+        })
+        .buffered(SETUP_CONCURRENCY)
+        .try_collect()
+        .await
 }
 
 /// Bench vehicles are reused across runs by name ("Bench 0001", …), with fresh tokens, so
@@ -185,18 +451,11 @@ async fn prepare(api: &Api, count: u32, run_id: &str) -> anyhow::Result<Vec<Benc
         .list_shipments()
         .await
         .context("cannot list shipments")?;
-    let mut by_name: HashMap<&str, &Vehicle> = HashMap::new();
-    for v in &existing {
-        let slot = by_name.entry(v.name.as_str()).or_insert(v);
-        if v.id < slot.id {
-            *slot = v;
-        }
-    }
-    let by_name = &by_name;
+    let by_name = &by_name(&existing);
     let shipments = &shipments;
     stream::iter(0..count)
         .map(|i| async move {
-            let name = format!("Bench {:04}", i + 1);
+            let name = bench_vehicle_name(i);
             prepare_one(
                 api,
                 i,

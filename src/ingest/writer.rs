@@ -9,7 +9,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::filter::{judge, LastFix};
@@ -90,35 +90,51 @@ pub fn spawn_writer(
     pool: PgPool,
     tracking: Arc<Tracking>,
     max_rows: usize,
+    workers: usize,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> WriterHandle {
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-    tracker.spawn(run(pool, tracking, max_rows.max(1), rx, cancel));
+    let queue = Arc::new(Queue {
+        rx: Mutex::new(rx),
+        max_rows: max_rows.max(1),
+    });
+    for _ in 0..workers.max(1) {
+        tracker.spawn(run(
+            pool.clone(),
+            tracking.clone(),
+            queue.clone(),
+            cancel.clone(),
+        ));
+    }
     WriterHandle { tx }
 }
 
-async fn run(
-    pool: PgPool,
-    tracking: Arc<Tracking>,
+/// The requests waiting to be written, shared by the workers.
+struct Queue {
+    rx: Mutex<mpsc::Receiver<Request>>,
     max_rows: usize,
-    mut rx: mpsc::Receiver<Request>,
-    cancel: CancellationToken,
-) {
-    loop {
-        let first = tokio::select! {
+}
+
+impl Queue {
+    /// Waits for the next request; on cancel, refuses new ones but still hands out the queued.
+    async fn first(&self, cancel: &CancellationToken) -> Option<Request> {
+        let mut rx = self.rx.lock().await;
+        tokio::select! {
             biased;
             r = rx.recv() => r,
             _ = cancel.cancelled() => {
-                // Refuse new work, but write everything that was already accepted into the queue.
                 rx.close();
                 rx.recv().await
             }
-        };
-        let Some(first) = first else { break };
-        let mut rows = first.positions.len();
-        let mut batch = vec![first];
-        while rows < max_rows {
+        }
+    }
+
+    /// Adds whatever else is waiting to `batch`, up to the row limit.
+    async fn fill(&self, batch: &mut Vec<Request>) {
+        let mut rows: usize = batch.iter().map(|r| r.positions.len()).sum();
+        let mut rx = self.rx.lock().await;
+        while rows < self.max_rows {
             match rx.try_recv() {
                 Ok(r) => {
                     rows += r.positions.len();
@@ -127,7 +143,15 @@ async fn run(
                 Err(_) => break,
             }
         }
-        let result = commit(&pool, &batch).await;
+    }
+}
+
+/// One writer worker. Several run, so that while one commits the next is already waiting for
+/// the seq lock with a batch that keeps growing until it gets it: the lock never idles under load.
+async fn run(pool: PgPool, tracking: Arc<Tracking>, queue: Arc<Queue>, cancel: CancellationToken) {
+    while let Some(first) = queue.first(&cancel).await {
+        let mut batch = vec![first];
+        let result = commit(&pool, &queue, &mut batch).await;
         match result {
             Ok(written) => {
                 if let Some(batch) = written.batch {
@@ -138,6 +162,7 @@ async fn run(
                 }
             }
             Err(e) => {
+                let rows: usize = batch.iter().map(|r| r.positions.len()).sum();
                 let error = if crate::error::is_unavailable(&e) {
                     tracing::warn!(error = %e, rows, "position batch not written: database unavailable");
                     WriteError::Unavailable
@@ -151,7 +176,7 @@ async fn run(
             }
         }
     }
-    tracing::info!("position writer stopped");
+    tracing::debug!("position writer stopped");
 }
 
 struct Written {
@@ -177,14 +202,17 @@ struct Row {
     attributes: Option<String>,
 }
 
-async fn commit(pool: &PgPool, batch: &[Request]) -> sqlx::Result<Written> {
-    let now = to_micros(Utc::now());
+async fn commit(pool: &PgPool, queue: &Queue, batch: &mut Vec<Request>) -> sqlx::Result<Written> {
     let mut tx = pool.begin().await?;
     // Taking the counter's row lock first serialises writers, so the duplicate check below and
     // the seqs handed out are exact.
     let mut next_seq: i64 = sqlx::query_scalar("SELECT value FROM event_seq FOR UPDATE")
         .fetch_one(&mut *tx)
         .await?;
+    // Everything that arrived while this worker waited for the lock joins the batch.
+    queue.fill(batch).await;
+    let batch: &[Request] = batch;
+    let now = to_micros(Utc::now());
     let first_seq = next_seq + 1;
     let stored = existing_seqs(&mut tx, batch).await?;
     let mut vehicles = vehicle_states(&mut tx, batch).await?;

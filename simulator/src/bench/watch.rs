@@ -83,14 +83,6 @@ impl Watch {
             }
         }
     }
-
-    /// Whether this subscriber should receive the positions of `vehicle_id`.
-    pub fn covers(&self, vehicle_id: i64) -> bool {
-        match self {
-            Self::Fleet => true,
-            Self::Vehicles(ids) => ids.contains(&vehicle_id),
-        }
-    }
 }
 
 /// Deals `vehicles` out round-robin, `per` to a subscriber: subscriber `i` gets the vehicles at
@@ -98,6 +90,9 @@ impl Watch {
 /// vehicle has a watcher as soon as there are `vehicles / per` subscribers.
 pub fn deal(subscriber: usize, vehicles: &[i64], per: usize) -> Vec<i64> {
     let n = vehicles.len();
+    if n == 0 {
+        return Vec::new();
+    }
     let per = per.min(n);
     (0..per)
         .map(|j| vehicles[(subscriber % n * per + j) % n])
@@ -210,12 +205,15 @@ pub struct WatchStats {
     pub unmatched: u64,
     pub error_frames: u64,
     pub last_delivery: Option<Instant>,
+    /// Whether it got as far as its subscriptions being confirmed.
+    pub subscribed: bool,
     pub ended: Ended,
 }
 
 impl WatchStats {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Self {
+            subscribed: false,
             deliveries: 0,
             unmatched: 0,
             error_frames: 0,
@@ -389,6 +387,7 @@ async fn watch(
     stop: CancellationToken,
 ) -> WatchStats {
     let mut tally = Tally::new(me.index);
+    tally.stats.subscribed = true;
     let mut keepalive = tokio::time::interval_at(Instant::now() + KEEPALIVE, KEEPALIVE);
     loop {
         tokio::select! {
@@ -578,7 +577,6 @@ mod tests {
             watch.topics(),
             ["vehicle:7".to_owned(), "vehicle:9".to_owned()]
         );
-        assert!(watch.covers(9) && !watch.covers(8) && Watch::Fleet.covers(8));
     }
 
     #[test]
@@ -647,5 +645,117 @@ mod tests {
             Ended::Closed(1011).to_string(),
             "closed by the server with 1011"
         );
+    }
+
+    /// What the stand-in server does once a client has subscribed.
+    enum Then {
+        /// Send this frame when told to, then close with this code.
+        SendAndClose(String, u16),
+        /// Answer the subscriptions with an error instead.
+        Refuse,
+    }
+
+    /// A stand-in for `GET /api/v1/ws` on loopback that speaks just enough of the protocol.
+    async fn fake_hub(then: Then, go: tokio::sync::oneshot::Receiver<()>) -> Url {
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+        use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!(
+            "ws://{}/api/v1/ws?token=t",
+            listener.local_addr().unwrap()
+        ))
+        .unwrap();
+        tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(socket).await.unwrap();
+            ws.send(Message::text(
+                r#"{"type":"hello","server_time":"x","user":null}"#,
+            ))
+            .await
+            .unwrap();
+            let mut subscribed = 0;
+            while let Some(Ok(Message::Text(text))) = ws.next().await {
+                let frame: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+                let reply = match then {
+                    Then::Refuse => serde_json::json!({"type": "error", "code": "forbidden",
+                        "message": "no", "ref": frame["ref"]}),
+                    Then::SendAndClose(..) => serde_json::json!({"type": "subscribed",
+                        "topic": frame["topic"], "snapshot": {"seq": 1}, "ref": frame["ref"]}),
+                };
+                ws.send(Message::text(reply.to_string())).await.unwrap();
+                subscribed += 1;
+                if subscribed == 2 {
+                    break;
+                }
+            }
+            if let Then::SendAndClose(frame, code) = then {
+                let _ = go.await;
+                ws.send(Message::text(frame)).await.unwrap();
+                let close = CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: "too slow".into(),
+                };
+                let _ = ws.close(Some(close)).await;
+                while ws.next().await.is_some() {}
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_subscribes_times_its_events_and_counts_a_resume_close() {
+        let frame = FRAME.replace("\"fleet\"", "\"vehicle:7\"");
+        let (go_tx, go) = tokio::sync::oneshot::channel();
+        let url = fake_hub(Then::SendAndClose(frame, 4008), go).await;
+        let shared = Arc::new(shared(&[7, 9]));
+        let (ready_tx, mut ready) = mpsc::channel(1);
+        let me = Subscriber {
+            index: 0,
+            url,
+            watch: Watch::Vehicles(vec![7, 9]),
+        };
+        let task = tokio::spawn(subscriber(
+            me,
+            Arc::new(Semaphore::new(1)),
+            ready_tx,
+            Arc::clone(&shared),
+            CancellationToken::new(),
+        ));
+        assert_eq!(ready.recv().await, Some((0, Ok(()))));
+        shared.sent.record(7, &[RECORDED_MS], Instant::now());
+        go_tx.send(()).unwrap();
+        let stats = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(stats.subscribed);
+        assert_eq!(stats.ended, Ended::Closed(4008));
+        assert_eq!((stats.deliveries, stats.unmatched), (1, 0));
+        assert_eq!(shared.latency.merged().len(), 1, "flushed on the way out");
+    }
+
+    #[tokio::test]
+    async fn a_refused_subscription_is_reported_and_ends_the_subscriber() {
+        let (_go_tx, go) = tokio::sync::oneshot::channel();
+        let url = fake_hub(Then::Refuse, go).await;
+        let (ready_tx, mut ready) = mpsc::channel(1);
+        let me = Subscriber {
+            index: 4,
+            url,
+            watch: Watch::Vehicles(vec![7, 9]),
+        };
+        let stats = subscriber(
+            me,
+            Arc::new(Semaphore::new(1)),
+            ready_tx,
+            Arc::new(shared(&[7, 9])),
+            CancellationToken::new(),
+        )
+        .await;
+        let (index, outcome) = ready.recv().await.unwrap();
+        assert_eq!(index, 4);
+        assert_eq!(outcome, Err("server refused: forbidden".to_owned()));
+        assert!(!stats.subscribed);
     }
 }

@@ -130,10 +130,14 @@ impl Queue {
         }
     }
 
-    /// Adds whatever else is waiting to `batch`, up to the row limit.
-    async fn fill(&self, batch: &mut Vec<Request>) {
+    /// Adds whatever else is waiting to `batch`, up to the row limit. Never waits: if another
+    /// worker holds the queue it is waiting in [`Queue::first`] because the queue is empty, and
+    /// waiting for it while holding the seq lock would deadlock the two.
+    fn fill(&self, batch: &mut Vec<Request>) {
         let mut rows: usize = batch.iter().map(|r| r.positions.len()).sum();
-        let mut rx = self.rx.lock().await;
+        let Ok(mut rx) = self.rx.try_lock() else {
+            return;
+        };
         while rows < self.max_rows {
             match rx.try_recv() {
                 Ok(r) => {
@@ -210,12 +214,11 @@ async fn commit(pool: &PgPool, queue: &Queue, batch: &mut Vec<Request>) -> sqlx:
         .fetch_one(&mut *tx)
         .await?;
     // Everything that arrived while this worker waited for the lock joins the batch.
-    queue.fill(batch).await;
+    queue.fill(batch);
     let batch: &[Request] = batch;
     let now = to_micros(Utc::now());
     let first_seq = next_seq + 1;
-    let stored = existing_seqs(&mut tx, batch).await?;
-    let mut vehicles = vehicle_states(&mut tx, batch).await?;
+    let (stored, mut vehicles) = read_state(&mut tx, batch).await?;
 
     let mut seen: HashMap<(i64, DateTime<Utc>), i64> = HashMap::new();
     let mut rows = Vec::new();
@@ -285,26 +288,7 @@ async fn commit(pool: &PgPool, queue: &Queue, batch: &mut Vec<Request>) -> sqlx:
     }
 
     if !rows.is_empty() {
-        insert_rows(&mut tx, &rows).await?;
-        sqlx::query("UPDATE event_seq SET value = $1")
-            .bind(next_seq)
-            .execute(&mut *tx)
-            .await?;
-        update_vehicles(&mut tx, &vehicles).await?;
-        let started: Vec<i64> = vehicles
-            .values()
-            .filter(|v| v.shipment_planned && v.new_current.is_some())
-            .filter_map(|v| v.shipment_id)
-            .collect();
-        if !started.is_empty() {
-            sqlx::query(
-                "UPDATE shipments SET status = 'in_transit', started_at = now(), updated_at = now()
-                 WHERE id = ANY($1) AND status = 'planned'",
-            )
-            .bind(&started)
-            .execute(&mut *tx)
-            .await?;
-        }
+        write_rows(&mut tx, &rows, next_seq, &vehicles).await?;
     }
     tx.commit().await?;
 
@@ -320,12 +304,16 @@ async fn commit(pool: &PgPool, queue: &Queue, batch: &mut Vec<Request>) -> sqlx:
     Ok(Written { outcomes, batch })
 }
 
-/// The seqs of positions in the batch that are already stored (re-sends).
-async fn existing_seqs(
+/// What the batch needs to know under the lock, in one round trip: the seqs of its positions
+/// that are stored already (re-sends), and each vehicle's current position and active shipment.
+async fn read_state(
     tx: &mut Transaction<'_, Postgres>,
     batch: &[Request],
-) -> sqlx::Result<HashMap<(i64, DateTime<Utc>), i64>> {
-    let (vehicle_ids, times): (Vec<i64>, Vec<DateTime<Utc>>) = batch
+) -> sqlx::Result<(
+    HashMap<(i64, DateTime<Utc>), i64>,
+    HashMap<i64, VehicleState>,
+)> {
+    let (keys_vehicle, keys_time): (Vec<i64>, Vec<DateTime<Utc>>) = batch
         .iter()
         .flat_map(|r| {
             r.positions
@@ -333,73 +321,58 @@ async fn existing_seqs(
                 .map(|p| (r.device.vehicle_id, p.recorded_at))
         })
         .unzip();
-    let found: Vec<(i64, DateTime<Utc>, i64)> = sqlx::query_as(
-        // LATERAL pins the plan to one primary-key probe per key (in the one partition that can
-        // hold it): a plain join lets a generic plan hash-join against every partition.
-        "SELECT k.vehicle_id, k.recorded_at, p.seq
-         FROM UNNEST($1::bigint[], $2::timestamptz[]) AS k(vehicle_id, recorded_at)
-         CROSS JOIN LATERAL (
-             SELECT seq FROM positions
-             WHERE vehicle_id = k.vehicle_id AND recorded_at = k.recorded_at
-         ) AS p",
-    )
-    .bind(&vehicle_ids)
-    .bind(&times)
-    .fetch_all(&mut **tx)
-    .await?;
-    Ok(found.into_iter().map(|(v, t, s)| ((v, t), s)).collect())
-}
-
-/// id, last_recorded_at, last lat, last lon, active shipment id and status.
-type VehicleRow = (
-    i64,
-    Option<DateTime<Utc>>,
-    Option<f64>,
-    Option<f64>,
-    Option<i64>,
-    Option<String>,
-);
-
-async fn vehicle_states(
-    tx: &mut Transaction<'_, Postgres>,
-    batch: &[Request],
-) -> sqlx::Result<HashMap<i64, VehicleState>> {
     let mut ids: Vec<i64> = batch.iter().map(|r| r.device.vehicle_id).collect();
     ids.sort_unstable();
     ids.dedup();
-    let found: Vec<VehicleRow> = sqlx::query_as(
-        "SELECT v.id, v.last_recorded_at, ST_Y(v.last_point::geometry), ST_X(v.last_point::geometry),
+    // Two kinds of rows: a stored re-send (seq set), or a vehicle's state (seq NULL). The LATERAL
+    // pins the re-send check to one primary-key probe per key, in the one partition that can
+    // hold it: a plain join lets a generic plan hash-join against every partition.
+    let found: Vec<StateRow> = sqlx::query_as(
+        "SELECT k.vehicle_id AS id, k.recorded_at AS at, p.seq,
+                NULL::float8 AS lat, NULL::float8 AS lon, NULL::bigint AS shipment_id, NULL::text AS status
+         FROM UNNEST($1::bigint[], $2::timestamptz[]) AS k(vehicle_id, recorded_at)
+         CROSS JOIN LATERAL (
+             SELECT seq FROM positions WHERE vehicle_id = k.vehicle_id AND recorded_at = k.recorded_at
+         ) AS p
+         UNION ALL
+         SELECT v.id, v.last_recorded_at, NULL, ST_Y(v.last_point::geometry), ST_X(v.last_point::geometry),
                 s.id, s.status
          FROM vehicles v
          LEFT JOIN shipments s ON s.vehicle_id = v.id AND s.status IN ('planned', 'in_transit')
-         WHERE v.id = ANY($1)",
+         WHERE v.id = ANY($3)",
     )
+    .bind(&keys_vehicle)
+    .bind(&keys_time)
     .bind(&ids)
     .fetch_all(&mut **tx)
     .await?;
-    let mut states: HashMap<i64, VehicleState> = found
-        .into_iter()
-        .map(|(id, at, lat, lon, shipment_id, status)| {
-            let last = match (at, lat, lon) {
-                (Some(recorded_at), Some(lat), Some(lon)) => Some(LastFix {
-                    recorded_at,
-                    lat,
-                    lon,
-                }),
-                _ => None,
-            };
-            let state = VehicleState {
+    let mut stored = HashMap::new();
+    let mut states = HashMap::new();
+    for row in found {
+        if let (Some(seq), Some(at)) = (row.seq, row.at) {
+            stored.insert((row.id, at), seq);
+            continue;
+        }
+        let last = match (row.at, row.lat, row.lon) {
+            (Some(recorded_at), Some(lat), Some(lon)) => Some(LastFix {
+                recorded_at,
+                lat,
+                lon,
+            }),
+            _ => None,
+        };
+        states.insert(
+            row.id,
+            VehicleState {
                 last,
-                shipment_id,
-                shipment_planned: status.as_deref() == Some("planned"),
+                shipment_id: row.shipment_id,
+                shipment_planned: row.status.as_deref() == Some("planned"),
                 new_current: None,
-            };
-            (id, state)
-        })
-        .collect();
-    // A vehicle deleted while its request waited: its rows would break the foreign key and fail
-    // the whole batch, so treat it as having no state; the insert below then skips nothing, and
-    // the foreign key reports the problem. In practice vehicles are not deleted under load.
+            },
+        );
+    }
+    // A vehicle deleted while its request waited has no row: it gets a blank state here, and
+    // its points are stored without a shipment (the API never deletes vehicles).
     for id in ids {
         states.entry(id).or_insert(VehicleState {
             last: None,
@@ -408,12 +381,30 @@ async fn vehicle_states(
             new_current: None,
         });
     }
-    Ok(states)
+    Ok((stored, states))
 }
 
-/// One multi-row insert for the whole batch. A runtime query: the UNNEST of fifteen arrays is
-/// beyond what the compile-time macros express conveniently, and this is the hot path.
-async fn insert_rows(tx: &mut Transaction<'_, Postgres>, rows: &[Row]) -> sqlx::Result<()> {
+#[derive(sqlx::FromRow)]
+struct StateRow {
+    id: i64,
+    at: Option<DateTime<Utc>>,
+    seq: Option<i64>,
+    lat: Option<f64>,
+    lon: Option<f64>,
+    shipment_id: Option<i64>,
+    status: Option<String>,
+}
+
+/// Everything the batch changes, in one statement: the rows (one multi-row insert), the seq
+/// counter, each vehicle's current position, and shipments that start with this batch.
+/// A runtime query: the UNNEST of twenty arrays is beyond what the compile-time macros express
+/// conveniently, and this is the hot path.
+async fn write_rows(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[Row],
+    last_seq: i64,
+    vehicles: &HashMap<i64, VehicleState>,
+) -> sqlx::Result<()> {
     let n = rows.len();
     let mut org = Vec::with_capacity(n);
     let mut vehicle = Vec::with_capacity(n);
@@ -448,16 +439,44 @@ async fn insert_rows(tx: &mut Transaction<'_, Postgres>, rows: &[Row]) -> sqlx::
         filter.push(r.filter);
         attributes.push(r.attributes.as_deref());
     }
-    let received = rows[0].position.received_at;
+    let current: Vec<&Position> = vehicles
+        .values()
+        .filter_map(|v| v.new_current.as_ref())
+        .collect();
+    let current_json: Vec<String> = current
+        .iter()
+        .map(|p| serde_json::to_string(p).expect("positions serialise"))
+        .collect();
+    let started: Vec<i64> = vehicles
+        .values()
+        .filter(|v| v.shipment_planned && v.new_current.is_some())
+        .filter_map(|v| v.shipment_id)
+        .collect();
     sqlx::query(
-        "INSERT INTO positions (organisation_id, vehicle_id, shipment_id, seq, recorded_at, received_at,
-             point, accuracy, speed, heading, altitude, battery, late, filter_reason, attributes)
-         SELECT o, v, s, q, r, $16, ST_SetSRID(ST_MakePoint(lon, lat), 4326)::geography,
-             acc, spd, hdg, alt, bat, late, reason, attrs::jsonb
-         FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::timestamptz[],
-             $6::float8[], $7::float8[], $8::float4[], $9::float4[], $10::float4[], $11::float4[],
-             $12::float4[], $13::bool[], $14::text[], $15::text[])
-             AS t(o, v, s, q, r, lat, lon, acc, spd, hdg, alt, bat, late, reason, attrs)",
+        "WITH inserted AS (
+             INSERT INTO positions (organisation_id, vehicle_id, shipment_id, seq, recorded_at,
+                 received_at, point, accuracy, speed, heading, altitude, battery, late,
+                 filter_reason, attributes)
+             SELECT o, v, s, q, r, $16, ST_SetSRID(ST_MakePoint(lon, lat), 4326)::geography,
+                 acc, spd, hdg, alt, bat, late, reason, attrs::jsonb
+             FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::timestamptz[],
+                 $6::float8[], $7::float8[], $8::float4[], $9::float4[], $10::float4[], $11::float4[],
+                 $12::float4[], $13::bool[], $14::text[], $15::text[])
+                 AS t(o, v, s, q, r, lat, lon, acc, spd, hdg, alt, bat, late, reason, attrs)
+         ), counter AS (
+             UPDATE event_seq SET value = $17
+         ), current AS (
+             UPDATE vehicles v SET last_recorded_at = u.r,
+                 last_point = ST_SetSRID(ST_MakePoint(u.lon, u.lat), 4326)::geography,
+                 last_position = u.pos::jsonb
+             FROM UNNEST($18::bigint[], $19::timestamptz[], $20::float8[], $21::float8[], $22::text[])
+                 AS u(id, r, lat, lon, pos)
+             WHERE v.id = u.id
+         ), started AS (
+             UPDATE shipments SET status = 'in_transit', started_at = now(), updated_at = now()
+             WHERE id = ANY($23) AND status = 'planned'
+         )
+         SELECT 1",
     )
     .bind(&org)
     .bind(&vehicle)
@@ -474,44 +493,14 @@ async fn insert_rows(tx: &mut Transaction<'_, Postgres>, rows: &[Row]) -> sqlx::
     .bind(&late)
     .bind(&filter)
     .bind(&attributes)
-    .bind(received)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-async fn update_vehicles(
-    tx: &mut Transaction<'_, Postgres>,
-    vehicles: &HashMap<i64, VehicleState>,
-) -> sqlx::Result<()> {
-    let current: Vec<&Position> = vehicles
-        .values()
-        .filter_map(|v| v.new_current.as_ref())
-        .collect();
-    if current.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<i64> = current.iter().map(|p| p.vehicle_id).collect();
-    let times: Vec<DateTime<Utc>> = current.iter().map(|p| p.recorded_at).collect();
-    let lats: Vec<f64> = current.iter().map(|p| p.lat).collect();
-    let lons: Vec<f64> = current.iter().map(|p| p.lon).collect();
-    let json: Vec<String> = current
-        .iter()
-        .map(|p| serde_json::to_string(p).expect("positions serialise"))
-        .collect();
-    sqlx::query(
-        "UPDATE vehicles v SET last_recorded_at = u.r,
-             last_point = ST_SetSRID(ST_MakePoint(u.lon, u.lat), 4326)::geography,
-             last_position = u.pos::jsonb
-         FROM UNNEST($1::bigint[], $2::timestamptz[], $3::float8[], $4::float8[], $5::text[])
-             AS u(id, r, lat, lon, pos)
-         WHERE v.id = u.id",
-    )
-    .bind(&ids)
-    .bind(&times)
-    .bind(&lats)
-    .bind(&lons)
-    .bind(&json)
+    .bind(rows[0].position.received_at)
+    .bind(last_seq)
+    .bind(current.iter().map(|p| p.vehicle_id).collect::<Vec<_>>())
+    .bind(current.iter().map(|p| p.recorded_at).collect::<Vec<_>>())
+    .bind(current.iter().map(|p| p.lat).collect::<Vec<_>>())
+    .bind(current.iter().map(|p| p.lon).collect::<Vec<_>>())
+    .bind(&current_json)
+    .bind(&started)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -2,6 +2,11 @@
 use clap::Parser;
 use waymark::config::{Cli, Command};
 
+/// mimalloc returns freed memory to the system more readily than glibc's allocator with many
+/// small, long-lived per-connection allocations, which keeps idle WebSockets cheap.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

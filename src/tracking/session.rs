@@ -73,8 +73,9 @@ async fn upgrade(
     Ok(ws
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
-        // Small buffers keep an idle connection cheap; frames are small.
-        .read_buffer_size(4 * 1024)
+        // Small buffers keep an idle connection cheap: client frames are a few hundred bytes, and
+        // the buffer grows for the rare bigger one.
+        .read_buffer_size(512)
         .write_buffer_size(0)
         .on_upgrade(move |socket| tracker.track_future(Session::new(state, viewer).run(socket))))
 }
@@ -162,7 +163,8 @@ impl Session {
         let mut ping =
             tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
         let mut last_heard = Instant::now();
-        let mut batch = Vec::with_capacity(64);
+        // Allocated per wake-up and dropped after, so an idle connection holds no batch buffer.
+        let mut batch = Vec::new();
         let close = loop {
             tokio::select! {
                 _ = cancel.cancelled() => break Some((CLOSE_RESTART, "server restarting; resume with since")),
@@ -176,7 +178,9 @@ impl Session {
                         }
                         sink.flush().await
                     };
-                    match tokio::time::timeout(write_timeout, write).await {
+                                        let written = tokio::time::timeout(write_timeout, write).await;
+                    batch = Vec::new();
+                    match written {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => break None,
                         Err(_) => break Some((CLOSE_TOO_SLOW, "too far behind; resume with since")),
@@ -186,7 +190,9 @@ impl Session {
                     last_heard = Instant::now();
                     match msg {
                         Some(Ok(Message::Text(text))) => {
-                            if let Flow::Close(code, reason) = self.on_text(&text).await {
+                                                        // Boxed: handling a frame (a subscribe reads the database) needs far
+                            // more state than waiting does, and only while it runs.
+                            if let Flow::Close(code, reason) = Box::pin(self.on_text(&text)).await {
                                 break Some((code, reason));
                             }
                         }

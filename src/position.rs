@@ -32,7 +32,7 @@ pub struct NewPosition {
 }
 
 /// A stored position as the API returns it and the hub publishes it. Speed in m/s.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Position {
     pub vehicle_id: i64,
     pub shipment_id: Option<i64>,
@@ -250,41 +250,12 @@ pub const POSITION_COLUMNS: &str = "vehicle_id, shipment_id, ST_Y(point::geometr
      ST_X(point::geometry) AS lon, recorded_at, received_at, accuracy, speed, heading, altitude, \
      battery, late";
 
-/// A row of the positions table, as [`POSITION_COLUMNS`] reads it.
+/// A row of the positions table, as `seq` and [`POSITION_COLUMNS`] read it.
 #[derive(Debug, sqlx::FromRow)]
 pub struct PositionRow {
     pub seq: i64,
-    pub vehicle_id: i64,
-    pub shipment_id: Option<i64>,
-    pub lat: f64,
-    pub lon: f64,
-    pub recorded_at: DateTime<Utc>,
-    pub received_at: DateTime<Utc>,
-    pub accuracy: Option<f32>,
-    pub speed: Option<f32>,
-    pub heading: Option<f32>,
-    pub altitude: Option<f32>,
-    pub battery: Option<f32>,
-    pub late: bool,
-}
-
-impl From<PositionRow> for Position {
-    fn from(r: PositionRow) -> Self {
-        Position {
-            vehicle_id: r.vehicle_id,
-            shipment_id: r.shipment_id,
-            lat: r.lat,
-            lon: r.lon,
-            recorded_at: r.recorded_at,
-            received_at: r.received_at,
-            accuracy: r.accuracy,
-            speed: r.speed,
-            heading: r.heading,
-            altitude: r.altitude,
-            battery: r.battery,
-            late: r.late,
-        }
-    }
+    #[sqlx(flatten)]
+    pub position: Position,
 }
 
 /// The event frame for a position on a topic: the same bytes live and on replay.

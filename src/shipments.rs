@@ -120,7 +120,7 @@ async fn last_positions(db: &PgPool, ids: &[i64]) -> sqlx::Result<Vec<Position>>
     .bind(ids)
     .fetch_all(db)
     .await?;
-    Ok(rows.into_iter().map(Position::from).collect())
+    Ok(rows.into_iter().map(|r| r.position).collect())
 }
 
 async fn with_last_positions(db: &PgPool, rows: Vec<ShipmentRow>) -> sqlx::Result<Vec<Shipment>> {
@@ -475,8 +475,11 @@ async fn track(
         )
             .into_response());
     }
-    let coordinates: Vec<[f64; 2]> = rows.iter().map(|r| [r.lon, r.lat]).collect();
-    let times: Vec<DateTime<Utc>> = rows.iter().map(|r| r.recorded_at).collect();
+    let coordinates: Vec<[f64; 2]> = rows
+        .iter()
+        .map(|r| [r.position.lon, r.position.lat])
+        .collect();
+    let times: Vec<DateTime<Utc>> = rows.iter().map(|r| r.position.recorded_at).collect();
     let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
     Ok(Json(json!({
         "type": "FeatureCollection",
@@ -493,12 +496,12 @@ async fn track(
 /// enough at the scale of one trip), keeping the original vertices and their times.
 fn simplify(rows: Vec<PositionRow>, tolerance_m: f64) -> Vec<PositionRow> {
     const M_PER_DEG: f64 = 111_320.0;
-    let cos_lat = rows[0].lat.to_radians().cos();
+    let cos_lat = rows[0].position.lat.to_radians().cos();
     let line: LineString<f64> = rows
         .iter()
         .map(|r| Coord {
-            x: r.lon * M_PER_DEG * cos_lat,
-            y: r.lat * M_PER_DEG,
+            x: r.position.lon * M_PER_DEG * cos_lat,
+            y: r.position.lat * M_PER_DEG,
         })
         .collect();
     let keep = line.simplify_idx(&tolerance_m);
@@ -525,9 +528,10 @@ fn gpx(name: &str, rows: &[PositionRow]) -> String {
     for r in rows {
         out.push_str(&format!(
             "<trkpt lat=\"{}\" lon=\"{}\"><time>{}</time></trkpt>\n",
-            r.lat,
-            r.lon,
-            r.recorded_at
+            r.position.lat,
+            r.position.lon,
+            r.position
+                .recorded_at
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
         ));
     }

@@ -43,7 +43,9 @@ pub async fn positions_since(
     if rows.len() as i64 > REPLAY_LIMIT {
         return Ok(None);
     }
-    Ok(Some(rows.into_iter().map(|r| (r.seq, r.into())).collect()))
+    Ok(Some(
+        rows.into_iter().map(|r| (r.seq, r.position)).collect(),
+    ))
 }
 
 #[derive(sqlx::FromRow)]
@@ -89,6 +91,6 @@ pub async fn positions_between(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|r| (r.row.seq, r.organisation_id, r.row.into()))
+        .map(|r| (r.row.seq, r.organisation_id, r.row.position))
         .collect())
 }

@@ -364,6 +364,13 @@ async fn stored_seqs(db: &PgPool) -> HashSet<i64> {
         .collect()
 }
 
+/// Every acknowledged seq is in the database.
+async fn assert_all_stored(db: &PgPool, acked: &[i64]) {
+    let stored = stored_seqs(db).await;
+    let lost: Vec<_> = acked.iter().filter(|s| !stored.contains(s)).collect();
+    assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
+}
+
 async fn fleet_on(server: &ServerProcess, db: &PgPool) -> (String, String) {
     waymark::auth::create_user(db, "Acme", "d@acme.test", "correct horse", Role::Dispatcher)
         .await
@@ -439,9 +446,7 @@ async fn sigterm_during_posts_keeps_every_acknowledged_position_and_tells_client
     assert!(exit.success(), "{exit:?}");
     let acked = posting.await.unwrap();
     assert!(!acked.is_empty());
-    let stored = stored_seqs(&db).await;
-    let lost: Vec<_> = acked.iter().filter(|s| !stored.contains(s)).collect();
-    assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
+    assert_all_stored(&db, &acked).await;
 }
 
 #[sqlx::test]
@@ -459,8 +464,6 @@ async fn sigkill_under_load_loses_nothing_that_was_acknowledged(db: PgPool) {
     server.signal("-KILL");
     server.child.wait().await.unwrap();
     let acked = posting.await.unwrap();
-    let stored = stored_seqs(&db).await;
     assert!(acked.len() >= 200);
-    let lost: Vec<_> = acked.iter().filter(|s| !stored.contains(s)).collect();
-    assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
+    assert_all_stored(&db, &acked).await;
 }

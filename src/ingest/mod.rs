@@ -1,6 +1,8 @@
-//! Where positions come in: the device endpoint, the plausibility filter, and the group-commit
-//! writer that makes them durable and hands them to the hub.
+//! Where positions come in: the device endpoints (native, and tracker apps' own formats), the
+//! plausibility filter, and the group-commit writer that makes them durable and hands them to
+//! the hub.
 mod filter;
+mod trackers;
 mod writer;
 
 pub use filter::{judge, FilterReason, LastFix};
@@ -29,7 +31,9 @@ pub const MAX_BATCH: usize = 1000;
 pub const MAX_BODY: usize = 1024 * 1024;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/positions", post(post_positions))
+    Router::new()
+        .route("/positions", post(post_positions))
+        .merge(trackers::router())
 }
 
 async fn post_positions(

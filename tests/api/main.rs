@@ -6,4 +6,5 @@ mod instances;
 mod read_api;
 mod readme;
 mod support;
+mod trackers;
 mod websocket;

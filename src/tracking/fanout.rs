@@ -330,10 +330,13 @@ impl Fanout {
         ) else {
             return;
         };
-        if instance == self.instance || seq <= sequencer.delivered() {
+        if instance == self.instance {
             return;
         }
         self.received.fetch_add(1, Ordering::Relaxed);
+        if seq <= sequencer.delivered() {
+            return; // Filled from the database meanwhile.
+        }
         gathered.entry(seq).or_default().push(Published {
             key,
             seq,

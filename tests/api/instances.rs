@@ -148,11 +148,15 @@ async fn a_position_posted_to_one_instance_reaches_subscribers_of_another_once(d
     }
     receive_exactly(&mut on_b, &seqs).await;
     receive_exactly(&mut on_a, &seqs).await;
-    // Each instance heard the other's events through Redis, not from the database.
+    // Each instance heard every one of the other's events through Redis (the database catch-up
+    // may also have delivered some first under load; the sequencer then drops the copy).
     for (instance, from_the_other) in [(&a, 2), (&b, 3)] {
         let fanout = instance.state.tracking.fanout.as_ref().unwrap();
-        assert_eq!(fanout.received(), from_the_other);
-        assert_eq!(instance.state.tracking.sequencer.filled_from_database(), 0);
+        wait_until(
+            "the other instance's events arrive through Redis",
+            || async { fanout.received() == from_the_other },
+        )
+        .await;
     }
 }
 
@@ -254,14 +258,12 @@ async fn every_subscriber_gets_every_position_once_through_a_redis_outage(db: Pg
     receive_exactly(&mut on_a, &more).await;
     receive_exactly(&mut on_b, &more).await;
     assert_eq!(seqs.len(), 18);
-    assert!(
-        received(&a) > before.0 && received(&b) > before.1,
-        "Redis carries events again: {before:?} {} {} filled {} {}",
-        received(&a),
-        received(&b),
-        filled(&a),
-        filled(&b)
-    );
+    // Half of the last round was posted to each instance: each hears the other's three again
+    // through Redis.
+    wait_until("Redis carries events again", || async {
+        received(&a) >= before.0 + 3 && received(&b) >= before.1 + 3
+    })
+    .await;
 }
 
 /// The real `waymark serve` binary against the test's database.

@@ -151,7 +151,12 @@ fn parse_rfc3339(s: &str) -> Result<DateTime<Utc>, AppError> {
 }
 
 fn take_number(obj: &mut Map<String, Value>, field: &str) -> Result<Option<f64>, AppError> {
-    match obj.remove(field) {
+    number_field(obj.remove(field).as_ref(), field)
+}
+
+/// A JSON value that must be a finite number if present; errors name `field`.
+pub fn number_field(value: Option<&Value>, field: &str) -> Result<Option<f64>, AppError> {
+    match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => n
             .as_f64()

@@ -16,7 +16,7 @@ use serde_json::{json, Map, Number, Value};
 use super::MAX_BODY;
 use crate::{
     error::{AppError, AppResult},
-    position::{to_micros, NewPosition},
+    position::{number_field, to_micros, NewPosition},
     AppState,
 };
 
@@ -352,18 +352,7 @@ fn traccar_device_id(value: &Value) -> AppResult<String> {
 }
 
 fn json_number(obj: &Map<String, Value>, key: &str, field: &str) -> AppResult<Option<f64>> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_f64()
-            .filter(|v| v.is_finite())
-            .map(Some)
-            .ok_or_else(|| AppError::validation(field, format!("{field} must be a finite number"))),
-        Some(_) => Err(AppError::validation(
-            field,
-            format!("{field} must be a number"),
-        )),
-    }
+    number_field(obj.get(key), field)
 }
 
 /// A Traccar Client JSON body (the background-geolocation location format) as a position.

@@ -366,6 +366,26 @@ async fn stored_seqs(db: &PgPool) -> HashSet<i64> {
         .collect()
 }
 
+/// Starts `workers` clients posting until the server stops, and returns once `stored` positions
+/// are in the database; the task yields the acknowledged seqs.
+async fn start_load(
+    server: &ServerProcess,
+    db: &PgPool,
+    token: &str,
+    workers: i64,
+    stored: usize,
+) -> tokio::task::JoinHandle<Vec<i64>> {
+    let posting = tokio::spawn({
+        let (url, token) = (server.url.clone(), token.to_owned());
+        async move { post_until_stopped(&url, &token, workers).await }
+    });
+    wait_until("load is under way", || async {
+        stored_seqs(db).await.len() >= stored
+    })
+    .await;
+    posting
+}
+
 /// Every acknowledged seq is in the database.
 async fn assert_all_stored(db: &PgPool, acked: &[i64]) {
     let stored = stored_seqs(db).await;
@@ -416,14 +436,7 @@ async fn sigterm_during_posts_keeps_every_acknowledged_position_and_tells_client
     ws.next().await;
     ws.subscribe("fleet", None).await;
 
-    let posting = tokio::spawn({
-        let (url, token) = (server.url.clone(), token.clone());
-        async move { post_until_stopped(&url, &token, 8).await }
-    });
-    wait_until("some positions are stored", || async {
-        stored_seqs(&db).await.len() >= 50
-    })
-    .await;
+    let posting = start_load(&server, &db, &token, 8, 50).await;
     server.signal("-TERM");
 
     // The socket is closed with the resume code.
@@ -455,14 +468,7 @@ async fn sigterm_during_posts_keeps_every_acknowledged_position_and_tells_client
 async fn sigkill_under_load_loses_nothing_that_was_acknowledged(db: PgPool) {
     let mut server = ServerProcess::start(&db).await;
     let (_, token) = fleet_on(&server, &db).await;
-    let posting = tokio::spawn({
-        let (url, token) = (server.url.clone(), token.clone());
-        async move { post_until_stopped(&url, &token, 16).await }
-    });
-    wait_until("load is under way", || async {
-        stored_seqs(&db).await.len() >= 200
-    })
-    .await;
+    let posting = start_load(&server, &db, &token, 16, 200).await;
     server.signal("-KILL");
     server.child.wait().await.unwrap();
     let acked = posting.await.unwrap();

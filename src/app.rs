@@ -4,7 +4,7 @@ use std::{future::Future, time::Duration};
 
 use axum::{
     extract::{DefaultBodyLimit, State},
-    http::StatusCode,
+    http::{header, StatusCode},
     response::IntoResponse,
     routing::get,
     Json, Router,
@@ -26,6 +26,7 @@ pub fn app(state: AppState) -> Router {
         .merge(fleet::router())
         .merge(shipments::router())
         .merge(tracking::router())
+        .route("/openapi.json", get(openapi))
         .fallback(|| async { AppError::NotFound("route") });
     Router::new()
         .nest("/api/v1", api)
@@ -36,6 +37,14 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(ingest::MAX_BODY))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// The OpenAPI 3.1 description of this API (`docs/openapi.json`), built into the binary.
+async fn openapi() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("../docs/openapi.json"),
+    )
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {

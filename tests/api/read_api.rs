@@ -447,3 +447,46 @@ async fn health_and_readiness_answer(db: PgPool) {
         "not_found"
     );
 }
+
+#[sqlx::test]
+async fn the_openapi_document_lists_every_route(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let res = app
+        .http
+        .get(app.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["content-type"], "application/json");
+    let doc: Value = res.json().await.unwrap();
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    let paths = doc["paths"].as_object().unwrap();
+    for route in [
+        "/auth/login",
+        "/auth/logout",
+        "/auth/me",
+        "/positions",
+        "/osmand",
+        "/owntracks",
+        "/vehicles",
+        "/vehicles/{id}",
+        "/vehicles/{id}/token",
+        "/vehicles/nearby",
+        "/fleet",
+        "/users",
+        "/shipments",
+        "/shipments/{id}",
+        "/shipments/{id}/track",
+        "/shipments/{id}/share",
+        "/shares/{token}",
+        "/ws",
+        "/openapi.json",
+    ] {
+        assert!(paths.contains_key(route), "{route} is not documented");
+    }
+}

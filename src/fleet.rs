@@ -1,16 +1,12 @@
 //! The fleet at a glance: every vehicle's current position as GeoJSON, the vehicles nearest a
 //! point, and the organisation's people (for assigning drivers).
-use axum::{
-    extract::{Query, State},
-    routing::get,
-    Json, Router,
-};
+use axum::{extract::State, routing::get, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::{
     auth::{CurrentUser, Role},
-    error::{AppError, AppResult},
+    error::{ApiQuery, AppError, AppResult},
     vehicles::Vehicle,
     AppState,
 };
@@ -56,7 +52,7 @@ fn parse_bbox(s: &str) -> AppResult<[f64; 4]> {
 async fn fleet(
     State(state): State<AppState>,
     user: CurrentUser,
-    Query(q): Query<FleetQuery>,
+    ApiQuery(q): ApiQuery<FleetQuery>,
 ) -> AppResult<Json<Value>> {
     user.require_dispatcher()?;
     let bbox = q.bbox.as_deref().map(parse_bbox).transpose()?;
@@ -107,10 +103,9 @@ struct Near {
 async fn nearby(
     State(state): State<AppState>,
     user: CurrentUser,
-    q: Result<Query<NearbyQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<NearbyQuery>,
 ) -> AppResult<Json<Vec<Near>>> {
     user.require_dispatcher()?;
-    let Query(q) = q.map_err(|e| AppError::validation("lat", e.body_text()))?;
     if !(-90.0..=90.0).contains(&q.lat) {
         return Err(AppError::validation(
             "lat",
@@ -170,7 +165,7 @@ struct UserSummary {
 async fn users(
     State(state): State<AppState>,
     user: CurrentUser,
-    Query(q): Query<UsersQuery>,
+    ApiQuery(q): ApiQuery<UsersQuery>,
 ) -> AppResult<Json<Vec<UserSummary>>> {
     user.require_dispatcher()?;
     let rows = sqlx::query_as(

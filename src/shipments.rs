@@ -1,7 +1,7 @@
 //! Shipments: a vehicle's trip from origin to destination, its driven track, and the share links
 //! that let a customer follow it.
 use axum::{
-    extract::{Path, Query, State},
+    extract::State,
     http::{header, StatusCode},
     response::{IntoResponse, Response},
     routing::{delete, get, post},
@@ -15,7 +15,7 @@ use sqlx::PgPool;
 
 use crate::{
     auth::{token, CurrentUser, Role, Viewer},
-    error::{ApiJson, AppError, AppResult},
+    error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
     position::{Position, PositionRow, POSITION_COLUMNS},
     AppState,
 };
@@ -165,7 +165,7 @@ struct ListQuery {
 async fn list(
     State(state): State<AppState>,
     user: CurrentUser,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> AppResult<Json<Vec<Shipment>>> {
     if let Some(s) = &q.status {
         if !STATUSES.contains(&s.as_str()) {
@@ -188,7 +188,7 @@ async fn list(
 async fn get_one(
     State(state): State<AppState>,
     viewer: Viewer,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> AppResult<Json<Shipment>> {
     Ok(Json(load_visible(&state.db, &viewer, id).await?))
 }
@@ -370,7 +370,7 @@ struct ShipmentChange {
 async fn update(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     ApiJson(change): ApiJson<ShipmentChange>,
 ) -> AppResult<Json<Shipment>> {
     user.require_dispatcher()?;
@@ -435,8 +435,8 @@ struct TrackQuery {
 async fn track(
     State(state): State<AppState>,
     viewer: Viewer,
-    Path(id): Path<i64>,
-    Query(q): Query<TrackQuery>,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(q): ApiQuery<TrackQuery>,
 ) -> AppResult<Response> {
     let shipment = load_visible(&state.db, &viewer, id).await?;
     let format = q.format.as_deref().unwrap_or("geojson");
@@ -555,7 +555,7 @@ struct NewShare {
 async fn share(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     body: axum::body::Bytes,
 ) -> AppResult<(StatusCode, Json<Value>)> {
     user.require_dispatcher()?;
@@ -598,7 +598,7 @@ async fn share(
 async fn revoke_share(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path(share_token): Path<String>,
+    ApiPath(share_token): ApiPath<String>,
 ) -> AppResult<StatusCode> {
     user.require_dispatcher()?;
     let done = sqlx::query(

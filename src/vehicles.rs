@@ -1,7 +1,7 @@
 //! Vehicles: the things that move. Creating one (or rotating its token) shows its ingest token
 //! once; listing shows each with its current position.
 use axum::{
-    extract::{Path, State},
+    extract::State,
     http::StatusCode,
     routing::{self, post},
     Json, Router,
@@ -13,7 +13,7 @@ use sqlx::PgPool;
 
 use crate::{
     auth::{token, CurrentUser, Viewer},
-    error::{ApiJson, AppError, AppResult},
+    error::{ApiJson, ApiPath, AppError, AppResult},
     AppState,
 };
 
@@ -102,7 +102,7 @@ async fn list_handler(
 async fn get_handler(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> AppResult<Json<Vehicle>> {
     let viewer = Viewer::User(user);
     authorize(&state.db, &viewer, id).await?;
@@ -162,7 +162,7 @@ async fn create(
 async fn rotate_token(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> AppResult<Json<Value>> {
     user.require_dispatcher()?;
     let ingest_token = token::generate(TOKEN_BYTES);

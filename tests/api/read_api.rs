@@ -490,3 +490,45 @@ async fn the_openapi_document_lists_every_route(db: PgPool) {
         assert!(paths.contains_key(route), "{route} is not documented");
     }
 }
+
+#[sqlx::test]
+async fn malformed_ids_and_query_strings_get_the_api_error_shape(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (_, jwt) = app.user("Acme", "d@acme.test", Role::Dispatcher).await;
+    for path in [
+        "/api/v1/vehicles/abc",
+        "/api/v1/shipments/1.5",
+        "/api/v1/shipments/x/track",
+        "/api/v1/users?role=emperor",
+        "/api/v1/shipments?status=1&status=2",
+        "/api/v1/vehicles/nearby?lat=north&lon=11",
+        "/api/v1/vehicles/nearby?lon=11",
+    ] {
+        let res = app
+            .http
+            .get(app.url(path))
+            .bearer_auth(&jwt)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{path}");
+        let body: Value = res.json().await.expect("a JSON error body");
+        let code = body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            code == "validation" || code == "malformed",
+            "{path}: {body}"
+        );
+    }
+    let res = app
+        .http
+        .get(app.url("/api/v1/shipments/1/track?since=yesterday"))
+        .bearer_auth(&jwt)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_client_error());
+    assert!(res.json::<Value>().await.unwrap()["error"]["code"].is_string());
+}

@@ -77,6 +77,14 @@ impl AppError {
         }
     }
 
+    /// The input field a validation error names.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            AppError::Validation { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             AppError::Validation { .. } => "validation",
@@ -139,10 +147,11 @@ impl IntoResponse for AppError {
             }
             other => other.to_string(),
         };
-        let (field, index) = match &self {
-            AppError::Validation { field, index, .. } => (Some(field.as_str()), *index),
-            _ => (None, None),
+        let index = match &self {
+            AppError::Validation { index, .. } => *index,
+            _ => None,
         };
+        let field = self.field();
         let body = Body {
             code: self.code(),
             message,

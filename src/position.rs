@@ -193,13 +193,6 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn field_of(err: AppError) -> String {
-        match err {
-            AppError::Validation { field, .. } => field,
-            other => panic!("expected a validation error, got {other:?}"),
-        }
-    }
-
     #[test]
     fn accepts_lng_alias_and_keeps_unknown_keys() {
         let now = Utc::now();
@@ -232,7 +225,11 @@ mod tests {
         ];
         for (input, field) in cases {
             let err = NewPosition::from_json(input.clone(), now).unwrap_err();
-            assert_eq!(field_of(err), field, "input {input}");
+            assert_eq!(
+                err.field().expect("a validation error"),
+                field,
+                "input {input}"
+            );
         }
     }
 
@@ -242,7 +239,7 @@ mod tests {
         let ahead = (now + Duration::hours(25)).to_rfc3339();
         let err = NewPosition::from_json(json!({"lat": 0, "lon": 0, "recorded_at": ahead}), now)
             .unwrap_err();
-        assert_eq!(field_of(err), "recorded_at");
+        assert_eq!(err.field().expect("a validation error"), "recorded_at");
         let fine = (now + Duration::hours(23)).to_rfc3339();
         assert!(
             NewPosition::from_json(json!({"lat": 0, "lon": 0, "recorded_at": fine}), now).is_ok()

@@ -534,13 +534,6 @@ mod tests {
     use super::*;
     use chrono::Duration;
 
-    fn field_of(err: AppError) -> String {
-        match err {
-            AppError::Validation { field, .. } => field,
-            other => panic!("expected a validation error, got {other:?}"),
-        }
-    }
-
     fn osmand(query: &str, unit: &str, now: DateTime<Utc>) -> AppResult<NewPosition> {
         parse_osmand(&parse_form(query), unit, now)
     }
@@ -657,7 +650,7 @@ mod tests {
         ];
         for (query, field) in cases {
             let err = osmand(&query, "knots", now).unwrap_err();
-            assert_eq!(field_of(err), field, "{query}");
+            assert_eq!(err.field().expect("a validation error"), field, "{query}");
         }
     }
 
@@ -721,7 +714,7 @@ mod tests {
         ];
         for (body, field) in cases {
             let err = parse_traccar(body.clone(), now).unwrap_err();
-            assert_eq!(field_of(err), field, "{body}");
+            assert_eq!(err.field().expect("a validation error"), field, "{body}");
         }
     }
 
@@ -792,7 +785,7 @@ mod tests {
         ];
         for (body, field) in cases {
             let err = parse_owntracks(body.clone(), now).unwrap_err();
-            assert_eq!(field_of(err), field, "{body}");
+            assert_eq!(err.field().expect("a validation error"), field, "{body}");
         }
     }
 

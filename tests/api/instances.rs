@@ -93,6 +93,18 @@ impl PrivateRedis {
     }
 }
 
+/// Two instances sharing the test's database and a fresh set of channels on `redis`.
+async fn two_instances(db: PgPool, redis: &str) -> (TestApp, TestApp) {
+    two_instances_on(db, redis, &unique_prefix()).await
+}
+
+async fn two_instances_on(db: PgPool, redis: &str, prefix: &str) -> (TestApp, TestApp) {
+    let shared = Some((redis.to_owned(), prefix.to_owned()));
+    let a = TestApp::spawn_instance(db.clone(), shared.clone()).await;
+    let b = TestApp::spawn_instance(db, shared).await;
+    (a, b)
+}
+
 /// Polls `check` until it holds; fails the test after [`PATIENCE`].
 async fn wait_until<F, Fut>(what: &str, mut check: F)
 where
@@ -126,9 +138,7 @@ async fn receive_exactly(ws: &mut WsClient, expected: &[i64]) {
 
 #[sqlx::test]
 async fn a_position_posted_to_one_instance_reaches_subscribers_of_another_once(db: PgPool) {
-    let redis = Some((redis_url(), unique_prefix()));
-    let a = TestApp::spawn_instance(db.clone(), redis.clone(), &[]).await;
-    let b = TestApp::spawn_instance(db, redis, &[]).await;
+    let (a, b) = two_instances(db, &redis_url()).await;
     let (_, jwt) = a.user("Acme", "d@acme.test", Role::Dispatcher).await;
     let (vehicle, token) = a.vehicle(&jwt, "Van 1").await;
     let shipment = a.shipment(&jwt, "SHP-1", vehicle, None).await;
@@ -162,9 +172,7 @@ async fn a_position_posted_to_one_instance_reaches_subscribers_of_another_once(d
 
 #[sqlx::test]
 async fn since_on_another_instance_replays_exactly_what_was_missed(db: PgPool) {
-    let redis = Some((redis_url(), unique_prefix()));
-    let a = TestApp::spawn_instance(db.clone(), redis.clone(), &[]).await;
-    let b = TestApp::spawn_instance(db, redis, &[]).await;
+    let (a, b) = two_instances(db, &redis_url()).await;
     let (_, jwt) = a.user("Acme", "d@acme.test", Role::Dispatcher).await;
     let (_, token) = a.vehicle(&jwt, "Van 1").await;
     let mut ws = a.ws(&format!("token={jwt}")).await;
@@ -189,8 +197,7 @@ async fn every_subscriber_gets_every_position_once_through_a_redis_outage(db: Pg
     let mut redis = PrivateRedis::start().await;
     let prefix = unique_prefix();
     let ranges = format!("{prefix}:ranges");
-    let a = TestApp::spawn_instance(db.clone(), Some((redis.url(), prefix.clone())), &[]).await;
-    let b = TestApp::spawn_instance(db, Some((redis.url(), prefix.clone())), &[]).await;
+    let (a, b) = two_instances_on(db, &redis.url(), &prefix).await;
     wait_until("both instances listen on Redis", || async {
         redis.listeners(&ranges).await == 2
     })

@@ -34,15 +34,11 @@ impl TestApp {
         let redis = std::env::var("REDIS_URL")
             .ok()
             .map(|url| (url, unique_prefix()));
-        TestApp::spawn_instance(db, redis, &[]).await
+        TestApp::spawn_instance(db, redis).await
     }
 
     /// One of several instances sharing `db` and the Redis channels `redis` = (url, prefix).
-    pub async fn spawn_instance(
-        db: PgPool,
-        redis: Option<(String, String)>,
-        extra: &[&str],
-    ) -> TestApp {
+    pub async fn spawn_instance(db: PgPool, redis: Option<(String, String)>) -> TestApp {
         let mut args: Vec<String> = [
             "waymark",
             "serve",
@@ -58,7 +54,6 @@ impl TestApp {
         if let Some((url, prefix)) = redis {
             args.extend(["--redis-url".into(), url, "--redis-prefix".into(), prefix]);
         }
-        args.extend(extra.iter().map(|s| s.to_string()));
         let cli = Cli::parse_from(args);
         let Command::Serve(config) = cli.command else {
             unreachable!()

@@ -4,7 +4,7 @@ use std::{fmt, net::SocketAddr, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-#[derive(Debug, Parser)]
+#[derive(Parser)]
 #[command(name = "waymark", version, about = "Live GPS fleet tracking")]
 pub struct Cli {
     /// Log format.
@@ -20,7 +20,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 pub enum Command {
     /// Run the HTTP and WebSocket server (migrates the database first).
     Serve(ServeConfig),
@@ -31,7 +31,7 @@ pub enum Command {
     User(UserCommand),
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct DbConfig {
     /// PostgreSQL (with PostGIS) connection URL.
     #[arg(
@@ -127,13 +127,13 @@ impl fmt::Debug for ServeConfig {
     }
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 pub enum UserCommand {
     /// Create a user (and its organisation if it does not exist); prints the user id.
     Create(CreateUser),
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub struct CreateUser {
     #[command(flatten)]
     pub db: DbConfig,
@@ -150,4 +150,14 @@ pub struct CreateUser {
     /// Succeed without changes when a user with this email already exists.
     #[arg(long)]
     pub if_not_exists: bool,
+}
+
+// The database URL may carry a password and `user create` takes one: neither ever reaches a log.
+impl fmt::Debug for DbConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DbConfig")
+            .field("database_url", &"<redacted>")
+            .field("db_pool", &self.db_pool)
+            .finish()
+    }
 }

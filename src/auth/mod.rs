@@ -12,7 +12,7 @@ pub use device::{Device, DeviceCache};
 pub use password::{hash_password, verify_password};
 pub use routes::router;
 pub use session::{CurrentUser, SessionKeys, SESSION_COOKIE};
-pub use share::{ShareAccess, ShareQuery};
+pub use share::ShareAccess;
 pub use users::create_user;
 
 use serde::{Deserialize, Serialize};

@@ -17,8 +17,8 @@ pub struct ShareAccess {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct ShareQuery {
-    pub share: Option<String>,
+struct ShareQuery {
+    share: Option<String>,
 }
 
 impl ShareAccess {

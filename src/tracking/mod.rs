@@ -13,7 +13,7 @@ mod topic;
 use std::sync::Arc;
 
 pub use fanout::Fanout;
-pub use hub::{Delivery, Hub, Subscription};
+pub use hub::{Hub, Subscription};
 pub use outbox::{Outbox, OutboxClosed};
 pub use publish::frames;
 pub use replay::read_seq;

@@ -83,10 +83,6 @@ impl Sequencer {
         })
     }
 
-    pub fn hub(&self) -> &Arc<Hub> {
-        &self.hub
-    }
-
     /// How many events were read from the database to fill gaps.
     pub fn filled_from_database(&self) -> u64 {
         self.filled.load(Ordering::Relaxed)

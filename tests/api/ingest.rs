@@ -1,5 +1,5 @@
 //! Ingest: what a device's POST stores, what it rejects, and that a 2xx means durable.
-use chrono::{Duration, Utc};
+use chrono::{Datelike, Duration, Utc};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -330,4 +330,46 @@ async fn acknowledged_positions_survive_a_shutdown_under_load(db: PgPool) {
         .await
         .unwrap();
     assert_eq!(stored, 200);
+}
+
+#[sqlx::test]
+async fn positions_land_in_monthly_partitions_kept_ready_ahead_of_the_clock(db: PgPool) {
+    let (app, _, _, token) = fleet_app(db).await;
+    let now = Utc::now();
+    let (status, _) = app
+        .ingest(&token, json!([{"lat": 48.1, "lon": 11.5, "recorded_at": "2005-06-01T12:00:00Z"}, step(0, now - Duration::seconds(30))]))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let homes: Vec<String> =
+        sqlx::query_scalar("SELECT tableoid::regclass::text FROM positions ORDER BY recorded_at")
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    let this_month = format!("positions_{}", now.format("%Y_%m"));
+    assert_eq!(homes, ["positions_default".to_owned(), this_month]);
+    // This month and the two after it exist before anything is written to them.
+    let partitions: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+         WHERE i.inhparent = 'positions'::regclass ORDER BY 1",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    let month = |ahead: u32| {
+        let first = now.date_naive().with_day(1).unwrap();
+        format!(
+            "positions_{}",
+            first
+                .checked_add_months(chrono::Months::new(ahead))
+                .unwrap()
+                .format("%Y_%m")
+        )
+    };
+    for ahead in 0..=2 {
+        assert!(
+            partitions.contains(&month(ahead)),
+            "{partitions:?} lacks {}",
+            month(ahead)
+        );
+    }
 }

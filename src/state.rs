@@ -50,7 +50,8 @@ impl AppState {
         let hub = Arc::new(Hub::default());
         let sequencer = Sequencer::new(hub.clone(), read_seq(&db).await?);
         tracker.spawn(sequencer.clone().fill_gaps(db.clone(), cancel.clone()));
-        let fanout = match &config.redis_url {
+        // An empty REDIS_URL means none, so an environment that sets one can still run alone.
+        let fanout = match config.redis_url.as_deref().filter(|u| !u.is_empty()) {
             Some(url) => Some(Fanout::start(
                 url,
                 &config.redis_prefix,

@@ -155,7 +155,7 @@ impl Queue {
 async fn run(pool: PgPool, tracking: Arc<Tracking>, queue: Arc<Queue>, cancel: CancellationToken) {
     while let Some(first) = queue.first(&cancel).await {
         let mut batch = vec![first];
-        let result = commit(&pool, &queue, &mut batch).await;
+        let result = commit(&pool, &queue, &tracking, &mut batch).await;
         match result {
             Ok(written) => {
                 if let Some(batch) = written.batch {
@@ -206,7 +206,12 @@ struct Row {
     attributes: Option<String>,
 }
 
-async fn commit(pool: &PgPool, queue: &Queue, batch: &mut Vec<Request>) -> sqlx::Result<Written> {
+async fn commit(
+    pool: &PgPool,
+    queue: &Queue,
+    tracking: &Tracking,
+    batch: &mut Vec<Request>,
+) -> sqlx::Result<Written> {
     let mut tx = pool.begin().await?;
     // Taking the counter's row lock first serialises writers, so the duplicate check below and
     // the seqs handed out are exact.
@@ -298,7 +303,7 @@ async fn commit(pool: &PgPool, queue: &Queue, batch: &mut Vec<Request>) -> sqlx:
         events: rows
             .iter()
             .filter(|r| r.filter.is_none())
-            .flat_map(|r| frames(r.seq, r.organisation_id, &r.position))
+            .flat_map(|r| frames(r.seq, r.organisation_id, &r.position, |k| tracking.wants(k)))
             .collect(),
     });
     Ok(Written { outcomes, batch })

@@ -38,6 +38,13 @@ impl Tracking {
         self.sequencer.accept(batch);
     }
 
+    /// Whether events on `key` need frames: always with Redis (other instances may watch it),
+    /// else only while this instance has subscribers. An event committed before a subscription
+    /// registers is covered by that subscription's snapshot or replay, so skipping it is safe.
+    pub fn wants(&self, key: TopicKey) -> bool {
+        self.fanout.is_some() || self.hub.has_subscribers(&key)
+    }
+
     /// Registers a (buffering) subscription; with Redis, returns once this instance will hear of
     /// every event on the topic from now on.
     pub async fn subscribe(

@@ -5,10 +5,15 @@ use axum::extract::ws::Utf8Bytes;
 use super::{Published, TopicKey};
 use crate::position::{position_frame, Position};
 
-/// The events of one position: its organisation's `fleet`, its `vehicle:{id}` and, when it
-/// belongs to one, its `shipment:{id}`.
-pub fn frames(seq: i64, organisation_id: i64, p: &Position) -> Vec<Published> {
-    let data = serde_json::to_string(p).expect("positions serialise");
+/// The events of one position on the topics `wanted` keeps, out of its organisation's `fleet`, its
+/// `vehicle:{id}` and, when it belongs to one, its `shipment:{id}`. Nothing is serialised for a
+/// position no one wants.
+pub fn frames(
+    seq: i64,
+    organisation_id: i64,
+    p: &Position,
+    wanted: impl Fn(TopicKey) -> bool,
+) -> Vec<Published> {
     // Late points fill in tracks and must all arrive; current ones may be conflated.
     let conflate_vehicle = (!p.late).then_some(p.vehicle_id);
     let mut keys = vec![
@@ -18,6 +23,11 @@ pub fn frames(seq: i64, organisation_id: i64, p: &Position) -> Vec<Published> {
     if let Some(s) = p.shipment_id {
         keys.push(TopicKey::Shipment(s));
     }
+    keys.retain(|k| wanted(*k));
+    if keys.is_empty() {
+        return Vec::new();
+    }
+    let data = serde_json::to_string(p).expect("positions serialise");
     keys.into_iter()
         .map(|key| Published {
             key,

@@ -198,14 +198,12 @@ impl Sequencer {
     async fn read_gap(&self, db: &PgPool, after: i64, through: i64) -> sqlx::Result<Batch> {
         let keys = self.hub.subscribed_keys();
         let rows = replay::positions_between(db, &keys, after, through).await?;
-        let mut events = Vec::new();
-        for (seq, organisation_id, position) in rows {
-            for e in super::publish::frames(seq, organisation_id, &position) {
-                if keys.contains(&e.key) {
-                    events.push(e);
-                }
-            }
-        }
+        let events = rows
+            .into_iter()
+            .flat_map(|(seq, organisation_id, position)| {
+                super::publish::frames(seq, organisation_id, &position, |k| keys.contains(&k))
+            })
+            .collect();
         Ok(Batch {
             first: after + 1,
             last: through,

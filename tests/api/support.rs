@@ -37,6 +37,11 @@ impl TestApp {
         TestApp::spawn_instance(db, redis).await
     }
 
+    /// A server with no Redis: it fans out to its own subscribers only.
+    pub async fn spawn_alone(db: PgPool) -> TestApp {
+        TestApp::spawn_instance(db, None).await
+    }
+
     /// One of several instances sharing `db` and the Redis channels `redis` = (url, prefix).
     pub async fn spawn_instance(db: PgPool, redis: Option<(String, String)>) -> TestApp {
         let mut args: Vec<String> = [
@@ -51,9 +56,9 @@ impl TestApp {
         ]
         .map(String::from)
         .to_vec();
-        if let Some((url, prefix)) = redis {
-            args.extend(["--redis-url".into(), url, "--redis-prefix".into(), prefix]);
-        }
+        // Without Redis, override any REDIS_URL in the environment.
+        let (url, prefix) = redis.unwrap_or_default();
+        args.extend(["--redis-url".into(), url, "--redis-prefix".into(), prefix]);
         let cli = Cli::parse_from(args);
         let Command::Serve(config) = cli.command else {
             unreachable!()

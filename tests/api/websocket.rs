@@ -475,3 +475,21 @@ async fn a_subscriber_that_never_reads_delays_no_one_and_is_closed(db: PgPool) {
     assert!(ended.is_ok(), "the stalled connection was closed");
     reader.expect_quiet().await;
 }
+
+#[sqlx::test]
+async fn without_redis_an_instance_still_serves_its_own_subscribers(db: PgPool) {
+    let app = TestApp::spawn_alone(db).await;
+    assert!(app.state.tracking.fanout.is_none());
+    let (_, jwt) = app.user("Acme", "d@acme.test", Role::Dispatcher).await;
+    let (vehicle, token) = app.vehicle(&jwt, "Van 1").await;
+    // A position nobody watches yet, then one the new subscriber must get.
+    let base = Utc::now() - Duration::minutes(1);
+    app.ingest(&token, step(0, base)).await;
+    let mut ws = app.ws(&format!("token={jwt}")).await;
+    ws.subscribe(&format!("vehicle:{vehicle}"), None).await;
+    let (_, reply) = app.ingest(&token, step(1, base)).await;
+    let event = ws.next().await;
+    assert_eq!(event["seq"], reply["seqs"][0]);
+    assert_eq!(event["data"]["lon"], step(1, base)["lon"]);
+    ws.expect_quiet().await;
+}

@@ -4,7 +4,7 @@
 //! Where things live: positions come in through [`ingest`] and are written by its group-commit
 //! writer; they go out through [`tracking`] (the hub and the WebSocket sessions). [`auth`] decides
 //! who may see what; [`vehicles`], [`shipments`] and [`fleet`] are the read and management API;
-//! [`pages`] serves the map pages.
+//! [`settings`] holds each organisation's settings; [`pages`] serves the map pages.
 #![forbid(unsafe_code)]
 
 pub mod app;
@@ -17,6 +17,7 @@ pub mod fleet;
 pub mod ingest;
 pub mod pages;
 pub mod position;
+pub mod settings;
 pub mod shipments;
 pub mod state;
 pub mod telemetry;

@@ -1,22 +1,83 @@
 //! The plausibility filter. Well-formed but implausible points are stored for audit, marked with
-//! the reason, and never become current, never get published, never feed alerts.
+//! the reason, and never become current, never get published, never feed alerts. Each
+//! organisation sets its own limits ([`FilterSettings`]); the defaults suit road vehicles.
 use chrono::{DateTime, Duration, Utc};
 use geo::{Distance, Haversine, Point};
+use serde::{Deserialize, Serialize};
 
-use crate::position::NewPosition;
+use crate::{error::AppError, position::NewPosition};
 
-/// A point this far ahead of the server clock (but within the 24 h accepted at all) is a device
-/// with a wrong clock.
-pub const FUTURE_TOLERANCE: Duration = Duration::minutes(5);
-/// Accuracy radius beyond which a fix says little about where the vehicle is.
-pub const MAX_ACCURACY_M: f64 = 500.0;
-/// No road vehicle moves faster; a faster jump is a GNSS glitch (360 km/h).
-pub const MAX_SPEED_MPS: f64 = 100.0;
+/// How an organisation's positions are judged. `None` turns a limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilterSettings {
+    /// Mark fixes at 0°, 0°: what a phone without a fix, or a tracker's blank record, reports.
+    pub zero: bool,
+    /// Seconds a fix may be ahead of the server clock (a device with a wrong clock) before it is
+    /// marked `future`. Fixes more than 24 h ahead are rejected outright.
+    pub max_ahead_s: u32,
+    /// Hours a fix may be older than the server clock when it arrives before it is marked
+    /// `outdated`. Catches GNSS week-number rollovers, which date fixes about 19.6 years back.
+    pub max_age_h: Option<u32>,
+    /// Accuracy radius in metres beyond which a fix says too little about where the vehicle is.
+    pub max_accuracy_m: Option<f64>,
+    /// Speed in m/s, implied by the distance and time from the current position, beyond which a
+    /// fix is a jump (a GNSS glitch) rather than movement.
+    pub max_speed_mps: Option<f64>,
+}
+
+impl Default for FilterSettings {
+    fn default() -> Self {
+        FilterSettings {
+            zero: true,
+            max_ahead_s: 300,
+            max_age_h: Some(30 * 24),
+            max_accuracy_m: Some(500.0),
+            // No road vehicle moves faster: 360 km/h.
+            max_speed_mps: Some(100.0),
+        }
+    }
+}
+
+impl FilterSettings {
+    /// Range checks, naming the field as `filter.<name>`.
+    pub fn validate(&self) -> Result<(), AppError> {
+        let bad = |name: &str, message: &str| {
+            Err(AppError::validation(
+                format!("filter.{name}"),
+                format!("filter.{name} {message}"),
+            ))
+        };
+        if self.max_ahead_s > 86_400 {
+            return bad("max_ahead_s", "must be 0 to 86400 seconds");
+        }
+        if self.max_age_h.is_some_and(|h| h == 0 || h > 24 * 366 * 30) {
+            return bad(
+                "max_age_h",
+                "must be 1 to 263520 hours, or null for no limit",
+            );
+        }
+        if self
+            .max_accuracy_m
+            .is_some_and(|m| !(1.0..=100_000.0).contains(&m))
+        {
+            return bad("max_accuracy_m", "must be 1 to 100000 metres, or null");
+        }
+        if self
+            .max_speed_mps
+            .is_some_and(|v| !(1.0..=1_000.0).contains(&v))
+        {
+            return bad("max_speed_mps", "must be 1 to 1000 m/s, or null");
+        }
+        Ok(())
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FilterReason {
     NullIsland,
     Future,
+    Outdated,
     Inaccurate,
     Jump,
 }
@@ -26,6 +87,7 @@ impl FilterReason {
         match self {
             FilterReason::NullIsland => "null_island",
             FilterReason::Future => "future",
+            FilterReason::Outdated => "outdated",
             FilterReason::Inaccurate => "inaccurate",
             FilterReason::Jump => "jump",
         }
@@ -40,27 +102,40 @@ pub struct LastFix {
     pub lon: f64,
 }
 
-/// Why `p` is implausible, if it is. `last` is the vehicle's current position.
-pub fn judge(p: &NewPosition, last: Option<&LastFix>, now: DateTime<Utc>) -> Option<FilterReason> {
-    if p.lat.abs() < 1e-7 && p.lon.abs() < 1e-7 {
+/// Why `p` is implausible under `settings`, if it is. `last` is the vehicle's current position.
+pub fn judge(
+    p: &NewPosition,
+    last: Option<&LastFix>,
+    now: DateTime<Utc>,
+    settings: &FilterSettings,
+) -> Option<FilterReason> {
+    if settings.zero && p.lat.abs() < 1e-7 && p.lon.abs() < 1e-7 {
         return Some(FilterReason::NullIsland);
     }
-    if p.recorded_at > now + FUTURE_TOLERANCE {
+    if p.recorded_at > now + Duration::seconds(settings.max_ahead_s.into()) {
         return Some(FilterReason::Future);
     }
-    if p.accuracy.is_some_and(|a| a > MAX_ACCURACY_M) {
-        return Some(FilterReason::Inaccurate);
+    if let Some(hours) = settings.max_age_h {
+        if p.recorded_at < now - Duration::hours(hours.into()) {
+            return Some(FilterReason::Outdated);
+        }
     }
-    if let Some(last) = last {
+    if let (Some(accuracy), Some(limit)) = (p.accuracy, settings.max_accuracy_m) {
+        if accuracy > limit {
+            return Some(FilterReason::Inaccurate);
+        }
+    }
+    if let (Some(last), Some(limit)) = (last, settings.max_speed_mps) {
         // Only a newer point can jump; the speed it implies shrinks as time passes, so a vehicle
-        // that really moved while silent is accepted again soon.
+        // that really moved while silent (or whose last accepted fix was itself off) is accepted
+        // again once the distance is plausible for the time gone by.
         let dt = (p.recorded_at - last.recorded_at)
             .num_microseconds()
             .unwrap_or(i64::MAX) as f64
             / 1e6;
         if dt > 0.0 {
             let d = Haversine::distance(Point::new(last.lon, last.lat), Point::new(p.lon, p.lat));
-            if d / dt > MAX_SPEED_MPS {
+            if d / dt > limit {
                 return Some(FilterReason::Jump);
             }
         }
@@ -86,21 +161,85 @@ mod tests {
         }
     }
 
+    fn judged(p: &NewPosition, last: Option<&LastFix>, now: DateTime<Utc>) -> Option<FilterReason> {
+        judge(p, last, now, &FilterSettings::default())
+    }
+
     #[test]
-    fn flags_null_island_future_and_inaccurate_points() {
+    fn flags_null_island_future_outdated_and_inaccurate_points() {
         let now = Utc::now();
         assert_eq!(
-            judge(&at(0.0, 0.0, now), None, now),
+            judged(&at(0.0, 0.0, now), None, now),
             Some(FilterReason::NullIsland)
         );
         assert_eq!(
-            judge(&at(1.0, 1.0, now + Duration::minutes(6)), None, now),
+            judged(&at(1.0, 1.0, now + Duration::minutes(6)), None, now),
             Some(FilterReason::Future)
+        );
+        assert_eq!(
+            judged(&at(1.0, 1.0, now - Duration::days(31)), None, now),
+            Some(FilterReason::Outdated)
         );
         let mut vague = at(1.0, 1.0, now);
         vague.accuracy = Some(800.0);
-        assert_eq!(judge(&vague, None, now), Some(FilterReason::Inaccurate));
-        assert_eq!(judge(&at(1.0, 1.0, now), None, now), None);
+        assert_eq!(judged(&vague, None, now), Some(FilterReason::Inaccurate));
+        assert_eq!(judged(&at(1.0, 1.0, now), None, now), None);
+    }
+
+    #[test]
+    fn an_organisation_can_loosen_or_turn_off_each_limit() {
+        let now = Utc::now();
+        let off = FilterSettings {
+            zero: false,
+            max_ahead_s: 3600,
+            max_age_h: None,
+            max_accuracy_m: None,
+            max_speed_mps: None,
+        };
+        let mut vague = at(0.0, 0.0, now + Duration::minutes(30));
+        vague.accuracy = Some(5_000.0);
+        assert_eq!(judge(&vague, None, now, &off), None);
+        assert_eq!(
+            judge(&at(1.0, 1.0, now - Duration::days(400)), None, now, &off),
+            None
+        );
+        let last = LastFix {
+            recorded_at: now - Duration::seconds(1),
+            lat: 1.0,
+            lon: 1.0,
+        };
+        assert_eq!(judge(&at(1.0, 2.0, now), Some(&last), now, &off), None);
+        let strict = FilterSettings {
+            max_accuracy_m: Some(20.0),
+            ..FilterSettings::default()
+        };
+        let mut fair = at(1.0, 1.0, now);
+        fair.accuracy = Some(25.0);
+        assert_eq!(
+            judge(&fair, None, now, &strict),
+            Some(FilterReason::Inaccurate)
+        );
+    }
+
+    #[test]
+    fn settings_out_of_range_name_their_field() {
+        let bad = FilterSettings {
+            max_speed_mps: Some(0.0),
+            ..FilterSettings::default()
+        };
+        assert_eq!(
+            bad.validate().unwrap_err().field(),
+            Some("filter.max_speed_mps")
+        );
+        let bad = FilterSettings {
+            max_age_h: Some(0),
+            ..FilterSettings::default()
+        };
+        assert_eq!(
+            bad.validate().unwrap_err().field(),
+            Some("filter.max_age_h")
+        );
+        assert!(FilterSettings::default().validate().is_ok());
     }
 
     #[test]
@@ -114,10 +253,10 @@ mod tests {
         };
         let jumped = at(48.1395, 11.5263, t0 + Duration::seconds(1));
         assert_eq!(
-            judge(&jumped, Some(&last), Utc::now()),
+            judged(&jumped, Some(&last), Utc::now()),
             Some(FilterReason::Jump)
         );
         let later = at(48.1395, 11.5263, t0 + Duration::seconds(10));
-        assert_eq!(judge(&later, Some(&last), Utc::now()), None);
+        assert_eq!(judged(&later, Some(&last), Utc::now()), None);
     }
 }

@@ -5,7 +5,7 @@ mod filter;
 mod trackers;
 mod writer;
 
-pub use filter::{judge, FilterReason, LastFix};
+pub use filter::{judge, FilterReason, FilterSettings, LastFix};
 pub use writer::{spawn_writer, WriteError, WriteOutcome, WriterHandle};
 
 use axum::{

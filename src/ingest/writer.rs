@@ -12,7 +12,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::filter::{judge, LastFix};
+use super::filter::{judge, FilterSettings, LastFix};
 use crate::{
     auth::Device,
     error::AppError,
@@ -189,9 +189,11 @@ struct Written {
     batch: Option<Batch>,
 }
 
-/// Per-vehicle state read under the lock: its current position and active shipment.
+/// Per-vehicle state read under the lock: its current position, active shipment, and its
+/// organisation's filter settings.
 struct VehicleState {
     last: Option<LastFix>,
+    filter: FilterSettings,
     shipment_id: Option<i64>,
     shipment_planned: bool,
     new_current: Option<Position>,
@@ -248,7 +250,7 @@ async fn commit(
             let state = vehicles
                 .get_mut(&vehicle_id)
                 .expect("every device's vehicle was read");
-            let filter = judge(p, state.last.as_ref(), now);
+            let filter = judge(p, state.last.as_ref(), now, &state.filter);
             let late =
                 filter.is_none() && state.last.is_some_and(|l| p.recorded_at < l.recorded_at);
             let position = Position {
@@ -334,15 +336,17 @@ async fn read_state(
     // hold it: a plain join lets a generic plan hash-join against every partition.
     let found: Vec<StateRow> = sqlx::query_as(
         "SELECT k.vehicle_id AS id, k.recorded_at AS at, p.seq,
-                NULL::float8 AS lat, NULL::float8 AS lon, NULL::bigint AS shipment_id, NULL::text AS status
+                NULL::float8 AS lat, NULL::float8 AS lon, NULL::bigint AS shipment_id, NULL::text AS status,
+                NULL::jsonb AS filter
          FROM UNNEST($1::bigint[], $2::timestamptz[]) AS k(vehicle_id, recorded_at)
          CROSS JOIN LATERAL (
              SELECT seq FROM positions WHERE vehicle_id = k.vehicle_id AND recorded_at = k.recorded_at
          ) AS p
          UNION ALL
          SELECT v.id, v.last_recorded_at, NULL, ST_Y(v.last_point::geometry), ST_X(v.last_point::geometry),
-                s.id, s.status
+                s.id, s.status, o.settings->'filter'
          FROM vehicles v
+         JOIN organisations o ON o.id = v.organisation_id
          LEFT JOIN shipments s ON s.vehicle_id = v.id AND s.status IN ('planned', 'in_transit')
          WHERE v.id = ANY($3)",
     )
@@ -370,6 +374,7 @@ async fn read_state(
             row.id,
             VehicleState {
                 last,
+                filter: filter_settings(row.id, row.filter),
                 shipment_id: row.shipment_id,
                 shipment_planned: row.status.as_deref() == Some("planned"),
                 new_current: None,
@@ -381,6 +386,7 @@ async fn read_state(
     for id in ids {
         states.entry(id).or_insert(VehicleState {
             last: None,
+            filter: FilterSettings::default(),
             shipment_id: None,
             shipment_planned: false,
             new_current: None,
@@ -398,6 +404,21 @@ struct StateRow {
     lon: Option<f64>,
     shipment_id: Option<i64>,
     status: Option<String>,
+    filter: Option<serde_json::Value>,
+}
+
+/// The organisation's stored filter section; the defaults where it has none. The API checks
+/// what it stores, so a section that does not parse was written by another version: it is
+/// logged, and the defaults apply rather than the write failing.
+fn filter_settings(vehicle_id: i64, stored: Option<serde_json::Value>) -> FilterSettings {
+    match stored.map(serde_json::from_value) {
+        None => FilterSettings::default(),
+        Some(Ok(settings)) => settings,
+        Some(Err(e)) => {
+            tracing::warn!(vehicle_id, error = %e, "unreadable filter settings; using the defaults");
+            FilterSettings::default()
+        }
+    }
 }
 
 /// Everything the batch changes, in one statement: the rows (one multi-row insert), the seq

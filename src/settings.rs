@@ -1,0 +1,150 @@
+//! Per-organisation settings: one JSON document with a section per capability (`filter` for the
+//! position filter). Dispatchers read the settings in force; admins change them with a patch
+//! whose keys replace the current values, section by section.
+use axum::{extract::State, routing::get, Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::PgPool;
+
+use crate::{
+    auth::{CurrentUser, Role},
+    error::{ApiJson, AppError, AppResult},
+    ingest::FilterSettings,
+    AppState,
+};
+
+/// Every section, each with its defaults for keys an organisation never set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub filter: FilterSettings,
+}
+
+impl Settings {
+    fn validate(&self) -> AppResult<()> {
+        self.filter.validate()
+    }
+
+    /// `patch`'s keys, section by section, over these settings; unknown sections or keys and
+    /// values out of range are refused, naming the field.
+    fn patched(&self, patch: Value) -> AppResult<Settings> {
+        let Value::Object(sections) = patch else {
+            return Err(AppError::validation("", "settings must be a JSON object"));
+        };
+        let mut merged = serde_json::to_value(self).expect("settings serialise");
+        for (name, section) in sections {
+            let Some(current) = merged.get_mut(&name) else {
+                return Err(AppError::validation(
+                    name,
+                    "there is no such settings section",
+                ));
+            };
+            let (Value::Object(current), Value::Object(keys)) = (current, section) else {
+                return Err(AppError::validation(
+                    name,
+                    "a settings section must be an object",
+                ));
+            };
+            for (key, value) in keys {
+                if !current.contains_key(&key) {
+                    return Err(AppError::validation(
+                        format!("{name}.{key}"),
+                        format!("{name} has no setting {key}"),
+                    ));
+                }
+                current.insert(key, value);
+            }
+        }
+        let settings: Settings = serde_json::from_value(merged)
+            .map_err(|e| AppError::validation("", format!("settings: {e}")))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/settings", get(show).patch(change))
+}
+
+/// The settings in force for an organisation.
+pub async fn load(db: &PgPool, organisation_id: i64) -> AppResult<Settings> {
+    let stored: Value = sqlx::query_scalar("SELECT settings FROM organisations WHERE id = $1")
+        .bind(organisation_id)
+        .fetch_optional(db)
+        .await?
+        .ok_or(AppError::NotFound("organisation"))?;
+    serde_json::from_value(stored).map_err(|e| anyhow::anyhow!("stored settings: {e}").into())
+}
+
+async fn show(State(state): State<AppState>, user: CurrentUser) -> AppResult<Json<Settings>> {
+    user.require_dispatcher()?;
+    Ok(Json(load(&state.db, user.organisation_id).await?))
+}
+
+async fn change(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiJson(patch): ApiJson<Value>,
+) -> AppResult<Json<Settings>> {
+    if user.role != Role::Admin {
+        return Err(AppError::Forbidden("only an admin changes the settings"));
+    }
+    // Read and write in one transaction, the row locked, so two admins' patches both apply.
+    let mut tx = state.db.begin().await?;
+    let stored: Value =
+        sqlx::query_scalar("SELECT settings FROM organisations WHERE id = $1 FOR UPDATE")
+            .bind(user.organisation_id)
+            .fetch_one(&mut *tx)
+            .await?;
+    let current: Settings =
+        serde_json::from_value(stored).map_err(|e| anyhow::anyhow!("stored settings: {e}"))?;
+    let settings = current.patched(patch)?;
+    sqlx::query("UPDATE organisations SET settings = $2 WHERE id = $1")
+        .bind(user.organisation_id)
+        .bind(serde_json::to_value(&settings).expect("settings serialise"))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    tracing::info!(
+        organisation_id = user.organisation_id,
+        user_id = user.id,
+        "settings changed"
+    );
+    Ok(Json(settings))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_patch_replaces_only_the_keys_it_names() {
+        let s = Settings::default()
+            .patched(json!({"filter": {"max_accuracy_m": 50.0, "max_age_h": null}}))
+            .unwrap();
+        assert_eq!(s.filter.max_accuracy_m, Some(50.0));
+        assert_eq!(s.filter.max_age_h, None);
+        assert_eq!(
+            s.filter.max_speed_mps,
+            FilterSettings::default().max_speed_mps
+        );
+    }
+
+    #[test]
+    fn a_patch_with_unknown_keys_or_bad_values_names_the_field() {
+        let s = Settings::default();
+        let field = |patch| s.patched(patch).unwrap_err().field().map(str::to_owned);
+        assert_eq!(field(json!({"nope": {}})).as_deref(), Some("nope"));
+        assert_eq!(
+            field(json!({"filter": {"max_sped_mps": 3}})).as_deref(),
+            Some("filter.max_sped_mps")
+        );
+        assert_eq!(
+            field(json!({"filter": {"max_speed_mps": -3}})).as_deref(),
+            Some("filter.max_speed_mps")
+        );
+        assert_eq!(field(json!({"filter": 3})).as_deref(), Some("filter"));
+    }
+}

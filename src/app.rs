@@ -14,8 +14,8 @@ use tokio::net::TcpListener;
 use tower_http::{services::ServeDir, trace::TraceLayer};
 
 use crate::{
-    auth, config::ServeConfig, db, error::AppError, fleet, ingest, pages, settings, shipments,
-    tracking, vehicles, AppState,
+    alerts, auth, config::ServeConfig, db, error::AppError, fleet, ingest, pages, settings,
+    shipments, tracking, vehicles, AppState,
 };
 
 pub fn app(state: AppState) -> Router {
@@ -26,6 +26,7 @@ pub fn app(state: AppState) -> Router {
         .merge(fleet::router())
         .merge(shipments::router())
         .merge(settings::router())
+        .merge(alerts::router())
         .merge(tracking::router())
         .route("/openapi.json", get(openapi))
         .fallback(|| async { AppError::NotFound("route") });

@@ -100,6 +100,9 @@ pub struct ServeConfig {
     /// Most positions one group commit writes.
     #[arg(long, env = "WAYMARK_WRITER_BATCH", default_value_t = 4000)]
     pub writer_batch: usize,
+    /// Seconds between runs of the alert clock, which raises `silent` and `late` without traffic.
+    #[arg(long, env = "WAYMARK_ALERT_TICK_S", default_value_t = 15)]
+    pub alert_tick_s: u64,
     /// How long shutdown waits for sockets and in-flight writes, in seconds.
     #[arg(long, env = "WAYMARK_SHUTDOWN_GRACE_S", default_value_t = 10)]
     pub shutdown_grace_s: u64,

@@ -4,9 +4,11 @@
 //! Where things live: positions come in through [`ingest`] and are written by its group-commit
 //! writer; they go out through [`tracking`] (the hub and the WebSocket sessions). [`auth`] decides
 //! who may see what; [`vehicles`], [`shipments`] and [`fleet`] are the read and management API;
+//! [`alerts`] watches positions (and the clock) for what needs a dispatcher's attention;
 //! [`settings`] holds each organisation's settings; [`pages`] serves the map pages.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod app;
 pub mod auth;
 pub mod cli;

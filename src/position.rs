@@ -46,6 +46,11 @@ pub struct Position {
     pub altitude: Option<f32>,
     pub battery: Option<f32>,
     pub late: bool,
+    /// The shipment's estimated arrival as of this position: on live frames and the current
+    /// position of a vehicle in transit, not on points read back from the track.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[sqlx(default)]
+    pub eta: Option<DateTime<Utc>>,
 }
 
 fn earliest() -> DateTime<Utc> {

@@ -1,12 +1,13 @@
 //! Per-organisation settings: one JSON document with a section per capability (`filter` for the
-//! position filter). Dispatchers read the settings in force; admins change them with a patch
+//! position filter, `alerts` for the alert rules). Dispatchers read the settings in force; admins change them with a patch
 //! whose keys replace the current values, section by section.
 use axum::{extract::State, routing::get, Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::PgPool;
 
 use crate::{
+    alerts::AlertSettings,
     auth::{CurrentUser, Role},
     error::{ApiJson, AppError, AppResult},
     ingest::FilterSettings,
@@ -18,11 +19,31 @@ use crate::{
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     pub filter: FilterSettings,
+    pub alerts: AlertSettings,
+}
+
+/// A stored JSON document that ingest reads (a settings section, a vehicle's rule state); the
+/// defaults where there is none. The API checks what it stores, so one that does not parse was
+/// written by another version: it is logged, and the defaults apply rather than ingest failing.
+pub fn stored_or_default<T: DeserializeOwned + Default>(
+    owner_id: i64,
+    what: &str,
+    stored: Option<Value>,
+) -> T {
+    match stored.map(serde_json::from_value) {
+        None => T::default(),
+        Some(Ok(value)) => value,
+        Some(Err(e)) => {
+            tracing::warn!(owner_id, what, error = %e, "unreadable stored document; using the defaults");
+            T::default()
+        }
+    }
 }
 
 impl Settings {
     fn validate(&self) -> AppResult<()> {
-        self.filter.validate()
+        self.filter.validate()?;
+        self.alerts.validate()
     }
 
     /// `patch`'s keys, section by section, over these settings; unknown sections or keys and

@@ -6,6 +6,7 @@ use sqlx::PgPool;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    alerts::{run_clock, Alerts},
     auth::{token, DeviceCache, SessionKeys},
     config::ServeConfig,
     db,
@@ -20,6 +21,8 @@ pub struct AppState {
     pub sessions: SessionKeys,
     pub tracking: Arc<Tracking>,
     pub writer: WriterHandle,
+    /// The alert engine's in-memory side (geofence index, planned routes).
+    pub alerts: Arc<Alerts>,
     pub devices: DeviceCache,
     /// Cancelled when the server shuts down; every long-lived task watches it.
     pub cancel: CancellationToken,
@@ -29,7 +32,7 @@ pub struct AppState {
 
 impl AppState {
     /// Builds the state and starts the background tasks: the position writer, the sequencer's
-    /// catch-up, the Redis fan-out (with `REDIS_URL`) and partition upkeep.
+    /// catch-up, the Redis fan-out (with `REDIS_URL`), the alert clock and partition upkeep.
     pub async fn new(db: PgPool, config: ServeConfig) -> anyhow::Result<AppState> {
         let secret = match &config.jwt_secret {
             Some(s) => s.clone().into_bytes(),
@@ -66,14 +69,21 @@ impl AppState {
             sequencer,
             fanout,
         });
+        let alerts = Alerts::new(tracking.clone());
         let writer = spawn_writer(
             db.clone(),
-            tracking.clone(),
+            alerts.clone(),
             config.writer_batch,
             config.writer_connections,
             &tracker,
             cancel.clone(),
         );
+        tracker.spawn(run_clock(
+            db.clone(),
+            tracking.clone(),
+            std::time::Duration::from_secs(config.alert_tick_s.max(1)),
+            cancel.clone(),
+        ));
         tracker.spawn(db::partition_upkeep(db.clone(), cancel.clone()));
         Ok(AppState {
             db,
@@ -81,6 +91,7 @@ impl AppState {
             sessions,
             tracking,
             writer,
+            alerts,
             devices: DeviceCache::default(),
             cancel,
             tracker,

@@ -4,7 +4,9 @@
 //! a lone request is written at once.
 //!
 //! seqs are handed out under the `event_seq` row lock, held to commit, so they follow commit order
-//! across every writer of every instance.
+//! across every writer of every instance. The alert rules run here too, on each accepted current
+//! position, with the vehicle's rule state read and written under the same lock: the alerts they
+//! raise take seqs between the positions' and commit with them, once, whatever instance writes.
 use std::{collections::HashMap, sync::Arc};
 
 use chrono::{DateTime, Utc};
@@ -14,10 +16,12 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::filter::{judge, FilterSettings, LastFix};
 use crate::{
+    alerts::{self, AlertSettings, Alerts, Change, Context, OrgFences, RuleState, Subject, Trip},
     auth::Device,
     error::AppError,
     position::{to_micros, NewPosition, Position},
-    tracking::{frames, Batch, Tracking},
+    settings::stored_or_default,
+    tracking::{frames, Batch, Published, Tracking},
 };
 
 /// Requests that may wait for the writer before senders are held back.
@@ -88,7 +92,7 @@ impl WriterHandle {
 /// Starts the writer on `tracker`. On cancel it writes everything already queued, then stops.
 pub fn spawn_writer(
     pool: PgPool,
-    tracking: Arc<Tracking>,
+    alerts: Arc<Alerts>,
     max_rows: usize,
     workers: usize,
     tracker: &TaskTracker,
@@ -102,7 +106,7 @@ pub fn spawn_writer(
     for _ in 0..workers.max(1) {
         tracker.spawn(run(
             pool.clone(),
-            tracking.clone(),
+            alerts.clone(),
             queue.clone(),
             cancel.clone(),
         ));
@@ -152,14 +156,14 @@ impl Queue {
 
 /// One writer worker. Several run, so that while one commits the next is already waiting for
 /// the seq lock with a batch that keeps growing until it gets it: the lock never idles under load.
-async fn run(pool: PgPool, tracking: Arc<Tracking>, queue: Arc<Queue>, cancel: CancellationToken) {
+async fn run(pool: PgPool, alerts: Arc<Alerts>, queue: Arc<Queue>, cancel: CancellationToken) {
     while let Some(first) = queue.first(&cancel).await {
         let mut batch = vec![first];
-        let result = commit(&pool, &queue, &tracking, &mut batch).await;
+        let result = commit(&pool, &queue, &alerts, &mut batch).await;
         match result {
             Ok(written) => {
                 if let Some(batch) = written.batch {
-                    tracking.committed(batch);
+                    alerts.tracking.committed(batch);
                 }
                 for (request, outcome) in batch.into_iter().zip(written.outcomes) {
                     let _ = request.reply.send(Ok(outcome));
@@ -189,14 +193,30 @@ struct Written {
     batch: Option<Batch>,
 }
 
-/// Per-vehicle state read under the lock: its current position, active shipment, and its
-/// organisation's filter settings.
+/// Per-vehicle state read under the lock: its current position, active shipment, its
+/// organisation's filter and alert settings, and its rule state.
 struct VehicleState {
+    organisation_id: i64,
     last: Option<LastFix>,
     filter: FilterSettings,
+    alert_settings: AlertSettings,
+    geofence_version: i64,
+    rules: RuleState,
     shipment_id: Option<i64>,
     shipment_planned: bool,
+    trip: Option<Trip>,
+    /// The active shipment has a planned route (loaded into `trip` from the route cache).
+    has_route: bool,
     new_current: Option<Position>,
+    /// What the batch does to the active shipment: it starts (if planned), and may arrive or get
+    /// a new ETA.
+    shipment_change: Option<ShipmentChange>,
+}
+
+struct ShipmentChange {
+    id: i64,
+    arrived: bool,
+    eta: Option<DateTime<Utc>>,
 }
 
 /// One row to insert.
@@ -211,9 +231,10 @@ struct Row {
 async fn commit(
     pool: &PgPool,
     queue: &Queue,
-    tracking: &Tracking,
+    engine: &Alerts,
     batch: &mut Vec<Request>,
 ) -> sqlx::Result<Written> {
+    let tracking: &Tracking = &engine.tracking;
     let mut tx = pool.begin().await?;
     // Taking the counter's row lock first serialises writers, so the duplicate check below and
     // the seqs handed out are exact.
@@ -226,6 +247,8 @@ async fn commit(
     let now = to_micros(Utc::now());
     let first_seq = next_seq + 1;
     let (stored, mut vehicles) = read_state(&mut tx, batch).await?;
+    let fences = prepare_rules(&mut tx, engine, &mut vehicles).await?;
+    let mut changes: Vec<(Subject, Change)> = Vec::new();
 
     let mut seen: HashMap<(i64, DateTime<Utc>), i64> = HashMap::new();
     let mut rows = Vec::new();
@@ -253,7 +276,7 @@ async fn commit(
             let filter = judge(p, state.last.as_ref(), now, &state.filter);
             let late =
                 filter.is_none() && state.last.is_some_and(|l| p.recorded_at < l.recorded_at);
-            let position = Position {
+            let mut position = Position {
                 vehicle_id,
                 shipment_id: state.shipment_id,
                 lat: p.lat,
@@ -266,8 +289,50 @@ async fn commit(
                 altitude: p.altitude.map(|v| v as f32),
                 battery: p.battery.map(|v| v as f32),
                 late,
+                eta: None,
             };
             if filter.is_none() && !late {
+                let outcome = alerts::evaluate(
+                    &mut state.rules,
+                    &Context {
+                        settings: &state.alert_settings,
+                        fences: &fences[&state.organisation_id],
+                        trip: state.trip.as_ref(),
+                        previous: state.last.as_ref(),
+                    },
+                    &position,
+                    &mut || {
+                        next_seq += 1;
+                        next_seq
+                    },
+                );
+                if let Some(id) = state.shipment_id {
+                    position.eta = state.rules.eta;
+                    // Only a shipment that starts, arrives or has a new ETA is written.
+                    if state.shipment_planned || outcome.arrived || outcome.eta.is_some() {
+                        let change = state.shipment_change.get_or_insert(ShipmentChange {
+                            id,
+                            arrived: false,
+                            eta: None,
+                        });
+                        change.arrived |= outcome.arrived;
+                        change.eta = outcome.eta.or(change.eta);
+                    }
+                }
+                changes.extend(outcome.changes.into_iter().map(|c| {
+                    let subject = Subject {
+                        organisation_id: state.organisation_id,
+                        vehicle_id,
+                        shipment_id: state.shipment_id,
+                        position: Some((p.recorded_at, p.lat, p.lon)),
+                    };
+                    (subject, c)
+                }));
+                if outcome.arrived {
+                    // Arrived is no longer active: later points are not the shipment's.
+                    state.shipment_id = None;
+                    state.trip = None;
+                }
                 state.last = Some(LastFix {
                     recorded_at: p.recorded_at,
                     lat: p.lat,
@@ -297,16 +362,30 @@ async fn commit(
     if !rows.is_empty() {
         write_rows(&mut tx, &rows, next_seq, &vehicles).await?;
     }
+    let raised = if changes.is_empty() {
+        Vec::new()
+    } else {
+        alerts::apply(&mut tx, &changes, now).await?
+    };
     tx.commit().await?;
 
-    let batch = (!rows.is_empty()).then(|| Batch {
-        first: first_seq,
-        last: next_seq,
-        events: rows
+    let batch = (!rows.is_empty()).then(|| {
+        let mut events: Vec<Published> = rows
             .iter()
             .filter(|r| r.filter.is_none())
             .flat_map(|r| frames(r.seq, r.organisation_id, &r.position, |k| tracking.wants(k)))
-            .collect(),
+            .chain(
+                raised
+                    .iter()
+                    .flat_map(|(seq, event, a)| a.frames(*seq, event, |k| tracking.wants(k))),
+            )
+            .collect();
+        events.sort_by_key(|e| e.seq);
+        Batch {
+            first: first_seq,
+            last: next_seq,
+            events,
+        }
     });
     Ok(Written { outcomes, batch })
 }
@@ -337,14 +416,18 @@ async fn read_state(
     let found: Vec<StateRow> = sqlx::query_as(
         "SELECT k.vehicle_id AS id, k.recorded_at AS at, p.seq,
                 NULL::float8 AS lat, NULL::float8 AS lon, NULL::bigint AS shipment_id, NULL::text AS status,
-                NULL::jsonb AS filter
+                NULL::jsonb AS filter, NULL::bigint AS organisation_id, NULL::jsonb AS alert_settings,
+                NULL::bigint AS geofence_version, NULL::jsonb AS alert_state, NULL::timestamptz AS due_at,
+                NULL::float8 AS dest_lat, NULL::float8 AS dest_lon, NULL::bool AS has_route
          FROM UNNEST($1::bigint[], $2::timestamptz[]) AS k(vehicle_id, recorded_at)
          CROSS JOIN LATERAL (
              SELECT seq FROM positions WHERE vehicle_id = k.vehicle_id AND recorded_at = k.recorded_at
          ) AS p
          UNION ALL
          SELECT v.id, v.last_recorded_at, NULL, ST_Y(v.last_point::geometry), ST_X(v.last_point::geometry),
-                s.id, s.status, o.settings->'filter'
+                s.id, s.status, o.settings->'filter', v.organisation_id, o.settings->'alerts',
+                o.geofence_version, v.alert_state, s.due_at, ST_Y(s.destination::geometry),
+                ST_X(s.destination::geometry), s.planned_route IS NOT NULL
          FROM vehicles v
          JOIN organisations o ON o.id = v.organisation_id
          LEFT JOIN shipments s ON s.vehicle_id = v.id AND s.status IN ('planned', 'in_transit')
@@ -370,14 +453,37 @@ async fn read_state(
             }),
             _ => None,
         };
+        let organisation_id = row.organisation_id.unwrap_or_default();
+        let trip = match (row.shipment_id, row.dest_lat, row.dest_lon) {
+            (Some(id), Some(lat), Some(lon)) => Some(Trip {
+                id,
+                // A planned shipment starts with this batch's first accepted position.
+                in_transit: matches!(row.status.as_deref(), Some("planned" | "in_transit")),
+                destination: (lat, lon),
+                due_at: row.due_at,
+                route: None,
+            }),
+            _ => None,
+        };
         states.insert(
             row.id,
             VehicleState {
+                organisation_id,
                 last,
-                filter: filter_settings(row.id, row.filter),
+                filter: stored_or_default(organisation_id, "filter settings", row.filter),
+                alert_settings: stored_or_default(
+                    organisation_id,
+                    "alert settings",
+                    row.alert_settings,
+                ),
+                geofence_version: row.geofence_version.unwrap_or_default(),
+                rules: stored_or_default(row.id, "rule state", row.alert_state),
                 shipment_id: row.shipment_id,
                 shipment_planned: row.status.as_deref() == Some("planned"),
+                trip,
+                has_route: row.has_route.unwrap_or(false),
                 new_current: None,
+                shipment_change: None,
             },
         );
     }
@@ -385,14 +491,55 @@ async fn read_state(
     // its points are stored without a shipment (the API never deletes vehicles).
     for id in ids {
         states.entry(id).or_insert(VehicleState {
+            organisation_id: 0,
             last: None,
             filter: FilterSettings::default(),
+            alert_settings: AlertSettings::default(),
+            geofence_version: 0,
+            rules: RuleState::default(),
             shipment_id: None,
             shipment_planned: false,
+            trip: None,
+            has_route: false,
             new_current: None,
+            shipment_change: None,
         });
     }
     Ok((stored, states))
+}
+
+/// Brings what the rules need into memory under the lock: each organisation's geofence index
+/// at its committed version, and the planned routes of the shipments in the batch.
+async fn prepare_rules(
+    tx: &mut Transaction<'_, Postgres>,
+    engine: &Alerts,
+    vehicles: &mut HashMap<i64, VehicleState>,
+) -> sqlx::Result<HashMap<i64, Arc<OrgFences>>> {
+    let mut fences = HashMap::new();
+    for v in vehicles.values() {
+        if let std::collections::hash_map::Entry::Vacant(slot) = fences.entry(v.organisation_id) {
+            slot.insert(
+                engine
+                    .fences
+                    .current(tx, v.organisation_id, v.geofence_version)
+                    .await?,
+            );
+        }
+    }
+    let with_route: Vec<i64> = vehicles
+        .values()
+        .filter(|v| v.has_route)
+        .filter_map(|v| v.shipment_id)
+        .collect();
+    if !with_route.is_empty() {
+        let routes = engine.routes(tx, &with_route).await?;
+        for v in vehicles.values_mut() {
+            if let Some(trip) = v.trip.as_mut() {
+                trip.route = routes.get(&trip.id).cloned().flatten();
+            }
+        }
+    }
+    Ok(fences)
 }
 
 #[derive(sqlx::FromRow)]
@@ -405,24 +552,20 @@ struct StateRow {
     shipment_id: Option<i64>,
     status: Option<String>,
     filter: Option<serde_json::Value>,
-}
-
-/// The organisation's stored filter section; the defaults where it has none. The API checks
-/// what it stores, so a section that does not parse was written by another version: it is
-/// logged, and the defaults apply rather than the write failing.
-fn filter_settings(vehicle_id: i64, stored: Option<serde_json::Value>) -> FilterSettings {
-    match stored.map(serde_json::from_value) {
-        None => FilterSettings::default(),
-        Some(Ok(settings)) => settings,
-        Some(Err(e)) => {
-            tracing::warn!(vehicle_id, error = %e, "unreadable filter settings; using the defaults");
-            FilterSettings::default()
-        }
-    }
+    organisation_id: Option<i64>,
+    alert_settings: Option<serde_json::Value>,
+    geofence_version: Option<i64>,
+    alert_state: Option<serde_json::Value>,
+    due_at: Option<DateTime<Utc>>,
+    dest_lat: Option<f64>,
+    dest_lon: Option<f64>,
+    has_route: Option<bool>,
 }
 
 /// Everything the batch changes, in one statement: the rows (one multi-row insert), the seq
-/// counter, each vehicle's current position, and shipments that start with this batch.
+/// counter, each vehicle's current position and rule state, and its shipment (started with this
+/// batch, arrived, or with a new ETA). Alerts, which few batches raise, are a statement of their
+/// own ([`alerts::apply`]).
 /// A runtime query: the UNNEST of twenty arrays is beyond what the compile-time macros express
 /// conveniently, and this is the hot path.
 async fn write_rows(
@@ -473,10 +616,13 @@ async fn write_rows(
         .iter()
         .map(|p| serde_json::to_string(p).expect("positions serialise"))
         .collect();
-    let started: Vec<i64> = vehicles
+    let rule_json: Vec<String> = current
+        .iter()
+        .map(|p| serde_json::to_string(&vehicles[&p.vehicle_id].rules).expect("state serialises"))
+        .collect();
+    let trips: Vec<&ShipmentChange> = vehicles
         .values()
-        .filter(|v| v.shipment_planned && v.new_current.is_some())
-        .filter_map(|v| v.shipment_id)
+        .filter_map(|v| v.shipment_change.as_ref())
         .collect();
     sqlx::query(
         "WITH inserted AS (
@@ -494,13 +640,17 @@ async fn write_rows(
          ), current AS (
              UPDATE vehicles v SET last_recorded_at = u.r,
                  last_point = ST_SetSRID(ST_MakePoint(u.lon, u.lat), 4326)::geography,
-                 last_position = u.pos::jsonb
-             FROM UNNEST($18::bigint[], $19::timestamptz[], $20::float8[], $21::float8[], $22::text[])
-                 AS u(id, r, lat, lon, pos)
+                 last_position = u.pos::jsonb, alert_state = u.st::jsonb
+             FROM UNNEST($18::bigint[], $19::timestamptz[], $20::float8[], $21::float8[], $22::text[],
+                 $23::text[]) AS u(id, r, lat, lon, pos, st)
              WHERE v.id = u.id
-         ), started AS (
-             UPDATE shipments SET status = 'in_transit', started_at = now(), updated_at = now()
-             WHERE id = ANY($23) AND status = 'planned'
+         ), trips AS (
+             UPDATE shipments s SET
+                 status = CASE WHEN u.arrived THEN 'arrived' ELSE 'in_transit' END,
+                 started_at = COALESCE(s.started_at, now()), eta = COALESCE(u.eta, s.eta),
+                 updated_at = now()
+             FROM UNNEST($24::bigint[], $25::bool[], $26::timestamptz[]) AS u(id, arrived, eta)
+             WHERE s.id = u.id AND s.status IN ('planned', 'in_transit')
          )
          SELECT 1",
     )
@@ -526,7 +676,10 @@ async fn write_rows(
     .bind(current.iter().map(|p| p.lat).collect::<Vec<_>>())
     .bind(current.iter().map(|p| p.lon).collect::<Vec<_>>())
     .bind(&current_json)
-    .bind(&started)
+    .bind(&rule_json)
+    .bind(trips.iter().map(|t| t.id).collect::<Vec<_>>())
+    .bind(trips.iter().map(|t| t.arrived).collect::<Vec<_>>())
+    .bind(trips.iter().map(|t| t.eta).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -95,6 +95,9 @@ impl Fanout {
             TopicKey::Fleet { organisation_id } => {
                 format!("{}:fleet:{organisation_id}", self.prefix)
             }
+            TopicKey::Alerts { organisation_id } => {
+                format!("{}:alerts:{organisation_id}", self.prefix)
+            }
             TopicKey::Vehicle(id) => format!("{}:vehicle:{id}", self.prefix),
             TopicKey::Shipment(id) => format!("{}:shipment:{id}", self.prefix),
         }
@@ -106,6 +109,9 @@ impl Fanout {
         let id: i64 = id.parse().ok()?;
         match kind {
             "fleet" => Some(TopicKey::Fleet {
+                organisation_id: id,
+            }),
+            "alerts" => Some(TopicKey::Alerts {
                 organisation_id: id,
             }),
             "vehicle" => Some(TopicKey::Vehicle(id)),

@@ -1,10 +1,15 @@
-//! Reading missed events back from PostGIS for `subscribe` with `since`.
+//! Reading missed events back from PostGIS: for `subscribe` with `since`, and for the
+//! sequencer's gap fill. Events are positions and alerts (raised, and their latest change),
+//! merged in seq order, framed exactly as live delivery frames them.
 use std::collections::HashSet;
 
 use sqlx::PgPool;
 
-use super::TopicKey;
-use crate::position::{Position, PositionRow, POSITION_COLUMNS};
+use super::{frames, Published, TopicKey};
+use crate::{
+    alerts::{Alert, ALERT_COLUMNS},
+    position::{position_frame, PositionRow, POSITION_COLUMNS},
+};
 
 /// Most events one `since` replay sends; a client further behind takes a fresh snapshot.
 pub const REPLAY_LIMIT: i64 = 10_000;
@@ -16,36 +21,65 @@ pub async fn read_seq(pool: &PgPool) -> sqlx::Result<i64> {
         .await
 }
 
-/// The events live delivery sent on `key` after `since`, in seq order: published positions
-/// only (never filtered ones). `None` if there are more than [`REPLAY_LIMIT`].
-pub async fn positions_since(
+/// The frames live delivery sent on `key` after `since`, in seq order: published positions
+/// (never filtered ones) and alert events. `None` if there are more than [`REPLAY_LIMIT`].
+pub async fn events_since(
     pool: &PgPool,
     key: TopicKey,
     since: i64,
-) -> sqlx::Result<Option<Vec<(i64, Position)>>> {
+) -> sqlx::Result<Option<Vec<(i64, String)>>> {
+    let topic = key.topic();
     let (column, id) = match key {
-        TopicKey::Fleet { organisation_id } => ("organisation_id", organisation_id),
-        TopicKey::Vehicle(id) => ("vehicle_id", id),
-        TopicKey::Shipment(id) => ("shipment_id", id),
+        TopicKey::Fleet { organisation_id } => (Some("organisation_id"), organisation_id),
+        TopicKey::Vehicle(id) => (Some("vehicle_id"), id),
+        TopicKey::Shipment(id) => (Some("shipment_id"), id),
+        TopicKey::Alerts { organisation_id } => (None, organisation_id),
     };
+    let mut events = Vec::new();
     // The column name comes from the match above, never from input.
-    let sql = format!(
-        "SELECT seq, {POSITION_COLUMNS} FROM positions
-         WHERE {column} = $1 AND seq > $2 AND filter_reason IS NULL
-         ORDER BY seq LIMIT $3"
-    );
-    let rows: Vec<PositionRow> = sqlx::query_as(&sql)
+    if let Some(column) = column {
+        let rows: Vec<PositionRow> = sqlx::query_as(&format!(
+            "SELECT seq, {POSITION_COLUMNS} FROM positions
+             WHERE {column} = $1 AND seq > $2 AND filter_reason IS NULL
+             ORDER BY seq LIMIT $3"
+        ))
         .bind(id)
         .bind(since)
         .bind(REPLAY_LIMIT + 1)
         .fetch_all(pool)
         .await?;
-    if rows.len() as i64 > REPLAY_LIMIT {
+        for r in rows {
+            let data = serde_json::to_string(&r.position).expect("positions serialise");
+            events.push((r.seq, position_frame(&topic, r.seq, &data)));
+        }
+    }
+    let alert_column = match key {
+        TopicKey::Alerts { .. } => Some("organisation_id"),
+        TopicKey::Shipment(_) => Some("shipment_id"),
+        _ => None,
+    };
+    if let Some(column) = alert_column {
+        let alerts: Vec<Alert> = sqlx::query_as(&format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts WHERE {column} = $1 AND (id > $2 OR updated_seq > $2)
+             ORDER BY id LIMIT $3"
+        ))
+        .bind(id)
+        .bind(since)
+        .bind(REPLAY_LIMIT + 1)
+        .fetch_all(pool)
+        .await?;
+        for a in &alerts {
+            for (seq, event) in a.events_in(since, i64::MAX) {
+                let frame = a.frames(seq, event, |k| k == key);
+                events.extend(frame.into_iter().map(|p| (seq, p.frame.to_string())));
+            }
+        }
+    }
+    if events.len() as i64 > REPLAY_LIMIT {
         return Ok(None);
     }
-    Ok(Some(
-        rows.into_iter().map(|r| (r.seq, r.position)).collect(),
-    ))
+    events.sort_by_key(|(seq, _)| *seq);
+    Ok(Some(events))
 }
 
 #[derive(sqlx::FromRow)]
@@ -55,20 +89,22 @@ struct OwnedRow {
     row: PositionRow,
 }
 
-/// Published positions with seq in `(after, through]` on any of `keys`, in seq order, with
-/// their organisation: what live delivery would have sent this instance's subscribers.
-pub async fn positions_between(
+/// The events with seq in `(after, through]` on any of `keys`, in seq order: what live delivery
+/// would have sent this instance's subscribers.
+pub async fn events_between(
     pool: &PgPool,
     keys: &HashSet<TopicKey>,
     after: i64,
     through: i64,
-) -> sqlx::Result<Vec<(i64, i64, Position)>> {
+) -> sqlx::Result<Vec<Published>> {
     let mut organisations = Vec::new();
+    let mut alert_organisations = Vec::new();
     let mut vehicles = Vec::new();
     let mut shipments = Vec::new();
     for key in keys {
         match *key {
             TopicKey::Fleet { organisation_id } => organisations.push(organisation_id),
+            TopicKey::Alerts { organisation_id } => alert_organisations.push(organisation_id),
             TopicKey::Vehicle(id) => vehicles.push(id),
             TopicKey::Shipment(id) => shipments.push(id),
         }
@@ -76,6 +112,7 @@ pub async fn positions_between(
     if keys.is_empty() {
         return Ok(Vec::new());
     }
+    let wanted = |k| keys.contains(&k);
     let rows: Vec<OwnedRow> = sqlx::query_as(&format!(
         "SELECT organisation_id, seq, {POSITION_COLUMNS} FROM positions
          WHERE seq > $1 AND seq <= $2 AND filter_reason IS NULL
@@ -89,8 +126,28 @@ pub async fn positions_between(
     .bind(&shipments)
     .fetch_all(pool)
     .await?;
-    Ok(rows
+    let mut events: Vec<Published> = rows
         .into_iter()
-        .map(|r| (r.row.seq, r.organisation_id, r.row.position))
-        .collect())
+        .flat_map(|r| frames(r.row.seq, r.organisation_id, &r.row.position, wanted))
+        .collect();
+    if !alert_organisations.is_empty() || !shipments.is_empty() {
+        let alerts: Vec<Alert> = sqlx::query_as(&format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts
+             WHERE ((id > $1 AND id <= $2) OR (updated_seq > $1 AND updated_seq <= $2))
+               AND (organisation_id = ANY($3) OR shipment_id = ANY($4))"
+        ))
+        .bind(after)
+        .bind(through)
+        .bind(&alert_organisations)
+        .bind(&shipments)
+        .fetch_all(pool)
+        .await?;
+        for a in &alerts {
+            for (seq, event) in a.events_in(after, through) {
+                events.extend(a.frames(seq, event, wanted));
+            }
+        }
+        events.sort_by_key(|e| e.seq);
+    }
+    Ok(events)
 }

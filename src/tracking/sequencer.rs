@@ -197,13 +197,7 @@ impl Sequencer {
 
     async fn read_gap(&self, db: &PgPool, after: i64, through: i64) -> sqlx::Result<Batch> {
         let keys = self.hub.subscribed_keys();
-        let rows = replay::positions_between(db, &keys, after, through).await?;
-        let events = rows
-            .into_iter()
-            .flat_map(|(seq, organisation_id, position)| {
-                super::publish::frames(seq, organisation_id, &position, |k| keys.contains(&k))
-            })
-            .collect();
+        let events = replay::events_between(db, &keys, after, through).await?;
         Ok(Batch {
             first: after + 1,
             last: through,

@@ -24,14 +24,16 @@ use serde_json::{json, Value};
 
 use super::{replay, Outbox, Subscription, Topic, TopicKey};
 use crate::{
+    alerts,
     auth::{ShareAccess, Viewer},
     error::AppError,
-    position::position_frame,
     shipments, vehicles, AppState,
 };
 
 /// Largest client frame accepted; bigger ones close the connection with 1009.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Alerts in the `alerts` topic's snapshot.
+const SNAPSHOT_ALERTS: i64 = 50;
 /// Most topics one connection may hold.
 pub const MAX_SUBSCRIPTIONS: usize = 200;
 const PING_EVERY: Duration = Duration::from_secs(20);
@@ -118,6 +120,11 @@ enum ClientFrame {
         reference: Option<Value>,
     },
     Ping {
+        #[serde(rename = "ref")]
+        reference: Option<Value>,
+    },
+    Acknowledge {
+        alert_id: i64,
         #[serde(rename = "ref")]
         reference: Option<Value>,
     },
@@ -255,7 +262,7 @@ impl Session {
         let reference = value.get("ref").cloned();
         let known = matches!(
             value.get("type").and_then(Value::as_str),
-            Some("subscribe" | "unsubscribe" | "ping")
+            Some("subscribe" | "unsubscribe" | "ping" | "acknowledge")
         );
         let frame = match serde_json::from_value::<ClientFrame>(value) {
             Ok(f) => f,
@@ -266,7 +273,7 @@ impl Session {
             Err(_) => {
                 self.error(
                     "unknown_type",
-                    "type must be subscribe, unsubscribe or ping",
+                    "type must be subscribe, unsubscribe, ping or acknowledge",
                     reference,
                 );
                 return Flow::Continue;
@@ -302,6 +309,45 @@ impl Session {
                 since,
                 reference,
             } => self.subscribe(&topic, since, reference).await,
+            ClientFrame::Acknowledge {
+                alert_id,
+                reference,
+            } => {
+                self.acknowledge(alert_id, reference).await;
+                Flow::Continue
+            }
+        }
+    }
+
+    /// Acknowledges an alert; the change reaches every subscriber of `alerts` as an event, and
+    /// this connection also gets the reply.
+    async fn acknowledge(&self, alert_id: i64, reference: Option<Value>) {
+        let Viewer::User(user) = &self.viewer else {
+            self.error(
+                "forbidden",
+                "share links cannot acknowledge alerts",
+                reference,
+            );
+            return;
+        };
+        match alerts::acknowledge(&self.state.db, &self.state.tracking, user, alert_id).await {
+            Ok(alert) => {
+                let mut frame = json!({"type": "acknowledged", "alert": alert});
+                if let Some(r) = reference {
+                    frame["ref"] = r;
+                }
+                self.send(frame);
+            }
+            Err(AppError::Forbidden(_)) => self.error(
+                "forbidden",
+                "only dispatchers acknowledge alerts",
+                reference,
+            ),
+            Err(AppError::NotFound(_)) => self.error("not_found", "no such alert", reference),
+            Err(e) => {
+                tracing::error!(error = %e, "acknowledging an alert");
+                self.error("internal", "try again", reference);
+            }
         }
     }
 
@@ -314,7 +360,7 @@ impl Session {
         let Some(topic) = Topic::parse(name) else {
             self.error(
                 "bad_topic",
-                "topics are fleet, vehicle:{id} and shipment:{id}",
+                "topics are fleet, alerts, vehicle:{id} and shipment:{id}",
                 reference,
             );
             return Flow::Continue;
@@ -338,7 +384,7 @@ impl Session {
         let db = &self.state.db;
         // Authorise before registering: a refused topic never sees an event.
         let authorised = match topic {
-            Topic::Fleet => self.viewer.dispatcher().map(|_| ()),
+            Topic::Fleet | Topic::Alerts => self.viewer.dispatcher().map(|_| ()),
             Topic::Vehicle(id) => vehicles::authorize(db, &self.viewer, id).await,
             Topic::Shipment(id) => shipments::load_visible(db, &self.viewer, id)
                 .await
@@ -378,13 +424,8 @@ impl Session {
                     floor = since;
                     match replay {
                         Some(events) => {
-                            for (seq, position) in events {
-                                let data =
-                                    serde_json::to_string(&position).expect("positions serialise");
-                                self.outbox.push(
-                                    Utf8Bytes::from(position_frame(&topic, seq, &data)),
-                                    None,
-                                );
+                            for (seq, frame) in events {
+                                self.outbox.push(Utf8Bytes::from(frame), None);
                                 floor = floor.max(seq);
                             }
                         }
@@ -419,12 +460,19 @@ impl Session {
         topic: Topic,
         key: TopicKey,
         since: Option<i64>,
-    ) -> Result<(Value, Option<Vec<(i64, crate::position::Position)>>), AppError> {
+    ) -> Result<(Value, Option<Vec<(i64, String)>>), AppError> {
         let db = &self.state.db;
         let seq = replay::read_seq(db).await?;
         let mut snapshot = match topic {
             Topic::Fleet => {
                 json!({"vehicles": vehicles::list(db, self.viewer.organisation_id()).await?})
+            }
+            Topic::Alerts => {
+                let org = self.viewer.organisation_id();
+                json!({
+                    "alerts": alerts::recent(db, org, SNAPSHOT_ALERTS).await?,
+                    "unacknowledged": alerts::unacknowledged(db, org, None).await?,
+                })
             }
             Topic::Vehicle(id) => {
                 json!({"vehicle": vehicles::get(db, self.viewer.organisation_id(), id).await?})
@@ -435,7 +483,7 @@ impl Session {
         };
         snapshot["seq"] = json!(seq);
         let replay = match since {
-            Some(since) => replay::positions_since(db, key, since).await?,
+            Some(since) => replay::events_since(db, key, since).await?,
             None => None,
         };
         Ok((snapshot, replay))

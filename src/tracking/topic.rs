@@ -5,23 +5,27 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Topic {
     Fleet,
+    Alerts,
     Vehicle(i64),
     Shipment(i64),
 }
 
-/// A topic resolved for one organisation: what the hub is keyed by. `fleet` of two
+/// A topic resolved for one organisation: what the hub is keyed by. `fleet` (or `alerts`) of two
 /// organisations are two keys, so nothing crosses tenants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TopicKey {
     Fleet { organisation_id: i64 },
+    Alerts { organisation_id: i64 },
     Vehicle(i64),
     Shipment(i64),
 }
 
 impl Topic {
     pub fn parse(name: &str) -> Option<Topic> {
-        if name == "fleet" {
-            return Some(Topic::Fleet);
+        match name {
+            "fleet" => return Some(Topic::Fleet),
+            "alerts" => return Some(Topic::Alerts),
+            _ => {}
         }
         let (kind, id) = name.split_once(':')?;
         let id: i64 = id.parse().ok().filter(|id| *id > 0)?;
@@ -35,6 +39,7 @@ impl Topic {
     pub fn key(self, organisation_id: i64) -> TopicKey {
         match self {
             Topic::Fleet => TopicKey::Fleet { organisation_id },
+            Topic::Alerts => TopicKey::Alerts { organisation_id },
             Topic::Vehicle(id) => TopicKey::Vehicle(id),
             Topic::Shipment(id) => TopicKey::Shipment(id),
         }
@@ -46,6 +51,7 @@ impl TopicKey {
     pub fn topic(self) -> Topic {
         match self {
             TopicKey::Fleet { .. } => Topic::Fleet,
+            TopicKey::Alerts { .. } => Topic::Alerts,
             TopicKey::Vehicle(id) => Topic::Vehicle(id),
             TopicKey::Shipment(id) => Topic::Shipment(id),
         }
@@ -56,6 +62,7 @@ impl fmt::Display for Topic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Topic::Fleet => f.write_str("fleet"),
+            Topic::Alerts => f.write_str("alerts"),
             Topic::Vehicle(id) => write!(f, "vehicle:{id}"),
             Topic::Shipment(id) => write!(f, "shipment:{id}"),
         }
@@ -68,7 +75,7 @@ mod tests {
 
     #[test]
     fn parses_and_prints_topic_names() {
-        for name in ["fleet", "vehicle:12", "shipment:7"] {
+        for name in ["fleet", "alerts", "vehicle:12", "shipment:7"] {
             assert_eq!(Topic::parse(name).unwrap().to_string(), name);
         }
         for bad in [
@@ -79,7 +86,7 @@ mod tests {
             "vehicle:-1",
             "vehicle:0",
             "truck:1",
-            "alerts",
+            "alerts:1",
         ] {
             assert_eq!(Topic::parse(bad), None, "{bad}");
         }

@@ -1,0 +1,361 @@
+//! Geofences through the API: a GeoJSON polygon, or a circle as centre and radius; optionally
+//! only for some vehicles or one shipment. Every change bumps the organisation's geofence
+//! version in the same transaction, which is how every instance's index learns of it.
+use axum::{extract::State, http::StatusCode, routing::get, Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sqlx::{PgConnection, PgPool};
+
+use super::fences::polygon_from_geojson;
+use crate::{
+    auth::CurrentUser,
+    error::{ApiJson, ApiPath, AppError, AppResult},
+    AppState,
+};
+
+const MAX_POSITIONS: usize = 10_000;
+const MAX_NAME: usize = 200;
+const MAX_VEHICLES: usize = 1000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/geofences", get(list).post(create))
+        .route("/geofences/{id}", get(get_one).patch(update).delete(remove))
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct Geofence {
+    pub id: i64,
+    pub name: String,
+    /// GeoJSON Polygon (a circle's too, as drawn).
+    pub area: Value,
+    /// Centre and radius, for a circle.
+    pub circle: Option<Value>,
+    pub vehicle_ids: Vec<i64>,
+    pub shipment_id: Option<i64>,
+    pub debounce_s: Option<i32>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const SELECT: &str = "SELECT id, name, ST_AsGeoJSON(area, 7)::jsonb AS area,
+    CASE WHEN center IS NULL THEN NULL ELSE jsonb_build_object('lat', ST_Y(center::geometry),
+        'lon', ST_X(center::geometry), 'radius_m', radius_m) END AS circle,
+    vehicle_ids, shipment_id, debounce_s, created_at, updated_at FROM geofences";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Circle {
+    lat: f64,
+    lon: f64,
+    radius_m: f64,
+}
+
+/// A create body, or (every field optional) a change.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Input {
+    name: Option<String>,
+    area: Option<Value>,
+    circle: Option<Circle>,
+    vehicle_ids: Option<Vec<i64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    shipment_id: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    debounce_s: Option<Option<i32>>,
+}
+
+/// Tells a key set to `null` (`Some(None)`) from a key left out (`None`).
+fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// The shape as PostGIS input: (polygon GeoJSON, or circle centre lon, lat and radius).
+enum ShapeInput {
+    Polygon(String),
+    Circle(f64, f64, f64),
+}
+
+fn check_shape(input: &Input) -> AppResult<Option<ShapeInput>> {
+    match (&input.area, &input.circle) {
+        (Some(_), Some(_)) => Err(AppError::validation(
+            "area",
+            "give either area or circle, not both",
+        )),
+        (Some(area), None) => check_polygon(area).map(Some),
+        (None, Some(c)) => {
+            if !(-90.0..=90.0).contains(&c.lat) || !(-180.0..=180.0).contains(&c.lon) {
+                return Err(AppError::validation(
+                    "circle",
+                    "circle must have lat in -90..90 and lon in -180..180",
+                ));
+            }
+            if !(1.0..=100_000.0).contains(&c.radius_m) {
+                return Err(AppError::validation(
+                    "circle.radius_m",
+                    "circle.radius_m must be 1 to 100000 metres",
+                ));
+            }
+            Ok(Some(ShapeInput::Circle(c.lon, c.lat, c.radius_m)))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// A GeoJSON Polygon of closed rings of at least four valid `[lon, lat]` positions.
+fn check_polygon(area: &Value) -> AppResult<ShapeInput> {
+    let bad = |m: &str| AppError::validation("area", m);
+    if area.get("type").and_then(Value::as_str) != Some("Polygon") {
+        return Err(bad("area must be a GeoJSON Polygon"));
+    }
+    let rings = area
+        .get("coordinates")
+        .and_then(Value::as_array)
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| bad("area needs coordinates: a list of rings"))?;
+    let mut total = 0;
+    for ring in rings {
+        let points = ring
+            .as_array()
+            .ok_or_else(|| bad("each ring must be a list of positions"))?;
+        total += points.len();
+        if points.len() < 4 || total > MAX_POSITIONS {
+            return Err(bad(
+                "each ring needs at least 4 positions, and the area at most 10000",
+            ));
+        }
+        let mut coords = Vec::with_capacity(points.len());
+        for p in points {
+            match (
+                p.get(0).and_then(Value::as_f64),
+                p.get(1).and_then(Value::as_f64),
+            ) {
+                (Some(lon), Some(lat))
+                    if (-180.0..=180.0).contains(&lon) && (-90.0..=90.0).contains(&lat) =>
+                {
+                    coords.push((lon, lat));
+                }
+                _ => return Err(bad("each position must be [lon, lat] in range")),
+            }
+        }
+        if coords.first() != coords.last() {
+            return Err(bad("each ring must end where it starts"));
+        }
+    }
+    polygon_from_geojson(area).ok_or_else(|| bad("area is not a polygon"))?;
+    Ok(ShapeInput::Polygon(
+        json!({"type": "Polygon", "coordinates": rings}).to_string(),
+    ))
+}
+
+async fn check_fields(db: &PgPool, organisation_id: i64, input: &Input) -> AppResult<()> {
+    if let Some(name) = &input.name {
+        if name.trim().is_empty() || name.chars().count() > MAX_NAME {
+            return Err(AppError::validation(
+                "name",
+                "name must be 1 to 200 characters",
+            ));
+        }
+    }
+    if let Some(Some(d)) = input.debounce_s {
+        if !(0..=3600).contains(&d) {
+            return Err(AppError::validation(
+                "debounce_s",
+                "debounce_s must be 0 to 3600 seconds, or null for the organisation's",
+            ));
+        }
+    }
+    if let Some(ids) = &input.vehicle_ids {
+        if ids.len() > MAX_VEHICLES {
+            return Err(AppError::validation("vehicle_ids", "at most 1000 vehicles"));
+        }
+        let found: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM vehicles WHERE organisation_id = $1 AND id = ANY($2)",
+        )
+        .bind(organisation_id)
+        .bind(ids)
+        .fetch_one(db)
+        .await?;
+        let mut unique = ids.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        if found != unique.len() as i64 {
+            return Err(AppError::validation("vehicle_ids", "no such vehicle"));
+        }
+    }
+    if let Some(Some(s)) = input.shipment_id {
+        let ok: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM shipments WHERE id = $1 AND organisation_id = $2)",
+        )
+        .bind(s)
+        .bind(organisation_id)
+        .fetch_one(db)
+        .await?;
+        if !ok {
+            return Err(AppError::validation("shipment_id", "no such shipment"));
+        }
+    }
+    Ok(())
+}
+
+async fn bump_version(conn: &mut PgConnection, organisation_id: i64) -> sqlx::Result<()> {
+    sqlx::query("UPDATE organisations SET geofence_version = geofence_version + 1 WHERE id = $1")
+        .bind(organisation_id)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+async fn fetch(db: &PgPool, organisation_id: i64, id: i64) -> AppResult<Geofence> {
+    sqlx::query_as(&format!("{SELECT} WHERE organisation_id = $1 AND id = $2"))
+        .bind(organisation_id)
+        .bind(id)
+        .fetch_optional(db)
+        .await?
+        .ok_or(AppError::NotFound("geofence"))
+}
+
+/// Every geofence of the organisation, for the dispatcher's map.
+async fn list(State(state): State<AppState>, user: CurrentUser) -> AppResult<Json<Vec<Geofence>>> {
+    user.require_dispatcher()?;
+    let fences = sqlx::query_as(&format!(
+        "{SELECT} WHERE organisation_id = $1 ORDER BY name, id LIMIT 20000"
+    ))
+    .bind(user.organisation_id)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(fences))
+}
+
+async fn get_one(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiPath(id): ApiPath<i64>,
+) -> AppResult<Json<Geofence>> {
+    user.require_dispatcher()?;
+    Ok(Json(fetch(&state.db, user.organisation_id, id).await?))
+}
+
+/// The shape's columns (area, center, radius) from `$n`, `$n+1`, ... in an INSERT or UPDATE.
+const AREA: &str = "CASE WHEN $2::text IS NOT NULL
+        THEN ST_SetSRID(ST_GeomFromGeoJSON($2), 4326)::geography
+        ELSE ST_Buffer(ST_SetSRID(ST_MakePoint($3, $4), 4326)::geography, $5, 'quad_segs=16')::geography END";
+const CENTER: &str = "CASE WHEN $2::text IS NOT NULL THEN NULL
+        ELSE ST_SetSRID(ST_MakePoint($3, $4), 4326)::geography END";
+const RADIUS: &str = "CASE WHEN $2::text IS NOT NULL THEN NULL ELSE $5::float8 END";
+
+fn shape_binds(shape: &ShapeInput) -> (Option<String>, Option<f64>, Option<f64>, Option<f64>) {
+    match shape {
+        ShapeInput::Polygon(g) => (Some(g.clone()), None, None, None),
+        ShapeInput::Circle(lon, lat, r) => (None, Some(*lon), Some(*lat), Some(*r)),
+    }
+}
+
+async fn create(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiJson(input): ApiJson<Input>,
+) -> AppResult<(StatusCode, Json<Geofence>)> {
+    user.require_dispatcher()?;
+    let name = input
+        .name
+        .as_deref()
+        .ok_or_else(|| AppError::validation("name", "name is required"))?;
+    let shape = check_shape(&input)?
+        .ok_or_else(|| AppError::validation("area", "give an area (Polygon) or a circle"))?;
+    check_fields(&state.db, user.organisation_id, &input).await?;
+    let (geojson, lon, lat, radius) = shape_binds(&shape);
+    let mut tx = state.db.begin().await?;
+    let id: i64 = sqlx::query_scalar(&format!(
+        "INSERT INTO geofences (organisation_id, area, center, radius_m, name, vehicle_ids,
+             shipment_id, debounce_s)
+         VALUES ($1, {AREA}, {CENTER}, {RADIUS}, $6, $7, $8, $9) RETURNING id"
+    ))
+    .bind(user.organisation_id)
+    .bind(geojson)
+    .bind(lon)
+    .bind(lat)
+    .bind(radius)
+    .bind(name.trim())
+    .bind(input.vehicle_ids.clone().unwrap_or_default())
+    .bind(input.shipment_id.flatten())
+    .bind(input.debounce_s.flatten())
+    .fetch_one(&mut *tx)
+    .await?;
+    bump_version(&mut tx, user.organisation_id).await?;
+    tx.commit().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(fetch(&state.db, user.organisation_id, id).await?),
+    ))
+}
+
+async fn update(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(input): ApiJson<Input>,
+) -> AppResult<Json<Geofence>> {
+    user.require_dispatcher()?;
+    fetch(&state.db, user.organisation_id, id).await?;
+    let shape = check_shape(&input)?;
+    check_fields(&state.db, user.organisation_id, &input).await?;
+    let mut tx = state.db.begin().await?;
+    if let Some(shape) = &shape {
+        let (geojson, lon, lat, radius) = shape_binds(shape);
+        sqlx::query(&format!(
+            "UPDATE geofences SET area = {AREA}, center = {CENTER}, radius_m = {RADIUS}
+             WHERE id = $1"
+        ))
+        .bind(id)
+        .bind(geojson)
+        .bind(lon)
+        .bind(lat)
+        .bind(radius)
+        .execute(&mut *tx)
+        .await?;
+    }
+    sqlx::query(
+        "UPDATE geofences SET name = COALESCE($2, name), vehicle_ids = COALESCE($3, vehicle_ids),
+             shipment_id = CASE WHEN $4 THEN $5 ELSE shipment_id END,
+             debounce_s = CASE WHEN $6 THEN $7 ELSE debounce_s END, updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(input.name.as_deref().map(str::trim))
+    .bind(&input.vehicle_ids)
+    .bind(input.shipment_id.is_some())
+    .bind(input.shipment_id.flatten())
+    .bind(input.debounce_s.is_some())
+    .bind(input.debounce_s.flatten())
+    .execute(&mut *tx)
+    .await?;
+    bump_version(&mut tx, user.organisation_id).await?;
+    tx.commit().await?;
+    Ok(Json(fetch(&state.db, user.organisation_id, id).await?))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiPath(id): ApiPath<i64>,
+) -> AppResult<StatusCode> {
+    user.require_dispatcher()?;
+    let mut tx = state.db.begin().await?;
+    let done = sqlx::query("DELETE FROM geofences WHERE id = $1 AND organisation_id = $2")
+        .bind(id)
+        .bind(user.organisation_id)
+        .execute(&mut *tx)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(AppError::NotFound("geofence"));
+    }
+    bump_version(&mut tx, user.organisation_id).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,387 @@
+//! The position-driven rules: what one accepted, current position does to a vehicle's rule
+//! state, and which alerts it raises or clears. Pure: the writer supplies the state, the
+//! settings, the geofences and the shipment, and stores what comes out in the same transaction
+//! as the position. (Silence and lateness without traffic are the clock's, in `clock.rs`.)
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{fences::OrgFences, route::metres, route::Route, AlertSettings, Rule};
+use crate::{ingest::LastFix, position::Position};
+
+/// Speeds below this (m/s) are standing still for the ETA's moving average.
+const MOVING_MPS: f64 = 1.0;
+/// Weight of the newest speed in the moving average.
+const SPEED_WEIGHT: f64 = 0.2;
+/// A stored ETA is rewritten only when it moved by this much, which spares a shipment update per
+/// position.
+const ETA_STEP: Duration = Duration::seconds(30);
+
+/// What the rules remember about one vehicle, stored as `vehicles.alert_state`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RuleState {
+    /// Geofences the vehicle is inside (after debouncing).
+    pub inside: BTreeSet<i64>,
+    /// Geofences whose boundary it crossed and since when, waiting out the debounce.
+    pub crossing: BTreeMap<i64, DateTime<Utc>>,
+    pub overspeed: Option<Episode>,
+    pub stop: Option<Stop>,
+    pub off_route: Option<Episode>,
+    /// The open `silent` alert, which the next position clears.
+    pub silent: Option<i64>,
+    /// The shipment the fields below belong to; another shipment starts them afresh.
+    pub shipment: Option<i64>,
+    pub late: bool,
+    /// The ETA last stored on the shipment.
+    pub eta: Option<DateTime<Utc>>,
+    /// Recent moving speed (m/s), an exponential average of the speeds while moving.
+    pub moving_mps: Option<f64>,
+}
+
+impl RuleState {
+    /// Starts the shipment-scoped fields afresh when the vehicle carries another shipment.
+    pub fn start_trip(&mut self, shipment_id: i64) {
+        if self.shipment != Some(shipment_id) {
+            self.shipment = Some(shipment_id);
+            self.stop = None;
+            self.off_route = None;
+            self.late = false;
+            self.eta = None;
+        }
+    }
+}
+
+/// A condition that has held since `since`; `alert` once it lasted long enough to raise one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Episode {
+    pub since: DateTime<Utc>,
+    #[serde(default)]
+    pub peak: f64,
+    pub alert: Option<i64>,
+}
+
+/// Where the vehicle came to a standstill.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stop {
+    pub since: DateTime<Utc>,
+    pub lat: f64,
+    pub lon: f64,
+    pub alert: Option<i64>,
+}
+
+/// The shipment a vehicle is carrying, as the rules need it.
+#[derive(Debug, Clone)]
+pub struct Trip {
+    pub id: i64,
+    /// In transit (or starting with this position): stop, off-route, arrival and ETA apply.
+    pub in_transit: bool,
+    pub destination: (f64, f64),
+    pub due_at: Option<DateTime<Utc>>,
+    pub route: Option<Arc<Route>>,
+}
+
+/// An alert a position raises (its id is its seq) or a change to an open one.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Raise {
+        id: i64,
+        rule: Rule,
+        geofence_id: Option<i64>,
+        details: Value,
+    },
+    /// The condition ended; `seq` is the event's.
+    Clear {
+        id: i64,
+        seq: i64,
+        at: DateTime<Utc>,
+        details: Value,
+    },
+}
+
+/// What one position did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub changes: Vec<Change>,
+    pub arrived: bool,
+    /// A new ETA to store on the shipment.
+    pub eta: Option<DateTime<Utc>>,
+}
+
+pub struct Context<'a> {
+    pub settings: &'a AlertSettings,
+    pub fences: &'a OrgFences,
+    pub trip: Option<&'a Trip>,
+    /// The vehicle's position before this one.
+    pub previous: Option<&'a LastFix>,
+}
+
+/// Applies the rules to `p`, the vehicle's new current position. `next_id` hands out the seq of
+/// each alert raised.
+pub fn evaluate(
+    state: &mut RuleState,
+    cx: &Context<'_>,
+    p: &Position,
+    next_id: &mut impl FnMut() -> i64,
+) -> Outcome {
+    let mut out = Outcome::default();
+    let t = p.recorded_at;
+    let here = (p.lat, p.lon);
+    let speed = p.speed.map(f64::from).or_else(|| {
+        let prev = cx.previous?;
+        let dt = (t - prev.recorded_at).num_milliseconds() as f64 / 1000.0;
+        (dt > 0.0).then(|| metres((prev.lat, prev.lon), here) / dt)
+    });
+    if let Some(id) = state.silent.take() {
+        out.changes.push(Change::Clear {
+            id,
+            seq: next_id(),
+            at: t,
+            details: json!({"reporting_again_at": t}),
+        });
+    }
+    geofences(state, cx, p, next_id, &mut out);
+    overspeed(state, cx.settings, t, speed, next_id, &mut out);
+    if let Some(v) = speed.filter(|v| *v >= MOVING_MPS) {
+        state.moving_mps = Some(match state.moving_mps {
+            Some(avg) => avg + SPEED_WEIGHT * (v - avg),
+            None => v,
+        });
+    }
+    let Some(trip) = cx.trip.filter(|t| t.in_transit) else {
+        return out;
+    };
+    state.start_trip(trip.id);
+    stopped(state, cx.settings, t, here, next_id, &mut out);
+    let along = trip.route.as_ref().map(|r| (r, r.locate(p.lat, p.lon)));
+    if let (Some((_, (distance, _))), Some(limit)) = (along, cx.settings.off_route_m) {
+        off_route(state, cx.settings, t, distance, limit, next_id, &mut out);
+    }
+    let to_destination = metres(here, trip.destination);
+    if cx
+        .settings
+        .arrival_radius_m
+        .is_some_and(|r| to_destination <= r)
+    {
+        out.arrived = true;
+        out.changes.push(Change::Raise {
+            id: next_id(),
+            rule: Rule::Arrived,
+            geofence_id: None,
+            details: json!({"distance_m": to_destination.round()}),
+        });
+        out.eta = Some(t);
+        return out;
+    }
+    let remaining = match along {
+        Some((route, (_, along))) => route.length_m() - along,
+        None => to_destination,
+    };
+    if let Some(avg) = state.moving_mps {
+        let eta = t + Duration::milliseconds((remaining / avg * 1000.0) as i64);
+        if state.eta.is_none_or(|old| (eta - old).abs() >= ETA_STEP) {
+            state.eta = Some(eta);
+            out.eta = Some(eta);
+        }
+        if let Some(due) = trip.due_at.filter(|due| eta > *due && !state.late) {
+            state.late = true;
+            out.changes.push(Change::Raise {
+                id: next_id(),
+                rule: Rule::Late,
+                geofence_id: None,
+                details: json!({"eta": eta, "due_at": due}),
+            });
+        }
+    }
+    out
+}
+
+fn geofences(
+    state: &mut RuleState,
+    cx: &Context<'_>,
+    p: &Position,
+    next_id: &mut impl FnMut() -> i64,
+    out: &mut Outcome,
+) {
+    let now_inside: BTreeSet<i64> = cx
+        .fences
+        .containing(p.lat, p.lon)
+        .filter(|f| f.applies_to(p.vehicle_id, p.shipment_id))
+        .map(|f| f.id)
+        .collect();
+    let mut ids: BTreeSet<i64> = now_inside.clone();
+    ids.extend(state.inside.iter().copied());
+    ids.extend(state.crossing.keys().copied());
+    for id in ids {
+        let Some(fence) = cx.fences.get(id) else {
+            // Deleted: forgotten without an exit.
+            state.inside.remove(&id);
+            state.crossing.remove(&id);
+            continue;
+        };
+        let inside = now_inside.contains(&id);
+        if inside == state.inside.contains(&id) {
+            state.crossing.remove(&id);
+            continue;
+        }
+        let debounce = fence.debounce_s.unwrap_or(cx.settings.geofence_debounce_s);
+        let since = *state.crossing.entry(id).or_insert(p.recorded_at);
+        if p.recorded_at - since < Duration::seconds(debounce.into()) {
+            continue;
+        }
+        state.crossing.remove(&id);
+        let rule = if inside {
+            state.inside.insert(id);
+            Rule::GeofenceEnter
+        } else {
+            state.inside.remove(&id);
+            Rule::GeofenceExit
+        };
+        out.changes.push(Change::Raise {
+            id: next_id(),
+            rule,
+            geofence_id: Some(id),
+            details: json!({"geofence": fence.name, "crossed_at": since}),
+        });
+    }
+}
+
+fn overspeed(
+    state: &mut RuleState,
+    settings: &AlertSettings,
+    t: DateTime<Utc>,
+    speed: Option<f64>,
+    next_id: &mut impl FnMut() -> i64,
+    out: &mut Outcome,
+) {
+    let (Some(limit), Some(speed)) = (settings.speed_limit_mps, speed) else {
+        return;
+    };
+    if speed <= limit {
+        if let Some(Episode {
+            since,
+            peak,
+            alert: Some(id),
+        }) = state.overspeed.take()
+        {
+            out.changes.push(Change::Clear {
+                id,
+                seq: next_id(),
+                at: t,
+                details: json!({"peak_mps": peak, "seconds": (t - since).num_seconds()}),
+            });
+        }
+        return;
+    }
+    let episode = state.overspeed.get_or_insert(Episode {
+        since: t,
+        peak: speed,
+        alert: None,
+    });
+    episode.peak = episode.peak.max(speed);
+    if episode.alert.is_none()
+        && t - episode.since >= Duration::seconds(settings.overspeed_min_s.into())
+    {
+        let id = next_id();
+        episode.alert = Some(id);
+        out.changes.push(Change::Raise {
+            id,
+            rule: Rule::Overspeed,
+            geofence_id: None,
+            details: json!({"limit_mps": limit, "peak_mps": episode.peak, "since": episode.since}),
+        });
+    }
+}
+
+fn stopped(
+    state: &mut RuleState,
+    settings: &AlertSettings,
+    t: DateTime<Utc>,
+    here: (f64, f64),
+    next_id: &mut impl FnMut() -> i64,
+    out: &mut Outcome,
+) {
+    let Some(minutes) = settings.stopped_min else {
+        return;
+    };
+    if let Some(stop) = &state.stop {
+        if metres((stop.lat, stop.lon), here) > settings.stopped_radius_m {
+            if let Some(id) = stop.alert {
+                out.changes.push(Change::Clear {
+                    id,
+                    seq: next_id(),
+                    at: t,
+                    details: json!({"moving_again_at": t}),
+                });
+            }
+            state.stop = None;
+        }
+    }
+    let stop = state.stop.get_or_insert(Stop {
+        since: t,
+        lat: here.0,
+        lon: here.1,
+        alert: None,
+    });
+    if stop.alert.is_none() && t - stop.since >= Duration::minutes(minutes.into()) {
+        let id = next_id();
+        stop.alert = Some(id);
+        out.changes.push(Change::Raise {
+            id,
+            rule: Rule::Stopped,
+            geofence_id: None,
+            details: json!({"since": stop.since, "minutes": (t - stop.since).num_minutes()}),
+        });
+    }
+}
+
+fn off_route(
+    state: &mut RuleState,
+    settings: &AlertSettings,
+    t: DateTime<Utc>,
+    distance: f64,
+    limit: f64,
+    next_id: &mut impl FnMut() -> i64,
+    out: &mut Outcome,
+) {
+    if distance <= limit {
+        if let Some(Episode {
+            alert: Some(id),
+            peak,
+            ..
+        }) = state.off_route.take()
+        {
+            out.changes.push(Change::Clear {
+                id,
+                seq: next_id(),
+                at: t,
+                details: json!({"back_on_route_at": t, "farthest_m": peak.round()}),
+            });
+        }
+        state.off_route = None;
+        return;
+    }
+    let episode = state.off_route.get_or_insert(Episode {
+        since: t,
+        peak: distance,
+        alert: None,
+    });
+    episode.peak = episode.peak.max(distance);
+    if episode.alert.is_none()
+        && t - episode.since >= Duration::seconds(settings.off_route_s.into())
+    {
+        let id = next_id();
+        episode.alert = Some(id);
+        out.changes.push(Change::Raise {
+            id,
+            rule: Rule::OffRoute,
+            geofence_id: None,
+            details: json!({"distance_m": distance.round(), "limit_m": limit, "since": episode.since}),
+        });
+    }
+}

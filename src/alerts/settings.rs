@@ -1,0 +1,86 @@
+//! The `alerts` section of an organisation's settings: each rule's limits. `None` turns a rule
+//! off; geofences may set their own debounce.
+use serde::{Deserialize, Serialize};
+
+use crate::error::AppError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertSettings {
+    /// Speed in m/s above which a vehicle is speeding (default 25 m/s, 90 km/h).
+    pub speed_limit_mps: Option<f64>,
+    /// Seconds above the limit before an overspeed episode raises its alert.
+    pub overspeed_min_s: u32,
+    /// Minutes a vehicle in transit may stand still before `stopped` is raised.
+    pub stopped_min: Option<u32>,
+    /// Metres a vehicle may drift (GPS noise) and still count as standing still.
+    pub stopped_radius_m: f64,
+    /// Minutes without a position from a vehicle in transit before `silent` is raised.
+    pub silent_min: Option<u32>,
+    /// Metres from the planned route beyond which a vehicle is off route.
+    pub off_route_m: Option<f64>,
+    /// Seconds a vehicle must be off route before `off_route` is raised.
+    pub off_route_s: u32,
+    /// Metres from the destination within which the shipment has arrived.
+    pub arrival_radius_m: Option<f64>,
+    /// Seconds a vehicle must stay on the new side of a geofence boundary before `enter` or
+    /// `exit` fires, so a vehicle wobbling on the boundary does not flap.
+    pub geofence_debounce_s: u32,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        AlertSettings {
+            speed_limit_mps: Some(25.0),
+            overspeed_min_s: 20,
+            stopped_min: Some(10),
+            stopped_radius_m: 50.0,
+            silent_min: Some(10),
+            off_route_m: Some(200.0),
+            off_route_s: 60,
+            arrival_radius_m: Some(100.0),
+            geofence_debounce_s: 30,
+        }
+    }
+}
+
+impl AlertSettings {
+    /// Range checks, naming the field as `alerts.<name>`.
+    pub fn validate(&self) -> Result<(), AppError> {
+        let bad = |name: &str, message: &str| {
+            Err(AppError::validation(
+                format!("alerts.{name}"),
+                format!("alerts.{name} {message}"),
+            ))
+        };
+        let within = |v: Option<f64>, lo: f64, hi: f64| v.is_some_and(|v| !(lo..=hi).contains(&v));
+        if within(self.speed_limit_mps, 1.0, 200.0) {
+            return bad("speed_limit_mps", "must be 1 to 200 m/s, or null");
+        }
+        if self.overspeed_min_s > 3600 {
+            return bad("overspeed_min_s", "must be 0 to 3600 seconds");
+        }
+        if self.stopped_min.is_some_and(|m| m == 0 || m > 1440) {
+            return bad("stopped_min", "must be 1 to 1440 minutes, or null");
+        }
+        if !(1.0..=10_000.0).contains(&self.stopped_radius_m) {
+            return bad("stopped_radius_m", "must be 1 to 10000 metres");
+        }
+        if self.silent_min.is_some_and(|m| m == 0 || m > 1440) {
+            return bad("silent_min", "must be 1 to 1440 minutes, or null");
+        }
+        if within(self.off_route_m, 10.0, 100_000.0) {
+            return bad("off_route_m", "must be 10 to 100000 metres, or null");
+        }
+        if self.off_route_s > 3600 {
+            return bad("off_route_s", "must be 0 to 3600 seconds");
+        }
+        if within(self.arrival_radius_m, 5.0, 100_000.0) {
+            return bad("arrival_radius_m", "must be 5 to 100000 metres, or null");
+        }
+        if self.geofence_debounce_s > 3600 {
+            return bad("geofence_debounce_s", "must be 0 to 3600 seconds");
+        }
+        Ok(())
+    }
+}

@@ -24,7 +24,7 @@ use serde_json::Value;
 use sqlx::PgConnection;
 
 pub use api::{acknowledge, recent, unacknowledged};
-pub use clock::run_clock;
+pub use clock::{run_clock, tick};
 pub use fences::{FenceIndex, OrgFences};
 pub use route::Route;
 pub use rules::{evaluate, Change, Context, Outcome, RuleState, Trip};

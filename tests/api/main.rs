@@ -1,5 +1,6 @@
 //! Integration tests: a real server on a real socket, real PostgreSQL/PostGIS (a fresh database
 //! per test from `#[sqlx::test]`), real HTTP and WebSocket clients.
+mod alerts;
 mod browser;
 mod ingest;
 mod instances;

@@ -484,6 +484,12 @@ async fn the_openapi_document_lists_every_route(db: PgPool) {
         "/shipments/{id}/track",
         "/shipments/{id}/share",
         "/shares/{token}",
+        "/settings",
+        "/alerts",
+        "/alerts/{id}",
+        "/alerts/{id}/acknowledge",
+        "/geofences",
+        "/geofences/{id}",
         "/ws",
         "/openapi.json",
     ] {

@@ -1,16 +1,19 @@
 // The live fleet map: every vehicle of the organisation on a map and in a list, moved by the
-// `fleet` topic, plus the shipments with their status.
+// `fleet` topic, the shipments with their status and ETA, the geofences, and the alerts panel
+// (the `alerts` topic, on the same connection).
 
 /* global L */
 
 import { api, ApiError, goToSignIn, signOut } from './api.js';
-import { ageSeconds, formatAgo, formatSpeed, setServerTime, statusLabel, timeKey } from './format.js';
+import { mountAlerts } from './alerts.js';
+import { ageSeconds, formatAgo, formatClock, formatSpeed, setServerTime, statusLabel, timeKey } from './format.js';
 import { connectLive } from './live.js';
 import { createMap, VehicleMarker } from './map.js';
 
 const STALE_AFTER_S = 300; // no position for 5 minutes: the vehicle is shown as silent
 const MOVING_MS = 0.5; // faster than this counts as moving
 const SHIPMENTS_REFRESH_MS = 30000;
+const GEOFENCES_REFRESH_MS = 60000;
 const ACTIVE = new Set(['planned', 'in_transit']);
 const STATUS_ORDER = ['in_transit', 'planned', 'arrived', 'delivered', 'cancelled'];
 
@@ -103,6 +106,8 @@ function applyPosition(v, pos) {
     v.marker.update(pos);
   }
   v.row.querySelector('.vehicle__speed').textContent = formatSpeed(pos.speed);
+  if (pos.eta) v.eta = pos.eta;
+  renderShipmentOf(v);
   renderAge(v);
   // A shipment we do not know yet, or one that just started: the list is out of date.
   if (pos.shipment_id != null) {
@@ -128,7 +133,8 @@ function renderAge(v) {
 function renderShipmentOf(v) {
   const s = activeByVehicle.get(v.id);
   const el = v.row.querySelector('.vehicle__shipment');
-  el.textContent = s ? s.reference : '';
+  const eta = (v.pos && v.pos.shipment_id === (s && s.id) && v.eta) || (s && s.eta);
+  el.textContent = s ? (eta ? `${s.reference} · ETA ${formatClock(eta, { seconds: false })}` : s.reference) : '';
   el.hidden = !s;
 }
 
@@ -192,7 +198,7 @@ function onEvent(frame) {
   if (!fitted) fitted = fitToFleet();
 }
 
-connectLive({
+const live = connectLive({
   topics: ['fleet'],
   onHello: (frame) => setServerTime(frame.server_time),
   onSnapshot,
@@ -211,6 +217,47 @@ connectLive({
 window.setInterval(() => {
   for (const v of vehicles.values()) renderAge(v);
 }, 1000);
+
+// ---- alerts ----
+
+mountAlerts(document.getElementById('alerts-panel'), live, {
+  describe: (a) => {
+    const v = vehicles.get(a.vehicle_id);
+    return v ? v.name : a.vehicle_id != null ? `Vehicle ${a.vehicle_id}` : '';
+  },
+  onFocus: (a) => {
+    if (vehicles.has(a.vehicle_id) && vehicles.get(a.vehicle_id).marker) {
+      select(a.vehicle_id, { pan: true, scroll: true });
+    } else if (Number.isFinite(a.lat) && Number.isFinite(a.lon)) {
+      map.setView([a.lat, a.lon], Math.max(map.getZoom(), 14));
+    }
+  },
+});
+
+// ---- geofences ----
+
+const geofenceLayer = L.layerGroup().addTo(map);
+
+async function loadGeofences() {
+  let fences;
+  try {
+    fences = (await api('/geofences')) || [];
+  } catch (e) {
+    console.warn('could not load geofences', e);
+    return;
+  }
+  geofenceLayer.clearLayers();
+  for (const f of fences) {
+    const layer = L.geoJSON(f.area, { className: 'wm-geofence', interactive: true });
+    const label = document.createElement('span');
+    label.textContent = f.name;
+    layer.bindTooltip(label, { className: 'wm-tooltip', sticky: true });
+    geofenceLayer.addLayer(layer);
+  }
+}
+
+loadGeofences();
+window.setInterval(loadGeofences, GEOFENCES_REFRESH_MS);
 
 // ---- shipments ----
 

@@ -39,6 +39,7 @@ export class LiveClient {
     this.statusEl = o.statusEl || document.getElementById('conn-status');
     this.closedText = 'Disconnected';
 
+    this.listeners = []; // more { onSnapshot, onEvent } from modules mounted later (alerts.js)
     this.seqs = new Map(); // topic -> highest seq seen
     this.ws = null;
     this.attempt = 0;
@@ -77,6 +78,24 @@ export class LiveClient {
     if (this.ws) this.detach(this.ws).close(1000);
     this.ws = null;
     this.setState('closed');
+  }
+
+  /**
+   * Also hand snapshots and events to `handlers` ({ onSnapshot, onEvent }), so a module such as
+   * the alerts panel can share this connection with the page that made it.
+   */
+  listen(handlers) {
+    this.listeners.push(handlers);
+  }
+
+  /** Subscribe to one more topic, now if connected, and after every reconnect. */
+  addTopic(topic) {
+    if (this.topics.includes(topic)) return;
+    this.topics.push(topic);
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) {
+      this.pending.add(topic);
+      this.send({ type: 'subscribe', topic, ref: `sub:${topic}` });
+    }
   }
 
   /** The highest seq seen on `topic`, or undefined. */
@@ -163,6 +182,7 @@ export class LiveClient {
         const snapshot = frame.snapshot || {};
         this.noteSeq(frame.topic, snapshot.seq);
         this.onSnapshot(frame.topic, snapshot);
+        for (const l of this.listeners) if (l.onSnapshot) l.onSnapshot(frame.topic, snapshot);
         this.confirm(frame.topic);
         break;
       }
@@ -181,6 +201,7 @@ export class LiveClient {
           this.noteSeq(frame.topic, frame.seq);
           this.onEvent(frame);
         }
+        for (const l of this.listeners) if (l.onEvent) l.onEvent(frame);
     }
   }
 

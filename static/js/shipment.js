@@ -1,9 +1,10 @@
-// One shipment on a map: planned route, origin and destination, the driven track and the live
-// vehicle. Serves both the signed-in page and the customer's share link (data-share-token set),
+// One shipment on a map: planned route, origin and destination, the driven track, the live
+// vehicle with its ETA, and (signed in) the shipment's alerts. Serves both the signed-in page and the customer's share link (data-share-token set),
 // in which case every call carries the share token and the dispatcher's controls stay hidden.
 
 /* global L */
 
+import { mountAlerts } from './alerts.js';
 import { api, ApiError, goToSignIn } from './api.js';
 import { formatAgo, formatClock, formatLatLon, formatSpeed, setServerTime, statusLabel, timeKey } from './format.js';
 import { connectLive } from './live.js';
@@ -68,6 +69,7 @@ function moveMarker(pos, key = timeKey(pos.recorded_at)) {
   }
   $('last-position').textContent = formatLatLon(pos.lat, pos.lon);
   $('speed').textContent = formatSpeed(pos.speed);
+  if (pos.eta) $('eta').textContent = formatClock(pos.eta, { seconds: false });
   markerTime = pos.recorded_at || null;
   const when = $('last-update');
   when.textContent = markerTime ? formatClock(markerTime) : '—';
@@ -230,7 +232,10 @@ live = connectLive({
     if (++snapshots === 1) loadTrack().then(fitOnce);
   },
   onEvent: (frame) => {
-    if (frame.topic !== topic || frame.type !== 'position') return;
+    if (frame.topic !== topic) return;
+    // Arrival changes the status; the alert is the sign to look again.
+    if (frame.type === 'alert' && frame.data && frame.data.rule === 'arrived') refreshShipmentSoon(0);
+    if (frame.type !== 'position') return;
     applyPosition(frame.data);
     // A planned shipment starts with its first position; fetch the new status.
     if (shipment && shipment.status === 'planned') refreshShipmentSoon();
@@ -275,7 +280,11 @@ async function setUpSignedIn() {
   }
   const user = (me && me.user) || me || {};
   const back = $('back-link');
-  if (user.role === 'admin' || user.role === 'dispatcher') {
+  const dispatches = user.role === 'admin' || user.role === 'dispatcher';
+  const panel = $('alerts-panel');
+  panel.hidden = false;
+  mountAlerts(panel, live, { topic, canAcknowledge: dispatches, sound: dispatches, notify: false });
+  if (dispatches) {
     back.hidden = false;
     $('share-section').hidden = false;
   } else if (user.role === 'driver') {

@@ -218,3 +218,84 @@ async fn a_posted_position_moves_the_marker_and_grows_the_polyline(db: PgPool) {
 fn url_of(app: &TestApp, path: &str) -> url::Url {
     url::Url::parse(&app.url(path)).unwrap()
 }
+
+/// Waits until `script` (a function body) returns true.
+async fn wait_until_true(browser: &Client, what: &str, script: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let now = browser
+            .execute(script, vec![])
+            .await
+            .expect("the page answers");
+        if now.as_bool() == Some(true) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: still {now}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[sqlx::test]
+async fn an_alert_appears_on_the_fleet_page_and_acknowledging_it_clears_the_counter(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (_, jwt) = app
+        .user("Acme", "dispatch@acme.test", Role::Dispatcher)
+        .await;
+    let (_, token) = app.vehicle(&jwt, "Van 1").await;
+    let (status, _) = app
+        .post(
+            &jwt,
+            "/api/v1/geofences",
+            json!({"name": "Depot", "debounce_s": 0,
+                   "circle": {"lat": 48.1374, "lon": 11.5755, "radius_m": 100.0}}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let base = Utc::now() - Duration::minutes(5);
+    app.ingest(
+        &token,
+        json!({"lat": 48.10, "lon": 11.50, "recorded_at": base.to_rfc3339()}),
+    )
+    .await;
+
+    let driver = Driver::start().await;
+    let browser = driver.client().await;
+    let result = async {
+        browser.goto(&app.url("/")).await?;
+        browser.find(Locator::Css("#email")).await?.send_keys("dispatch@acme.test").await?;
+        browser.find(Locator::Css("#password")).await?.send_keys("correct horse").await?;
+        browser.find(Locator::Css("#sign-in")).await?.click().await?;
+        browser.wait().at_most(PATIENCE).for_url(url_of(&app, "/dispatch")).await?;
+        browser.wait().at_most(PATIENCE).for_element(Locator::Css("#conn-status[data-state='live']")).await?;
+        wait_until_true(&browser, "the geofence is drawn", "return !!document.querySelector('#map path.wm-geofence');").await;
+        wait_for_text(&browser, ".alerts__count", "0").await;
+
+        let (status, _) = app
+            .ingest(&token, json!({"lat": 48.1374, "lon": 11.5755, "recorded_at": (base + Duration::minutes(4)).to_rfc3339()}))
+            .await;
+        assert_eq!(status, 200);
+        wait_for_text(&browser, ".alert[data-rule='geofence_enter'] .alert__title", "Entered Depot").await;
+        wait_for_text(&browser, ".alerts__count", "1").await;
+        wait_until_true(
+            &browser,
+            "the alert names the vehicle",
+            "const m = document.querySelector('.alert__meta'); return !!m && m.textContent.endsWith('Van 1');",
+        )
+        .await;
+        browser.find(Locator::Css(".alert__ack")).await?.click().await?;
+        wait_for_text(&browser, ".alerts__count", "0").await;
+        wait_until_true(
+            &browser,
+            "the alert shows as acknowledged",
+            "const a = document.querySelector('.alert'); return !!a && a.dataset.acknowledged === 'true' && !a.querySelector('.alert__ack');",
+        )
+        .await;
+        Ok::<_, fantoccini::error::CmdError>(())
+    }
+    .await;
+    let _ = browser.close().await;
+    driver.stop().await;
+    result.expect("the browser steps succeed");
+    let (_, list) = app.get(&jwt, "/api/v1/alerts").await;
+    assert!(list["alerts"][0]["acknowledged_at"].is_string(), "{list}");
+}

@@ -82,6 +82,10 @@ function renderAssignment() {
 
 function startSharing() {
   if (state.sharing) return;
+  if (!window.isSecureContext) {
+    showError('Browsers share location only with secure pages: open Waymark through its https:// address.');
+    return;
+  }
   if (!('geolocation' in navigator)) {
     showError('This browser cannot share its location.');
     return;

@@ -486,6 +486,11 @@ async fn the_openapi_document_lists_every_route(db: PgPool) {
         "/shares/{token}",
         "/ws",
         "/openapi.json",
+        "/settings",
+        "/driver",
+        "/driver/positions",
+        "/users/{id}/device-link",
+        "/auth/device-link",
     ] {
         assert!(paths.contains_key(route), "{route} is not documented");
     }

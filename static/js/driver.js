@@ -12,6 +12,7 @@ const BATCH = 100; // fixes per request; the server takes up to 1000
 const RETRY_BASE_MS = 1000;
 const RETRY_CAP_MS = 60000;
 const SAFETY_NET_MS = 30000; // try the queue this often even if nothing else wakes the sender
+const ASSIGNMENT_REFRESH_MS = 60000; // dispatch may reassign, start or finish the shipment
 const SHARING_KEY = 'waymark-driver-sharing';
 const ASSIGNMENT_KEY = 'waymark-driver-assignment';
 
@@ -239,6 +240,8 @@ async function send() {
       await queue.remove(batch.map((f) => f.t));
       state.lastSentAt = new Date();
       state.attempt = 0;
+      // A planned shipment starts with its first position: show that.
+      if (state.assignment?.shipment?.status === 'planned') refreshAssignment();
       state.blocked = '';
       hideError();
       if (result && result.seqs) console.debug('sent', batch.length, 'fixes');
@@ -326,6 +329,51 @@ window.addEventListener('online', () => {
 });
 window.addEventListener('offline', render);
 
+/** Follows the assigned shipment live (its status changes with the first position). */
+function watchShipment() {
+  const shipment = state.assignment?.shipment;
+  const topic = shipment ? `shipment:${shipment.id}` : '';
+  if (state.live && state.live.topics[0] === topic) return;
+  if (state.live) state.live.stop();
+  state.live = null;
+  if (!shipment) {
+    $('conn-status').dataset.state = 'closed';
+    $('conn-status').querySelector('.conn__label').textContent = 'No shipment';
+    return;
+  }
+  state.live = connectLive({
+    topics: [topic],
+    onHello: (frame) => setServerTime(frame.server_time),
+    onSnapshot: (_, snapshot) => {
+      if (snapshot && snapshot.shipment && state.assignment) {
+        state.assignment.shipment = snapshot.shipment;
+        renderAssignment();
+      }
+    },
+    onRefused: () => goToSignIn(),
+  });
+}
+
+/** Asks again what this driver is assigned; a finished shipment ends sharing for it. */
+async function refreshAssignment() {
+  const before = state.assignment?.shipment?.id;
+  let assignment;
+  try {
+    assignment = await api('/driver');
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) goToSignIn();
+    return; // offline: keep what we know
+  }
+  localStorage.setItem(ASSIGNMENT_KEY, JSON.stringify(assignment));
+  state.assignment = assignment;
+  if (state.sharing && !assignment.shipment) {
+    stopSharing();
+    showError('The shipment is finished: sharing stopped. Waiting positions are still sent.');
+  }
+  renderAssignment();
+  if (assignment.shipment?.id !== before) watchShipment();
+}
+
 // ---- start ----
 
 async function main() {
@@ -353,17 +401,8 @@ async function main() {
     render();
   }, SAFETY_NET_MS);
 
-  const shipment = state.assignment.shipment;
-  if (shipment) {
-    state.live = connectLive({
-      topics: [`shipment:${shipment.id}`],
-      onHello: (frame) => setServerTime(frame.server_time),
-      onRefused: () => goToSignIn(),
-    });
-  } else {
-    $('conn-status').dataset.state = 'closed';
-    $('conn-status').querySelector('.conn__label').textContent = 'No shipment';
-  }
+  watchShipment();
+  setInterval(refreshAssignment, ASSIGNMENT_REFRESH_MS);
   document.body.dataset.ready = 'true';
 }
 

@@ -139,6 +139,34 @@ async fn a_munich_replay_stores_every_point_and_the_jump_never_becomes_current(d
     assert!(healed <= jump + 6, "accepted again at fix {healed}");
     assert!(rows[healed..].iter().all(|r| r.2.is_none()));
 
+    // The audit log shows every row with its decision, page by page.
+    let mut logged = Vec::new();
+    let mut path = format!("/api/v1/vehicles/{vehicle}/positions?limit=500");
+    loop {
+        let (status, page) = app.get(&jwt, &path).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        logged.extend(page["positions"].as_array().unwrap().iter().cloned());
+        let Some(next) = page["next"].as_str() else {
+            break;
+        };
+        path = format!(
+            "/api/v1/vehicles/{vehicle}/positions?limit=500&after={}",
+            next.replace('+', "%2B")
+        );
+    }
+    assert_eq!(logged.len(), trace.len());
+    assert_eq!(logged[jump]["filter_reason"], "jump");
+    assert_eq!(logged[jump]["lon"], trace[jump].0);
+    let (_, marked) = app
+        .get(
+            &jwt,
+            &format!("/api/v1/vehicles/{vehicle}/positions?filtered=true"),
+        )
+        .await;
+    let marked = marked["positions"].as_array().unwrap();
+    assert_eq!(marked.len(), healed - jump);
+    assert!(marked.iter().all(|r| r["filter_reason"] == "jump"));
+
     // The watcher sees every accepted fix, in order, and never a marked one.
     let accepted: Vec<(f64, f64)> = rows
         .iter()
@@ -160,4 +188,40 @@ async fn a_munich_replay_stores_every_point_and_the_jump_never_becomes_current(d
     let last = trace.last().unwrap();
     assert_eq!(v["last_position"]["lon"], last.0);
     assert_eq!(v["last_position"]["lat"], last.1);
+}
+
+#[sqlx::test]
+async fn the_positions_log_is_for_the_organisations_dispatchers_only(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (_, jwt) = app
+        .user("Acme", "dispatch@acme.test", Role::Dispatcher)
+        .await;
+    let (_, driver) = app.user("Acme", "anna@acme.test", Role::Driver).await;
+    let (_, other) = app.user("Other", "eve@other.test", Role::Dispatcher).await;
+    let (vehicle, token) = app.vehicle(&jwt, "Van 1").await;
+    let (status, _) = app
+        .ingest(
+            &token,
+            json!([{"lat": 0.0, "lon": 0.0}, step(0, Utc::now())]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let log = format!("/api/v1/vehicles/{vehicle}/positions");
+    let (status, body) = app.get(&jwt, &log).await;
+    assert_eq!(status, StatusCode::OK);
+    let reasons: Vec<&Value> = body["positions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["filter_reason"])
+        .collect();
+    assert!(reasons.contains(&&json!("null_island")), "{body}");
+    assert_eq!(body["next"], Value::Null);
+    assert_eq!(app.get(&other, &log).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(app.get(&driver, &log).await.0, StatusCode::FORBIDDEN);
+    let (status, body) = app.get(&jwt, &format!("{log}?limit=0")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["field"], "limit");
+    let (status, _) = app.get(&jwt, &format!("{log}?from=yesterday")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 }

@@ -476,6 +476,7 @@ async fn the_openapi_document_lists_every_route(db: PgPool) {
         "/vehicles",
         "/vehicles/{id}",
         "/vehicles/{id}/token",
+        "/vehicles/{id}/positions",
         "/vehicles/nearby",
         "/fleet",
         "/users",

@@ -11,10 +11,13 @@ use axum::{
 };
 use serde_json::json;
 use tokio::net::TcpListener;
-use tower_http::{services::ServeDir, trace::TraceLayer};
+use tower_http::{
+    services::{ServeDir, ServeFile},
+    trace::TraceLayer,
+};
 
 use crate::{
-    alerts, auth, config::ServeConfig, db, error::AppError, fleet, ingest, pages, settings,
+    alerts, auth, config::ServeConfig, db, driver, error::AppError, fleet, ingest, pages, settings,
     shipments, tracking, vehicles, AppState,
 };
 
@@ -22,6 +25,7 @@ pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .merge(auth::router())
         .merge(ingest::router())
+        .merge(driver::router())
         .merge(vehicles::router())
         .merge(fleet::router())
         .merge(shipments::router())
@@ -36,6 +40,11 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .nest_service("/static", ServeDir::new(&state.config.static_dir))
+        // The driver page's service worker lives at the root so that its scope can be /driver.
+        .route_service(
+            "/driver-sw.js",
+            ServeFile::new(format!("{}/js/driver-sw.js", state.config.static_dir)),
+        )
         .layer(DefaultBodyLimit::max(ingest::MAX_BODY))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -66,6 +66,13 @@ pub struct ServeConfig {
     /// How long a sign-in lasts, in hours.
     #[arg(long, env = "WAYMARK_SESSION_HOURS", default_value_t = 12)]
     pub session_hours: u32,
+    /// How long a phone stays signed in after opening a driver's device link, in days.
+    #[arg(long, env = "WAYMARK_DEVICE_SESSION_DAYS", default_value_t = 30)]
+    pub device_session_days: u32,
+    /// The address people reach this server at (e.g. `https://track.example.com`), for links
+    /// and QR codes; without it, the scheme and host of the request that asks for one.
+    #[arg(long, env = "WAYMARK_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Set the `Secure` flag on the session cookie (serve over HTTPS).
     #[arg(long, env = "WAYMARK_SECURE_COOKIES", default_value_t = false)]
     pub secure_cookies: bool,

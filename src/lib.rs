@@ -14,6 +14,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod driver;
 pub mod error;
 pub mod fleet;
 pub mod ingest;

@@ -60,13 +60,25 @@ async fn login(
         role,
         email,
     };
-    let token = state.sessions.issue(&user)?;
+    signed_in(&state, jar, &user, &organisation, state.sessions.lifetime)
+}
+
+/// The answer to a successful sign-in: a session of `lifetime` as the HttpOnly cookie the pages
+/// use and as a bearer token in the body, with who signed in.
+pub(crate) fn signed_in(
+    state: &AppState,
+    jar: CookieJar,
+    user: &CurrentUser,
+    organisation: &str,
+    lifetime: chrono::Duration,
+) -> AppResult<Response> {
+    let token = state.sessions.issue_for(user, lifetime)?;
     let cookie = Cookie::build((SESSION_COOKIE, token.clone()))
         .path("/")
         .http_only(true)
         .same_site(SameSite::Lax)
         .secure(state.config.secure_cookies)
-        .max_age(time_from(state.sessions.lifetime))
+        .max_age(time_from(lifetime))
         .build();
     let body = json!({
         "token": token,

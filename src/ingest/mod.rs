@@ -42,6 +42,16 @@ async fn post_positions(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> AppResult<Json<Value>> {
+    let positions = read_native(&headers, body)?;
+    let outcome = state.writer.write(device, positions).await?;
+    Ok(reply(&outcome))
+}
+
+/// The positions of a native-format request body (JSON, at most [`MAX_BODY`] bytes).
+pub fn read_native(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult<Vec<NewPosition>> {
     let json_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -55,14 +65,17 @@ async fn post_positions(
         body.map_err(|_| AppError::TooLarge(format!("the body is larger than {MAX_BODY} bytes")))?;
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| AppError::Malformed(format!("the body is not valid JSON: {e}")))?;
-    let positions = parse_native(value)?;
-    let outcome = state.writer.write(device, positions).await?;
-    Ok(Json(json!({
+    parse_native(value)
+}
+
+/// The native endpoints' answer, sent once the positions are committed.
+pub fn reply(outcome: &WriteOutcome) -> Json<Value> {
+    Json(json!({
         "accepted": outcome.accepted,
         "duplicates": outcome.duplicates,
         "filtered": outcome.filtered,
         "seqs": outcome.seqs,
-    })))
+    }))
 }
 
 /// One position object, or an array of 1 to [`MAX_BATCH`]; any bad item rejects the whole body.

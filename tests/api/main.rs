@@ -2,6 +2,8 @@
 //! per test from `#[sqlx::test]`), real HTTP and WebSocket clients.
 mod alerts;
 mod browser;
+mod driver;
+mod filters;
 mod ingest;
 mod instances;
 mod read_api;

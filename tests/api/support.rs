@@ -138,6 +138,19 @@ impl TestApp {
         (status, res.json().await.unwrap_or(Value::Null))
     }
 
+    pub async fn patch(&self, jwt: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        let res = self
+            .http
+            .patch(self.url(path))
+            .bearer_auth(jwt)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
     /// Creates a vehicle; returns (vehicle id, ingest token).
     pub async fn vehicle(&self, jwt: &str, name: &str) -> (i64, String) {
         let (status, body) = self

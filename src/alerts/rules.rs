@@ -251,6 +251,65 @@ fn geofences(
     }
 }
 
+/// One kind of episode: a value (a speed, a distance from the route) above a limit.
+struct Watch {
+    rule: Rule,
+    limit: f64,
+    /// How long the value must stay above the limit before the alert is raised.
+    min: Duration,
+}
+
+impl Watch {
+    /// Follows the episode in `slot` with the value `value` at `t`: it starts when the value
+    /// first exceeds the limit, raises one alert once it has lasted `min` (with `raised`'s
+    /// details), keeps its peak, and ends (clearing the alert, with `cleared`'s details) when
+    /// the value is back at or below the limit.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the episode, the time and value, and where the results go"
+    )]
+    fn follow(
+        &self,
+        slot: &mut Option<Episode>,
+        t: DateTime<Utc>,
+        value: f64,
+        next_id: &mut impl FnMut() -> i64,
+        out: &mut Outcome,
+        raised: impl FnOnce(&Episode) -> Value,
+        cleared: impl FnOnce(&Episode) -> Value,
+    ) {
+        if value <= self.limit {
+            if let Some(episode) = slot.take() {
+                if let Some(id) = episode.alert {
+                    out.changes.push(Change::Clear {
+                        id,
+                        seq: next_id(),
+                        at: t,
+                        details: cleared(&episode),
+                    });
+                }
+            }
+            return;
+        }
+        let episode = slot.get_or_insert(Episode {
+            since: t,
+            peak: value,
+            alert: None,
+        });
+        episode.peak = episode.peak.max(value);
+        if episode.alert.is_none() && t - episode.since >= self.min {
+            let id = next_id();
+            episode.alert = Some(id);
+            out.changes.push(Change::Raise {
+                id,
+                rule: self.rule,
+                geofence_id: None,
+                details: raised(episode),
+            });
+        }
+    }
+}
+
 fn overspeed(
     state: &mut RuleState,
     settings: &AlertSettings,
@@ -262,40 +321,20 @@ fn overspeed(
     let (Some(limit), Some(speed)) = (settings.speed_limit_mps, speed) else {
         return;
     };
-    if speed <= limit {
-        if let Some(Episode {
-            since,
-            peak,
-            alert: Some(id),
-        }) = state.overspeed.take()
-        {
-            out.changes.push(Change::Clear {
-                id,
-                seq: next_id(),
-                at: t,
-                details: json!({"peak_mps": peak, "seconds": (t - since).num_seconds()}),
-            });
-        }
-        return;
-    }
-    let episode = state.overspeed.get_or_insert(Episode {
-        since: t,
-        peak: speed,
-        alert: None,
-    });
-    episode.peak = episode.peak.max(speed);
-    if episode.alert.is_none()
-        && t - episode.since >= Duration::seconds(settings.overspeed_min_s.into())
-    {
-        let id = next_id();
-        episode.alert = Some(id);
-        out.changes.push(Change::Raise {
-            id,
-            rule: Rule::Overspeed,
-            geofence_id: None,
-            details: json!({"limit_mps": limit, "peak_mps": episode.peak, "since": episode.since}),
-        });
-    }
+    let watch = Watch {
+        rule: Rule::Overspeed,
+        limit,
+        min: Duration::seconds(settings.overspeed_min_s.into()),
+    };
+    watch.follow(
+        &mut state.overspeed,
+        t,
+        speed,
+        next_id,
+        out,
+        |e| json!({"limit_mps": limit, "peak_mps": e.peak, "since": e.since}),
+        |e| json!({"peak_mps": e.peak, "seconds": (t - e.since).num_seconds()}),
+    );
 }
 
 fn stopped(
@@ -349,39 +388,18 @@ fn off_route(
     next_id: &mut impl FnMut() -> i64,
     out: &mut Outcome,
 ) {
-    if distance <= limit {
-        if let Some(Episode {
-            alert: Some(id),
-            peak,
-            ..
-        }) = state.off_route.take()
-        {
-            out.changes.push(Change::Clear {
-                id,
-                seq: next_id(),
-                at: t,
-                details: json!({"back_on_route_at": t, "farthest_m": peak.round()}),
-            });
-        }
-        state.off_route = None;
-        return;
-    }
-    let episode = state.off_route.get_or_insert(Episode {
-        since: t,
-        peak: distance,
-        alert: None,
-    });
-    episode.peak = episode.peak.max(distance);
-    if episode.alert.is_none()
-        && t - episode.since >= Duration::seconds(settings.off_route_s.into())
-    {
-        let id = next_id();
-        episode.alert = Some(id);
-        out.changes.push(Change::Raise {
-            id,
-            rule: Rule::OffRoute,
-            geofence_id: None,
-            details: json!({"distance_m": distance.round(), "limit_m": limit, "since": episode.since}),
-        });
-    }
+    let watch = Watch {
+        rule: Rule::OffRoute,
+        limit,
+        min: Duration::seconds(settings.off_route_s.into()),
+    };
+    watch.follow(
+        &mut state.off_route,
+        t,
+        distance,
+        next_id,
+        out,
+        |e| json!({"distance_m": distance.round(), "limit_m": limit, "since": e.since}),
+        |e| json!({"back_on_route_at": t, "farthest_m": e.peak.round()}),
+    );
 }

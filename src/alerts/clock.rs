@@ -55,14 +55,13 @@ struct Candidate {
     eta: Option<DateTime<Utc>>,
 }
 
-/// Raises what is due at `now`; returns how many alerts it raised.
-pub async fn tick(db: &PgPool, tracking: &Tracking, now: DateTime<Utc>) -> sqlx::Result<usize> {
-    let mut tx = db.begin().await?;
-    let mut seq = lock_seq(&mut tx).await?;
-    let first = seq + 1;
-    // No rule fires within a minute of the last position or before the due time: the rest are
-    // judged in full below.
-    let candidates: Vec<Candidate> = sqlx::query_as(
+/// Those that may be due at `now`. No rule fires within a minute of the last position or before
+/// the due time; the rest are judged in full by [`judge`].
+async fn candidates(
+    conn: impl sqlx::PgExecutor<'_>,
+    now: DateTime<Utc>,
+) -> sqlx::Result<Vec<Candidate>> {
+    sqlx::query_as(
         "SELECT v.id AS vehicle_id, v.organisation_id, s.id AS shipment_id,
                 COALESCE(v.last_recorded_at, s.started_at) AS last_at,
                 ST_Y(v.last_point::geometry) AS lat, ST_X(v.last_point::geometry) AS lon,
@@ -74,10 +73,24 @@ pub async fn tick(db: &PgPool, tracking: &Tracking, now: DateTime<Utc>) -> sqlx:
            AND (COALESCE(v.last_recorded_at, s.started_at) < $1 - interval '1 minute' OR s.due_at < $1)",
     )
     .bind(now)
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut changes = Vec::new();
-    let mut states: Vec<(i64, String)> = Vec::new();
+    .fetch_all(conn)
+    .await
+}
+
+/// What a tick does: the alerts it raises, and the rule states that change with them (vehicle
+/// id, state as JSON).
+#[derive(Default)]
+struct Due {
+    changes: Vec<(Subject, Change)>,
+    states: Vec<(i64, String)>,
+}
+
+/// The alerts due at `now`, each raised with the seq `next` hands out.
+fn judge(candidates: Vec<Candidate>, now: DateTime<Utc>, next: &mut i64) -> Due {
+    let Due {
+        mut changes,
+        mut states,
+    } = Due::default();
     for c in candidates {
         let settings: AlertSettings =
             stored_or_default(c.organisation_id, "alert settings", c.settings);
@@ -95,8 +108,8 @@ pub async fn tick(db: &PgPool, tracking: &Tracking, now: DateTime<Utc>) -> sqlx:
             .silent_min
             .is_some_and(|m| silent_for >= chrono::Duration::minutes(m.into()));
         if silent && state.silent.is_none() {
-            seq += 1;
-            state.silent = Some(seq);
+            *next += 1;
+            state.silent = Some(*next);
             let mut details =
                 json!({"last_position_at": c.last_at, "minutes": silent_for.num_minutes()});
             if let (Some(lat), Some(lon)) = (c.lat, c.lon) {
@@ -105,7 +118,7 @@ pub async fn tick(db: &PgPool, tracking: &Tracking, now: DateTime<Utc>) -> sqlx:
             changes.push((
                 subject(),
                 Change::Raise {
-                    id: seq,
+                    id: *next,
                     rule: Rule::Silent,
                     geofence_id: None,
                     details,
@@ -114,12 +127,12 @@ pub async fn tick(db: &PgPool, tracking: &Tracking, now: DateTime<Utc>) -> sqlx:
         }
         state.start_trip(c.shipment_id);
         if let Some(due) = c.due_at.filter(|due| *due < now && !state.late) {
-            seq += 1;
+            *next += 1;
             state.late = true;
             changes.push((
                 subject(),
                 Change::Raise {
-                    id: seq,
+                    id: *next,
                     rule: Rule::Late,
                     geofence_id: None,
                     details: json!({"due_at": due, "eta": c.eta}),
@@ -133,6 +146,24 @@ pub async fn tick(db: &PgPool, tracking: &Tracking, now: DateTime<Utc>) -> sqlx:
             ));
         }
     }
+    Due { changes, states }
+}
+
+/// Raises what is due at `now`; returns how many alerts it raised.
+pub async fn tick(db: &PgPool, tracking: &Tracking, now: DateTime<Utc>) -> sqlx::Result<usize> {
+    // A first look without the seq lock: most ticks find nothing, and must not hold up ingest.
+    if judge(candidates(db, now).await?, now, &mut 0)
+        .changes
+        .is_empty()
+    {
+        return Ok(0);
+    }
+    // Then again under the lock, which makes the state read exact: whichever instance ticks
+    // second sees what the first raised.
+    let mut tx = db.begin().await?;
+    let mut seq = lock_seq(&mut tx).await?;
+    let first = seq + 1;
+    let Due { changes, states } = judge(candidates(&mut *tx, now).await?, now, &mut seq);
     if changes.is_empty() {
         return Ok(0);
     }

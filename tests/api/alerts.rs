@@ -719,3 +719,26 @@ async fn alert_settings_are_checked_and_tune_the_rules(db: PgPool) {
     let (_, filtered) = f.app.get(&f.dispatcher, "/api/v1/alerts?rule=nope").await;
     assert_eq!(filtered["error"]["field"], "rule");
 }
+
+#[sqlx::test]
+async fn a_shipment_still_under_way_at_its_due_time_is_late_once_by_the_clock(db: PgPool) {
+    let f = fleet(TestApp::spawn(db.clone()).await).await;
+    f.settings(json!({"alerts": {"silent_min": null}})).await;
+    let now = Utc::now();
+    let due = now + Duration::minutes(30);
+    let shipment = f.shipment((48.1642, 11.4330), None, Some(due)).await;
+    // Standing still: no ETA, so only the clock can tell it is late.
+    f.post(vec![fix(HOME.0, HOME.1, now, 0, 0.0)]).await;
+    let tracking = &f.app.state.tracking;
+    let early = waymark::alerts::tick(&db, tracking, due - Duration::minutes(1));
+    assert_eq!(early.await.unwrap(), 0);
+    let late = waymark::alerts::tick(&db, tracking, due + Duration::minutes(1));
+    assert_eq!(late.await.unwrap(), 1);
+    let again = waymark::alerts::tick(&db, tracking, due + Duration::minutes(2));
+    assert_eq!(again.await.unwrap(), 0);
+    let alerts = f.alerts("rule=late").await;
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0]["shipment_id"], shipment);
+    assert!(alerts[0]["position_at"].is_null(), "the clock raised it");
+    assert_eq!(f.rules().await, ["late"], "silence is turned off");
+}

@@ -83,7 +83,7 @@ export function mountAlerts(el, live, options = {}) {
   el.classList.add('alerts');
   el.innerHTML = `
     <h2 class="panel__heading">Alerts <span class="count alerts__count" data-unacknowledged="0" title="Unacknowledged">0</span>
-      <button class="button button--ghost alerts__notify" type="button" hidden>Notify me</button></h2>
+      <button class="button alerts__notify" type="button" hidden>Notify me</button></h2>
     <ul class="list alerts__list"></ul>
     <p class="empty alerts__empty">No alerts.</p>`;
   const listEl = el.querySelector('.alerts__list');

@@ -742,3 +742,34 @@ async fn a_shipment_still_under_way_at_its_due_time_is_late_once_by_the_clock(db
     assert!(alerts[0]["position_at"].is_null(), "the clock raised it");
     assert_eq!(f.rules().await, ["late"], "silence is turned off");
 }
+
+#[sqlx::test]
+async fn instances_sharing_a_vehicle_judge_one_state_and_raise_each_alert_once(db: PgPool) {
+    let a = TestApp::spawn_alone(db.clone()).await;
+    let b = TestApp::spawn_alone(db.clone()).await;
+    let f = fleet(a).await;
+    let t = base();
+    // Instance b loads the organisation's (empty) geofence index with this first point...
+    let (status, _) = b
+        .ingest(&f.token, json!([fix(48.0, 11.0, t, 0, 3.0)]))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // ...then a geofence is created through instance a.
+    f.geofence(json!({"name": "Depot", "debounce_s": 10,
+        "circle": {"lat": HOME.0, "lon": HOME.1, "radius_m": 100.0}}))
+        .await;
+    let (inside, outside) = (east(60.0), east(140.0));
+    let path = [
+        outside, inside, outside, inside, inside, inside, inside, outside, inside, outside,
+        outside, outside, outside,
+    ];
+    for (i, p) in path.iter().enumerate() {
+        let point = json!([fix(p.0, p.1, t, 600 + i as i64 * 5, 2.0)]);
+        // Alternate instances: each sees every other point, and the state in between.
+        let app = if i % 2 == 0 { &f.app } else { &b };
+        let (status, reply) = app.ingest(&f.token, point).await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+    }
+    assert_eq!(f.rules().await, ["geofence_enter", "geofence_exit"]);
+    b.shutdown().await;
+}

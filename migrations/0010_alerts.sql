@@ -32,6 +32,9 @@ ALTER TABLE organisations ADD COLUMN geofence_version bigint NOT NULL DEFAULT 0;
 -- written in the same statement as its positions, so it survives restarts and every instance
 -- continues from the same state.
 ALTER TABLE vehicles ADD COLUMN alert_state jsonb NOT NULL DEFAULT '{}';
+-- Keys of the organisation's `alerts` settings that this vehicle sets otherwise (a lower speed
+-- limit for a truck, say); merged over the organisation's with `||` wherever settings are read.
+ALTER TABLE vehicles ADD COLUMN alert_overrides jsonb NOT NULL DEFAULT '{}';
 
 CREATE TABLE alerts (
     -- The seq of the event that raised it: unique, in commit order, and known to the writer

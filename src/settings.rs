@@ -48,7 +48,7 @@ impl Settings {
 
     /// `patch`'s keys, section by section, over these settings; unknown sections or keys and
     /// values out of range are refused, naming the field.
-    fn patched(&self, patch: Value) -> AppResult<Settings> {
+    pub fn patched(&self, patch: Value) -> AppResult<Settings> {
         let Value::Object(sections) = patch else {
             return Err(AppError::validation("", "settings must be a JSON object"));
         };

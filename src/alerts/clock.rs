@@ -65,7 +65,8 @@ async fn candidates(
         "SELECT v.id AS vehicle_id, v.organisation_id, s.id AS shipment_id,
                 COALESCE(v.last_recorded_at, s.started_at) AS last_at,
                 ST_Y(v.last_point::geometry) AS lat, ST_X(v.last_point::geometry) AS lon,
-                v.alert_state, o.settings->'alerts' AS settings, s.due_at, s.eta
+                v.alert_state, COALESCE(o.settings->'alerts', '{}') || v.alert_overrides AS settings,
+                s.due_at, s.eta
          FROM shipments s
          JOIN vehicles v ON v.id = s.vehicle_id
          JOIN organisations o ON o.id = v.organisation_id

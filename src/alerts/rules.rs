@@ -175,6 +175,7 @@ pub fn evaluate(
             geofence_id: None,
             details: json!({"distance_m": to_destination.round()}),
         });
+        state.eta = Some(t);
         out.eta = Some(t);
         return out;
     }

@@ -425,7 +425,8 @@ async fn read_state(
          ) AS p
          UNION ALL
          SELECT v.id, v.last_recorded_at, NULL, ST_Y(v.last_point::geometry), ST_X(v.last_point::geometry),
-                s.id, s.status, o.settings->'filter', v.organisation_id, o.settings->'alerts',
+                s.id, s.status, o.settings->'filter', v.organisation_id,
+                COALESCE(o.settings->'alerts', '{}') || v.alert_overrides,
                 o.geofence_version, v.alert_state, s.due_at, ST_Y(s.destination::geometry),
                 ST_X(s.destination::geometry), s.planned_route IS NOT NULL
          FROM vehicles v

@@ -773,3 +773,74 @@ async fn instances_sharing_a_vehicle_judge_one_state_and_raise_each_alert_once(d
     assert_eq!(f.rules().await, ["geofence_enter", "geofence_exit"]);
     b.shutdown().await;
 }
+
+#[sqlx::test]
+async fn a_vehicle_can_have_its_own_limits(db: PgPool) {
+    let f = fleet(TestApp::spawn(db).await).await;
+    let (_, admin) = f.app.user("Acme", "boss@acme.test", Role::Admin).await;
+    let (_, other_token) = f.app.vehicle(&f.dispatcher, "Van 2").await;
+    let put = |body: Value| {
+        f.app
+            .http
+            .put(
+                f.app
+                    .url(&format!("/api/v1/vehicles/{}/alert-settings", f.vehicle)),
+            )
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+    };
+    for (body, field) in [
+        (json!({"speed_limit_mps": -1}), "alerts.speed_limit_mps"),
+        (json!({"speed_limt_mps": 15}), "alerts.speed_limt_mps"),
+    ] {
+        let res = put(body).await.unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(res.json::<Value>().await.unwrap()["error"]["field"], field);
+    }
+    let res = put(json!({"speed_limit_mps": 15.0, "overspeed_min_s": 0}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let (_, shown) = f
+        .app
+        .get(
+            &f.dispatcher,
+            &format!("/api/v1/vehicles/{}/alert-settings", f.vehicle),
+        )
+        .await;
+    assert_eq!(
+        shown["overrides"],
+        json!({"speed_limit_mps": 15.0, "overspeed_min_s": 0})
+    );
+    assert_eq!(shown["effective"]["speed_limit_mps"], 15.0);
+    assert_eq!(
+        shown["effective"]["stopped_min"], 10,
+        "the rest are the organisation's"
+    );
+    // A dispatcher reads them but may not change them.
+    let res = f
+        .app
+        .http
+        .put(
+            f.app
+                .url(&format!("/api/v1/vehicles/{}/alert-settings", f.vehicle)),
+        )
+        .bearer_auth(&f.dispatcher)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    // 20 m/s is speeding for this van only.
+    let t = base();
+    f.post(vec![fix(HOME.0, HOME.1, t, 0, 20.0)]).await;
+    let (status, _) = f
+        .app
+        .ingest(&other_token, json!([fix(HOME.0, HOME.1, t, 0, 20.0)]))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let alerts = f.alerts("rule=overspeed").await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["vehicle_id"], f.vehicle);
+}

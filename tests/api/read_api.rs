@@ -491,6 +491,7 @@ async fn the_openapi_document_lists_every_route(db: PgPool) {
         "/alerts/{id}/acknowledge",
         "/geofences",
         "/geofences/{id}",
+        "/vehicles/{id}/alert-settings",
         "/ws",
         "/openapi.json",
         "/settings",

@@ -112,6 +112,8 @@ impl RTreeObject for Entry {
 pub struct OrgFences {
     pub version: i64,
     fences: Vec<Fence>,
+    /// Geofence id to its place in `fences`.
+    by_id: HashMap<i64, usize>,
     tree: RTree<Entry>,
 }
 
@@ -127,6 +129,7 @@ impl OrgFences {
             .collect();
         OrgFences {
             version,
+            by_id: fences.iter().enumerate().map(|(i, f)| (f.id, i)).collect(),
             fences,
             tree: RTree::bulk_load(entries),
         }
@@ -141,7 +144,7 @@ impl OrgFences {
     }
 
     pub fn get(&self, id: i64) -> Option<&Fence> {
-        self.fences.iter().find(|f| f.id == id)
+        self.by_id.get(&id).map(|&i| &self.fences[i])
     }
 }
 
@@ -170,7 +173,16 @@ impl FenceIndex {
                 return Ok(f.clone());
             }
         }
+        let started = std::time::Instant::now();
         let loaded = Arc::new(load(conn, organisation_id).await?);
+        // Under the seq lock: worth knowing when an organisation has very many.
+        tracing::info!(
+            organisation_id,
+            version = loaded.version,
+            geofences = loaded.fences.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "geofence index loaded"
+        );
         self.orgs
             .write()
             .expect("index poisoned")
@@ -179,10 +191,12 @@ impl FenceIndex {
     }
 }
 
-/// Reads the version and the geofences in one statement, so the two agree.
+/// Reads the version and the geofences in one statement, so the two agree. A circle is tested by
+/// its centre and radius, so its drawn polygon is not read.
 async fn load(conn: &mut PgConnection, organisation_id: i64) -> sqlx::Result<OrgFences> {
     let rows = sqlx::query(
-        "SELECT o.geofence_version, g.id, g.name, ST_AsGeoJSON(g.area)::jsonb AS area,
+        "SELECT o.geofence_version, g.id, g.name,
+                CASE WHEN g.radius_m IS NULL THEN ST_AsGeoJSON(g.area)::jsonb END AS area,
                 ST_Y(g.center::geometry) AS lat, ST_X(g.center::geometry) AS lon, g.radius_m,
                 g.vehicle_ids, g.shipment_id, g.debounce_s
          FROM organisations o LEFT JOIN geofences g ON g.organisation_id = o.id

@@ -25,7 +25,7 @@ use sqlx::PgConnection;
 
 pub use api::{acknowledge, recent, unacknowledged};
 pub use clock::{run_clock, tick};
-pub use fences::{FenceIndex, OrgFences};
+pub use fences::{Fence, FenceIndex, OrgFences, Shape};
 pub use route::Route;
 pub use rules::{evaluate, Change, Context, Outcome, RuleState, Trip};
 pub use settings::AlertSettings;

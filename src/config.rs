@@ -23,7 +23,7 @@ pub enum LogFormat {
 #[derive(Subcommand)]
 pub enum Command {
     /// Run the HTTP and WebSocket server (migrates the database first).
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Apply the database migrations and exit.
     Migrate(DbConfig),
     /// Manage users.
@@ -107,6 +107,26 @@ pub struct ServeConfig {
     /// Most positions one group commit writes.
     #[arg(long, env = "WAYMARK_WRITER_BATCH", default_value_t = 4000)]
     pub writer_batch: usize,
+    /// Sign-in attempts an account may make per minute (10 at once), on each instance.
+    #[arg(long, env = "WAYMARK_LOGIN_RATE_PER_ACCOUNT", default_value_t = 5)]
+    pub login_rate_per_account: u32,
+    /// Sign-in attempts one client address may make per minute (30 at once), on each instance.
+    #[arg(long, env = "WAYMARK_LOGIN_RATE_PER_ADDRESS", default_value_t = 30)]
+    pub login_rate_per_address: u32,
+    /// Ingest requests one vehicle may make per second, sustained, on each instance; 0 for no
+    /// limit. A phone catching up after lost signal sends its backlog in a burst (below).
+    #[arg(long, env = "WAYMARK_INGEST_RATE", default_value_t = 10.0)]
+    pub ingest_rate: f64,
+    /// Ingest requests one vehicle may make at once before the rate applies.
+    #[arg(long, env = "WAYMARK_INGEST_BURST", default_value_t = 200)]
+    pub ingest_burst: u32,
+    /// Take the client's address from the last `X-Forwarded-For` entry (behind a reverse proxy
+    /// that sets it) rather than from the connection.
+    #[arg(long, env = "WAYMARK_TRUST_PROXY", default_value_t = false)]
+    pub trust_proxy: bool,
+    /// Seconds an HTTP request may take before it is answered `503` (WebSockets are not limited).
+    #[arg(long, env = "WAYMARK_REQUEST_TIMEOUT_S", default_value_t = 30)]
+    pub request_timeout_s: u64,
     /// How long shutdown waits for sockets and in-flight writes, in seconds.
     #[arg(long, env = "WAYMARK_SHUTDOWN_GRACE_S", default_value_t = 10)]
     pub shutdown_grace_s: u64,

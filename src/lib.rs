@@ -18,6 +18,7 @@ pub mod fleet;
 pub mod ingest;
 pub mod pages;
 pub mod position;
+pub mod security;
 pub mod settings;
 pub mod shipments;
 pub mod state;

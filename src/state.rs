@@ -1,5 +1,5 @@
 //! The shared state every handler gets: cheap handles only.
-use std::sync::Arc;
+use std::sync::{atomic::AtomicU64, Arc};
 
 use axum::extract::FromRef;
 use sqlx::PgPool;
@@ -10,6 +10,7 @@ use crate::{
     config::ServeConfig,
     db,
     ingest::{spawn_writer, WriterHandle},
+    security::Limits,
     tracking::{read_seq, Fanout, Hub, Sequencer, Tracking},
 };
 
@@ -21,6 +22,10 @@ pub struct AppState {
     pub tracking: Arc<Tracking>,
     pub writer: WriterHandle,
     pub devices: DeviceCache,
+    /// Rate limits on sign-in and ingest.
+    pub limits: Arc<Limits>,
+    /// Content-Security-Policy violations browsers reported.
+    pub csp_reports: Arc<AtomicU64>,
     /// Cancelled when the server shuts down; every long-lived task watches it.
     pub cancel: CancellationToken,
     /// Every long-lived task (writer, sockets, maintenance) runs on this, so shutdown can wait.
@@ -75,6 +80,7 @@ impl AppState {
             cancel.clone(),
         );
         tracker.spawn(db::partition_upkeep(db.clone(), cancel.clone()));
+        let limits = Arc::new(Limits::new(&config));
         Ok(AppState {
             db,
             config: Arc::new(config),
@@ -82,6 +88,8 @@ impl AppState {
             tracking,
             writer,
             devices: DeviceCache::default(),
+            limits,
+            csp_reports: Arc::default(),
             cancel,
             tracker,
         })

@@ -22,6 +22,7 @@ use crate::{
     auth::Device,
     error::{AppError, AppResult},
     position::{to_micros, NewPosition},
+    security::admit_ingest,
     AppState,
 };
 
@@ -42,6 +43,7 @@ async fn post_positions(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> AppResult<Json<Value>> {
+    admit_ingest(&state, device.vehicle_id)?;
     let positions = read_native(&headers, body)?;
     let outcome = state.writer.write(device, positions).await?;
     Ok(reply(&outcome))

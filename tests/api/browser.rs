@@ -217,6 +217,7 @@ async fn a_posted_position_moves_the_marker_and_grows_the_polyline(db: PgPool) {
     let _ = browser.close().await;
     driver.stop().await;
     result.expect("the browser steps succeed");
+    assert_no_csp_violations(&app);
 }
 
 fn url_of(app: &TestApp, path: &str) -> url::Url {
@@ -498,4 +499,18 @@ async fn the_driver_page_shares_through_lost_signal_and_a_reload_exactly_once(db
     let _ = desk.close().await;
     driver.stop().await;
     result.expect("the browser steps succeed");
+    assert_no_csp_violations(&app);
+}
+
+/// Browsers report what the Content-Security-Policy blocked at once; by the end of a test that
+/// used the pages, none must have come.
+fn assert_no_csp_violations(app: &TestApp) {
+    let reports = app
+        .state
+        .csp_reports
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        reports, 0,
+        "the pages broke the content security policy (see the log)"
+    );
 }

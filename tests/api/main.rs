@@ -7,6 +7,7 @@ mod ingest;
 mod instances;
 mod read_api;
 mod readme;
+mod security;
 mod support;
 mod trackers;
 mod websocket;

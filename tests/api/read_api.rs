@@ -492,6 +492,7 @@ async fn the_openapi_document_lists_every_route(db: PgPool) {
         "/driver/positions",
         "/users/{id}/device-link",
         "/auth/device-link",
+        "/csp-report",
     ] {
         assert!(paths.contains_key(route), "{route} is not documented");
     }

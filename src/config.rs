@@ -59,10 +59,19 @@ pub struct ServeConfig {
     /// Prefix of this deployment's Redis channels, so several can share one Redis.
     #[arg(long, env = "WAYMARK_REDIS_PREFIX", default_value = "waymark")]
     pub redis_prefix: String,
-    /// Secret for signing session tokens (at least 32 bytes). Every instance needs the same one.
-    /// Without it a random one is made at start-up: sessions then end when the process does.
+    /// Secret for signing session tokens (at least 32 bytes). Set it in production, the same on
+    /// every instance. Without it, a development secret is generated once and kept in the
+    /// secret file below.
     #[arg(long, env = "WAYMARK_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// Where the development session secret is kept when `WAYMARK_JWT_SECRET` is not set
+    /// (created on first start, readable by its owner only).
+    #[arg(
+        long,
+        env = "WAYMARK_SECRET_FILE",
+        default_value = ".waymark/jwt-secret"
+    )]
+    pub secret_file: std::path::PathBuf,
     /// How long a sign-in lasts, in hours.
     #[arg(long, env = "WAYMARK_SESSION_HOURS", default_value_t = 12)]
     pub session_hours: u32,
@@ -147,6 +156,7 @@ impl fmt::Debug for ServeConfig {
                 "jwt_secret",
                 &self.jwt_secret.as_ref().map(|_| "<redacted>"),
             )
+            .field("secret_file", &self.secret_file)
             .field("session_hours", &self.session_hours)
             .field("tile_url", &self.tile_url)
             .field("writer_batch", &self.writer_batch)

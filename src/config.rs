@@ -136,6 +136,10 @@ pub struct ServeConfig {
     /// Seconds an HTTP request may take before it is answered `503` (WebSockets are not limited).
     #[arg(long, env = "WAYMARK_REQUEST_TIMEOUT_S", default_value_t = 30)]
     pub request_timeout_s: u64,
+    /// Months of positions to keep before the current one (at least 1): older monthly partitions
+    /// are dropped every six hours. Unset, positions are kept for ever.
+    #[arg(long, env = "WAYMARK_RETENTION_MONTHS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub retention_months: Option<u32>,
     /// How long shutdown waits for sockets and in-flight writes, in seconds.
     #[arg(long, env = "WAYMARK_SHUTDOWN_GRACE_S", default_value_t = 10)]
     pub shutdown_grace_s: u64,

@@ -70,7 +70,11 @@ impl AppState {
             &tracker,
             cancel.clone(),
         );
-        tracker.spawn(db::partition_upkeep(db.clone(), cancel.clone()));
+        tracker.spawn(db::partition_upkeep(
+            db.clone(),
+            config.retention_months,
+            cancel.clone(),
+        ));
         let limits = Arc::new(Limits::new(&config));
         Ok(AppState {
             db,

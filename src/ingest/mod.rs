@@ -2,6 +2,8 @@
 //! plausibility filter, and the group-commit writer that makes them durable and hands them to
 //! the hub.
 mod filter;
+#[cfg(test)]
+mod properties;
 mod trackers;
 mod writer;
 

@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use tokio::process::{Child, Command};
 use waymark::auth::Role;
 
-use crate::support::{step, TestApp, PATIENCE};
+use crate::support::{find_program, step, TestApp, PATIENCE};
 
 /// A chromedriver of our own on a free loopback port, killed when dropped.
 struct Driver {
@@ -45,21 +45,6 @@ mod tempdir {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
-}
-
-fn find_program(env: &str, names: &[&str]) -> String {
-    if let Ok(path) = std::env::var(env) {
-        return path;
-    }
-    for name in names {
-        for dir in std::env::var("PATH").unwrap_or_default().split(':') {
-            let candidate = std::path::Path::new(dir).join(name);
-            if candidate.is_file() {
-                return candidate.to_string_lossy().into_owned();
-            }
-        }
-    }
-    panic!("{} not found: install Debian's chromium and chromium-driver (scripts/test does) or set {env}", names[0]);
 }
 
 impl Driver {

@@ -2,6 +2,7 @@
 //! per test from `#[sqlx::test]`), real HTTP and WebSocket clients.
 mod browser;
 mod chat;
+mod deploy;
 mod driver;
 mod filters;
 mod ingest;

@@ -123,7 +123,18 @@ async fn login(app: &TestApp, email: &str, password: &str) -> reqwest::Response 
 
 #[sqlx::test]
 async fn guessing_a_password_is_slowed_with_429_and_retry_after(db: PgPool) {
-    let app = TestApp::spawn(db).await;
+    // One attempt a minute after the burst, so a slow machine does not earn a new one mid-test.
+    let app = TestApp::spawn_with(
+        db,
+        None,
+        &[
+            "--login-rate-per-account",
+            "1",
+            "--login-rate-per-address",
+            "1",
+        ],
+    )
+    .await;
     app.user("Acme", "dispatch@acme.test", Role::Dispatcher)
         .await;
     // One attempt went into the sign-in above; the account's burst is ten.

@@ -295,3 +295,22 @@ pub fn step(i: i64, base: chrono::DateTime<chrono::Utc>) -> Value {
         "battery": 80.0,
     })
 }
+
+/// A program named by `env`, or the first of `names` found on `PATH`.
+pub fn find_program(env: &str, names: &[&str]) -> String {
+    if let Ok(path) = std::env::var(env) {
+        return path;
+    }
+    for name in names {
+        for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+            let candidate = std::path::Path::new(dir).join(name);
+            if candidate.is_file() {
+                return candidate.to_string_lossy().into_owned();
+            }
+        }
+    }
+    panic!(
+        "{} not found: scripts/test installs it, or set {env}",
+        names[0]
+    );
+}

@@ -5,6 +5,7 @@ mod ingest;
 mod instances;
 mod read_api;
 mod readme;
+mod simulator;
 mod support;
 mod trackers;
 mod websocket;

@@ -1,5 +1,6 @@
-//! A vehicle's queue of fixes waiting to be posted: kept in memory through outages, sent oldest
-//! first in as few requests as the batch limit allows, one request at a time.
+//! A vehicle's queue of fixes waiting to be posted: kept in memory through outages and signal
+//! losses, sent oldest first in as few requests as the protocol allows (batches for native
+//! ingest, one fix per request for the apps), one request at a time.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -9,7 +10,10 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use tokio::time::Instant;
 
-use crate::api::{positions_body, Api, ApiError, IngestReply, NewPosition, MAX_BATCH};
+use chrono::{DateTime, Utc};
+
+use super::protocol::{Device, Reading};
+use crate::api::{Api, ApiError, IngestReply, MAX_BATCH};
 use crate::backoff::Backoff;
 
 /// About 14 hours of the densest trace (1 Hz); past that the oldest fixes are dropped, so a
@@ -33,12 +37,33 @@ pub enum Settled {
 
 pub struct Outbox {
     label: String,
-    queue: VecDeque<NewPosition>,
+    queue: VecDeque<Queued>,
     in_flight: Option<(usize, Request)>,
     retry_at: Option<Instant>,
     backoff: Backoff,
     batch_limit: usize,
     outage: Option<Outage>,
+    /// False while the phone has no signal: fixes queue up, nothing is sent.
+    online: bool,
+    /// Fixes the server committed.
+    sent: u64,
+    /// Fixes refused or dropped for room.
+    dropped: u64,
+    backlogs: Vec<Backlog>,
+}
+
+struct Queued {
+    reading: Reading,
+    /// Recorded without signal and not yet announced as a backlog.
+    held: bool,
+}
+
+/// The fixes a vehicle recorded without signal, sent when the signal came back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    pub count: usize,
+    pub first: DateTime<Utc>,
+    pub last: DateTime<Utc>,
 }
 
 /// Bookkeeping for one stretch of failures, so they are logged once, not once per retry.
@@ -57,7 +82,57 @@ impl Outbox {
             backoff: Backoff::standard(),
             batch_limit: MAX_BATCH,
             outage: None,
+            online: true,
+            sent: 0,
+            dropped: 0,
+            backlogs: Vec::new(),
         }
+    }
+
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    pub fn backlogs(&self) -> &[Backlog] {
+        &self.backlogs
+    }
+
+    /// The phone gains or loses its signal. When it comes back, what was recorded meanwhile is
+    /// the backlog, sent with whatever else is waiting before anything newer.
+    pub fn set_online(&mut self, online: bool, batch_limit: usize) {
+        if online && !self.online {
+            let held: Vec<DateTime<Utc>> = self
+                .queue
+                .iter_mut()
+                .filter(|q| q.held)
+                .map(|q| {
+                    q.held = false;
+                    q.reading.position.recorded_at
+                })
+                .collect();
+            if let (Some(&first), Some(&last)) = (held.first(), held.last()) {
+                let how = if batch_limit > 1 {
+                    "in one batch"
+                } else {
+                    "one request at a time, oldest first"
+                };
+                tracing::info!(
+                    vehicle = %self.label,
+                    "signal back: sending the {} fixes recorded without it {how}",
+                    held.len()
+                );
+                self.backlogs.push(Backlog {
+                    count: held.len(),
+                    first,
+                    last,
+                });
+            }
+        }
+        self.online = online;
     }
 
     pub fn len(&self) -> usize {
@@ -69,12 +144,16 @@ impl Outbox {
         self.queue.is_empty() && self.in_flight.is_none()
     }
 
-    pub fn push(&mut self, position: NewPosition) {
-        self.queue.push_back(position);
+    pub fn push(&mut self, reading: Reading) {
+        self.queue.push_back(Queued {
+            reading,
+            held: !self.online,
+        });
         // The front of the queue belongs to the request in flight; trim only between requests.
         if self.queue.len() > MAX_QUEUED && self.in_flight.is_none() {
             let excess = self.queue.len() - MAX_QUEUED;
             self.queue.drain(..excess);
+            self.dropped += excess as u64;
             let outage = self.outage.get_or_insert_with(|| Outage {
                 since: Instant::now(),
                 dropped: 0,
@@ -103,27 +182,38 @@ impl Outbox {
     }
 
     /// Starts a request with the oldest queued fixes, unless one is in flight, nothing is
-    /// queued or a backoff is running.
-    pub fn start(&mut self, api: &Api, ingest_token: &str) {
-        if self.in_flight.is_some() || self.queue.is_empty() || self.retry_at().is_some() {
+    /// queued, a backoff is running or there is no signal.
+    pub fn start(&mut self, api: &Api, device: &Device) {
+        if !self.online
+            || self.in_flight.is_some()
+            || self.queue.is_empty()
+            || self.retry_at().is_some()
+        {
             return;
         }
-        let count = self.queue.len().min(self.batch_limit);
-        let body = match positions_body(&self.queue.make_contiguous()[..count]) {
-            Ok(body) => body,
+        let count = self
+            .queue
+            .len()
+            .min(self.batch_limit)
+            .min(device.protocol.batch_limit());
+        let readings: Vec<Reading> = self
+            .queue
+            .iter()
+            .take(count)
+            .map(|q| q.reading.clone())
+            .collect();
+        let wire = match device.encode(&readings) {
+            Ok(wire) => wire,
             Err(e) => {
                 // Cannot happen with finite numbers; dropping beats retrying forever.
                 tracing::error!(vehicle = %self.label, "cannot encode {count} fixes: {e}");
                 self.queue.drain(..count);
+                self.dropped += count as u64;
                 return;
             }
         };
         let api = api.clone();
-        let token = ingest_token.to_owned();
-        self.in_flight = Some((
-            count,
-            Box::pin(async move { api.post_positions(&token, body).await }),
-        ));
+        self.in_flight = Some((count, Box::pin(async move { api.deliver(&wire).await })));
     }
 
     /// Waits for the request in flight; never finishes when there is none, so it can sit in a
@@ -142,7 +232,9 @@ impl Outbox {
         };
         match result {
             Ok(reply) => {
-                self.queue.drain(..count.min(self.queue.len()));
+                let count = count.min(self.queue.len());
+                self.queue.drain(..count);
+                self.sent += count as u64;
                 self.backoff.reset();
                 self.retry_at = None;
                 if reply.filtered > 0 {
@@ -205,6 +297,7 @@ impl Outbox {
                 ..
             } if *i < count && count > 1 => {
                 self.queue.remove(*i);
+                self.dropped += 1;
                 tracing::warn!(vehicle = %self.label, "server refused a fix ({e}); dropped it");
             }
             ApiError::Status {
@@ -215,7 +308,9 @@ impl Outbox {
                 tracing::warn!(vehicle = %self.label, "batch too large; sending at most {} fixes at once", self.batch_limit);
             }
             _ => {
-                self.queue.drain(..count.min(self.queue.len()));
+                let count = count.min(self.queue.len());
+                self.queue.drain(..count);
+                self.dropped += count as u64;
                 tracing::warn!(vehicle = %self.label, "server refused {count} fixes ({e}); dropped them");
             }
         }
@@ -224,11 +319,12 @@ impl Outbox {
 
     /// One last effort at shutdown: send what is queued if the server answers within `limit`.
     /// Returns how many fixes are left unsent.
-    pub async fn flush(&mut self, api: &Api, ingest_token: &str, limit: Duration) -> usize {
+    pub async fn flush(&mut self, api: &Api, device: &Device, limit: Duration) -> usize {
         let deadline = Instant::now() + limit;
         self.retry_at = None;
+        self.set_online(true, device.protocol.batch_limit());
         loop {
-            self.start(api, ingest_token);
+            self.start(api, device);
             if self.in_flight.is_none() {
                 break;
             }
@@ -252,18 +348,23 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::DateTime;
+    use crate::api::NewPosition;
+    use crate::run::protocol::{Protocol, SpeedUnit};
 
-    fn fix(ms: i64) -> NewPosition {
-        NewPosition {
-            lat: 53.4,
-            lon: -2.9,
-            recorded_at: DateTime::from_timestamp_millis(ms).unwrap_or_default(),
-            accuracy: None,
-            speed: None,
-            heading: None,
-            altitude: None,
-            battery: None,
+    fn fix(ms: i64) -> Reading {
+        Reading {
+            position: NewPosition {
+                lat: 53.4,
+                lon: -2.9,
+                recorded_at: DateTime::from_timestamp_millis(ms).unwrap_or_default(),
+                accuracy: None,
+                speed: None,
+                heading: None,
+                altitude: None,
+                battery: None,
+            },
+            odometer_m: 0.0,
+            motion_changed: false,
         }
     }
 
@@ -279,8 +380,107 @@ mod tests {
         outbox
             .queue
             .iter()
-            .map(|p| p.recorded_at.timestamp_millis())
+            .map(|q| q.reading.position.recorded_at.timestamp_millis())
             .collect()
+    }
+
+    /// The fixes the next request would carry, as `start` picks them.
+    fn next_request(outbox: &mut Outbox, protocol: Protocol) -> Option<Vec<i64>> {
+        let api = Api::new(
+            &reqwest::Url::parse("http://127.0.0.1:9").unwrap(),
+            crate::api::Credentials {
+                email: "a@b".into(),
+                password: "p".into(),
+            },
+        )
+        .unwrap();
+        let device = Device::new(protocol, "t".into(), SpeedUnit::Knots, "Test");
+        outbox.start(&api, &device);
+        let count = outbox.in_flight.as_ref()?.0;
+        Some(times(outbox)[..count].to_vec())
+    }
+
+    fn settle_ok(outbox: &mut Outbox) {
+        assert!(matches!(
+            outbox.settle(Ok(IngestReply::default())),
+            Settled::Sent
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_native_backlog_goes_in_one_batch_oldest_first_when_the_signal_returns() {
+        let mut outbox = Outbox::new("test");
+        outbox.push(fix(0));
+        assert_eq!(next_request(&mut outbox, Protocol::Native), Some(vec![0]));
+        settle_ok(&mut outbox);
+
+        outbox.set_online(false, MAX_BATCH);
+        (1..=5).for_each(|i| outbox.push(fix(i)));
+        assert_eq!(
+            next_request(&mut outbox, Protocol::Native),
+            None,
+            "no signal"
+        );
+        assert!(outbox.backlogs().is_empty());
+
+        outbox.set_online(true, MAX_BATCH);
+        outbox.push(fix(6));
+        assert_eq!(
+            outbox.backlogs(),
+            [Backlog {
+                count: 5,
+                first: DateTime::from_timestamp_millis(1).unwrap(),
+                last: DateTime::from_timestamp_millis(5).unwrap(),
+            }]
+        );
+        assert_eq!(
+            next_request(&mut outbox, Protocol::Native),
+            Some(vec![1, 2, 3, 4, 5, 6])
+        );
+        settle_ok(&mut outbox);
+        assert!(outbox.is_idle());
+        assert_eq!((outbox.sent(), outbox.dropped()), (7, 0));
+    }
+
+    #[tokio::test]
+    async fn an_app_backlog_goes_one_request_at_a_time_oldest_first() {
+        for protocol in [Protocol::Osmand, Protocol::Traccar, Protocol::Owntracks] {
+            let mut outbox = Outbox::new("test");
+            outbox.set_online(false, 1);
+            (1..=3).for_each(|i| outbox.push(fix(i)));
+            outbox.set_online(true, 1);
+            let mut sent = Vec::new();
+            while let Some(batch) = next_request(&mut outbox, protocol) {
+                sent.push(batch);
+                settle_ok(&mut outbox);
+            }
+            assert_eq!(sent, [vec![1], vec![2], vec![3]], "{protocol}");
+            assert_eq!(outbox.backlogs().len(), 1);
+            assert_eq!(outbox.sent(), 3);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_backlog_waits_out_a_failing_server_and_is_sent_once() {
+        let mut outbox = Outbox::new("test");
+        outbox.set_online(false, MAX_BATCH);
+        (1..=3).for_each(|i| outbox.push(fix(i)));
+        outbox.set_online(true, MAX_BATCH);
+        assert_eq!(
+            next_request(&mut outbox, Protocol::Native),
+            Some(vec![1, 2, 3])
+        );
+        outbox.settle(Err(ApiError::Network("refused".into())));
+        outbox.push(fix(4));
+        outbox.retry_now();
+        assert_eq!(
+            next_request(&mut outbox, Protocol::Native),
+            Some(vec![1, 2, 3, 4]),
+            "the same fixes with the same times, then the new one"
+        );
+        settle_ok(&mut outbox);
+        assert_eq!(outbox.sent(), 4);
+        assert_eq!(outbox.backlogs().len(), 1, "announced once");
     }
 
     fn status(code: u16, index: Option<usize>) -> ApiError {

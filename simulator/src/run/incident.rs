@@ -95,8 +95,9 @@ impl Incident {
                 offset_m,
             } => {
                 off_route(&mut plan.samples, start, len, offset_m);
-                plan.mark(
+                plan.mark_incident(
                     start,
+                    Kind::OffRoute,
                     format!(
                         "incident: off route, up to {offset_m:.0} m from the planned route for {:.1} min",
                         minutes(len)
@@ -113,16 +114,18 @@ impl Incident {
                     Pace::Factor(f) => format!("{f}× the stretch's speed"),
                     Pace::AtLeast(v) => format!("at least {:.0} km/h", v * 3.6),
                 };
-                plan.mark(
+                plan.mark_incident(
                     start,
+                    Kind::Speeding,
                     format!("incident: speeding, {how}, for {:.1} min", minutes(len)),
                 );
                 plan.mark(end, "incident over: back to normal speed".into());
             }
             Incident::Silent { start, len } => {
                 silent(&mut plan.samples, start, len);
-                plan.mark(
+                plan.mark_incident(
                     start,
+                    Kind::Silent,
                     format!(
                         "incident: silent for {:.1} min (phone off: nothing recorded, no backlog)",
                         minutes(len)
@@ -136,8 +139,9 @@ impl Incident {
                 fix_every,
             } => {
                 let at = stopped(&mut plan.samples, start, len, fix_every);
-                plan.mark(
+                plan.mark_incident(
                     at,
+                    Kind::Stopped,
                     format!("incident: stopped mid-trip for {:.1} min", minutes(len)),
                 );
                 plan.mark(at + len, "incident over: driving on".into());
@@ -276,6 +280,8 @@ mod tests {
         }
         assert_eq!(plan.marks.len(), 2);
         assert!(plan.marks[0].message.contains("off route"));
+        assert_eq!(plan.marks[0].starts, Some(Kind::OffRoute));
+        assert_eq!(plan.marks[1].starts, None);
     }
 
     #[test]

@@ -114,16 +114,20 @@ impl Outbox {
                     q.reading.position.recorded_at
                 })
                 .collect();
+            if held.is_empty() {
+                tracing::info!(vehicle = %self.label, "signal back; nothing recorded meanwhile");
+            }
             if let (Some(&first), Some(&last)) = (held.first(), held.last()) {
                 let how = if batch_limit > 1 {
                     "in one batch"
                 } else {
                     "one request at a time, oldest first"
                 };
+                let n = held.len();
                 tracing::info!(
                     vehicle = %self.label,
-                    "signal back: sending the {} fixes recorded without it {how}",
-                    held.len()
+                    "signal back: sending the {n} fix{} recorded without it {how}",
+                    if n == 1 { "" } else { "es" }
                 );
                 self.backlogs.push(Backlog {
                     count: held.len(),

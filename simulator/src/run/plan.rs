@@ -5,6 +5,7 @@
 
 use rand::Rng;
 
+use super::incident::Kind;
 use crate::geo::LatLon;
 use crate::tracks::{self, Trip};
 
@@ -40,6 +41,8 @@ impl Sample {
 pub struct Mark {
     pub t: f64,
     pub message: String,
+    /// The incident that starts here, counted in the vehicle's report once it happens.
+    pub starts: Option<Kind>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -120,17 +123,33 @@ impl Plan {
             }
         }
         if held > 0 {
+            // The outbox says when the signal is back, with what it catches up.
             self.mark(
                 start,
                 format!("signal lost for {wall_s:.0} s (a tunnel, a dead zone); recording on"),
             );
-            self.mark(end, "signal back".into());
         }
     }
 
     pub fn mark(&mut self, t: f64, message: String) {
-        let at = self.marks.partition_point(|m| m.t <= t);
-        self.marks.insert(at, Mark { t, message });
+        self.insert_mark(Mark {
+            t,
+            message,
+            starts: None,
+        });
+    }
+
+    pub fn mark_incident(&mut self, t: f64, kind: Kind, message: String) {
+        self.insert_mark(Mark {
+            t,
+            message,
+            starts: Some(kind),
+        });
+    }
+
+    fn insert_mark(&mut self, mark: Mark) {
+        let at = self.marks.partition_point(|m| m.t <= mark.t);
+        self.marks.insert(at, mark);
     }
 }
 
@@ -221,7 +240,7 @@ pub(crate) mod tests {
             [false, false, false, true, true, true, true, false, false, false]
         );
         let times: Vec<f64> = plan.marks.iter().map(|m| m.t).collect();
-        assert_eq!(times, [3.0, 7.0]);
+        assert_eq!(times, [3.0]);
     }
 
     #[test]

@@ -109,6 +109,7 @@ pub struct Report {
     /// Fixes still queued when the vehicle stopped.
     pub unsent: u64,
     pub backlogs: Vec<Backlog>,
+    /// Incidents that started.
     pub incidents: Vec<Kind>,
 }
 
@@ -302,7 +303,6 @@ impl Driver {
                     },
                 };
                 incident.apply(&mut plan, b.speedup);
-                phone.incidents.push(kind);
             }
         }
         if let Some(every) = phone.signal_loss.as_mut() {
@@ -339,7 +339,7 @@ impl Driver {
             if due.is_none() && phone.outbox.is_idle() {
                 // Marks past the last fix (an incident ending with the trip) still get said.
                 for mark in &plan.marks[next_mark..] {
-                    tracing::info!(vehicle = %self.name, "{}", mark.message);
+                    self.say(mark, phone);
                 }
                 return Replayed::Done;
             }
@@ -354,7 +354,7 @@ impl Driver {
                     }
                 }
                 () = sleep_until(mark_due), if mark_due.is_some() => {
-                    tracing::info!(vehicle = %self.name, "{}", plan.marks[next_mark].message);
+                    self.say(&plan.marks[next_mark], phone);
                     next_mark += 1;
                 }
                 () = sleep_until(due), if due.is_some() => {
@@ -370,6 +370,14 @@ impl Driver {
                 }
                 () = sleep_until(retry_at), if retry_at.is_some() => {}
             }
+        }
+    }
+
+    /// Tells the operator what is happening, and counts an incident once it starts.
+    fn say(&self, mark: &Mark, phone: &mut Phone) {
+        tracing::info!(vehicle = %self.name, "{}", mark.message);
+        if let Some(kind) = mark.starts {
+            phone.incidents.push(kind);
         }
     }
 

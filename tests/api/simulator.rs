@@ -7,7 +7,8 @@ use serde_json::Value;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use waymark::auth::Role;
-use waymark_sim::config::{Cli, Command};
+use waymark_sim::config::{Cli, Command, RunArgs};
+use waymark_sim::run::incident::Kind;
 use waymark_sim::run::protocol::Protocol;
 use waymark_sim::run::{run_fleet, Report};
 use waymark_sim::tracks::{self, SimVehicle};
@@ -60,19 +61,11 @@ fn whole_second(t: DateTime<Utc>) -> bool {
     t.timestamp_subsec_micros() == 0
 }
 
-#[sqlx::test]
-async fn the_simulator_drives_every_protocol_and_sends_backlogs_complete_and_once(db: PgPool) {
-    let app = TestApp::spawn(db.clone()).await;
-    app.user("Sim Logistics", "sim@sim.test", Role::Dispatcher)
-        .await;
-    let state_file = std::env::temp_dir().join(format!(
-        "waymark-sim-test-{}.json",
-        waymark::auth::token::generate(16)
-    ));
+/// `waymark-sim run --once` against `app` as the dispatcher `sim@sim.test`, plus `flags`.
+fn run_args(app: &TestApp, state_file: &std::path::Path, flags: &[&str]) -> RunArgs {
     let url = app.url("");
     let state = state_file.to_string_lossy().into_owned();
-    // 80 fixes at 1 Hz in 8 s; a signal loss of 2.25–3.75 s starts 0.9–2.7 s in.
-    let cli = Cli::try_parse_from([
+    let mut argv = vec![
         "waymark-sim",
         "run",
         "--url",
@@ -84,32 +77,60 @@ async fn the_simulator_drives_every_protocol_and_sends_backlogs_complete_and_onc
         "--state-file",
         &state,
         "--once",
-        "--speedup",
-        "10",
-        "--vehicles",
-        "6",
-        "--protocols",
-        "native,osmand,traccar,owntracks",
-        "--trip-fixes",
-        "80",
-        "--seed",
-        "42",
-        "--signal-loss-every",
-        "0.03",
-        "--signal-loss-seconds",
-        "3",
-    ])
-    .unwrap();
-    let Command::Run(args) = cli.selected_command() else {
+    ];
+    argv.extend_from_slice(flags);
+    let Command::Run(args) = Cli::try_parse_from(argv).unwrap().selected_command() else {
         unreachable!()
     };
-    let reports: Vec<Report> = tokio::time::timeout(
+    args
+}
+
+fn state_file() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "waymark-sim-test-{}.json",
+        waymark::auth::token::generate(16)
+    ))
+}
+
+/// Drives `base` to the end of its trips, within a bound.
+async fn drive(args: &RunArgs, base: Vec<SimVehicle>) -> Vec<Report> {
+    tokio::time::timeout(
         std::time::Duration::from_secs(30),
-        run_fleet(&args, slices(), CancellationToken::new()),
+        run_fleet(args, base, CancellationToken::new()),
     )
     .await
     .expect("the fleet finishes its trips")
-    .unwrap();
+    .unwrap()
+}
+
+#[sqlx::test]
+async fn the_simulator_drives_every_protocol_and_sends_backlogs_complete_and_once(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    app.user("Sim Logistics", "sim@sim.test", Role::Dispatcher)
+        .await;
+    let state_file = state_file();
+    // 80 fixes at 1 Hz in 8 s; a signal loss of 2.25–3.75 s starts 0.9–2.7 s in.
+    let args = run_args(
+        &app,
+        &state_file,
+        &[
+            "--speedup",
+            "10",
+            "--vehicles",
+            "6",
+            "--protocols",
+            "native,osmand,traccar,owntracks",
+            "--trip-fixes",
+            "80",
+            "--seed",
+            "42",
+            "--signal-loss-every",
+            "0.03",
+            "--signal-loss-seconds",
+            "3",
+        ],
+    );
+    let reports = drive(&args, slices()).await;
     let _ = std::fs::remove_file(&state_file);
 
     let names: Vec<(&str, Protocol, &str)> = reports
@@ -209,4 +230,87 @@ async fn the_simulator_drives_every_protocol_and_sends_backlogs_complete_and_onc
     .await
     .unwrap();
     assert_eq!(delivered, 6);
+}
+
+#[sqlx::test]
+async fn incidents_take_a_vehicle_off_its_route_and_another_off_the_air(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    app.user("Sim Logistics", "sim@sim.test", Role::Dispatcher)
+        .await;
+    let (state_a, state_b) = (state_file(), state_file());
+    // One incident every 1.2 s of the one candidate, so the first starts 0.6–1.8 s in and,
+    // lasting 3 s, ends well before the 8 s trip does.
+    let flags = |kind: &'static str, protocol: &'static str| {
+        vec![
+            "--vehicles",
+            "1",
+            "--speedup",
+            "10",
+            "--trip-fixes",
+            "80",
+            "--seed",
+            "7",
+            "--no-noise",
+            "--signal-loss-every",
+            "0",
+            "--protocols",
+            protocol,
+            "--incidents",
+            kind,
+            "--incident-every",
+            "0.02",
+            "--off-route-minutes",
+            "0.05",
+            "--silent-minutes",
+            "0.05",
+        ]
+    };
+    let off_route = run_args(&app, &state_a, &flags("off-route", "native"));
+    let silent = run_args(&app, &state_b, &flags("silent", "owntracks"));
+    let mut cars = slices();
+    let (b, a) = (cars.swap_remove(1), cars.swap_remove(0));
+    let (off_route, silent) = tokio::join!(drive(&off_route, vec![a]), drive(&silent, vec![b]));
+    let _ = std::fs::remove_file(&state_a);
+    let _ = std::fs::remove_file(&state_b);
+
+    // Off route: the middle of the detour is about 400 m from the planned route (PostGIS's
+    // own distance), and the vehicle starts and ends on it.
+    let a = &off_route[0];
+    assert_eq!(a.incidents, [Kind::OffRoute]);
+    let distances: Vec<f64> = sqlx::query_scalar(
+        "SELECT ST_Distance(p.point, s.planned_route) FROM positions p
+         JOIN shipments s ON s.id = p.shipment_id
+         WHERE p.vehicle_id = $1 ORDER BY p.recorded_at",
+    )
+    .bind(a.vehicle_id)
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(distances.len() as u64, a.recorded);
+    let away = distances.iter().filter(|&&d| d > 350.0).count();
+    assert!(away >= 5, "{away} fixes far off the route: {distances:?}");
+    assert!(distances.iter().all(|&d| d < 420.0), "{distances:?}");
+    for d in distances[..3]
+        .iter()
+        .chain(&distances[distances.len() - 3..])
+    {
+        assert!(*d < 5.0, "on the route at the ends: {distances:?}");
+    }
+
+    // Silent: a gap of the silence's length in what was stored, and no backlog after it.
+    let b = &silent[0];
+    assert_eq!(b.incidents, [Kind::Silent]);
+    assert!(b.backlogs.is_empty());
+    let stored = rows(&db, b.vehicle_id).await;
+    assert_eq!(stored.len() as u64, b.recorded);
+    let gap = stored
+        .windows(2)
+        .map(|w| (w[1].recorded_at - w[0].recorded_at).num_milliseconds())
+        .max()
+        .unwrap();
+    assert!((2_900..4_500).contains(&gap), "{gap} ms");
+    // Reporting resumed right away: nothing sent after the gap is older than it.
+    assert!(stored
+        .windows(2)
+        .all(|w| w[0].received_at <= w[1].received_at));
 }

@@ -49,7 +49,8 @@ impl Gnss {
     }
 
     /// The reported fix for the true position `truth`, `dt_wall_s` after the previous fix as
-    /// the server sees it. Without noise the truth is reported with an accuracy of 5–10 m.
+    /// the server sees it (infinite for the first). Without noise the truth is reported with an
+    /// accuracy of 5–10 m.
     pub fn observe<R: Rng>(&mut self, truth: LatLon, dt_wall_s: f64, rng: &mut R) -> Noisy {
         if !self.enabled {
             return Noisy {
@@ -73,7 +74,8 @@ impl Gnss {
         let sigma = accuracy / ACCURACY_PER_SIGMA;
         let off = geo::destination(truth, 0.0, self.z.0 * sigma);
         let point = geo::destination(off, 90.0, self.z.1 * sigma);
-        if rng.gen_bool(OUTLIER_CHANCE) {
+        // The first fix has nothing before it to jump from.
+        if dt_wall_s.is_finite() && rng.gen_bool(OUTLIER_CHANCE) {
             let distance = (OUTLIER_IMPLIED_MPS * dt_wall_s).clamp(OUTLIER_MIN_M, OUTLIER_MAX_M);
             let bearing = rng.gen_range(0.0..360.0);
             return Noisy {
@@ -187,6 +189,15 @@ mod tests {
             }
         }
         assert!(seen > 0);
+    }
+
+    #[test]
+    fn a_first_fix_is_never_an_outlier() {
+        let mut rng = StdRng::seed_from_u64(10);
+        for _ in 0..5_000 {
+            let fix = Gnss::new(true).observe(LatLon::new(45.2, 13.7), f64::INFINITY, &mut rng);
+            assert!(!fix.outlier);
+        }
     }
 
     #[test]

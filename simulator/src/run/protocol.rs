@@ -174,6 +174,16 @@ impl Device {
         }
     }
 
+    /// The shortest time between two fixes: the apps' own minimum interval is a second (which
+    /// also keeps one-fix-per-request senders under the server's 10 requests a second); the
+    /// native client takes every fix.
+    pub fn min_fix_interval_ms(&self) -> i64 {
+        match self.protocol {
+            Protocol::Native => 1,
+            _ => 1000,
+        }
+    }
+
     /// The request that carries `readings` (at most [`Protocol::batch_limit`] of them).
     pub fn encode(&self, readings: &[Reading]) -> Result<WireRequest, serde_json::Error> {
         match self.protocol {
@@ -743,6 +753,13 @@ mod tests {
         for p in [Protocol::Osmand, Protocol::Traccar, Protocol::Owntracks] {
             assert_eq!(p.batch_limit(), 1, "{p}");
         }
+        for p in [Protocol::Osmand, Protocol::Traccar, Protocol::Owntracks] {
+            assert_eq!(device(p, "t", SpeedUnit::Mps).min_fix_interval_ms(), 1000);
+        }
+        assert_eq!(
+            device(Protocol::Native, "t", SpeedUnit::Knots).min_fix_interval_ms(),
+            1
+        );
         let d = |p, u| device(p, "t", u).time_resolution_ms();
         assert_eq!(d(Protocol::Native, SpeedUnit::Knots), 1);
         assert_eq!(d(Protocol::Traccar, SpeedUnit::Knots), 1);

@@ -142,7 +142,10 @@ impl Driver {
         let mut phone = Phone {
             outbox: Outbox::new(&self.name),
             battery: Battery::new(&mut self.rng),
-            clock: DeviceClock::new(self.device.time_resolution_ms()),
+            clock: DeviceClock::new(
+                self.device.time_resolution_ms(),
+                self.device.min_fix_interval_ms(),
+            ),
             gnss: Gnss::new(b.noise),
             odometer_m: 0.0,
             last_moving: None,
@@ -561,18 +564,21 @@ fn incident_minutes(b: &Behaviour, kind: Kind) -> f64 {
 
 /// Device timestamps: the replay's wall-clock time at the sender's resolution (milliseconds,
 /// or whole seconds for OwnTracks and the legacy Traccar Client), strictly increasing, because
-/// the server takes a repeated `recorded_at` for a re-sent duplicate. A fix that would repeat
-/// the last stamp is not taken, as an app does not report twice in one of its ticks.
+/// the server takes a repeated `recorded_at` for a re-sent duplicate. A fix sooner than the
+/// sender's minimum interval after the last is not taken, as an app does not report twice in
+/// one of its ticks.
 #[derive(Debug)]
 struct DeviceClock {
     resolution_ms: i64,
+    min_interval_ms: i64,
     last: Option<DateTime<Utc>>,
 }
 
 impl DeviceClock {
-    fn new(resolution_ms: i64) -> Self {
+    fn new(resolution_ms: i64, min_interval_ms: i64) -> Self {
         Self {
             resolution_ms: resolution_ms.max(1),
+            min_interval_ms: min_interval_ms.max(1),
             last: None,
         }
     }
@@ -580,7 +586,10 @@ impl DeviceClock {
     fn stamp(&mut self, wanted: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let ms = wanted.timestamp_millis();
         let stamp = DateTime::from_timestamp_millis(ms - ms.rem_euclid(self.resolution_ms))?;
-        if self.last.is_some_and(|last| stamp <= last) {
+        if self
+            .last
+            .is_some_and(|last| (stamp - last).num_milliseconds() < self.min_interval_ms)
+        {
             return None;
         }
         self.last = Some(stamp);
@@ -653,7 +662,7 @@ mod tests {
     #[test]
     fn device_time_strictly_increases_at_the_senders_resolution() {
         let t = DateTime::from_timestamp_millis(1_700_000_000_000).unwrap();
-        let mut clock = DeviceClock::new(1);
+        let mut clock = DeviceClock::new(1, 1);
         assert_eq!(clock.stamp(t + TimeDelta::microseconds(300)), Some(t));
         assert_eq!(
             clock.stamp(t + TimeDelta::microseconds(600)),
@@ -670,12 +679,21 @@ mod tests {
             "never backwards"
         );
 
-        let mut seconds = DeviceClock::new(1000);
+        let mut seconds = DeviceClock::new(1000, 1000);
         assert_eq!(seconds.stamp(t + TimeDelta::milliseconds(250)), Some(t));
         assert_eq!(seconds.stamp(t + TimeDelta::milliseconds(999)), None);
         assert_eq!(
             seconds.stamp(t + TimeDelta::milliseconds(1_400)),
             Some(t + TimeDelta::seconds(1))
+        );
+
+        // Milliseconds, but at most one fix a second (Traccar Client, the OsmAnd app).
+        let mut app = DeviceClock::new(1, 1000);
+        assert_eq!(app.stamp(t), Some(t));
+        assert_eq!(app.stamp(t + TimeDelta::milliseconds(999)), None);
+        assert_eq!(
+            app.stamp(t + TimeDelta::milliseconds(1_250)),
+            Some(t + TimeDelta::milliseconds(1_250))
         );
     }
 

@@ -1,5 +1,6 @@
-//! The HTML pages: sign-in, the dispatcher's fleet map, a shipment's map and the customer's
-//! share view. They are shells: the data comes from the API and the WebSocket.
+//! The HTML pages: sign-in, the dispatcher's fleet map, a shipment's map, the driver's phone
+//! page (and the device link that signs a phone in), and the customer's share view. They are
+//! shells: the data comes from the API and the WebSocket.
 use askama::Template;
 use axum::{
     extract::{Path, State},
@@ -19,6 +20,7 @@ pub fn router() -> Router<AppState> {
         .route("/", get(login))
         .route("/dispatch", get(dispatch))
         .route("/driver", get(driver))
+        .route("/driver/link/{code}", get(device_link))
         .route("/shipments/{id}", get(shipment))
         .route("/t/{token}", get(share))
 }
@@ -96,26 +98,42 @@ async fn dispatch(State(state): State<AppState>, headers: HeaderMap) -> Response
     }
 }
 
-/// Drivers land on their active shipment. (The full phone page comes with driver sharing.)
+#[derive(Template)]
+#[template(path = "driver.html")]
+struct DriverPage {
+    user_id: i64,
+    user_email: String,
+}
+
+#[derive(Template)]
+#[template(path = "device_link.html")]
+struct DeviceLinkPage {
+    code: String,
+}
+
+/// The driver's phone page. Dispatchers go to the fleet map.
 async fn driver(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let Some(user) = page_user(&state, &headers) else {
-        return Redirect::to("/").into_response();
-    };
-    let active: Result<Option<i64>, _> = sqlx::query_scalar(
-        "SELECT id FROM shipments WHERE driver_id = $1 AND status IN ('planned', 'in_transit')
-         ORDER BY created_at DESC LIMIT 1",
-    )
-    .bind(user.id)
-    .fetch_optional(&state.db)
-    .await;
-    match active {
-        Ok(Some(id)) => Redirect::to(&format!("/shipments/{id}")).into_response(),
-        Ok(None) => not_found("No shipment is assigned to you right now."),
-        Err(e) => {
-            tracing::error!(error = %e, "finding a driver's shipment");
-            (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response()
-        }
+    match page_user(&state, &headers) {
+        Some(user) if user.role == Role::Driver => render(DriverPage {
+            user_id: user.id,
+            user_email: user.email,
+        }),
+        Some(user) => Redirect::to(home_of(&user)).into_response(),
+        None => Redirect::to("/?next=/driver").into_response(),
     }
+}
+
+/// The page a device link opens. It only offers the sign-in: the link is used up by the tap
+/// (a POST), so a link preview fetching this page does not spend it.
+async fn device_link(Path(code): Path<String>) -> Response {
+    if code.len() > 128
+        || !code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return not_found("This link is not a Waymark device link.");
+    }
+    render(DeviceLinkPage { code })
 }
 
 async fn shipment(

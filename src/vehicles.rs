@@ -13,7 +13,8 @@ use sqlx::PgPool;
 
 use crate::{
     auth::{token, CurrentUser, Viewer},
-    error::{ApiJson, ApiPath, AppError, AppResult},
+    error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
+    position::{Position, POSITION_COLUMNS},
     AppState,
 };
 
@@ -22,6 +23,7 @@ pub fn router() -> Router<AppState> {
         .route("/vehicles", routing::get(list_handler).post(create))
         .route("/vehicles/{id}", routing::get(get_handler))
         .route("/vehicles/{id}/token", post(rotate_token))
+        .route("/vehicles/{id}/positions", routing::get(positions_log))
 }
 
 /// Ingest tokens carry 192 random bits.
@@ -178,4 +180,70 @@ async fn rotate_token(
     }
     state.devices.forget_vehicle(id);
     Ok(Json(json!({"ingest_token": ingest_token})))
+}
+
+/// Most rows one page of the positions log holds.
+const LOG_MAX: i64 = 5000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogQuery {
+    /// Rows recorded at or after this time.
+    from: Option<DateTime<Utc>>,
+    /// Rows recorded before this time.
+    to: Option<DateTime<Utc>>,
+    /// Rows recorded strictly after this time: the previous page's `next`.
+    after: Option<DateTime<Utc>>,
+    limit: Option<i64>,
+    /// Only the rows the filter marked.
+    filtered: Option<bool>,
+}
+
+/// One stored row with what the writer decided about it.
+#[derive(Serialize, sqlx::FromRow)]
+struct LogRow {
+    seq: i64,
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    position: Position,
+    /// Why the filter marked it (never current, never published), or null.
+    filter_reason: Option<String>,
+    attributes: Option<Value>,
+}
+
+/// The vehicle's positions log for audit: every stored row in time order, filtered and late
+/// ones included, each with the filter's decision. Pages by `next`.
+async fn positions_log(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(q): ApiQuery<LogQuery>,
+) -> AppResult<Json<Value>> {
+    user.require_dispatcher()?;
+    get(&state.db, user.organisation_id, id).await?;
+    let limit = q.limit.unwrap_or(1000);
+    if !(1..=LOG_MAX).contains(&limit) {
+        return Err(AppError::validation("limit", "limit must be 1 to 5000"));
+    }
+    let rows: Vec<LogRow> = sqlx::query_as(&format!(
+        "SELECT seq, {POSITION_COLUMNS}, filter_reason, attributes FROM positions
+         WHERE vehicle_id = $1
+           AND ($2::timestamptz IS NULL OR recorded_at >= $2)
+           AND ($3::timestamptz IS NULL OR recorded_at < $3)
+           AND ($4::timestamptz IS NULL OR recorded_at > $4)
+           AND (NOT $5 OR filter_reason IS NOT NULL)
+         ORDER BY recorded_at LIMIT $6"
+    ))
+    .bind(id)
+    .bind(q.from)
+    .bind(q.to)
+    .bind(q.after)
+    .bind(q.filtered.unwrap_or(false))
+    .bind(limit)
+    .fetch_all(&state.db)
+    .await?;
+    let next = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| r.position.recorded_at))
+        .flatten();
+    Ok(Json(json!({"positions": rows, "next": next})))
 }

@@ -11,6 +11,7 @@ mod users;
 pub use device::{Device, DeviceCache};
 pub use password::{hash_password, verify_password};
 pub use routes::router;
+pub(crate) use routes::signed_in;
 pub use session::{CurrentUser, SessionKeys, SESSION_COOKIE};
 pub use share::ShareAccess;
 pub use users::create_user;

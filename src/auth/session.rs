@@ -31,6 +31,15 @@ impl SessionKeys {
     }
 
     pub fn issue(&self, user: &CurrentUser) -> anyhow::Result<String> {
+        self.issue_for(user, self.lifetime)
+    }
+
+    /// A session that lasts `lifetime` instead of the configured sign-in lifetime.
+    pub fn issue_for(
+        &self,
+        user: &CurrentUser,
+        lifetime: chrono::Duration,
+    ) -> anyhow::Result<String> {
         let now = Utc::now();
         let claims = Claims {
             sub: user.id,
@@ -38,7 +47,7 @@ impl SessionKeys {
             role: user.role,
             email: user.email.clone(),
             iat: now.timestamp(),
-            exp: (now + self.lifetime).timestamp(),
+            exp: (now + lifetime).timestamp(),
         };
         Ok(jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),

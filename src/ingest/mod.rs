@@ -2,6 +2,8 @@
 //! plausibility filter, and the group-commit writer that makes them durable and hands them to
 //! the hub.
 mod filter;
+#[cfg(test)]
+mod properties;
 mod trackers;
 mod writer;
 
@@ -22,6 +24,7 @@ use crate::{
     auth::Device,
     error::{AppError, AppResult},
     position::{to_micros, NewPosition},
+    security::admit_ingest,
     AppState,
 };
 
@@ -42,6 +45,17 @@ async fn post_positions(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> AppResult<Json<Value>> {
+    admit_ingest(&state, device.vehicle_id)?;
+    let positions = read_native(&headers, body)?;
+    let outcome = state.writer.write(device, positions).await?;
+    Ok(reply(&outcome))
+}
+
+/// The positions of a native-format request body (JSON, at most [`MAX_BODY`] bytes).
+pub fn read_native(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult<Vec<NewPosition>> {
     let json_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -55,14 +69,17 @@ async fn post_positions(
         body.map_err(|_| AppError::TooLarge(format!("the body is larger than {MAX_BODY} bytes")))?;
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| AppError::Malformed(format!("the body is not valid JSON: {e}")))?;
-    let positions = parse_native(value)?;
-    let outcome = state.writer.write(device, positions).await?;
-    Ok(Json(json!({
+    parse_native(value)
+}
+
+/// The native endpoints' answer, sent once the positions are committed.
+pub fn reply(outcome: &WriteOutcome) -> Json<Value> {
+    Json(json!({
         "accepted": outcome.accepted,
         "duplicates": outcome.duplicates,
         "filtered": outcome.filtered,
         "seqs": outcome.seqs,
-    })))
+    }))
 }
 
 /// One position object, or an array of 1 to [`MAX_BATCH`]; any bad item rejects the whole body.

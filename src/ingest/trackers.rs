@@ -17,6 +17,7 @@ use super::MAX_BODY;
 use crate::{
     error::{AppError, AppResult},
     position::{number_field, to_micros, NewPosition},
+    security::admit_ingest,
     AppState,
 };
 
@@ -50,7 +51,13 @@ async fn osmand(
             .map_err(|e| AppError::Malformed(format!("the body is not valid JSON: {e}")))?;
         let token = traccar_device_id(&value)?;
         let device = state.devices.authenticate(&state.db, &token).await?;
-        (device, parse_traccar(value, now)?)
+        admit_ingest(&state, device.vehicle_id)?;
+        match parse_traccar(value, now)? {
+            Some(position) => (device, position),
+            // A heartbeat: the app is alive but has no new fix. Traccar would repeat the last
+            // position at the new time; Waymark stores only what a device actually measured.
+            None => return Ok(StatusCode::OK),
+        }
     } else {
         let params = match uri.query().filter(|q| !q.is_empty()) {
             Some(query) => parse_form(query),
@@ -69,6 +76,7 @@ async fn osmand(
                 )
             })?;
         let device = state.devices.authenticate(&state.db, token).await?;
+        admit_ingest(&state, device.vehicle_id)?;
         let position = parse_osmand(&params, &device.speed_unit, now)?;
         (device, position)
     };
@@ -86,6 +94,7 @@ async fn owntracks(
         "send the vehicle's ingest token as the Basic password or as Authorization: Bearer <token>",
     ))?;
     let device = state.devices.authenticate(&state.db, &token).await?;
+    admit_ingest(&state, device.vehicle_id)?;
     let body = body.map_err(|_| too_large())?;
     // The app posts an empty body when a friend is deleted; there is nothing to store.
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -355,9 +364,10 @@ fn json_number(obj: &Map<String, Value>, key: &str, field: &str) -> AppResult<Op
     number_field(obj.get(key), field)
 }
 
-/// A Traccar Client JSON body (the background-geolocation location format) as a position.
-/// Speed is already m/s; a negative speed, heading or battery level means unknown.
-pub fn parse_traccar(value: Value, now: DateTime<Utc>) -> AppResult<NewPosition> {
+/// A Traccar Client JSON body (the background-geolocation location format) as a position, or
+/// none for a heartbeat (a `location` without `coords`). Speed is already m/s; a negative speed,
+/// heading or battery level means unknown.
+pub fn parse_traccar(value: Value, now: DateTime<Utc>) -> AppResult<Option<NewPosition>> {
     let Value::Object(mut top) = value else {
         return Err(AppError::validation("", "the body must be a JSON object"));
     };
@@ -368,11 +378,15 @@ pub fn parse_traccar(value: Value, now: DateTime<Utc>) -> AppResult<NewPosition>
             "location must be an object",
         ));
     };
-    let Some(Value::Object(mut coords)) = location.remove("coords") else {
-        return Err(AppError::validation(
-            "location.coords",
-            "location.coords must be an object",
-        ));
+    let mut coords = match location.remove("coords") {
+        None => return Ok(None),
+        Some(Value::Object(coords)) => coords,
+        Some(_) => {
+            return Err(AppError::validation(
+                "location.coords",
+                "location.coords must be an object",
+            ))
+        }
     };
     let lat = json_number(&coords, "latitude", "location.coords.latitude")?.ok_or_else(|| {
         AppError::validation(
@@ -469,7 +483,7 @@ pub fn parse_traccar(value: Value, now: DateTime<Utc>) -> AppResult<NewPosition>
             ],
         )
     })?;
-    Ok(position)
+    Ok(Some(position))
 }
 
 /// An OwnTracks message: a position for `_type: "location"`, nothing for every other type.
@@ -670,7 +684,7 @@ mod tests {
             },
             "device_id": "48241179"
         });
-        let p = parse_traccar(body, now).unwrap();
+        let p = parse_traccar(body, now).unwrap().expect("a location");
         assert_eq!((p.lat, p.lon), (37.4219983, -122.084));
         assert_eq!(p.recorded_at, at("2025-06-15T13:45:12.862Z"));
         assert_eq!(
@@ -710,12 +724,19 @@ mod tests {
                 "location.timestamp",
             ),
             (json!({"device_id": "x"}), "location"),
-            (json!({"location": {}}), "location.coords"),
+            (json!({"location": {"coords": [1, 2]}}), "location.coords"),
         ];
         for (body, field) in cases {
             let err = parse_traccar(body.clone(), now).unwrap_err();
             assert_eq!(err.field().expect("a validation error"), field, "{body}");
         }
+    }
+
+    #[test]
+    fn a_traccar_location_without_coords_is_a_heartbeat() {
+        let body = json!({"location": {"timestamp": "2025-06-15T13:45:12Z",
+            "extras": {"heartbeat": true}}, "device_id": "x"});
+        assert_eq!(parse_traccar(body, Utc::now()).unwrap(), None);
     }
 
     #[test]

@@ -1,11 +1,16 @@
 // A thin wrapper over fetch for the JSON API under /api/v1.
 
-/** An answer that was not 2xx: `status`, and the API's error `code` and `message` when given. */
+/**
+ * An answer that was not 2xx: `status`, and the API's error `code`, `message`, and for a
+ * validation error the `field` and batch `index`, when given.
+ */
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, field, index) {
     super(message || `HTTP ${status}`);
     this.status = status;
     this.code = code || null;
+    this.field = field ?? null;
+    this.index = index ?? null;
   }
 }
 
@@ -34,7 +39,7 @@ export async function api(path, { method = 'GET', body, share } = {}) {
   }
   if (!res.ok) {
     const err = (data && data.error) || {};
-    throw new ApiError(res.status, err.code, err.message);
+    throw new ApiError(res.status, err.code, err.message, err.field, err.index);
   }
   return data;
 }

@@ -41,6 +41,7 @@ let markerTime = null;
 let follow = true;
 let fitted = false;
 let live = null;
+let dispatcher = false; // signed in as admin or dispatcher
 
 map.on('dragstart', () => {
   follow = false;
@@ -101,6 +102,7 @@ function placeText(place) {
 function applyShipment(s) {
   if (!s) return;
   shipment = s;
+  if (!share) renderPhoneLink();
   $('reference').textContent = s.reference;
   $('topbar-title').textContent = s.reference;
   document.title = `${s.reference} · Waymark`;
@@ -278,10 +280,44 @@ async function setUpSignedIn() {
   if (user.role === 'admin' || user.role === 'dispatcher') {
     back.hidden = false;
     $('share-section').hidden = false;
+    dispatcher = true;
+    renderPhoneLink();
   } else if (user.role === 'driver') {
     back.href = '/driver';
     back.textContent = '← Driver';
     back.hidden = false;
+  }
+}
+
+/** The driver's-phone section, for dispatchers, while the shipment has a driver. */
+function renderPhoneLink() {
+  $('phone-link-section').hidden = !(dispatcher && shipment && shipment.driver_id);
+}
+
+async function createPhoneLink() {
+  const button = $('phone-link-button');
+  const errorEl = $('phone-link-error');
+  errorEl.hidden = true;
+  button.disabled = true;
+  try {
+    const reply = await api(`/users/${shipment.driver_id}/device-link`, { method: 'POST' });
+    // The server's SVG, parsed as a document rather than assigned as HTML.
+    const svg = new DOMParser().parseFromString(reply.qr_svg, 'image/svg+xml').documentElement;
+    svg.setAttribute('role', 'img');
+    svg.setAttribute('aria-label', 'QR code of the phone link');
+    $('phone-link-qr').replaceChildren(document.importNode(svg, true));
+    $('phone-link-url').value = reply.url;
+    $('phone-link-expires').textContent = `Works once, until ${formatClock(reply.expires_at, { seconds: false })}`;
+    $('phone-link-result').hidden = false;
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) {
+      goToSignIn();
+      return;
+    }
+    errorEl.textContent = e instanceof ApiError && e.message ? e.message : 'Could not create the link.';
+    errorEl.hidden = false;
+  } finally {
+    button.disabled = false;
   }
 }
 
@@ -332,5 +368,6 @@ async function copyShareLink() {
 if (!share) {
   setUpSignedIn();
   $('share-button').addEventListener('click', createShareLink);
+  $('phone-link-button').addEventListener('click', createPhoneLink);
   $('share-copy').addEventListener('click', copyShareLink);
 }

@@ -1,5 +1,6 @@
 //! The pages in headless Chromium: sign in, open a shipment, post a position, and see the marker
-//! move and the polyline grow.
+//! move and the polyline grow; and the driver's phone page sharing through lost signal and a
+//! reload, with the phone's location and network emulated through the DevTools protocol.
 use std::{process::Stdio, time::Instant};
 
 use chrono::{Duration, Utc};
@@ -15,7 +16,8 @@ use crate::support::{step, TestApp, PATIENCE};
 struct Driver {
     child: Child,
     port: u16,
-    _profile: tempdir::TempDir,
+    /// One browser profile per client, so two clients are two people with their own cookies.
+    profiles: std::sync::Mutex<Vec<tempdir::TempDir>>,
 }
 
 mod tempdir {
@@ -78,7 +80,7 @@ impl Driver {
         let driver = Driver {
             child,
             port,
-            _profile: tempdir::TempDir::new(),
+            profiles: Default::default(),
         };
         // Wait until it answers, bounded.
         let deadline = Instant::now() + PATIENCE;
@@ -103,7 +105,9 @@ impl Driver {
             "WAYMARK_CHROMIUM",
             &["chromium", "chromium-browser", "google-chrome"],
         );
-        let profile = self._profile.0.to_string_lossy().into_owned();
+        let dir = tempdir::TempDir::new();
+        let profile = dir.0.to_string_lossy().into_owned();
+        self.profiles.lock().unwrap().push(dir);
         let caps = json!({
             "browserName": "chrome",
             "goog:chromeOptions": {
@@ -213,8 +217,300 @@ async fn a_posted_position_moves_the_marker_and_grows_the_polyline(db: PgPool) {
     let _ = browser.close().await;
     driver.stop().await;
     result.expect("the browser steps succeed");
+    assert_no_csp_violations(&app);
 }
 
 fn url_of(app: &TestApp, path: &str) -> url::Url {
     url::Url::parse(&app.url(path)).unwrap()
+}
+
+/// A DevTools protocol command, sent through chromedriver to the current window's page.
+#[derive(Debug)]
+struct Cdp(&'static str, Value);
+
+impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (axum::http::Method, Option<String>) {
+        let body = json!({"cmd": self.0, "params": self.1});
+        (axum::http::Method::POST, Some(body.to_string()))
+    }
+}
+
+async fn cdp(browser: &Client, cmd: &'static str, params: Value) {
+    browser
+        .issue_cmd(Cdp(cmd, params))
+        .await
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+}
+
+/// Puts the emulated phone at `lat, lon`.
+async fn move_phone(browser: &Client, lat: f64, lon: f64) {
+    cdp(
+        browser,
+        "Emulation.setGeolocationOverride",
+        json!({"latitude": lat, "longitude": lon, "accuracy": 5}),
+    )
+    .await;
+}
+
+async fn set_offline(browser: &Client, offline: bool) {
+    cdp(
+        browser,
+        "Network.emulateNetworkConditions",
+        json!({"offline": offline, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}),
+    )
+    .await;
+}
+
+/// Waits until `script` (a function body) returns true in the page.
+async fn wait_until(browser: &Client, what: &str, script: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let now = browser.execute(script, vec![]).await;
+        if matches!(now, Ok(Value::Bool(true))) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: still {now:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The times (ms) of the fixes waiting in the page's IndexedDB queue.
+async fn queued_times(browser: &Client, user: i64) -> Vec<i64> {
+    let script = format!(
+        "const done = arguments[0];
+         const open = indexedDB.open('waymark-driver-{user}');
+         open.onsuccess = () => {{
+           const req = open.result.transaction('fixes').objectStore('fixes').getAllKeys();
+           req.onsuccess = () => {{ open.result.close(); done(req.result); }};
+         }};"
+    );
+    let keys = browser.execute_async(&script, vec![]).await.unwrap();
+    keys.as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_i64().unwrap())
+        .collect()
+}
+
+async fn sign_in(
+    browser: &Client,
+    app: &TestApp,
+    email: &str,
+) -> Result<(), fantoccini::error::CmdError> {
+    browser.goto(&app.url("/")).await?;
+    browser
+        .find(Locator::Css("#email"))
+        .await?
+        .send_keys(email)
+        .await?;
+    browser
+        .find(Locator::Css("#password"))
+        .await?
+        .send_keys("correct horse")
+        .await?;
+    browser
+        .find(Locator::Css("#sign-in"))
+        .await?
+        .click()
+        .await?;
+    Ok(())
+}
+
+#[sqlx::test]
+async fn the_driver_page_shares_through_lost_signal_and_a_reload_exactly_once(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (_, jwt) = app
+        .user("Acme", "dispatch@acme.test", Role::Dispatcher)
+        .await;
+    let (driver_id, _) = app.user("Acme", "anna@acme.test", Role::Driver).await;
+    let (vehicle, _) = app.vehicle(&jwt, "Van 1").await;
+    let shipment = app.shipment(&jwt, "SHP-7", vehicle, Some(driver_id)).await;
+    let stored = || async {
+        let rows: Vec<(chrono::DateTime<Utc>, f64)> = sqlx::query_as(
+            "SELECT recorded_at, ST_Y(point::geometry) FROM positions WHERE vehicle_id = $1
+             ORDER BY recorded_at",
+        )
+        .bind(vehicle)
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+        rows
+    };
+
+    let driver = Driver::start().await;
+    let phone = driver.client().await;
+    let desk = driver.client().await;
+    let result = async {
+        // The dispatcher watches the shipment.
+        sign_in(&desk, &app, "dispatch@acme.test").await?;
+        desk.wait()
+            .at_most(PATIENCE)
+            .for_url(url_of(&app, "/dispatch"))
+            .await?;
+        desk.goto(&app.url(&format!("/shipments/{shipment}")))
+            .await?;
+        desk.wait()
+            .at_most(PATIENCE)
+            .for_element(Locator::Css("#conn-status[data-state='live']"))
+            .await?;
+
+        // The driver's phone, with location allowed, signs in and lands on its page.
+        let origin = app.url("");
+        cdp(
+            &phone,
+            "Browser.grantPermissions",
+            json!({"origin": origin.trim_end_matches('/'), "permissions": ["geolocation"]}),
+        )
+        .await;
+        cdp(&phone, "Network.enable", json!({})).await;
+        let (lat0, lon) = (48.1374, 11.5755);
+        move_phone(&phone, lat0, lon).await;
+        sign_in(&phone, &app, "anna@acme.test").await?;
+        phone
+            .wait()
+            .at_most(PATIENCE)
+            .for_url(url_of(&app, "/driver"))
+            .await?;
+        phone
+            .wait()
+            .at_most(PATIENCE)
+            .for_element(Locator::Css("body[data-ready='true']"))
+            .await?;
+        wait_for_text(&phone, "#driver-shipment", "SHP-7").await;
+        wait_for_text(&phone, "#driver-vehicle", "Van 1").await;
+        // The page can open offline once its worker controls it.
+        wait_until(
+            &phone,
+            "the service worker controls the page",
+            "return !!navigator.serviceWorker.controller;",
+        )
+        .await;
+
+        phone
+            .find(Locator::Css("#share-toggle"))
+            .await?
+            .click()
+            .await?;
+        wait_for_text(&phone, "#sharing-state", "On").await;
+        wait_for_text(&phone, "#share-label", "Stop sharing").await;
+        wait_until(
+            &phone,
+            "the first fix is sent",
+            "return document.getElementById('last-sent').textContent !== '—';",
+        )
+        .await;
+        wait_for_text(&phone, "#queue-count", "0").await;
+        let online_fixes = stored().await.len();
+        assert!(online_fixes >= 1);
+
+        // Signal lost: the phone moves and keeps every fix.
+        set_offline(&phone, true).await;
+        wait_until(
+            &phone,
+            "the page sees it is offline",
+            "return navigator.onLine === false;",
+        )
+        .await;
+        wait_for_text(&phone, "#network-state", "Offline: positions are kept").await;
+        let step_deg = 0.00001; // about a metre: the fixes come within moments of each other
+        for i in 1..=3 {
+            let before = queued_times(&phone, driver_id).await.len();
+            move_phone(&phone, lat0 + step_deg * i as f64, lon).await;
+            wait_until(
+                &phone,
+                "the fix is queued",
+                &format!(
+                    "return document.getElementById('queue-count').textContent === '{}';",
+                    before + 1
+                ),
+            )
+            .await;
+        }
+
+        // A reload with no signal: the page opens from its worker, sharing resumes by itself.
+        phone.refresh().await?;
+        phone
+            .wait()
+            .at_most(PATIENCE)
+            .for_element(Locator::Css("body[data-ready='true']"))
+            .await?;
+        wait_for_text(&phone, "#sharing-state", "On").await;
+        wait_for_text(&phone, "#driver-shipment", "SHP-7").await;
+        let before = queued_times(&phone, driver_id).await.len();
+        move_phone(&phone, lat0 + step_deg * 4.0, lon).await;
+        wait_until(
+            &phone,
+            "a fix after the reload is queued",
+            &format!(
+                "return Number(document.getElementById('queue-count').textContent) > {before};"
+            ),
+        )
+        .await;
+        let queued = queued_times(&phone, driver_id).await;
+        assert!(queued.len() >= 4, "{queued:?}");
+        assert_eq!(
+            stored().await.len(),
+            online_fixes,
+            "nothing went out while offline"
+        );
+
+        // Back online: the queue goes out, oldest first, and empties.
+        set_offline(&phone, false).await;
+        wait_for_text(&phone, "#queue-count", "0").await;
+        let rows = stored().await;
+        assert_eq!(
+            rows.len(),
+            online_fixes + queued.len(),
+            "every queued fix arrived once"
+        );
+        let times: Vec<i64> = rows.iter().map(|r| r.0.timestamp_millis()).collect();
+        for t in &queued {
+            assert_eq!(
+                times.iter().filter(|s| *s == t).count(),
+                1,
+                "fix {t} stored once"
+            );
+        }
+        let last_lat = rows.last().unwrap().1;
+        assert!(
+            (last_lat - (lat0 + step_deg * 4.0)).abs() < 1e-9,
+            "the newest fix is last: {last_lat}"
+        );
+
+        // The dispatcher's map drew every one of them.
+        wait_for_text(&desk, "#track-points", &rows.len().to_string()).await;
+        let expected = format!("{:.5}, {:.5}", lat0 + step_deg * 4.0, lon);
+        wait_for_text(&desk, "#last-position", &expected).await;
+        Ok::<_, fantoccini::error::CmdError>(())
+    }
+    .await;
+    let _ = phone.close().await;
+    let _ = desk.close().await;
+    driver.stop().await;
+    result.expect("the browser steps succeed");
+    assert_no_csp_violations(&app);
+}
+
+/// Browsers report what the Content-Security-Policy blocked at once; by the end of a test that
+/// used the pages, none must have come.
+fn assert_no_csp_violations(app: &TestApp) {
+    let reports = app
+        .state
+        .csp_reports
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        reports, 0,
+        "the pages broke the content security policy (see the log)"
+    );
 }

@@ -1,10 +1,13 @@
 //! Integration tests: a real server on a real socket, real PostgreSQL/PostGIS (a fresh database
 //! per test from `#[sqlx::test]`), real HTTP and WebSocket clients.
 mod browser;
+mod driver;
+mod filters;
 mod ingest;
 mod instances;
 mod read_api;
 mod readme;
+mod security;
 mod simulator;
 mod support;
 mod trackers;

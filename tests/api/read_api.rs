@@ -476,6 +476,7 @@ async fn the_openapi_document_lists_every_route(db: PgPool) {
         "/vehicles",
         "/vehicles/{id}",
         "/vehicles/{id}/token",
+        "/vehicles/{id}/positions",
         "/vehicles/nearby",
         "/fleet",
         "/users",
@@ -486,6 +487,12 @@ async fn the_openapi_document_lists_every_route(db: PgPool) {
         "/shares/{token}",
         "/ws",
         "/openapi.json",
+        "/settings",
+        "/driver",
+        "/driver/positions",
+        "/users/{id}/device-link",
+        "/auth/device-link",
+        "/csp-report",
     ] {
         assert!(paths.contains_key(route), "{route} is not documented");
     }

@@ -434,6 +434,25 @@ async fn bad_traccar_json_is_refused_and_stores_nothing(db: PgPool) {
 }
 
 #[sqlx::test]
+async fn a_traccar_heartbeat_without_coords_is_answered_and_stores_nothing(db: PgPool) {
+    let t = Trackers::spawn(db).await;
+    let (_, token) = t.vehicle("Traccar", "knots").await;
+    let mut body = traccar_body(&token, &Utc::now().to_rfc3339());
+    let location = body["location"].as_object_mut().unwrap();
+    location.remove("coords");
+    location.insert("extras".into(), json!({"heartbeat": true}));
+    let (status, reply) = t.traccar_json(body.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply, "", "the app expects an empty body");
+    assert_eq!(t.app.count_positions().await, 0);
+    // A heartbeat still needs the vehicle's token.
+    let mut stranger = body.clone();
+    stranger["device_id"] = json!("wrong-token");
+    let (status, _) = t.traccar_json(stranger.to_string()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[sqlx::test]
 async fn an_owntracks_location_is_stored_and_answered_with_an_empty_array(db: PgPool) {
     let t = Trackers::spawn(db).await;
     let (vehicle, token) = t.vehicle("Jane", "knots").await;

@@ -1,0 +1,290 @@
+//! The driver's side: what a signed-in driver is assigned to, the positions their phone's
+//! browser sends, and one-time device links (shown as QR codes) that sign a phone in as a driver.
+use axum::{
+    body::Bytes,
+    extract::{rejection::BytesRejection, State},
+    http::{header, HeaderMap, StatusCode},
+    response::Response,
+    routing::{get, post},
+    Json, Router,
+};
+use axum_extra::extract::CookieJar;
+use chrono::{DateTime, Duration, Utc};
+use qrcode::{render::svg, QrCode};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::PgPool;
+
+use crate::{
+    auth::{signed_in, token, CurrentUser, Device, Role, Viewer},
+    error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
+    ingest,
+    security::admit_ingest,
+    shipments::{self, Shipment},
+    AppState,
+};
+
+/// How long a device link can be opened after the dispatcher made it.
+const LINK_LIFETIME: Duration = Duration::minutes(15);
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/driver", get(assignment))
+        .route("/driver/positions", post(post_positions))
+        .route("/users/{id}/device-link", post(create_link))
+        .route("/auth/device-link", post(redeem_link))
+}
+
+#[derive(Serialize)]
+struct Assignment {
+    user: CurrentUser,
+    /// The active (planned or in transit) shipment assigned to this driver, if any.
+    shipment: Option<Shipment>,
+    vehicle: Option<AssignedVehicle>,
+}
+
+#[derive(Serialize, sqlx::FromRow)]
+struct AssignedVehicle {
+    id: i64,
+    name: String,
+}
+
+/// The signed-in driver's active shipment and its vehicle.
+async fn assignment(
+    State(state): State<AppState>,
+    user: CurrentUser,
+) -> AppResult<Json<Assignment>> {
+    let active: Option<(i64, Option<i64>)> = sqlx::query_as(
+        "SELECT id, vehicle_id FROM shipments
+         WHERE driver_id = $1 AND organisation_id = $2 AND status IN ('planned', 'in_transit')
+         ORDER BY created_at DESC, id DESC LIMIT 1",
+    )
+    .bind(user.id)
+    .bind(user.organisation_id)
+    .fetch_optional(&state.db)
+    .await?;
+    let viewer = Viewer::User(user.clone());
+    let (shipment, vehicle) = match active {
+        Some((id, vehicle_id)) => {
+            let shipment = shipments::load_visible(&state.db, &viewer, id).await?;
+            let vehicle = match vehicle_id {
+                Some(v) => {
+                    sqlx::query_as("SELECT id, name FROM vehicles WHERE id = $1")
+                        .bind(v)
+                        .fetch_optional(&state.db)
+                        .await?
+                }
+                None => None,
+            };
+            (Some(shipment), vehicle)
+        }
+        None => (None, None),
+    };
+    Ok(Json(Assignment {
+        user,
+        shipment,
+        vehicle,
+    }))
+}
+
+#[derive(Deserialize)]
+struct PositionsQuery {
+    /// The shipment the phone was sharing for when it took these fixes; the active one if absent.
+    shipment: Option<i64>,
+}
+
+/// Positions from the driver's phone page, in the native format, for the vehicle of the driver's
+/// shipment. A fix queued on the phone while a shipment was active still lands on its vehicle
+/// after the shipment ended, so nothing the phone recorded is lost.
+async fn post_positions(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiQuery(q): ApiQuery<PositionsQuery>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult<Json<Value>> {
+    let device = driven_vehicle(&state.db, &user, q.shipment).await?;
+    admit_ingest(&state, device.vehicle_id)?;
+    let positions = ingest::read_native(&headers, body)?;
+    let outcome = state.writer.write(device, positions).await?;
+    Ok(ingest::reply(&outcome))
+}
+
+/// The vehicle of `shipment` (or of the driver's active shipment) if it is this driver's.
+async fn driven_vehicle(
+    db: &PgPool,
+    user: &CurrentUser,
+    shipment: Option<i64>,
+) -> AppResult<Device> {
+    let row: Option<(i64, i64, String)> = sqlx::query_as(
+        "SELECT v.id, v.organisation_id, v.speed_unit
+         FROM shipments s
+         JOIN vehicles v ON v.id = s.vehicle_id
+         JOIN users u ON u.id = s.driver_id
+         WHERE s.driver_id = $1 AND s.organisation_id = $2 AND NOT u.disabled
+           AND CASE WHEN $3::bigint IS NULL THEN s.status IN ('planned', 'in_transit')
+                    ELSE s.id = $3 END
+         ORDER BY s.created_at DESC, s.id DESC LIMIT 1",
+    )
+    .bind(user.id)
+    .bind(user.organisation_id)
+    .bind(shipment)
+    .fetch_optional(db)
+    .await?;
+    match (row, shipment) {
+        (Some((vehicle_id, organisation_id, speed_unit)), _) => Ok(Device {
+            vehicle_id,
+            organisation_id,
+            speed_unit,
+        }),
+        (None, Some(_)) => Err(AppError::NotFound("shipment")),
+        (None, None) => Err(AppError::Conflict(
+            "no active shipment with a vehicle is assigned to you".into(),
+        )),
+    }
+}
+
+#[derive(Serialize)]
+struct DeviceLink {
+    /// Opening this on the phone signs it in as the driver; it works once.
+    url: String,
+    expires_at: DateTime<Utc>,
+    /// The URL as a QR code, an SVG document, for the phone's camera.
+    qr_svg: String,
+}
+
+/// A one-time link that signs a phone in as driver `id`, for a dispatcher to show.
+async fn create_link(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiPath(id): ApiPath<i64>,
+    headers: HeaderMap,
+) -> AppResult<(StatusCode, Json<DeviceLink>)> {
+    user.require_dispatcher()?;
+    let driver: Option<(String, bool)> =
+        sqlx::query_as("SELECT role, disabled FROM users WHERE id = $1 AND organisation_id = $2")
+            .bind(id)
+            .bind(user.organisation_id)
+            .fetch_optional(&state.db)
+            .await?;
+    match driver {
+        None => return Err(AppError::NotFound("user")),
+        Some((role, _)) if role != Role::Driver.as_str() => {
+            return Err(AppError::Conflict(
+                "device links are for drivers; this user is not one".into(),
+            ))
+        }
+        Some((_, true)) => return Err(AppError::Conflict("this user is disabled".into())),
+        Some(_) => {}
+    }
+    let code = token::generate(24);
+    let expires_at: DateTime<Utc> = sqlx::query_scalar(
+        "INSERT INTO device_links (token_hash, organisation_id, user_id, created_by, expires_at)
+         VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) RETURNING expires_at",
+    )
+    .bind(token::hash(&code))
+    .bind(user.organisation_id)
+    .bind(id)
+    .bind(user.id)
+    .bind(LINK_LIFETIME.num_seconds() as f64)
+    .fetch_one(&state.db)
+    .await?;
+    let url = format!(
+        "{}/driver/link/{code}",
+        public_base(state.config.public_url.as_deref(), &headers)
+    );
+    let qr_svg = QrCode::new(url.as_bytes())
+        .map_err(|e| anyhow::anyhow!("encoding a QR code: {e}"))?
+        .render::<svg::Color>()
+        .min_dimensions(240, 240)
+        .build();
+    tracing::info!(driver_id = id, by = user.id, "device link created");
+    Ok((
+        StatusCode::CREATED,
+        Json(DeviceLink {
+            url,
+            expires_at,
+            qr_svg,
+        }),
+    ))
+}
+
+/// Where people reach this server: the configured public URL, else the request's own host (and
+/// the scheme a proxy says it was reached by).
+fn public_base(configured: Option<&str>, headers: &HeaderMap) -> String {
+    if let Some(url) = configured.filter(|u| !u.is_empty()) {
+        return url.trim_end_matches('/').to_owned();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("127.0.0.1:8080");
+    let scheme = match headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some("https") => "https",
+        _ => "http",
+    };
+    format!("{scheme}://{host}")
+}
+
+#[derive(Deserialize)]
+struct Redeem {
+    code: String,
+}
+
+/// Opens a device link: marks it used (it works once) and signs the phone in as its driver for
+/// the device session lifetime.
+async fn redeem_link(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    ApiJson(body): ApiJson<Redeem>,
+) -> AppResult<Response> {
+    if body.code.len() > 128 {
+        return Err(AppError::Unauthorized(
+            "this device link is invalid, used or expired",
+        ));
+    }
+    let row: Option<(i64, i64, String, String, String)> = sqlx::query_as(
+        "UPDATE device_links l SET used_at = now()
+         FROM users u JOIN organisations o ON o.id = u.organisation_id
+         WHERE l.token_hash = $1 AND l.used_at IS NULL AND l.expires_at > now()
+           AND u.id = l.user_id AND NOT u.disabled
+         RETURNING u.id, u.organisation_id, u.email, u.role, o.name",
+    )
+    .bind(token::hash(&body.code))
+    .fetch_optional(&state.db)
+    .await?;
+    let (id, organisation_id, email, role, organisation) = row.ok_or(AppError::Unauthorized(
+        "this device link is invalid, used or expired",
+    ))?;
+    let role = Role::parse(&role).ok_or_else(|| anyhow::anyhow!("user {id} has role {role}"))?;
+    let user = CurrentUser {
+        id,
+        organisation_id,
+        role,
+        email,
+    };
+    tracing::info!(driver_id = id, "device link opened");
+    let lifetime = Duration::days(state.config.device_session_days.into());
+    signed_in(&state, jar, &user, &organisation, lifetime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_use_the_configured_address_or_the_requests_host() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, "fleet.test:8080".parse().unwrap());
+        assert_eq!(public_base(None, &headers), "http://fleet.test:8080");
+        headers.insert("x-forwarded-proto", "https".parse().unwrap());
+        assert_eq!(public_base(None, &headers), "https://fleet.test:8080");
+        assert_eq!(
+            public_base(Some("https://track.example.com/"), &headers),
+            "https://track.example.com"
+        );
+    }
+}

@@ -205,7 +205,8 @@ pub struct FleetArgs {
 #[derive(Debug, Clone, Args)]
 pub struct IncidentArgs {
     /// Incidents to cause, comma-separated: off-route, speeding, silent, stopped. None by
-    /// default.
+    /// default. Their durations are wall-clock minutes as the server sees them, whatever the
+    /// speed-up; each is logged when it starts and ends.
     #[arg(long, env = "WAYMARK_SIM_INCIDENTS", value_enum, value_delimiter = ',')]
     pub incidents: Vec<Kind>,
 

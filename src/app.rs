@@ -19,7 +19,7 @@ use tower_http::{
 };
 
 use crate::{
-    auth, config::ServeConfig, db, driver, error::AppError, fleet, ingest, pages, security,
+    auth, chat, config::ServeConfig, db, driver, error::AppError, fleet, ingest, pages, security,
     settings, shipments, tracking, vehicles, AppState,
 };
 
@@ -31,6 +31,7 @@ pub fn app(state: AppState) -> Router {
         .merge(vehicles::router())
         .merge(fleet::router())
         .merge(shipments::router())
+        .merge(chat::router())
         .merge(settings::router())
         .merge(tracking::router())
         .route("/openapi.json", get(openapi))

@@ -129,6 +129,10 @@ pub struct ServeConfig {
     /// Ingest requests one vehicle may make at once before the rate applies.
     #[arg(long, env = "WAYMARK_INGEST_BURST", default_value_t = 200)]
     pub ingest_burst: u32,
+    /// Chat messages and reactions one participant may send per minute (20 at once), on each
+    /// instance.
+    #[arg(long, env = "WAYMARK_CHAT_RATE_PER_MINUTE", default_value_t = 30)]
+    pub chat_rate_per_minute: u32,
     /// Take the client's address from the last `X-Forwarded-For` entry (behind a reverse proxy
     /// that sets it) rather than from the connection.
     #[arg(long, env = "WAYMARK_TRUST_PROXY", default_value_t = false)]

@@ -89,6 +89,8 @@ pub struct Limits {
     pub login_address: RateLimiter<IpAddr>,
     /// Ingest requests per vehicle, whatever the format.
     pub ingest: RateLimiter<i64>,
+    /// Chat messages and reactions per participant.
+    pub chat: RateLimiter<String>,
 }
 
 impl Limits {
@@ -97,6 +99,7 @@ impl Limits {
             login_account: RateLimiter::per_minute(config.login_rate_per_account, 10),
             login_address: RateLimiter::per_minute(config.login_rate_per_address, 30),
             ingest: RateLimiter::new(config.ingest_rate, config.ingest_burst),
+            chat: RateLimiter::per_minute(config.chat_rate_per_minute, 20),
         }
     }
 }

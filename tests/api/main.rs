@@ -1,6 +1,7 @@
 //! Integration tests: a real server on a real socket, real PostgreSQL/PostGIS (a fresh database
 //! per test from `#[sqlx::test]`), real HTTP and WebSocket clients.
 mod browser;
+mod chat;
 mod driver;
 mod filters;
 mod ingest;

@@ -10,6 +10,7 @@ mod instances;
 mod read_api;
 mod readme;
 mod security;
+mod simulator;
 mod support;
 mod trackers;
 mod websocket;

@@ -174,6 +174,17 @@ ensure_browser() {
   export WAYMARK_CHROMIUM WAYMARK_CHROMEDRIVER
 }
 
+# The deployment test runs the documented nginx configuration in front of the server; it can be
+# given instead (WAYMARK_NGINX). Debian's package does not start a server here: the test runs
+# its own on loopback ports.
+ensure_nginx() {
+  if [ -z "${WAYMARK_NGINX:-}" ]; then
+    need_pkgs nginx-light
+  fi
+  WAYMARK_NGINX=${WAYMARK_NGINX:-$(PATH="$PATH:/usr/sbin" command -v nginx)} || die "nginx is not installed"
+  export WAYMARK_NGINX
+}
+
 # sqlx's query! macros check SQL at compile time: against the committed .sqlx/ data when there is
 # some, so that building needs no migrated database (unless SQLX_OFFLINE says otherwise).
 use_sqlx_offline_data() {

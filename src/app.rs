@@ -3,22 +3,24 @@
 use std::{future::Future, time::Duration};
 
 use axum::{
-    extract::{DefaultBodyLimit, State},
+    extract::{DefaultBodyLimit, Request, State},
     http::{header, StatusCode},
-    response::IntoResponse,
-    routing::get,
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
     Json, Router,
 };
 use serde_json::json;
 use tokio::net::TcpListener;
 use tower_http::{
     services::{ServeDir, ServeFile},
+    set_header::SetResponseHeaderLayer,
     trace::TraceLayer,
 };
 
 use crate::{
-    alerts, auth, config::ServeConfig, db, driver, error::AppError, fleet, ingest, pages, settings,
-    shipments, tracking, vehicles, AppState,
+    alerts, auth, chat, config::ServeConfig, db, driver, error::AppError, fleet, ingest, pages,
+    security, settings, shipments, tracking, vehicles, AppState,
 };
 
 pub fn app(state: AppState) -> Router {
@@ -29,12 +31,19 @@ pub fn app(state: AppState) -> Router {
         .merge(vehicles::router())
         .merge(fleet::router())
         .merge(shipments::router())
+        .merge(chat::router())
         .merge(settings::router())
         .merge(alerts::router())
         .merge(tracking::router())
         .route("/openapi.json", get(openapi))
-        .fallback(|| async { AppError::NotFound("route") });
-    Router::new()
+        .route("/csp-report", post(security::csp_report))
+        .fallback(|| async { AppError::NotFound("route") })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            security::refuse_cross_site,
+        ));
+    let headers = security::headers(&state.config);
+    let router = Router::new()
         .nest("/api/v1", api)
         .merge(pages::router())
         .route("/healthz", get(|| async { "ok" }))
@@ -46,8 +55,21 @@ pub fn app(state: AppState) -> Router {
             ServeFile::new(format!("{}/js/driver-sw.js", state.config.static_dir)),
         )
         .layer(DefaultBodyLimit::max(ingest::MAX_BODY))
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(state.clone(), time_limit));
+    let router = headers.into_iter().fold(router, |router, (name, value)| {
+        router.layer(SetResponseHeaderLayer::if_not_present(name, value))
+    });
+    router.layer(TraceLayer::new_for_http()).with_state(state)
+}
+
+/// Answers `503` (in the API's error shape) for a request that takes longer than the configured
+/// limit. WebSocket upgrades answer at once, so live connections are not cut.
+async fn time_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let limit = Duration::from_secs(state.config.request_timeout_s.max(1));
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => AppError::Timeout.into_response(),
+    }
 }
 
 /// The OpenAPI 3.1 description of this API (`docs/openapi.json`), built into the binary.
@@ -85,12 +107,15 @@ pub async fn serve(
     let grace = state.config.shutdown_grace();
 
     let router = app(state);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            cancel.cancel();
-        })
-        .await?;
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        cancel.cancel();
+    })
+    .await?;
     tracker.close();
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!("shutdown grace period over; some tasks did not finish");

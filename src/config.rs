@@ -23,7 +23,7 @@ pub enum LogFormat {
 #[derive(Subcommand)]
 pub enum Command {
     /// Run the HTTP and WebSocket server (migrates the database first).
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Apply the database migrations and exit.
     Migrate(DbConfig),
     /// Manage users.
@@ -59,10 +59,19 @@ pub struct ServeConfig {
     /// Prefix of this deployment's Redis channels, so several can share one Redis.
     #[arg(long, env = "WAYMARK_REDIS_PREFIX", default_value = "waymark")]
     pub redis_prefix: String,
-    /// Secret for signing session tokens (at least 32 bytes). Every instance needs the same one.
-    /// Without it a random one is made at start-up: sessions then end when the process does.
+    /// Secret for signing session tokens (at least 32 bytes). Set it in production, the same on
+    /// every instance. Without it, a development secret is generated once and kept in the
+    /// secret file below.
     #[arg(long, env = "WAYMARK_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// Where the development session secret is kept when `WAYMARK_JWT_SECRET` is not set
+    /// (created on first start, readable by its owner only).
+    #[arg(
+        long,
+        env = "WAYMARK_SECRET_FILE",
+        default_value = ".waymark/jwt-secret"
+    )]
+    pub secret_file: std::path::PathBuf,
     /// How long a sign-in lasts, in hours.
     #[arg(long, env = "WAYMARK_SESSION_HOURS", default_value_t = 12)]
     pub session_hours: u32,
@@ -110,6 +119,34 @@ pub struct ServeConfig {
     /// Seconds between runs of the alert clock, which raises `silent` and `late` without traffic.
     #[arg(long, env = "WAYMARK_ALERT_TICK_S", default_value_t = 15)]
     pub alert_tick_s: u64,
+    /// Sign-in attempts an account may make per minute (10 at once), on each instance.
+    #[arg(long, env = "WAYMARK_LOGIN_RATE_PER_ACCOUNT", default_value_t = 5)]
+    pub login_rate_per_account: u32,
+    /// Sign-in attempts one client address may make per minute (30 at once), on each instance.
+    #[arg(long, env = "WAYMARK_LOGIN_RATE_PER_ADDRESS", default_value_t = 30)]
+    pub login_rate_per_address: u32,
+    /// Ingest requests one vehicle may make per second, sustained, on each instance; 0 for no
+    /// limit. A phone catching up after lost signal sends its backlog in a burst (below).
+    #[arg(long, env = "WAYMARK_INGEST_RATE", default_value_t = 10.0)]
+    pub ingest_rate: f64,
+    /// Ingest requests one vehicle may make at once before the rate applies.
+    #[arg(long, env = "WAYMARK_INGEST_BURST", default_value_t = 200)]
+    pub ingest_burst: u32,
+    /// Chat messages and reactions one participant may send per minute (20 at once), on each
+    /// instance.
+    #[arg(long, env = "WAYMARK_CHAT_RATE_PER_MINUTE", default_value_t = 30)]
+    pub chat_rate_per_minute: u32,
+    /// Take the client's address from the last `X-Forwarded-For` entry (behind a reverse proxy
+    /// that sets it) rather than from the connection.
+    #[arg(long, env = "WAYMARK_TRUST_PROXY", default_value_t = false)]
+    pub trust_proxy: bool,
+    /// Seconds an HTTP request may take before it is answered `503` (WebSockets are not limited).
+    #[arg(long, env = "WAYMARK_REQUEST_TIMEOUT_S", default_value_t = 30)]
+    pub request_timeout_s: u64,
+    /// Months of positions to keep before the current one (at least 1): older monthly partitions
+    /// are dropped every six hours. Unset, positions are kept for ever.
+    #[arg(long, env = "WAYMARK_RETENTION_MONTHS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub retention_months: Option<u32>,
     /// How long shutdown waits for sockets and in-flight writes, in seconds.
     #[arg(long, env = "WAYMARK_SHUTDOWN_GRACE_S", default_value_t = 10)]
     pub shutdown_grace_s: u64,
@@ -130,6 +167,7 @@ impl fmt::Debug for ServeConfig {
                 "jwt_secret",
                 &self.jwt_secret.as_ref().map(|_| "<redacted>"),
             )
+            .field("secret_file", &self.secret_file)
             .field("session_hours", &self.session_hours)
             .field("tile_url", &self.tile_url)
             .field("writer_batch", &self.writer_batch)

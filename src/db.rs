@@ -33,17 +33,39 @@ pub async fn ensure_partitions(pool: &PgPool) -> sqlx::Result<i32> {
         .await
 }
 
-/// Keeps future partitions ready: checks every few hours until cancelled.
-pub async fn partition_upkeep(pool: PgPool, cancel: CancellationToken) {
+/// Drops the position partitions (and default-partition rows) older than `keep_months` full
+/// months before the current one; returns how many partitions went.
+pub async fn drop_old_partitions(pool: &PgPool, keep_months: u32) -> sqlx::Result<i32> {
+    sqlx::query_scalar("SELECT waymark_drop_position_partitions($1)")
+        .bind(i32::try_from(keep_months).unwrap_or(i32::MAX))
+        .fetch_one(pool)
+        .await
+}
+
+/// Keeps future partitions ready and, with a retention period, drops the expired ones: checks
+/// every few hours until cancelled. With many instances each does it; both steps are idempotent.
+pub async fn partition_upkeep(
+    pool: PgPool,
+    retention_months: Option<u32>,
+    cancel: CancellationToken,
+) {
     let mut every = tokio::time::interval(Duration::from_secs(6 * 3600));
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = every.tick() => match ensure_partitions(&pool).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(created = n, "position partitions created"),
-                Err(e) => tracing::error!(error = %e, "creating position partitions"),
-            },
+            _ = every.tick() => {
+                match ensure_partitions(&pool).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(created = n, "position partitions created"),
+                    Err(e) => tracing::error!(error = %e, "creating position partitions"),
+                }
+                let Some(months) = retention_months else { continue };
+                match drop_old_partitions(&pool, months).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(dropped = n, keep_months = months, "old position partitions dropped"),
+                    Err(e) => tracing::warn!(error = %e, "dropping old position partitions; will try again"),
+                }
+            }
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::{
     auth::{signed_in, token, CurrentUser, Device, Role, Viewer},
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
     ingest,
+    security::admit_ingest,
     shipments::{self, Shipment},
     AppState,
 };
@@ -102,8 +103,9 @@ async fn post_positions(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> AppResult<Json<Value>> {
-    let positions = ingest::read_native(&headers, body)?;
     let device = driven_vehicle(&state.db, &user, q.shipment).await?;
+    admit_ingest(&state, device.vehicle_id)?;
+    let positions = ingest::read_native(&headers, body)?;
     let outcome = state.writer.write(device, positions).await?;
     Ok(ingest::reply(&outcome))
 }

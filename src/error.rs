@@ -34,6 +34,10 @@ pub enum AppError {
     TooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(&'static str),
+    #[error("too many requests; retry after {} s", retry_after_s(.0))]
+    RateLimited(std::time::Duration),
+    #[error("the request took too long")]
+    Timeout,
     #[error("the database is unavailable")]
     Unavailable(#[source] sqlx::Error),
     #[error(transparent)]
@@ -72,7 +76,8 @@ impl AppError {
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Timeout | AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Database(_) | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -95,6 +100,8 @@ impl AppError {
             AppError::Conflict(_) => "conflict",
             AppError::TooLarge(_) => "too_large",
             AppError::UnsupportedMediaType(_) => "unsupported_media_type",
+            AppError::RateLimited(_) => "rate_limited",
+            AppError::Timeout => "timeout",
             AppError::Unavailable(_) => "unavailable",
             AppError::Database(_) | AppError::Internal(_) => "internal",
         }
@@ -158,8 +165,19 @@ impl IntoResponse for AppError {
             field,
             index,
         };
-        (status, Json(json!({ "error": body }))).into_response()
+        let mut response = (status, Json(json!({ "error": body }))).into_response();
+        if let AppError::RateLimited(wait) = self {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, retry_after_s(&wait).into());
+        }
+        response
     }
+}
+
+/// Whole seconds to wait, at least one.
+fn retry_after_s(wait: &std::time::Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
 }
 
 /// `Json` whose rejections are [`AppError`]s, so malformed bodies get the API's error shape.

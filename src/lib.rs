@@ -11,6 +11,7 @@
 pub mod alerts;
 pub mod app;
 pub mod auth;
+pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod db;
@@ -20,6 +21,7 @@ pub mod fleet;
 pub mod ingest;
 pub mod pages;
 pub mod position;
+pub mod security;
 pub mod settings;
 pub mod shipments;
 pub mod state;

@@ -550,6 +550,8 @@ fn xml_escape(s: &str) -> String {
 #[serde(deny_unknown_fields)]
 struct NewShare {
     expires_in_s: Option<i64>,
+    /// Let the link's holder chat with the driver and dispatch.
+    chat: Option<bool>,
 }
 
 async fn share(
@@ -576,21 +578,23 @@ async fn share(
     }
     let share_token = token::generate(SHARE_TOKEN_BYTES);
     let expires_at: DateTime<Utc> = Utc::now() + Duration::seconds(expires_in);
+    let chat = body.chat.unwrap_or(false);
     sqlx::query(
-        "INSERT INTO share_links (token_hash, organisation_id, shipment_id, created_by, expires_at)
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO share_links (token_hash, organisation_id, shipment_id, created_by, expires_at, chat)
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(token::hash(&share_token))
     .bind(user.organisation_id)
     .bind(id)
     .bind(user.id)
     .bind(expires_at)
+    .bind(chat)
     .execute(&state.db)
     .await?;
     Ok((
         StatusCode::CREATED,
         Json(
-            json!({"token": share_token, "url": format!("/t/{share_token}"), "expires_at": expires_at}),
+            json!({"token": share_token, "url": format!("/t/{share_token}"), "expires_at": expires_at, "chat": chat}),
         ),
     ))
 }

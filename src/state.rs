@@ -1,5 +1,5 @@
 //! The shared state every handler gets: cheap handles only.
-use std::sync::Arc;
+use std::sync::{atomic::AtomicU64, Arc};
 
 use axum::extract::FromRef;
 use sqlx::PgPool;
@@ -11,6 +11,7 @@ use crate::{
     config::ServeConfig,
     db,
     ingest::{spawn_writer, WriterHandle},
+    security::Limits,
     tracking::{read_seq, Fanout, Hub, Sequencer, Tracking},
 };
 
@@ -24,6 +25,10 @@ pub struct AppState {
     /// The alert engine's in-memory side (geofence index, planned routes).
     pub alerts: Arc<Alerts>,
     pub devices: DeviceCache,
+    /// Rate limits on sign-in and ingest.
+    pub limits: Arc<Limits>,
+    /// Content-Security-Policy violations browsers reported.
+    pub csp_reports: Arc<AtomicU64>,
     /// Cancelled when the server shuts down; every long-lived task watches it.
     pub cancel: CancellationToken,
     /// Every long-lived task (writer, sockets, maintenance) runs on this, so shutdown can wait.
@@ -34,16 +39,7 @@ impl AppState {
     /// Builds the state and starts the background tasks: the position writer, the sequencer's
     /// catch-up, the Redis fan-out (with `REDIS_URL`), the alert clock and partition upkeep.
     pub async fn new(db: PgPool, config: ServeConfig) -> anyhow::Result<AppState> {
-        let secret = match &config.jwt_secret {
-            Some(s) => s.clone().into_bytes(),
-            None => {
-                tracing::warn!(
-                    "WAYMARK_JWT_SECRET is not set: using a random one, so sessions end with this \
-                     process and other instances will not accept them"
-                );
-                token::generate(32).into_bytes()
-            }
-        };
+        let secret = session_secret(&config)?;
         let sessions = SessionKeys::new(
             &secret,
             chrono::Duration::hours(config.session_hours.into()),
@@ -84,7 +80,12 @@ impl AppState {
             std::time::Duration::from_secs(config.alert_tick_s.max(1)),
             cancel.clone(),
         ));
-        tracker.spawn(db::partition_upkeep(db.clone(), cancel.clone()));
+        tracker.spawn(db::partition_upkeep(
+            db.clone(),
+            config.retention_months,
+            cancel.clone(),
+        ));
+        let limits = Arc::new(Limits::new(&config));
         Ok(AppState {
             db,
             config: Arc::new(config),
@@ -93,14 +94,119 @@ impl AppState {
             writer,
             alerts,
             devices: DeviceCache::default(),
+            limits,
+            csp_reports: Arc::default(),
             cancel,
             tracker,
         })
     }
 }
 
+/// The key sessions are signed with: `WAYMARK_JWT_SECRET`, or for development one generated once
+/// and kept in the secret file, so sign-ins survive restarts. Production sets the variable, the
+/// same on every instance.
+fn session_secret(config: &ServeConfig) -> anyhow::Result<Vec<u8>> {
+    if let Some(secret) = config.jwt_secret.as_deref().filter(|s| !s.is_empty()) {
+        anyhow::ensure!(
+            secret.len() >= MIN_SECRET_BYTES,
+            "WAYMARK_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes"
+        );
+        return Ok(secret.as_bytes().to_vec());
+    }
+    let path = &config.secret_file;
+    match std::fs::read_to_string(path) {
+        Ok(saved) if saved.trim().len() >= MIN_SECRET_BYTES => {
+            tracing::warn!(path = %path.display(), "WAYMARK_JWT_SECRET is not set: using the development secret kept in this file; set it in production");
+            return Ok(saved.trim().as_bytes().to_vec());
+        }
+        Ok(_) => anyhow::bail!(
+            "{} holds no usable secret; delete it or set WAYMARK_JWT_SECRET",
+            path.display()
+        ),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            anyhow::bail!("reading {}: {e}", path.display())
+        }
+        Err(_) => {}
+    }
+    let secret = token::generate(32);
+    match write_private(path, &secret) {
+        Ok(()) => {
+            tracing::warn!(path = %path.display(), "WAYMARK_JWT_SECRET is not set: generated a development secret and kept it in this file; set it in production")
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "WAYMARK_JWT_SECRET is not set and the secret file cannot be written: using a random secret, so sessions end with this process")
+        }
+    }
+    Ok(secret.into_bytes())
+}
+
+/// A JWT secret shorter than this is too easy to guess offline from one token.
+const MIN_SECRET_BYTES: usize = 32;
+
+/// Writes `contents` to a new file readable by its owner only.
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(contents.as_bytes())
+}
+
 impl FromRef<AppState> for SessionKeys {
     fn from_ref(state: &AppState) -> SessionKeys {
         state.sessions.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::config::{Cli, Command};
+
+    fn config(args: &[&str]) -> ServeConfig {
+        let mut all = vec!["waymark", "serve"];
+        all.extend(args);
+        match Cli::parse_from(all).command {
+            Command::Serve(c) => *c,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn without_a_secret_one_is_generated_once_and_kept_private() {
+        let dir = std::env::temp_dir().join(format!("waymark-secret-{}", token::generate(16)));
+        let file = dir.join("jwt-secret");
+        let c = config(&["--jwt-secret", "", "--secret-file", file.to_str().unwrap()]);
+        let first = session_secret(&c).unwrap();
+        assert!(first.len() >= MIN_SECRET_BYTES);
+        assert_eq!(
+            session_secret(&c).unwrap(),
+            first,
+            "the same after a restart"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_configured_secret_wins_and_must_be_long_enough() {
+        let c = config(&["--jwt-secret", "0123456789abcdef0123456789abcdef"]);
+        assert_eq!(
+            session_secret(&c).unwrap(),
+            b"0123456789abcdef0123456789abcdef"
+        );
+        let short = config(&["--jwt-secret", "hunter2"]);
+        assert!(session_secret(&short).is_err());
     }
 }

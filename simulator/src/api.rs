@@ -12,11 +12,15 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::geo::LatLon;
+use crate::run::protocol::{Auth, WireRequest};
 
 /// Whole-request limit: a request the server has not answered by then is treated like a
 /// network failure and retried.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Waymark's own ingest endpoint, relative to the base URL.
+pub const NATIVE_INGEST: &str = "api/v1/positions";
 
 /// The most positions `POST /positions` takes in one body.
 pub const MAX_BATCH: usize = 1000;
@@ -110,6 +114,9 @@ impl fmt::Debug for Api {
 pub struct Vehicle {
     pub id: i64,
     pub name: String,
+    /// The unit of `speed` in OsmAnd-protocol requests (`knots`, `mps`, `kmh`, `mph`).
+    #[serde(default)]
+    pub speed_unit: Option<String>,
     #[serde(default)]
     pub last_position: Option<StoredPosition>,
 }
@@ -322,7 +329,21 @@ impl Api {
 
     /// Creates a vehicle; the reply carries its ingest token, shown only this once.
     pub async fn create_vehicle(&self, name: &str) -> Result<(Vehicle, String), ApiError> {
-        let body = encode(&serde_json::json!({ "name": name }))?;
+        self.create_vehicle_with_unit(name, None).await
+    }
+
+    /// Creates a vehicle whose OsmAnd-protocol speeds are in `speed_unit` (the server's
+    /// default, knots, when `None`).
+    pub async fn create_vehicle_with_unit(
+        &self,
+        name: &str,
+        speed_unit: Option<&str>,
+    ) -> Result<(Vehicle, String), ApiError> {
+        let body = match speed_unit {
+            Some(unit) => serde_json::json!({ "name": name, "speed_unit": unit }),
+            None => serde_json::json!({ "name": name }),
+        };
+        let body = encode(&body)?;
         let created: CreatedVehicle = self
             .dispatcher(Method::POST, "api/v1/vehicles", Some(body))
             .await?;
@@ -358,13 +379,36 @@ impl Api {
         ingest_token: &str,
         body: Vec<u8>,
     ) -> Result<IngestReply, ApiError> {
-        self.send(
-            Method::POST,
-            "api/v1/positions",
-            Some(ingest_token),
-            Some(body),
-        )
-        .await
+        self.send(Method::POST, NATIVE_INGEST, Some(ingest_token), Some(body))
+            .await
+    }
+
+    /// Sends a device request in any protocol (see [`WireRequest`]). Only the native endpoint
+    /// answers with counts; the tracker endpoints answer as the apps expect (an empty body or
+    /// `[]`), which is read as nothing filtered.
+    pub async fn deliver(&self, wire: &WireRequest) -> Result<IngestReply, ApiError> {
+        let mut url = self.url(wire.path)?;
+        url.set_query(wire.query.as_deref());
+        let mut request = self.http.request(wire.method.clone(), url);
+        for (name, value) in &wire.headers {
+            request = request.header(*name, value);
+        }
+        request = match &wire.auth {
+            Auth::None => request,
+            Auth::Bearer(token) => request.header(AUTHORIZATION, bearer(token)?),
+            Auth::Basic { user, password } => request.basic_auth(user, Some(password)),
+        };
+        if let Some((content_type, body)) = &wire.body {
+            request = request
+                .header(CONTENT_TYPE, *content_type)
+                .body(body.clone());
+        }
+        let bytes = Self::execute(request).await?;
+        if wire.path == NATIVE_INGEST {
+            serde_json::from_slice(&bytes).map_err(|e| ApiError::Decode(e.to_string()))
+        } else {
+            Ok(IngestReply::default())
+        }
     }
 
     fn current_jwt(&self) -> Option<String> {
@@ -412,28 +456,31 @@ impl Api {
         &self,
         method: Method,
         path: &str,
-        bearer: Option<&str>,
+        bearer_token: Option<&str>,
         body: Option<Vec<u8>>,
     ) -> Result<T, ApiError> {
         let mut request = self.http.request(method, self.url(path)?);
-        if let Some(token) = bearer {
-            let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|_| ApiError::Decode("the token is not a valid header value".into()))?;
-            value.set_sensitive(true);
-            request = request.header(AUTHORIZATION, value);
+        if let Some(token) = bearer_token {
+            request = request.header(AUTHORIZATION, bearer(token)?);
         }
         if let Some(body) = body {
             request = request
                 .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
                 .body(body);
         }
+        let bytes = Self::execute(request).await?;
+        // A 204 has no body; callers that expect one get a decode error.
+        let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+        serde_json::from_slice(bytes).map_err(|e| ApiError::Decode(e.to_string()))
+    }
+
+    /// The body of a 2xx reply, or the server's error.
+    async fn execute(request: reqwest::RequestBuilder) -> Result<Vec<u8>, ApiError> {
         let response = request.send().await.map_err(|e| ApiError::network(&e))?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(|e| ApiError::network(&e))?;
         if status.is_success() {
-            // A 204 has no body; callers that expect one get a decode error.
-            let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
-            return serde_json::from_slice(bytes).map_err(|e| ApiError::Decode(e.to_string()));
+            return Ok(bytes.to_vec());
         }
         Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(ErrorBody { error }) => ApiError::Status {
@@ -452,6 +499,14 @@ impl Api {
             },
         })
     }
+}
+
+/// An `Authorization: Bearer` value, kept out of logs.
+fn bearer(token: &str) -> Result<HeaderValue, ApiError> {
+    let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| ApiError::Decode("the token is not a valid header value".into()))?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 fn normalise_base(base: &Url) -> anyhow::Result<Url> {

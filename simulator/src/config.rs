@@ -8,6 +8,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use reqwest::Url;
 
 use crate::api::Credentials;
+use crate::run::incident::Kind;
+use crate::run::protocol::Protocol;
 
 const ABOUT: &str = "Waymark's route simulator: replays real GPS traces as a live fleet, \
     or benchmarks ingest and WebSocket delivery.";
@@ -54,6 +56,8 @@ impl Cli {
     }
 }
 
+// Parsed once at start-up: boxing the large variant would buy nothing.
+#[expect(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Replay the embedded real traces as a live demo fleet (the default).
@@ -131,12 +135,119 @@ pub struct RunArgs {
     )]
     pub state_file: PathBuf,
 
+    #[command(flatten, next_help_heading = "Fleet")]
+    pub fleet: FleetArgs,
+
+    #[command(flatten, next_help_heading = "Incidents (for the alerts demo)")]
+    pub incidents: IncidentArgs,
+
     /// Base URL of the Waymark server.
     #[arg(long, env = "WAYMARK_URL", default_value = DEFAULT_URL, help_heading = "Server")]
     pub url: Url,
 
     #[command(flatten, next_help_heading = "Server")]
     pub server: ServerArgs,
+}
+
+/// Who drives, how their phones talk, and how real their GPS is.
+#[derive(Debug, Clone, Args)]
+pub struct FleetArgs {
+    /// Vehicles to drive. The first ten replay the recorded traces in recorded time; more are
+    /// synthesised along the same traces ("Car Munich #2", …), each with its own start point,
+    /// pace, vehicle and shipments. Fewer drive the first N recorded ones.
+    #[arg(long, env = "WAYMARK_SIM_VEHICLES", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=2_000))]
+    pub vehicles: u32,
+
+    /// Protocols the phones speak, dealt out round-robin over the vehicles: native
+    /// (POST /api/v1/positions), osmand (the OsmAnd protocol: every other such vehicle is a
+    /// legacy Traccar Client in knots, the rest the OsmAnd app in m/s), traccar (Traccar
+    /// Client JSON), owntracks (OwnTracks HTTP mode).
+    #[arg(
+        long,
+        env = "WAYMARK_SIM_PROTOCOLS",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "native,osmand,traccar,owntracks"
+    )]
+    pub protocols: Vec<Protocol>,
+
+    /// Report the exact trace positions: no GNSS error, no poor fixes, no outliers.
+    #[arg(long, env = "WAYMARK_SIM_NO_NOISE")]
+    pub no_noise: bool,
+
+    /// Minutes of driving (as the server sees it) between two signal losses of a vehicle, on
+    /// average; 0 never loses the signal. Fixes recorded without signal are sent when it
+    /// returns: in one batch by native vehicles, one request at a time, oldest first, by the
+    /// apps.
+    #[arg(long, env = "WAYMARK_SIM_SIGNAL_LOSS_EVERY", default_value_t = 20.0,
+          value_parser = parse_non_negative)]
+    pub signal_loss_every: f64,
+
+    /// Seconds a signal loss lasts, on average (each one 75–125 % of this).
+    #[arg(long, env = "WAYMARK_SIM_SIGNAL_LOSS_SECONDS", default_value_t = 60.0,
+          value_parser = parse_positive)]
+    pub signal_loss_seconds: f64,
+
+    /// Seed for every random choice (start points, paces, noise, losses, incidents), so that a
+    /// run can be repeated; random when absent.
+    #[arg(long, env = "WAYMARK_SIM_SEED")]
+    pub seed: Option<u64>,
+
+    /// Cut every trip after this many recorded fixes: a quick smoke run.
+    #[arg(long, env = "WAYMARK_SIM_TRIP_FIXES",
+          value_parser = clap::value_parser!(u32).range(2..))]
+    pub trip_fixes: Option<u32>,
+}
+
+/// Incidents on purpose, so that the alerts channel has something to show. Durations are
+/// wall-clock time as the server sees it, whatever the speed-up.
+#[derive(Debug, Clone, Args)]
+pub struct IncidentArgs {
+    /// Incidents to cause, comma-separated: off-route, speeding, silent, stopped. None by
+    /// default. Their durations are wall-clock minutes as the server sees them, whatever the
+    /// speed-up; each is logged when it starts and ends.
+    #[arg(long, env = "WAYMARK_SIM_INCIDENTS", value_enum, value_delimiter = ',')]
+    pub incidents: Vec<Kind>,
+
+    /// Minutes between two incidents across the fleet, on average.
+    #[arg(long, env = "WAYMARK_SIM_INCIDENT_EVERY", default_value_t = 10.0,
+          value_parser = parse_positive)]
+    pub incident_every: f64,
+
+    /// Only these vehicles have incidents (names, comma-separated); any vehicle by default.
+    #[arg(long, env = "WAYMARK_SIM_INCIDENT_VEHICLES", value_delimiter = ',')]
+    pub incident_vehicles: Vec<String>,
+
+    /// How far an off-route vehicle strays from its planned route, in metres.
+    #[arg(long, default_value_t = 400.0, value_parser = parse_positive)]
+    pub off_route_m: f64,
+
+    /// How long a vehicle stays off route (a quarter of it to leave, a quarter to rejoin).
+    #[arg(long, default_value_t = 3.0, value_parser = parse_positive)]
+    pub off_route_minutes: f64,
+
+    /// A speeding vehicle drives this many times the speed of the stretch...
+    #[arg(long, default_value_t = 1.5, value_parser = parse_speeding_factor)]
+    pub speeding_factor: f64,
+
+    /// ...or, when set, at least this speed wherever it moves (never above 216 km/h, under the
+    /// server's jump filter).
+    #[arg(long, value_parser = parse_positive)]
+    pub speeding_kmh: Option<f64>,
+
+    /// How long a speeding vehicle keeps it up.
+    #[arg(long, default_value_t = 2.0, value_parser = parse_positive)]
+    pub speeding_minutes: f64,
+
+    /// How long a silent vehicle sends nothing; it records nothing either, so no backlog
+    /// follows (a phone that was off).
+    #[arg(long, default_value_t = 10.0, value_parser = parse_positive)]
+    pub silent_minutes: f64,
+
+    /// How long a stopped vehicle stands still mid-trip, still reporting.
+    #[arg(long, default_value_t = 10.0, value_parser = parse_positive)]
+    pub stopped_minutes: f64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -231,6 +342,45 @@ fn parse_speedup(s: &str) -> Result<f64, String> {
     } else {
         Err("must be between 0.01 and 1000".into())
     }
+}
+
+fn parse_number(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err("must be a finite number".into())
+    }
+}
+
+fn parse_non_negative(s: &str) -> Result<f64, String> {
+    parse_number(s).and_then(|v| {
+        if v >= 0.0 {
+            Ok(v)
+        } else {
+            Err("must be 0 or more".into())
+        }
+    })
+}
+
+fn parse_positive(s: &str) -> Result<f64, String> {
+    parse_number(s).and_then(|v| {
+        if v > 0.0 {
+            Ok(v)
+        } else {
+            Err("must be more than 0".into())
+        }
+    })
+}
+
+fn parse_speeding_factor(s: &str) -> Result<f64, String> {
+    parse_number(s).and_then(|v| {
+        if (1.05..=5.0).contains(&v) {
+            Ok(v)
+        } else {
+            Err("must be between 1.05 and 5".into())
+        }
+    })
 }
 
 #[cfg(test)]
@@ -356,6 +506,61 @@ mod tests {
             parse(&["bench", "--speedup", "2"]).is_err(),
             "run flags belong to run"
         );
+    }
+
+    #[test]
+    fn fleet_and_incident_flags_have_demo_defaults_and_take_lists() {
+        let run = |args: &[&str]| match parse(args).unwrap().selected_command() {
+            Command::Run(r) => r,
+            other => panic!("expected run, got {other:?}"),
+        };
+        let r = run(&[]);
+        assert_eq!(r.fleet.vehicles, 10);
+        assert_eq!(r.fleet.protocols, Protocol::ALL);
+        assert!(!r.fleet.no_noise && r.fleet.seed.is_none() && r.fleet.trip_fixes.is_none());
+        assert_eq!(
+            (r.fleet.signal_loss_every, r.fleet.signal_loss_seconds),
+            (20.0, 60.0)
+        );
+        assert!(
+            r.incidents.incidents.is_empty(),
+            "no incidents unless asked"
+        );
+
+        let r = run(&[
+            "run",
+            "--vehicles",
+            "40",
+            "--protocols",
+            "osmand,owntracks",
+            "--incidents",
+            "off-route,speeding,silent,stopped",
+            "--incident-every",
+            "2.5",
+            "--incident-vehicles",
+            "Car Munich,Car Višnjan",
+            "--speeding-kmh",
+            "120",
+            "--signal-loss-every",
+            "0",
+            "--seed",
+            "7",
+        ]);
+        assert_eq!(r.fleet.vehicles, 40);
+        assert_eq!(r.fleet.protocols, [Protocol::Osmand, Protocol::Owntracks]);
+        assert_eq!(r.incidents.incidents, Kind::ALL);
+        assert_eq!(r.incidents.incident_every, 2.5);
+        assert_eq!(r.incidents.incident_vehicles, ["Car Munich", "Car Višnjan"]);
+        assert_eq!(r.incidents.speeding_kmh, Some(120.0));
+        assert_eq!((r.fleet.signal_loss_every, r.fleet.seed), (0.0, Some(7)));
+
+        assert!(parse(&["--protocols", "carrier-pigeon"]).is_err());
+        assert!(parse(&["--incidents", "meteor"]).is_err());
+        assert!(parse(&["--vehicles", "0"]).is_err());
+        assert!(parse(&["--signal-loss-every", "-1"]).is_err());
+        assert!(parse(&["--silent-minutes", "0"]).is_err());
+        assert!(parse(&["--speeding-factor", "1"]).is_err());
+        assert!(parse(&["--trip-fixes", "1"]).is_err());
     }
 
     #[test]

@@ -271,13 +271,8 @@ fn parse_trip(feature: &Feature) -> anyhow::Result<Trip> {
                     dt > 0.0,
                     "vertex {i} at {time} is not after the one before it"
                 );
-                let distance = geo::haversine_m(prev.point, point);
-                let heading = if distance >= STANDSTILL_M {
-                    Some(geo::initial_bearing_deg(prev.point, point))
-                } else {
-                    prev.heading
-                };
-                (Some(distance / dt), heading)
+                let (speed, heading) = step_motion(prev.point, point, dt, prev.heading);
+                (Some(speed), heading)
             }
         };
         fixes.push(Fix {
@@ -293,6 +288,23 @@ fn parse_trip(feature: &Feature) -> anyhow::Result<Trip> {
         destination_name: props.destination.as_deref().map(place_name),
         fixes,
     })
+}
+
+/// Speed (m/s) and heading over a step of `dt_s` seconds from `from` to `to`. Below
+/// [`STANDSTILL_M`] the bearing is GNSS noise, so the heading before it is kept.
+pub fn step_motion(
+    from: LatLon,
+    to: LatLon,
+    dt_s: f64,
+    heading: Option<f64>,
+) -> (f64, Option<f64>) {
+    let distance = geo::haversine_m(from, to);
+    let heading = if distance >= STANDSTILL_M {
+        Some(geo::initial_bearing_deg(from, to))
+    } else {
+        heading
+    };
+    (distance / dt_s, heading)
 }
 
 /// BODS writes stop names with underscores ("Queen_Square_Bus_Station").

@@ -13,6 +13,7 @@ use serde_json::json;
 use super::{verify_password, CurrentUser, Role, SESSION_COOKIE};
 use crate::{
     error::{ApiJson, AppError, AppResult},
+    security::ClientIp,
     AppState,
 };
 
@@ -31,12 +32,25 @@ struct Login {
 
 async fn login(
     State(state): State<AppState>,
+    ClientIp(address): ClientIp,
     jar: CookieJar,
     ApiJson(body): ApiJson<Login>,
 ) -> AppResult<Response> {
     if body.email.len() > 320 || body.password.len() > 1024 {
         return Err(AppError::Unauthorized("wrong email or password"));
     }
+    // Both limits count every attempt: guessing one account's password, and trying many
+    // accounts from one address, are slowed alike.
+    let limits = &state.limits;
+    limits
+        .login_address
+        .check(&address)
+        .and_then(|()| {
+            limits
+                .login_account
+                .check(&body.email.trim().to_lowercase())
+        })
+        .map_err(AppError::RateLimited)?;
     let row: Option<(i64, i64, String, String, String, String, bool)> = sqlx::query_as(
         "SELECT u.id, u.organisation_id, u.email, u.password_hash, u.role, o.name, u.disabled
          FROM users u JOIN organisations o ON o.id = u.organisation_id

@@ -14,6 +14,10 @@ use crate::{error::AppError, AppState};
 pub struct ShareAccess {
     pub organisation_id: i64,
     pub shipment_id: i64,
+    /// The dispatcher let this link's holder chat with the driver and dispatch.
+    pub chat: bool,
+    /// Names the link without revealing it (the first bytes of its hash, in hex).
+    pub label: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -23,19 +27,22 @@ struct ShareQuery {
 
 impl ShareAccess {
     pub async fn lookup(pool: &PgPool, share_token: &str) -> Result<ShareAccess, AppError> {
-        let row: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT organisation_id, shipment_id FROM share_links
+        let hash = token::hash(share_token);
+        let row: Option<(i64, i64, bool)> = sqlx::query_as(
+            "SELECT organisation_id, shipment_id, chat FROM share_links
              WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > now()",
         )
-        .bind(token::hash(share_token))
+        .bind(&hash)
         .fetch_optional(pool)
         .await?;
-        let (organisation_id, shipment_id) = row.ok_or(AppError::Unauthorized(
+        let (organisation_id, shipment_id, chat) = row.ok_or(AppError::Unauthorized(
             "this share link is invalid or has expired",
         ))?;
         Ok(ShareAccess {
             organisation_id,
             shipment_id,
+            chat,
+            label: hash[..8].iter().map(|b| format!("{b:02x}")).collect(),
         })
     }
 }

@@ -2,6 +2,8 @@
 //! plausibility filter, and the group-commit writer that makes them durable and hands them to
 //! the hub.
 mod filter;
+#[cfg(test)]
+mod properties;
 mod trackers;
 mod writer;
 
@@ -22,6 +24,7 @@ use crate::{
     auth::Device,
     error::{AppError, AppResult},
     position::{to_micros, NewPosition},
+    security::admit_ingest,
     AppState,
 };
 
@@ -42,6 +45,7 @@ async fn post_positions(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> AppResult<Json<Value>> {
+    admit_ingest(&state, device.vehicle_id)?;
     let positions = read_native(&headers, body)?;
     let outcome = state.writer.write(device, positions).await?;
     Ok(reply(&outcome))

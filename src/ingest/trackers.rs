@@ -17,6 +17,7 @@ use super::MAX_BODY;
 use crate::{
     error::{AppError, AppResult},
     position::{number_field, to_micros, NewPosition},
+    security::admit_ingest,
     AppState,
 };
 
@@ -50,6 +51,7 @@ async fn osmand(
             .map_err(|e| AppError::Malformed(format!("the body is not valid JSON: {e}")))?;
         let token = traccar_device_id(&value)?;
         let device = state.devices.authenticate(&state.db, &token).await?;
+        admit_ingest(&state, device.vehicle_id)?;
         match parse_traccar(value, now)? {
             Some(position) => (device, position),
             // A heartbeat: the app is alive but has no new fix. Traccar would repeat the last
@@ -74,6 +76,7 @@ async fn osmand(
                 )
             })?;
         let device = state.devices.authenticate(&state.db, token).await?;
+        admit_ingest(&state, device.vehicle_id)?;
         let position = parse_osmand(&params, &device.speed_unit, now)?;
         (device, position)
     };
@@ -91,6 +94,7 @@ async fn owntracks(
         "send the vehicle's ingest token as the Basic password or as Authorization: Bearer <token>",
     ))?;
     let device = state.devices.authenticate(&state.db, &token).await?;
+    admit_ingest(&state, device.vehicle_id)?;
     let body = body.map_err(|_| too_large())?;
     // The app posts an empty body when a friend is deleted; there is nothing to store.
     if body.iter().all(u8::is_ascii_whitespace) {

@@ -12,7 +12,7 @@ use axum::{
         ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade},
         Query, State,
     },
-    http::{header, HeaderMap},
+    http::HeaderMap,
     response::Response,
     routing::get,
     Router,
@@ -27,7 +27,7 @@ use crate::{
     alerts,
     auth::{ShareAccess, Viewer},
     error::AppError,
-    shipments, vehicles, AppState,
+    security, shipments, vehicles, AppState,
 };
 
 /// Largest client frame accepted; bigger ones close the connection with 1009.
@@ -70,7 +70,12 @@ async fn upgrade(
                 .unwrap_or(Err(AppError::Unauthorized("sign in first")))?,
         ),
     };
-    check_origin(&headers, &state.config.allowed_origins)?;
+    // Any page on the web can open a WebSocket to us with the user's cookie attached.
+    if !security::origin_allowed(&headers, &state.config.allowed_origins) {
+        return Err(AppError::Forbidden(
+            "this origin may not open a WebSocket here",
+        ));
+    }
     let tracker = state.tracker.clone();
     Ok(ws
         .max_message_size(MAX_FRAME_BYTES)
@@ -80,28 +85,6 @@ async fn upgrade(
         .read_buffer_size(512)
         .write_buffer_size(0)
         .on_upgrade(move |socket| tracker.track_future(Session::new(state, viewer).run(socket))))
-}
-
-/// Browsers send `Origin` with every WebSocket handshake, and any page on the web can open one to
-/// us with the user's cookie attached. So a connection that has an `Origin` must come from this
-/// site (the same host as it asked for) or from an origin the operator allowed. Clients that are
-/// not browsers send no `Origin` and authenticate with a token.
-fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), AppError> {
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return Ok(());
-    };
-    let origin = origin.to_str().unwrap_or_default();
-    if allowed.iter().any(|a| a == origin) {
-        return Ok(());
-    }
-    let origin_host = origin.split_once("://").map(|(_, rest)| rest);
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    match (origin_host, host) {
-        (Some(o), Some(h)) if o.eq_ignore_ascii_case(h) => Ok(()),
-        _ => Err(AppError::Forbidden(
-            "this origin may not open a WebSocket here",
-        )),
-    }
 }
 
 /// A client frame. Unknown types are answered with `unknown_type`.

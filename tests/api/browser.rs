@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use tokio::process::{Child, Command};
 use waymark::auth::Role;
 
-use crate::support::{step, TestApp, PATIENCE};
+use crate::support::{find_program, step, TestApp, PATIENCE};
 
 /// A chromedriver of our own on a free loopback port, killed when dropped.
 struct Driver {
@@ -45,21 +45,6 @@ mod tempdir {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
-}
-
-fn find_program(env: &str, names: &[&str]) -> String {
-    if let Ok(path) = std::env::var(env) {
-        return path;
-    }
-    for name in names {
-        for dir in std::env::var("PATH").unwrap_or_default().split(':') {
-            let candidate = std::path::Path::new(dir).join(name);
-            if candidate.is_file() {
-                return candidate.to_string_lossy().into_owned();
-            }
-        }
-    }
-    panic!("{} not found: install Debian's chromium and chromium-driver (scripts/test does) or set {env}", names[0]);
 }
 
 impl Driver {
@@ -217,6 +202,7 @@ async fn a_posted_position_moves_the_marker_and_grows_the_polyline(db: PgPool) {
     let _ = browser.close().await;
     driver.stop().await;
     result.expect("the browser steps succeed");
+    assert_no_csp_violations(&app);
 }
 
 fn url_of(app: &TestApp, path: &str) -> url::Url {
@@ -498,6 +484,20 @@ async fn the_driver_page_shares_through_lost_signal_and_a_reload_exactly_once(db
     let _ = desk.close().await;
     driver.stop().await;
     result.expect("the browser steps succeed");
+    assert_no_csp_violations(&app);
+}
+
+/// Browsers report what the Content-Security-Policy blocked at once; by the end of a test that
+/// used the pages, none must have come.
+fn assert_no_csp_violations(app: &TestApp) {
+    let reports = app
+        .state
+        .csp_reports
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        reports, 0,
+        "the pages broke the content security policy (see the log)"
+    );
 }
 
 #[sqlx::test]

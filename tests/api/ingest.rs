@@ -373,3 +373,73 @@ async fn positions_land_in_monthly_partitions_kept_ready_ahead_of_the_clock(db: 
         );
     }
 }
+
+#[sqlx::test]
+async fn retention_drops_expired_partitions_and_keeps_the_rest(db: PgPool) {
+    let (app, _, _, token) = fleet_app(db).await;
+    // Partitions of 14 and 11 months ago, as a server running that long would have made.
+    let pool = app.db.clone();
+    let month_ago = |months: i32| {
+        let pool = pool.clone();
+        async move {
+            let (name, from, to): (String, String, String) = sqlx::query_as(
+                "SELECT to_char(m, 'YYYY_MM'), m::text, (m + interval '1 month')::text
+             FROM (SELECT date_trunc('month', now() AT TIME ZONE 'UTC')
+                          - make_interval(months => $1) AS m) AS t",
+            )
+            .bind(months)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            sqlx::query(&format!(
+                "CREATE TABLE positions_{name} PARTITION OF positions
+             FOR VALUES FROM ('{from}+00') TO ('{to}+00')"
+            ))
+            .execute(&pool)
+            .await
+            .unwrap();
+            (format!("positions_{name}"), from)
+        }
+    };
+    let (old, old_start) = month_ago(14).await;
+    let (kept, kept_start) = month_ago(11).await;
+    let at = |start: &str| format!("{}T12:00:00Z", &start[..10]);
+    let (status, body) = app
+        .ingest(
+            &token,
+            json!([
+                {"lat": 48.1, "lon": 11.5, "recorded_at": "2005-06-01T12:00:00Z"},
+                {"lat": 48.1, "lon": 11.5, "recorded_at": at(&old_start)},
+                {"lat": 48.1, "lon": 11.5, "recorded_at": at(&kept_start)},
+                step(0, Utc::now() - Duration::seconds(30)),
+            ]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    assert_eq!(
+        waymark::db::drop_old_partitions(&app.db, 12).await.unwrap(),
+        1
+    );
+    let homes: Vec<String> =
+        sqlx::query_scalar("SELECT tableoid::regclass::text FROM positions ORDER BY recorded_at")
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    let this_month = format!("positions_{}", Utc::now().format("%Y_%m"));
+    assert_eq!(
+        homes,
+        [kept, this_month],
+        "the expired month and the far past are gone"
+    );
+    let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+        .bind(&old)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(exists, None, "{old} is dropped, not emptied");
+    assert_eq!(
+        waymark::db::drop_old_partitions(&app.db, 12).await.unwrap(),
+        0
+    );
+}

@@ -2,12 +2,16 @@
 //! per test from `#[sqlx::test]`), real HTTP and WebSocket clients.
 mod alerts;
 mod browser;
+mod chat;
+mod deploy;
 mod driver;
 mod filters;
 mod ingest;
 mod instances;
 mod read_api;
 mod readme;
+mod security;
+mod simulator;
 mod support;
 mod trackers;
 mod websocket;

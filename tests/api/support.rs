@@ -44,28 +44,39 @@ impl TestApp {
 
     /// One of several instances sharing `db` and the Redis channels `redis` = (url, prefix).
     pub async fn spawn_instance(db: PgPool, redis: Option<(String, String)>) -> TestApp {
-        let mut args: Vec<String> = [
-            "waymark",
-            "serve",
-            "--jwt-secret",
-            "test-secret-test-secret-test-secret",
-            "--tile-url",
-            "",
-            "--ws-write-timeout-s",
-            "2",
-        ]
-        .map(String::from)
-        .to_vec();
+        TestApp::spawn_with(db, redis, &[]).await
+    }
+
+    /// A server with extra `waymark serve` flags (they win over the harness's own).
+    pub async fn spawn_with(
+        db: PgPool,
+        redis: Option<(String, String)>,
+        extra: &[&str],
+    ) -> TestApp {
+        let defaults = [
+            ("--jwt-secret", "test-secret-test-secret-test-secret"),
+            ("--tile-url", ""),
+            ("--ws-write-timeout-s", "2"),
+            // Tests post as fast as they can; the limit itself has its own tests.
+            ("--ingest-rate", "0"),
+        ];
+        let mut args: Vec<String> = vec!["waymark".into(), "serve".into()];
+        for (flag, value) in defaults {
+            if !extra.contains(&flag) {
+                args.extend([flag.to_owned(), value.to_owned()]);
+            }
+        }
         // Without Redis, override any REDIS_URL in the environment.
         let (url, prefix) = redis.unwrap_or_default();
         args.extend(["--redis-url".into(), url, "--redis-prefix".into(), prefix]);
+        args.extend(extra.iter().map(|a| a.to_string()));
         let cli = Cli::parse_from(args);
         let Command::Serve(config) = cli.command else {
             unreachable!()
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = AppState::new(db.clone(), config)
+        let state = AppState::new(db.clone(), *config)
             .await
             .expect("the server starts");
         let (stop, stopped) = oneshot::channel::<()>();
@@ -283,4 +294,23 @@ pub fn step(i: i64, base: chrono::DateTime<chrono::Utc>) -> Value {
         "accuracy": 5.0,
         "battery": 80.0,
     })
+}
+
+/// A program named by `env`, or the first of `names` found on `PATH`.
+pub fn find_program(env: &str, names: &[&str]) -> String {
+    if let Ok(path) = std::env::var(env) {
+        return path;
+    }
+    for name in names {
+        for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+            let candidate = std::path::Path::new(dir).join(name);
+            if candidate.is_file() {
+                return candidate.to_string_lossy().into_owned();
+            }
+        }
+    }
+    panic!(
+        "{} not found: scripts/test installs it, or set {env}",
+        names[0]
+    );
 }

@@ -1,0 +1,295 @@
+//! Chat storage. Every change takes the next seq under the `event_seq` row lock, held to commit,
+//! exactly as the position writer does, so chat events follow commit order with everything else
+//! and `since` can resume a conversation.
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{PgPool, Postgres, Transaction};
+
+use super::Participant;
+use crate::error::{AppError, AppResult};
+
+/// A message as the API returns and publishes it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Message {
+    pub id: i64,
+    pub shipment_id: i64,
+    pub client_id: String,
+    #[sqlx(flatten)]
+    pub author: Author,
+    /// `null` once deleted.
+    pub body: Option<String>,
+    pub deleted: bool,
+    /// Emoji → the participants who reacted with it.
+    pub reactions: Value,
+    /// When it was sent, and its latest change, as event sequence numbers.
+    pub seq: i64,
+    pub updated_seq: i64,
+    pub created_at: DateTime<Utc>,
+    pub edited_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Author {
+    #[sqlx(rename = "author_key")]
+    #[serde(rename = "key")]
+    pub key: String,
+    #[sqlx(rename = "author_name")]
+    #[serde(rename = "name")]
+    pub name: String,
+    #[sqlx(rename = "author_role")]
+    #[serde(rename = "role")]
+    pub role: String,
+}
+
+const MESSAGE_COLUMNS: &str = "id, shipment_id, client_id, author_key, author_name, author_role, \
+     body, deleted_at IS NOT NULL AS deleted, reactions, seq, updated_seq, created_at, edited_at";
+
+/// Where a participant has read up to in one conversation.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct ReadMark {
+    pub participant: String,
+    pub read_seq: i64,
+    pub seq: i64,
+}
+
+/// Takes the next seq: the `event_seq` row stays locked until the transaction ends, so no other
+/// event commits between this one taking its seq and committing.
+async fn next_seq(tx: &mut Transaction<'_, Postgres>) -> sqlx::Result<i64> {
+    sqlx::query_scalar("UPDATE event_seq SET value = value + 1 RETURNING value")
+        .fetch_one(&mut **tx)
+        .await
+}
+
+/// What a send did: the message, and whether this call stored it (or a re-send found it).
+pub struct Sent {
+    pub message: Message,
+    pub new: bool,
+}
+
+/// Stores a message, or finds the one this author already sent with this client id.
+pub async fn send(
+    db: &PgPool,
+    organisation_id: i64,
+    shipment_id: i64,
+    author: &Participant,
+    client_id: &str,
+    body: &str,
+) -> AppResult<Sent> {
+    if let Some(message) = by_client_id(db, shipment_id, &author.key, client_id).await? {
+        return Ok(Sent {
+            message,
+            new: false,
+        });
+    }
+    let mut tx = db.begin().await?;
+    let seq = next_seq(&mut tx).await?;
+    let inserted: Option<Message> = sqlx::query_as(&format!(
+        "INSERT INTO chat_messages (organisation_id, shipment_id, author_key, author_id,
+             author_name, author_role, client_id, body, seq, updated_seq)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
+         ON CONFLICT ON CONSTRAINT chat_messages_client_key DO NOTHING
+         RETURNING {MESSAGE_COLUMNS}"
+    ))
+    .bind(organisation_id)
+    .bind(shipment_id)
+    .bind(&author.key)
+    .bind(author.user_id)
+    .bind(&author.name)
+    .bind(&author.role)
+    .bind(client_id)
+    .bind(body)
+    .bind(seq)
+    .fetch_optional(&mut *tx)
+    .await?;
+    match inserted {
+        Some(message) => {
+            tx.commit().await?;
+            Ok(Sent { message, new: true })
+        }
+        None => {
+            // The same re-send raced this one and won: give back its message.
+            tx.rollback().await?;
+            let message = by_client_id(db, shipment_id, &author.key, client_id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("a conflicting chat message vanished"))?;
+            Ok(Sent {
+                message,
+                new: false,
+            })
+        }
+    }
+}
+
+/// The message this author sent with this client id, if any.
+pub async fn by_client_id(
+    db: &PgPool,
+    shipment_id: i64,
+    author_key: &str,
+    client_id: &str,
+) -> sqlx::Result<Option<Message>> {
+    sqlx::query_as(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM chat_messages
+         WHERE shipment_id = $1 AND author_key = $2 AND client_id = $3"
+    ))
+    .bind(shipment_id)
+    .bind(author_key)
+    .bind(client_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// One message of the caller's organisation.
+pub async fn get(db: &PgPool, organisation_id: i64, id: i64) -> AppResult<Message> {
+    sqlx::query_as(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE id = $1 AND organisation_id = $2"
+    ))
+    .bind(id)
+    .bind(organisation_id)
+    .fetch_optional(db)
+    .await?
+    .ok_or(AppError::NotFound("message"))
+}
+
+/// A change to one message, each taking a new seq.
+pub enum Change<'a> {
+    Edit(&'a str),
+    Delete,
+    /// Adds the participant's reaction, or takes it back if it is there.
+    React {
+        emoji: &'a str,
+        participant: &'a str,
+    },
+}
+
+/// Applies `change` to message `id` (which must not be deleted) and returns it as it is now.
+pub async fn change(db: &PgPool, id: i64, change: Change<'_>) -> AppResult<Message> {
+    let mut tx = db.begin().await?;
+    let seq = next_seq(&mut tx).await?;
+    let sql = match change {
+        Change::Edit(_) => "body = $3, edited_at = now()",
+        Change::Delete => "body = NULL, deleted_at = now(), reactions = '{}'",
+        Change::React { .. } => {
+            "reactions = CASE
+                 WHEN COALESCE(reactions->$3, '[]') ? $4 THEN
+                     CASE WHEN jsonb_array_length(reactions->$3) = 1 THEN reactions - $3
+                          ELSE jsonb_set(reactions, ARRAY[$3], (reactions->$3) - $4) END
+                 ELSE jsonb_set(reactions, ARRAY[$3], COALESCE(reactions->$3, '[]') || to_jsonb($4::text))
+             END"
+        }
+    };
+    let query = format!(
+        "UPDATE chat_messages SET {sql}, updated_seq = $2
+         WHERE id = $1 AND deleted_at IS NULL RETURNING {MESSAGE_COLUMNS}"
+    );
+    let mut q = sqlx::query_as(&query).bind(id).bind(seq);
+    q = match change {
+        Change::Edit(body) => q.bind(body.to_owned()),
+        Change::Delete => q,
+        Change::React { emoji, participant } => {
+            q.bind(emoji.to_owned()).bind(participant.to_owned())
+        }
+    };
+    let message: Option<Message> = q.fetch_optional(&mut *tx).await?;
+    let message = message.ok_or_else(|| AppError::Conflict("the message was deleted".into()))?;
+    tx.commit().await?;
+    Ok(message)
+}
+
+/// A page of the conversation, newest first: messages sent before seq `before` (or the latest).
+pub async fn page(
+    db: &PgPool,
+    shipment_id: i64,
+    before: Option<i64>,
+    limit: i64,
+) -> sqlx::Result<Vec<Message>> {
+    sqlx::query_as(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM chat_messages
+         WHERE shipment_id = $1 AND ($2::bigint IS NULL OR seq < $2)
+         ORDER BY seq DESC LIMIT $3"
+    ))
+    .bind(shipment_id)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Every message sent or changed after seq `since`, in the order of their latest seq.
+pub async fn changed_since(
+    db: &PgPool,
+    shipment_id: i64,
+    since: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<Message>> {
+    sqlx::query_as(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM chat_messages
+         WHERE shipment_id = $1 AND updated_seq > $2 ORDER BY updated_seq LIMIT $3"
+    ))
+    .bind(shipment_id)
+    .bind(since)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Moves `participant`'s read mark up to `read_seq` (never back); none if it was there already.
+pub async fn mark_read(
+    db: &PgPool,
+    shipment_id: i64,
+    participant: &str,
+    read_seq: i64,
+) -> sqlx::Result<Option<ReadMark>> {
+    let mut tx = db.begin().await?;
+    let seq = next_seq(&mut tx).await?;
+    let mark: Option<ReadMark> = sqlx::query_as(
+        "INSERT INTO chat_reads (shipment_id, participant, read_seq, seq) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (shipment_id, participant) DO UPDATE
+             SET read_seq = EXCLUDED.read_seq, seq = EXCLUDED.seq, updated_at = now()
+             WHERE chat_reads.read_seq < EXCLUDED.read_seq
+         RETURNING participant, read_seq, seq",
+    )
+    .bind(shipment_id)
+    .bind(participant)
+    .bind(read_seq)
+    .bind(seq)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if mark.is_some() {
+        tx.commit().await?;
+    } else {
+        // Nothing moved: give the seq back rather than leave a hole for every tab's repeat.
+        tx.rollback().await?;
+    }
+    Ok(mark)
+}
+
+/// Everyone's read marks in one conversation.
+pub async fn reads(db: &PgPool, shipment_id: i64) -> sqlx::Result<Vec<ReadMark>> {
+    sqlx::query_as(
+        "SELECT participant, read_seq, seq FROM chat_reads WHERE shipment_id = $1
+         ORDER BY participant",
+    )
+    .bind(shipment_id)
+    .fetch_all(db)
+    .await
+}
+
+/// Messages from others after the participant's read mark, per conversation among `shipments`.
+pub async fn unread(
+    db: &PgPool,
+    shipments: &[i64],
+    participant: &str,
+) -> sqlx::Result<Vec<(i64, i64)>> {
+    sqlx::query_as(
+        "SELECT m.shipment_id, count(*) FROM chat_messages m
+         LEFT JOIN chat_reads r ON r.shipment_id = m.shipment_id AND r.participant = $2
+         WHERE m.shipment_id = ANY($1) AND m.author_key <> $2 AND m.deleted_at IS NULL
+           AND m.seq > COALESCE(r.read_seq, 0)
+         GROUP BY m.shipment_id ORDER BY m.shipment_id",
+    )
+    .bind(shipments)
+    .bind(participant)
+    .fetch_all(db)
+    .await
+}

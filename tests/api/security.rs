@@ -1,0 +1,193 @@
+//! Defences at the edge: security headers and the content security policy, refusing cross-site
+//! requests that ride on the session cookie, and rate limits on sign-in and ingest.
+use chrono::{Duration, Utc};
+use reqwest::{header, StatusCode};
+use serde_json::json;
+use sqlx::PgPool;
+use waymark::auth::Role;
+
+use crate::support::{step, TestApp};
+
+#[sqlx::test]
+async fn pages_and_api_answers_carry_the_security_headers(db: PgPool) {
+    let app = TestApp::spawn_with(
+        db,
+        None,
+        &[
+            "--tile-url",
+            "https://{s}.tiles.example.com/{z}/{x}/{y}.png",
+        ],
+    )
+    .await;
+    for path in [
+        "/",
+        "/api/v1/openapi.json",
+        "/api/v1/nope",
+        "/static/css/app.css",
+    ] {
+        let res = app.http.get(app.url(path)).send().await.unwrap();
+        let h = res.headers();
+        let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(csp.contains("script-src 'self';"), "{path}: {csp}");
+        assert!(
+            csp.contains("img-src 'self' data: https://*.tiles.example.com;"),
+            "{csp}"
+        );
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{path}");
+        assert_eq!(h[header::X_FRAME_OPTIONS], "DENY", "{path}");
+        assert_eq!(
+            h[header::REFERRER_POLICY],
+            "strict-origin-when-cross-origin"
+        );
+        assert!(
+            !h.contains_key(header::STRICT_TRANSPORT_SECURITY),
+            "only over HTTPS"
+        );
+    }
+    let res = app
+        .http
+        .post(app.url("/api/v1/csp-report"))
+        .header(header::CONTENT_TYPE, "application/csp-report")
+        .body(r#"{"csp-report":{"blocked-uri":"inline"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let reports = app
+        .state
+        .csp_reports
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(reports, 1);
+}
+
+#[sqlx::test]
+async fn cross_site_requests_cannot_use_the_session_cookie(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (_, jwt) = app
+        .user("Acme", "dispatch@acme.test", Role::Dispatcher)
+        .await;
+    let cookie = format!("waymark_session={jwt}");
+    let create = |origin: Option<&str>, site: Option<&str>| {
+        let mut req = app
+            .http
+            .post(app.url("/api/v1/vehicles"))
+            .header(header::COOKIE, &cookie)
+            .json(&json!({"name": "Van"}));
+        if let Some(o) = origin {
+            req = req.header(header::ORIGIN, o);
+        }
+        if let Some(s) = site {
+            req = req.header("sec-fetch-site", s);
+        }
+        req.send()
+    };
+    let res = create(Some("https://evil.example"), Some("cross-site"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let res = create(None, Some("same-site")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN, "a sibling subdomain");
+    let res = create(Some(&format!("http://{}", app.addr)), Some("same-origin"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED, "our own pages");
+    let res = create(None, None).await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED, "not a browser");
+    // A bearer token is chosen by the caller, never added by a browser.
+    let res = app
+        .http
+        .post(app.url("/api/v1/vehicles"))
+        .bearer_auth(&jwt)
+        .header(header::ORIGIN, "https://evil.example")
+        .json(&json!({"name": "Van"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let vehicles: i64 = sqlx::query_scalar("SELECT count(*) FROM vehicles")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(vehicles, 3);
+}
+
+async fn login(app: &TestApp, email: &str, password: &str) -> reqwest::Response {
+    app.http
+        .post(app.url("/api/v1/auth/login"))
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[sqlx::test]
+async fn guessing_a_password_is_slowed_with_429_and_retry_after(db: PgPool) {
+    // One attempt a minute after the burst, so a slow machine does not earn a new one mid-test.
+    let app = TestApp::spawn_with(
+        db,
+        None,
+        &[
+            "--login-rate-per-account",
+            "1",
+            "--login-rate-per-address",
+            "1",
+        ],
+    )
+    .await;
+    app.user("Acme", "dispatch@acme.test", Role::Dispatcher)
+        .await;
+    // One attempt went into the sign-in above; the account's burst is ten.
+    for _ in 0..9 {
+        let res = login(&app, "Dispatch@acme.test", "wrong").await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let res = login(&app, "dispatch@acme.test", "correct horse").await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = res.headers()[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    // Another account from the same address is still let in, up to the address's own limit.
+    app.user("Acme", "second@acme.test", Role::Dispatcher).await;
+    let mut limited = false;
+    for _ in 0..40 {
+        if login(&app, "nobody@acme.test", "x").await.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "one address cannot try accounts without end");
+}
+
+#[sqlx::test]
+async fn a_vehicle_over_its_ingest_rate_gets_429_and_nothing_is_stored(db: PgPool) {
+    let app = TestApp::spawn_with(db, None, &["--ingest-rate", "0.5", "--ingest-burst", "3"]).await;
+    let (_, jwt) = app
+        .user("Acme", "dispatch@acme.test", Role::Dispatcher)
+        .await;
+    let (_, token) = app.vehicle(&jwt, "Van 1").await;
+    let (_, other) = app.vehicle(&jwt, "Van 2").await;
+    let base = Utc::now() - Duration::minutes(1);
+    for i in 0..3 {
+        assert_eq!(app.ingest(&token, step(i, base)).await.0, StatusCode::OK);
+    }
+    let (status, body) = app.ingest(&token, step(3, base)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited");
+    // Tracker formats share the vehicle's budget; other vehicles have their own.
+    let res = app
+        .http
+        .get(app.url(&format!("/api/v1/osmand?id={token}&lat=48.1&lon=11.5")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(res.headers().contains_key(header::RETRY_AFTER));
+    assert_eq!(app.ingest(&other, step(0, base)).await.0, StatusCode::OK);
+    assert_eq!(app.count_positions().await, 4);
+}

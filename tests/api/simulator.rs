@@ -275,12 +275,13 @@ async fn incidents_take_a_vehicle_off_its_route_and_another_off_the_air(db: PgPo
     let _ = std::fs::remove_file(&state_b);
 
     // Off route: the middle of the detour is about 400 m from the planned route (PostGIS's
-    // own distance), and the vehicle starts and ends on it.
+    // own distance), and the vehicle starts and ends on it. (Its shipment may have arrived
+    // before its last fixes, which then belong to no shipment: matched by vehicle.)
     let a = &off_route[0];
     assert_eq!(a.incidents, [Kind::OffRoute]);
     let distances: Vec<f64> = sqlx::query_scalar(
         "SELECT ST_Distance(p.point, s.planned_route) FROM positions p
-         JOIN shipments s ON s.id = p.shipment_id
+         JOIN shipments s ON s.vehicle_id = p.vehicle_id
          WHERE p.vehicle_id = $1 ORDER BY p.recorded_at",
     )
     .bind(a.vehicle_id)

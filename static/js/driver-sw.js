@@ -3,10 +3,11 @@
 // from the network when it answers, and from the last copy when it does not. The API is never
 // cached: positions wait in the page's IndexedDB queue instead.
 
-const CACHE = 'waymark-driver-v1';
+const CACHE = 'waymark-driver-v2';
 const SHELL = [
   '/static/css/app.css',
   '/static/img/waymark.svg',
+  '/static/js/alerts.js',
   '/static/js/api.js',
   '/static/js/driver.js',
   '/static/js/format.js',

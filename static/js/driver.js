@@ -3,6 +3,7 @@
 // posts the queue oldest first in batches whenever the network lets it, so lost signal, reloads
 // and browser restarts lose nothing. Sharing, once started, resumes by itself after a reload.
 
+import { mountAlerts } from './alerts.js';
 import { api, ApiError, goToSignIn, signOut } from './api.js';
 import { formatClock, setServerTime, statusLabel } from './format.js';
 import { connectLive } from './live.js';
@@ -336,6 +337,7 @@ function watchShipment() {
   if (state.live && state.live.topics[0] === topic) return;
   if (state.live) state.live.stop();
   state.live = null;
+  $('alerts-panel').hidden = !shipment;
   if (!shipment) {
     $('conn-status').dataset.state = 'closed';
     $('conn-status').querySelector('.conn__label').textContent = 'No shipment';
@@ -352,6 +354,8 @@ function watchShipment() {
     },
     onRefused: () => goToSignIn(),
   });
+  // What dispatch is told about this shipment (off route, late, arrived…), as it happens.
+  mountAlerts($('alerts-panel'), state.live, { topic, canAcknowledge: false, notify: false });
 }
 
 /** Asks again what this driver is assigned; a finished shipment ends sharing for it. */

@@ -321,6 +321,16 @@ async fn the_driver_page_shares_through_lost_signal_and_a_reload_exactly_once(db
     let (driver_id, _) = app.user("Acme", "anna@acme.test", Role::Driver).await;
     let (vehicle, _) = app.vehicle(&jwt, "Van 1").await;
     let shipment = app.shipment(&jwt, "SHP-7", vehicle, Some(driver_id)).await;
+    // A depot around where the phone starts: entering it raises an alert the driver sees.
+    let (status, fence) = app
+        .post(
+            &jwt,
+            "/api/v1/geofences",
+            json!({"name": "Depot", "circle": {"lat": 48.1374, "lon": 11.5755, "radius_m": 100},
+                   "debounce_s": 0}),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{fence}");
     let stored = || async {
         let rows: Vec<(chrono::DateTime<Utc>, f64)> = sqlx::query_as(
             "SELECT recorded_at, ST_Y(point::geometry) FROM positions WHERE vehicle_id = $1
@@ -396,6 +406,8 @@ async fn the_driver_page_shares_through_lost_signal_and_a_reload_exactly_once(db
         )
         .await;
         wait_for_text(&phone, "#queue-count", "0").await;
+        // Dispatch's alert about this shipment shows on the driver's page too.
+        wait_until(&phone, "the driver sees the depot alert", "const p = document.getElementById('alerts-panel'); return !p.hidden && p.textContent.includes('Entered Depot');").await;
         let online_fixes = stored().await.len();
         assert!(online_fixes >= 1);
 

@@ -10,15 +10,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use super::{
-    store::{lock_seq, set_seq},
-    Alert, AlertSettings, Rule, ALERT_COLUMNS,
-};
+use super::{Alert, AlertSettings, Rule, ALERT_COLUMNS};
 use crate::{
     auth::{CurrentUser, Role},
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
     settings::{stored_or_default, Settings},
-    tracking::{Batch, Tracking},
+    tracking::{lock_seq, set_seq, Batch, Tracking},
     AppState,
 };
 

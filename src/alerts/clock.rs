@@ -10,15 +10,10 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    apply,
-    rules::Change,
-    store::{lock_seq, set_seq},
-    AlertSettings, Rule, RuleState, Subject,
-};
+use super::{apply, rules::Change, AlertSettings, Rule, RuleState, Subject};
 use crate::{
     settings::stored_or_default,
-    tracking::{Batch, Tracking},
+    tracking::{lock_seq, set_seq, Batch, Tracking},
 };
 
 /// Ticks every `every` until cancelled.

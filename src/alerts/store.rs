@@ -101,21 +101,6 @@ pub struct Subject {
     pub position: Option<(DateTime<Utc>, f64, f64)>,
 }
 
-/// Takes the seq counter's row lock (held to commit); returns the last seq handed out.
-pub async fn lock_seq(conn: &mut PgConnection) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT value FROM event_seq FOR UPDATE")
-        .fetch_one(conn)
-        .await
-}
-
-pub async fn set_seq(conn: &mut PgConnection, value: i64) -> sqlx::Result<()> {
-    sqlx::query("UPDATE event_seq SET value = $1")
-        .bind(value)
-        .execute(conn)
-        .await
-        .map(|_| ())
-}
-
 /// Stores `changes` (under the seq lock) and returns each stored event as (seq, event, alert),
 /// in seq order. A raise the database refuses as a repeat (a shipment arrives and is late
 /// once) and a clear of an alert cleared already store nothing and are left out.

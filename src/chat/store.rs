@@ -4,10 +4,13 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::PgPool;
 
 use super::Participant;
-use crate::error::{AppError, AppResult};
+use crate::{
+    error::{AppError, AppResult},
+    tracking::next_seq,
+};
 
 /// A message as the API returns and publishes it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -51,14 +54,6 @@ pub struct ReadMark {
     pub participant: String,
     pub read_seq: i64,
     pub seq: i64,
-}
-
-/// Takes the next seq: the `event_seq` row stays locked until the transaction ends, so no other
-/// event commits between this one taking its seq and committing.
-async fn next_seq(tx: &mut Transaction<'_, Postgres>) -> sqlx::Result<i64> {
-    sqlx::query_scalar("UPDATE event_seq SET value = value + 1 RETURNING value")
-        .fetch_one(&mut **tx)
-        .await
 }
 
 /// What a send did: the message, and whether this call stored it (or a re-send found it).

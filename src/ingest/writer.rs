@@ -21,7 +21,7 @@ use crate::{
     error::AppError,
     position::{to_micros, NewPosition, Position},
     settings::stored_or_default,
-    tracking::{frames, Batch, Published, Tracking},
+    tracking::{frames, lock_seq, Batch, Published, Tracking},
 };
 
 /// Requests that may wait for the writer before senders are held back.
@@ -238,9 +238,7 @@ async fn commit(
     let mut tx = pool.begin().await?;
     // Taking the counter's row lock first serialises writers, so the duplicate check below and
     // the seqs handed out are exact.
-    let mut next_seq: i64 = sqlx::query_scalar("SELECT value FROM event_seq FOR UPDATE")
-        .fetch_one(&mut *tx)
-        .await?;
+    let mut next_seq = lock_seq(&mut tx).await?;
     // Everything that arrived while this worker waited for the lock joins the batch.
     queue.fill(batch);
     let batch: &[Request] = batch;

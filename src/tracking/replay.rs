@@ -14,13 +14,6 @@ use crate::{
 /// Most events one `since` replay sends; a client further behind takes a fresh snapshot.
 pub const REPLAY_LIMIT: i64 = 10_000;
 
-/// The highest seq committed so far. Every event committed later gets a larger one.
-pub async fn read_seq(pool: &PgPool) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT value FROM event_seq")
-        .fetch_one(pool)
-        .await
-}
-
 /// The frames live delivery sent on `key` after `since`, in seq order: published positions
 /// (never filtered ones) and alert events. `None` if there are more than [`REPLAY_LIMIT`].
 pub async fn events_since(

@@ -162,7 +162,7 @@ impl Sequencer {
                     tokio::time::sleep(GAP_HOLD).await;
                     None
                 }
-                _ = tick.tick() => match replay::read_seq(&db).await {
+                _ = tick.tick() => match super::read_seq(&db).await {
                     Ok(now) => previous_counter.replace(now),
                     Err(e) => {
                         tracing::warn!(error = %e, "reading the event counter");

@@ -445,7 +445,7 @@ impl Session {
         since: Option<i64>,
     ) -> Result<(Value, Option<Vec<(i64, String)>>), AppError> {
         let db = &self.state.db;
-        let seq = replay::read_seq(db).await?;
+        let seq = super::read_seq(db).await?;
         let mut snapshot = match topic {
             Topic::Fleet => {
                 json!({"vehicles": vehicles::list(db, self.viewer.organisation_id()).await?})

@@ -3,7 +3,7 @@
 //! edits, deletions, reactions and read marks each take a seq like every other event.
 mod store;
 
-pub use store::{Message, ReadMark};
+pub use store::{events_between, Message, ReadMark, Sent};
 
 use axum::{
     extract::State,
@@ -19,7 +19,7 @@ use crate::{
     auth::{CurrentUser, Role, Viewer},
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
     shipments,
-    tracking::Batch,
+    tracking::{Batch, Published},
     AppState,
 };
 
@@ -78,12 +78,18 @@ impl Participant {
     }
 }
 
-/// Publishes a committed chat seq, so every instance's sequencer moves past it at once.
-fn committed(state: &AppState, seq: i64) {
+/// Publishes one committed chat event on `chat:{shipment}`, on every instance.
+fn committed(state: &AppState, event: Published) {
+    let seq = event.seq;
+    let events = if state.tracking.wants(event.key) {
+        vec![event]
+    } else {
+        Vec::new()
+    };
     state.tracking.committed(Batch {
         first: seq,
         last: seq,
-        events: Vec::new(),
+        events,
     });
 }
 
@@ -133,6 +139,194 @@ fn check_emoji(emoji: &str) -> AppResult<()> {
     }
 }
 
+/// Messages in a conversation's first view (the `chat:{id}` snapshot, or a history page without
+/// a cursor).
+pub const LATEST: i64 = 50;
+
+/// A page of history, oldest first, with the cursor to the page before it (none at the start).
+async fn latest(
+    db: &PgPool,
+    shipment_id: i64,
+    before: Option<i64>,
+    limit: i64,
+) -> sqlx::Result<(Vec<Message>, Option<i64>)> {
+    let mut page = store::page(db, shipment_id, before, limit).await?;
+    let next = (page.len() as i64 == limit)
+        .then(|| page.last().map(|m| m.seq))
+        .flatten();
+    page.reverse();
+    Ok((page, next))
+}
+
+/// The participant's unread count in one conversation.
+async fn unread_in(db: &PgPool, shipment_id: i64, participant: &str) -> sqlx::Result<i64> {
+    Ok(store::unread(db, &[shipment_id], participant)
+        .await?
+        .first()
+        .map_or(0, |(_, n)| *n))
+}
+
+/// A view of the conversation: `messages` with everyone's read marks and the caller's unread
+/// count.
+async fn view(
+    db: &PgPool,
+    me: &Participant,
+    shipment_id: i64,
+    messages: Vec<Message>,
+    next_before: Option<i64>,
+) -> AppResult<Value> {
+    Ok(json!({
+        "messages": messages,
+        "next_before": next_before,
+        "reads": store::reads(db, shipment_id).await?,
+        "unread": unread_in(db, shipment_id, &me.key).await?,
+        "me": me.key,
+    }))
+}
+
+/// The `chat:{id}` topic's snapshot: the latest messages, the read marks, the unread count.
+pub async fn snapshot(db: &PgPool, viewer: &Viewer, shipment_id: i64) -> AppResult<Value> {
+    let me = Participant::of(db, viewer, shipment_id).await?;
+    let (messages, next_before) = latest(db, shipment_id, None, LATEST).await?;
+    view(db, &me, shipment_id, messages, next_before).await
+}
+
+/// Sends a message as the viewer and publishes it; a re-send with a client id this author used
+/// already stores nothing and returns the stored message (`new: false`). `stored` runs between
+/// storing and publishing, so a WebSocket sender's acknowledgement comes before the event.
+pub async fn send_message(
+    state: &AppState,
+    viewer: &Viewer,
+    shipment_id: i64,
+    client_id: &str,
+    body: &str,
+    stored: impl FnOnce(&Message),
+) -> AppResult<Sent> {
+    let me = Participant::of(&state.db, viewer, shipment_id).await?;
+    check_client_id(client_id)?;
+    let body = check_body(body)?;
+    // A re-send is answered with what is stored, and costs nothing against the rate.
+    if let Some(message) = store::by_client_id(&state.db, shipment_id, &me.key, client_id).await? {
+        stored(&message);
+        return Ok(Sent {
+            message,
+            new: false,
+        });
+    }
+    state
+        .limits
+        .chat
+        .check(&me.key)
+        .map_err(AppError::RateLimited)?;
+    let sent = store::send(
+        &state.db,
+        me.organisation_id,
+        shipment_id,
+        &me,
+        client_id,
+        body,
+    )
+    .await?;
+    stored(&sent.message);
+    if sent.new {
+        committed(state, sent.message.published());
+    }
+    Ok(sent)
+}
+
+/// The message `id` if the viewer wrote it (authors change only their own).
+async fn own_message(state: &AppState, viewer: &Viewer, id: i64) -> AppResult<Message> {
+    let message = store::get(&state.db, viewer.organisation_id(), id).await?;
+    let me = Participant::of(&state.db, viewer, message.shipment_id).await?;
+    if message.author.key != me.key {
+        return Err(AppError::Forbidden("only its author changes a message"));
+    }
+    Ok(message)
+}
+
+/// Stores a change to message `id`, runs `stored` (as [`send_message`] does), and publishes it.
+async fn apply(
+    state: &AppState,
+    id: i64,
+    change: store::Change<'_>,
+    stored: impl FnOnce(&Message),
+) -> AppResult<Message> {
+    let message = store::change(&state.db, id, change).await?;
+    stored(&message);
+    committed(state, message.published());
+    Ok(message)
+}
+
+/// Edits the viewer's own message and publishes the change.
+pub async fn edit_message(
+    state: &AppState,
+    viewer: &Viewer,
+    id: i64,
+    body: &str,
+    stored: impl FnOnce(&Message),
+) -> AppResult<Message> {
+    let body = check_body(body)?;
+    own_message(state, viewer, id).await?;
+    apply(state, id, store::Change::Edit(body), stored).await
+}
+
+/// Deletes the viewer's own message: it stays in the conversation, marked deleted, without its
+/// text.
+pub async fn delete_message(
+    state: &AppState,
+    viewer: &Viewer,
+    id: i64,
+    stored: impl FnOnce(&Message),
+) -> AppResult<Message> {
+    own_message(state, viewer, id).await?;
+    apply(state, id, store::Change::Delete, stored).await
+}
+
+/// Toggles the viewer's reaction on a message of a conversation they take part in.
+pub async fn react_message(
+    state: &AppState,
+    viewer: &Viewer,
+    id: i64,
+    emoji: &str,
+    stored: impl FnOnce(&Message),
+) -> AppResult<Message> {
+    check_emoji(emoji)?;
+    let message = store::get(&state.db, viewer.organisation_id(), id).await?;
+    let me = Participant::of(&state.db, viewer, message.shipment_id).await?;
+    state
+        .limits
+        .chat
+        .check(&me.key)
+        .map_err(AppError::RateLimited)?;
+    let change = store::Change::React {
+        emoji,
+        participant: &me.key,
+    };
+    apply(state, id, change, stored).await
+}
+
+/// Moves the viewer's read mark up to `seq` (never back) and publishes the move; returns their
+/// unread count, also given to `stored` before the move is published.
+pub async fn mark_read(
+    state: &AppState,
+    viewer: &Viewer,
+    shipment_id: i64,
+    seq: i64,
+    stored: impl FnOnce(i64),
+) -> AppResult<i64> {
+    let me = Participant::of(&state.db, viewer, shipment_id).await?;
+    if seq < 0 {
+        return Err(AppError::validation("seq", "seq must not be negative"));
+    }
+    let mark = store::mark_read(&state.db, shipment_id, &me.key, seq).await?;
+    let unread = unread_in(&state.db, shipment_id, &me.key).await?;
+    stored(unread);
+    if let Some(mark) = mark {
+        committed(state, mark.published());
+    }
+    Ok(unread)
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HistoryQuery {
@@ -152,7 +346,7 @@ async fn history(
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> AppResult<Json<Value>> {
     let me = Participant::of(&state.db, &viewer, id).await?;
-    let limit = q.limit.unwrap_or(50);
+    let limit = q.limit.unwrap_or(LATEST);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(AppError::validation("limit", "limit must be 1 to 200"));
     }
@@ -167,27 +361,9 @@ async fn history(
             store::changed_since(&state.db, id, since, limit).await?,
             None,
         ),
-        (None, before) => {
-            let mut page = store::page(&state.db, id, before, limit).await?;
-            let next = (page.len() as i64 == limit)
-                .then(|| page.last().map(|m| m.seq))
-                .flatten();
-            page.reverse();
-            (page, next)
-        }
+        (None, before) => latest(&state.db, id, before, limit).await?,
     };
-    let reads = store::reads(&state.db, id).await?;
-    let unread = store::unread(&state.db, &[id], &me.key)
-        .await?
-        .first()
-        .map_or(0, |(_, n)| *n);
-    Ok(Json(json!({
-        "messages": messages,
-        "next_before": next_before,
-        "reads": reads,
-        "unread": unread,
-        "me": me.key,
-    })))
+    Ok(Json(view(&state.db, &me, id, messages, next_before).await?))
 }
 
 #[derive(Deserialize)]
@@ -204,35 +380,13 @@ async fn send(
     ApiPath(id): ApiPath<i64>,
     ApiJson(m): ApiJson<NewMessage>,
 ) -> AppResult<(StatusCode, Json<Message>)> {
-    let me = Participant::of(&state.db, &viewer, id).await?;
-    check_client_id(&m.client_id)?;
-    let body = check_body(&m.body)?;
-    // A re-send is answered with what is stored, and costs nothing against the rate.
-    if let Some(stored) = store::by_client_id(&state.db, id, &me.key, &m.client_id).await? {
-        return Ok((StatusCode::OK, Json(stored)));
-    }
-    state
-        .limits
-        .chat
-        .check(&me.key)
-        .map_err(AppError::RateLimited)?;
-    let sent = store::send(&state.db, me.organisation_id, id, &me, &m.client_id, body).await?;
-    if !sent.new {
-        return Ok((StatusCode::OK, Json(sent.message)));
-    }
-    committed(&state, sent.message.seq);
-    Ok((StatusCode::CREATED, Json(sent.message)))
-}
-
-/// The message `id` if the viewer wrote it (authors change only their own).
-async fn own_message(state: &AppState, user: &CurrentUser, id: i64) -> AppResult<Message> {
-    let message = store::get(&state.db, user.organisation_id, id).await?;
-    let viewer = Viewer::User(user.clone());
-    let me = Participant::of(&state.db, &viewer, message.shipment_id).await?;
-    if message.author.key != me.key {
-        return Err(AppError::Forbidden("only its author changes a message"));
-    }
-    Ok(message)
+    let sent = send_message(&state, &viewer, id, &m.client_id, &m.body, |_| {}).await?;
+    let status = if sent.new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(sent.message)))
 }
 
 #[derive(Deserialize)]
@@ -243,27 +397,21 @@ struct Edit {
 
 async fn edit(
     State(state): State<AppState>,
-    user: CurrentUser,
+    viewer: Viewer,
     ApiPath(id): ApiPath<i64>,
     ApiJson(e): ApiJson<Edit>,
 ) -> AppResult<Json<Message>> {
-    let body = check_body(&e.body)?;
-    own_message(&state, &user, id).await?;
-    let message = store::change(&state.db, id, store::Change::Edit(body)).await?;
-    committed(&state, message.updated_seq);
-    Ok(Json(message))
+    Ok(Json(
+        edit_message(&state, &viewer, id, &e.body, |_| {}).await?,
+    ))
 }
 
-/// Deletes a message: it stays in the conversation, marked deleted, without its text.
 async fn delete(
     State(state): State<AppState>,
-    user: CurrentUser,
+    viewer: Viewer,
     ApiPath(id): ApiPath<i64>,
 ) -> AppResult<Json<Message>> {
-    own_message(&state, &user, id).await?;
-    let message = store::change(&state.db, id, store::Change::Delete).await?;
-    committed(&state, message.updated_seq);
-    Ok(Json(message))
+    Ok(Json(delete_message(&state, &viewer, id, |_| {}).await?))
 }
 
 #[derive(Deserialize)]
@@ -272,28 +420,15 @@ struct Reaction {
     emoji: String,
 }
 
-/// Toggles the caller's reaction on a message of a conversation they take part in.
 async fn react(
     State(state): State<AppState>,
     viewer: Viewer,
     ApiPath(id): ApiPath<i64>,
     ApiJson(r): ApiJson<Reaction>,
 ) -> AppResult<Json<Message>> {
-    check_emoji(&r.emoji)?;
-    let message = store::get(&state.db, viewer.organisation_id(), id).await?;
-    let me = Participant::of(&state.db, &viewer, message.shipment_id).await?;
-    state
-        .limits
-        .chat
-        .check(&me.key)
-        .map_err(AppError::RateLimited)?;
-    let change = store::Change::React {
-        emoji: &r.emoji,
-        participant: &me.key,
-    };
-    let message = store::change(&state.db, id, change).await?;
-    committed(&state, message.updated_seq);
-    Ok(Json(message))
+    Ok(Json(
+        react_message(&state, &viewer, id, &r.emoji, |_| {}).await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -310,17 +445,7 @@ async fn read(
     ApiPath(id): ApiPath<i64>,
     ApiJson(r): ApiJson<Read>,
 ) -> AppResult<Json<Value>> {
-    let me = Participant::of(&state.db, &viewer, id).await?;
-    if r.seq < 0 {
-        return Err(AppError::validation("seq", "seq must not be negative"));
-    }
-    if let Some(mark) = store::mark_read(&state.db, id, &me.key, r.seq).await? {
-        committed(&state, mark.seq);
-    }
-    let unread = store::unread(&state.db, &[id], &me.key)
-        .await?
-        .first()
-        .map_or(0, |(_, n)| *n);
+    let unread = mark_read(&state, &viewer, id, r.seq, |_| {}).await?;
     Ok(Json(json!({ "unread": unread })))
 }
 

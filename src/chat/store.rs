@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use super::Participant;
 use crate::{
     error::{AppError, AppResult},
-    tracking::next_seq,
+    tracking::{next_seq, Published, Topic, TopicKey},
 };
 
 /// A message as the API returns and publishes it.
@@ -51,9 +51,84 @@ const MESSAGE_COLUMNS: &str = "id, shipment_id, client_id, author_key, author_na
 /// Where a participant has read up to in one conversation.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct ReadMark {
+    #[serde(skip)]
+    pub shipment_id: i64,
     pub participant: String,
     pub read_seq: i64,
     pub seq: i64,
+}
+
+impl Message {
+    /// Its event on `chat:{shipment}`: the message as it is now, at its latest seq. The same
+    /// bytes live and on replay.
+    pub fn published(&self) -> Published {
+        let data = serde_json::to_string(self).expect("messages serialise");
+        let (topic, seq) = (Topic::Chat(self.shipment_id), self.updated_seq);
+        Published {
+            key: TopicKey::Chat(self.shipment_id),
+            seq,
+            conflate_vehicle: None,
+            frame: format!(r#"{{"type":"chat","topic":"{topic}","seq":{seq},"data":{data}}}"#)
+                .into(),
+        }
+    }
+}
+
+impl ReadMark {
+    /// Its event on `chat:{shipment}`.
+    pub fn published(&self) -> Published {
+        let frame = serde_json::json!({
+            "type": "chat_read",
+            "topic": Topic::Chat(self.shipment_id).to_string(),
+            "seq": self.seq,
+            "data": {"participant": self.participant, "read_seq": self.read_seq},
+        });
+        Published {
+            key: TopicKey::Chat(self.shipment_id),
+            seq: self.seq,
+            conflate_vehicle: None,
+            frame: frame.to_string().into(),
+        }
+    }
+}
+
+/// The chat events of `shipments` with seq in `(after, through]`, in seq order: each message
+/// changed in the range as it is now, and each read mark moved in it. At most `limit` of each.
+pub async fn events_between(
+    db: &PgPool,
+    shipments: &[i64],
+    after: i64,
+    through: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<Published>> {
+    if shipments.is_empty() {
+        return Ok(Vec::new());
+    }
+    let messages: Vec<Message> = sqlx::query_as(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM chat_messages
+         WHERE shipment_id = ANY($1) AND updated_seq > $2 AND updated_seq <= $3
+         ORDER BY updated_seq LIMIT $4"
+    ))
+    .bind(shipments)
+    .bind(after)
+    .bind(through)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    let marks: Vec<ReadMark> = sqlx::query_as(
+        "SELECT shipment_id, participant, read_seq, seq FROM chat_reads
+         WHERE shipment_id = ANY($1) AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4",
+    )
+    .bind(shipments)
+    .bind(after)
+    .bind(through)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    let mut events: Vec<Published> = messages.iter().map(Message::published).collect();
+    events.extend(marks.iter().map(ReadMark::published));
+    events.sort_by_key(|e| e.seq);
+    Ok(events)
 }
 
 /// What a send did: the message, and whether this call stored it (or a re-send found it).
@@ -242,7 +317,7 @@ pub async fn mark_read(
          ON CONFLICT (shipment_id, participant) DO UPDATE
              SET read_seq = EXCLUDED.read_seq, seq = EXCLUDED.seq, updated_at = now()
              WHERE chat_reads.read_seq < EXCLUDED.read_seq
-         RETURNING participant, read_seq, seq",
+         RETURNING shipment_id, participant, read_seq, seq",
     )
     .bind(shipment_id)
     .bind(participant)
@@ -262,7 +337,7 @@ pub async fn mark_read(
 /// Everyone's read marks in one conversation.
 pub async fn reads(db: &PgPool, shipment_id: i64) -> sqlx::Result<Vec<ReadMark>> {
     sqlx::query_as(
-        "SELECT participant, read_seq, seq FROM chat_reads WHERE shipment_id = $1
+        "SELECT shipment_id, participant, read_seq, seq FROM chat_reads WHERE shipment_id = $1
          ORDER BY participant",
     )
     .bind(shipment_id)

@@ -100,6 +100,7 @@ impl Fanout {
             }
             TopicKey::Vehicle(id) => format!("{}:vehicle:{id}", self.prefix),
             TopicKey::Shipment(id) => format!("{}:shipment:{id}", self.prefix),
+            TopicKey::Chat(id) => format!("{}:chat:{id}", self.prefix),
         }
     }
 
@@ -116,6 +117,7 @@ impl Fanout {
             }),
             "vehicle" => Some(TopicKey::Vehicle(id)),
             "shipment" => Some(TopicKey::Shipment(id)),
+            "chat" => Some(TopicKey::Chat(id)),
             _ => None,
         }
     }

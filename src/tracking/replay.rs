@@ -1,6 +1,7 @@
 //! Reading missed events back from PostGIS: for `subscribe` with `since`, and for the
-//! sequencer's gap fill. Events are positions and alerts (raised, and their latest change),
-//! merged in seq order, framed exactly as live delivery frames them.
+//! sequencer's gap fill. Events are positions, alerts (raised, and their latest change) and chat
+//! (each message at its latest change, and read marks), merged in seq order, framed exactly as
+//! live delivery frames them.
 use std::collections::HashSet;
 
 use sqlx::PgPool;
@@ -8,6 +9,7 @@ use sqlx::PgPool;
 use super::{frames, Published, TopicKey};
 use crate::{
     alerts::{Alert, ALERT_COLUMNS},
+    chat,
     position::{position_frame, PositionRow, POSITION_COLUMNS},
 };
 
@@ -23,6 +25,14 @@ pub async fn events_since(
 ) -> sqlx::Result<Option<Vec<(i64, String)>>> {
     let topic = key.topic();
     let (column, id) = match key {
+        TopicKey::Chat(id) => {
+            let events = chat::events_between(pool, &[id], since, i64::MAX, REPLAY_LIMIT + 1)
+                .await?
+                .into_iter()
+                .map(|e| (e.seq, e.frame.to_string()))
+                .collect::<Vec<_>>();
+            return Ok((events.len() as i64 <= REPLAY_LIMIT).then_some(events));
+        }
         TopicKey::Fleet { organisation_id } => (Some("organisation_id"), organisation_id),
         TopicKey::Vehicle(id) => (Some("vehicle_id"), id),
         TopicKey::Shipment(id) => (Some("shipment_id"), id),
@@ -94,12 +104,14 @@ pub async fn events_between(
     let mut alert_organisations = Vec::new();
     let mut vehicles = Vec::new();
     let mut shipments = Vec::new();
+    let mut conversations = Vec::new();
     for key in keys {
         match *key {
             TopicKey::Fleet { organisation_id } => organisations.push(organisation_id),
             TopicKey::Alerts { organisation_id } => alert_organisations.push(organisation_id),
             TopicKey::Vehicle(id) => vehicles.push(id),
             TopicKey::Shipment(id) => shipments.push(id),
+            TopicKey::Chat(id) => conversations.push(id),
         }
     }
     if keys.is_empty() {
@@ -140,6 +152,10 @@ pub async fn events_between(
                 events.extend(a.frames(seq, event, wanted));
             }
         }
+        events.sort_by_key(|e| e.seq);
+    }
+    if !conversations.is_empty() {
+        events.extend(chat::events_between(pool, &conversations, after, through, i64::MAX).await?);
         events.sort_by_key(|e| e.seq);
     }
     Ok(events)

@@ -26,6 +26,7 @@ use super::{replay, Outbox, Subscription, Topic, TopicKey};
 use crate::{
     alerts,
     auth::{ShareAccess, Viewer},
+    chat,
     error::AppError,
     security, shipments, vehicles, AppState,
 };
@@ -111,7 +112,41 @@ enum ClientFrame {
         #[serde(rename = "ref")]
         reference: Option<Value>,
     },
+    ChatSend {
+        topic: String,
+        client_id: String,
+        body: String,
+        #[serde(rename = "ref")]
+        reference: Option<Value>,
+    },
+    ChatEdit {
+        id: i64,
+        body: String,
+        #[serde(rename = "ref")]
+        reference: Option<Value>,
+    },
+    ChatDelete {
+        id: i64,
+        #[serde(rename = "ref")]
+        reference: Option<Value>,
+    },
+    ChatReact {
+        id: i64,
+        emoji: String,
+        #[serde(rename = "ref")]
+        reference: Option<Value>,
+    },
+    ChatRead {
+        topic: String,
+        seq: i64,
+        #[serde(rename = "ref")]
+        reference: Option<Value>,
+    },
 }
+
+/// The client frame types, as the `unknown_type` error lists them.
+const FRAME_TYPES: &str = "subscribe, unsubscribe, ping, acknowledge, chat_send, chat_edit, \
+     chat_delete, chat_react or chat_read";
 
 struct Session {
     state: AppState,
@@ -245,7 +280,17 @@ impl Session {
         let reference = value.get("ref").cloned();
         let known = matches!(
             value.get("type").and_then(Value::as_str),
-            Some("subscribe" | "unsubscribe" | "ping" | "acknowledge")
+            Some(
+                "subscribe"
+                    | "unsubscribe"
+                    | "ping"
+                    | "acknowledge"
+                    | "chat_send"
+                    | "chat_edit"
+                    | "chat_delete"
+                    | "chat_react"
+                    | "chat_read"
+            )
         );
         let frame = match serde_json::from_value::<ClientFrame>(value) {
             Ok(f) => f,
@@ -256,7 +301,7 @@ impl Session {
             Err(_) => {
                 self.error(
                     "unknown_type",
-                    "type must be subscribe, unsubscribe, ping or acknowledge",
+                    &format!("type must be {FRAME_TYPES}"),
                     reference,
                 );
                 return Flow::Continue;
@@ -299,7 +344,120 @@ impl Session {
                 self.acknowledge(alert_id, reference).await;
                 Flow::Continue
             }
+            ClientFrame::ChatSend {
+                topic,
+                client_id,
+                body,
+                reference,
+            } => {
+                let Some(shipment) = self.chat_topic(&topic, &reference) else {
+                    return Flow::Continue;
+                };
+                let ack =
+                    |m: &chat::Message| self.reply("chat_ack", json!({"message": m}), &reference);
+                let sent =
+                    chat::send_message(&self.state, &self.viewer, shipment, &client_id, &body, ack)
+                        .await;
+                self.chat_refused(sent.map(|s| s.message), reference);
+                Flow::Continue
+            }
+            ClientFrame::ChatEdit {
+                id,
+                body,
+                reference,
+            } => {
+                let ack =
+                    |m: &chat::Message| self.reply("chat_ack", json!({"message": m}), &reference);
+                let changed = chat::edit_message(&self.state, &self.viewer, id, &body, ack).await;
+                self.chat_refused(changed, reference);
+                Flow::Continue
+            }
+            ClientFrame::ChatDelete { id, reference } => {
+                let ack =
+                    |m: &chat::Message| self.reply("chat_ack", json!({"message": m}), &reference);
+                let changed = chat::delete_message(&self.state, &self.viewer, id, ack).await;
+                self.chat_refused(changed, reference);
+                Flow::Continue
+            }
+            ClientFrame::ChatReact {
+                id,
+                emoji,
+                reference,
+            } => {
+                let ack =
+                    |m: &chat::Message| self.reply("chat_ack", json!({"message": m}), &reference);
+                let changed = chat::react_message(&self.state, &self.viewer, id, &emoji, ack).await;
+                self.chat_refused(changed, reference);
+                Flow::Continue
+            }
+            ClientFrame::ChatRead {
+                topic,
+                seq,
+                reference,
+            } => {
+                let Some(shipment) = self.chat_topic(&topic, &reference) else {
+                    return Flow::Continue;
+                };
+                let ack = |unread: i64| {
+                    let fields = json!({"topic": topic, "unread": unread});
+                    self.reply("chat_unread", fields, &reference)
+                };
+                let read = chat::mark_read(&self.state, &self.viewer, shipment, seq, ack).await;
+                if let Err(e) = read {
+                    self.refuse(e, reference);
+                }
+                Flow::Continue
+            }
         }
+    }
+
+    /// The shipment of a `chat:{id}` topic, or none (and the client told).
+    fn chat_topic(&self, name: &str, reference: &Option<Value>) -> Option<i64> {
+        match Topic::parse(name) {
+            Some(Topic::Chat(id)) => Some(id),
+            _ => {
+                self.error("bad_topic", "chat topics are chat:{id}", reference.clone());
+                None
+            }
+        }
+    }
+
+    /// Answers a frame: `fields` with its `type` and, when the client gave one, its `ref`.
+    fn reply(&self, kind: &str, mut fields: Value, reference: &Option<Value>) {
+        fields["type"] = json!(kind);
+        if let Some(r) = reference {
+            fields["ref"] = r.clone();
+        }
+        self.send(fields);
+    }
+
+    /// Refuses a chat frame that failed; one that worked was acknowledged before publishing.
+    fn chat_refused(&self, done: Result<chat::Message, AppError>, reference: Option<Value>) {
+        if let Err(e) = done {
+            self.refuse(e, reference);
+        }
+    }
+
+    /// Refuses a frame with the error the API would answer, naming the field when there is one.
+    fn refuse(&self, e: AppError, reference: Option<Value>) {
+        let message = match &e {
+            AppError::Database(_) | AppError::Internal(_) | AppError::Unavailable(_) => {
+                tracing::error!(error = %e, "handling a chat frame");
+                "try again".to_owned()
+            }
+            _ => e.to_string(),
+        };
+        let mut frame = json!({"type": "error", "code": e.code(), "message": message});
+        if let Some(field) = e.field() {
+            frame["field"] = json!(field);
+        }
+        if let AppError::RateLimited(wait) = e {
+            frame["retry_after_ms"] = json!(wait.as_millis() as u64);
+        }
+        if let Some(r) = reference {
+            frame["ref"] = r;
+        }
+        self.send(frame);
     }
 
     /// Acknowledges an alert; the change reaches every subscriber of `alerts` as an event, and
@@ -343,7 +501,7 @@ impl Session {
         let Some(topic) = Topic::parse(name) else {
             self.error(
                 "bad_topic",
-                "topics are fleet, alerts, vehicle:{id} and shipment:{id}",
+                "topics are fleet, alerts, vehicle:{id}, shipment:{id} and chat:{id}",
                 reference,
             );
             return Flow::Continue;
@@ -370,6 +528,9 @@ impl Session {
             Topic::Fleet | Topic::Alerts => self.viewer.dispatcher().map(|_| ()),
             Topic::Vehicle(id) => vehicles::authorize(db, &self.viewer, id).await,
             Topic::Shipment(id) => shipments::load_visible(db, &self.viewer, id)
+                .await
+                .map(|_| ()),
+            Topic::Chat(id) => chat::Participant::of(db, &self.viewer, id)
                 .await
                 .map(|_| ()),
         };
@@ -463,6 +624,7 @@ impl Session {
             Topic::Shipment(id) => {
                 json!({"shipment": shipments::load_visible(db, &self.viewer, id).await?})
             }
+            Topic::Chat(id) => chat::snapshot(db, &self.viewer, id).await?,
         };
         snapshot["seq"] = json!(seq);
         let replay = match since {

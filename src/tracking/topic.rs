@@ -8,16 +8,24 @@ pub enum Topic {
     Alerts,
     Vehicle(i64),
     Shipment(i64),
+    /// A shipment's conversation.
+    Chat(i64),
 }
 
 /// A topic resolved for one organisation: what the hub is keyed by. `fleet` (or `alerts`) of two
 /// organisations are two keys, so nothing crosses tenants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TopicKey {
-    Fleet { organisation_id: i64 },
-    Alerts { organisation_id: i64 },
+    Fleet {
+        organisation_id: i64,
+    },
+    Alerts {
+        organisation_id: i64,
+    },
     Vehicle(i64),
     Shipment(i64),
+    /// A shipment's conversation.
+    Chat(i64),
 }
 
 impl Topic {
@@ -32,6 +40,7 @@ impl Topic {
         match kind {
             "vehicle" => Some(Topic::Vehicle(id)),
             "shipment" => Some(Topic::Shipment(id)),
+            "chat" => Some(Topic::Chat(id)),
             _ => None,
         }
     }
@@ -42,6 +51,7 @@ impl Topic {
             Topic::Alerts => TopicKey::Alerts { organisation_id },
             Topic::Vehicle(id) => TopicKey::Vehicle(id),
             Topic::Shipment(id) => TopicKey::Shipment(id),
+            Topic::Chat(id) => TopicKey::Chat(id),
         }
     }
 }
@@ -54,6 +64,7 @@ impl TopicKey {
             TopicKey::Alerts { .. } => Topic::Alerts,
             TopicKey::Vehicle(id) => Topic::Vehicle(id),
             TopicKey::Shipment(id) => Topic::Shipment(id),
+            TopicKey::Chat(id) => Topic::Chat(id),
         }
     }
 }
@@ -65,6 +76,7 @@ impl fmt::Display for Topic {
             Topic::Alerts => f.write_str("alerts"),
             Topic::Vehicle(id) => write!(f, "vehicle:{id}"),
             Topic::Shipment(id) => write!(f, "shipment:{id}"),
+            Topic::Chat(id) => write!(f, "chat:{id}"),
         }
     }
 }
@@ -75,7 +87,7 @@ mod tests {
 
     #[test]
     fn parses_and_prints_topic_names() {
-        for name in ["fleet", "alerts", "vehicle:12", "shipment:7"] {
+        for name in ["fleet", "alerts", "vehicle:12", "shipment:7", "chat:7"] {
             assert_eq!(Topic::parse(name).unwrap().to_string(), name);
         }
         for bad in [
@@ -87,6 +99,8 @@ mod tests {
             "vehicle:0",
             "truck:1",
             "alerts:1",
+            "chat:",
+            "chat:0",
         ] {
             assert_eq!(Topic::parse(bad), None, "{bad}");
         }

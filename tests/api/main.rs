@@ -3,6 +3,7 @@
 mod alerts;
 mod browser;
 mod chat;
+mod chat_live;
 mod deploy;
 mod driver;
 mod filters;

@@ -1,0 +1,326 @@
+//! Chat over the WebSocket: the `chat:{id}` topic's snapshot and events, the chat client frames
+//! and their acknowledgements and error frames, `since` resume, who may join, and delivery across
+//! two instances through Redis.
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use waymark::auth::Role;
+
+use crate::support::{unique_prefix, TestApp, WsClient};
+
+/// A dispatcher and the driver of one shipment, each on a socket subscribed to its chat.
+struct Talk {
+    desk: String,
+    phone: String,
+    shipment: i64,
+    topic: String,
+}
+
+async fn talk(app: &TestApp) -> Talk {
+    let (_, desk) = app
+        .user("Acme", "dispatch@acme.test", Role::Dispatcher)
+        .await;
+    let (driver, phone) = app.user("Acme", "anna@acme.test", Role::Driver).await;
+    let (vehicle, _) = app.vehicle(&desk, "Van 1").await;
+    let shipment = app.shipment(&desk, "SHP-1", vehicle, Some(driver)).await;
+    Talk {
+        desk,
+        phone,
+        shipment,
+        topic: format!("chat:{shipment}"),
+    }
+}
+
+async fn joined(app: &TestApp, jwt: &str, topic: &str, since: Option<i64>) -> (WsClient, Value) {
+    let mut ws = app.ws(&format!("token={jwt}")).await;
+    let subscribed = ws.subscribe(topic, since).await;
+    assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
+    (ws, subscribed)
+}
+
+async fn send(ws: &mut WsClient, topic: &str, client_id: &str, body: &str) {
+    ws.send(
+        json!({"type": "chat_send", "topic": topic, "client_id": client_id, "body": body,
+        "ref": client_id}),
+    )
+    .await;
+}
+
+/// The next frame, which must be of type `kind`.
+async fn expect(ws: &mut WsClient, kind: &str) -> Value {
+    let frame = ws.next().await;
+    assert_eq!(frame["type"], kind, "{frame}");
+    frame
+}
+
+#[sqlx::test]
+async fn a_sent_message_is_acked_to_its_sender_and_reaches_the_other_side_once(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let t = talk(&app).await;
+    let (mut desk, _) = joined(&app, &t.desk, &t.topic, None).await;
+    let (mut phone, _) = joined(&app, &t.phone, &t.topic, None).await;
+
+    send(&mut desk, &t.topic, "m1", "  Gate 4 today  ").await;
+    let ack = expect(&mut desk, "chat_ack").await;
+    assert_eq!(ack["ref"], "m1");
+    let message = &ack["message"];
+    assert_eq!(message["body"], "Gate 4 today");
+    assert!(message["id"].as_i64().unwrap() > 0);
+    let seq = message["seq"].as_i64().unwrap();
+    let own = expect(&mut desk, "chat").await;
+    assert_eq!(
+        own["data"]["id"], message["id"],
+        "the sender hears it after the ack"
+    );
+    let heard = expect(&mut phone, "chat").await;
+    assert_eq!(heard["topic"], t.topic);
+    assert_eq!(heard["seq"], seq);
+    assert_eq!(heard["data"]["body"], "Gate 4 today");
+    assert_eq!(heard["data"]["author"]["role"], "dispatcher");
+
+    // A re-send (the ack was lost) acks the stored message and publishes nothing.
+    send(&mut desk, &t.topic, "m1", "Gate 4 today").await;
+    let again = expect(&mut desk, "chat_ack").await;
+    assert_eq!(again["message"]["id"], message["id"]);
+    assert_eq!(again["message"]["seq"], seq);
+    desk.expect_quiet().await;
+    phone.expect_quiet().await;
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM chat_messages")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+}
+
+#[sqlx::test]
+async fn the_snapshot_has_the_latest_messages_the_read_marks_and_the_unread_count(db: PgPool) {
+    let app = TestApp::spawn_with(db, None, &["--chat-rate-per-minute", "100000"]).await;
+    let t = talk(&app).await;
+    let (mut desk, _) = joined(&app, &t.desk, &t.topic, None).await;
+    for i in 0..55 {
+        send(&mut desk, &t.topic, &format!("m{i}"), &format!("note {i}")).await;
+        expect(&mut desk, "chat_ack").await;
+        expect(&mut desk, "chat").await;
+    }
+    let (mut phone, subscribed) = joined(&app, &t.phone, &t.topic, None).await;
+    let snapshot = &subscribed["snapshot"];
+    let messages = snapshot["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 50);
+    assert_eq!(messages[0]["body"], "note 5", "oldest first");
+    assert_eq!(messages[49]["body"], "note 54");
+    assert_eq!(snapshot["unread"], 55);
+    assert_eq!(snapshot["me"], format!("user:{}", phone_id(&app).await));
+    assert!(
+        snapshot["next_before"].as_i64().is_some(),
+        "older pages exist"
+    );
+    assert!(snapshot["seq"].as_i64().unwrap() >= messages[49]["seq"].as_i64().unwrap());
+
+    // The driver reads up to "note 49": the mark reaches everyone, the count drops.
+    let read_to = messages[44]["seq"].as_i64().unwrap();
+    phone
+        .send(json!({"type": "chat_read", "topic": t.topic, "seq": read_to, "ref": "r"}))
+        .await;
+    let unread = expect(&mut phone, "chat_unread").await;
+    assert_eq!(unread["unread"], 5);
+    assert_eq!(unread["ref"], "r");
+    expect(&mut phone, "chat_read").await;
+    let mark = expect(&mut desk, "chat_read").await;
+    assert_eq!(mark["data"]["read_seq"], read_to);
+    assert_eq!(mark["data"]["participant"], snapshot["me"]);
+    // A mark never moves back, and a repeat publishes nothing.
+    phone
+        .send(json!({"type": "chat_read", "topic": t.topic, "seq": read_to - 3}))
+        .await;
+    assert_eq!(expect(&mut phone, "chat_unread").await["unread"], 5);
+    desk.expect_quiet().await;
+    phone.expect_quiet().await;
+
+    let (_, later) = joined(&app, &t.desk, &t.topic, None).await;
+    assert_eq!(later["snapshot"]["reads"][0]["read_seq"], read_to);
+    assert_eq!(
+        later["snapshot"]["unread"], 0,
+        "the dispatcher's own messages"
+    );
+}
+
+async fn phone_id(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT id FROM users WHERE email = 'anna@acme.test'")
+        .fetch_one(&app.db)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test]
+async fn edits_deletions_and_reactions_reach_the_other_side(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let t = talk(&app).await;
+    let (mut desk, _) = joined(&app, &t.desk, &t.topic, None).await;
+    let (mut phone, _) = joined(&app, &t.phone, &t.topic, None).await;
+    send(&mut desk, &t.topic, "m1", "Gate 2").await;
+    let id = expect(&mut desk, "chat_ack").await["message"]["id"].clone();
+    expect(&mut desk, "chat").await;
+    expect(&mut phone, "chat").await;
+
+    desk.send(json!({"type": "chat_edit", "id": id, "body": "Gate 4", "ref": 1}))
+        .await;
+    let ack = expect(&mut desk, "chat_ack").await;
+    assert_eq!(ack["ref"], 1);
+    expect(&mut desk, "chat").await;
+    let edited = expect(&mut phone, "chat").await;
+    assert_eq!(edited["data"]["body"], "Gate 4");
+    assert!(edited["data"]["edited_at"].is_string());
+    assert!(
+        edited["seq"].as_i64() > edited["data"]["seq"].as_i64(),
+        "a new seq"
+    );
+
+    phone
+        .send(json!({"type": "chat_react", "id": id, "emoji": "👍"}))
+        .await;
+    expect(&mut phone, "chat_ack").await;
+    expect(&mut phone, "chat").await;
+    let reacted = expect(&mut desk, "chat").await;
+    let me = format!("user:{}", phone_id(&app).await);
+    assert_eq!(reacted["data"]["reactions"], json!({"👍": [me]}));
+
+    // Only the author edits or deletes.
+    phone
+        .send(json!({"type": "chat_edit", "id": id, "body": "mine now", "ref": "x"}))
+        .await;
+    let refused = expect(&mut phone, "error").await;
+    assert_eq!(refused["code"], "forbidden");
+    assert_eq!(refused["ref"], "x");
+
+    desk.send(json!({"type": "chat_delete", "id": id})).await;
+    expect(&mut desk, "chat_ack").await;
+    expect(&mut desk, "chat").await;
+    let deleted = expect(&mut phone, "chat").await;
+    assert_eq!(deleted["data"]["deleted"], true);
+    assert_eq!(deleted["data"]["body"], Value::Null);
+    desk.send(json!({"type": "chat_edit", "id": id, "body": "back"}))
+        .await;
+    assert_eq!(expect(&mut desk, "error").await["code"], "conflict");
+    phone.expect_quiet().await;
+}
+
+#[sqlx::test]
+async fn bad_chat_frames_get_error_frames_and_the_connection_lives_on(db: PgPool) {
+    let app = TestApp::spawn_with(db, None, &["--chat-rate-per-minute", "1"]).await;
+    let t = talk(&app).await;
+    let (mut desk, _) = joined(&app, &t.desk, &t.topic, None).await;
+    send(&mut desk, &t.topic, "m0", "   ").await;
+    let empty = expect(&mut desk, "error").await;
+    assert_eq!(empty["code"], "validation");
+    assert_eq!(empty["field"], "body");
+    assert_eq!(empty["ref"], "m0");
+    send(&mut desk, &t.topic, "m0", &"x".repeat(2001)).await;
+    assert_eq!(expect(&mut desk, "error").await["field"], "body");
+    send(&mut desk, &t.topic, "no spaces", "hi").await;
+    assert_eq!(expect(&mut desk, "error").await["field"], "client_id");
+    send(&mut desk, &format!("shipment:{}", t.shipment), "m0", "hi").await;
+    assert_eq!(expect(&mut desk, "error").await["code"], "bad_topic");
+    desk.send(json!({"type": "chat_send", "topic": t.topic}))
+        .await;
+    assert_eq!(expect(&mut desk, "error").await["code"], "bad_frame");
+    desk.send(json!({"type": "chat_react", "id": 1, "emoji": ":)"}))
+        .await;
+    assert_eq!(expect(&mut desk, "error").await["field"], "emoji");
+    // The burst allowance, then the limit.
+    for i in 0..20 {
+        send(&mut desk, &t.topic, &format!("m{i}"), "spam").await;
+        expect(&mut desk, "chat_ack").await;
+        expect(&mut desk, "chat").await;
+    }
+    send(&mut desk, &t.topic, "m20", "spam").await;
+    let limited = expect(&mut desk, "error").await;
+    assert_eq!(limited["code"], "rate_limited", "{limited}");
+    assert!(limited["retry_after_ms"].as_u64().unwrap() > 0);
+    desk.expect_quiet().await;
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM chat_messages")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(stored, 20, "nothing refused was stored");
+}
+
+#[sqlx::test]
+async fn since_resumes_with_exactly_the_missed_messages_as_they_are_now(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let t = talk(&app).await;
+    let (mut desk, _) = joined(&app, &t.desk, &t.topic, None).await;
+    let (mut phone, _) = joined(&app, &t.phone, &t.topic, None).await;
+    send(&mut desk, &t.topic, "m1", "seen").await;
+    expect(&mut desk, "chat_ack").await;
+    expect(&mut desk, "chat").await;
+    let seen = expect(&mut phone, "chat").await["seq"].as_i64().unwrap();
+    drop(phone);
+
+    let mut missed = Vec::new();
+    for (i, body) in ["first missed", "second missed"].iter().enumerate() {
+        send(&mut desk, &t.topic, &format!("n{i}"), body).await;
+        missed.push(expect(&mut desk, "chat_ack").await["message"]["id"].clone());
+        expect(&mut desk, "chat").await;
+    }
+    desk.send(json!({"type": "chat_edit", "id": missed[0], "body": "first, edited"}))
+        .await;
+    expect(&mut desk, "chat_ack").await;
+    expect(&mut desk, "chat").await;
+
+    let (mut phone, _) = joined(&app, &t.phone, &t.topic, Some(seen)).await;
+    let a = expect(&mut phone, "chat").await;
+    let b = expect(&mut phone, "chat").await;
+    assert_eq!(a["data"]["body"], "second missed");
+    assert_eq!(
+        b["data"]["body"], "first, edited",
+        "the message as it is now, once"
+    );
+    assert!(a["seq"].as_i64() < b["seq"].as_i64());
+    phone.expect_quiet().await;
+    // Live again after the replay.
+    send(&mut desk, &t.topic, "n9", "live").await;
+    assert_eq!(expect(&mut phone, "chat").await["data"]["body"], "live");
+}
+
+#[sqlx::test]
+async fn a_driver_of_another_shipment_and_another_organisation_are_refused(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let t = talk(&app).await;
+    let (_, other_driver) = app.user("Acme", "bob@acme.test", Role::Driver).await;
+    let (_, stranger) = app.user("Other", "eve@other.test", Role::Dispatcher).await;
+    for jwt in [&other_driver, &stranger] {
+        let mut ws = app.ws(&format!("token={jwt}")).await;
+        let refused = ws.subscribe(&t.topic, None).await;
+        assert_eq!(refused["type"], "error", "{refused}");
+        assert_eq!(refused["code"], "forbidden");
+        send(&mut ws, &t.topic, "x", "let me in").await;
+        assert_eq!(expect(&mut ws, "error").await["code"], "not_found");
+        ws.send(json!({"type": "chat_read", "topic": t.topic, "seq": 1}))
+            .await;
+        assert_eq!(expect(&mut ws, "error").await["code"], "not_found");
+    }
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM chat_messages")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0);
+}
+
+#[sqlx::test]
+async fn a_message_sent_on_one_instance_reaches_a_participant_on_another(db: PgPool) {
+    let url = std::env::var("REDIS_URL").expect("REDIS_URL (scripts/test sets it)");
+    let shared = Some((url, unique_prefix()));
+    let a = TestApp::spawn_instance(db.clone(), shared.clone()).await;
+    let b = TestApp::spawn_instance(db, shared).await;
+    let t = talk(&a).await;
+    let (mut desk, _) = joined(&a, &t.desk, &t.topic, None).await;
+    let (mut phone, _) = joined(&b, &t.phone, &t.topic, None).await;
+    send(&mut phone, &t.topic, "p1", "Stuck at the gate").await;
+    let ack = expect(&mut phone, "chat_ack").await;
+    let heard = expect(&mut desk, "chat").await;
+    assert_eq!(heard["data"]["id"], ack["message"]["id"]);
+    assert_eq!(heard["data"]["body"], "Stuck at the gate");
+    assert!(
+        a.state.tracking.fanout.as_ref().unwrap().received() > 0,
+        "through Redis, not the database"
+    );
+}

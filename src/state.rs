@@ -64,6 +64,7 @@ impl AppState {
             hub,
             sequencer,
             fanout,
+            presence: Default::default(),
         });
         let alerts = Alerts::new(tracking.clone());
         let writer = spawn_writer(

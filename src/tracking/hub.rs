@@ -59,6 +59,15 @@ impl Subscription {
         }
     }
 
+    /// Sends a frame outside the seq order (typing, presence) if the subscription is live; one
+    /// still catching up misses it, which is fine for frames about the present.
+    fn push_ephemeral(&self, frame: &Utf8Bytes) {
+        let mut state = self.state.lock().expect("subscription poisoned");
+        if matches!(*state, SubState::Live { .. }) && !self.outbox.push(frame.clone(), None) {
+            *state = SubState::Overflowed;
+        }
+    }
+
     fn push(&self, d: &Delivery) -> bool {
         self.outbox
             .push(d.frame.clone(), d.conflate_vehicle.map(|v| (self.key, v)))
@@ -148,6 +157,16 @@ impl Hub {
         };
         for sub in subs {
             sub.deliver(&delivery);
+        }
+    }
+
+    /// Sends an ephemeral frame to every live local subscriber of `key` but `except`.
+    pub fn broadcast(&self, key: TopicKey, frame: Utf8Bytes, except: Option<u64>) {
+        let topics = self.topics.read().expect("hub poisoned");
+        for sub in topics.get(&key).into_iter().flatten() {
+            if Some(sub.connection) != except {
+                sub.push_ephemeral(&frame);
+            }
         }
     }
 

@@ -4,6 +4,7 @@
 mod fanout;
 mod hub;
 mod outbox;
+mod presence;
 mod publish;
 mod replay;
 mod seq;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 pub use fanout::Fanout;
 pub use hub::{Hub, Subscription};
 pub use outbox::{Outbox, OutboxClosed};
+pub use presence::Presence;
 pub use publish::frames;
 pub use seq::{lock_seq, next_seq, read_seq, set_seq};
 pub use sequencer::{Batch, Published, Sequencer};
@@ -28,6 +30,7 @@ pub struct Tracking {
     pub hub: Arc<Hub>,
     pub sequencer: Arc<Sequencer>,
     pub fanout: Option<Arc<Fanout>>,
+    pub presence: Presence,
 }
 
 impl Tracking {
@@ -59,6 +62,16 @@ impl Tracking {
             fanout.acquire(key).await;
         }
         sub
+    }
+
+    /// Sends a frame that needs no order (typing, presence) to the topic's live subscribers on
+    /// this instance, but not to connection `except`.
+    pub fn ephemeral(&self, key: TopicKey, frame: &serde_json::Value, except: Option<u64>) {
+        self.hub.broadcast(
+            key,
+            axum::extract::ws::Utf8Bytes::from(frame.to_string()),
+            except,
+        );
     }
 
     pub async fn unsubscribe(&self, sub: &Subscription) {

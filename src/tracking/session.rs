@@ -22,7 +22,10 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{replay, Outbox, Subscription, Topic, TopicKey};
+use super::{
+    presence::{presence_frame, typing_frame},
+    replay, Outbox, Subscription, Topic, TopicKey,
+};
 use crate::{
     alerts,
     auth::{ShareAccess, Viewer},
@@ -142,11 +145,16 @@ enum ClientFrame {
         #[serde(rename = "ref")]
         reference: Option<Value>,
     },
+    Typing {
+        topic: String,
+        #[serde(rename = "ref")]
+        reference: Option<Value>,
+    },
 }
 
 /// The client frame types, as the `unknown_type` error lists them.
 const FRAME_TYPES: &str = "subscribe, unsubscribe, ping, acknowledge, chat_send, chat_edit, \
-     chat_delete, chat_react or chat_read";
+     chat_delete, chat_react, chat_read or typing";
 
 struct Session {
     state: AppState,
@@ -154,6 +162,8 @@ struct Session {
     id: u64,
     outbox: Arc<Outbox>,
     subscriptions: HashMap<TopicKey, Arc<Subscription>>,
+    /// Who this connection is in each conversation it has joined (subscribed to `chat:{id}`).
+    conversations: HashMap<i64, chat::Participant>,
 }
 
 enum Flow {
@@ -170,6 +180,7 @@ impl Session {
             id,
             outbox: Arc::new(Outbox::default()),
             subscriptions: HashMap::new(),
+            conversations: HashMap::new(),
         }
     }
 
@@ -241,8 +252,9 @@ impl Session {
                 }
             }
         };
-        for sub in self.subscriptions.values() {
-            self.state.tracking.unsubscribe(sub).await;
+        let keys: Vec<TopicKey> = self.subscriptions.keys().copied().collect();
+        for key in keys {
+            self.drop_subscription(key).await;
         }
         if let Some((code, reason)) = close {
             let frame = CloseFrame {
@@ -290,6 +302,7 @@ impl Session {
                     | "chat_delete"
                     | "chat_react"
                     | "chat_read"
+                    | "typing"
             )
         );
         let frame = match serde_json::from_value::<ClientFrame>(value) {
@@ -322,9 +335,7 @@ impl Session {
                     return Flow::Continue;
                 };
                 let key = t.key(self.viewer.organisation_id());
-                if let Some(sub) = self.subscriptions.remove(&key) {
-                    self.state.tracking.unsubscribe(&sub).await;
-                }
+                self.drop_subscription(key).await;
                 let mut frame = json!({"type": "unsubscribed", "topic": t.to_string()});
                 if let Some(r) = reference {
                     frame["ref"] = r;
@@ -408,6 +419,60 @@ impl Session {
                 }
                 Flow::Continue
             }
+            ClientFrame::Typing { topic, reference } => {
+                self.typing(&topic, reference);
+                Flow::Continue
+            }
+        }
+    }
+
+    /// Removes the subscription of `key`, if any, leaving its conversation's presence.
+    async fn drop_subscription(&mut self, key: TopicKey) {
+        let Some(sub) = self.subscriptions.remove(&key) else {
+            return;
+        };
+        self.state.tracking.unsubscribe(&sub).await;
+        if let TopicKey::Chat(id) = key {
+            if let Some(me) = self.conversations.remove(&id) {
+                let tracking = &self.state.tracking;
+                if tracking.presence.leave(id, &me.key) {
+                    let topic = Topic::Chat(id).to_string();
+                    let frame = presence_frame(&topic, &tracking.presence.online(id));
+                    tracking.ephemeral(key, &frame, None);
+                }
+            }
+        }
+    }
+
+    /// Counts this connection in a conversation's presence: everyone hears of a participant
+    /// coming online, and the joining connection always gets who is there.
+    fn join_conversation(&mut self, id: i64, me: chat::Participant) {
+        let tracking = &self.state.tracking;
+        let came_online = tracking.presence.join(id, &me.key, &me.name);
+        let topic = Topic::Chat(id).to_string();
+        let frame = presence_frame(&topic, &tracking.presence.online(id));
+        if came_online {
+            tracking.ephemeral(TopicKey::Chat(id), &frame, None);
+        } else {
+            self.send(frame);
+        }
+        self.conversations.insert(id, me);
+    }
+
+    /// Forwards "typing" to the others in a conversation this connection has joined, at most
+    /// once per `presence::TYPING_EVERY` per participant.
+    fn typing(&self, name: &str, reference: Option<Value>) {
+        let Some(id) = self.chat_topic(name, &reference) else {
+            return;
+        };
+        let Some(me) = self.conversations.get(&id) else {
+            self.error("forbidden", "subscribe to the chat topic first", reference);
+            return;
+        };
+        let tracking = &self.state.tracking;
+        if tracking.presence.typing(id, &me.key, Instant::now()) {
+            let frame = typing_frame(name, &me.key, &me.name);
+            tracking.ephemeral(TopicKey::Chat(id), &frame, Some(self.id));
         }
     }
 
@@ -511,9 +576,7 @@ impl Session {
             return Flow::Continue;
         }
         let key = topic.key(self.viewer.organisation_id());
-        if let Some(old) = self.subscriptions.remove(&key) {
-            self.state.tracking.unsubscribe(&old).await;
-        }
+        self.drop_subscription(key).await;
         if self.subscriptions.len() >= MAX_SUBSCRIPTIONS {
             self.error(
                 "too_many_subscriptions",
@@ -523,6 +586,7 @@ impl Session {
             return Flow::Continue;
         }
         let db = &self.state.db;
+        let mut participant = None;
         // Authorise before registering: a refused topic never sees an event.
         let authorised = match topic {
             Topic::Fleet | Topic::Alerts => self.viewer.dispatcher().map(|_| ()),
@@ -532,7 +596,7 @@ impl Session {
                 .map(|_| ()),
             Topic::Chat(id) => chat::Participant::of(db, &self.viewer, id)
                 .await
-                .map(|_| ()),
+                .map(|p| participant = Some(p)),
         };
         match authorised {
             Ok(()) => {}
@@ -588,6 +652,9 @@ impl Session {
                     return Flow::Close(CLOSE_TOO_SLOW, "too far behind; resume with since");
                 }
                 self.subscriptions.insert(key, sub);
+                if let (Topic::Chat(id), Some(p)) = (topic, participant) {
+                    self.join_conversation(id, p);
+                }
             }
             Err(e) => {
                 self.state.tracking.unsubscribe(&sub).await;

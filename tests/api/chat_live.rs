@@ -30,10 +30,27 @@ async fn talk(app: &TestApp) -> Talk {
     }
 }
 
-async fn joined(app: &TestApp, jwt: &str, topic: &str, since: Option<i64>) -> (WsClient, Value) {
+/// A socket subscribed to `topic`, with its `subscribed` frame and the `presence` frame every
+/// joining socket gets after it (and after the replay, with `since`: then it is left unread).
+async fn joined_seeing(
+    app: &TestApp,
+    jwt: &str,
+    topic: &str,
+    since: Option<i64>,
+) -> (WsClient, Value, Value) {
     let mut ws = app.ws(&format!("token={jwt}")).await;
     let subscribed = ws.subscribe(topic, since).await;
     assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
+    if since.is_some() {
+        return (ws, subscribed, Value::Null);
+    }
+    let presence = ws.next().await;
+    assert_eq!(presence["type"], "presence", "{presence}");
+    (ws, subscribed, presence)
+}
+
+async fn joined(app: &TestApp, jwt: &str, topic: &str, since: Option<i64>) -> (WsClient, Value) {
+    let (ws, subscribed, _) = joined_seeing(app, jwt, topic, since).await;
     (ws, subscribed)
 }
 
@@ -45,11 +62,17 @@ async fn send(ws: &mut WsClient, topic: &str, client_id: &str, body: &str) {
     .await;
 }
 
-/// The next frame, which must be of type `kind`.
+/// The next frame, which must be of type `kind`, past any `presence` frame (others joining and
+/// leaving, which the presence test checks on its own).
 async fn expect(ws: &mut WsClient, kind: &str) -> Value {
-    let frame = ws.next().await;
-    assert_eq!(frame["type"], kind, "{frame}");
-    frame
+    loop {
+        let frame = ws.next().await;
+        if frame["type"] == "presence" && kind != "presence" {
+            continue;
+        }
+        assert_eq!(frame["type"], kind, "{frame}");
+        return frame;
+    }
 }
 
 #[sqlx::test]
@@ -275,6 +298,7 @@ async fn since_resumes_with_exactly_the_missed_messages_as_they_are_now(db: PgPo
         "the message as it is now, once"
     );
     assert!(a["seq"].as_i64() < b["seq"].as_i64());
+    expect(&mut phone, "presence").await;
     phone.expect_quiet().await;
     // Live again after the replay.
     send(&mut desk, &t.topic, "n9", "live").await;
@@ -323,4 +347,105 @@ async fn a_message_sent_on_one_instance_reaches_a_participant_on_another(db: PgP
         a.state.tracking.fanout.as_ref().unwrap().received() > 0,
         "through Redis, not the database"
     );
+}
+
+/// The participant keys of a `presence` frame.
+fn online(frame: &Value) -> Vec<String> {
+    assert_eq!(frame["type"], "presence", "{frame}");
+    frame["online"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["participant"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[sqlx::test]
+async fn presence_counts_a_user_with_two_tabs_once_and_notices_a_dropped_socket(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let t = talk(&app).await;
+    let desk_key = "user:1".to_owned();
+    let phone_key = format!("user:{}", phone_id(&app).await);
+    let (mut desk, _, first) = joined_seeing(&app, &t.desk, &t.topic, None).await;
+    assert_eq!(online(&first), [desk_key.as_str()]);
+
+    let (mut tab1, _, seen) = joined_seeing(&app, &t.phone, &t.topic, None).await;
+    let both = [desk_key.clone(), phone_key.clone()];
+    assert_eq!(online(&seen), both);
+    assert_eq!(online(&desk.next().await), both);
+    // A second tab of the same driver: only that tab is told who is there.
+    let (mut tab2, _, seen) = joined_seeing(&app, &t.phone, &t.topic, None).await;
+    assert_eq!(online(&seen), both);
+    desk.expect_quiet().await;
+    tab1.expect_quiet().await;
+
+    // One tab's socket drops: the driver is still online.
+    drop(tab1);
+    desk.expect_quiet().await;
+    tab2.expect_quiet().await;
+    // The last one drops: the dispatcher hears at once.
+    drop(tab2);
+    assert_eq!(online(&desk.next().await), [desk_key.as_str()]);
+    // Leaving the topic counts as leaving too.
+    let (mut tab3, _) = joined(&app, &t.phone, &t.topic, None).await;
+    assert_eq!(online(&desk.next().await), both);
+    tab3.send(json!({"type": "unsubscribe", "topic": t.topic}))
+        .await;
+    assert_eq!(online(&desk.next().await), [desk_key.as_str()]);
+}
+
+#[sqlx::test]
+async fn typing_reaches_the_others_throttled_and_says_when_it_expires(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let t = talk(&app).await;
+    let (mut desk, _) = joined(&app, &t.desk, &t.topic, None).await;
+    let (mut phone, _) = joined(&app, &t.phone, &t.topic, None).await;
+    expect(&mut desk, "presence").await;
+
+    for _ in 0..5 {
+        phone
+            .send(json!({"type": "typing", "topic": t.topic}))
+            .await;
+    }
+    let typing = expect(&mut desk, "typing").await;
+    assert_eq!(typing["topic"], t.topic);
+    assert_eq!(
+        typing["participant"],
+        format!("user:{}", phone_id(&app).await)
+    );
+    assert_eq!(typing["name"], "anna@acme.test");
+    assert_eq!(typing["expires_in_ms"], 5000);
+    desk.expect_quiet().await;
+    phone.expect_quiet().await;
+    // Others are throttled on their own.
+    desk.send(json!({"type": "typing", "topic": t.topic})).await;
+    assert_eq!(expect(&mut phone, "typing").await["participant"], "user:1");
+
+    // Once the throttle interval has passed, typing is forwarded again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        phone
+            .send(json!({"type": "typing", "topic": t.topic, "ref": "t"}))
+            .await;
+        phone.expect_quiet().await;
+        desk.send(json!({"type": "ping", "ref": "p"})).await;
+        let next = desk.next().await;
+        if next["type"] == "typing" {
+            break;
+        }
+        assert_eq!(next["type"], "pong");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "typing never forwarded again"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+
+    // Typing needs the conversation joined first.
+    let mut outsider = app.ws(&format!("token={}", t.desk)).await;
+    outsider
+        .send(json!({"type": "typing", "topic": t.topic, "ref": "o"}))
+        .await;
+    let refused = expect(&mut outsider, "error").await;
+    assert_eq!(refused["code"], "forbidden");
 }

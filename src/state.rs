@@ -55,6 +55,7 @@ impl AppState {
                 url,
                 &config.redis_prefix,
                 sequencer.clone(),
+                hub.clone(),
                 &tracker,
                 cancel.clone(),
             )?),
@@ -66,6 +67,7 @@ impl AppState {
             fanout,
             presence: Default::default(),
         });
+        tracker.spawn(tracking.clone().refresh_presence(cancel.clone()));
         let alerts = Alerts::new(tracking.clone());
         let writer = spawn_writer(
             db.clone(),

@@ -7,6 +7,12 @@
 //! range is announced, then handed to the [`Sequencer`], which delivers in seq order and fills
 //! whatever Redis did not bring (an outage, a dropped connection) from PostGIS. So Redis being
 //! down costs latency, never events, and needs no restart: the connection is retried with backoff.
+//!
+//! Ephemeral chat frames (typing, presence) need no order and have no seq: they go on a channel
+//! of their own per conversation, straight to the other instances' hubs. Who is in a
+//! conversation is kept in Redis as a sorted set of `instance|participant|name` scored by expiry,
+//! which each instance refreshes for its own sockets, so an instance that dies drops out by
+//! itself.
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{
@@ -22,7 +28,7 @@ use redis::aio::{MultiplexedConnection, PubSubSink};
 use tokio::sync::{mpsc, Mutex};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::{Batch, Published, Sequencer, TopicKey};
+use super::{Batch, Hub, Published, Sequencer, TopicKey};
 use crate::auth::token;
 
 /// Batches waiting to be published; past this the oldest are dropped (other instances then
@@ -32,6 +38,10 @@ const PUBLISH_QUEUE: usize = 4096;
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+/// How long an instance's presence entry lives unless refreshed.
+const PRESENCE_TTL: Duration = Duration::from_secs(15);
+/// How often each instance refreshes its presence entries.
+pub const PRESENCE_REFRESH: Duration = Duration::from_secs(5);
 
 pub struct Fanout {
     /// Tells this instance's messages apart from others'.
@@ -41,6 +51,10 @@ pub struct Fanout {
     subscriptions: Mutex<Subscriptions>,
     /// Events of other instances that arrived through Redis.
     received: AtomicU64,
+    client: redis::Client,
+    /// For presence and ephemeral frames, reconnected on the next use after a failure.
+    commands: Mutex<Option<MultiplexedConnection>>,
+    hub: Arc<Hub>,
 }
 
 struct Subscriptions {
@@ -57,6 +71,7 @@ impl Fanout {
         url: &str,
         prefix: &str,
         sequencer: Arc<Sequencer>,
+        hub: Arc<Hub>,
         tracker: &TaskTracker,
         cancel: CancellationToken,
     ) -> anyhow::Result<Arc<Fanout>> {
@@ -71,6 +86,9 @@ impl Fanout {
                 sink: None,
             }),
             received: AtomicU64::new(0),
+            client: client.clone(),
+            commands: Mutex::new(None),
+            hub,
         });
         tracker.spawn(
             fanout
@@ -102,6 +120,119 @@ impl Fanout {
             TopicKey::Shipment(id) => format!("{}:shipment:{id}", self.prefix),
             TopicKey::Chat(id) => format!("{}:chat:{id}", self.prefix),
         }
+    }
+
+    /// The channels a local subscription of `key` listens on: its topic's, and for a
+    /// conversation its ephemeral frames'.
+    fn channels(&self, key: TopicKey) -> Vec<String> {
+        let mut channels = vec![self.channel(key)];
+        if let TopicKey::Chat(id) = key {
+            channels.push(self.ephemeral_channel(id));
+        }
+        channels
+    }
+
+    fn ephemeral_channel(&self, shipment: i64) -> String {
+        format!("{}:ephemeral:chat:{shipment}", self.prefix)
+    }
+
+    fn presence_key(&self, shipment: i64) -> String {
+        format!("{}:presence:{shipment}", self.prefix)
+    }
+
+    /// Runs `pipe` on the command connection; none (logged) if Redis does not answer.
+    async fn run<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Option<T> {
+        let mut conn = self.commands.lock().await;
+        if conn.is_none() {
+            let connect = self.client.get_multiplexed_async_connection();
+            *conn = tokio::time::timeout(SUBSCRIBE_TIMEOUT, connect)
+                .await
+                .ok()
+                .and_then(Result::ok);
+        }
+        let c = conn.as_mut()?;
+        match tokio::time::timeout(SUBSCRIBE_TIMEOUT, pipe.query_async::<T>(c)).await {
+            Ok(Ok(v)) => Some(v),
+            _ => {
+                tracing::warn!("a Redis command for presence or typing failed");
+                *conn = None;
+                None
+            }
+        }
+    }
+
+    /// Sends an ephemeral frame of conversation `shipment` to the other instances.
+    pub async fn publish_ephemeral(&self, shipment: i64, frame: &str) {
+        let mut pipe = redis::pipe();
+        pipe.cmd("PUBLISH")
+            .arg(self.ephemeral_channel(shipment))
+            .arg(format!("{} {frame}", self.instance))
+            .ignore();
+        self.run::<()>(&pipe).await;
+    }
+
+    /// Records (`Some(true)`), removes (`Some(false)`) or leaves alone (`None`) this instance's
+    /// entry for `participant`, then returns who is in the conversation on any instance, by key;
+    /// none if Redis does not answer.
+    pub async fn presence(
+        &self,
+        shipment: i64,
+        participant: &str,
+        name: &str,
+        present: Option<bool>,
+    ) -> Option<Vec<(String, String)>> {
+        let key = self.presence_key(shipment);
+        let member = format!("{}|{participant}|{name}", self.instance);
+        let now = now_ms();
+        let mut pipe = redis::pipe();
+        match present {
+            Some(true) => {
+                let expiry = now + PRESENCE_TTL.as_millis() as u64;
+                pipe.cmd("ZADD").arg(&key).arg(expiry).arg(&member).ignore();
+            }
+            Some(false) => {
+                pipe.cmd("ZREM").arg(&key).arg(&member).ignore();
+            }
+            None => {}
+        }
+        pipe.cmd("ZREMRANGEBYSCORE")
+            .arg(&key)
+            .arg("-inf")
+            .arg(now)
+            .ignore();
+        pipe.cmd("PEXPIRE")
+            .arg(&key)
+            .arg(PRESENCE_TTL.as_millis() as u64)
+            .ignore();
+        pipe.cmd("ZRANGE").arg(&key).arg(0).arg(-1);
+        let (members,): (Vec<String>,) = self.run(&pipe).await?;
+        let mut online = BTreeMap::new();
+        for m in &members {
+            let mut parts = m.splitn(3, '|');
+            if let (Some(_), Some(k), Some(n)) = (parts.next(), parts.next(), parts.next()) {
+                online.insert(k.to_owned(), n.to_owned());
+            }
+        }
+        Some(online.into_iter().collect())
+    }
+
+    /// Extends this instance's presence entries `(shipment, participant, name)`.
+    pub async fn refresh_presence(&self, entries: &[(i64, String, String)]) {
+        if entries.is_empty() {
+            return;
+        }
+        let expiry = now_ms() + PRESENCE_TTL.as_millis() as u64;
+        let mut pipe = redis::pipe();
+        for (shipment, participant, name) in entries {
+            let key = self.presence_key(*shipment);
+            let member = format!("{}|{participant}|{name}", self.instance);
+            pipe.cmd("ZADD").arg(&key).arg(expiry).arg(member).ignore();
+            pipe.cmd("PEXPIRE")
+                .arg(&key)
+                .arg(PRESENCE_TTL.as_millis() as u64)
+                .ignore();
+        }
+        self.run::<()>(&pipe).await;
     }
 
     fn key_of(&self, channel: &str) -> Option<TopicKey> {
@@ -141,13 +272,13 @@ impl Fanout {
         if *count > 1 {
             return;
         }
-        let channel = self.channel(key);
+        let channels = self.channels(key);
         if let Some(sink) = subs.sink.as_mut() {
-            match tokio::time::timeout(SUBSCRIBE_TIMEOUT, sink.subscribe(&channel)).await {
+            match tokio::time::timeout(SUBSCRIBE_TIMEOUT, sink.subscribe(&channels)).await {
                 Ok(Ok(())) => {}
                 // The subscriber task resubscribes everything when it reconnects; until then the
                 // sequencer's catch-up from the database covers this topic.
-                _ => tracing::warn!(channel, "could not subscribe in Redis"),
+                _ => tracing::warn!(channel = channels[0], "could not subscribe in Redis"),
             }
         }
     }
@@ -163,9 +294,9 @@ impl Fanout {
             return;
         }
         subs.count.remove(&key);
-        let channel = self.channel(key);
+        let channels = self.channels(key);
         if let Some(sink) = subs.sink.as_mut() {
-            let _ = tokio::time::timeout(SUBSCRIBE_TIMEOUT, sink.unsubscribe(&channel)).await;
+            let _ = tokio::time::timeout(SUBSCRIBE_TIMEOUT, sink.unsubscribe(&channels)).await;
         }
     }
 
@@ -280,7 +411,7 @@ impl Fanout {
     async fn resubscribe(&self, sink: &mut PubSubSink) -> redis::RedisResult<()> {
         let mut subs = self.subscriptions.lock().await;
         sink.subscribe(self.ranges_channel()).await?;
-        let channels: Vec<String> = subs.count.keys().map(|k| self.channel(*k)).collect();
+        let channels: Vec<String> = subs.count.keys().flat_map(|k| self.channels(*k)).collect();
         if !channels.is_empty() {
             sink.subscribe(channels).await?;
         }
@@ -326,6 +457,19 @@ impl Fanout {
             *gathered = gathered.split_off(&(sequencer.delivered() + 1));
             return;
         }
+        if let Some(id) = channel
+            .strip_prefix(&self.prefix)
+            .and_then(|rest| rest.strip_prefix(":ephemeral:chat:"))
+            .and_then(|id| id.parse::<i64>().ok())
+        {
+            if let Some((instance, frame)) = payload.split_once(' ') {
+                if instance != self.instance {
+                    let frame = Utf8Bytes::from(frame.to_owned());
+                    self.hub.broadcast(TopicKey::Chat(id), frame, None);
+                }
+            }
+            return;
+        }
         let Some(key) = self.key_of(channel) else {
             return;
         };
@@ -352,4 +496,11 @@ impl Fanout {
             frame: Utf8Bytes::from(frame.to_owned()),
         });
     }
+}
+
+/// Milliseconds since the epoch, the presence entries' scores.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

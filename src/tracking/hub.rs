@@ -170,6 +170,16 @@ impl Hub {
         }
     }
 
+    /// Sends an ephemeral frame to connection `connection`'s subscription of `key`.
+    pub fn send_to(&self, key: TopicKey, connection: u64, frame: Utf8Bytes) {
+        let topics = self.topics.read().expect("hub poisoned");
+        for sub in topics.get(&key).into_iter().flatten() {
+            if sub.connection == connection {
+                sub.push_ephemeral(&frame);
+            }
+        }
+    }
+
     /// The topics that have local subscribers now.
     pub fn subscribed_keys(&self) -> HashSet<TopicKey> {
         self.topics

@@ -14,7 +14,12 @@ mod topic;
 
 use std::sync::Arc;
 
+use axum::extract::ws::Utf8Bytes;
+use presence::{presence_frame, typing_frame};
+use tokio_util::sync::CancellationToken;
+
 pub use fanout::Fanout;
+use fanout::PRESENCE_REFRESH;
 pub use hub::{Hub, Subscription};
 pub use outbox::{Outbox, OutboxClosed};
 pub use presence::Presence;
@@ -64,14 +69,83 @@ impl Tracking {
         sub
     }
 
-    /// Sends a frame that needs no order (typing, presence) to the topic's live subscribers on
-    /// this instance, but not to connection `except`.
-    pub fn ephemeral(&self, key: TopicKey, frame: &serde_json::Value, except: Option<u64>) {
-        self.hub.broadcast(
-            key,
-            axum::extract::ws::Utf8Bytes::from(frame.to_string()),
-            except,
-        );
+    /// Sends a frame that needs no order (typing, presence) to conversation `shipment`'s live
+    /// subscribers, on this instance but not to connection `except`, and on the others.
+    async fn ephemeral(&self, shipment: i64, frame: &serde_json::Value, except: Option<u64>) {
+        let frame = frame.to_string();
+        if let Some(fanout) = &self.fanout {
+            fanout.publish_ephemeral(shipment, &frame).await;
+        }
+        self.hub
+            .broadcast(TopicKey::Chat(shipment), Utf8Bytes::from(frame), except);
+    }
+
+    /// Who is in the conversation, on every instance; with Redis the entry of `participant` is
+    /// first recorded or removed as `present` says. Falls back on this instance's own view.
+    async fn online(
+        &self,
+        shipment: i64,
+        participant: &str,
+        name: &str,
+        present: Option<bool>,
+    ) -> Vec<(String, String)> {
+        let everywhere = match &self.fanout {
+            Some(fanout) => fanout.presence(shipment, participant, name, present).await,
+            None => None,
+        };
+        everywhere.unwrap_or_else(|| self.presence.online(shipment))
+    }
+
+    /// Counts a socket (connection `connection`) into a conversation. Everyone hears of a
+    /// participant coming online; the joining socket always gets who is there.
+    pub async fn join_chat(&self, shipment: i64, connection: u64, key: &str, name: &str) {
+        let came_online = self.presence.join(shipment, key, name);
+        let online = self
+            .online(shipment, key, name, came_online.then_some(true))
+            .await;
+        let frame = presence_frame(&Topic::Chat(shipment).to_string(), &online);
+        if came_online {
+            self.ephemeral(shipment, &frame, None).await;
+        } else {
+            self.hub.send_to(
+                TopicKey::Chat(shipment),
+                connection,
+                Utf8Bytes::from(frame.to_string()),
+            );
+        }
+    }
+
+    /// Uncounts a socket that left a conversation; everyone hears if it was the participant's
+    /// last.
+    pub async fn leave_chat(&self, shipment: i64, key: &str) {
+        if let Some(name) = self.presence.leave(shipment, key) {
+            let online = self.online(shipment, key, &name, Some(false)).await;
+            let frame = presence_frame(&Topic::Chat(shipment).to_string(), &online);
+            self.ephemeral(shipment, &frame, None).await;
+        }
+    }
+
+    /// Forwards "typing" to the others in the conversation, throttled per participant.
+    pub async fn typing(&self, shipment: i64, connection: u64, key: &str, name: &str) {
+        if self
+            .presence
+            .typing(shipment, key, std::time::Instant::now())
+        {
+            let frame = typing_frame(&Topic::Chat(shipment).to_string(), key, name);
+            self.ephemeral(shipment, &frame, Some(connection)).await;
+        }
+    }
+
+    /// Keeps this instance's presence entries in Redis alive until cancelled.
+    pub async fn refresh_presence(self: Arc<Self>, cancel: CancellationToken) {
+        let Some(fanout) = &self.fanout else { return };
+        let mut tick = tokio::time::interval(PRESENCE_REFRESH);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => fanout.refresh_presence(&self.presence.entries()).await,
+            }
+        }
     }
 
     pub async fn unsubscribe(&self, sub: &Subscription) {

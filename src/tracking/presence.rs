@@ -38,20 +38,16 @@ impl Presence {
         entry.1 == 1
     }
 
-    /// Uncounts a socket; true if it was their last one.
-    pub fn leave(&self, shipment: i64, key: &str) -> bool {
+    /// Uncounts a socket; their name if it was their last one.
+    pub fn leave(&self, shipment: i64, key: &str) -> Option<String> {
         let mut online = self.online.lock().expect("presence poisoned");
-        let Some(people) = online.get_mut(&shipment) else {
-            return false;
-        };
-        let Some(entry) = people.get_mut(key) else {
-            return false;
-        };
+        let people = online.get_mut(&shipment)?;
+        let entry = people.get_mut(key)?;
         entry.1 -= 1;
         if entry.1 > 0 {
-            return false;
+            return None;
         }
-        people.remove(key);
+        let (name, _) = people.remove(key)?;
         if people.is_empty() {
             online.remove(&shipment);
         }
@@ -59,7 +55,20 @@ impl Presence {
             .lock()
             .expect("presence poisoned")
             .remove(&(shipment, key.to_owned()));
-        true
+        Some(name)
+    }
+
+    /// Everyone online on this instance: `(shipment, key, name)`.
+    pub fn entries(&self) -> Vec<(i64, String, String)> {
+        let online = self.online.lock().expect("presence poisoned");
+        online
+            .iter()
+            .flat_map(|(shipment, people)| {
+                people
+                    .iter()
+                    .map(|(k, (name, _))| (*shipment, k.clone(), name.clone()))
+            })
+            .collect()
     }
 
     /// Who is online in the conversation on this instance: `(key, name)`, by key.
@@ -118,11 +127,16 @@ mod tests {
         assert!(!p.join(1, "user:1", "Ann"), "a second tab changes nothing");
         assert!(p.join(1, "user:2", "Bo"));
         assert_eq!(p.online(1).len(), 2);
-        assert!(!p.leave(1, "user:1"));
-        assert!(p.leave(1, "user:1"), "the last tab closed");
+        assert_eq!(p.entries().len(), 2);
+        assert_eq!(p.leave(1, "user:1"), None);
+        assert_eq!(
+            p.leave(1, "user:1").as_deref(),
+            Some("Ann"),
+            "the last tab closed"
+        );
         assert_eq!(p.online(1), [("user:2".to_owned(), "Bo".to_owned())]);
         assert!(p.online(2).is_empty(), "conversations are separate");
-        assert!(!p.leave(2, "user:2"));
+        assert_eq!(p.leave(2, "user:2"), None);
     }
 
     #[test]

@@ -22,10 +22,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{
-    presence::{presence_frame, typing_frame},
-    replay, Outbox, Subscription, Topic, TopicKey,
-};
+use super::{replay, Outbox, Subscription, Topic, TopicKey};
 use crate::{
     alerts,
     auth::{ShareAccess, Viewer},
@@ -420,7 +417,7 @@ impl Session {
                 Flow::Continue
             }
             ClientFrame::Typing { topic, reference } => {
-                self.typing(&topic, reference);
+                self.typing(&topic, reference).await;
                 Flow::Continue
             }
         }
@@ -434,34 +431,13 @@ impl Session {
         self.state.tracking.unsubscribe(&sub).await;
         if let TopicKey::Chat(id) = key {
             if let Some(me) = self.conversations.remove(&id) {
-                let tracking = &self.state.tracking;
-                if tracking.presence.leave(id, &me.key) {
-                    let topic = Topic::Chat(id).to_string();
-                    let frame = presence_frame(&topic, &tracking.presence.online(id));
-                    tracking.ephemeral(key, &frame, None);
-                }
+                self.state.tracking.leave_chat(id, &me.key).await;
             }
         }
     }
 
-    /// Counts this connection in a conversation's presence: everyone hears of a participant
-    /// coming online, and the joining connection always gets who is there.
-    fn join_conversation(&mut self, id: i64, me: chat::Participant) {
-        let tracking = &self.state.tracking;
-        let came_online = tracking.presence.join(id, &me.key, &me.name);
-        let topic = Topic::Chat(id).to_string();
-        let frame = presence_frame(&topic, &tracking.presence.online(id));
-        if came_online {
-            tracking.ephemeral(TopicKey::Chat(id), &frame, None);
-        } else {
-            self.send(frame);
-        }
-        self.conversations.insert(id, me);
-    }
-
-    /// Forwards "typing" to the others in a conversation this connection has joined, at most
-    /// once per `presence::TYPING_EVERY` per participant.
-    fn typing(&self, name: &str, reference: Option<Value>) {
+    /// Forwards "typing" to the others in a conversation this connection has joined.
+    async fn typing(&self, name: &str, reference: Option<Value>) {
         let Some(id) = self.chat_topic(name, &reference) else {
             return;
         };
@@ -470,10 +446,7 @@ impl Session {
             return;
         };
         let tracking = &self.state.tracking;
-        if tracking.presence.typing(id, &me.key, Instant::now()) {
-            let frame = typing_frame(name, &me.key, &me.name);
-            tracking.ephemeral(TopicKey::Chat(id), &frame, Some(self.id));
-        }
+        tracking.typing(id, self.id, &me.key, &me.name).await;
     }
 
     /// The shipment of a `chat:{id}` topic, or none (and the client told).
@@ -653,7 +626,9 @@ impl Session {
                 }
                 self.subscriptions.insert(key, sub);
                 if let (Topic::Chat(id), Some(p)) = (topic, participant) {
-                    self.join_conversation(id, p);
+                    let tracking = &self.state.tracking;
+                    tracking.join_chat(id, self.id, &p.key, &p.name).await;
+                    self.conversations.insert(id, p);
                 }
             }
             Err(e) => {

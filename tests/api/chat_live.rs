@@ -449,3 +449,29 @@ async fn typing_reaches_the_others_throttled_and_says_when_it_expires(db: PgPool
     let refused = expect(&mut outsider, "error").await;
     assert_eq!(refused["code"], "forbidden");
 }
+
+#[sqlx::test]
+async fn presence_and_typing_cross_instances_through_redis(db: PgPool) {
+    let url = std::env::var("REDIS_URL").expect("REDIS_URL (scripts/test sets it)");
+    let shared = Some((url, unique_prefix()));
+    let a = TestApp::spawn_instance(db.clone(), shared.clone()).await;
+    let b = TestApp::spawn_instance(db, shared).await;
+    let t = talk(&a).await;
+    let phone_key = format!("user:{}", phone_id(&a).await);
+    let (mut desk, _, first) = joined_seeing(&a, &t.desk, &t.topic, None).await;
+    assert_eq!(online(&first), ["user:1"]);
+    // The driver on the other instance sees the dispatcher, and the dispatcher hears of them.
+    let (mut phone, _, seen) = joined_seeing(&b, &t.phone, &t.topic, None).await;
+    assert_eq!(online(&seen), ["user:1", phone_key.as_str()]);
+    assert_eq!(online(&desk.next().await), ["user:1", phone_key.as_str()]);
+
+    phone
+        .send(json!({"type": "typing", "topic": t.topic}))
+        .await;
+    let typing = expect(&mut desk, "typing").await;
+    assert_eq!(typing["participant"], phone_key);
+    phone.expect_quiet().await;
+
+    drop(phone);
+    assert_eq!(online(&desk.next().await), ["user:1"]);
+}

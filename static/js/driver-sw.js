@@ -3,12 +3,13 @@
 // from the network when it answers, and from the last copy when it does not. The API is never
 // cached: positions wait in the page's IndexedDB queue instead.
 
-const CACHE = 'waymark-driver-v2';
+const CACHE = 'waymark-driver-v3';
 const SHELL = [
   '/static/css/app.css',
   '/static/img/waymark.svg',
   '/static/js/alerts.js',
   '/static/js/api.js',
+  '/static/js/chat.js',
   '/static/js/driver.js',
   '/static/js/format.js',
   '/static/js/live.js',

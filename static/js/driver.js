@@ -4,6 +4,7 @@
 // and browser restarts lose nothing. Sharing, once started, resumes by itself after a reload.
 
 import { mountAlerts } from './alerts.js';
+import { mountChat } from './chat.js';
 import { api, ApiError, goToSignIn, signOut } from './api.js';
 import { formatClock, setServerTime, statusLabel } from './format.js';
 import { connectLive } from './live.js';
@@ -338,6 +339,7 @@ function watchShipment() {
   if (state.live) state.live.stop();
   state.live = null;
   $('alerts-panel').hidden = !shipment;
+  $('chat-panel').hidden = !shipment;
   if (!shipment) {
     $('conn-status').dataset.state = 'closed';
     $('conn-status').querySelector('.conn__label').textContent = 'No shipment';
@@ -356,6 +358,8 @@ function watchShipment() {
   });
   // What dispatch is told about this shipment (off route, late, arrived…), as it happens.
   mountAlerts($('alerts-panel'), state.live, { topic, canAcknowledge: false, notify: false });
+  // The conversation with dispatch, with large touch targets for a phone in a cab.
+  mountChat($('chat-panel'), state.live, { shipmentId: shipment.id, large: true });
 }
 
 /** Asks again what this driver is assigned; a finished shipment ends sharing for it. */

@@ -6,6 +6,7 @@
 /* global L */
 
 import { mountAlerts } from './alerts.js';
+import { mountChat } from './chat.js';
 import { api, ApiError, goToSignIn } from './api.js';
 import { formatAgo, formatClock, formatLatLon, formatSpeed, setServerTime, statusLabel, timeKey } from './format.js';
 import { connectLive } from './live.js';
@@ -287,6 +288,7 @@ async function setUpSignedIn() {
   const panel = $('alerts-panel');
   panel.hidden = false;
   mountAlerts(panel, live, { topic, canAcknowledge: dispatches, sound: dispatches, notify: false });
+  showChat();
   if (dispatches) {
     back.hidden = false;
     $('share-section').hidden = false;
@@ -373,6 +375,18 @@ async function copyShareLink() {
   window.setTimeout(() => {
     button.textContent = 'Copy';
   }, 1500);
+}
+
+/** The shipment's conversation, for its people and for a share link made with chat. */
+function showChat() {
+  const panel = $('chat-panel');
+  panel.hidden = false;
+  mountChat(panel, live, { shipmentId, share });
+}
+
+if (share) {
+  // Only a link made with chat may take part; the others never see the panel.
+  api(`/shipments/${shipmentId}/chat?limit=1`, { share }).then(showChat, () => {});
 }
 
 if (!share) {

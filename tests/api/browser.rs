@@ -573,3 +573,63 @@ async fn an_alert_appears_on_the_fleet_page_and_acknowledging_it_clears_the_coun
     let (_, list) = app.get(&jwt, "/api/v1/alerts").await;
     assert!(list["alerts"][0]["acknowledged_at"].is_string(), "{list}");
 }
+
+#[sqlx::test]
+async fn a_chat_message_with_markup_renders_as_inert_text_and_the_form_sends(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (_, desk) = app
+        .user("Acme", "dispatch@acme.test", Role::Dispatcher)
+        .await;
+    let (driver_id, phone) = app.user("Acme", "anna@acme.test", Role::Driver).await;
+    let (vehicle, _) = app.vehicle(&desk, "Van 1").await;
+    let shipment = app.shipment(&desk, "SHP-1", vehicle, Some(driver_id)).await;
+    let hostile = "<img src=x onerror=alert(1)>";
+
+    let driver = Driver::start().await;
+    let browser = driver.client().await;
+    let result = async {
+        sign_in(&browser, &app, "dispatch@acme.test").await?;
+        browser.wait().at_most(PATIENCE).for_url(url_of(&app, "/dispatch")).await?;
+        browser.goto(&app.url(&format!("/shipments/{shipment}"))).await?;
+        browser.wait().at_most(PATIENCE).for_element(Locator::Css("#conn-status[data-state='live']")).await?;
+        browser.wait().at_most(PATIENCE).for_element(Locator::Css("#chat-panel:not([hidden]) .chat__form")).await?;
+        // Anything the markup ran would call this.
+        browser.execute("window.__ran = false; window.alert = () => { window.__ran = true; };", vec![]).await?;
+
+        let (status, _) = app
+            .post(&phone, &format!("/api/v1/shipments/{shipment}/chat"), json!({"client_id": "p1", "body": hostile}))
+            .await;
+        assert_eq!(status, 201);
+        wait_for_text(&browser, ".chat__message[data-mine='false'] .chat__body", hostile).await;
+        let inert = browser
+            .execute(
+                "return { images: document.querySelectorAll('#chat-panel img').length, \
+                   children: document.querySelector('.chat__body').children.length, ran: window.__ran };",
+                vec![],
+            )
+            .await?;
+        assert_eq!(inert, json!({"images": 0, "children": 0, "ran": false}), "no element made, nothing ran");
+        wait_for_text(&browser, ".chat__unread", "0").await;
+
+        browser.find(Locator::Css(".chat__input")).await?.send_keys("On my way to gate 4").await?;
+        browser.find(Locator::Css(".chat__send")).await?.click().await?;
+        wait_for_text(&browser, ".chat__message[data-mine='true'] .chat__body", "On my way to gate 4").await;
+        Ok::<_, fantoccini::error::CmdError>(())
+    }
+    .await;
+    let _ = browser.close().await;
+    driver.stop().await;
+    result.expect("the browser steps succeed");
+    assert_no_csp_violations(&app);
+    let (_, history) = app
+        .get(&phone, &format!("/api/v1/shipments/{shipment}/chat"))
+        .await;
+    assert_eq!(
+        history["messages"][1]["body"], "On my way to gate 4",
+        "{history}"
+    );
+    assert_eq!(
+        history["reads"][0]["participant"], "user:1",
+        "the dispatcher's page marked it read"
+    );
+}

@@ -278,6 +278,11 @@ function renderShipments() {
     const badge = row.querySelector('.shipment__status');
     badge.textContent = statusLabel(s.status);
     badge.dataset.status = s.status;
+    const unread = unreadByShipment.get(s.id) || 0;
+    const count = row.querySelector('.shipment__unread');
+    count.textContent = String(unread);
+    count.dataset.unread = String(unread);
+    count.hidden = unread === 0;
     return row;
   });
   shipmentList.replaceChildren(...rows);
@@ -305,7 +310,46 @@ async function loadShipments() {
   }
   for (const v of vehicles.values()) renderShipmentOf(v);
   renderShipments();
+  watchConversations();
 }
+
+// ---- chat: unread messages per shipment, live ----
+
+// The conversations of the first active shipments are followed on the page's socket; any
+// message or read mark in one re-reads the counts, which the server keeps exact.
+const MAX_CONVERSATIONS = 50;
+let unreadByShipment = new Map();
+let unreadTimer = 0;
+
+async function loadUnread() {
+  try {
+    const reply = await api('/chat/unread');
+    unreadByShipment = new Map((reply.conversations || []).map((c) => [c.shipment_id, c.unread]));
+    renderShipments();
+  } catch (e) {
+    console.error('chat: could not load unread counts', e);
+  }
+}
+
+function loadUnreadSoon() {
+  if (unreadTimer) return;
+  unreadTimer = window.setTimeout(() => {
+    unreadTimer = 0;
+    loadUnread();
+  }, 300);
+}
+
+function watchConversations() {
+  const active = shipments.filter((s) => ACTIVE.has(s.status)).slice(0, MAX_CONVERSATIONS);
+  for (const s of active) live.addTopic(`chat:${s.id}`);
+  loadUnreadSoon();
+}
+
+live.listen({
+  onEvent(frame) {
+    if ((frame.type === 'chat' || frame.type === 'chat_read') && String(frame.topic).startsWith('chat:')) loadUnreadSoon();
+  },
+});
 
 let refreshTimer = 0;
 let lastRefresh = 0;

@@ -633,3 +633,67 @@ async fn a_chat_message_with_markup_renders_as_inert_text_and_the_form_sends(db:
         "the dispatcher's page marked it read"
     );
 }
+
+#[sqlx::test]
+async fn the_fleet_page_counts_unread_messages_per_shipment_live(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (_, desk) = app
+        .user("Acme", "dispatch@acme.test", Role::Dispatcher)
+        .await;
+    let (driver_id, phone) = app.user("Acme", "anna@acme.test", Role::Driver).await;
+    let (vehicle, _) = app.vehicle(&desk, "Van 1").await;
+    let shipment = app.shipment(&desk, "SHP-1", vehicle, Some(driver_id)).await;
+    let count = format!(".shipment[data-shipment-id='{shipment}'] .shipment__unread");
+
+    let driver = Driver::start().await;
+    let browser = driver.client().await;
+    let result = async {
+        sign_in(&browser, &app, "dispatch@acme.test").await?;
+        browser
+            .wait()
+            .at_most(PATIENCE)
+            .for_url(url_of(&app, "/dispatch"))
+            .await?;
+        browser
+            .wait()
+            .at_most(PATIENCE)
+            .for_element(Locator::Css("#conn-status[data-state='live']"))
+            .await?;
+        wait_for_text(&browser, &count, "0").await;
+        for (i, body) in ["Stuck at the gate", "Still here"].iter().enumerate() {
+            let (status, m) = app
+                .post(
+                    &phone,
+                    &format!("/api/v1/shipments/{shipment}/chat"),
+                    json!({"client_id": format!("p{i}"), "body": body}),
+                )
+                .await;
+            assert_eq!(status, 201);
+            wait_for_text(&browser, &count, &(i + 1).to_string()).await;
+            if i == 1 {
+                // Read elsewhere (the shipment page, another tab): the count here follows.
+                let (status, _) = app
+                    .post(
+                        &desk,
+                        &format!("/api/v1/shipments/{shipment}/chat/read"),
+                        json!({"seq": m["seq"]}),
+                    )
+                    .await;
+                assert_eq!(status, 200);
+            }
+        }
+        wait_for_text(&browser, &count, "0").await;
+        wait_until(
+            &browser,
+            "a zero count is hidden",
+            &format!("return document.querySelector(\"{count}\").hidden;"),
+        )
+        .await;
+        Ok::<_, fantoccini::error::CmdError>(())
+    }
+    .await;
+    let _ = browser.close().await;
+    driver.stop().await;
+    result.expect("the browser steps succeed");
+    assert_no_csp_violations(&app);
+}

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 pub use fanout::Fanout;
 pub use hub::{Hub, Subscription};
-pub use outbox::{Outbox, OutboxClosed};
+pub use outbox::{conflated_frames, Outbox, OutboxClosed};
 pub use publish::frames;
 pub use replay::read_seq;
 pub use sequencer::{Batch, Published, Sequencer};

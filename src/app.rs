@@ -19,8 +19,8 @@ use tower_http::{
 };
 
 use crate::{
-    alerts, auth, chat, config::ServeConfig, db, driver, error::AppError, fleet, ingest, pages,
-    security, settings, shipments, tracking, vehicles, AppState,
+    alerts, auth, chat, config::ServeConfig, db, driver, error::AppError, fleet, ingest, metrics,
+    pages, security, settings, shipments, tracking, vehicles, AppState,
 };
 
 pub fn app(state: AppState) -> Router {
@@ -48,6 +48,7 @@ pub fn app(state: AppState) -> Router {
         .merge(pages::router())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::render))
         .nest_service("/static", ServeDir::new(&state.config.static_dir))
         // The driver page's service worker lives at the root so that its scope can be /driver.
         .route_service(
@@ -66,10 +67,14 @@ pub fn app(state: AppState) -> Router {
 /// limit. WebSocket upgrades answer at once, so live connections are not cut.
 async fn time_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let limit = Duration::from_secs(state.config.request_timeout_s.max(1));
-    match tokio::time::timeout(limit, next.run(request)).await {
+    let response = match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => AppError::Timeout.into_response(),
+    };
+    if response.status() == StatusCode::TOO_MANY_REQUESTS {
+        state.metrics.rate_limited.inc();
     }
+    response
 }
 
 /// The OpenAPI 3.1 description of this API (`docs/openapi.json`), built into the binary.
@@ -80,19 +85,28 @@ async fn openapi() -> impl IntoResponse {
     )
 }
 
+/// Ready while the database answers. Redis is reported but does not make the instance unready:
+/// without it an instance still serves everything, filling other instances' events in from the
+/// database, and taking every instance out of the balancer at once would be an outage.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let db = tokio::time::timeout(
         Duration::from_secs(2),
         sqlx::query("SELECT 1").execute(&state.db),
     )
     .await;
-    match db {
-        Ok(Ok(_)) => (StatusCode::OK, Json(json!({"database": "ok"}))),
-        _ => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"database": "unavailable"})),
-        ),
-    }
+    let database_ok = matches!(db, Ok(Ok(_)));
+    let redis = match &state.tracking.fanout {
+        None => "not configured",
+        Some(f) if f.connected().await => "ok",
+        Some(_) => "unavailable",
+    };
+    let status = if database_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let database = if database_ok { "ok" } else { "unavailable" };
+    (status, Json(json!({"database": database, "redis": redis})))
 }
 
 /// Serves until `shutdown` resolves, then closes sockets (code 1012, "resume elsewhere"), writes

@@ -19,6 +19,7 @@ pub mod driver;
 pub mod error;
 pub mod fleet;
 pub mod ingest;
+pub mod metrics;
 pub mod pages;
 pub mod position;
 pub mod security;

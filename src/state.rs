@@ -11,6 +11,7 @@ use crate::{
     config::ServeConfig,
     db,
     ingest::{spawn_writer, WriterHandle},
+    metrics::Metrics,
     security::Limits,
     tracking::{read_seq, Fanout, Hub, Sequencer, Tracking},
 };
@@ -29,6 +30,8 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// Content-Security-Policy violations browsers reported.
     pub csp_reports: Arc<AtomicU64>,
+    /// What `/metrics` reports.
+    pub metrics: Arc<Metrics>,
     /// Cancelled when the server shuts down; every long-lived task watches it.
     pub cancel: CancellationToken,
     /// Every long-lived task (writer, sockets, maintenance) runs on this, so shutdown can wait.
@@ -69,8 +72,10 @@ impl AppState {
         });
         tracker.spawn(tracking.clone().refresh_presence(cancel.clone()));
         let alerts = Alerts::new(tracking.clone());
+        let metrics = Arc::new(Metrics::default());
         let writer = spawn_writer(
             db.clone(),
+            metrics.clone(),
             alerts.clone(),
             config.writer_batch,
             config.writer_connections,
@@ -99,6 +104,7 @@ impl AppState {
             devices: DeviceCache::default(),
             limits,
             csp_reports: Arc::default(),
+            metrics,
             cancel,
             tracker,
         })

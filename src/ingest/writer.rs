@@ -19,6 +19,7 @@ use crate::{
     alerts::{self, AlertSettings, Alerts, Change, Context, OrgFences, RuleState, Subject, Trip},
     auth::Device,
     error::AppError,
+    metrics::Metrics,
     position::{to_micros, NewPosition, Position},
     settings::stored_or_default,
     tracking::{frames, lock_seq, Batch, Published, Tracking},
@@ -92,6 +93,7 @@ impl WriterHandle {
 /// Starts the writer on `tracker`. On cancel it writes everything already queued, then stops.
 pub fn spawn_writer(
     pool: PgPool,
+    metrics: Arc<Metrics>,
     alerts: Arc<Alerts>,
     max_rows: usize,
     workers: usize,
@@ -106,6 +108,7 @@ pub fn spawn_writer(
     for _ in 0..workers.max(1) {
         tracker.spawn(run(
             pool.clone(),
+            metrics.clone(),
             alerts.clone(),
             queue.clone(),
             cancel.clone(),
@@ -156,12 +159,20 @@ impl Queue {
 
 /// One writer worker. Several run, so that while one commits the next is already waiting for
 /// the seq lock with a batch that keeps growing until it gets it: the lock never idles under load.
-async fn run(pool: PgPool, alerts: Arc<Alerts>, queue: Arc<Queue>, cancel: CancellationToken) {
+async fn run(
+    pool: PgPool,
+    metrics: Arc<Metrics>,
+    alerts: Arc<Alerts>,
+    queue: Arc<Queue>,
+    cancel: CancellationToken,
+) {
     while let Some(first) = queue.first(&cancel).await {
         let mut batch = vec![first];
+        let started = std::time::Instant::now();
         let result = commit(&pool, &queue, &alerts, &mut batch).await;
         match result {
             Ok(written) => {
+                written.count(&metrics, started.elapsed());
                 if let Some(batch) = written.batch {
                     alerts.tracking.committed(batch);
                 }
@@ -178,6 +189,7 @@ async fn run(pool: PgPool, alerts: Arc<Alerts>, queue: Arc<Queue>, cancel: Cance
                     tracing::error!(error = %e, rows, "position batch not written");
                     WriteError::Failed
                 };
+                metrics.write_failures.inc();
                 for request in batch {
                     let _ = request.reply.send(Err(error.clone()));
                 }
@@ -191,6 +203,24 @@ struct Written {
     outcomes: Vec<WriteOutcome>,
     /// The committed seq range and its publishable events; none if nothing new was stored.
     batch: Option<Batch>,
+    alerts_raised: u64,
+}
+
+impl Written {
+    fn count(&self, metrics: &Metrics, took: std::time::Duration) {
+        let (mut accepted, mut duplicates, mut filtered) = (0, 0, 0);
+        for o in &self.outcomes {
+            accepted += o.accepted as u64;
+            duplicates += o.duplicates as u64;
+            filtered += o.filtered as u64;
+        }
+        metrics.positions_accepted.add(accepted - filtered);
+        metrics.positions_duplicate.add(duplicates);
+        metrics.positions_filtered.add(filtered);
+        metrics.commit_rows.observe((accepted + duplicates) as f64);
+        metrics.commit_seconds.observe(took.as_secs_f64());
+        metrics.alerts_raised.add(self.alerts_raised);
+    }
 }
 
 /// Per-vehicle state read under the lock: its current position, active shipment, its
@@ -385,7 +415,15 @@ async fn commit(
             events,
         }
     });
-    Ok(Written { outcomes, batch })
+    let alerts_raised = raised
+        .iter()
+        .filter(|(_, event, _)| *event == "raised")
+        .count() as u64;
+    Ok(Written {
+        outcomes,
+        batch,
+        alerts_raised,
+    })
 }
 
 /// What the batch needs to know under the lock, in one round trip: the seqs of its positions

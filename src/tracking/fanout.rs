@@ -99,6 +99,11 @@ impl Fanout {
         Ok(fanout)
     }
 
+    /// Whether the subscriber holds a live Redis connection now.
+    pub async fn connected(&self) -> bool {
+        self.subscriptions.lock().await.sink.is_some()
+    }
+
     /// How many events of other instances have arrived through Redis.
     pub fn received(&self) -> u64 {
         self.received.load(Ordering::Relaxed)

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 pub use fanout::Fanout;
 use fanout::PRESENCE_REFRESH;
 pub use hub::{Hub, Subscription};
-pub use outbox::{Outbox, OutboxClosed};
+pub use outbox::{conflated_frames, Outbox, OutboxClosed};
 pub use presence::Presence;
 pub use publish::frames;
 pub use seq::{lock_seq, next_seq, read_seq, set_seq};

@@ -37,8 +37,9 @@ struct Inner {
 impl Inner {
     /// Drops every conflatable frame that has a newer one of the same key behind it.
     fn conflate(&mut self) {
+        let before = self.queue.len();
         let mut newer: HashSet<(TopicKey, i64)> = HashSet::new();
-        let mut kept = VecDeque::with_capacity(self.queue.len());
+        let mut kept = VecDeque::with_capacity(before);
         while let Some((frame, key)) = self.queue.pop_back() {
             if let Some(k) = key {
                 if !newer.insert(k) {
@@ -47,8 +48,20 @@ impl Inner {
             }
             kept.push_front((frame, key));
         }
+        CONFLATED.fetch_add(
+            (before - kept.len()) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         self.queue = kept;
     }
+}
+
+/// Frames dropped for a newer one of the same vehicle, by every outbox of the process.
+static CONFLATED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many queued position frames were replaced by a newer one of the same vehicle.
+pub fn conflated_frames() -> u64 {
+    CONFLATED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 impl Outbox {

@@ -85,7 +85,14 @@ async fn upgrade(
         // the buffer grows for the rare bigger one.
         .read_buffer_size(512)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| tracker.track_future(Session::new(state, viewer).run(socket))))
+        .on_upgrade(move |socket| {
+            let metrics = state.metrics.clone();
+            metrics.websocket_connections.inc();
+            tracker.track_future(async move {
+                Session::new(state, viewer).run(socket).await;
+                metrics.websocket_connections.dec();
+            })
+        }))
 }
 
 /// A client frame. Unknown types are answered with `unknown_type`.
@@ -254,6 +261,9 @@ impl Session {
             self.drop_subscription(key).await;
         }
         if let Some((code, reason)) = close {
+            if code == CLOSE_TOO_SLOW {
+                self.state.metrics.slow_clients_closed.inc();
+            }
             let frame = CloseFrame {
                 code,
                 reason: Utf8Bytes::from_static(reason),

@@ -194,6 +194,12 @@ async fn the_documented_nginx_front_serves_https_and_wss(db: PgPool) {
 
     let res = https.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
+    let res = https.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::FORBIDDEN,
+        "metrics are not public"
+    );
 
     // Host and the scheme reach the server: a device link carries the public https address.
     let res = https

@@ -9,6 +9,7 @@ mod driver;
 mod filters;
 mod ingest;
 mod instances;
+mod operations;
 mod read_api;
 mod readme;
 mod security;

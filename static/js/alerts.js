@@ -11,6 +11,7 @@
 
 import { api } from './api.js';
 import { formatClock, formatSpeed } from './format.js';
+import { tones } from './sound.js';
 
 const MAX_SHOWN = 100;
 
@@ -31,28 +32,9 @@ export function alertTitle(alert) {
   return title ? title({ ...alert, details: alert.details || {} }) : alert.rule;
 }
 
-let audio = null;
-
-/** A short two-tone chime, made with WebAudio: no sound file needed. */
+/** A short two-tone chime. */
 function chime() {
-  try {
-    audio = audio || new (window.AudioContext || window.webkitAudioContext)();
-    if (audio.state === 'suspended') audio.resume();
-    const now = audio.currentTime;
-    for (const [i, freq] of [880, 1320].entries()) {
-      const osc = audio.createOscillator();
-      const gain = audio.createGain();
-      osc.frequency.value = freq;
-      gain.gain.setValueAtTime(0.0001, now + i * 0.12);
-      gain.gain.exponentialRampToValueAtTime(0.2, now + i * 0.12 + 0.02);
-      gain.gain.exponentialRampToValueAtTime(0.0001, now + i * 0.12 + 0.25);
-      osc.connect(gain).connect(audio.destination);
-      osc.start(now + i * 0.12);
-      osc.stop(now + i * 0.12 + 0.3);
-    }
-  } catch (e) {
-    console.warn('alerts: no sound', e);
-  }
+  tones([880, 1320]);
 }
 
 function notify(alert, subject) {
@@ -104,10 +86,6 @@ export function mountAlerts(el, live, options = {}) {
       notifyButton.hidden = Notification.permission === 'default';
     });
   }
-  // Browsers start audio only after a gesture on the page; any click will do.
-  document.addEventListener('pointerdown', () => {
-    if (audio && audio.state === 'suspended') audio.resume();
-  });
 
   function render() {
     const sorted = [...alerts.values()].sort((a, b) => b.id - a.id).slice(0, MAX_SHOWN);

@@ -10,30 +10,14 @@
 
 import { api } from './api.js';
 import { formatClock } from './format.js';
+import { tones } from './sound.js';
 
 const REACTIONS = ['👍', '✅', '❤️'];
 const TYPING_SEND_EVERY_MS = 2000;
 
-let audio = null;
-
-/** A short single tone for a message from someone else (WebAudio, no file). */
+/** A short single tone for a message from someone else. */
 function blip() {
-  try {
-    audio = audio || new (window.AudioContext || window.webkitAudioContext)();
-    if (audio.state === 'suspended') audio.resume();
-    const now = audio.currentTime;
-    const osc = audio.createOscillator();
-    const gain = audio.createGain();
-    osc.frequency.value = 660;
-    gain.gain.setValueAtTime(0.0001, now);
-    gain.gain.exponentialRampToValueAtTime(0.15, now + 0.02);
-    gain.gain.exponentialRampToValueAtTime(0.0001, now + 0.2);
-    osc.connect(gain).connect(audio.destination);
-    osc.start(now);
-    osc.stop(now + 0.25);
-  } catch (e) {
-    console.warn('chat: no sound', e);
-  }
+  tones([660], { volume: 0.15 });
 }
 
 function el(tag, className, text) {
@@ -186,9 +170,6 @@ export function mountChat(root, live, options) {
     if (now - lastTypingSent < TYPING_SEND_EVERY_MS || !input.value) return;
     lastTypingSent = now;
     live.send({ type: 'typing', topic });
-  });
-  document.addEventListener('pointerdown', () => {
-    if (audio && audio.state === 'suspended') audio.resume();
   });
 
   live.listen({

@@ -14,6 +14,7 @@ const SHELL = [
   '/static/js/format.js',
   '/static/js/live.js',
   '/static/js/queue.js',
+  '/static/js/sound.js',
 ];
 
 self.addEventListener('install', (event) => {

@@ -62,6 +62,14 @@ async fn send(ws: &mut WsClient, topic: &str, client_id: &str, body: &str) {
     .await;
 }
 
+/// How many messages are stored.
+async fn stored(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM chat_messages")
+        .fetch_one(&app.db)
+        .await
+        .unwrap()
+}
+
 /// The next frame, which must be of type `kind`, past any `presence` frame (others joining and
 /// leaving, which the presence test checks on its own).
 async fn expect(ws: &mut WsClient, kind: &str) -> Value {
@@ -107,11 +115,7 @@ async fn a_sent_message_is_acked_to_its_sender_and_reaches_the_other_side_once(d
     assert_eq!(again["message"]["seq"], seq);
     desk.expect_quiet().await;
     phone.expect_quiet().await;
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM chat_messages")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
-    assert_eq!(count, 1);
+    assert_eq!(stored(&app).await, 1);
 }
 
 #[sqlx::test]
@@ -259,11 +263,7 @@ async fn bad_chat_frames_get_error_frames_and_the_connection_lives_on(db: PgPool
     assert_eq!(limited["code"], "rate_limited", "{limited}");
     assert!(limited["retry_after_ms"].as_u64().unwrap() > 0);
     desk.expect_quiet().await;
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM chat_messages")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
-    assert_eq!(stored, 20, "nothing refused was stored");
+    assert_eq!(stored(&app).await, 20, "nothing refused was stored");
 }
 
 #[sqlx::test]
@@ -322,11 +322,7 @@ async fn a_driver_of_another_shipment_and_another_organisation_are_refused(db: P
             .await;
         assert_eq!(expect(&mut ws, "error").await["code"], "not_found");
     }
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM chat_messages")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
-    assert_eq!(stored, 0);
+    assert_eq!(stored(&app).await, 0);
 }
 
 #[sqlx::test]

@@ -179,7 +179,7 @@ async fn a_posted_position_moves_the_marker_and_grows_the_polyline(db: PgPool) {
         browser.wait().at_most(PATIENCE).for_url(url_of(&app, "/dispatch")).await?;
 
         browser.goto(&app.url(&format!("/shipments/{shipment}"))).await?;
-        browser.wait().at_most(PATIENCE).for_element(Locator::Css("#conn-status[data-state='live']")).await?;
+        wait_live(&browser).await?;
         wait_for_text(&browser, "#track-points", "1").await;
         wait_for_text(&browser, "#status", "in_transit").await;
 
@@ -308,6 +308,32 @@ async fn sign_in(
         .find(Locator::Css("#sign-in"))
         .await?
         .click()
+        .await?;
+    Ok(())
+}
+
+/// Signs in and waits for the page the sign-in lands on.
+async fn sign_in_to(
+    browser: &Client,
+    app: &TestApp,
+    email: &str,
+    landing: &str,
+) -> Result<(), fantoccini::error::CmdError> {
+    sign_in(browser, app, email).await?;
+    browser
+        .wait()
+        .at_most(PATIENCE)
+        .for_url(url_of(app, landing))
+        .await?;
+    Ok(())
+}
+
+/// Waits until the page's live connection is up.
+async fn wait_live(browser: &Client) -> Result<(), fantoccini::error::CmdError> {
+    browser
+        .wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css("#conn-status[data-state='live']"))
         .await?;
     Ok(())
 }
@@ -538,9 +564,8 @@ async fn an_alert_appears_on_the_fleet_page_and_acknowledging_it_clears_the_coun
     let driver = Driver::start().await;
     let browser = driver.client().await;
     let result = async {
-        sign_in(&browser, &app, "dispatch@acme.test").await?;
-        browser.wait().at_most(PATIENCE).for_url(url_of(&app, "/dispatch")).await?;
-        browser.wait().at_most(PATIENCE).for_element(Locator::Css("#conn-status[data-state='live']")).await?;
+        sign_in_to(&browser, &app, "dispatch@acme.test", "/dispatch").await?;
+        wait_live(&browser).await?;
         wait_until(&browser, "the geofence is drawn", "return !!document.querySelector('#map path.wm-geofence');").await;
         wait_for_text(&browser, ".alerts__count", "0").await;
 
@@ -574,24 +599,29 @@ async fn an_alert_appears_on_the_fleet_page_and_acknowledging_it_clears_the_coun
     assert!(list["alerts"][0]["acknowledged_at"].is_string(), "{list}");
 }
 
-#[sqlx::test]
-async fn a_chat_message_with_markup_renders_as_inert_text_and_the_form_sends(db: PgPool) {
-    let app = TestApp::spawn(db).await;
+/// A dispatcher and the driver of one shipment: (dispatcher jwt, driver jwt, shipment).
+async fn conversation(app: &TestApp) -> (String, String, i64) {
     let (_, desk) = app
         .user("Acme", "dispatch@acme.test", Role::Dispatcher)
         .await;
     let (driver_id, phone) = app.user("Acme", "anna@acme.test", Role::Driver).await;
     let (vehicle, _) = app.vehicle(&desk, "Van 1").await;
     let shipment = app.shipment(&desk, "SHP-1", vehicle, Some(driver_id)).await;
+    (desk, phone, shipment)
+}
+
+#[sqlx::test]
+async fn a_chat_message_with_markup_renders_as_inert_text_and_the_form_sends(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (_, phone, shipment) = conversation(&app).await;
     let hostile = "<img src=x onerror=alert(1)>";
 
     let driver = Driver::start().await;
     let browser = driver.client().await;
     let result = async {
-        sign_in(&browser, &app, "dispatch@acme.test").await?;
-        browser.wait().at_most(PATIENCE).for_url(url_of(&app, "/dispatch")).await?;
+        sign_in_to(&browser, &app, "dispatch@acme.test", "/dispatch").await?;
         browser.goto(&app.url(&format!("/shipments/{shipment}"))).await?;
-        browser.wait().at_most(PATIENCE).for_element(Locator::Css("#conn-status[data-state='live']")).await?;
+        wait_live(&browser).await?;
         browser.wait().at_most(PATIENCE).for_element(Locator::Css("#chat-panel:not([hidden]) .chat__form")).await?;
         // Anything the markup ran would call this.
         browser.execute("window.__ran = false; window.alert = () => { window.__ran = true; };", vec![]).await?;
@@ -637,28 +667,14 @@ async fn a_chat_message_with_markup_renders_as_inert_text_and_the_form_sends(db:
 #[sqlx::test]
 async fn the_fleet_page_counts_unread_messages_per_shipment_live(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let (_, desk) = app
-        .user("Acme", "dispatch@acme.test", Role::Dispatcher)
-        .await;
-    let (driver_id, phone) = app.user("Acme", "anna@acme.test", Role::Driver).await;
-    let (vehicle, _) = app.vehicle(&desk, "Van 1").await;
-    let shipment = app.shipment(&desk, "SHP-1", vehicle, Some(driver_id)).await;
+    let (desk, phone, shipment) = conversation(&app).await;
     let count = format!(".shipment[data-shipment-id='{shipment}'] .shipment__unread");
 
     let driver = Driver::start().await;
     let browser = driver.client().await;
     let result = async {
-        sign_in(&browser, &app, "dispatch@acme.test").await?;
-        browser
-            .wait()
-            .at_most(PATIENCE)
-            .for_url(url_of(&app, "/dispatch"))
-            .await?;
-        browser
-            .wait()
-            .at_most(PATIENCE)
-            .for_element(Locator::Css("#conn-status[data-state='live']"))
-            .await?;
+        sign_in_to(&browser, &app, "dispatch@acme.test", "/dispatch").await?;
+        wait_live(&browser).await?;
         wait_for_text(&browser, &count, "0").await;
         for (i, body) in ["Stuck at the gate", "Still here"].iter().enumerate() {
             let (status, m) = app

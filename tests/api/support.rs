@@ -124,42 +124,34 @@ impl TestApp {
         (id, body["token"].as_str().unwrap().to_owned())
     }
 
-    pub async fn get(&self, jwt: &str, path: &str) -> (StatusCode, Value) {
-        let res = self
-            .http
-            .get(self.url(path))
-            .bearer_auth(jwt)
-            .send()
-            .await
-            .unwrap();
+    /// A request with `jwt` as the bearer token and `body` (if any) as JSON; its status and
+    /// JSON answer (null when it has none).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        jwt: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, self.url(path)).bearer_auth(jwt);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await.unwrap();
         let status = res.status();
         (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, jwt: &str, path: &str) -> (StatusCode, Value) {
+        self.call(reqwest::Method::GET, jwt, path, None).await
     }
 
     pub async fn post(&self, jwt: &str, path: &str, body: Value) -> (StatusCode, Value) {
-        let res = self
-            .http
-            .post(self.url(path))
-            .bearer_auth(jwt)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = res.status();
-        (status, res.json().await.unwrap_or(Value::Null))
+        self.call(reqwest::Method::POST, jwt, path, Some(body)).await
     }
 
     pub async fn patch(&self, jwt: &str, path: &str, body: Value) -> (StatusCode, Value) {
-        let res = self
-            .http
-            .patch(self.url(path))
-            .bearer_auth(jwt)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = res.status();
-        (status, res.json().await.unwrap_or(Value::Null))
+        self.call(reqwest::Method::PATCH, jwt, path, Some(body)).await
     }
 
     /// Creates a vehicle; returns (vehicle id, ingest token).

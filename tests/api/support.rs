@@ -147,11 +147,13 @@ impl TestApp {
     }
 
     pub async fn post(&self, jwt: &str, path: &str, body: Value) -> (StatusCode, Value) {
-        self.call(reqwest::Method::POST, jwt, path, Some(body)).await
+        self.call(reqwest::Method::POST, jwt, path, Some(body))
+            .await
     }
 
     pub async fn patch(&self, jwt: &str, path: &str, body: Value) -> (StatusCode, Value) {
-        self.call(reqwest::Method::PATCH, jwt, path, Some(body)).await
+        self.call(reqwest::Method::PATCH, jwt, path, Some(body))
+            .await
     }
 
     /// Creates a vehicle; returns (vehicle id, ingest token).

@@ -106,6 +106,10 @@ pub struct ServeConfig {
     /// separated. Pages served by Waymark itself are always allowed.
     #[arg(long, env = "WAYMARK_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+    /// Seconds a socket in a chat conversation may stay silent (it is pinged every third of
+    /// this) before it counts as dead: closed, and gone from the conversation's presence.
+    #[arg(long, env = "WAYMARK_PRESENCE_TIMEOUT_S", default_value_t = 12)]
+    pub presence_timeout_s: u64,
     /// Seconds a WebSocket write may take before the peer counts as not reading (closed, 4008).
     #[arg(long, env = "WAYMARK_WS_WRITE_TIMEOUT_S", default_value_t = 10)]
     pub ws_write_timeout_s: u64,

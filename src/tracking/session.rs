@@ -202,6 +202,9 @@ impl Session {
         let write_timeout = Duration::from_secs(self.state.config.ws_write_timeout_s);
         let mut ping =
             tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+        // In a conversation the peer is pinged more often, so a dead socket leaves presence
+        // within seconds rather than a minute.
+        let presence_limit = Duration::from_secs(self.state.config.presence_timeout_s.max(1));
         let mut last_heard = Instant::now();
         // Allocated per wake-up and dropped after, so an idle connection holds no batch buffer.
         let mut batch = Vec::new();
@@ -235,6 +238,10 @@ impl Session {
                             if let Flow::Close(code, reason) = Box::pin(self.on_text(&text)).await {
                                 break Some((code, reason));
                             }
+                            let every = self.ping_every(presence_limit);
+                            if ping.period() != every {
+                                ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                            }
                         }
                         Some(Ok(Message::Binary(_))) => self.error("bad_frame", "frames are JSON text", None),
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
@@ -246,7 +253,8 @@ impl Session {
                     }
                 }
                 _ = ping.tick() => {
-                    if last_heard.elapsed() > IDLE_LIMIT {
+                    let limit = if self.in_conversation() { presence_limit } else { IDLE_LIMIT };
+                    if last_heard.elapsed() > limit {
                         break None;
                     }
                     let sent = tokio::time::timeout(write_timeout, sink.send(Message::Ping(Default::default()))).await;
@@ -430,6 +438,22 @@ impl Session {
                 self.typing(&topic, reference).await;
                 Flow::Continue
             }
+        }
+    }
+
+    /// Whether this connection takes part in a conversation (and so counts for presence).
+    fn in_conversation(&self) -> bool {
+        self.subscriptions
+            .keys()
+            .any(|k| matches!(k, TopicKey::Chat(_)))
+    }
+
+    /// How often to ping the peer: a third of the presence limit while in a conversation.
+    fn ping_every(&self, presence_limit: Duration) -> Duration {
+        if self.in_conversation() {
+            (presence_limit / 3).max(Duration::from_millis(250))
+        } else {
+            PING_EVERY
         }
     }
 

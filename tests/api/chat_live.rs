@@ -391,6 +391,27 @@ async fn presence_counts_a_user_with_two_tabs_once_and_notices_a_dropped_socket(
 }
 
 #[sqlx::test]
+async fn a_socket_that_goes_dead_leaves_presence_within_the_timeout(db: PgPool) {
+    // Pinged every two thirds of a second; a peer silent for two seconds is gone.
+    let app = TestApp::spawn_with(db, None, &["--presence-timeout-s", "2"]).await;
+    let t = talk(&app).await;
+    let phone_key = format!("user:{}", phone_id(&app).await);
+    let (mut desk, _, _) = joined_seeing(&app, &t.desk, &t.topic, None).await;
+    let (phone, _, _) = joined_seeing(&app, &t.phone, &t.topic, None).await;
+    assert_eq!(online(&desk.next().await), ["user:1", phone_key.as_str()]);
+    // The phone loses its network without closing: it never reads (or answers a ping) again.
+    let lost = std::time::Instant::now();
+    assert_eq!(online(&desk.next().await), ["user:1"]);
+    assert!(
+        lost.elapsed() >= std::time::Duration::from_secs(1),
+        "not before the timeout"
+    );
+    // The dispatcher, who answers pings, stays.
+    desk.expect_quiet().await;
+    drop(phone);
+}
+
+#[sqlx::test]
 async fn typing_reaches_the_others_throttled_and_says_when_it_expires(db: PgPool) {
     let app = TestApp::spawn(db).await;
     let t = talk(&app).await;

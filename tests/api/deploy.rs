@@ -173,9 +173,32 @@ fn rustls_pemfile_certs(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'sta
         .collect()
 }
 
+impl Nginx {
+    /// Asks the master to shut down with its workers (SIGTERM; a SIGKILL would orphan the
+    /// workers) and waits for it, bounded.
+    async fn stop(mut self) {
+        self.terminate();
+        if tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.start_kill();
+        }
+    }
+
+    fn terminate(&self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.start_kill();
+        // Only reached without stop(), e.g. when the test failed: still take the workers down.
+        self.terminate();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -280,4 +303,5 @@ async fn the_documented_nginx_front_serves_https_and_wss(db: PgPool) {
     assert_eq!(res.status(), StatusCode::MOVED_PERMANENTLY);
     let location = res.headers()[header::LOCATION].to_str().unwrap();
     assert!(location.starts_with("https://localhost"), "{location}");
+    nginx.stop().await;
 }

@@ -306,21 +306,17 @@ function renderPhoneLink() {
   $('phone-link-section').hidden = !(dispatcher && shipment && shipment.driver_id);
 }
 
-async function createPhoneLink() {
-  const button = $('phone-link-button');
-  const errorEl = $('phone-link-error');
+/**
+ * Runs a dispatcher's link action from `buttonId`: the button is disabled meanwhile, and a
+ * failure shows in `errorId` (or sends the user to sign in).
+ */
+async function linkAction(buttonId, errorId, action) {
+  const button = $(buttonId);
+  const errorEl = $(errorId);
   errorEl.hidden = true;
   button.disabled = true;
   try {
-    const reply = await api(`/users/${shipment.driver_id}/device-link`, { method: 'POST' });
-    // The server's SVG, parsed as a document rather than assigned as HTML.
-    const svg = new DOMParser().parseFromString(reply.qr_svg, 'image/svg+xml').documentElement;
-    svg.setAttribute('role', 'img');
-    svg.setAttribute('aria-label', 'QR code of the phone link');
-    $('phone-link-qr').replaceChildren(document.importNode(svg, true));
-    $('phone-link-url').value = reply.url;
-    $('phone-link-expires').textContent = `Works once, until ${formatClock(reply.expires_at, { seconds: false })}`;
-    $('phone-link-result').hidden = false;
+    await action();
   } catch (e) {
     if (e instanceof ApiError && e.status === 401) {
       goToSignIn();
@@ -333,12 +329,22 @@ async function createPhoneLink() {
   }
 }
 
-async function createShareLink() {
-  const button = $('share-button');
-  const errorEl = $('share-error');
-  errorEl.hidden = true;
-  button.disabled = true;
-  try {
+function createPhoneLink() {
+  return linkAction('phone-link-button', 'phone-link-error', async () => {
+    const reply = await api(`/users/${shipment.driver_id}/device-link`, { method: 'POST' });
+    // The server's SVG, parsed as a document rather than assigned as HTML.
+    const svg = new DOMParser().parseFromString(reply.qr_svg, 'image/svg+xml').documentElement;
+    svg.setAttribute('role', 'img');
+    svg.setAttribute('aria-label', 'QR code of the phone link');
+    $('phone-link-qr').replaceChildren(document.importNode(svg, true));
+    $('phone-link-url').value = reply.url;
+    $('phone-link-expires').textContent = `Works once, until ${formatClock(reply.expires_at, { seconds: false })}`;
+    $('phone-link-result').hidden = false;
+  });
+}
+
+function createShareLink() {
+  return linkAction('share-button', 'share-error', async () => {
     const reply = await api(`/shipments/${shipmentId}/share`, {
       method: 'POST',
       body: { expires_in_s: Number($('share-expiry').value) },
@@ -350,16 +356,7 @@ async function createShareLink() {
     $('share-result').hidden = false;
     input.focus();
     input.select();
-  } catch (e) {
-    if (e instanceof ApiError && e.status === 401) {
-      goToSignIn();
-      return;
-    }
-    errorEl.textContent = e instanceof ApiError && e.message ? e.message : 'Could not create the link.';
-    errorEl.hidden = false;
-  } finally {
-    button.disabled = false;
-  }
+  });
 }
 
 async function copyShareLink() {

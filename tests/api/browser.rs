@@ -193,6 +193,9 @@ async fn a_posted_position_moves_the_marker_and_grows_the_polyline(db: PgPool) {
         let expected = format!("{:.5}, {:.5}", next["lat"].as_f64().unwrap(), next["lon"].as_f64().unwrap());
         wait_for_text(&browser, "#last-position", &expected).await;
         wait_for_text(&browser, "#track-points", "2").await;
+        // A customer link for this shipment, made from the page.
+        browser.find(Locator::Css("#share-button")).await?.click().await?;
+        wait_until(&browser, "the share link shows", "return document.getElementById('share-url').value.includes('/t/');").await;
         // The polyline on the map itself was redrawn with the new vertex.
         let after = browser.execute(track_path, vec![]).await?;
         assert_ne!(after, before, "the drawn track changed");
@@ -515,6 +518,9 @@ async fn the_driver_page_shares_through_lost_signal_and_a_reload_exactly_once(db
         wait_for_text(&desk, "#track-points", &rows.len().to_string()).await;
         let expected = format!("{:.5}, {:.5}", lat0 + step_deg * 4.0, lon);
         wait_for_text(&desk, "#last-position", &expected).await;
+        // The dispatcher can hand the driver a new phone link from here: a QR code and its URL.
+        desk.find(Locator::Css("#phone-link-button")).await?.click().await?;
+        wait_until(&desk, "the phone link's QR code shows", "return !!document.querySelector('#phone-link-qr svg') && document.getElementById('phone-link-url').value.includes('/driver/link/');").await;
         Ok::<_, fantoccini::error::CmdError>(())
     }
     .await;

@@ -76,11 +76,9 @@ pub async fn refuse_cross_site(
         Method::GET | Method::HEAD | Method::OPTIONS
     );
     let by_cookie = !headers.contains_key(header::AUTHORIZATION)
-        && headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|c| c.contains(SESSION_COOKIE));
+        && axum_extra::extract::CookieJar::from_headers(headers)
+            .get(SESSION_COOKIE)
+            .is_some();
     if unsafe_method && by_cookie {
         let fetched_cross_site = headers
             .get("sec-fetch-site")

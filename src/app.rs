@@ -20,7 +20,7 @@ use tower_http::{
 
 use crate::{
     alerts, auth, chat, config::ServeConfig, db, driver, error::AppError, fleet, ingest, metrics,
-    pages, security, settings, shipments, tracking, vehicles, AppState,
+    pages, security, settings, shipments, tracking, users, vehicles, AppState,
 };
 
 pub fn app(state: AppState) -> Router {
@@ -30,6 +30,7 @@ pub fn app(state: AppState) -> Router {
         .merge(driver::router())
         .merge(vehicles::router())
         .merge(fleet::router())
+        .merge(users::router())
         .merge(shipments::router())
         .merge(chat::router())
         .merge(settings::router())

@@ -246,28 +246,30 @@ async fn redeem_link(
             "this device link is invalid, used or expired",
         ));
     }
-    let row: Option<(i64, i64, String, String, String)> = sqlx::query_as(
+    let row: Option<(i64, i64, String, String, String, i32)> = sqlx::query_as(
         "UPDATE device_links l SET used_at = now()
          FROM users u JOIN organisations o ON o.id = u.organisation_id
          WHERE l.token_hash = $1 AND l.used_at IS NULL AND l.expires_at > now()
            AND u.id = l.user_id AND NOT u.disabled
-         RETURNING u.id, u.organisation_id, u.email, u.role, o.name",
+         RETURNING u.id, u.organisation_id, u.email, u.role, o.name, u.session_epoch",
     )
     .bind(token::hash(&body.code))
     .fetch_optional(&state.db)
     .await?;
-    let (id, organisation_id, email, role, organisation) = row.ok_or(AppError::Unauthorized(
-        "this device link is invalid, used or expired",
-    ))?;
+    let (id, organisation_id, email, role, organisation, session_epoch) = row.ok_or(
+        AppError::Unauthorized("this device link is invalid, used or expired"),
+    )?;
     let role = Role::parse(&role).ok_or_else(|| anyhow::anyhow!("user {id} has role {role}"))?;
+    let lifetime = Duration::days(state.config.device_session_days.into());
     let user = CurrentUser {
         id,
         organisation_id,
         role,
         email,
+        session_epoch,
+        expires_at: Utc::now() + lifetime,
     };
     tracing::info!(driver_id = id, "device link opened");
-    let lifetime = Duration::days(state.config.device_session_days.into());
     signed_in(&state, jar, &user, &organisation, lifetime)
 }
 

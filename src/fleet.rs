@@ -1,11 +1,11 @@
 //! The fleet at a glance: every vehicle's current position as GeoJSON, the vehicles nearest a
-//! point, and the organisation's people (for assigning drivers).
+//! point.
 use axum::{extract::State, routing::get, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::{
-    auth::{CurrentUser, Role},
+    auth::CurrentUser,
     error::{ApiQuery, AppError, AppResult},
     vehicles::Vehicle,
     AppState,
@@ -15,7 +15,6 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/fleet", get(fleet))
         .route("/vehicles/nearby", get(nearby))
-        .route("/users", get(users))
 }
 
 #[derive(Deserialize)]
@@ -145,35 +144,6 @@ async fn nearby(
     .bind(q.lat)
     .bind(radius)
     .bind(limit)
-    .fetch_all(&state.db)
-    .await?;
-    Ok(Json(rows))
-}
-
-#[derive(Deserialize)]
-struct UsersQuery {
-    role: Option<Role>,
-}
-
-#[derive(Serialize, sqlx::FromRow)]
-struct UserSummary {
-    id: i64,
-    email: String,
-    role: String,
-}
-
-async fn users(
-    State(state): State<AppState>,
-    user: CurrentUser,
-    ApiQuery(q): ApiQuery<UsersQuery>,
-) -> AppResult<Json<Vec<UserSummary>>> {
-    user.require_dispatcher()?;
-    let rows = sqlx::query_as(
-        "SELECT id, email, role FROM users WHERE organisation_id = $1 AND ($2::text IS NULL OR role = $2)
-         ORDER BY email",
-    )
-    .bind(user.organisation_id)
-    .bind(q.role.map(Role::as_str))
     .fetch_all(&state.db)
     .await?;
     Ok(Json(rows))

@@ -28,6 +28,7 @@ pub mod shipments;
 pub mod state;
 pub mod telemetry;
 pub mod tracking;
+pub mod users;
 pub mod vehicles;
 
 pub use app::{app, run_server, serve};

@@ -11,7 +11,7 @@ use axum::{
 };
 
 use crate::{
-    auth::{CurrentUser, Role, ShareAccess, Viewer},
+    auth::{self, CurrentUser, Role, ShareAccess, Viewer},
     shipments, AppState,
 };
 
@@ -67,8 +67,10 @@ fn not_found(what: &str) -> Response {
 }
 
 /// The signed-in user of a page request, if the session cookie (or header) is valid.
-fn page_user(state: &AppState, headers: &HeaderMap) -> Option<CurrentUser> {
-    state.sessions.from_headers(headers).and_then(Result::ok)
+async fn page_user(state: &AppState, headers: &HeaderMap) -> Option<CurrentUser> {
+    auth::from_headers(state, headers)
+        .await
+        .and_then(Result::ok)
 }
 
 fn home_of(user: &CurrentUser) -> &'static str {
@@ -80,14 +82,14 @@ fn home_of(user: &CurrentUser) -> &'static str {
 }
 
 async fn login(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match page_user(&state, &headers) {
+    match page_user(&state, &headers).await {
         Some(user) => Redirect::to(home_of(&user)).into_response(),
         None => render(LoginPage),
     }
 }
 
 async fn dispatch(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match page_user(&state, &headers) {
+    match page_user(&state, &headers).await {
         Some(user) if user.role.dispatches() => render(DispatchPage {
             user_email: user.email,
             tile_url: state.config.tile_url.clone(),
@@ -113,7 +115,7 @@ struct DeviceLinkPage {
 
 /// The driver's phone page. Dispatchers go to the fleet map.
 async fn driver(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match page_user(&state, &headers) {
+    match page_user(&state, &headers).await {
         Some(user) if user.role == Role::Driver => render(DriverPage {
             user_id: user.id,
             user_email: user.email,
@@ -141,7 +143,7 @@ async fn shipment(
     headers: HeaderMap,
     Path(id): Path<i64>,
 ) -> Response {
-    let Some(user) = page_user(&state, &headers) else {
+    let Some(user) = page_user(&state, &headers).await else {
         return Redirect::to("/").into_response();
     };
     match shipments::load_visible(&state.db, &Viewer::User(user), id).await {

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 
 use crate::{
-    auth::{token, CurrentUser, Role, Viewer},
+    auth::{token, CurrentUser, Revoked, Role, Viewer},
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
     position::{Position, PositionRow, POSITION_COLUMNS},
     AppState,
@@ -605,16 +605,16 @@ async fn revoke_share(
     ApiPath(share_token): ApiPath<String>,
 ) -> AppResult<StatusCode> {
     user.require_dispatcher()?;
-    let done = sqlx::query(
+    let id: Option<i64> = sqlx::query_scalar(
         "UPDATE share_links SET revoked_at = now()
-         WHERE token_hash = $1 AND organisation_id = $2 AND revoked_at IS NULL",
+         WHERE token_hash = $1 AND organisation_id = $2 AND revoked_at IS NULL RETURNING id",
     )
     .bind(token::hash(&share_token))
     .bind(user.organisation_id)
-    .execute(&state.db)
+    .fetch_optional(&state.db)
     .await?;
-    if done.rows_affected() == 0 {
-        return Err(AppError::NotFound("share link"));
-    }
+    let id = id.ok_or(AppError::NotFound("share link"))?;
+    // Whoever is watching through the link is cut off now, not at their next request.
+    state.revoke(Revoked::Share(id)).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,13 +1,12 @@
 //! The shared state every handler gets: cheap handles only.
 use std::sync::{atomic::AtomicU64, Arc};
 
-use axum::extract::FromRef;
 use sqlx::PgPool;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     alerts::{run_clock, Alerts},
-    auth::{token, DeviceCache, SessionKeys},
+    auth::{token, DeviceCache, Revocations, Revoked, SessionKeys},
     config::ServeConfig,
     db,
     ingest::{spawn_writer, WriterHandle},
@@ -26,6 +25,8 @@ pub struct AppState {
     /// The alert engine's in-memory side (geofence index, planned routes).
     pub alerts: Arc<Alerts>,
     pub devices: DeviceCache,
+    /// What a revocation must reach on this instance: live sockets and the token cache.
+    pub revocations: Arc<Revocations>,
     /// Rate limits on sign-in and ingest.
     pub limits: Arc<Limits>,
     /// Content-Security-Policy violations browsers reported.
@@ -50,6 +51,8 @@ impl AppState {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let hub = Arc::new(Hub::default());
+        let devices = DeviceCache::default();
+        let revocations = Revocations::new(devices.clone());
         let sequencer = Sequencer::new(hub.clone(), read_seq(&db).await?);
         tracker.spawn(sequencer.clone().fill_gaps(db.clone(), cancel.clone()));
         // An empty REDIS_URL means none, so an environment that sets one can still run alone.
@@ -59,6 +62,7 @@ impl AppState {
                 &config.redis_prefix,
                 sequencer.clone(),
                 hub.clone(),
+                revocations.clone(),
                 &tracker,
                 cancel.clone(),
             )?),
@@ -101,13 +105,27 @@ impl AppState {
             tracking,
             writer,
             alerts,
-            devices: DeviceCache::default(),
+            devices,
+            revocations,
             limits,
             csp_reports: Arc::default(),
             metrics,
             cancel,
             tracker,
         })
+    }
+}
+
+impl AppState {
+    /// Ends `revoked` access everywhere, now: on this instance directly, on the others through
+    /// Redis. The caller has already recorded the change in the database, which every later
+    /// request and every socket's periodic re-check consult.
+    pub async fn revoke(&self, revoked: Revoked) {
+        let closed = self.revocations.apply(revoked);
+        if let Some(fanout) = &self.tracking.fanout {
+            fanout.publish_revocation(revoked).await;
+        }
+        tracing::info!(?revoked, sockets_closed = closed, "access revoked");
     }
 }
 
@@ -163,12 +181,6 @@ fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> 
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(path)?.write_all(contents.as_bytes())
-}
-
-impl FromRef<AppState> for SessionKeys {
-    fn from_ref(state: &AppState) -> SessionKeys {
-        state.sessions.clone()
-    }
 }
 
 #[cfg(test)]

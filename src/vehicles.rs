@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 
 use crate::{
-    auth::{token, CurrentUser, Viewer},
+    auth::{token, CurrentUser, Revoked, Viewer},
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
     position::{Position, POSITION_COLUMNS},
     AppState,
@@ -22,7 +22,10 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/vehicles", routing::get(list_handler).post(create))
         .route("/vehicles/{id}", routing::get(get_handler))
-        .route("/vehicles/{id}/token", post(rotate_token))
+        .route(
+            "/vehicles/{id}/token",
+            post(rotate_token).delete(revoke_token),
+        )
         .route("/vehicles/{id}/positions", routing::get(positions_log))
 }
 
@@ -166,6 +169,24 @@ async fn rotate_token(
     user: CurrentUser,
     ApiPath(id): ApiPath<i64>,
 ) -> AppResult<Json<Value>> {
+    let ingest_token = replace_token(&state, &user, id).await?;
+    Ok(Json(json!({"ingest_token": ingest_token})))
+}
+
+/// Revokes the vehicle's ingest token without showing a new one: the device is locked out until
+/// a dispatcher rotates it.
+async fn revoke_token(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiPath(id): ApiPath<i64>,
+) -> AppResult<StatusCode> {
+    replace_token(&state, &user, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Gives vehicle `id` a new ingest token and returns it; the old one stops working on every
+/// instance at once.
+async fn replace_token(state: &AppState, user: &CurrentUser, id: i64) -> AppResult<String> {
     user.require_dispatcher()?;
     let ingest_token = token::generate(TOKEN_BYTES);
     let updated =
@@ -178,8 +199,8 @@ async fn rotate_token(
     if updated.rows_affected() == 0 {
         return Err(AppError::NotFound("vehicle"));
     }
-    state.devices.forget_vehicle(id);
-    Ok(Json(json!({"ingest_token": ingest_token})))
+    state.revoke(Revoked::Vehicle(id)).await;
+    Ok(ingest_token)
 }
 
 /// Most rows one page of the positions log holds.

@@ -2,6 +2,7 @@
 //! tokens) and customers (share links), and what each may see.
 mod device;
 mod password;
+mod revoke;
 mod routes;
 mod session;
 mod share;
@@ -10,11 +11,12 @@ mod users;
 
 pub use device::{Device, DeviceCache};
 pub use password::{hash_password, verify_password};
+pub use revoke::{still_valid, Revocations, Revoked};
 pub use routes::router;
 pub(crate) use routes::signed_in;
-pub use session::{CurrentUser, SessionKeys, SESSION_COOKIE};
+pub use session::{authenticate, from_headers, CurrentUser, SessionKeys, SESSION_COOKIE};
 pub use share::ShareAccess;
-pub use users::create_user;
+pub use users::{create_user, insert_user};
 
 use serde::{Deserialize, Serialize};
 
@@ -64,6 +66,14 @@ impl Viewer {
         match self {
             Viewer::User(u) => u.organisation_id,
             Viewer::Share(s) => s.organisation_id,
+        }
+    }
+
+    /// When this viewer's access ends by itself: the session's or the share link's expiry.
+    pub fn expires_at(&self) -> chrono::DateTime<chrono::Utc> {
+        match self {
+            Viewer::User(u) => u.expires_at,
+            Viewer::Share(s) => s.expires_at,
         }
     }
 

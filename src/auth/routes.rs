@@ -24,6 +24,19 @@ pub fn router() -> Router<AppState> {
         .route("/auth/me", get(me))
 }
 
+/// A user as sign-in reads them.
+#[derive(sqlx::FromRow)]
+struct Account {
+    id: i64,
+    organisation_id: i64,
+    email: String,
+    password_hash: String,
+    role: String,
+    organisation: String,
+    disabled: bool,
+    session_epoch: i32,
+}
+
 #[derive(Deserialize)]
 struct Login {
     email: String,
@@ -51,29 +64,35 @@ async fn login(
                 .check(&body.email.trim().to_lowercase())
         })
         .map_err(AppError::RateLimited)?;
-    let row: Option<(i64, i64, String, String, String, String, bool)> = sqlx::query_as(
-        "SELECT u.id, u.organisation_id, u.email, u.password_hash, u.role, o.name, u.disabled
+    let row: Option<Account> = sqlx::query_as(
+        "SELECT u.id, u.organisation_id, u.email, u.password_hash, u.role, o.name AS organisation,
+                u.disabled, u.session_epoch
          FROM users u JOIN organisations o ON o.id = u.organisation_id
          WHERE lower(u.email) = lower($1)",
     )
     .bind(body.email.trim())
     .fetch_optional(&state.db)
     .await?;
-    let Some((id, organisation_id, email, hash, role, organisation, disabled)) = row else {
+    let Some(account) = row else {
         // Spend the same effort as a real check so timing does not reveal which emails exist.
         let _ = verify_password(body.password, DUMMY_HASH.into()).await;
         return Err(AppError::Unauthorized("wrong email or password"));
     };
-    if !verify_password(body.password, hash).await? || disabled {
+    if !verify_password(body.password, account.password_hash).await? || account.disabled {
         return Err(AppError::Unauthorized("wrong email or password"));
     }
-    let role = Role::parse(&role).ok_or_else(|| anyhow::anyhow!("user {id} has role {role}"))?;
+    let id = account.id;
+    let role = Role::parse(&account.role)
+        .ok_or_else(|| anyhow::anyhow!("user {id} has role {}", account.role))?;
     let user = CurrentUser {
         id,
-        organisation_id,
+        organisation_id: account.organisation_id,
         role,
-        email,
+        email: account.email,
+        session_epoch: account.session_epoch,
+        expires_at: chrono::Utc::now() + state.sessions.lifetime,
     };
+    let organisation = account.organisation;
     signed_in(&state, jar, &user, &organisation, state.sessions.lifetime)
 }
 

@@ -1,15 +1,17 @@
 //! Sessions of signed-in people: a signed JWT, carried as a bearer token or the session cookie.
+//! The signature and expiry are checked first; then the database, so that a session ends as soon
+//! as its user is disabled or signed out everywhere, and the role is the current one.
 use axum::{
-    extract::{FromRef, FromRequestParts},
+    extract::FromRequestParts,
     http::{header, request::Parts, HeaderMap},
 };
 use axum_extra::extract::CookieJar;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use super::Role;
-use crate::error::AppError;
+use crate::{error::AppError, AppState};
 
 pub const SESSION_COOKIE: &str = "waymark_session";
 
@@ -46,6 +48,7 @@ impl SessionKeys {
             org: user.organisation_id,
             role: user.role,
             email: user.email.clone(),
+            ver: user.session_epoch,
             iat: now.timestamp(),
             exp: (now + lifetime).timestamp(),
         };
@@ -56,7 +59,9 @@ impl SessionKeys {
         )?)
     }
 
-    pub fn verify(&self, token: &str) -> Result<CurrentUser, AppError> {
+    /// The session a token claims, if its signature and expiry hold; [`authenticate`] also asks
+    /// the database whether it still does.
+    fn verify(&self, token: &str) -> Result<CurrentUser, AppError> {
         let validation = Validation::new(Algorithm::HS256);
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
             .map_err(|_| AppError::Unauthorized("the session is invalid or has expired"))?;
@@ -66,21 +71,55 @@ impl SessionKeys {
             organisation_id: c.org,
             role: c.role,
             email: c.email,
+            session_epoch: c.ver,
+            expires_at: DateTime::from_timestamp(c.exp, 0).unwrap_or_default(),
         })
     }
+}
 
-    /// The user behind a request's bearer token or session cookie, if any credential is present.
-    pub fn from_headers(&self, headers: &HeaderMap) -> Option<Result<CurrentUser, AppError>> {
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if let Some(token) = bearer {
-            return Some(self.verify(token.trim()));
+/// The user behind a session token: valid signature, not expired, the user enabled and the
+/// session not signed out (its epoch is the user's current one). The role is read fresh.
+pub async fn authenticate(state: &AppState, token: &str) -> Result<CurrentUser, AppError> {
+    let mut user = state.sessions.verify(token)?;
+    let row: Option<(String, bool, i32)> = sqlx::query_as(
+        "SELECT role, disabled, session_epoch FROM users WHERE id = $1 AND organisation_id = $2",
+    )
+    .bind(user.id)
+    .bind(user.organisation_id)
+    .fetch_optional(&state.db)
+    .await?;
+    match row {
+        Some((role, false, epoch)) if epoch == user.session_epoch => {
+            user.role = Role::parse(&role)
+                .ok_or_else(|| anyhow::anyhow!("user {} has role {role}", user.id))?;
+            Ok(user)
         }
-        let jar = CookieJar::from_headers(headers);
-        jar.get(SESSION_COOKIE).map(|c| self.verify(c.value()))
+        _ => Err(AppError::Unauthorized(
+            "this session was signed out or its account disabled; sign in again",
+        )),
     }
+}
+
+/// The session token a request carries, as a bearer token or the session cookie.
+fn session_token(headers: &HeaderMap) -> Option<String> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if let Some(token) = bearer {
+        return Some(token.trim().to_owned());
+    }
+    let jar = CookieJar::from_headers(headers);
+    jar.get(SESSION_COOKIE).map(|c| c.value().to_owned())
+}
+
+/// The user behind a request's bearer token or session cookie, if it carries either.
+pub async fn from_headers(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Option<Result<CurrentUser, AppError>> {
+    let token = session_token(headers)?;
+    Some(authenticate(state, &token).await)
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -89,6 +128,9 @@ struct Claims {
     org: i64,
     role: Role,
     email: String,
+    /// The user's session epoch when this was issued (sessions from before this claim: 0).
+    #[serde(default)]
+    ver: i32,
     iat: i64,
     exp: i64,
 }
@@ -100,18 +142,23 @@ pub struct CurrentUser {
     pub organisation_id: i64,
     pub role: Role,
     pub email: String,
+    /// Sessions issued at another epoch of this user are over.
+    #[serde(skip)]
+    pub session_epoch: i32,
+    /// When this session ends (a live socket closes then).
+    #[serde(skip)]
+    pub expires_at: DateTime<Utc>,
 }
 
-impl<S> FromRequestParts<S> for CurrentUser
-where
-    SessionKeys: FromRef<S>,
-    S: Send + Sync,
-{
+impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        SessionKeys::from_ref(state)
-            .from_headers(&parts.headers)
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        from_headers(state, &parts.headers)
+            .await
             .unwrap_or(Err(AppError::Unauthorized("sign in first")))
     }
 }

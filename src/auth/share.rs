@@ -3,21 +3,25 @@ use axum::{
     extract::{FromRequestParts, Query},
     http::request::Parts,
 };
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sqlx::PgPool;
 
-use super::{token, Viewer};
+use super::{from_headers, token, Viewer};
 use crate::{error::AppError, AppState};
 
 /// What a valid, unexpired, unrevoked share link grants.
 #[derive(Debug, Clone)]
 pub struct ShareAccess {
+    /// The link's number, which names it to other instances when it is revoked.
+    pub id: i64,
     pub organisation_id: i64,
     pub shipment_id: i64,
     /// The dispatcher let this link's holder chat with the driver and dispatch.
     pub chat: bool,
     /// Names the link without revealing it (the first bytes of its hash, in hex).
     pub label: String,
+    pub expires_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -28,21 +32,23 @@ struct ShareQuery {
 impl ShareAccess {
     pub async fn lookup(pool: &PgPool, share_token: &str) -> Result<ShareAccess, AppError> {
         let hash = token::hash(share_token);
-        let row: Option<(i64, i64, bool)> = sqlx::query_as(
-            "SELECT organisation_id, shipment_id, chat FROM share_links
+        let row: Option<(i64, i64, i64, bool, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT id, organisation_id, shipment_id, chat, expires_at FROM share_links
              WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > now()",
         )
         .bind(&hash)
         .fetch_optional(pool)
         .await?;
-        let (organisation_id, shipment_id, chat) = row.ok_or(AppError::Unauthorized(
-            "this share link is invalid or has expired",
-        ))?;
+        let (id, organisation_id, shipment_id, chat, expires_at) = row.ok_or(
+            AppError::Unauthorized("this share link is invalid or has expired"),
+        )?;
         Ok(ShareAccess {
+            id,
             organisation_id,
             shipment_id,
             chat,
             label: hash[..8].iter().map(|b| format!("{b:02x}")).collect(),
+            expires_at,
         })
     }
 }
@@ -60,9 +66,8 @@ impl FromRequestParts<AppState> for Viewer {
         if let Some(share) = q.share {
             return Ok(Viewer::Share(ShareAccess::lookup(&state.db, &share).await?));
         }
-        state
-            .sessions
-            .from_headers(&parts.headers)
+        from_headers(state, &parts.headers)
+            .await
             .unwrap_or(Err(AppError::Unauthorized("sign in first")))
             .map(Viewer::User)
     }

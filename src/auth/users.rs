@@ -1,5 +1,5 @@
-//! Creating people. Used by `waymark user create` and by the tests.
-use sqlx::PgPool;
+//! Creating people. Used by `waymark user create`, `POST /users` and the tests.
+use sqlx::{PgConnection, PgPool};
 
 use super::{hash_password, Role};
 
@@ -20,15 +20,28 @@ pub async fn create_user(
     .bind(organisation.trim())
     .fetch_one(&mut *tx)
     .await?;
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO users (organisation_id, email, password_hash, role) VALUES ($1, $2, $3, $4) RETURNING id",
+    let id = insert_user(&mut tx, org_id, email, &hash, role).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// Stores a user of organisation `org_id` with an already hashed password. Returns the id; an
+/// email in use (whatever its case) fails on the unique index `users_email_key`.
+pub async fn insert_user(
+    conn: &mut PgConnection,
+    org_id: i64,
+    email: &str,
+    password_hash: &str,
+    role: Role,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO users (organisation_id, email, password_hash, role) VALUES ($1, $2, $3, $4)
+         RETURNING id",
     )
     .bind(org_id)
     .bind(email.trim())
-    .bind(hash)
+    .bind(password_hash)
     .bind(role.as_str())
-    .fetch_one(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(id)
+    .fetch_one(conn)
+    .await
 }

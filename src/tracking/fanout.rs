@@ -13,6 +13,9 @@
 //! conversation is kept in Redis as a sorted set of `instance|participant|name` scored by expiry,
 //! which each instance refreshes for its own sockets, so an instance that dies drops out by
 //! itself.
+//!
+//! Revocations (a share link revoked, a user disabled, an ingest token rotated) go on one shared
+//! channel too, so every instance closes the sockets and forgets the tokens they name at once.
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{
@@ -29,7 +32,7 @@ use tokio::sync::{mpsc, Mutex};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{Batch, Hub, Published, Sequencer, TopicKey};
-use crate::auth::token;
+use crate::auth::{token, Revocations, Revoked};
 
 /// Batches waiting to be published; past this the oldest are dropped (other instances then
 /// read them from the database).
@@ -55,6 +58,7 @@ pub struct Fanout {
     /// For presence and ephemeral frames, reconnected on the next use after a failure.
     commands: Mutex<Option<MultiplexedConnection>>,
     hub: Arc<Hub>,
+    revocations: Arc<Revocations>,
 }
 
 struct Subscriptions {
@@ -72,6 +76,7 @@ impl Fanout {
         prefix: &str,
         sequencer: Arc<Sequencer>,
         hub: Arc<Hub>,
+        revocations: Arc<Revocations>,
         tracker: &TaskTracker,
         cancel: CancellationToken,
     ) -> anyhow::Result<Arc<Fanout>> {
@@ -89,6 +94,7 @@ impl Fanout {
             client: client.clone(),
             commands: Mutex::new(None),
             hub,
+            revocations,
         });
         tracker.spawn(
             fanout
@@ -137,6 +143,10 @@ impl Fanout {
         channels
     }
 
+    fn revocations_channel(&self) -> String {
+        format!("{}:revocations", self.prefix)
+    }
+
     fn ephemeral_channel(&self, shipment: i64) -> String {
         format!("{}:ephemeral:chat:{shipment}", self.prefix)
     }
@@ -159,7 +169,7 @@ impl Fanout {
         match tokio::time::timeout(SUBSCRIBE_TIMEOUT, pipe.query_async::<T>(c)).await {
             Ok(Ok(v)) => Some(v),
             _ => {
-                tracing::warn!("a Redis command for presence or typing failed");
+                tracing::warn!("a Redis command for presence, typing or a revocation failed");
                 *conn = None;
                 None
             }
@@ -172,6 +182,17 @@ impl Fanout {
         pipe.cmd("PUBLISH")
             .arg(self.ephemeral_channel(shipment))
             .arg(format!("{} {frame}", self.instance))
+            .ignore();
+        self.run::<()>(&pipe).await;
+    }
+
+    /// Tells the other instances of a revocation. If Redis does not answer, their sockets close
+    /// at their next re-check of the credential instead.
+    pub async fn publish_revocation(&self, revoked: Revoked) {
+        let mut pipe = redis::pipe();
+        pipe.cmd("PUBLISH")
+            .arg(self.revocations_channel())
+            .arg(format!("{} {}", self.instance, revoked.encode()))
             .ignore();
         self.run::<()>(&pipe).await;
     }
@@ -415,7 +436,8 @@ impl Fanout {
     /// the one new subscriptions use.
     async fn resubscribe(&self, sink: &mut PubSubSink) -> redis::RedisResult<()> {
         let mut subs = self.subscriptions.lock().await;
-        sink.subscribe(self.ranges_channel()).await?;
+        sink.subscribe(vec![self.ranges_channel(), self.revocations_channel()])
+            .await?;
         let channels: Vec<String> = subs.count.keys().flat_map(|k| self.channels(*k)).collect();
         if !channels.is_empty() {
             sink.subscribe(channels).await?;
@@ -460,6 +482,17 @@ impl Fanout {
             // Whatever is at or below the delivered seq came from a range that was lost or
             // filled from the database meanwhile.
             *gathered = gathered.split_off(&(sequencer.delivered() + 1));
+            return;
+        }
+        if channel == self.revocations_channel() {
+            let revoked = payload
+                .split_once(' ')
+                .filter(|(instance, _)| *instance != self.instance)
+                .and_then(|(_, r)| Revoked::decode(r));
+            if let Some(r) = revoked {
+                let closed = self.revocations.apply(r);
+                tracing::info!(revoked = ?r, sockets_closed = closed, "access revoked on another instance");
+            }
             return;
         }
         if let Some(id) = channel

@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use super::{replay, Outbox, Subscription, Topic, TopicKey};
 use crate::{
     alerts,
-    auth::{ShareAccess, Viewer},
+    auth::{self, Revoked, ShareAccess, Viewer},
     chat,
     error::AppError,
     security, shipments, vehicles, AppState,
@@ -44,6 +44,12 @@ const IDLE_LIMIT: Duration = Duration::from_secs(60);
 /// Close codes that tell the client to reconnect and resume with `since`.
 pub const CLOSE_RESTART: u16 = 1012;
 pub const CLOSE_TOO_SLOW: u16 = 4008;
+/// The close code for credentials that were revoked or expired while connected: sign in again
+/// (or ask for a new share link); reconnecting with the same credentials is refused.
+pub const CLOSE_REVOKED: u16 = 1008;
+/// How often a connection re-checks its credential in the database, in case the message of its
+/// revocation never arrived (Redis was down).
+const RECHECK_EVERY: Duration = Duration::from_secs(300);
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/ws", get(upgrade))
@@ -63,11 +69,10 @@ async fn upgrade(
 ) -> Result<Response, AppError> {
     let viewer = match (auth.share, auth.token) {
         (Some(share), _) => Viewer::Share(ShareAccess::lookup(&state.db, &share).await?),
-        (None, Some(token)) => Viewer::User(state.sessions.verify(&token)?),
+        (None, Some(token)) => Viewer::User(auth::authenticate(&state, &token).await?),
         (None, None) => Viewer::User(
-            state
-                .sessions
-                .from_headers(&headers)
+            auth::from_headers(&state, &headers)
+                .await
                 .unwrap_or(Err(AppError::Unauthorized("sign in first")))?,
         ),
     };
@@ -206,11 +211,29 @@ impl Session {
         // within seconds rather than a minute.
         let presence_limit = Duration::from_secs(self.state.config.presence_timeout_s.max(1));
         let mut last_heard = Instant::now();
+        let revoked = self
+            .state
+            .revocations
+            .watch(self.id, Revoked::of(&self.viewer));
+        let left = (self.viewer.expires_at() - Utc::now())
+            .to_std()
+            .unwrap_or_default();
+        let expired = tokio::time::sleep(left);
+        tokio::pin!(expired);
+        let mut recheck =
+            tokio::time::interval_at(tokio::time::Instant::now() + RECHECK_EVERY, RECHECK_EVERY);
         // Allocated per wake-up and dropped after, so an idle connection holds no batch buffer.
         let mut batch = Vec::new();
         let close = loop {
             tokio::select! {
                 _ = cancel.cancelled() => break Some((CLOSE_RESTART, "server restarting; resume with since")),
+                _ = revoked.cancelled() => break Some((CLOSE_REVOKED, "access was revoked; sign in again")),
+                _ = &mut expired => break Some((CLOSE_REVOKED, "the session or share link has expired")),
+                _ = recheck.tick() => {
+                    if !auth::still_valid(&self.state.db, &self.viewer).await {
+                        break Some((CLOSE_REVOKED, "access was revoked; sign in again"));
+                    }
+                }
                 ready = self.outbox.recv_many(&mut batch, 64) => {
                     if ready.is_err() {
                         break Some((CLOSE_TOO_SLOW, "too far behind; resume with since"));
@@ -264,6 +287,7 @@ impl Session {
                 }
             }
         };
+        self.state.revocations.unwatch(self.id);
         let keys: Vec<TopicKey> = self.subscriptions.keys().copied().collect();
         for key in keys {
             self.drop_subscription(key).await;

@@ -1,7 +1,7 @@
 //! Several instances behind a load balancer: fan-out through Redis, Redis going away and coming
 //! back, and resuming on another instance. Each test runs its own Redis channels (or its own
 //! Redis server) against its own database.
-use std::{collections::HashSet, process::Stdio, time::Instant};
+use std::{collections::HashSet, process::Stdio};
 
 use chrono::{Duration, Utc};
 use serde_json::json;
@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use tokio::process::{Child, Command};
 use waymark::auth::Role;
 
-use crate::support::{step, unique_prefix, TestApp, WsClient, PATIENCE};
+use crate::support::{step, unique_prefix, wait_until, TestApp, WsClient, PATIENCE};
 
 fn redis_url() -> String {
     std::env::var("REDIS_URL")
@@ -103,19 +103,6 @@ async fn two_instances_on(db: PgPool, redis: &str, prefix: &str) -> (TestApp, Te
     let a = TestApp::spawn_instance(db.clone(), shared.clone()).await;
     let b = TestApp::spawn_instance(db, shared).await;
     (a, b)
-}
-
-/// Polls `check` until it holds; fails the test after [`PATIENCE`].
-async fn wait_until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + PATIENCE;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
 }
 
 /// Reads position events until every seq in `expected` has arrived; fails on a duplicate, on

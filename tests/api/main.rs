@@ -12,6 +12,7 @@ mod instances;
 mod operations;
 mod read_api;
 mod readme;
+mod revocation;
 mod security;
 mod simulator;
 mod support;

@@ -498,6 +498,8 @@ async fn the_openapi_document_lists_every_route(db: PgPool) {
         "/driver",
         "/driver/positions",
         "/users/{id}/device-link",
+        "/users/{id}",
+        "/users/{id}/sessions",
         "/auth/device-link",
         "/csp-report",
         "/shipments/{id}/chat",

@@ -250,6 +250,23 @@ impl WsClient {
         }
     }
 
+    /// Reads until the server closes the connection; its close code and reason. Fails the test
+    /// if the connection stays open, or ends without a close frame.
+    pub async fn closed(&mut self) -> (u16, String) {
+        loop {
+            let msg = tokio::time::timeout(PATIENCE, self.stream.next())
+                .await
+                .expect("the server closes the connection in time");
+            match msg {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return (u16::from(frame.code), frame.reason.to_string())
+                }
+                Some(Ok(Message::Text(_) | Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    }
+
     /// Subscribes and returns the `subscribed` frame.
     pub async fn subscribe(&mut self, topic: &str, since: Option<i64>) -> Value {
         let mut frame = json!({"type": "subscribe", "topic": topic, "ref": topic});
@@ -269,6 +286,22 @@ impl WsClient {
             "expected nothing before the pong, got {frame}"
         );
         assert_eq!(frame["ref"], "quiet");
+    }
+}
+
+/// Polls `check` until it holds; fails the test after [`PATIENCE`].
+pub async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 

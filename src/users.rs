@@ -1,0 +1,263 @@
+//! The organisation's people: listing them (for assigning drivers), and for admins adding them,
+//! changing their role or password, disabling them, and signing them out everywhere. Every
+//! change that takes access away ends the user's sessions and closes their live sockets at once.
+use axum::{
+    extract::State,
+    http::StatusCode,
+    routing::{delete, get, patch},
+    Json, Router,
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+
+use crate::{
+    auth::{self, CurrentUser, Revoked, Role},
+    error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
+    AppState,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/users", get(list).post(create))
+        .route("/users/{id}", patch(update))
+        .route("/users/{id}/sessions", delete(sign_out_everywhere))
+}
+
+const MAX_EMAIL: usize = 320;
+const MIN_PASSWORD: usize = 8;
+const MAX_PASSWORD: usize = 1024;
+
+#[derive(Serialize, sqlx::FromRow)]
+pub struct User {
+    id: i64,
+    email: String,
+    role: String,
+    disabled: bool,
+    created_at: DateTime<Utc>,
+}
+
+const USER_COLUMNS: &str = "id, email, role, disabled, created_at";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    role: Option<Role>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> AppResult<Json<Vec<User>>> {
+    user.require_dispatcher()?;
+    let rows = sqlx::query_as(&format!(
+        "SELECT {USER_COLUMNS} FROM users
+         WHERE organisation_id = $1 AND ($2::text IS NULL OR role = $2) ORDER BY email"
+    ))
+    .bind(user.organisation_id)
+    .bind(q.role.map(Role::as_str))
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(rows))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    email: String,
+    password: String,
+    role: Role,
+}
+
+fn check_email(email: &str) -> AppResult<()> {
+    let ok = email.len() <= MAX_EMAIL
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && !domain.is_empty() && !domain.contains('@')
+        })
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(AppError::validation(
+            "email",
+            format!("email must be an address like name@example.com, at most {MAX_EMAIL} bytes"),
+        ))
+    }
+}
+
+fn check_password(password: &str) -> AppResult<()> {
+    let chars = password.chars().count();
+    if chars < MIN_PASSWORD || password.len() > MAX_PASSWORD {
+        return Err(AppError::validation(
+            "password",
+            format!(
+                "password must be at least {MIN_PASSWORD} characters and at most {MAX_PASSWORD} bytes"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn email_taken(e: sqlx::Error) -> AppError {
+    match e.as_database_error().and_then(|d| d.constraint()) {
+        Some("users_email_key") => AppError::Conflict("a user with this email exists".into()),
+        _ => e.into(),
+    }
+}
+
+async fn create(
+    State(state): State<AppState>,
+    admin: CurrentUser,
+    ApiJson(body): ApiJson<NewUser>,
+) -> AppResult<(StatusCode, Json<User>)> {
+    require_admin(&admin)?;
+    let email = body.email.trim();
+    check_email(email)?;
+    check_password(&body.password)?;
+    let hash = auth::hash_password(body.password).await?;
+    let mut conn = state.db.acquire().await?;
+    let id = auth::insert_user(&mut conn, admin.organisation_id, email, &hash, body.role)
+        .await
+        .map_err(email_taken)?;
+    tracing::info!(
+        user = id,
+        by = admin.id,
+        role = body.role.as_str(),
+        "user created"
+    );
+    Ok((
+        StatusCode::CREATED,
+        Json(load(&mut conn, &admin, id).await?),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Change {
+    role: Option<Role>,
+    disabled: Option<bool>,
+    password: Option<String>,
+}
+
+/// Changes a user; any change ends their sessions (a session names its role, and a new password
+/// or a disabled account must lock out whoever held the old one).
+async fn update(
+    State(state): State<AppState>,
+    admin: CurrentUser,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(change): ApiJson<Change>,
+) -> AppResult<Json<User>> {
+    require_admin(&admin)?;
+    if change.role.is_none() && change.disabled.is_none() && change.password.is_none() {
+        return Err(AppError::validation(
+            "role",
+            "give at least one of role, disabled and password",
+        ));
+    }
+    if id == admin.id
+        && (change.disabled == Some(true) || change.role.is_some_and(|r| r != Role::Admin))
+    {
+        return Err(AppError::Conflict(
+            "admins cannot disable or demote themselves; ask another admin".into(),
+        ));
+    }
+    let hash = match change.password {
+        Some(p) => {
+            check_password(&p)?;
+            Some(auth::hash_password(p).await?)
+        }
+        None => None,
+    };
+    let mut conn = state.db.acquire().await?;
+    let done = sqlx::query(
+        "UPDATE users SET role = coalesce($3, role), disabled = coalesce($4, disabled),
+                password_hash = coalesce($5, password_hash), session_epoch = session_epoch + 1
+         WHERE id = $1 AND organisation_id = $2",
+    )
+    .bind(id)
+    .bind(admin.organisation_id)
+    .bind(change.role.map(Role::as_str))
+    .bind(change.disabled)
+    .bind(hash)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(AppError::NotFound("user"));
+    }
+    state.revoke(Revoked::User(id)).await;
+    tracing::info!(user = id, by = admin.id, "user changed; sessions ended");
+    Ok(Json(load(&mut conn, &admin, id).await?))
+}
+
+/// Ends every session of a user (a lost phone, a shared computer): admins for anyone in their
+/// organisation, everyone for themselves.
+async fn sign_out_everywhere(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiPath(id): ApiPath<i64>,
+) -> AppResult<StatusCode> {
+    if id != user.id {
+        require_admin(&user)?;
+    }
+    let done = sqlx::query(
+        "UPDATE users SET session_epoch = session_epoch + 1 WHERE id = $1 AND organisation_id = $2",
+    )
+    .bind(id)
+    .bind(user.organisation_id)
+    .execute(&state.db)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(AppError::NotFound("user"));
+    }
+    state.revoke(Revoked::User(id)).await;
+    tracing::info!(user = id, by = user.id, "signed out everywhere");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn require_admin(user: &CurrentUser) -> AppResult<()> {
+    if user.role == Role::Admin {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden("this needs an admin"))
+    }
+}
+
+async fn load(conn: &mut PgConnection, admin: &CurrentUser, id: i64) -> AppResult<User> {
+    sqlx::query_as(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE id = $1 AND organisation_id = $2"
+    ))
+    .bind(id)
+    .bind(admin.organisation_id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(AppError::NotFound("user"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_and_passwords_are_checked() {
+        for good in ["a@b", "driver.one@fleet.example.com"] {
+            assert!(check_email(good).is_ok(), "{good}");
+        }
+        let long = format!("{}@x.example", "a".repeat(MAX_EMAIL));
+        for bad in [
+            "",
+            "nobody",
+            "@x",
+            "x@",
+            "a@b@c",
+            "a b@c",
+            "a\u{7}@b",
+            long.as_str(),
+        ] {
+            assert!(check_email(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_password("12345678").is_ok());
+        assert!(check_password("ééééééé").is_err(), "7 characters");
+        assert!(check_password(&"x".repeat(MAX_PASSWORD + 1)).is_err());
+    }
+}

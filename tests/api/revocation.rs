@@ -1,0 +1,449 @@
+//! Taking access away while it is in use: revoking or expiring a share link, disabling a user,
+//! signing a user out everywhere and revoking an ingest token end it at once — on the next
+//! request, and for live sockets by closing them with 1008, also on other instances.
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use waymark::auth::Role;
+
+use crate::support::{step, unique_prefix, wait_until, TestApp, WsClient};
+
+const REVOKED: u16 = 1008;
+
+/// An admin of "Acme" with a vehicle on a shipment.
+struct Fleet {
+    app: TestApp,
+    admin: String,
+    vehicle: i64,
+    ingest_token: String,
+    shipment: i64,
+}
+
+async fn fleet(app: TestApp) -> Fleet {
+    let (_, admin) = app.user("Acme", "admin@acme.test", Role::Admin).await;
+    let (vehicle, ingest_token) = app.vehicle(&admin, "Van 1").await;
+    let shipment = app.shipment(&admin, "SHP-1", vehicle, None).await;
+    Fleet {
+        app,
+        admin,
+        vehicle,
+        ingest_token,
+        shipment,
+    }
+}
+
+impl Fleet {
+    async fn share_link(&self) -> String {
+        let path = format!("/api/v1/shipments/{}/share", self.shipment);
+        let (status, body) = self.app.post(&self.admin, &path, json!({})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// A socket subscribed to the shipment, opened with `query` (`share=…` or `token=…`).
+    async fn watcher(&self, app: &TestApp, query: &str) -> WsClient {
+        let mut ws = app.ws(query).await;
+        let topic = format!("shipment:{}", self.shipment);
+        let subscribed = ws.subscribe(&topic, None).await;
+        assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
+        ws
+    }
+
+    /// Creates a user through the API and signs them in; (id, session token).
+    async fn person(&self, email: &str, role: &str) -> (i64, String) {
+        let (status, user) = self
+            .app
+            .post(
+                &self.admin,
+                "/api/v1/users",
+                json!({"email": email, "password": "long enough", "role": role}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{user}");
+        assert_eq!(user["role"], role);
+        assert_eq!(user["disabled"], false);
+        (user["id"].as_i64().unwrap(), self.sign_in(email).await.1)
+    }
+
+    async fn sign_in(&self, email: &str) -> (StatusCode, String) {
+        let (status, body) = self
+            .app
+            .post(
+                "",
+                "/api/v1/auth/login",
+                json!({"email": email, "password": "long enough"}),
+            )
+            .await;
+        let token = body["token"].as_str().unwrap_or_default().to_owned();
+        (status, token)
+    }
+}
+
+async fn shipment_status(app: &TestApp, auth: &str, shipment: i64) -> StatusCode {
+    app.get(auth, &format!("/api/v1/shipments/{shipment}"))
+        .await
+        .0
+}
+
+#[sqlx::test]
+async fn revoking_a_share_link_closes_its_sockets_at_once_and_no_others(db: PgPool) {
+    let f = fleet(TestApp::spawn(db).await).await;
+    let revoked = f.share_link().await;
+    let kept = f.share_link().await;
+    let mut gone = f.watcher(&f.app, &format!("share={revoked}")).await;
+    let mut stays = f.watcher(&f.app, &format!("share={kept}")).await;
+
+    let (status, _) = f
+        .app
+        .call(
+            reqwest::Method::DELETE,
+            &f.admin,
+            &format!("/api/v1/shares/{revoked}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (code, reason) = gone.closed().await;
+    assert_eq!(code, REVOKED, "{reason}");
+
+    // The other link's socket lives on and still receives the shipment's positions.
+    let (status, _) = f
+        .app
+        .ingest(&f.ingest_token, step(0, chrono::Utc::now()))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let event = stays.next().await;
+    assert_eq!(event["type"], "position", "{event}");
+    stays.expect_quiet().await;
+
+    // The revoked link opens nothing any more.
+    let url = f
+        .app
+        .url(&format!("/api/v1/shipments/{}?share={revoked}", f.shipment));
+    assert_eq!(
+        f.app.http.get(url).send().await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let url = format!("ws://{}/api/v1/ws?share={revoked}", f.app.addr);
+    assert!(tokio_tungstenite::connect_async(url).await.is_err());
+}
+
+#[sqlx::test]
+async fn a_share_link_socket_closes_when_the_link_expires(db: PgPool) {
+    let f = fleet(TestApp::spawn(db).await).await;
+    let link = f.share_link().await;
+    // Links last at least a minute through the API; this one is made to end in a moment.
+    sqlx::query("UPDATE share_links SET expires_at = now() + interval '1.5 seconds'")
+        .execute(&f.app.db)
+        .await
+        .unwrap();
+    let mut ws = f.watcher(&f.app, &format!("share={link}")).await;
+    let (code, reason) = ws.closed().await;
+    assert_eq!(code, REVOKED);
+    assert!(reason.contains("expired"), "{reason}");
+}
+
+#[sqlx::test]
+async fn disabling_a_user_closes_their_sockets_and_ends_every_session(db: PgPool) {
+    let f = fleet(TestApp::spawn(db).await).await;
+    let (id, session) = f.person("dispatch@acme.test", "dispatcher").await;
+    let (_, other) = f.person("other@acme.test", "dispatcher").await;
+    let mut theirs = f.watcher(&f.app, &format!("token={session}")).await;
+    let mut others = f.watcher(&f.app, &format!("token={other}")).await;
+    assert_eq!(
+        shipment_status(&f.app, &session, f.shipment).await,
+        StatusCode::OK
+    );
+
+    let (status, user) = f
+        .app
+        .patch(
+            &f.admin,
+            &format!("/api/v1/users/{id}"),
+            json!({"disabled": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{user}");
+    assert_eq!(user["disabled"], true);
+    assert_eq!(theirs.closed().await.0, REVOKED);
+    others.expect_quiet().await;
+
+    assert_eq!(
+        shipment_status(&f.app, &session, f.shipment).await,
+        StatusCode::UNAUTHORIZED,
+        "the session ended with the account"
+    );
+    assert_eq!(
+        f.sign_in("dispatch@acme.test").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Enabled again, they sign in afresh; the old session stays over.
+    let (status, _) = f
+        .app
+        .patch(
+            &f.admin,
+            &format!("/api/v1/users/{id}"),
+            json!({"disabled": false}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, fresh) = f.sign_in("dispatch@acme.test").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        shipment_status(&f.app, &fresh, f.shipment).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        shipment_status(&f.app, &session, f.shipment).await,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[sqlx::test]
+async fn a_new_role_takes_effect_at_once(db: PgPool) {
+    let f = fleet(TestApp::spawn(db).await).await;
+    let (id, session) = f.person("dispatch@acme.test", "dispatcher").await;
+    let mut ws = f.watcher(&f.app, &format!("token={session}")).await;
+    let (status, _) = f
+        .app
+        .patch(
+            &f.admin,
+            &format!("/api/v1/users/{id}"),
+            json!({"role": "driver"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        ws.closed().await.0,
+        REVOKED,
+        "the socket held a dispatcher's rights"
+    );
+    assert_eq!(
+        f.app.get(&session, "/api/v1/vehicles").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (_, fresh) = f.sign_in("dispatch@acme.test").await;
+    assert_eq!(
+        f.app.get(&fresh, "/api/v1/vehicles").await.0,
+        StatusCode::FORBIDDEN,
+        "a driver does not list the fleet"
+    );
+}
+
+#[sqlx::test]
+async fn signing_out_everywhere_ends_every_session_of_that_user_only(db: PgPool) {
+    let f = fleet(TestApp::spawn(db).await).await;
+    let (id, phone) = f.person("driver@acme.test", "driver").await;
+    let (_, laptop) = f.sign_in("driver@acme.test").await;
+    let mut ws = f.app.ws(&format!("token={phone}")).await;
+
+    let path = format!("/api/v1/users/{id}/sessions");
+    let (status, _) = f
+        .app
+        .call(reqwest::Method::DELETE, &laptop, &path, None)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NO_CONTENT,
+        "a user may sign themselves out"
+    );
+    assert_eq!(ws.closed().await.0, REVOKED);
+    for session in [&phone, &laptop] {
+        assert_eq!(
+            f.app.get(session, "/api/v1/driver").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        f.app.get(&f.admin, "/api/v1/auth/me").await.0,
+        StatusCode::OK,
+        "other users stay signed in"
+    );
+    let (status, fresh) = f.sign_in("driver@acme.test").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(f.app.get(&fresh, "/api/v1/driver").await.0, StatusCode::OK);
+}
+
+#[sqlx::test]
+async fn people_are_managed_by_their_own_organisations_admins_only(db: PgPool) {
+    let f = fleet(TestApp::spawn(db).await).await;
+    let (admin_id, _) = f
+        .app
+        .user("Acme", "second-admin@acme.test", Role::Admin)
+        .await;
+    let (dispatcher_id, dispatcher) = f.person("dispatch@acme.test", "dispatcher").await;
+    let (_, outsider) = f.app.user("Other Co", "boss@other.test", Role::Admin).await;
+    let users = "/api/v1/users";
+    let new = |email: &str| json!({"email": email, "password": "long enough", "role": "driver"});
+
+    let (status, body) = f.app.post(&dispatcher, users, new("x@acme.test")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = f.app.post(&f.admin, users, new("DISPATCH@acme.test")).await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "emails are unique whatever their case: {body}"
+    );
+    for (body, field) in [
+        (
+            json!({"email": "nobody", "password": "long enough", "role": "driver"}),
+            "email",
+        ),
+        (
+            json!({"email": "a@acme.test", "password": "short", "role": "driver"}),
+            "password",
+        ),
+        (
+            json!({"email": "a@acme.test", "password": "long enough", "role": "owner"}),
+            "",
+        ),
+        (
+            json!({"email": "a@acme.test", "password": "long enough", "role": "driver", "x": 1}),
+            "",
+        ),
+    ] {
+        let (status, answer) = f.app.post(&f.admin, users, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        if !field.is_empty() {
+            assert_eq!(answer["error"]["field"], field, "{answer}");
+        }
+    }
+
+    // Another organisation's admin neither sees nor changes Acme's people.
+    let path = format!("/api/v1/users/{dispatcher_id}");
+    let (status, _) = f
+        .app
+        .patch(&outsider, &path, json!({"disabled": true}))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, listed) = f.app.get(&outsider, users).await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    let sessions = format!("{path}/sessions");
+    let (status, _) = f
+        .app
+        .call(reqwest::Method::DELETE, &outsider, &sessions, None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        f.app.get(&dispatcher, "/api/v1/auth/me").await.0,
+        StatusCode::OK
+    );
+
+    // A dispatcher may not sign others out; nobody may lock themselves out.
+    let other_sessions = format!("/api/v1/users/{admin_id}/sessions");
+    let (status, _) = f
+        .app
+        .call(reqwest::Method::DELETE, &dispatcher, &other_sessions, None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, me) = f.app.get(&f.admin, "/api/v1/auth/me").await;
+    let me_path = format!("/api/v1/users/{}", me["id"]);
+    for change in [json!({"disabled": true}), json!({"role": "dispatcher"})] {
+        let (status, body) = f.app.patch(&f.admin, &me_path, change).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    }
+    let (status, body) = f.app.patch(&f.admin, &me_path, json!({})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    let (_, listed) = f.app.get(&f.admin, "/api/v1/users?role=dispatcher").await;
+    let emails: Vec<&Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| &u["email"])
+        .collect();
+    assert_eq!(emails, [&json!("dispatch@acme.test")]);
+}
+
+#[sqlx::test]
+async fn a_revoked_ingest_token_stops_working_at_once_on_every_instance(db: PgPool) {
+    let redis = std::env::var("REDIS_URL").expect("REDIS_URL (scripts/test sets it)");
+    let shared = Some((redis, unique_prefix()));
+    let a = TestApp::spawn_instance(db.clone(), shared.clone()).await;
+    let b = TestApp::spawn_instance(db, shared).await;
+    let f = fleet(a).await;
+    let now = chrono::Utc::now();
+    // Instance b has the token cached from a first post.
+    assert_eq!(
+        b.ingest(&f.ingest_token, step(0, now)).await.0,
+        StatusCode::OK
+    );
+
+    let path = format!("/api/v1/vehicles/{}/token", f.vehicle);
+    let (status, _) = f
+        .app
+        .call(reqwest::Method::DELETE, &f.admin, &path, None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    // A Traccar heartbeat authenticates but stores nothing: it shows when instance b has heard
+    // of the revocation, without a position slipping in meanwhile.
+    let heartbeat =
+        json!({"device_id": f.ingest_token, "location": {"timestamp": now.to_rfc3339()}});
+    // Well within the 10 s its token cache would otherwise trust the token for.
+    let heard = wait_until("instance b refuses the revoked token", || async {
+        let res = b
+            .http
+            .post(b.url("/api/v1/osmand"))
+            .json(&heartbeat)
+            .send()
+            .await
+            .unwrap();
+        res.status() == StatusCode::UNAUTHORIZED
+    });
+    tokio::time::timeout(std::time::Duration::from_secs(3), heard)
+        .await
+        .expect("the revocation reached instance b at once");
+    for app in [&f.app, &b] {
+        assert_eq!(
+            app.ingest(&f.ingest_token, step(1, now)).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM positions")
+        .fetch_one(&f.app.db)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1, "nothing was stored with the revoked token");
+
+    // Rotating gives the vehicle a working token again.
+    let (status, body) = f.app.post(&f.admin, &path, json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let fresh = body["ingest_token"].as_str().unwrap();
+    assert_eq!(b.ingest(fresh, step(3, now)).await.0, StatusCode::OK);
+}
+
+#[sqlx::test]
+async fn disabling_a_user_on_one_instance_closes_their_socket_on_another(db: PgPool) {
+    let redis = std::env::var("REDIS_URL").expect("REDIS_URL (scripts/test sets it)");
+    let shared = Some((redis, unique_prefix()));
+    let a = TestApp::spawn_instance(db.clone(), shared.clone()).await;
+    let b = TestApp::spawn_instance(db, shared).await;
+    let f = fleet(a).await;
+    let (id, session) = f.person("dispatch@acme.test", "dispatcher").await;
+    let link = f.share_link().await;
+    let mut user_socket = f.watcher(&b, &format!("token={session}")).await;
+    let mut link_socket = f.watcher(&b, &format!("share={link}")).await;
+
+    let (status, _) = f
+        .app
+        .patch(
+            &f.admin,
+            &format!("/api/v1/users/{id}"),
+            json!({"disabled": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(user_socket.closed().await.0, REVOKED);
+    let (status, _) = f
+        .app
+        .call(
+            reqwest::Method::DELETE,
+            &f.admin,
+            &format!("/api/v1/shares/{link}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(link_socket.closed().await.0, REVOKED);
+}

@@ -10,7 +10,7 @@ use axum::{
     Json,
 };
 use serde::{de::DeserializeOwned, Serialize};
-use serde_json::json;
+use serde_json::{json, Value};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -180,22 +180,80 @@ fn retry_after_s(wait: &std::time::Duration) -> u64 {
     wait.as_secs_f64().ceil().max(1.0) as u64
 }
 
-/// `Json` whose rejections are [`AppError`]s, so malformed bodies get the API's error shape.
+/// A JSON request body, checked by [`from_json`]; malformed bodies get the API's error shape.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
 where
-    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    T: DeserializeOwned,
+    Json<Value>: FromRequest<S, Rejection = JsonRejection>,
     S: Send + Sync,
 {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        let Json(value) = Json::<Value>::from_request(req, state)
+            .await
+            .map_err(json_rejection)?;
+        from_json(value).map(ApiJson)
+    }
+}
+
+/// Numbers beyond this are not exact as floats, so a float is taken for an integer only below it.
+const EXACT_FLOAT_INTEGER: f64 = 9_007_199_254_740_992.0;
+
+/// A request body as `T`. The body must be an object (serde would also build a struct from an
+/// array); a whole number written as a float (`3.0`, as some JSON encoders write it) counts as
+/// the integer; and no string may hold the NUL character, which PostgreSQL cannot store. A
+/// type error names the field's path.
+pub fn from_json<T: DeserializeOwned>(mut value: Value) -> AppResult<T> {
+    if !value.is_object() {
+        return Err(AppError::Malformed("the body must be a JSON object".into()));
+    }
+    if contains_nul(&value) {
+        return Err(AppError::Malformed(
+            "text may not contain the NUL character (\\u0000)".into(),
+        ));
+    }
+    integral_floats(&mut value);
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            AppError::Malformed(inner.to_string())
+        } else {
+            AppError::Malformed(format!("{path}: {inner}"))
         }
+    })
+}
+
+/// Whether any string or key in `value` holds the NUL character, which PostgreSQL's text and
+/// jsonb cannot store.
+pub fn contains_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(contains_nul),
+        Value::Object(fields) => fields
+            .iter()
+            .any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        _ => false,
+    }
+}
+
+/// Turns whole numbers written as floats into integers.
+fn integral_floats(value: &mut Value) {
+    match value {
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|_| n.is_f64()) {
+                if f.fract() == 0.0 && f.abs() < EXACT_FLOAT_INTEGER {
+                    *value = Value::from(f as i64);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats),
+        Value::Object(fields) => fields.values_mut().for_each(integral_floats),
+        _ => {}
     }
 }
 

@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, DurationRound, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::error::AppError;
+use crate::error::{contains_nul, AppError};
 
 /// Most extra attributes one position may carry.
 pub const MAX_ATTRIBUTES: usize = 32;
@@ -97,6 +97,17 @@ impl NewPosition {
 
     /// The range checks every ingest format shares.
     pub fn validate(&self, now: DateTime<Utc>) -> Result<(), AppError> {
+        if let Some(attributes) = &self.attributes {
+            if attributes
+                .iter()
+                .any(|(k, v)| k.contains('\0') || contains_nul(v))
+            {
+                return Err(AppError::validation(
+                    "attributes",
+                    "attributes may not contain the NUL character",
+                ));
+            }
+        }
         check_range("lat", self.lat, -90.0, 90.0)?;
         check_range("lon", self.lon, -180.0, 180.0)?;
         if let Some(v) = self.accuracy {

@@ -15,7 +15,7 @@ use sqlx::PgPool;
 
 use crate::{
     auth::{token, CurrentUser, Revoked, Role, Viewer},
-    error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
+    error::{from_json, ApiJson, ApiPath, ApiQuery, AppError, AppResult},
     position::{Position, PositionRow, POSITION_COLUMNS},
     AppState,
 };
@@ -567,7 +567,9 @@ async fn share(
     let body: NewShare = if body.is_empty() {
         NewShare::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| AppError::Malformed(e.to_string()))?
+        let value =
+            serde_json::from_slice(&body).map_err(|e| AppError::Malformed(e.to_string()))?;
+        from_json(value)?
     };
     let expires_in = body.expires_in_s.unwrap_or(86_400);
     if !(60..=30 * 86_400).contains(&expires_in) {

@@ -99,6 +99,12 @@ fn check_body(body: &str) -> AppResult<&str> {
     if body.is_empty() {
         return Err(AppError::validation("body", "a message cannot be empty"));
     }
+    if body.contains('\0') {
+        return Err(AppError::validation(
+            "body",
+            "a message may not contain the NUL character",
+        ));
+    }
     if body.chars().count() > MAX_BODY_CHARS {
         return Err(AppError::validation(
             "body",

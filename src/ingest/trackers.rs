@@ -6,7 +6,7 @@ use axum::{
     body::Bytes,
     extract::{rejection::BytesRejection, State},
     http::{header, HeaderMap, Method, StatusCode, Uri},
-    routing::{any, post},
+    routing::{get, post},
     Json, Router,
 };
 use base64::Engine;
@@ -26,7 +26,7 @@ const EPOCH_MS_FROM: f64 = 2_147_483_647.0;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/osmand", any(osmand))
+        .route("/osmand", get(osmand).post(osmand))
         .route("/owntracks", post(owntracks))
 }
 

@@ -170,8 +170,22 @@ fn tile_source(tile_url: &str) -> Option<String> {
 
 /// Where browsers report what the policy blocked: logged, so a page that breaks under the
 /// policy shows up in the logs.
-pub async fn csp_report(State(state): State<AppState>, body: axum::body::Bytes) -> Response {
-    let report = String::from_utf8_lossy(&body[..body.len().min(4096)]).into_owned();
+pub async fn csp_report(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let body = &body[..body.len().min(MAX_CSP_REPORT)];
+    let reporting_api = headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/reports+json"));
+    if !is_csp_report(body, reporting_api) {
+        return AppError::Malformed(
+            "a report is a JSON object, or an array of objects (the Reporting API)".into(),
+        )
+        .into_response();
+    }
+    let report = String::from_utf8_lossy(body).into_owned();
     tracing::warn!(report = %report, "content security policy violation");
     state
         .csp_reports
@@ -179,9 +193,52 @@ pub async fn csp_report(State(state): State<AppState>, body: axum::body::Bytes) 
     axum::http::StatusCode::NO_CONTENT.into_response()
 }
 
+/// The part of a violation report that is read and logged.
+const MAX_CSP_REPORT: usize = 4096;
+
+/// What browsers send: `{"csp-report": {…}}` for `report-uri`, and for the Reporting API
+/// (`application/reports+json`) an array of report objects. A report cut at the size limit is
+/// still logged.
+fn is_csp_report(body: &[u8], reporting_api: bool) -> bool {
+    let opening = if reporting_api { b'[' } else { b'{' };
+    if body.len() == MAX_CSP_REPORT {
+        return body.first() == Some(&opening);
+    }
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(_)) => !reporting_api,
+        Ok(serde_json::Value::Array(items)) => {
+            reporting_api && !items.is_empty() && items.iter().all(|i| i.is_object())
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn violation_reports_are_json_objects_or_arrays_of_them() {
+        assert!(is_csp_report(b"{\"csp-report\": {}}", false));
+        assert!(is_csp_report(b"[{\"type\": \"csp-violation\"}]", true));
+        for bad in [&b""[..], b"null", b"[null, null]", b"[]", b"\"x\"", b"{"] {
+            assert!(
+                !is_csp_report(bad, false),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+            assert!(
+                !is_csp_report(bad, true),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert!(
+            !is_csp_report(b"{}", true),
+            "the Reporting API sends arrays"
+        );
+        assert!(!is_csp_report(b"[{}]", false), "report-uri sends an object");
+    }
 
     #[test]
     fn tile_servers_become_image_sources() {

@@ -9,7 +9,10 @@ use std::{
 
 use axum::{
     extract::{
-        ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade},
+        ws::{
+            rejection::WebSocketUpgradeRejection, CloseFrame, Message, Utf8Bytes, WebSocket,
+            WebSocketUpgrade,
+        },
         Query, State,
     },
     http::HeaderMap,
@@ -65,7 +68,7 @@ async fn upgrade(
     State(state): State<AppState>,
     Query(auth): Query<WsAuth>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, AppError> {
     let viewer = match (auth.share, auth.token) {
         (Some(share), _) => Viewer::Share(ShareAccess::lookup(&state.db, &share).await?),
@@ -82,6 +85,12 @@ async fn upgrade(
             "this origin may not open a WebSocket here",
         ));
     }
+    let ws = ws.map_err(|e| {
+        AppError::Malformed(format!(
+            "this endpoint speaks WebSocket only: {}",
+            e.body_text()
+        ))
+    })?;
     let tracker = state.tracker.clone();
     Ok(ws
         .max_message_size(MAX_FRAME_BYTES)

@@ -809,9 +809,10 @@ async fn a_vehicle_can_have_its_own_limits(db: PgPool) {
             &format!("/api/v1/vehicles/{}/alert-settings", f.vehicle),
         )
         .await;
+    // As JSON numbers: the API reads a whole float as the integer it is.
     assert_eq!(
         shown["overrides"],
-        json!({"speed_limit_mps": 15.0, "overspeed_min_s": 0})
+        json!({"speed_limit_mps": 15, "overspeed_min_s": 0})
     );
     assert_eq!(shown["effective"]["speed_limit_mps"], 15.0);
     assert_eq!(

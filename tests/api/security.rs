@@ -191,3 +191,57 @@ async fn a_vehicle_over_its_ingest_rate_gets_429_and_nothing_is_stored(db: PgPoo
     assert_eq!(app.ingest(&other, step(0, base)).await.0, StatusCode::OK);
     assert_eq!(app.count_positions().await, 4);
 }
+
+#[sqlx::test]
+async fn bodies_that_are_not_objects_or_hold_nul_get_400_and_store_nothing(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (_, admin) = app.user("Acme", "admin@acme.test", Role::Admin).await;
+    let (vehicle, token) = app.vehicle(&admin, "Van 1").await;
+    let now = Utc::now();
+
+    // serde would build a struct from an array; the API takes objects only.
+    let (status, body) = app
+        .post(&admin, "/api/v1/vehicles", json!(["Van 2", "mps"]))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], "malformed");
+    let (_, listed) = app.get(&admin, "/api/v1/vehicles").await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+
+    // PostgreSQL cannot store NUL: refused up front, not failed in the database with a 500.
+    let shipment = json!({
+        "reference": "SHP\u{0}1",
+        "origin": {"lat": 48.1, "lon": 11.5},
+        "destination": {"lat": 48.2, "lon": 11.6},
+    });
+    let (status, body) = app.post(&admin, "/api/v1/shipments", shipment).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let mut position = step(0, now);
+    position["note"] = json!("a\u{0}b");
+    let (status, body) = app.ingest(&token, position).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["field"], "attributes", "{body}");
+    let url = app.url(&format!(
+        "/api/v1/osmand?id={token}&lat=48.1&lon=11.5&timestamp={}&note=a%00b",
+        now.timestamp()
+    ));
+    let res = app.http.get(url).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(app.count_positions().await, 0);
+
+    // A whole number written as a float is the integer.
+    let (status, body) = app
+        .post(
+            &admin,
+            "/api/v1/shipments",
+            json!({
+                "reference": "SHP-2",
+                "origin": {"lat": 48.1, "lon": 11.5},
+                "destination": {"lat": 48.2, "lon": 11.6},
+                "vehicle_id": vehicle as f64,
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["vehicle_id"], vehicle);
+}

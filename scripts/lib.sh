@@ -98,20 +98,26 @@ pg_superuser() {
     -c 'SELECT rolsuper FROM pg_roles WHERE rolname = current_user' 2>/dev/null)" = t ]
 }
 
+# PostgreSQL's server programs and the matching PostGIS; sets PG_VERSION and WAYMARK_PG_BIN.
+# The fault tests run a cluster of their own with them, even when DATABASE_URL names a server.
+install_postgres() {
+  need_pkgs postgresql
+  PG_VERSION=$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$PG_VERSION" ] || die "postgresql is installed but /usr/lib/postgresql names no version"
+  need_pkgs "postgresql-$PG_VERSION-postgis-3"
+  export WAYMARK_PG_BIN=/usr/lib/postgresql/$PG_VERSION/bin
+}
+
 # The server and #[sqlx::test] need PostgreSQL with PostGIS. With DATABASE_URL given, waits for
 # it to answer. Otherwise installs PostgreSQL and the matching PostGIS, starts the cluster, makes
 # the superuser role waymark (password waymark) and its database, and exports DATABASE_URL.
 ensure_postgres() {
+  install_postgres
+  local ver=$PG_VERSION port status url
   if [ -n "${DATABASE_URL:-}" ]; then
-    command -v pg_isready >/dev/null || need_pkgs postgresql-client
     wait_for "PostgreSQL at DATABASE_URL" 60 pg_isready -q -d "$DATABASE_URL"
     return 0
   fi
-  need_pkgs postgresql
-  local ver port status url
-  ver=$(find /etc/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort -V | tail -n 1)
-  [ -n "$ver" ] || die "postgresql is installed but /etc/postgresql names no version"
-  need_pkgs "postgresql-$ver-postgis-3"
   if ! pg_lsclusters -h | awk -v v="$ver" '$1 == v && $2 == "main" { f = 1 } END { exit !f }'; then
     step "creating the PostgreSQL $ver cluster main"
     as_root pg_createcluster "$ver" main

@@ -6,6 +6,7 @@ mod chat;
 mod chat_live;
 mod deploy;
 mod driver;
+mod faults;
 mod filters;
 mod ingest;
 mod instances;

@@ -6,7 +6,7 @@ use serde_json::json;
 use sqlx::PgPool;
 use waymark::auth::Role;
 
-use crate::support::{step, TestApp};
+use crate::support::{step, TestApp, PATIENCE};
 
 #[sqlx::test]
 async fn pages_and_api_answers_carry_the_security_headers(db: PgPool) {
@@ -244,4 +244,25 @@ async fn bodies_that_are_not_objects_or_hold_nul_get_400_and_store_nothing(db: P
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["vehicle_id"], vehicle);
+}
+
+#[sqlx::test]
+async fn a_request_over_the_time_limit_answers_503_and_the_server_goes_on(db: PgPool) {
+    let app = TestApp::spawn_with(db.clone(), None, &["--request-timeout-s", "1"]).await;
+    let (_, admin) = app.user("Acme", "admin@acme.test", Role::Admin).await;
+    // A transaction holding the vehicles table makes the listing wait on the database.
+    let mut blocker = db.begin().await.unwrap();
+    sqlx::query("LOCK TABLE vehicles IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    // Without the limit this would wait for as long as the lock is held: until the test fails.
+    let (status, body) = tokio::time::timeout(PATIENCE, app.get(&admin, "/api/v1/vehicles"))
+        .await
+        .expect("answered at the limit, while the database still holds the request");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "timeout", "{body}");
+    blocker.rollback().await.unwrap();
+    let (status, body) = app.get(&admin, "/api/v1/vehicles").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }

@@ -131,13 +131,15 @@ async fn nearby(
             "limit must be between 1 and 100",
         ));
     }
-    // ST_DWithin uses the GiST index on last_point; `<->` orders by the index as well.
+    // ST_DWithin uses the GiST index on last_point. The matches are ordered by their distance
+    // rather than by the index's `<->`: PostGIS's geography index ordering fails near the poles
+    // ("index returned tuples in wrong order"), and the radius keeps the sort small.
     let rows: Vec<Near> = sqlx::query_as(
         "SELECT id, name, speed_unit, created_at, last_position,
                 ST_Distance(last_point, ref.p) AS distance_m
          FROM vehicles, (SELECT ST_SetSRID(ST_MakePoint($2, $3), 4326)::geography AS p) AS ref
          WHERE organisation_id = $1 AND ST_DWithin(last_point, ref.p, $4)
-         ORDER BY last_point <-> ref.p LIMIT $5",
+         ORDER BY distance_m, id LIMIT $5",
     )
     .bind(user.organisation_id)
     .bind(q.lon)

@@ -407,6 +407,19 @@ async fn fleet_bbox_and_nearby_search_use_current_positions(db: PgPool) {
     assert_eq!(order, ["Munich", "Augsburg"]);
     let d = near[0]["distance_m"].as_f64().unwrap();
     assert!((15_000.0..20_000.0).contains(&d), "{d}");
+    // At the pole too, where PostGIS's geography index returns its order wrong.
+    for (name, lon) in [("Pole east", -180.0), ("Pole west", 0.0)] {
+        let (_, token) = app.vehicle(&jwt, name).await;
+        app.ingest(&token, json!({"lat": -90.0, "lon": lon})).await;
+    }
+    let (status, pole) = app
+        .get(
+            &jwt,
+            "/api/v1/vehicles/nearby?lat=-90&lon=180&radius_m=10000",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{pole}");
+    assert_eq!(pole.as_array().map(Vec::len), Some(2), "{pole}");
     assert_eq!(
         app.get(&jwt, "/api/v1/vehicles/nearby?lat=95&lon=0")
             .await

@@ -55,14 +55,17 @@ async fn login(
     // Both limits count every attempt: guessing one account's password, and trying many
     // accounts from one address, are slowed alike.
     let limits = &state.limits;
+    let fanout = state.tracking.fanout.as_deref();
+    let account = body.email.trim().to_lowercase();
     limits
         .login_address
-        .check(&address)
-        .and_then(|()| {
-            limits
-                .login_account
-                .check(&body.email.trim().to_lowercase())
-        })
+        .check_shared(fanout, "login-address", &address)
+        .await
+        .map_err(AppError::RateLimited)?;
+    limits
+        .login_account
+        .check_shared(fanout, "login-account", &account)
+        .await
         .map_err(AppError::RateLimited)?;
     let row: Option<Account> = sqlx::query_as(
         "SELECT u.id, u.organisation_id, u.email, u.password_hash, u.role, o.name AS organisation,

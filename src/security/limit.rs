@@ -1,6 +1,9 @@
-//! Rate limits: a token bucket per key (an account, an address, a vehicle), kept in memory.
-//! Each instance limits what it sees, so behind a load balancer that spreads one client over
-//! several instances the limit is the per-instance one times those instances.
+//! Rate limits: a token bucket per key (an account, an address, a vehicle). Sign-in buckets are
+//! kept in Redis when there is one, shared by every instance, so that a load balancer spreading
+//! one guesser over several instances does not multiply the limit; without Redis (or while it
+//! does not answer) each instance limits what it sees. Ingest and chat buckets are per instance:
+//! they are checked on every request, and a round trip to Redis each time would cost more than
+//! the limit is worth there.
 use std::{
     collections::HashMap,
     hash::Hash,
@@ -11,7 +14,7 @@ use std::{
 
 use axum::http::HeaderMap;
 
-use crate::config::ServeConfig;
+use crate::{config::ServeConfig, tracking::Fanout};
 
 /// Past this many keys, full buckets (clients at rest) are forgotten.
 const MAX_KEYS: usize = 100_000;
@@ -40,6 +43,32 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
 
     pub fn per_minute(per_minute: u32, burst: u32) -> Self {
         Self::new(f64::from(per_minute) / 60.0, burst)
+    }
+
+    /// Takes one token for `key` from the bucket every instance shares (named `kind:key` in
+    /// Redis), or from this instance's own when there is no Redis or it does not answer.
+    pub async fn check_shared(
+        &self,
+        fanout: Option<&Fanout>,
+        kind: &str,
+        key: &K,
+    ) -> Result<(), Duration>
+    where
+        K: std::fmt::Display,
+    {
+        if self.per_second <= 0.0 {
+            return Ok(());
+        }
+        if let Some(fanout) = fanout {
+            let name = format!("{kind}:{key}");
+            if let Some(taken) = fanout
+                .take_shared_token(&name, self.per_second, self.burst)
+                .await
+            {
+                return taken;
+            }
+        }
+        self.check(key)
     }
 
     /// Takes one token for `key`, or says how long until one is free.

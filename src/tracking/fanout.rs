@@ -197,6 +197,30 @@ impl Fanout {
         self.run::<()>(&pipe).await;
     }
 
+    /// Takes a token from the bucket `name` that every instance shares: `Some(Ok)` if one was
+    /// free, `Some(Err(wait))` if not, none if Redis does not answer. The bucket refills at
+    /// `per_second` up to `burst`, by Redis's clock, so the instances' clocks need not agree.
+    pub async fn take_shared_token(
+        &self,
+        name: &str,
+        per_second: f64,
+        burst: f64,
+    ) -> Option<Result<(), Duration>> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVAL")
+            .arg(TOKEN_BUCKET)
+            .arg(1)
+            .arg(format!("{}:limit:{name}", self.prefix))
+            .arg(per_second / 1000.0)
+            .arg(burst);
+        let (wait_ms,): (u64,) = self.run(&pipe).await?;
+        Some(if wait_ms == 0 {
+            Ok(())
+        } else {
+            Err(Duration::from_millis(wait_ms))
+        })
+    }
+
     /// Records (`Some(true)`), removes (`Some(false)`) or leaves alone (`None`) this instance's
     /// entry for `participant`, then returns who is in the conversation on any instance, by key;
     /// none if Redis does not answer.
@@ -535,6 +559,23 @@ impl Fanout {
         });
     }
 }
+
+/// A token bucket in a Redis hash (`t` tokens, `at` ms): takes one token and returns 0, or
+/// returns how many milliseconds until one is free. ARGV: tokens per ms, burst.
+const TOKEN_BUCKET: &str = r"
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local b = redis.call('HMGET', KEYS[1], 't', 'at')
+local tokens = tonumber(b[1]) or burst
+local at = tonumber(b[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = math.ceil((1 - tokens) / rate) end
+redis.call('HSET', KEYS[1], 't', tostring(tokens), 'at', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate) + 1000)
+return wait
+";
 
 /// Milliseconds since the epoch, the presence entries' scores.
 fn now_ms() -> u64 {

@@ -6,7 +6,7 @@ use serde_json::json;
 use sqlx::PgPool;
 use waymark::auth::Role;
 
-use crate::support::{step, TestApp, PATIENCE};
+use crate::support::{step, unique_prefix, TestApp, PATIENCE};
 
 #[sqlx::test]
 async fn pages_and_api_answers_carry_the_security_headers(db: PgPool) {
@@ -162,6 +162,33 @@ async fn guessing_a_password_is_slowed_with_429_and_retry_after(db: PgPool) {
         }
     }
     assert!(limited, "one address cannot try accounts without end");
+}
+
+#[sqlx::test]
+async fn sign_in_limits_hold_across_instances_sharing_redis(db: PgPool) {
+    let redis = std::env::var("REDIS_URL").expect("REDIS_URL (scripts/test sets it)");
+    let shared = Some((redis, unique_prefix()));
+    let slow = [
+        "--login-rate-per-account",
+        "1",
+        "--login-rate-per-address",
+        "1",
+    ];
+    let a = TestApp::spawn_with(db.clone(), shared.clone(), &slow).await;
+    let b = TestApp::spawn_with(db, shared, &slow).await;
+    a.user("Acme", "dispatch@acme.test", Role::Dispatcher).await;
+    // The account's burst is ten, one of them spent signing in above. Spread over two
+    // instances, nine more wrong guesses use up the rest: each instance alone saw at most six.
+    for i in 0..9 {
+        let app = if i % 2 == 0 { &b } else { &a };
+        let res = login(app, "dispatch@acme.test", "wrong").await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "guess {i}");
+    }
+    for app in [&a, &b] {
+        let res = login(app, "dispatch@acme.test", "correct horse").await;
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(res.headers().contains_key(header::RETRY_AFTER));
+    }
 }
 
 #[sqlx::test]

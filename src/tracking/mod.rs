@@ -2,6 +2,7 @@
 //! to other instances through Redis ([`Fanout`]), and delivered by the [`Hub`] to WebSocket
 //! sessions, each with a bounded outbox. The session speaks the protocol in docs/API.md.
 mod fanout;
+pub(crate) mod frame;
 mod hub;
 mod outbox;
 mod presence;

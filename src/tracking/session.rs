@@ -25,6 +25,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::frame::{self, ClientFrame};
 use super::{replay, Outbox, Subscription, Topic, TopicKey};
 use crate::{
     alerts,
@@ -108,71 +109,6 @@ async fn upgrade(
             })
         }))
 }
-
-/// A client frame. Unknown types are answered with `unknown_type`.
-#[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum ClientFrame {
-    Subscribe {
-        topic: String,
-        since: Option<i64>,
-        #[serde(rename = "ref")]
-        reference: Option<Value>,
-    },
-    Unsubscribe {
-        topic: String,
-        #[serde(rename = "ref")]
-        reference: Option<Value>,
-    },
-    Ping {
-        #[serde(rename = "ref")]
-        reference: Option<Value>,
-    },
-    Acknowledge {
-        alert_id: i64,
-        #[serde(rename = "ref")]
-        reference: Option<Value>,
-    },
-    ChatSend {
-        topic: String,
-        client_id: String,
-        body: String,
-        #[serde(rename = "ref")]
-        reference: Option<Value>,
-    },
-    ChatEdit {
-        id: i64,
-        body: String,
-        #[serde(rename = "ref")]
-        reference: Option<Value>,
-    },
-    ChatDelete {
-        id: i64,
-        #[serde(rename = "ref")]
-        reference: Option<Value>,
-    },
-    ChatReact {
-        id: i64,
-        emoji: String,
-        #[serde(rename = "ref")]
-        reference: Option<Value>,
-    },
-    ChatRead {
-        topic: String,
-        seq: i64,
-        #[serde(rename = "ref")]
-        reference: Option<Value>,
-    },
-    Typing {
-        topic: String,
-        #[serde(rename = "ref")]
-        reference: Option<Value>,
-    },
-}
-
-/// The client frame types, as the `unknown_type` error lists them.
-const FRAME_TYPES: &str = "subscribe, unsubscribe, ping, acknowledge, chat_send, chat_edit, \
-     chat_delete, chat_react, chat_read or typing";
 
 struct Session {
     state: AppState,
@@ -330,41 +266,10 @@ impl Session {
     }
 
     async fn on_text(&mut self, text: &str) -> Flow {
-        let value: Value = match serde_json::from_str(text) {
-            Ok(v) => v,
-            Err(_) => {
-                self.error("bad_frame", "a frame must be a JSON object", None);
-                return Flow::Continue;
-            }
-        };
-        let reference = value.get("ref").cloned();
-        let known = matches!(
-            value.get("type").and_then(Value::as_str),
-            Some(
-                "subscribe"
-                    | "unsubscribe"
-                    | "ping"
-                    | "acknowledge"
-                    | "chat_send"
-                    | "chat_edit"
-                    | "chat_delete"
-                    | "chat_react"
-                    | "chat_read"
-                    | "typing"
-            )
-        );
-        let frame = match serde_json::from_value::<ClientFrame>(value) {
+        let frame = match frame::decode(text) {
             Ok(f) => f,
-            Err(e) if known => {
-                self.error("bad_frame", &e.to_string(), reference);
-                return Flow::Continue;
-            }
-            Err(_) => {
-                self.error(
-                    "unknown_type",
-                    &format!("type must be {FRAME_TYPES}"),
-                    reference,
-                );
+            Err(e) => {
+                self.error(e.code, &e.message, e.reference);
                 return Flow::Continue;
             }
         };

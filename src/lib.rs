@@ -18,6 +18,8 @@ pub mod db;
 pub mod driver;
 pub mod error;
 pub mod fleet;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod ingest;
 pub mod metrics;
 pub mod pages;

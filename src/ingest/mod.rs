@@ -4,7 +4,7 @@
 mod filter;
 #[cfg(test)]
 mod properties;
-mod trackers;
+pub(crate) mod trackers;
 mod writer;
 
 pub use filter::{judge, FilterReason, FilterSettings, LastFix};

@@ -1,7 +1,7 @@
 //! Property tests of the ingest parsers: whatever bytes a device sends, parsing never panics,
 //! and a position that parses is inside every range the rest of the server relies on. Unit
 //! conversions agree with each other.
-use chrono::{Duration, Utc};
+use chrono::Utc;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -9,35 +9,7 @@ use super::{
     parse_native,
     trackers::{parse_form, parse_osmand, parse_owntracks, parse_traccar},
 };
-use crate::position::{to_micros, NewPosition, MAX_FUTURE};
-
-/// What every accepted position guarantees.
-fn assert_in_range(p: &NewPosition) {
-    let now = Utc::now();
-    assert!(
-        p.lat.is_finite() && (-90.0..=90.0).contains(&p.lat),
-        "{p:?}"
-    );
-    assert!(
-        p.lon.is_finite() && (-180.0..=180.0).contains(&p.lon),
-        "{p:?}"
-    );
-    assert!(
-        p.recorded_at <= now + MAX_FUTURE + Duration::minutes(1),
-        "{p:?}"
-    );
-    assert!(p.recorded_at.timestamp() >= 946_684_800, "{p:?}");
-    for (v, lo, hi) in [
-        (p.accuracy, 0.0, f64::MAX),
-        (p.speed, 0.0, f64::MAX),
-        (p.heading, 0.0, 360.0),
-        (p.battery, 0.0, 100.0),
-    ] {
-        if let Some(v) = v {
-            assert!(v.is_finite() && v >= lo && v <= hi, "{p:?}");
-        }
-    }
-}
+use crate::{fuzzing::assert_in_range, position::to_micros};
 
 /// JSON values of the shapes devices send, with numbers, strings and nesting of every kind.
 fn any_json() -> impl Strategy<Value = Value> {

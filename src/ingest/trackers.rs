@@ -661,6 +661,7 @@ mod tests {
             (format!("lat=1&lon=1&timestamp={ahead}"), "timestamp"),
             ("lat=1&lon=1&batt=150".to_owned(), "batt"),
             ("lat=1&lon=1&bearing=400".to_owned(), "bearing"),
+            ("lat=1&lon=1&driver=a%00b".to_owned(), "attributes"),
         ];
         for (query, field) in cases {
             let err = osmand(&query, "knots", now).unwrap_err();

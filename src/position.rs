@@ -2,7 +2,7 @@
 //!
 //! A [`NewPosition`] that exists has a latitude, longitude and time inside their ranges; the
 //! writer and everything after it never see raw input.
-use chrono::{DateTime, Duration, DurationRound, TimeZone, Utc};
+use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -12,6 +12,8 @@ use crate::error::{contains_nul, AppError};
 pub const MAX_ATTRIBUTES: usize = 32;
 /// How far ahead of the server clock a device time may be before it is nonsense.
 pub const MAX_FUTURE: Duration = Duration::hours(24);
+/// The largest accuracy or speed: they are stored as 4-byte floats, where more is infinite.
+const FLOAT4_MAX: f64 = f32::MAX as f64;
 
 /// A device's position report, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -111,10 +113,10 @@ impl NewPosition {
         check_range("lat", self.lat, -90.0, 90.0)?;
         check_range("lon", self.lon, -180.0, 180.0)?;
         if let Some(v) = self.accuracy {
-            check_range("accuracy", v, 0.0, f64::MAX)?;
+            check_range("accuracy", v, 0.0, FLOAT4_MAX)?;
         }
         if let Some(v) = self.speed {
-            check_range("speed", v, 0.0, f64::MAX)?;
+            check_range("speed", v, 0.0, FLOAT4_MAX)?;
         }
         if let Some(v) = self.heading {
             check_range("heading", v, 0.0, 360.0)?;
@@ -150,9 +152,11 @@ impl NewPosition {
 }
 
 /// PostgreSQL keeps microseconds: trimming at the edge makes the time a device sent, the one
-/// stored and the one published the same value, which duplicate detection relies on.
+/// stored and the one published the same value, which duplicate detection relies on. A leap
+/// second (`:60`, which chrono reads at any minute) becomes the next second's start, as
+/// PostgreSQL stores it; published as `:60` it would differ, and browsers cannot parse it.
 pub fn to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
-    t.duration_trunc(Duration::microseconds(1)).unwrap_or(t)
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
 
 fn parse_rfc3339(s: &str) -> Result<DateTime<Utc>, AppError> {
@@ -194,8 +198,12 @@ fn check_range(field: &str, v: f64, min: f64, max: f64) -> Result<(), AppError> 
         ));
     }
     if v < min || v > max {
-        let message = if max == f64::MAX {
-            format!("{field} must not be negative")
+        let message = if max == FLOAT4_MAX {
+            if v < min {
+                format!("{field} must not be negative")
+            } else {
+                format!("{field} is too large")
+            }
         } else {
             format!("{field} must be between {min} and {max}")
         };
@@ -225,6 +233,8 @@ mod tests {
             (json!({"lat": 0, "lon": -180.5}), "lon"),
             (json!({"lat": 0, "lon": 0, "accuracy": -1}), "accuracy"),
             (json!({"lat": 0, "lon": 0, "speed": -0.1}), "speed"),
+            (json!({"lat": 0, "lon": 0, "speed": 1e39}), "speed"),
+            (json!({"lat": 0, "lon": 0, "accuracy": 3.5e38}), "accuracy"),
             (json!({"lat": 0, "lon": 0, "heading": 361}), "heading"),
             (json!({"lat": 0, "lon": 0, "battery": 101}), "battery"),
             (json!({"lat": "1", "lon": 0}), "lat"),
@@ -247,6 +257,21 @@ mod tests {
                 "input {input}"
             );
         }
+    }
+
+    #[test]
+    fn a_leap_second_is_stored_and_published_as_the_next_second() {
+        let now = Utc::now();
+        let at =
+            |s: &str| NewPosition::from_json(json!({"lat": 0, "lon": 0, "recorded_at": s}), now);
+        let leap = at("2016-12-31T23:59:60.25Z").unwrap().recorded_at;
+        assert_eq!(leap, at("2017-01-01T00:00:00.25Z").unwrap().recorded_at);
+        assert_eq!(leap.to_rfc3339(), "2017-01-01T00:00:00.250+00:00");
+        let any_minute = at("2025-06-15T13:45:60Z").unwrap().recorded_at;
+        assert_eq!(any_minute.to_rfc3339(), "2025-06-15T13:46:00+00:00");
+        // Below a microsecond is trimmed, as before.
+        let trimmed = at("2025-06-15T13:45:12.123456789Z").unwrap().recorded_at;
+        assert_eq!(trimmed.to_rfc3339(), "2025-06-15T13:45:12.123456+00:00");
     }
 
     #[test]

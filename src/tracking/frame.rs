@@ -91,9 +91,9 @@ pub struct FrameError {
     pub reference: Option<Value>,
 }
 
-/// Decodes a client text frame. Not JSON is `bad_frame`; a `type` outside [`KNOWN_TYPES`] (or
-/// none) is `unknown_type`; a known type whose fields do not fit is `bad_frame`, with serde's
-/// message.
+/// Decodes a client text frame. Not JSON is `bad_frame`; JSON other than an object with a
+/// `type` of [`KNOWN_TYPES`] is `unknown_type`; a known type whose fields do not fit is
+/// `bad_frame`, with serde's message.
 pub fn decode(text: &str) -> Result<ClientFrame, FrameError> {
     let value: Value = serde_json::from_str(text).map_err(|_| FrameError {
         code: "bad_frame",
@@ -105,20 +105,19 @@ pub fn decode(text: &str) -> Result<ClientFrame, FrameError> {
         .get("type")
         .and_then(Value::as_str)
         .is_some_and(|t| KNOWN_TYPES.contains(&t));
-    serde_json::from_value::<ClientFrame>(value).map_err(|e| {
-        if known {
-            FrameError {
-                code: "bad_frame",
-                message: e.to_string(),
-                reference,
-            }
-        } else {
-            FrameError {
-                code: "unknown_type",
-                message: format!("type must be {FRAME_TYPES}"),
-                reference,
-            }
-        }
+    // Only objects reach serde, which would also read an array as a frame: its first element
+    // the type, the rest the fields in order.
+    if !known {
+        return Err(FrameError {
+            code: "unknown_type",
+            message: format!("type must be {FRAME_TYPES}"),
+            reference,
+        });
+    }
+    serde_json::from_value::<ClientFrame>(value).map_err(|e| FrameError {
+        code: "bad_frame",
+        message: e.to_string(),
+        reference,
     })
 }
 
@@ -256,6 +255,9 @@ mod tests {
             (r#"{"type":5,"ref":"r"}"#, Some(json!("r"))),
             (r#"{"ref":null}"#, Some(Value::Null)),
             ("[]", None),
+            // serde alone would decode these as chat_delete and ping.
+            (r#"["chat_delete",7,7]"#, None),
+            (r#"["ping",{"n":1}]"#, None),
             (r#""ping""#, None),
             ("17", None),
         ];

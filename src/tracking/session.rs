@@ -189,7 +189,7 @@ impl Session {
                         }
                         sink.flush().await
                     };
-                                        let written = tokio::time::timeout(write_timeout, write).await;
+                    let written = tokio::time::timeout(write_timeout, write).await;
                     batch = Vec::new();
                     match written {
                         Ok(Ok(())) => {}
@@ -201,7 +201,7 @@ impl Session {
                     last_heard = Instant::now();
                     match msg {
                         Some(Ok(Message::Text(text))) => {
-                                                        // Boxed: handling a frame (a subscribe reads the database) needs far
+                            // Boxed: handling a frame (a subscribe reads the database) needs far
                             // more state than waiting does, and only while it runs.
                             if let Flow::Close(code, reason) = Box::pin(self.on_text(&text)).await {
                                 break Some((code, reason));

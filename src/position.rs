@@ -66,6 +66,9 @@ impl NewPosition {
             return Err(AppError::validation("", "a position must be a JSON object"));
         };
         let lat = take_number(&mut obj, "lat")?;
+        if obj.contains_key("lon") && obj.contains_key("lng") {
+            return Err(AppError::validation("lng", "give lon or lng, not both"));
+        }
         let lon = match take_number(&mut obj, "lon")? {
             Some(lon) => Some(lon),
             None => take_number(&mut obj, "lng")?,
@@ -220,6 +223,13 @@ mod tests {
     #[test]
     fn accepts_lng_alias_and_keeps_unknown_keys() {
         let now = Utc::now();
+        for both in [
+            json!({"lat": 1.5, "lon": 2.5, "lng": 181}),
+            json!({"lat": 1.5, "lon": null, "lng": 2.5}),
+        ] {
+            let refused = NewPosition::from_json(both, now).unwrap_err();
+            assert_eq!(refused.field(), Some("lng"), "one longitude only");
+        }
         let p = NewPosition::from_json(json!({"lat": 1.5, "lng": 2.5, "fix": "3d"}), now).unwrap();
         assert_eq!((p.lat, p.lon, p.recorded_at), (1.5, 2.5, to_micros(now)));
         assert_eq!(p.attributes.unwrap()["fix"], "3d");

@@ -65,6 +65,12 @@ impl Fleet {
         (user["id"].as_i64().unwrap(), self.sign_in(email).await.1)
     }
 
+    /// `PATCH /users/{id}` as the admin.
+    async fn change_user(&self, id: i64, change: Value) -> (StatusCode, Value) {
+        let path = format!("/api/v1/users/{id}");
+        self.app.patch(&self.admin, &path, change).await
+    }
+
     async fn sign_in(&self, email: &str) -> (StatusCode, String) {
         let (status, body) = self
             .app
@@ -95,12 +101,7 @@ async fn revoking_a_share_link_closes_its_sockets_at_once_and_no_others(db: PgPo
 
     let (status, _) = f
         .app
-        .call(
-            reqwest::Method::DELETE,
-            &f.admin,
-            &format!("/api/v1/shares/{revoked}"),
-            None,
-        )
+        .delete(&f.admin, &format!("/api/v1/shares/{revoked}"))
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (code, reason) = gone.closed().await;
@@ -155,14 +156,7 @@ async fn disabling_a_user_closes_their_sockets_and_ends_every_session(db: PgPool
         StatusCode::OK
     );
 
-    let (status, user) = f
-        .app
-        .patch(
-            &f.admin,
-            &format!("/api/v1/users/{id}"),
-            json!({"disabled": true}),
-        )
-        .await;
+    let (status, user) = f.change_user(id, json!({"disabled": true})).await;
     assert_eq!(status, StatusCode::OK, "{user}");
     assert_eq!(user["disabled"], true);
     assert_eq!(theirs.closed().await.0, REVOKED);
@@ -179,14 +173,7 @@ async fn disabling_a_user_closes_their_sockets_and_ends_every_session(db: PgPool
     );
 
     // Enabled again, they sign in afresh; the old session stays over.
-    let (status, _) = f
-        .app
-        .patch(
-            &f.admin,
-            &format!("/api/v1/users/{id}"),
-            json!({"disabled": false}),
-        )
-        .await;
+    let (status, _) = f.change_user(id, json!({"disabled": false})).await;
     assert_eq!(status, StatusCode::OK);
     let (status, fresh) = f.sign_in("dispatch@acme.test").await;
     assert_eq!(status, StatusCode::OK);
@@ -205,14 +192,7 @@ async fn a_new_role_takes_effect_at_once(db: PgPool) {
     let f = fleet(TestApp::spawn(db).await).await;
     let (id, session) = f.person("dispatch@acme.test", "dispatcher").await;
     let mut ws = f.watcher(&f.app, &format!("token={session}")).await;
-    let (status, _) = f
-        .app
-        .patch(
-            &f.admin,
-            &format!("/api/v1/users/{id}"),
-            json!({"role": "driver"}),
-        )
-        .await;
+    let (status, _) = f.change_user(id, json!({"role": "driver"})).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         ws.closed().await.0,
@@ -239,10 +219,7 @@ async fn signing_out_everywhere_ends_every_session_of_that_user_only(db: PgPool)
     let mut ws = f.app.ws(&format!("token={phone}")).await;
 
     let path = format!("/api/v1/users/{id}/sessions");
-    let (status, _) = f
-        .app
-        .call(reqwest::Method::DELETE, &laptop, &path, None)
-        .await;
+    let (status, _) = f.app.delete(&laptop, &path).await;
     assert_eq!(
         status,
         StatusCode::NO_CONTENT,
@@ -320,10 +297,7 @@ async fn people_are_managed_by_their_own_organisations_admins_only(db: PgPool) {
     let (_, listed) = f.app.get(&outsider, users).await;
     assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
     let sessions = format!("{path}/sessions");
-    let (status, _) = f
-        .app
-        .call(reqwest::Method::DELETE, &outsider, &sessions, None)
-        .await;
+    let (status, _) = f.app.delete(&outsider, &sessions).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(
         f.app.get(&dispatcher, "/api/v1/auth/me").await.0,
@@ -332,10 +306,7 @@ async fn people_are_managed_by_their_own_organisations_admins_only(db: PgPool) {
 
     // A dispatcher may not sign others out; nobody may lock themselves out.
     let other_sessions = format!("/api/v1/users/{admin_id}/sessions");
-    let (status, _) = f
-        .app
-        .call(reqwest::Method::DELETE, &dispatcher, &other_sessions, None)
-        .await;
+    let (status, _) = f.app.delete(&dispatcher, &other_sessions).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (_, me) = f.app.get(&f.admin, "/api/v1/auth/me").await;
     let me_path = format!("/api/v1/users/{}", me["id"]);
@@ -371,10 +342,7 @@ async fn a_revoked_ingest_token_stops_working_at_once_on_every_instance(db: PgPo
     );
 
     let path = format!("/api/v1/vehicles/{}/token", f.vehicle);
-    let (status, _) = f
-        .app
-        .call(reqwest::Method::DELETE, &f.admin, &path, None)
-        .await;
+    let (status, _) = f.app.delete(&f.admin, &path).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     // A Traccar heartbeat authenticates but stores nothing: it shows when instance b has heard
     // of the revocation, without a position slipping in meanwhile.
@@ -425,24 +393,12 @@ async fn disabling_a_user_on_one_instance_closes_their_socket_on_another(db: PgP
     let mut user_socket = f.watcher(&b, &format!("token={session}")).await;
     let mut link_socket = f.watcher(&b, &format!("share={link}")).await;
 
-    let (status, _) = f
-        .app
-        .patch(
-            &f.admin,
-            &format!("/api/v1/users/{id}"),
-            json!({"disabled": true}),
-        )
-        .await;
+    let (status, _) = f.change_user(id, json!({"disabled": true})).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(user_socket.closed().await.0, REVOKED);
     let (status, _) = f
         .app
-        .call(
-            reqwest::Method::DELETE,
-            &f.admin,
-            &format!("/api/v1/shares/{link}"),
-            None,
-        )
+        .delete(&f.admin, &format!("/api/v1/shares/{link}"))
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(link_socket.closed().await.0, REVOKED);

@@ -156,6 +156,10 @@ impl TestApp {
             .await
     }
 
+    pub async fn delete(&self, jwt: &str, path: &str) -> (StatusCode, Value) {
+        self.call(reqwest::Method::DELETE, jwt, path, None).await
+    }
+
     /// Creates a vehicle; returns (vehicle id, ingest token).
     pub async fn vehicle(&self, jwt: &str, name: &str) -> (i64, String) {
         let (status, body) = self

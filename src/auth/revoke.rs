@@ -10,7 +10,8 @@ use std::{
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::{DeviceCache, Viewer};
+use super::{session::role_now, DeviceCache, Viewer};
+use crate::error::AppError;
 
 /// Whose access ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,28 +110,11 @@ impl Revocations {
 /// session's epoch current, or the share link unrevoked and unexpired. A database error counts
 /// as valid, so that a database outage does not close every socket.
 pub async fn still_valid(db: &PgPool, viewer: &Viewer) -> bool {
-    let valid: Result<Option<bool>, sqlx::Error> =
-        match viewer {
-            Viewer::User(u) => {
-                sqlx::query_scalar(
-                    "SELECT NOT disabled AND session_epoch = $2 FROM users WHERE id = $1",
-                )
-                .bind(u.id)
-                .bind(u.session_epoch)
-                .fetch_optional(db)
-                .await
-            }
-            Viewer::Share(s) => sqlx::query_scalar(
-                "SELECT revoked_at IS NULL AND expires_at > now() FROM share_links WHERE id = $1",
-            )
-            .bind(s.id)
-            .fetch_optional(db)
-            .await,
-        };
-    match valid {
-        Ok(found) => found.unwrap_or(false),
-        Err(_) => true,
-    }
+    let valid = match viewer {
+        Viewer::User(u) => role_now(db, u).await.map(|role| role.is_some()),
+        Viewer::Share(s) => s.still_open(db).await.map_err(AppError::from),
+    };
+    valid.unwrap_or(true)
 }
 
 #[cfg(test)]

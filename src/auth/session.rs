@@ -11,6 +11,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use super::Role;
+use sqlx::PgPool;
+
 use crate::{error::AppError, AppState};
 
 pub const SESSION_COOKIE: &str = "waymark_session";
@@ -81,23 +83,30 @@ impl SessionKeys {
 /// session not signed out (its epoch is the user's current one). The role is read fresh.
 pub async fn authenticate(state: &AppState, token: &str) -> Result<CurrentUser, AppError> {
     let mut user = state.sessions.verify(token)?;
-    let row: Option<(String, bool, i32)> = sqlx::query_as(
-        "SELECT role, disabled, session_epoch FROM users WHERE id = $1 AND organisation_id = $2",
+    user.role = role_now(&state.db, &user)
+        .await?
+        .ok_or(AppError::Unauthorized(
+            "this session was signed out or its account disabled; sign in again",
+        ))?;
+    Ok(user)
+}
+
+/// The role `user` holds now, if their session still holds: the user exists, is enabled, and is
+/// at the session's epoch.
+pub async fn role_now(db: &PgPool, user: &CurrentUser) -> Result<Option<Role>, AppError> {
+    let role: Option<String> = sqlx::query_scalar(
+        "SELECT role FROM users
+         WHERE id = $1 AND organisation_id = $2 AND NOT disabled AND session_epoch = $3",
     )
     .bind(user.id)
     .bind(user.organisation_id)
-    .fetch_optional(&state.db)
+    .bind(user.session_epoch)
+    .fetch_optional(db)
     .await?;
-    match row {
-        Some((role, false, epoch)) if epoch == user.session_epoch => {
-            user.role = Role::parse(&role)
-                .ok_or_else(|| anyhow::anyhow!("user {} has role {role}", user.id))?;
-            Ok(user)
-        }
-        _ => Err(AppError::Unauthorized(
-            "this session was signed out or its account disabled; sign in again",
-        )),
-    }
+    role.map(|r| {
+        Role::parse(&r).ok_or_else(|| anyhow::anyhow!("user {} has role {r}", user.id).into())
+    })
+    .transpose()
 }
 
 /// The session token a request carries, as a bearer token or the session cookie.

@@ -29,13 +29,27 @@ struct ShareQuery {
     share: Option<String>,
 }
 
+/// A share link that still opens: not revoked, not expired.
+const OPEN: &str = "revoked_at IS NULL AND expires_at > now()";
+
 impl ShareAccess {
+    /// Whether this link still opens (a live socket re-checks it).
+    pub async fn still_open(&self, pool: &PgPool) -> Result<bool, sqlx::Error> {
+        let open: Option<bool> = sqlx::query_scalar(&format!(
+            "SELECT true FROM share_links WHERE id = $1 AND {OPEN}"
+        ))
+        .bind(self.id)
+        .fetch_optional(pool)
+        .await?;
+        Ok(open.is_some())
+    }
+
     pub async fn lookup(pool: &PgPool, share_token: &str) -> Result<ShareAccess, AppError> {
         let hash = token::hash(share_token);
-        let row: Option<(i64, i64, i64, bool, DateTime<Utc>)> = sqlx::query_as(
+        let row: Option<(i64, i64, i64, bool, DateTime<Utc>)> = sqlx::query_as(&format!(
             "SELECT id, organisation_id, shipment_id, chat, expires_at FROM share_links
-             WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > now()",
-        )
+             WHERE token_hash = $1 AND {OPEN}"
+        ))
         .bind(&hash)
         .fetch_optional(pool)
         .await?;

@@ -403,3 +403,34 @@ async fn disabling_a_user_on_one_instance_closes_their_socket_on_another(db: PgP
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(link_socket.closed().await.0, REVOKED);
 }
+
+#[sqlx::test]
+async fn the_periodic_recheck_notices_a_revocation_whose_message_was_lost(db: PgPool) {
+    // What a socket re-checks every few minutes, against changes made behind the server's back
+    // (as if the instance that made them could not reach Redis).
+    let f = fleet(TestApp::spawn_alone(db).await).await;
+    let (id, session) = f.person("dispatch@acme.test", "dispatcher").await;
+    let link = f.share_link().await;
+    let user = waymark::auth::authenticate(&f.app.state, &session)
+        .await
+        .unwrap();
+    let share = waymark::auth::ShareAccess::lookup(&f.app.db, &link)
+        .await
+        .unwrap();
+    let user = waymark::auth::Viewer::User(user);
+    let share = waymark::auth::Viewer::Share(share);
+    assert!(waymark::auth::still_valid(&f.app.db, &user).await);
+    assert!(waymark::auth::still_valid(&f.app.db, &share).await);
+
+    sqlx::query("UPDATE users SET session_epoch = session_epoch + 1 WHERE id = $1")
+        .bind(id)
+        .execute(&f.app.db)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE share_links SET expires_at = now()")
+        .execute(&f.app.db)
+        .await
+        .unwrap();
+    assert!(!waymark::auth::still_valid(&f.app.db, &user).await);
+    assert!(!waymark::auth::still_valid(&f.app.db, &share).await);
+}

@@ -1,13 +1,11 @@
 //! What operators watch: `/metrics` in Prometheus text and `/readyz` with its dependencies.
-use std::time::Instant;
-
 use chrono::{Duration, Utc};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use waymark::auth::Role;
 
-use crate::support::{step, TestApp, PATIENCE};
+use crate::support::{step, wait_until, TestApp};
 
 /// The value of one sample line (`name` or `name{labels}`) of the metrics page.
 fn sample(page: &str, name: &str) -> Option<f64> {
@@ -79,19 +77,14 @@ async fn metrics_count_ingest_connections_and_refusals(db: PgPool) {
     assert_eq!(sample(&page, "waymark_websocket_connections"), Some(1.0));
     assert_eq!(sample(&page, "waymark_subscriptions"), Some(1.0));
     drop(ws);
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let page = metrics(&app).await;
-        if sample(&page, "waymark_websocket_connections") == Some(0.0) {
-            assert_eq!(sample(&page, "waymark_subscriptions"), Some(0.0));
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the closed connection is still counted"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_until("the closed connection is no longer counted", || async {
+        sample(&metrics(&app).await, "waymark_websocket_connections") == Some(0.0)
+    })
+    .await;
+    assert_eq!(
+        sample(&metrics(&app).await, "waymark_subscriptions"),
+        Some(0.0)
+    );
 }
 
 #[sqlx::test]
@@ -108,22 +101,10 @@ async fn readiness_reports_the_database_and_redis(db: PgPool) {
         return; // scripts/test always sets it; the Redis half needs a server
     }
     let app = TestApp::spawn(db).await;
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let body: Value = app
-            .http
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if body["redis"] == "ok" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "Redis never reported: {body}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_until("/readyz reports Redis", || async {
+        let res = app.http.get(app.url("/readyz")).send().await.unwrap();
+        res.json::<Value>().await.unwrap()["redis"] == "ok"
+    })
+    .await;
     assert_eq!(sample(&metrics(&app).await, "waymark_redis_up"), Some(1.0));
 }

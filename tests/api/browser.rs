@@ -341,6 +341,16 @@ async fn wait_live(browser: &Client) -> Result<(), fantoccini::error::CmdError> 
     Ok(())
 }
 
+/// Waits until the driver page has read its assignment and is ready to share.
+async fn wait_ready(browser: &Client) -> Result<(), fantoccini::error::CmdError> {
+    browser
+        .wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css("body[data-ready='true']"))
+        .await?;
+    Ok(())
+}
+
 #[sqlx::test]
 async fn the_driver_page_shares_through_lost_signal_and_a_reload_exactly_once(db: PgPool) {
     let app = TestApp::spawn(db).await;
@@ -377,17 +387,10 @@ async fn the_driver_page_shares_through_lost_signal_and_a_reload_exactly_once(db
     let desk = driver.client().await;
     let result = async {
         // The dispatcher watches the shipment.
-        sign_in(&desk, &app, "dispatch@acme.test").await?;
-        desk.wait()
-            .at_most(PATIENCE)
-            .for_url(url_of(&app, "/dispatch"))
-            .await?;
+        sign_in_to(&desk, &app, "dispatch@acme.test", "/dispatch").await?;
         desk.goto(&app.url(&format!("/shipments/{shipment}")))
             .await?;
-        desk.wait()
-            .at_most(PATIENCE)
-            .for_element(Locator::Css("#conn-status[data-state='live']"))
-            .await?;
+        wait_live(&desk).await?;
 
         // The driver's phone, with location allowed, signs in and lands on its page.
         let origin = app.url("");
@@ -400,17 +403,8 @@ async fn the_driver_page_shares_through_lost_signal_and_a_reload_exactly_once(db
         cdp(&phone, "Network.enable", json!({})).await;
         let (lat0, lon) = (48.1374, 11.5755);
         move_phone(&phone, lat0, lon).await;
-        sign_in(&phone, &app, "anna@acme.test").await?;
-        phone
-            .wait()
-            .at_most(PATIENCE)
-            .for_url(url_of(&app, "/driver"))
-            .await?;
-        phone
-            .wait()
-            .at_most(PATIENCE)
-            .for_element(Locator::Css("body[data-ready='true']"))
-            .await?;
+        sign_in_to(&phone, &app, "anna@acme.test", "/driver").await?;
+        wait_ready(&phone).await?;
         wait_for_text(&phone, "#driver-shipment", "SHP-7").await;
         wait_for_text(&phone, "#driver-vehicle", "Van 1").await;
         // The page can open offline once its worker controls it.
@@ -466,11 +460,7 @@ async fn the_driver_page_shares_through_lost_signal_and_a_reload_exactly_once(db
 
         // A reload with no signal: the page opens from its worker, sharing resumes by itself.
         phone.refresh().await?;
-        phone
-            .wait()
-            .at_most(PATIENCE)
-            .for_element(Locator::Css("body[data-ready='true']"))
-            .await?;
+        wait_ready(&phone).await?;
         wait_for_text(&phone, "#sharing-state", "On").await;
         wait_for_text(&phone, "#driver-shipment", "SHP-7").await;
         let before = queued_times(&phone, driver_id).await.len();

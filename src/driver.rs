@@ -95,7 +95,8 @@ struct PositionsQuery {
 
 /// Positions from the driver's phone page, in the native format, for the vehicle of the driver's
 /// shipment. A fix queued on the phone while a shipment was active still lands on its vehicle
-/// after the shipment ended, so nothing the phone recorded is lost.
+/// after the shipment ended, so nothing the phone recorded is lost; with `?shipment=` it joins
+/// that shipment if the shipment's time window holds it, and never another.
 async fn post_positions(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -106,7 +107,10 @@ async fn post_positions(
     let device = driven_vehicle(&state.db, &user, q.shipment).await?;
     admit_ingest(&state, device.vehicle_id)?;
     let positions = ingest::read_native(&headers, body)?;
-    let outcome = state.writer.write(device, positions).await?;
+    let outcome = state
+        .writer
+        .write_for(device, q.shipment, positions)
+        .await?;
     Ok(ingest::reply(&outcome))
 }
 

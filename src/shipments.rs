@@ -55,7 +55,10 @@ pub struct Shipment {
     pub eta: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When its first fix was taken (or a dispatcher set it in transit).
     pub started_at: Option<DateTime<Utc>>,
+    /// When it arrived, was delivered or was cancelled: later fixes are not its own.
+    pub ended_at: Option<DateTime<Utc>>,
     pub last_position: Option<Position>,
 }
 
@@ -79,13 +82,14 @@ struct ShipmentRow {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
+    ended_at: Option<DateTime<Utc>>,
 }
 
 const SHIPMENT_SELECT: &str = "SELECT id, organisation_id, reference, status,
     ST_Y(origin::geometry) AS origin_lat, ST_X(origin::geometry) AS origin_lon, origin_name,
     ST_Y(destination::geometry) AS destination_lat, ST_X(destination::geometry) AS destination_lon,
     destination_name, ST_AsGeoJSON(planned_route)::jsonb AS planned_route, vehicle_id, driver_id,
-    due_at, eta, created_at, updated_at, started_at FROM shipments";
+    due_at, eta, created_at, updated_at, started_at, ended_at FROM shipments";
 
 impl ShipmentRow {
     fn into_shipment(self, last_position: Option<Position>) -> Shipment {
@@ -105,6 +109,7 @@ impl ShipmentRow {
             created_at: self.created_at,
             updated_at: self.updated_at,
             started_at: self.started_at,
+            ended_at: self.ended_at,
             last_position,
         }
     }
@@ -330,14 +335,16 @@ async fn create(
         body.driver_id,
     )
     .await?;
-    let id: i64 = sqlx::query_scalar(
+    let id: i64 = sqlx::query_scalar(&format!(
         "INSERT INTO shipments (organisation_id, reference, origin, origin_name, destination,
-             destination_name, planned_route, vehicle_id, driver_id, due_at)
+             destination_name, planned_route, vehicle_id, driver_id, due_at, fixes_from)
          VALUES ($1, $2, ST_SetSRID(ST_MakePoint($3, $4), 4326)::geography, $5,
              ST_SetSRID(ST_MakePoint($6, $7), 4326)::geography, $8,
-             ST_SetSRID(ST_GeomFromGeoJSON($9), 4326)::geography, $10, $11, $12)
+             ST_SetSRID(ST_GeomFromGeoJSON($9), 4326)::geography, $10, $11, $12,
+             CASE WHEN $10::bigint IS NOT NULL THEN {} END)
          RETURNING id",
-    )
+        fixes_from("$10")
+    ))
     .bind(user.organisation_id)
     .bind(reference)
     .bind(body.origin.lon)
@@ -365,6 +372,20 @@ struct ShipmentChange {
     vehicle_id: Option<i64>,
     driver_id: Option<i64>,
     due_at: Option<DateTime<Utc>>,
+}
+
+/// How long before a shipment gets its vehicle a fix may have been taken and still join it, for
+/// device clocks that run a little behind.
+const FIXES_GRACE: &str = "2 minutes";
+
+/// SQL for the earliest fix time that joins a shipment given vehicle `vehicle` now (a parameter
+/// such as `$4`): its assignment less [`FIXES_GRACE`], never before that vehicle's previous
+/// shipment ended (see `ingest::attribution`).
+fn fixes_from(vehicle: &str) -> String {
+    format!(
+        "GREATEST(now() - interval '{FIXES_GRACE}', (SELECT max(e.ended_at) FROM shipments e
+             WHERE e.vehicle_id = {vehicle} AND e.started_at IS NOT NULL))"
+    )
 }
 
 async fn update(
@@ -405,14 +426,20 @@ async fn update(
         change.driver_id,
     )
     .await?;
-    sqlx::query(
+    sqlx::query(&format!(
         "UPDATE shipments SET status = COALESCE($2, status), reference = COALESCE($3, reference),
              vehicle_id = COALESCE($4, vehicle_id), driver_id = COALESCE($5, driver_id),
              due_at = COALESCE($6, due_at),
              started_at = CASE WHEN $2 = 'in_transit' THEN COALESCE(started_at, now()) ELSE started_at END,
+             -- The time window of its fixes: from when it got this vehicle, to when it ended.
+             fixes_from = CASE WHEN $4 IS DISTINCT FROM vehicle_id AND $4 IS NOT NULL
+                 THEN {} ELSE fixes_from END,
+             ended_at = CASE WHEN COALESCE($2, status) IN ('planned', 'in_transit') THEN NULL
+                 ELSE COALESCE(ended_at, now()) END,
              updated_at = now()
          WHERE id = $1",
-    )
+        fixes_from("$4")
+    ))
     .bind(id)
     .bind(&change.status)
     .bind(change.reference.as_deref().map(str::trim))

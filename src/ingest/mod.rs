@@ -1,6 +1,7 @@
 //! Where positions come in: the device endpoints (native, and tracker apps' own formats), the
 //! plausibility filter, and the group-commit writer that makes them durable and hands them to
 //! the hub.
+mod attribution;
 mod filter;
 #[cfg(test)]
 mod properties;

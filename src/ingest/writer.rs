@@ -14,7 +14,10 @@ use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::filter::{judge, FilterSettings, LastFix};
+use super::{
+    attribution::{shipment_for, Window},
+    filter::{judge, FilterSettings, LastFix},
+};
 use crate::{
     alerts::{self, AlertSettings, Alerts, Change, Context, OrgFences, RuleState, Subject, Trip},
     auth::Device,
@@ -61,6 +64,8 @@ impl From<WriteError> for AppError {
 
 struct Request {
     device: Device,
+    /// The shipment the sender says these fixes were taken for: they join it or none.
+    shipment: Option<i64>,
     positions: Vec<NewPosition>,
     reply: oneshot::Sender<Result<WriteOutcome, WriteError>>,
 }
@@ -71,16 +76,29 @@ pub struct WriterHandle {
 }
 
 impl WriterHandle {
-    /// Queues `positions` and waits until they are committed (or the write failed).
+    /// Queues `positions` and waits until they are committed (or the write failed). Each joins
+    /// the shipment whose time window on the vehicle holds its time, if any.
     pub async fn write(
         &self,
         device: Device,
+        positions: Vec<NewPosition>,
+    ) -> Result<WriteOutcome, WriteError> {
+        self.write_for(device, None, positions).await
+    }
+
+    /// As [`WriterHandle::write`], for fixes the sender took while sharing for `shipment`: each
+    /// joins that shipment if its window holds the fix's time, and no other.
+    pub async fn write_for(
+        &self,
+        device: Device,
+        shipment: Option<i64>,
         positions: Vec<NewPosition>,
     ) -> Result<WriteOutcome, WriteError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Request {
                 device,
+                shipment,
                 positions,
                 reply,
             })
@@ -223,7 +241,7 @@ impl Written {
     }
 }
 
-/// Per-vehicle state read under the lock: its current position, active shipment, its
+/// Per-vehicle state read under the lock: its current position, its shipments' windows, its
 /// organisation's filter and alert settings, and its rule state.
 struct VehicleState {
     organisation_id: i64,
@@ -232,20 +250,81 @@ struct VehicleState {
     alert_settings: AlertSettings,
     geofence_version: i64,
     rules: RuleState,
-    shipment_id: Option<i64>,
-    shipment_planned: bool,
+    /// The shipment the vehicle carries now (planned or in transit).
+    active: Option<i64>,
+    /// The time windows of the active shipment and of the ended ones this batch's fixes may
+    /// belong to (see [`super::attribution`]).
+    windows: Vec<Window>,
+    /// When the vehicle's latest ended shipment ended: a fix older than this may belong to it.
+    last_ended_at: Option<DateTime<Utc>>,
+    /// When each shipment in `windows` started (its earliest fix), if it has.
+    started: HashMap<i64, Option<DateTime<Utc>>>,
     trip: Option<Trip>,
     /// The active shipment has a planned route (loaded into `trip` from the route cache).
     has_route: bool,
     new_current: Option<Position>,
-    /// What the batch does to the active shipment: it starts (if planned), and may arrive or get
-    /// a new ETA.
-    shipment_change: Option<ShipmentChange>,
+    /// What the batch does to the shipments its fixes joined: starts them (or moves their start
+    /// earlier), and makes the active one arrive or gives it a new ETA.
+    shipment_changes: HashMap<i64, ShipmentChange>,
+}
+
+impl VehicleState {
+    fn blank(organisation_id: i64) -> Self {
+        VehicleState {
+            organisation_id,
+            last: None,
+            filter: FilterSettings::default(),
+            alert_settings: AlertSettings::default(),
+            geofence_version: 0,
+            rules: RuleState::default(),
+            active: None,
+            windows: Vec::new(),
+            last_ended_at: None,
+            started: HashMap::new(),
+            trip: None,
+            has_route: false,
+            new_current: None,
+            shipment_changes: HashMap::new(),
+        }
+    }
+
+    fn change(&mut self, id: i64) -> &mut ShipmentChange {
+        self.shipment_changes.entry(id).or_insert(ShipmentChange {
+            id,
+            first_at: None,
+            arrived_at: None,
+            eta: None,
+        })
+    }
+
+    /// A fix at `t` that passed the filter joined shipment `id`: a planned shipment starts with
+    /// it, and one that started later starts at `t` instead.
+    fn joined(&mut self, id: i64, t: DateTime<Utc>) {
+        let started = self.started.entry(id).or_default();
+        if started.is_none_or(|s| t < s) {
+            *started = Some(t);
+            let change = self.change(id);
+            change.first_at = Some(change.first_at.map_or(t, |f| f.min(t)));
+        }
+    }
+
+    /// The active shipment arrived with the fix at `t`: later fixes are not its own.
+    fn arrived(&mut self, t: DateTime<Utc>) {
+        if let Some(active) = self.active.take() {
+            self.change(active).arrived_at = Some(t);
+            for w in self.windows.iter_mut().filter(|w| w.shipment_id == active) {
+                w.until = Some(t);
+            }
+        }
+        self.trip = None;
+    }
 }
 
 struct ShipmentChange {
     id: i64,
-    arrived: bool,
+    /// The earliest fix that joined it, when that is earlier than its start (or it had none).
+    first_at: Option<DateTime<Utc>>,
+    arrived_at: Option<DateTime<Utc>>,
     eta: Option<DateTime<Utc>>,
 }
 
@@ -304,9 +383,12 @@ async fn commit(
             let filter = judge(p, state.last.as_ref(), now, &state.filter);
             let late =
                 filter.is_none() && state.last.is_some_and(|l| p.recorded_at < l.recorded_at);
+            let shipment_id = shipment_for(p.recorded_at, &state.windows, request.shipment);
+            // The active shipment's own fix: the rules follow its trip and it may get an ETA.
+            let on_trip = shipment_id.is_some() && shipment_id == state.active;
             let mut position = Position {
                 vehicle_id,
-                shipment_id: state.shipment_id,
+                shipment_id,
                 lat: p.lat,
                 lon: p.lon,
                 recorded_at: p.recorded_at,
@@ -319,13 +401,16 @@ async fn commit(
                 late,
                 eta: None,
             };
+            if let (Some(id), None) = (shipment_id, filter) {
+                state.joined(id, p.recorded_at);
+            }
             if filter.is_none() && !late {
                 let outcome = alerts::evaluate(
                     &mut state.rules,
                     &Context {
                         settings: &state.alert_settings,
                         fences: &fences[&state.organisation_id],
-                        trip: state.trip.as_ref(),
+                        trip: state.trip.as_ref().filter(|_| on_trip),
                         previous: state.last.as_ref(),
                     },
                     &position,
@@ -334,32 +419,23 @@ async fn commit(
                         next_seq
                     },
                 );
-                if let Some(id) = state.shipment_id {
+                if let (true, Some(id)) = (on_trip, shipment_id) {
                     position.eta = state.rules.eta;
-                    // Only a shipment that starts, arrives or has a new ETA is written.
-                    if state.shipment_planned || outcome.arrived || outcome.eta.is_some() {
-                        let change = state.shipment_change.get_or_insert(ShipmentChange {
-                            id,
-                            arrived: false,
-                            eta: None,
-                        });
-                        change.arrived |= outcome.arrived;
-                        change.eta = outcome.eta.or(change.eta);
+                    if let Some(eta) = outcome.eta {
+                        state.change(id).eta = Some(eta);
                     }
                 }
                 changes.extend(outcome.changes.into_iter().map(|c| {
                     let subject = Subject {
                         organisation_id: state.organisation_id,
                         vehicle_id,
-                        shipment_id: state.shipment_id,
+                        shipment_id,
                         position: Some((p.recorded_at, p.lat, p.lon)),
                     };
                     (subject, c)
                 }));
-                if outcome.arrived {
-                    // Arrived is no longer active: later points are not the shipment's.
-                    state.shipment_id = None;
-                    state.trip = None;
+                if on_trip && outcome.arrived {
+                    state.arrived(p.recorded_at);
                 }
                 state.last = Some(LastFix {
                     recorded_at: p.recorded_at,
@@ -428,6 +504,8 @@ async fn commit(
 
 /// What the batch needs to know under the lock, in one round trip: the seqs of its positions
 /// that are stored already (re-sends), and each vehicle's current position and active shipment.
+/// A second round trip, only for a batch with fixes older than a shipment of their vehicle that
+/// has ended (a backlog), reads the windows those fixes may belong to.
 async fn read_state(
     tx: &mut Transaction<'_, Postgres>,
     batch: &[Request],
@@ -451,7 +529,9 @@ async fn read_state(
     // hold it: a plain join lets a generic plan hash-join against every partition.
     let found: Vec<StateRow> = sqlx::query_as(
         "SELECT k.vehicle_id AS id, k.recorded_at AS at, p.seq,
-                NULL::float8 AS lat, NULL::float8 AS lon, NULL::bigint AS shipment_id, NULL::text AS status,
+                NULL::float8 AS lat, NULL::float8 AS lon, NULL::bigint AS shipment_id,
+                NULL::timestamptz AS fixes_from, NULL::timestamptz AS started_at,
+                NULL::timestamptz AS last_ended_at,
                 NULL::jsonb AS filter, NULL::bigint AS organisation_id, NULL::jsonb AS alert_settings,
                 NULL::bigint AS geofence_version, NULL::jsonb AS alert_state, NULL::timestamptz AS due_at,
                 NULL::float8 AS dest_lat, NULL::float8 AS dest_lon, NULL::bool AS has_route
@@ -461,7 +541,10 @@ async fn read_state(
          ) AS p
          UNION ALL
          SELECT v.id, v.last_recorded_at, NULL, ST_Y(v.last_point::geometry), ST_X(v.last_point::geometry),
-                s.id, s.status, o.settings->'filter', v.organisation_id,
+                s.id, COALESCE(s.fixes_from, s.created_at) AS fixes_from, s.started_at,
+                (SELECT max(e.ended_at) FROM shipments e
+                 WHERE e.vehicle_id = v.id AND e.started_at IS NOT NULL AND e.ended_at IS NOT NULL),
+                o.settings->'filter', v.organisation_id,
                 COALESCE(o.settings->'alerts', '{}') || v.alert_overrides,
                 o.geofence_version, v.alert_state, s.due_at, ST_Y(s.destination::geometry),
                 ST_X(s.destination::geometry), s.planned_route IS NOT NULL
@@ -494,55 +577,102 @@ async fn read_state(
         let trip = match (row.shipment_id, row.dest_lat, row.dest_lon) {
             (Some(id), Some(lat), Some(lon)) => Some(Trip {
                 id,
-                // A planned shipment starts with this batch's first accepted position.
-                in_transit: matches!(row.status.as_deref(), Some("planned" | "in_transit")),
+                // Planned or in transit: a planned one starts with its first fix.
+                in_transit: true,
                 destination: (lat, lon),
                 due_at: row.due_at,
                 route: None,
             }),
             _ => None,
         };
-        states.insert(
-            row.id,
-            VehicleState {
+        let mut state = VehicleState {
+            last,
+            filter: stored_or_default(organisation_id, "filter settings", row.filter),
+            alert_settings: stored_or_default(
                 organisation_id,
-                last,
-                filter: stored_or_default(organisation_id, "filter settings", row.filter),
-                alert_settings: stored_or_default(
-                    organisation_id,
-                    "alert settings",
-                    row.alert_settings,
-                ),
-                geofence_version: row.geofence_version.unwrap_or_default(),
-                rules: stored_or_default(row.id, "rule state", row.alert_state),
-                shipment_id: row.shipment_id,
-                shipment_planned: row.status.as_deref() == Some("planned"),
-                trip,
-                has_route: row.has_route.unwrap_or(false),
-                new_current: None,
-                shipment_change: None,
-            },
-        );
+                "alert settings",
+                row.alert_settings,
+            ),
+            geofence_version: row.geofence_version.unwrap_or_default(),
+            rules: stored_or_default(row.id, "rule state", row.alert_state),
+            active: row.shipment_id,
+            last_ended_at: row.last_ended_at,
+            trip,
+            has_route: row.has_route.unwrap_or(false),
+            ..VehicleState::blank(organisation_id)
+        };
+        if let (Some(id), Some(from)) = (row.shipment_id, row.fixes_from) {
+            state.windows.push(Window {
+                shipment_id: id,
+                from,
+                until: None,
+            });
+            state.started.insert(id, row.started_at);
+        }
+        states.insert(row.id, state);
     }
     // A vehicle deleted while its request waited has no row: it gets a blank state here, and
     // its points are stored without a shipment (the API never deletes vehicles).
     for id in ids {
-        states.entry(id).or_insert(VehicleState {
-            organisation_id: 0,
-            last: None,
-            filter: FilterSettings::default(),
-            alert_settings: AlertSettings::default(),
-            geofence_version: 0,
-            rules: RuleState::default(),
-            shipment_id: None,
-            shipment_planned: false,
-            trip: None,
-            has_route: false,
-            new_current: None,
-            shipment_change: None,
-        });
+        states.entry(id).or_insert_with(|| VehicleState::blank(0));
     }
+    read_ended_windows(tx, batch, &mut states).await?;
     Ok((stored, states))
+}
+
+/// Adds to each vehicle's windows those of its ended shipments that the batch's older fixes may
+/// belong to. Live fixes, newer than every ended shipment, need no query.
+async fn read_ended_windows(
+    tx: &mut Transaction<'_, Postgres>,
+    batch: &[Request],
+    states: &mut HashMap<i64, VehicleState>,
+) -> sqlx::Result<()> {
+    let mut oldest: HashMap<i64, DateTime<Utc>> = HashMap::new();
+    for r in batch {
+        let id = r.device.vehicle_id;
+        let Some(ended) = states.get(&id).and_then(|s| s.last_ended_at) else {
+            continue;
+        };
+        for p in r.positions.iter().filter(|p| p.recorded_at < ended) {
+            let t = oldest.entry(id).or_insert(p.recorded_at);
+            *t = (*t).min(p.recorded_at);
+        }
+    }
+    if oldest.is_empty() {
+        return Ok(());
+    }
+    let (vehicles, times): (Vec<i64>, Vec<DateTime<Utc>>) = oldest.into_iter().unzip();
+    let windows: Vec<EndedWindow> = sqlx::query_as(
+        "SELECT s.vehicle_id, s.id, COALESCE(s.fixes_from, s.created_at) AS fixes_from,
+                s.started_at, s.ended_at
+         FROM UNNEST($1::bigint[], $2::timestamptz[]) AS k(vehicle_id, oldest)
+         JOIN shipments s ON s.vehicle_id = k.vehicle_id AND s.ended_at > k.oldest
+         WHERE s.started_at IS NOT NULL AND s.ended_at IS NOT NULL",
+    )
+    .bind(&vehicles)
+    .bind(&times)
+    .fetch_all(&mut **tx)
+    .await?;
+    for w in windows {
+        if let Some(state) = states.get_mut(&w.vehicle_id) {
+            state.windows.push(Window {
+                shipment_id: w.id,
+                from: w.fixes_from,
+                until: Some(w.ended_at),
+            });
+            state.started.insert(w.id, Some(w.started_at));
+        }
+    }
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct EndedWindow {
+    vehicle_id: i64,
+    id: i64,
+    fixes_from: DateTime<Utc>,
+    started_at: DateTime<Utc>,
+    ended_at: DateTime<Utc>,
 }
 
 /// Brings what the rules need into memory under the lock: each organisation's geofence index
@@ -566,7 +696,7 @@ async fn prepare_rules(
     let with_route: Vec<i64> = vehicles
         .values()
         .filter(|v| v.has_route)
-        .filter_map(|v| v.shipment_id)
+        .filter_map(|v| v.active)
         .collect();
     if !with_route.is_empty() {
         let routes = engine.routes(tx, &with_route).await?;
@@ -587,7 +717,9 @@ struct StateRow {
     lat: Option<f64>,
     lon: Option<f64>,
     shipment_id: Option<i64>,
-    status: Option<String>,
+    fixes_from: Option<DateTime<Utc>>,
+    started_at: Option<DateTime<Utc>>,
+    last_ended_at: Option<DateTime<Utc>>,
     filter: Option<serde_json::Value>,
     organisation_id: Option<i64>,
     alert_settings: Option<serde_json::Value>,
@@ -600,8 +732,8 @@ struct StateRow {
 }
 
 /// Everything the batch changes, in one statement: the rows (one multi-row insert), the seq
-/// counter, each vehicle's current position and rule state, and its shipment (started with this
-/// batch, arrived, or with a new ETA). Alerts, which few batches raise, are a statement of their
+/// counter, each vehicle's current position and rule state, and the shipments its fixes joined
+/// (started or started earlier, arrived, or with a new ETA). Alerts, which few batches raise, are a statement of their
 /// own ([`alerts::apply`]).
 /// A runtime query: the UNNEST of twenty arrays is beyond what the compile-time macros express
 /// conveniently, and this is the hot path.
@@ -659,7 +791,7 @@ async fn write_rows(
         .collect();
     let trips: Vec<&ShipmentChange> = vehicles
         .values()
-        .filter_map(|v| v.shipment_change.as_ref())
+        .flat_map(|v| v.shipment_changes.values())
         .collect();
     sqlx::query(
         "WITH inserted AS (
@@ -683,11 +815,20 @@ async fn write_rows(
              WHERE v.id = u.id
          ), trips AS (
              UPDATE shipments s SET
-                 status = CASE WHEN u.arrived THEN 'arrived' ELSE 'in_transit' END,
-                 started_at = COALESCE(s.started_at, now()), eta = COALESCE(u.eta, s.eta),
+                 status = CASE
+                     WHEN s.status NOT IN ('planned', 'in_transit') THEN s.status
+                     WHEN u.arrived_at IS NOT NULL THEN 'arrived'
+                     WHEN u.first_at IS NOT NULL THEN 'in_transit'
+                     ELSE s.status END,
+                 started_at = LEAST(s.started_at, u.first_at),
+                 ended_at = CASE WHEN s.status IN ('planned', 'in_transit')
+                     THEN COALESCE(u.arrived_at, s.ended_at) ELSE s.ended_at END,
+                 eta = CASE WHEN s.status IN ('planned', 'in_transit')
+                     THEN COALESCE(u.eta, s.eta) ELSE s.eta END,
                  updated_at = now()
-             FROM UNNEST($24::bigint[], $25::bool[], $26::timestamptz[]) AS u(id, arrived, eta)
-             WHERE s.id = u.id AND s.status IN ('planned', 'in_transit')
+             FROM UNNEST($24::bigint[], $25::timestamptz[], $26::timestamptz[], $27::timestamptz[])
+                 AS u(id, first_at, arrived_at, eta)
+             WHERE s.id = u.id
          )
          SELECT 1",
     )
@@ -715,7 +856,8 @@ async fn write_rows(
     .bind(&current_json)
     .bind(&rule_json)
     .bind(trips.iter().map(|t| t.id).collect::<Vec<_>>())
-    .bind(trips.iter().map(|t| t.arrived).collect::<Vec<_>>())
+    .bind(trips.iter().map(|t| t.first_at).collect::<Vec<_>>())
+    .bind(trips.iter().map(|t| t.arrived_at).collect::<Vec<_>>())
     .bind(trips.iter().map(|t| t.eta).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;

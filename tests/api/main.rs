@@ -1,6 +1,7 @@
 //! Integration tests: a real server on a real socket, real PostgreSQL/PostGIS (a fresh database
 //! per test from `#[sqlx::test]`), real HTTP and WebSocket clients.
 mod alerts;
+mod attribution;
 mod browser;
 mod chat;
 mod chat_live;

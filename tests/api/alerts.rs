@@ -103,7 +103,9 @@ impl Fleet {
             .post(&self.dispatcher, "/api/v1/shipments", body)
             .await;
         assert_eq!(status, StatusCode::CREATED, "{s}");
-        s["id"].as_i64().unwrap()
+        let id = s["id"].as_i64().unwrap();
+        self.app.backdate(id).await;
+        id
     }
 
     async fn settings(&self, patch: Value) {

@@ -127,12 +127,8 @@ async fn a_fix_after_arrival_in_the_same_batch_is_not_the_shipments(db: PgPool) 
         .await;
     let (vehicle, token) = app.vehicle(&jwt, "Van 1").await;
     let shipment = app.shipment(&jwt, "SHP-1", vehicle, None).await;
-    // It was assigned an hour ago; the harness's shipment ends at 48.1642, 11.4330: the second
-    // fix is there, the third after.
-    sqlx::query("UPDATE shipments SET fixes_from = now() - interval '1 hour'")
-        .execute(&app.db)
-        .await
-        .unwrap();
+    // The harness's shipment ends at 48.1642, 11.4330: the second fix is there, the third after.
+    app.backdate(shipment).await;
     let base = Utc::now() - Duration::minutes(20);
     let at = |s: i64, lat: f64, lon: f64| json!({"lat": lat, "lon": lon, "recorded_at": (base + Duration::seconds(s)).to_rfc3339(), "speed": 5.0});
     let (code, body) = app

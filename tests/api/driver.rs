@@ -31,7 +31,8 @@ async fn a_driver_sees_the_assignment_and_posts_for_its_vehicle_idempotently(db:
     assert_eq!(me["vehicle"]["id"], vehicle);
     assert_eq!(me["vehicle"]["name"], "Van 1");
 
-    let base = Utc::now() - Duration::minutes(5);
+    // Taken since the shipment was assigned, so they join it.
+    let base = Utc::now() - Duration::seconds(30);
     let batch = json!([step(0, base), step(1, base), step(2, base)]);
     let path = format!("/api/v1/driver/positions?shipment={shipment}");
     let (status, body) = app.post(&driver_jwt, &path, batch.clone()).await;

@@ -129,6 +129,7 @@ async fn a_position_posted_to_one_instance_reaches_subscribers_of_another_once(d
     let (_, jwt) = a.user("Acme", "d@acme.test", Role::Dispatcher).await;
     let (vehicle, token) = a.vehicle(&jwt, "Van 1").await;
     let shipment = a.shipment(&jwt, "SHP-1", vehicle, None).await;
+    a.backdate(shipment).await;
 
     let mut on_b = b.ws(&format!("token={jwt}")).await;
     on_b.subscribe(&format!("shipment:{shipment}"), None).await;

@@ -197,6 +197,7 @@ async fn the_track_is_ordered_by_time_simplifiable_and_exportable(db: PgPool) {
     let (_, jwt) = app.user("Acme", "d@acme.test", Role::Dispatcher).await;
     let (vehicle, token) = app.vehicle(&jwt, "Van 1").await;
     let id = app.shipment(&jwt, "SHP-1", vehicle, None).await;
+    app.backdate(id).await;
     let base = Utc::now() - Duration::minutes(30);
     // Sent out of order, along a straight line: simplification keeps just the ends.
     app.ingest(&token, json!([step(0, base), step(1, base), step(4, base)]))

@@ -198,6 +198,16 @@ impl TestApp {
         body["id"].as_i64().unwrap()
     }
 
+    /// Opens `shipment`'s time window a day back. Tests replay trips recorded hours ago, while
+    /// the API assigns a shipment its vehicle now, and only fixes taken since join it.
+    pub async fn backdate(&self, shipment: i64) {
+        sqlx::query("UPDATE shipments SET fixes_from = now() - interval '1 day' WHERE id = $1")
+            .bind(shipment)
+            .execute(&self.db)
+            .await
+            .unwrap();
+    }
+
     /// Posts a raw body to the ingest endpoint.
     pub async fn ingest(&self, token: &str, body: Value) -> (StatusCode, Value) {
         self.post(token, "/api/v1/positions", body).await

@@ -23,6 +23,8 @@ async fn fleet(db: PgPool) -> Fleet {
         .await;
     let (vehicle, token) = app.vehicle(&dispatcher, "Van 1").await;
     let shipment = app.shipment(&dispatcher, "SHP-1", vehicle, None).await;
+    // The tests replay positions taken minutes ago.
+    app.backdate(shipment).await;
     Fleet {
         app,
         dispatcher,

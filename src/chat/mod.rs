@@ -341,6 +341,9 @@ struct HistoryQuery {
     /// Every message sent or changed after this seq, oldest change first.
     since: Option<i64>,
     limit: Option<i64>,
+    /// A share link's token, which the [`Viewer`] extractor reads.
+    #[serde(rename = "share")]
+    _share: Option<serde::de::IgnoredAny>,
 }
 
 /// The conversation: the latest messages (or those before a cursor), or everything that changed

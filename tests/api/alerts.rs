@@ -845,3 +845,156 @@ async fn a_vehicle_can_have_its_own_limits(db: PgPool) {
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(alerts[0]["vehicle_id"], f.vehicle);
 }
+
+#[sqlx::test]
+async fn every_numeric_setting_outside_its_range_is_refused_naming_its_key(db: PgPool) {
+    let f = fleet(TestApp::spawn(db).await).await;
+    let (_, admin) = f.app.user("Acme", "boss@acme.test", Role::Admin).await;
+    let overrides = format!("/api/v1/vehicles/{}/alert-settings", f.vehicle);
+    // (section, key, the lowest and highest values accepted, values refused). Whole-number
+    // settings also refuse fractions, negatives and values beyond 32 bits.
+    let whole = |lo: i64, hi: i64| {
+        vec![
+            json!(lo - 1),
+            json!(hi + 1),
+            json!(-5),
+            json!(1.5),
+            json!(1_i64 << 32),
+        ]
+    };
+    let real = |lo: f64, hi: f64| vec![json!(lo - 0.5), json!(hi + 0.5), json!(-1.0), json!("10")];
+    let table: Vec<(&str, &str, Value, Value, Vec<Value>)> = vec![
+        (
+            "filter",
+            "max_ahead_s",
+            json!(0),
+            json!(86_400),
+            whole(0, 86_400),
+        ),
+        (
+            "filter",
+            "max_age_h",
+            json!(1),
+            json!(263_520),
+            whole(1, 263_520),
+        ),
+        (
+            "filter",
+            "max_accuracy_m",
+            json!(1.0),
+            json!(100_000.0),
+            real(1.0, 100_000.0),
+        ),
+        (
+            "filter",
+            "max_speed_mps",
+            json!(1.0),
+            json!(1_000.0),
+            real(1.0, 1_000.0),
+        ),
+        (
+            "alerts",
+            "speed_limit_mps",
+            json!(1.0),
+            json!(200.0),
+            real(1.0, 200.0),
+        ),
+        (
+            "alerts",
+            "overspeed_min_s",
+            json!(0),
+            json!(3600),
+            whole(0, 3600),
+        ),
+        (
+            "alerts",
+            "stopped_min",
+            json!(1),
+            json!(1440),
+            whole(1, 1440),
+        ),
+        (
+            "alerts",
+            "stopped_radius_m",
+            json!(1.0),
+            json!(10_000.0),
+            real(1.0, 10_000.0),
+        ),
+        (
+            "alerts",
+            "silent_min",
+            json!(1),
+            json!(1440),
+            whole(1, 1440),
+        ),
+        (
+            "alerts",
+            "off_route_m",
+            json!(10.0),
+            json!(100_000.0),
+            real(10.0, 100_000.0),
+        ),
+        (
+            "alerts",
+            "off_route_s",
+            json!(0),
+            json!(3600),
+            whole(0, 3600),
+        ),
+        (
+            "alerts",
+            "arrival_radius_m",
+            json!(5.0),
+            json!(100_000.0),
+            real(5.0, 100_000.0),
+        ),
+        (
+            "alerts",
+            "geofence_debounce_s",
+            json!(0),
+            json!(3600),
+            whole(0, 3600),
+        ),
+    ];
+    for (section, key, lowest, highest, refused) in table {
+        let field = format!("{section}.{key}");
+        // The organisation's settings, and for alert settings a vehicle's own.
+        let mut calls = vec![(reqwest::Method::PATCH, "/api/v1/settings".to_owned(), true)];
+        if section == "alerts" {
+            calls.push((reqwest::Method::PUT, overrides.clone(), false));
+        }
+        for (method, path, sectioned) in calls {
+            let body = |value: &Value| {
+                let keys = json!({ key: value });
+                if sectioned {
+                    json!({ section: keys })
+                } else {
+                    keys
+                }
+            };
+            for value in [&lowest, &highest] {
+                let (status, reply) = f
+                    .app
+                    .call(method.clone(), &admin, &path, Some(body(value)))
+                    .await;
+                assert_eq!(
+                    status,
+                    StatusCode::OK,
+                    "{method} {path} {field}={value}: {reply}"
+                );
+            }
+            for value in &refused {
+                let (status, reply) = f
+                    .app
+                    .call(method.clone(), &admin, &path, Some(body(value)))
+                    .await;
+                let what = format!("{method} {path} {field}={value}: {reply}");
+                assert_eq!(status, StatusCode::BAD_REQUEST, "{what}");
+                assert_eq!(reply["error"]["code"], "validation", "{what}");
+                assert_eq!(reply["error"]["field"], field.as_str(), "{what}");
+                let message = reply["error"]["message"].as_str().unwrap();
+                assert!(message.starts_with(&format!("{field} must be")), "{what}");
+            }
+        }
+    }
+}

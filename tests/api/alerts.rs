@@ -696,6 +696,130 @@ async fn geofences_are_checked_and_every_change_reaches_the_rules(db: PgPool) {
 }
 
 #[sqlx::test]
+async fn a_polygon_that_is_not_a_valid_area_is_refused_saying_why(db: PgPool) {
+    let f = fleet(TestApp::spawn(db).await).await;
+    let polygon = |rings: Value| json!({"type": "Polygon", "coordinates": rings});
+    let shell = json!([
+        [11.0, 48.0],
+        [12.0, 48.0],
+        [12.0, 49.0],
+        [11.0, 49.0],
+        [11.0, 48.0]
+    ]);
+    let refused = [
+        (
+            "a bow tie",
+            polygon(json!([[
+                [11.0, 48.0],
+                [12.0, 49.0],
+                [12.0, 48.0],
+                [11.0, 49.0],
+                [11.0, 48.0]
+            ]])),
+            "self-intersection at [11.5, 48.5]",
+        ),
+        (
+            "a hole outside its shell",
+            polygon(json!([
+                shell,
+                [
+                    [13.0, 48.0],
+                    [13.5, 48.0],
+                    [13.5, 48.5],
+                    [13.0, 48.5],
+                    [13.0, 48.0]
+                ]
+            ])),
+            "hole lies outside shell",
+        ),
+        (
+            "a spike that doubles back",
+            polygon(json!([[
+                [11.0, 48.0],
+                [12.0, 48.0],
+                [12.0, 49.0],
+                [12.5, 49.5],
+                [12.0, 49.0],
+                [11.0, 49.0],
+                [11.0, 48.0]
+            ]])),
+            "self-intersection",
+        ),
+        (
+            "a flat ring",
+            polygon(json!([[
+                [11.0, 48.0],
+                [12.0, 48.0],
+                [13.0, 48.0],
+                [11.0, 48.0]
+            ]])),
+            "self-intersection",
+        ),
+        (
+            "one point over and over",
+            polygon(json!([[
+                [11.0, 48.0],
+                [11.0, 48.0],
+                [11.0, 48.0],
+                [11.0, 48.0]
+            ]])),
+            "too few points",
+        ),
+    ];
+    for (what, area, why) in &refused {
+        let (status, err) = f
+            .app
+            .post(
+                &f.dispatcher,
+                "/api/v1/geofences",
+                json!({"name": what, "area": area}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{what}: {err}");
+        assert_eq!(err["error"]["field"], "area", "{what}: {err}");
+        let message = err["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("area is not a valid polygon: "),
+            "{what}: {message}"
+        );
+        assert!(message.contains(why), "{what}: {message}");
+    }
+    // A shell with a hole inside it is a valid area; a change to an invalid one is refused too.
+    let holed = polygon(json!([
+        shell,
+        [
+            [11.4, 48.4],
+            [11.6, 48.4],
+            [11.6, 48.6],
+            [11.4, 48.6],
+            [11.4, 48.4]
+        ]
+    ]));
+    let id = f
+        .geofence(json!({"name": "Ring road", "area": holed}))
+        .await;
+    for (what, area, _) in &refused {
+        let (status, err) = f
+            .app
+            .patch(
+                &f.dispatcher,
+                &format!("/api/v1/geofences/{id}"),
+                json!({"area": area}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{what}: {err}");
+        assert_eq!(err["error"]["field"], "area", "{what}: {err}");
+    }
+    let (_, listed) = f.app.get(&f.dispatcher, "/api/v1/geofences").await;
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "nothing invalid was stored: {listed:?}");
+    assert_eq!(
+        listed[0]["area"]["coordinates"].as_array().unwrap().len(),
+        2
+    );
+}
+
+#[sqlx::test]
 async fn alert_settings_are_checked_and_tune_the_rules(db: PgPool) {
     let f = fleet(TestApp::spawn(db).await).await;
     let (_, admin) = f.app.user("Acme", "boss@acme.test", Role::Admin).await;

@@ -403,6 +403,48 @@ async fn a_chat_share_link_reads_its_conversation_in_pages_and_no_other(db: PgPo
 }
 
 #[sqlx::test]
+async fn a_message_out_of_sight_is_answered_as_one_that_does_not_exist(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (desk, _, shipment) = conversation(&app).await;
+    let (bob, other_phone) = app.user("Acme", "bob@acme.test", Role::Driver).await;
+    let (vehicle, _) = app.vehicle(&desk, "Van 2").await;
+    let theirs = app.shipment(&desk, "SHP-2", vehicle, Some(bob)).await;
+    let (status, hidden) = say(&app, &desk, shipment, "m1", "Gate 4").await;
+    assert_eq!(status, StatusCode::CREATED, "{hidden}");
+    let hidden = hidden["id"].as_i64().unwrap();
+    // Bob may talk in his own shipment's conversation, not in Anna's.
+    let (status, own) = say(&app, &other_phone, theirs, "b1", "On my way").await;
+    assert_eq!(status, StatusCode::CREATED, "{own}");
+    let missing = hidden + 1_000_000;
+
+    let attempts = |id: i64| {
+        let app = &app;
+        let jwt = other_phone.clone();
+        async move {
+            let path = format!("/api/v1/chat/{id}");
+            vec![
+                app.patch(&jwt, &path, json!({"body": "changed"})).await,
+                app.delete(&jwt, &path).await,
+                app.post(&jwt, &format!("{path}/reactions"), json!({"emoji": "👍"}))
+                    .await,
+            ]
+        }
+    };
+    let out_of_sight = attempts(hidden).await;
+    let nonexistent = attempts(missing).await;
+    for (seen, none) in out_of_sight.iter().zip(&nonexistent) {
+        assert_eq!(seen.0, StatusCode::NOT_FOUND, "{}", seen.1);
+        assert_eq!(seen, none, "the two answers tell nothing apart");
+        assert_eq!(seen.1["error"]["message"], "message not found");
+    }
+    let (_, history) = app
+        .get(&desk, &format!("/api/v1/shipments/{shipment}/chat"))
+        .await;
+    assert_eq!(bodies(&history), [json!("Gate 4")], "untouched");
+    assert_eq!(history["messages"][0]["reactions"], json!({}));
+}
+
+#[sqlx::test]
 async fn a_participant_sending_too_fast_gets_429(db: PgPool) {
     let app = TestApp::spawn_with(db, None, &["--chat-rate-per-minute", "1"]).await;
     let (desk, phone, shipment) = conversation(&app).await;

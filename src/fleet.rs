@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use crate::{
     auth::CurrentUser,
     error::{ApiQuery, AppError, AppResult},
-    vehicles::Vehicle,
+    vehicles::{self, Vehicle},
     AppState,
 };
 
@@ -22,30 +22,54 @@ struct FleetQuery {
     bbox: Option<String>,
 }
 
-/// `minLon,minLat,maxLon,maxLat`, each in range and min ≤ max.
-fn parse_bbox(s: &str) -> AppResult<[f64; 4]> {
-    let bad = || {
-        AppError::validation(
-            "bbox",
-            "bbox must be minLon,minLat,maxLon,maxLat in degrees",
-        )
-    };
-    let parts: Vec<f64> = s
-        .split(',')
-        .map(|p| p.trim().parse::<f64>().map_err(|_| bad()))
-        .collect::<Result<_, _>>()?;
-    let [min_lon, min_lat, max_lon, max_lat] = parts[..] else {
-        return Err(bad());
-    };
-    let lon_ok = |v: f64| (-180.0..=180.0).contains(&v);
-    let lat_ok = |v: f64| (-90.0..=90.0).contains(&v);
-    if !(lon_ok(min_lon) && lon_ok(max_lon) && lat_ok(min_lat) && lat_ok(max_lat))
-        || min_lon > max_lon
-        || min_lat > max_lat
-    {
-        return Err(bad());
+/// A map box, `minLon,minLat,maxLon,maxLat` in degrees. Its west edge may lie east of its east
+/// edge: such a box crosses the antimeridian (`170,-10,-170,10` covers 170..180 and -180..-170).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Bbox {
+    west: f64,
+    south: f64,
+    east: f64,
+    north: f64,
+}
+
+impl Bbox {
+    /// Each value in range, and minLat ≤ maxLat.
+    fn parse(s: &str) -> AppResult<Bbox> {
+        let bad = || {
+            AppError::validation(
+                "bbox",
+                "bbox must be minLon,minLat,maxLon,maxLat in degrees, with minLat ≤ maxLat",
+            )
+        };
+        let parts: Vec<f64> = s
+            .split(',')
+            .map(|p| p.trim().parse::<f64>().map_err(|_| bad()))
+            .collect::<Result<_, _>>()?;
+        let [west, south, east, north] = parts[..] else {
+            return Err(bad());
+        };
+        let lon_ok = |v: f64| (-180.0..=180.0).contains(&v);
+        let lat_ok = |v: f64| (-90.0..=90.0).contains(&v);
+        if !(lon_ok(west) && lon_ok(east) && lat_ok(south) && lat_ok(north)) || south > north {
+            return Err(bad());
+        }
+        Ok(Bbox {
+            west,
+            south,
+            east,
+            north,
+        })
     }
-    Ok([min_lon, min_lat, max_lon, max_lat])
+
+    /// The box's longitudes as two ranges that do not cross the antimeridian (the same one
+    /// twice for a box that does not cross it).
+    fn lon_ranges(&self) -> [(f64, f64); 2] {
+        if self.west <= self.east {
+            [(self.west, self.east); 2]
+        } else {
+            [(self.west, 180.0), (-180.0, self.east)]
+        }
+    }
 }
 
 async fn fleet(
@@ -54,20 +78,36 @@ async fn fleet(
     ApiQuery(q): ApiQuery<FleetQuery>,
 ) -> AppResult<Json<Value>> {
     user.require_dispatcher()?;
-    let bbox = q.bbox.as_deref().map(parse_bbox).transpose()?;
-    let rows: Vec<Vehicle> = sqlx::query_as(
-        "SELECT id, name, speed_unit, created_at, last_position FROM vehicles
-         WHERE organisation_id = $1 AND last_point IS NOT NULL
-           AND ($2::float8 IS NULL OR last_point && ST_MakeEnvelope($2, $3, $4, $5, 4326)::geography)
-         ORDER BY name, id",
-    )
-    .bind(user.organisation_id)
-    .bind(bbox.map(|b| b[0]))
-    .bind(bbox.map(|b| b[1]))
-    .bind(bbox.map(|b| b[2]))
-    .bind(bbox.map(|b| b[3]))
-    .fetch_all(&state.db)
-    .await?;
+    let bbox = q.bbox.as_deref().map(Bbox::parse).transpose()?;
+    let rows: Vec<Vehicle> = match bbox {
+        None => vehicles::list(&state.db, user.organisation_id).await?,
+        // In plain lon/lat: a box cast to geography has geodesic edges, and one spanning a
+        // hemisphere has none PostGIS can draw ("antipodal edge"). `&&` finds the candidates
+        // through the index on `last_point::geometry`; the comparisons are exact, where the
+        // index's boxes are rounded to single precision.
+        Some(b) => {
+            let [(w1, e1), (w2, e2)] = b.lon_ranges();
+            sqlx::query_as(
+                "SELECT id, name, speed_unit, created_at, last_position FROM vehicles
+                 WHERE organisation_id = $1
+                   AND (last_point::geometry && ST_MakeEnvelope($2, $3, $4, $5, 4326)
+                        OR last_point::geometry && ST_MakeEnvelope($6, $3, $7, $5, 4326))
+                   AND ST_Y(last_point::geometry) BETWEEN $3 AND $5
+                   AND (ST_X(last_point::geometry) BETWEEN $2 AND $4
+                        OR ST_X(last_point::geometry) BETWEEN $6 AND $7)
+                 ORDER BY name, id",
+            )
+            .bind(user.organisation_id)
+            .bind(w1)
+            .bind(b.south)
+            .bind(e1)
+            .bind(b.north)
+            .bind(w2)
+            .bind(e2)
+            .fetch_all(&state.db)
+            .await?
+        }
+    };
     let features: Vec<Value> = rows
         .into_iter()
         .filter_map(|v| {
@@ -149,4 +189,29 @@ async fn nearby(
     .fetch_all(&state.db)
     .await?;
     Ok(Json(rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_box_whose_west_edge_is_east_of_its_east_edge_crosses_the_antimeridian() {
+        let crossing = Bbox::parse("170,-10,-170,10").unwrap();
+        assert_eq!(crossing.lon_ranges(), [(170.0, 180.0), (-180.0, -170.0)]);
+        let world = Bbox::parse("-180,-90,180,90").unwrap();
+        assert_eq!(world.lon_ranges(), [(-180.0, 180.0); 2]);
+        for bad in [
+            "0,10,1,5",
+            "0,0,1",
+            "0,0,1,1,2",
+            "181,0,1,1",
+            "0,-91,1,1",
+            "NaN,0,1,1",
+            "x,0,1,1",
+        ] {
+            let e = Bbox::parse(bad).unwrap_err();
+            assert_eq!(e.field(), Some("bbox"), "{bad}");
+        }
+    }
 }

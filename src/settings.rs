@@ -76,10 +76,26 @@ impl Settings {
                 current.insert(key, value);
             }
         }
-        let settings: Settings = serde_json::from_value(merged)
-            .map_err(|e| AppError::validation("", format!("settings: {e}")))?;
+        // A value of the wrong type (a negative count, a fraction, text) fails here, before the
+        // range checks: it is refused naming its key and what the key accepts, as they do.
+        let settings: Settings = serde_path_to_error::deserialize(merged).map_err(|e| {
+            let path = e.path().to_string();
+            match Settings::accepted(&path) {
+                Some(accepted) => AppError::validation(&path, format!("{path} {accepted}")),
+                None => AppError::validation(&path, format!("{path}: {}", e.into_inner())),
+            }
+        })?;
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// What the setting at `path` (`section.key`) accepts; none for an unknown one.
+    fn accepted(path: &str) -> Option<&'static str> {
+        match path.split_once('.')? {
+            ("filter", key) => FilterSettings::accepted(key),
+            ("alerts", key) => AlertSettings::accepted(key),
+            _ => None,
+        }
     }
 }
 
@@ -167,5 +183,20 @@ mod tests {
             Some("filter.max_speed_mps")
         );
         assert_eq!(field(json!({"filter": 3})).as_deref(), Some("filter"));
+        assert_eq!(
+            field(json!({"alerts": {"off_route_s": -1}})).as_deref(),
+            Some("alerts.off_route_s")
+        );
+    }
+
+    #[test]
+    fn every_setting_says_what_it_accepts() {
+        let all = serde_json::to_value(Settings::default()).unwrap();
+        for (section, keys) in all.as_object().unwrap() {
+            for key in keys.as_object().unwrap().keys() {
+                let path = format!("{section}.{key}");
+                assert!(Settings::accepted(&path).is_some(), "{path}");
+            }
+        }
     }
 }

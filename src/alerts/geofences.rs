@@ -81,13 +81,17 @@ enum ShapeInput {
     Circle(f64, f64, f64),
 }
 
-fn check_shape(input: &Input) -> AppResult<Option<ShapeInput>> {
+async fn check_shape(db: &PgPool, input: &Input) -> AppResult<Option<ShapeInput>> {
     match (&input.area, &input.circle) {
         (Some(_), Some(_)) => Err(AppError::validation(
             "area",
             "give either area or circle, not both",
         )),
-        (Some(area), None) => check_polygon(area).map(Some),
+        (Some(area), None) => {
+            let polygon = check_polygon(area)?;
+            check_valid(db, &polygon).await?;
+            Ok(Some(ShapeInput::Polygon(polygon)))
+        }
         (None, Some(c)) => {
             if !(-90.0..=90.0).contains(&c.lat) || !(-180.0..=180.0).contains(&c.lon) {
                 return Err(AppError::validation(
@@ -107,8 +111,9 @@ fn check_shape(input: &Input) -> AppResult<Option<ShapeInput>> {
     }
 }
 
-/// A GeoJSON Polygon of closed rings of at least four valid `[lon, lat]` positions.
-fn check_polygon(area: &Value) -> AppResult<ShapeInput> {
+/// A GeoJSON Polygon of closed rings of at least four valid `[lon, lat]` positions, as GeoJSON
+/// text.
+fn check_polygon(area: &Value) -> AppResult<String> {
     let bad = |m: &str| AppError::validation("area", m);
     if area.get("type").and_then(Value::as_str) != Some("Polygon") {
         return Err(bad("area must be a GeoJSON Polygon"));
@@ -148,8 +153,39 @@ fn check_polygon(area: &Value) -> AppResult<ShapeInput> {
         }
     }
     polygon_from_geojson(area).ok_or_else(|| bad("area is not a polygon"))?;
-    Ok(ShapeInput::Polygon(
-        json!({"type": "Polygon", "coordinates": rings}).to_string(),
+    Ok(json!({"type": "Polygon", "coordinates": rings}).to_string())
+}
+
+/// Refuses a polygon that encloses no proper area: rings that cross themselves or each other
+/// (a bow tie, a spike that doubles back), a hole outside its shell, or no area at all. PostGIS
+/// would store it, but what is inside it would be anyone's guess. Judged in plain lon/lat, as
+/// the geofence index judges positions.
+async fn check_valid(db: &PgPool, geojson: &str) -> AppResult<()> {
+    let (valid, reason, lon, lat, area): (bool, Option<String>, Option<f64>, Option<f64>, f64) =
+        sqlx::query_as(
+            "SELECT (d).valid, (d).reason, ST_X((d).location), ST_Y((d).location), ST_Area(g)
+             FROM (SELECT ST_IsValidDetail(g) AS d, g
+                   FROM (SELECT ST_GeomFromGeoJSON($1) AS g) AS input) AS checked",
+        )
+        .bind(geojson)
+        .fetch_one(db)
+        .await?;
+    let why = if !valid {
+        let reason = reason
+            .unwrap_or_else(|| "invalid".to_owned())
+            .to_lowercase();
+        match (lon, lat) {
+            (Some(lon), Some(lat)) => format!("{reason} at [{lon}, {lat}]"),
+            _ => reason,
+        }
+    } else if area <= 0.0 {
+        "it encloses no area".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(AppError::validation(
+        "area",
+        format!("area is not a valid polygon: {why}"),
     ))
 }
 
@@ -266,7 +302,8 @@ async fn create(
         .name
         .as_deref()
         .ok_or_else(|| AppError::validation("name", "name is required"))?;
-    let shape = check_shape(&input)?
+    let shape = check_shape(&state.db, &input)
+        .await?
         .ok_or_else(|| AppError::validation("area", "give an area (Polygon) or a circle"))?;
     check_fields(&state.db, user.organisation_id, &input).await?;
     let (geojson, lon, lat, radius) = shape_binds(&shape);
@@ -303,7 +340,7 @@ async fn update(
 ) -> AppResult<Json<Geofence>> {
     user.require_dispatcher()?;
     fetch(&state.db, user.organisation_id, id).await?;
-    let shape = check_shape(&input)?;
+    let shape = check_shape(&state.db, &input).await?;
     check_fields(&state.db, user.organisation_id, &input).await?;
     let mut tx = state.db.begin().await?;
     if let Some(shape) = &shape {

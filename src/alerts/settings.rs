@@ -45,41 +45,58 @@ impl Default for AlertSettings {
 }
 
 impl AlertSettings {
+    /// What `key` accepts, as the error for any other value says it; none for an unknown key.
+    pub fn accepted(key: &str) -> Option<&'static str> {
+        Some(match key {
+            "speed_limit_mps" => "must be 1 to 200 m/s, or null",
+            "overspeed_min_s" => "must be a whole number of seconds, 0 to 3600",
+            "stopped_min" => "must be a whole number of minutes, 1 to 1440, or null",
+            "stopped_radius_m" => "must be 1 to 10000 metres",
+            "silent_min" => "must be a whole number of minutes, 1 to 1440, or null",
+            "off_route_m" => "must be 10 to 100000 metres, or null",
+            "off_route_s" => "must be a whole number of seconds, 0 to 3600",
+            "arrival_radius_m" => "must be 5 to 100000 metres, or null",
+            "geofence_debounce_s" => "must be a whole number of seconds, 0 to 3600",
+            _ => return None,
+        })
+    }
+
     /// Range checks, naming the field as `alerts.<name>`.
     pub fn validate(&self) -> Result<(), AppError> {
-        let bad = |name: &str, message: &str| {
+        let bad = |name: &str| {
+            let accepted = Self::accepted(name).expect("every checked key says what it accepts");
             Err(AppError::validation(
                 format!("alerts.{name}"),
-                format!("alerts.{name} {message}"),
+                format!("alerts.{name} {accepted}"),
             ))
         };
         let within = |v: Option<f64>, lo: f64, hi: f64| v.is_some_and(|v| !(lo..=hi).contains(&v));
         if within(self.speed_limit_mps, 1.0, 200.0) {
-            return bad("speed_limit_mps", "must be 1 to 200 m/s, or null");
+            return bad("speed_limit_mps");
         }
         if self.overspeed_min_s > 3600 {
-            return bad("overspeed_min_s", "must be 0 to 3600 seconds");
+            return bad("overspeed_min_s");
         }
         if self.stopped_min.is_some_and(|m| m == 0 || m > 1440) {
-            return bad("stopped_min", "must be 1 to 1440 minutes, or null");
+            return bad("stopped_min");
         }
         if !(1.0..=10_000.0).contains(&self.stopped_radius_m) {
-            return bad("stopped_radius_m", "must be 1 to 10000 metres");
+            return bad("stopped_radius_m");
         }
         if self.silent_min.is_some_and(|m| m == 0 || m > 1440) {
-            return bad("silent_min", "must be 1 to 1440 minutes, or null");
+            return bad("silent_min");
         }
         if within(self.off_route_m, 10.0, 100_000.0) {
-            return bad("off_route_m", "must be 10 to 100000 metres, or null");
+            return bad("off_route_m");
         }
         if self.off_route_s > 3600 {
-            return bad("off_route_s", "must be 0 to 3600 seconds");
+            return bad("off_route_s");
         }
         if within(self.arrival_radius_m, 5.0, 100_000.0) {
-            return bad("arrival_radius_m", "must be 5 to 100000 metres, or null");
+            return bad("arrival_radius_m");
         }
         if self.geofence_debounce_s > 3600 {
-            return bad("geofence_debounce_s", "must be 0 to 3600 seconds");
+            return bad("geofence_debounce_s");
         }
         Ok(())
     }

@@ -240,10 +240,24 @@ pub async fn send_message(
     Ok(sent)
 }
 
+/// The message `id` and the viewer as a participant of its conversation. One in a conversation
+/// the viewer may not see is answered as one that does not exist, so ids cannot be probed.
+async fn visible_message(
+    state: &AppState,
+    viewer: &Viewer,
+    id: i64,
+) -> AppResult<(Message, Participant)> {
+    let message = store::get(&state.db, viewer.organisation_id(), id).await?;
+    match Participant::of(&state.db, viewer, message.shipment_id).await {
+        Ok(me) => Ok((message, me)),
+        Err(AppError::NotFound(_) | AppError::Forbidden(_)) => Err(AppError::NotFound("message")),
+        Err(e) => Err(e),
+    }
+}
+
 /// The message `id` if the viewer wrote it (authors change only their own).
 async fn own_message(state: &AppState, viewer: &Viewer, id: i64) -> AppResult<Message> {
-    let message = store::get(&state.db, viewer.organisation_id(), id).await?;
-    let me = Participant::of(&state.db, viewer, message.shipment_id).await?;
+    let (message, me) = visible_message(state, viewer, id).await?;
     if message.author.key != me.key {
         return Err(AppError::Forbidden("only its author changes a message"));
     }
@@ -297,8 +311,7 @@ pub async fn react_message(
     stored: impl FnOnce(&Message),
 ) -> AppResult<Message> {
     check_emoji(emoji)?;
-    let message = store::get(&state.db, viewer.organisation_id(), id).await?;
-    let me = Participant::of(&state.db, viewer, message.shipment_id).await?;
+    let (_, me) = visible_message(state, viewer, id).await?;
     state
         .limits
         .chat
@@ -341,6 +354,9 @@ struct HistoryQuery {
     /// Every message sent or changed after this seq, oldest change first.
     since: Option<i64>,
     limit: Option<i64>,
+    /// A share link's token, which the [`Viewer`] extractor reads.
+    #[serde(rename = "share")]
+    _share: Option<serde::de::IgnoredAny>,
 }
 
 /// The conversation: the latest messages (or those before a cursor), or everything that changed

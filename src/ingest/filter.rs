@@ -40,34 +40,44 @@ impl Default for FilterSettings {
 }
 
 impl FilterSettings {
+    /// What `key` accepts, as the error for any other value says it; none for an unknown key.
+    pub fn accepted(key: &str) -> Option<&'static str> {
+        Some(match key {
+            "zero" => "must be true or false",
+            "max_ahead_s" => "must be a whole number of seconds, 0 to 86400",
+            "max_age_h" => "must be a whole number of hours, 1 to 263520, or null for no limit",
+            "max_accuracy_m" => "must be 1 to 100000 metres, or null",
+            "max_speed_mps" => "must be 1 to 1000 m/s, or null",
+            _ => return None,
+        })
+    }
+
     /// Range checks, naming the field as `filter.<name>`.
     pub fn validate(&self) -> Result<(), AppError> {
-        let bad = |name: &str, message: &str| {
+        let bad = |name: &str| {
+            let accepted = Self::accepted(name).expect("every checked key says what it accepts");
             Err(AppError::validation(
                 format!("filter.{name}"),
-                format!("filter.{name} {message}"),
+                format!("filter.{name} {accepted}"),
             ))
         };
         if self.max_ahead_s > 86_400 {
-            return bad("max_ahead_s", "must be 0 to 86400 seconds");
+            return bad("max_ahead_s");
         }
         if self.max_age_h.is_some_and(|h| h == 0 || h > 24 * 366 * 30) {
-            return bad(
-                "max_age_h",
-                "must be 1 to 263520 hours, or null for no limit",
-            );
+            return bad("max_age_h");
         }
         if self
             .max_accuracy_m
             .is_some_and(|m| !(1.0..=100_000.0).contains(&m))
         {
-            return bad("max_accuracy_m", "must be 1 to 100000 metres, or null");
+            return bad("max_accuracy_m");
         }
         if self
             .max_speed_mps
             .is_some_and(|v| !(1.0..=1_000.0).contains(&v))
         {
-            return bad("max_speed_mps", "must be 1 to 1000 m/s, or null");
+            return bad("max_speed_mps");
         }
         Ok(())
     }

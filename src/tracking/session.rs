@@ -35,8 +35,11 @@ use crate::{
     security, shipments, vehicles, AppState,
 };
 
-/// Largest client frame accepted; bigger ones close the connection with 1009.
+/// Largest client frame (and message) accepted; bigger ones close the connection with
+/// [`CLOSE_TOO_BIG`].
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// The close code for a client frame over [`MAX_FRAME_BYTES`] ("message too big").
+pub const CLOSE_TOO_BIG: u16 = 1009;
 /// Alerts in the `alerts` topic's snapshot.
 const SNAPSHOT_ALERTS: i64 = 50;
 /// Most topics one connection may hold.
@@ -108,6 +111,15 @@ async fn upgrade(
                 metrics.websocket_connections.dec();
             })
         }))
+}
+
+/// Whether a read failed because the client's frame or message was over [`MAX_FRAME_BYTES`].
+/// The reader stops at the frame's header, so the connection cannot go on; the client is told
+/// why with a close frame rather than left with a dropped connection.
+fn too_big(e: &axum::Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|cause| cause.downcast_ref::<tungstenite::Error>())
+        .is_some_and(|cause| matches!(cause, tungstenite::Error::Capacity(_)))
 }
 
 struct Session {
@@ -214,6 +226,9 @@ impl Session {
                         Some(Ok(Message::Binary(_))) => self.error("bad_frame", "frames are JSON text", None),
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                         Some(Ok(Message::Close(_))) | None => break None,
+                        Some(Err(e)) if too_big(&e) => {
+                            break Some((CLOSE_TOO_BIG, "frames are at most 64 KiB"));
+                        }
                         Some(Err(e)) => {
                             tracing::debug!(error = %e, "websocket read failed");
                             break None;

@@ -698,6 +698,130 @@ async fn geofences_are_checked_and_every_change_reaches_the_rules(db: PgPool) {
 }
 
 #[sqlx::test]
+async fn a_polygon_that_is_not_a_valid_area_is_refused_saying_why(db: PgPool) {
+    let f = fleet(TestApp::spawn(db).await).await;
+    let polygon = |rings: Value| json!({"type": "Polygon", "coordinates": rings});
+    let shell = json!([
+        [11.0, 48.0],
+        [12.0, 48.0],
+        [12.0, 49.0],
+        [11.0, 49.0],
+        [11.0, 48.0]
+    ]);
+    let refused = [
+        (
+            "a bow tie",
+            polygon(json!([[
+                [11.0, 48.0],
+                [12.0, 49.0],
+                [12.0, 48.0],
+                [11.0, 49.0],
+                [11.0, 48.0]
+            ]])),
+            "self-intersection at [11.5, 48.5]",
+        ),
+        (
+            "a hole outside its shell",
+            polygon(json!([
+                shell,
+                [
+                    [13.0, 48.0],
+                    [13.5, 48.0],
+                    [13.5, 48.5],
+                    [13.0, 48.5],
+                    [13.0, 48.0]
+                ]
+            ])),
+            "hole lies outside shell",
+        ),
+        (
+            "a spike that doubles back",
+            polygon(json!([[
+                [11.0, 48.0],
+                [12.0, 48.0],
+                [12.0, 49.0],
+                [12.5, 49.5],
+                [12.0, 49.0],
+                [11.0, 49.0],
+                [11.0, 48.0]
+            ]])),
+            "self-intersection",
+        ),
+        (
+            "a flat ring",
+            polygon(json!([[
+                [11.0, 48.0],
+                [12.0, 48.0],
+                [13.0, 48.0],
+                [11.0, 48.0]
+            ]])),
+            "self-intersection",
+        ),
+        (
+            "one point over and over",
+            polygon(json!([[
+                [11.0, 48.0],
+                [11.0, 48.0],
+                [11.0, 48.0],
+                [11.0, 48.0]
+            ]])),
+            "too few points",
+        ),
+    ];
+    for (what, area, why) in &refused {
+        let (status, err) = f
+            .app
+            .post(
+                &f.dispatcher,
+                "/api/v1/geofences",
+                json!({"name": what, "area": area}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{what}: {err}");
+        assert_eq!(err["error"]["field"], "area", "{what}: {err}");
+        let message = err["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("area is not a valid polygon: "),
+            "{what}: {message}"
+        );
+        assert!(message.contains(why), "{what}: {message}");
+    }
+    // A shell with a hole inside it is a valid area; a change to an invalid one is refused too.
+    let holed = polygon(json!([
+        shell,
+        [
+            [11.4, 48.4],
+            [11.6, 48.4],
+            [11.6, 48.6],
+            [11.4, 48.6],
+            [11.4, 48.4]
+        ]
+    ]));
+    let id = f
+        .geofence(json!({"name": "Ring road", "area": holed}))
+        .await;
+    for (what, area, _) in &refused {
+        let (status, err) = f
+            .app
+            .patch(
+                &f.dispatcher,
+                &format!("/api/v1/geofences/{id}"),
+                json!({"area": area}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{what}: {err}");
+        assert_eq!(err["error"]["field"], "area", "{what}: {err}");
+    }
+    let (_, listed) = f.app.get(&f.dispatcher, "/api/v1/geofences").await;
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "nothing invalid was stored: {listed:?}");
+    assert_eq!(
+        listed[0]["area"]["coordinates"].as_array().unwrap().len(),
+        2
+    );
+}
+
+#[sqlx::test]
 async fn alert_settings_are_checked_and_tune_the_rules(db: PgPool) {
     let f = fleet(TestApp::spawn(db).await).await;
     let (_, admin) = f.app.user("Acme", "boss@acme.test", Role::Admin).await;
@@ -846,4 +970,157 @@ async fn a_vehicle_can_have_its_own_limits(db: PgPool) {
     let alerts = f.alerts("rule=overspeed").await;
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(alerts[0]["vehicle_id"], f.vehicle);
+}
+
+#[sqlx::test]
+async fn every_numeric_setting_outside_its_range_is_refused_naming_its_key(db: PgPool) {
+    let f = fleet(TestApp::spawn(db).await).await;
+    let (_, admin) = f.app.user("Acme", "boss@acme.test", Role::Admin).await;
+    let overrides = format!("/api/v1/vehicles/{}/alert-settings", f.vehicle);
+    // (section, key, the lowest and highest values accepted, values refused). Whole-number
+    // settings also refuse fractions, negatives and values beyond 32 bits.
+    let whole = |lo: i64, hi: i64| {
+        vec![
+            json!(lo - 1),
+            json!(hi + 1),
+            json!(-5),
+            json!(1.5),
+            json!(1_i64 << 32),
+        ]
+    };
+    let real = |lo: f64, hi: f64| vec![json!(lo - 0.5), json!(hi + 0.5), json!(-1.0), json!("10")];
+    let table: Vec<(&str, &str, Value, Value, Vec<Value>)> = vec![
+        (
+            "filter",
+            "max_ahead_s",
+            json!(0),
+            json!(86_400),
+            whole(0, 86_400),
+        ),
+        (
+            "filter",
+            "max_age_h",
+            json!(1),
+            json!(263_520),
+            whole(1, 263_520),
+        ),
+        (
+            "filter",
+            "max_accuracy_m",
+            json!(1.0),
+            json!(100_000.0),
+            real(1.0, 100_000.0),
+        ),
+        (
+            "filter",
+            "max_speed_mps",
+            json!(1.0),
+            json!(1_000.0),
+            real(1.0, 1_000.0),
+        ),
+        (
+            "alerts",
+            "speed_limit_mps",
+            json!(1.0),
+            json!(200.0),
+            real(1.0, 200.0),
+        ),
+        (
+            "alerts",
+            "overspeed_min_s",
+            json!(0),
+            json!(3600),
+            whole(0, 3600),
+        ),
+        (
+            "alerts",
+            "stopped_min",
+            json!(1),
+            json!(1440),
+            whole(1, 1440),
+        ),
+        (
+            "alerts",
+            "stopped_radius_m",
+            json!(1.0),
+            json!(10_000.0),
+            real(1.0, 10_000.0),
+        ),
+        (
+            "alerts",
+            "silent_min",
+            json!(1),
+            json!(1440),
+            whole(1, 1440),
+        ),
+        (
+            "alerts",
+            "off_route_m",
+            json!(10.0),
+            json!(100_000.0),
+            real(10.0, 100_000.0),
+        ),
+        (
+            "alerts",
+            "off_route_s",
+            json!(0),
+            json!(3600),
+            whole(0, 3600),
+        ),
+        (
+            "alerts",
+            "arrival_radius_m",
+            json!(5.0),
+            json!(100_000.0),
+            real(5.0, 100_000.0),
+        ),
+        (
+            "alerts",
+            "geofence_debounce_s",
+            json!(0),
+            json!(3600),
+            whole(0, 3600),
+        ),
+    ];
+    for (section, key, lowest, highest, refused) in table {
+        let field = format!("{section}.{key}");
+        // The organisation's settings, and for alert settings a vehicle's own.
+        let mut calls = vec![(reqwest::Method::PATCH, "/api/v1/settings".to_owned(), true)];
+        if section == "alerts" {
+            calls.push((reqwest::Method::PUT, overrides.clone(), false));
+        }
+        for (method, path, sectioned) in calls {
+            let body = |value: &Value| {
+                let keys = json!({ key: value });
+                if sectioned {
+                    json!({ section: keys })
+                } else {
+                    keys
+                }
+            };
+            for value in [&lowest, &highest] {
+                let (status, reply) = f
+                    .app
+                    .call(method.clone(), &admin, &path, Some(body(value)))
+                    .await;
+                assert_eq!(
+                    status,
+                    StatusCode::OK,
+                    "{method} {path} {field}={value}: {reply}"
+                );
+            }
+            for value in &refused {
+                let (status, reply) = f
+                    .app
+                    .call(method.clone(), &admin, &path, Some(body(value)))
+                    .await;
+                let what = format!("{method} {path} {field}={value}: {reply}");
+                assert_eq!(status, StatusCode::BAD_REQUEST, "{what}");
+                assert_eq!(reply["error"]["code"], "validation", "{what}");
+                assert_eq!(reply["error"]["field"], field.as_str(), "{what}");
+                let message = reply["error"]["message"].as_str().unwrap();
+                assert!(message.starts_with(&format!("{field} must be")), "{what}");
+            }
+        }
+    }
 }

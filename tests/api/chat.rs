@@ -327,6 +327,124 @@ async fn only_the_shipments_people_and_a_chat_share_link_take_part(db: PgPool) {
 }
 
 #[sqlx::test]
+async fn a_chat_share_link_reads_its_conversation_in_pages_and_no_other(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (desk, _, shipment) = conversation(&app).await;
+    for (i, body) in ["Loading now", "Leaving at 9", "Gate 4"].iter().enumerate() {
+        let (status, m) = say(&app, &desk, shipment, &format!("m{i}"), body).await;
+        assert_eq!(status, StatusCode::CREATED, "{m}");
+    }
+    let share = |shipment: i64, chat: bool| {
+        let desk = desk.clone();
+        let app = &app;
+        async move {
+            let (status, link) = app
+                .post(
+                    &desk,
+                    &format!("/api/v1/shipments/{shipment}/share"),
+                    json!({"chat": chat}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{link}");
+            link["token"].as_str().unwrap().to_owned()
+        }
+    };
+    // As the customer's page asks: no session, the link's token in the query.
+    let read = |query: String| {
+        let app = &app;
+        async move {
+            let url = app.url(&format!("/api/v1/shipments/{shipment}/chat?{query}"));
+            let res = app.http.get(url).send().await.unwrap();
+            let status = res.status();
+            (status, res.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+
+    let talking = share(shipment, true).await;
+    let (status, history) = read(format!("share={talking}")).await;
+    assert_eq!(status, StatusCode::OK, "{history}");
+    assert_eq!(
+        bodies(&history),
+        [json!("Loading now"), json!("Leaving at 9"), json!("Gate 4")]
+    );
+    assert!(
+        history["me"].as_str().unwrap().starts_with("customer:"),
+        "{history}"
+    );
+    let (status, page) = read(format!("share={talking}&limit=2")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(bodies(&page), [json!("Leaving at 9"), json!("Gate 4")]);
+    let before = page["next_before"]
+        .as_i64()
+        .expect("a cursor to the older page");
+    let (status, older) = read(format!("share={talking}&before={before}")).await;
+    assert_eq!(status, StatusCode::OK, "{older}");
+    assert_eq!(bodies(&older), [json!("Loading now")]);
+    let since = history["messages"][1]["seq"].as_i64().unwrap();
+    let (status, news) = read(format!("share={talking}&since={since}")).await;
+    assert_eq!(status, StatusCode::OK, "{news}");
+    assert_eq!(bodies(&news), [json!("Gate 4")]);
+    let (status, typo) = read(format!("share={talking}&befor={before}")).await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "unknown keys are still refused: {typo}"
+    );
+
+    let silent = share(shipment, false).await;
+    let (status, refused) = read(format!("share={silent}")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+
+    let (vehicle, _) = app.vehicle(&desk, "Van 2").await;
+    let elsewhere = app.shipment(&desk, "SHP-2", vehicle, None).await;
+    let theirs = share(elsewhere, true).await;
+    let (status, refused) = read(format!("share={theirs}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{refused}");
+}
+
+#[sqlx::test]
+async fn a_message_out_of_sight_is_answered_as_one_that_does_not_exist(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (desk, _, shipment) = conversation(&app).await;
+    let (bob, other_phone) = app.user("Acme", "bob@acme.test", Role::Driver).await;
+    let (vehicle, _) = app.vehicle(&desk, "Van 2").await;
+    let theirs = app.shipment(&desk, "SHP-2", vehicle, Some(bob)).await;
+    let (status, hidden) = say(&app, &desk, shipment, "m1", "Gate 4").await;
+    assert_eq!(status, StatusCode::CREATED, "{hidden}");
+    let hidden = hidden["id"].as_i64().unwrap();
+    // Bob may talk in his own shipment's conversation, not in Anna's.
+    let (status, own) = say(&app, &other_phone, theirs, "b1", "On my way").await;
+    assert_eq!(status, StatusCode::CREATED, "{own}");
+    let missing = hidden + 1_000_000;
+
+    let attempts = |id: i64| {
+        let app = &app;
+        let jwt = other_phone.clone();
+        async move {
+            let path = format!("/api/v1/chat/{id}");
+            vec![
+                app.patch(&jwt, &path, json!({"body": "changed"})).await,
+                app.delete(&jwt, &path).await,
+                app.post(&jwt, &format!("{path}/reactions"), json!({"emoji": "👍"}))
+                    .await,
+            ]
+        }
+    };
+    let out_of_sight = attempts(hidden).await;
+    let nonexistent = attempts(missing).await;
+    for (seen, none) in out_of_sight.iter().zip(&nonexistent) {
+        assert_eq!(seen.0, StatusCode::NOT_FOUND, "{}", seen.1);
+        assert_eq!(seen, none, "the two answers tell nothing apart");
+        assert_eq!(seen.1["error"]["message"], "message not found");
+    }
+    let (_, history) = app
+        .get(&desk, &format!("/api/v1/shipments/{shipment}/chat"))
+        .await;
+    assert_eq!(bodies(&history), [json!("Gate 4")], "untouched");
+    assert_eq!(history["messages"][0]["reactions"], json!({}));
+}
+
+#[sqlx::test]
 async fn a_participant_sending_too_fast_gets_429(db: PgPool) {
     let app = TestApp::spawn_with(db, None, &["--chat-rate-per-minute", "1"]).await;
     let (desk, phone, shipment) = conversation(&app).await;

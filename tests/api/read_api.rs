@@ -383,10 +383,6 @@ async fn fleet_bbox_and_nearby_search_use_current_positions(db: PgPool) {
         .collect();
     assert_eq!(names, ["Augsburg", "Munich"]);
     assert_eq!(
-        app.get(&jwt, "/api/v1/fleet?bbox=13,47,10,49").await.0,
-        StatusCode::BAD_REQUEST
-    );
-    assert_eq!(
         app.get(&jwt, "/api/v1/fleet?bbox=1,2,3").await.0,
         StatusCode::BAD_REQUEST
     );
@@ -433,6 +429,66 @@ async fn fleet_bbox_and_nearby_search_use_current_positions(db: PgPool) {
             .0,
         StatusCode::BAD_REQUEST
     );
+}
+
+/// The names of a fleet answer's vehicles, in its order.
+fn feature_names(fleet: &Value) -> Vec<&str> {
+    fleet["features"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a FeatureCollection: {fleet}"))
+        .iter()
+        .map(|f| f["properties"]["name"].as_str().unwrap())
+        .collect()
+}
+
+#[sqlx::test]
+async fn fleet_boxes_take_the_whole_world_hemispheres_the_antimeridian_and_the_poles(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (_, jwt) = app.user("Acme", "d@acme.test", Role::Dispatcher).await;
+    let places = [
+        ("Dateline", 0.0, 179.5),
+        ("Denver", 39.7392, -104.9903),
+        ("Greenwich", 1.0, 0.0),
+        ("Munich", 48.1374, 11.5755),
+        ("North Pole", 90.0, 0.0),
+        ("South Pole", -90.0, 0.0),
+    ];
+    for (name, lat, lon) in places {
+        let (_, token) = app.vehicle(&jwt, name).await;
+        let (status, reply) = app.ingest(&token, json!({"lat": lat, "lon": lon})).await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+    }
+    let every: Vec<&str> = places.iter().map(|p| p.0).collect();
+    let cases: [(&str, &[&str]); 6] = [
+        ("-180,-90,180,90", &every),
+        (
+            "-180,0,180,90",
+            &["Dateline", "Denver", "Greenwich", "Munich", "North Pole"],
+        ),
+        (
+            "0,-90,180,90",
+            &[
+                "Dateline",
+                "Greenwich",
+                "Munich",
+                "North Pole",
+                "South Pole",
+            ],
+        ),
+        // West edge east of the east edge: across the antimeridian, 170..180 and -180..-170.
+        ("170,-10,-170,10", &["Dateline"]),
+        ("-180,89,180,90", &["North Pole"]),
+        ("-180,-90,180,-89", &["South Pole"]),
+    ];
+    for (bbox, expected) in cases {
+        let (status, fleet) = app.get(&jwt, &format!("/api/v1/fleet?bbox={bbox}")).await;
+        assert_eq!(status, StatusCode::OK, "{bbox}: {fleet}");
+        assert_eq!(feature_names(&fleet), expected, "{bbox}");
+    }
+    // South above north is no box at all.
+    let (status, reply) = app.get(&jwt, "/api/v1/fleet?bbox=0,10,1,5").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
+    assert_eq!(reply["error"]["field"], "bbox", "{reply}");
 }
 
 #[sqlx::test]

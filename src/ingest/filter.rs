@@ -87,6 +87,8 @@ impl FilterSettings {
 pub enum FilterReason {
     NullIsland,
     Future,
+    /// Ahead of the server clock by more than its device's clock usually is.
+    ClockAhead,
     Outdated,
     Inaccurate,
     Jump,
@@ -97,11 +99,79 @@ impl FilterReason {
         match self {
             FilterReason::NullIsland => "null_island",
             FilterReason::Future => "future",
+            FilterReason::ClockAhead => "clock_ahead",
             FilterReason::Outdated => "outdated",
             FilterReason::Inaccurate => "inaccurate",
             FilterReason::Jump => "jump",
         }
     }
+}
+
+/// Seconds a fix may be stamped ahead of its arrival, beyond what its device's clock usually
+/// shows, before it is `clock_ahead`. A phone's clock is set by the network or by GNSS time, so
+/// its fixes arrive a little after they were taken; one stamped minutes ahead would hold the
+/// marker (every genuine fix after it would look late) until real time caught up.
+pub const CLOCK_TOLERANCE_S: f64 = 60.0;
+/// How far one fix can raise what a device's clock is learnt to show: a clock that really runs
+/// ahead is learnt within a few dozen fixes, one wild fix teaches next to nothing.
+const CLOCK_LEARN_STEP_S: f64 = 10.0;
+
+/// What a device's clock usually shows: how many seconds its live fixes are stamped ahead of
+/// their arrival at the server (negative: behind, the usual network delay).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DeviceClock {
+    pub offset_s: Option<f64>,
+}
+
+impl DeviceClock {
+    /// Whether a fix stamped `offset_s` ahead of its arrival runs ahead of this clock's habit by
+    /// more than [`CLOCK_TOLERANCE_S`]. A clock is never held to less than the server's own.
+    pub fn is_ahead(&self, offset_s: f64) -> bool {
+        offset_s > self.offset_s.unwrap_or(0.0).max(0.0) + CLOCK_TOLERANCE_S
+    }
+
+    /// Learns from one fix's offset: down at once (a late fix, or a clock put right only makes
+    /// the check stricter, never laxer than the server clock), up by at most a step per fix.
+    pub fn learn(&mut self, offset_s: f64) {
+        let known = self.offset_s.unwrap_or(0.0);
+        self.offset_s = Some(if offset_s <= known {
+            offset_s
+        } else {
+            offset_s.min(known.max(0.0) + CLOCK_LEARN_STEP_S)
+        });
+    }
+}
+
+/// Metres per second a vehicle must have moved to be at `(lat, lon)` at `t`, having been at
+/// `from`; `None` when the two times are equal.
+fn implied_speed(from: &LastFix, t: DateTime<Utc>, lat: f64, lon: f64) -> Option<f64> {
+    let dt = (t - from.recorded_at)
+        .num_microseconds()
+        .unwrap_or(i64::MAX)
+        .unsigned_abs() as f64
+        / 1e6;
+    let d = Haversine::distance(Point::new(from.lon, from.lat), Point::new(lon, lat));
+    (dt > 0.0).then(|| d / dt)
+}
+
+/// Whether a late fix (older than the current position) is a jump: judged against its
+/// neighbours in time, the good fixes just before and just after it (stored, or in the same
+/// batch), it is one when every neighbour it has implies a speed beyond the limit. A glitch
+/// inside a phone's backlog is far from both; a genuine fix next to an old unflagged glitch is
+/// still near its other neighbour.
+pub fn judge_late(
+    p: &NewPosition,
+    before: Option<&LastFix>,
+    after: Option<&LastFix>,
+    settings: &FilterSettings,
+) -> Option<FilterReason> {
+    let limit = settings.max_speed_mps?;
+    let speeds: Vec<f64> = [before, after]
+        .into_iter()
+        .flatten()
+        .filter_map(|n| implied_speed(n, p.recorded_at, p.lat, p.lon))
+        .collect();
+    (!speeds.is_empty() && speeds.iter().all(|v| *v > limit)).then_some(FilterReason::Jump)
 }
 
 /// The vehicle's current position, which a new point is compared with.
@@ -136,18 +206,14 @@ pub fn judge(
         }
     }
     if let (Some(last), Some(limit)) = (last, settings.max_speed_mps) {
-        // Only a newer point can jump; the speed it implies shrinks as time passes, so a vehicle
-        // that really moved while silent (or whose last accepted fix was itself off) is accepted
-        // again once the distance is plausible for the time gone by.
-        let dt = (p.recorded_at - last.recorded_at)
-            .num_microseconds()
-            .unwrap_or(i64::MAX) as f64
-            / 1e6;
-        if dt > 0.0 {
-            let d = Haversine::distance(Point::new(last.lon, last.lat), Point::new(p.lon, p.lat));
-            if d / dt > limit {
-                return Some(FilterReason::Jump);
-            }
+        // Only a newer point can jump here (late ones are judged by [`judge_late`]); the speed
+        // it implies shrinks as time passes, so a vehicle that really moved while silent (or
+        // whose last accepted fix was itself off) is accepted again once the distance is
+        // plausible for the time gone by.
+        if p.recorded_at > last.recorded_at
+            && implied_speed(last, p.recorded_at, p.lat, p.lon).is_some_and(|v| v > limit)
+        {
+            return Some(FilterReason::Jump);
         }
     }
     None

@@ -3,6 +3,7 @@
 //! the hub.
 mod attribution;
 mod filter;
+mod plan;
 #[cfg(test)]
 mod properties;
 pub(crate) mod trackers;

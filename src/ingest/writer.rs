@@ -15,15 +15,16 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
-    attribution::{shipment_for, Window},
-    filter::{judge, FilterSettings, LastFix},
+    attribution::Window,
+    filter::{DeviceClock, LastFix, CLOCK_TOLERANCE_S},
+    plan::{plan, Incoming, Known, Neighbours, Planned, Row, ShipmentChange, VehicleState},
 };
 use crate::{
-    alerts::{self, AlertSettings, Alerts, Change, Context, OrgFences, RuleState, Subject, Trip},
+    alerts::{self, Alerts, OrgFences, Trip},
     auth::Device,
     error::AppError,
     metrics::Metrics,
-    position::{to_micros, NewPosition, Position},
+    position::{to_micros, NewPosition},
     settings::stored_or_default,
     tracking::{frames, lock_seq, Batch, Published, Tracking},
 };
@@ -241,102 +242,6 @@ impl Written {
     }
 }
 
-/// Per-vehicle state read under the lock: its current position, its shipments' windows, its
-/// organisation's filter and alert settings, and its rule state.
-struct VehicleState {
-    organisation_id: i64,
-    last: Option<LastFix>,
-    filter: FilterSettings,
-    alert_settings: AlertSettings,
-    geofence_version: i64,
-    rules: RuleState,
-    /// The shipment the vehicle carries now (planned or in transit).
-    active: Option<i64>,
-    /// The time windows of the active shipment and of the ended ones this batch's fixes may
-    /// belong to (see [`super::attribution`]).
-    windows: Vec<Window>,
-    /// When the vehicle's latest ended shipment ended: a fix older than this may belong to it.
-    last_ended_at: Option<DateTime<Utc>>,
-    /// When each shipment in `windows` started (its earliest fix), if it has.
-    started: HashMap<i64, Option<DateTime<Utc>>>,
-    trip: Option<Trip>,
-    /// The active shipment has a planned route (loaded into `trip` from the route cache).
-    has_route: bool,
-    new_current: Option<Position>,
-    /// What the batch does to the shipments its fixes joined: starts them (or moves their start
-    /// earlier), and makes the active one arrive or gives it a new ETA.
-    shipment_changes: HashMap<i64, ShipmentChange>,
-}
-
-impl VehicleState {
-    fn blank(organisation_id: i64) -> Self {
-        VehicleState {
-            organisation_id,
-            last: None,
-            filter: FilterSettings::default(),
-            alert_settings: AlertSettings::default(),
-            geofence_version: 0,
-            rules: RuleState::default(),
-            active: None,
-            windows: Vec::new(),
-            last_ended_at: None,
-            started: HashMap::new(),
-            trip: None,
-            has_route: false,
-            new_current: None,
-            shipment_changes: HashMap::new(),
-        }
-    }
-
-    fn change(&mut self, id: i64) -> &mut ShipmentChange {
-        self.shipment_changes.entry(id).or_insert(ShipmentChange {
-            id,
-            first_at: None,
-            arrived_at: None,
-            eta: None,
-        })
-    }
-
-    /// A fix at `t` that passed the filter joined shipment `id`: a planned shipment starts with
-    /// it, and one that started later starts at `t` instead.
-    fn joined(&mut self, id: i64, t: DateTime<Utc>) {
-        let started = self.started.entry(id).or_default();
-        if started.is_none_or(|s| t < s) {
-            *started = Some(t);
-            let change = self.change(id);
-            change.first_at = Some(change.first_at.map_or(t, |f| f.min(t)));
-        }
-    }
-
-    /// The active shipment arrived with the fix at `t`: later fixes are not its own.
-    fn arrived(&mut self, t: DateTime<Utc>) {
-        if let Some(active) = self.active.take() {
-            self.change(active).arrived_at = Some(t);
-            for w in self.windows.iter_mut().filter(|w| w.shipment_id == active) {
-                w.until = Some(t);
-            }
-        }
-        self.trip = None;
-    }
-}
-
-struct ShipmentChange {
-    id: i64,
-    /// The earliest fix that joined it, when that is earlier than its start (or it had none).
-    first_at: Option<DateTime<Utc>>,
-    arrived_at: Option<DateTime<Utc>>,
-    eta: Option<DateTime<Utc>>,
-}
-
-/// One row to insert.
-struct Row {
-    organisation_id: i64,
-    seq: i64,
-    position: Position,
-    filter: Option<&'static str>,
-    attributes: Option<String>,
-}
-
 async fn commit(
     pool: &PgPool,
     queue: &Queue,
@@ -355,113 +260,31 @@ async fn commit(
     let first_seq = next_seq + 1;
     let (stored, mut vehicles) = read_state(&mut tx, batch).await?;
     let fences = prepare_rules(&mut tx, engine, &mut vehicles).await?;
-    let mut changes: Vec<(Subject, Change)> = Vec::new();
-
-    let mut seen: HashMap<(i64, DateTime<Utc>), i64> = HashMap::new();
-    let mut rows = Vec::new();
-    let mut outcomes = Vec::with_capacity(batch.len());
-    for request in batch {
-        let vehicle_id = request.device.vehicle_id;
-        let mut outcome = WriteOutcome {
-            seqs: Vec::with_capacity(request.positions.len()),
-            accepted: 0,
-            duplicates: 0,
-            filtered: 0,
-        };
-        for p in &request.positions {
-            let key = (vehicle_id, p.recorded_at);
-            if let Some(seq) = stored.get(&key).or_else(|| seen.get(&key)) {
-                outcome.seqs.push(*seq);
-                outcome.duplicates += 1;
-                continue;
-            }
-            next_seq += 1;
-            seen.insert(key, next_seq);
-            let state = vehicles
-                .get_mut(&vehicle_id)
-                .expect("every device's vehicle was read");
-            let filter = judge(p, state.last.as_ref(), now, &state.filter);
-            let late =
-                filter.is_none() && state.last.is_some_and(|l| p.recorded_at < l.recorded_at);
-            let shipment_id = shipment_for(p.recorded_at, &state.windows, request.shipment);
-            // The active shipment's own fix: the rules follow its trip and it may get an ETA.
-            let on_trip = shipment_id.is_some() && shipment_id == state.active;
-            let mut position = Position {
-                vehicle_id,
-                shipment_id,
-                lat: p.lat,
-                lon: p.lon,
-                recorded_at: p.recorded_at,
-                received_at: now,
-                accuracy: p.accuracy.map(|v| v as f32),
-                speed: p.speed.map(|v| v as f32),
-                heading: p.heading.map(|v| v as f32),
-                altitude: p.altitude.map(|v| v as f32),
-                battery: p.battery.map(|v| v as f32),
-                late,
-                eta: None,
-            };
-            if let (Some(id), None) = (shipment_id, filter) {
-                state.joined(id, p.recorded_at);
-            }
-            if filter.is_none() && !late {
-                let outcome = alerts::evaluate(
-                    &mut state.rules,
-                    &Context {
-                        settings: &state.alert_settings,
-                        fences: &fences[&state.organisation_id],
-                        trip: state.trip.as_ref().filter(|_| on_trip),
-                        previous: state.last.as_ref(),
-                    },
-                    &position,
-                    &mut || {
-                        next_seq += 1;
-                        next_seq
-                    },
-                );
-                if let (true, Some(id)) = (on_trip, shipment_id) {
-                    position.eta = state.rules.eta;
-                    if let Some(eta) = outcome.eta {
-                        state.change(id).eta = Some(eta);
-                    }
-                }
-                changes.extend(outcome.changes.into_iter().map(|c| {
-                    let subject = Subject {
-                        organisation_id: state.organisation_id,
-                        vehicle_id,
-                        shipment_id,
-                        position: Some((p.recorded_at, p.lat, p.lon)),
-                    };
-                    (subject, c)
-                }));
-                if on_trip && outcome.arrived {
-                    state.arrived(p.recorded_at);
-                }
-                state.last = Some(LastFix {
-                    recorded_at: p.recorded_at,
-                    lat: p.lat,
-                    lon: p.lon,
-                });
-                state.new_current = Some(position.clone());
-            }
-            outcome.seqs.push(next_seq);
-            outcome.accepted += 1;
-            if filter.is_some() {
-                outcome.filtered += 1;
-            }
-            rows.push(Row {
-                organisation_id: request.device.organisation_id,
-                seq: next_seq,
-                position,
-                filter: filter.map(|f| f.as_str()),
-                attributes: p
-                    .attributes
-                    .as_ref()
-                    .map(|a| serde_json::Value::Object(a.clone()).to_string()),
-            });
-        }
-        outcomes.push(outcome);
-    }
+    let neighbours = read_neighbours(&mut tx, batch, &vehicles).await?;
+    let incoming: Vec<Incoming> = batch
+        .iter()
+        .map(|r| Incoming {
+            vehicle_id: r.device.vehicle_id,
+            organisation_id: r.device.organisation_id,
+            shipment: r.shipment,
+            positions: &r.positions,
+        })
+        .collect();
+    let Planned {
+        rows,
+        outcomes,
+        changes,
+    } = plan(
+        &incoming,
+        &Known {
+            stored: &stored,
+            neighbours: &neighbours,
+            fences: &fences,
+            now,
+        },
+        &mut vehicles,
+        &mut next_seq,
+    );
 
     if !rows.is_empty() {
         write_rows(&mut tx, &rows, next_seq, &vehicles).await?;
@@ -531,8 +354,8 @@ async fn read_state(
         "SELECT k.vehicle_id AS id, k.recorded_at AS at, p.seq,
                 NULL::float8 AS lat, NULL::float8 AS lon, NULL::bigint AS shipment_id,
                 NULL::timestamptz AS fixes_from, NULL::timestamptz AS started_at,
-                NULL::timestamptz AS last_ended_at,
-                NULL::jsonb AS filter, NULL::bigint AS organisation_id, NULL::jsonb AS alert_settings,
+                NULL::timestamptz AS last_ended_at, NULL::timestamptz AS last_received_at,
+                NULL::float8 AS clock_offset_s, NULL::jsonb AS filter, NULL::bigint AS organisation_id, NULL::jsonb AS alert_settings,
                 NULL::bigint AS geofence_version, NULL::jsonb AS alert_state, NULL::timestamptz AS due_at,
                 NULL::float8 AS dest_lat, NULL::float8 AS dest_lon, NULL::bool AS has_route
          FROM UNNEST($1::bigint[], $2::timestamptz[]) AS k(vehicle_id, recorded_at)
@@ -544,7 +367,7 @@ async fn read_state(
                 s.id, COALESCE(s.fixes_from, s.created_at) AS fixes_from, s.started_at,
                 (SELECT max(e.ended_at) FROM shipments e
                  WHERE e.vehicle_id = v.id AND e.started_at IS NOT NULL AND e.ended_at IS NOT NULL),
-                o.settings->'filter', v.organisation_id,
+                (v.last_position->>'received_at')::timestamptz, v.clock_offset_s, o.settings->'filter', v.organisation_id,
                 COALESCE(o.settings->'alerts', '{}') || v.alert_overrides,
                 o.geofence_version, v.alert_state, s.due_at, ST_Y(s.destination::geometry),
                 ST_X(s.destination::geometry), s.planned_route IS NOT NULL
@@ -567,7 +390,7 @@ async fn read_state(
         }
         let last = match (row.at, row.lat, row.lon) {
             (Some(recorded_at), Some(lat), Some(lon)) => Some(LastFix {
-                recorded_at,
+                recorded_at: trusted_time(recorded_at, row.last_received_at),
                 lat,
                 lon,
             }),
@@ -587,6 +410,9 @@ async fn read_state(
         };
         let mut state = VehicleState {
             last,
+            clock: DeviceClock {
+                offset_s: row.clock_offset_s,
+            },
             filter: stored_or_default(organisation_id, "filter settings", row.filter),
             alert_settings: stored_or_default(
                 organisation_id,
@@ -618,6 +444,96 @@ async fn read_state(
     }
     read_ended_windows(tx, batch, &mut states).await?;
     Ok((stored, states))
+}
+
+/// The time a current position is compared with: when it was taken, unless its device stamped
+/// it further ahead of its arrival than any clock may run ([`CLOCK_TOLERANCE_S`]); then when it
+/// arrived, so that the next genuine fix takes the marker back at once.
+fn trusted_time(recorded_at: DateTime<Utc>, received_at: Option<DateTime<Utc>>) -> DateTime<Utc> {
+    match received_at {
+        Some(received)
+            if (recorded_at - received).num_milliseconds() as f64 / 1000.0 > CLOCK_TOLERANCE_S =>
+        {
+            received
+        }
+        _ => recorded_at,
+    }
+}
+
+/// For each of the batch's fixes older than its vehicle's current position (a backlog, or one
+/// out of order), the good fixes stored just before and just after it, which it is judged
+/// against: two index probes a late fix, and no query at all for a batch of live fixes.
+async fn read_neighbours(
+    tx: &mut Transaction<'_, Postgres>,
+    batch: &[Request],
+    states: &HashMap<i64, VehicleState>,
+) -> sqlx::Result<Neighbours> {
+    let (vehicles, times): (Vec<i64>, Vec<DateTime<Utc>>) = batch
+        .iter()
+        .flat_map(|r| {
+            let current = states
+                .get(&r.device.vehicle_id)
+                .and_then(|s| s.last.map(|l| l.recorded_at));
+            r.positions
+                .iter()
+                .filter(move |p| current.is_some_and(|c| p.recorded_at < c))
+                .map(|p| (r.device.vehicle_id, p.recorded_at))
+        })
+        .unzip();
+    if vehicles.is_empty() {
+        return Ok(Neighbours::new());
+    }
+    let rows: Vec<NeighbourRow> = sqlx::query_as(
+        "SELECT k.vehicle_id, k.t,
+                b.recorded_at AS before_at, ST_Y(b.point::geometry) AS before_lat,
+                ST_X(b.point::geometry) AS before_lon,
+                a.recorded_at AS after_at, ST_Y(a.point::geometry) AS after_lat,
+                ST_X(a.point::geometry) AS after_lon
+         FROM UNNEST($1::bigint[], $2::timestamptz[]) AS k(vehicle_id, t)
+         LEFT JOIN LATERAL (
+             SELECT recorded_at, point FROM positions
+             WHERE vehicle_id = k.vehicle_id AND recorded_at < k.t AND filter_reason IS NULL
+             ORDER BY recorded_at DESC LIMIT 1
+         ) AS b ON true
+         LEFT JOIN LATERAL (
+             SELECT recorded_at, point FROM positions
+             WHERE vehicle_id = k.vehicle_id AND recorded_at > k.t AND filter_reason IS NULL
+             ORDER BY recorded_at LIMIT 1
+         ) AS a ON true",
+    )
+    .bind(&vehicles)
+    .bind(&times)
+    .fetch_all(&mut **tx)
+    .await?;
+    let fix = |at: Option<DateTime<Utc>>, lat: Option<f64>, lon: Option<f64>| match (at, lat, lon)
+    {
+        (Some(recorded_at), Some(lat), Some(lon)) => Some(LastFix {
+            recorded_at,
+            lat,
+            lon,
+        }),
+        _ => None,
+    };
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let before = fix(r.before_at, r.before_lat, r.before_lon);
+            let after = fix(r.after_at, r.after_lat, r.after_lon);
+            ((r.vehicle_id, r.t), (before, after))
+        })
+        .collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct NeighbourRow {
+    vehicle_id: i64,
+    t: DateTime<Utc>,
+    before_at: Option<DateTime<Utc>>,
+    before_lat: Option<f64>,
+    before_lon: Option<f64>,
+    after_at: Option<DateTime<Utc>>,
+    after_lat: Option<f64>,
+    after_lon: Option<f64>,
 }
 
 /// Adds to each vehicle's windows those of its ended shipments that the batch's older fixes may
@@ -720,6 +636,8 @@ struct StateRow {
     fixes_from: Option<DateTime<Utc>>,
     started_at: Option<DateTime<Utc>>,
     last_ended_at: Option<DateTime<Utc>>,
+    last_received_at: Option<DateTime<Utc>>,
+    clock_offset_s: Option<f64>,
     filter: Option<serde_json::Value>,
     organisation_id: Option<i64>,
     alert_settings: Option<serde_json::Value>,
@@ -777,17 +695,18 @@ async fn write_rows(
         filter.push(r.filter);
         attributes.push(r.attributes.as_deref());
     }
-    let current: Vec<&Position> = vehicles
-        .values()
-        .filter_map(|v| v.new_current.as_ref())
-        .collect();
-    let current_json: Vec<String> = current
+    // Every vehicle of the batch: its clock always; its current position and rule state when
+    // it has a new one.
+    let states: Vec<(i64, &VehicleState)> = vehicles.iter().map(|(id, v)| (*id, v)).collect();
+    let current_json: Vec<Option<String>> = states
         .iter()
-        .map(|p| serde_json::to_string(p).expect("positions serialise"))
+        .map(|(_, v)| v.new_current.as_ref().map(|p| serde_json::to_string(p).expect("positions serialise")))
         .collect();
-    let rule_json: Vec<String> = current
+    let rule_json: Vec<Option<String>> = states
         .iter()
-        .map(|p| serde_json::to_string(&vehicles[&p.vehicle_id].rules).expect("state serialises"))
+        .map(|(_, v)| {
+            v.new_current.as_ref().map(|_| serde_json::to_string(&v.rules).expect("state serialises"))
+        })
         .collect();
     let trips: Vec<&ShipmentChange> = vehicles
         .values()
@@ -807,11 +726,13 @@ async fn write_rows(
          ), counter AS (
              UPDATE event_seq SET value = $17
          ), current AS (
-             UPDATE vehicles v SET last_recorded_at = u.r,
-                 last_point = ST_SetSRID(ST_MakePoint(u.lon, u.lat), 4326)::geography,
-                 last_position = u.pos::jsonb, alert_state = u.st::jsonb
+             UPDATE vehicles v SET last_recorded_at = COALESCE(u.r, v.last_recorded_at),
+                 last_point = COALESCE(ST_SetSRID(ST_MakePoint(u.lon, u.lat), 4326)::geography,
+                     v.last_point),
+                 last_position = COALESCE(u.pos::jsonb, v.last_position),
+                 alert_state = COALESCE(u.st::jsonb, v.alert_state), clock_offset_s = u.clock
              FROM UNNEST($18::bigint[], $19::timestamptz[], $20::float8[], $21::float8[], $22::text[],
-                 $23::text[]) AS u(id, r, lat, lon, pos, st)
+                 $23::text[], $28::float8[]) AS u(id, r, lat, lon, pos, st, clock)
              WHERE v.id = u.id
          ), trips AS (
              UPDATE shipments s SET
@@ -849,16 +770,37 @@ async fn write_rows(
     .bind(&attributes)
     .bind(rows[0].position.received_at)
     .bind(last_seq)
-    .bind(current.iter().map(|p| p.vehicle_id).collect::<Vec<_>>())
-    .bind(current.iter().map(|p| p.recorded_at).collect::<Vec<_>>())
-    .bind(current.iter().map(|p| p.lat).collect::<Vec<_>>())
-    .bind(current.iter().map(|p| p.lon).collect::<Vec<_>>())
+    .bind(states.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+    .bind(
+        states
+            .iter()
+            .map(|(_, v)| v.new_current.as_ref().map(|p| p.recorded_at))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        states
+            .iter()
+            .map(|(_, v)| v.new_current.as_ref().map(|p| p.lat))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        states
+            .iter()
+            .map(|(_, v)| v.new_current.as_ref().map(|p| p.lon))
+            .collect::<Vec<_>>(),
+    )
     .bind(&current_json)
     .bind(&rule_json)
     .bind(trips.iter().map(|t| t.id).collect::<Vec<_>>())
     .bind(trips.iter().map(|t| t.first_at).collect::<Vec<_>>())
     .bind(trips.iter().map(|t| t.arrived_at).collect::<Vec<_>>())
     .bind(trips.iter().map(|t| t.eta).collect::<Vec<_>>())
+    .bind(
+        states
+            .iter()
+            .map(|(_, v)| v.clock.offset_s)
+            .collect::<Vec<_>>(),
+    )
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -8,7 +8,9 @@ use chrono::{DateTime, Utc};
 
 use super::{
     attribution::{shipment_for, Window},
-    filter::{judge, judge_late, DeviceClock, FilterReason, FilterSettings, LastFix},
+    filter::{
+        judge, judge_late, DeviceClock, FilterReason, FilterSettings, LastFix, CLOCK_TOLERANCE_S,
+    },
     writer::WriteOutcome,
 };
 use crate::{
@@ -272,6 +274,23 @@ pub(super) fn plan(
     }
 }
 
+/// The time a current position is compared with: when it was taken, unless its device stamped
+/// it further ahead of its arrival than any clock may run ([`CLOCK_TOLERANCE_S`]); then when it
+/// arrived, so that the next genuine fix takes the marker back at once.
+pub(super) fn trusted_time(
+    recorded_at: DateTime<Utc>,
+    received_at: Option<DateTime<Utc>>,
+) -> DateTime<Utc> {
+    match received_at {
+        Some(received)
+            if (recorded_at - received).num_milliseconds() as f64 / 1000.0 > CLOCK_TOLERANCE_S =>
+        {
+            received
+        }
+        _ => recorded_at,
+    }
+}
+
 /// Each vehicle's fixes in the batch that could be good, in time order: the neighbours a late
 /// fix is judged against, besides the stored ones.
 fn timelines(batch: &[Incoming]) -> HashMap<i64, Vec<LastFix>> {
@@ -346,4 +365,323 @@ fn latest<const N: usize>(fixes: [Option<LastFix>; N]) -> Option<LastFix> {
 /// The earliest of some fixes.
 fn earliest<const N: usize>(fixes: [Option<LastFix>; N]) -> Option<LastFix> {
     fixes.into_iter().flatten().min_by_key(|f| f.recorded_at)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The plan replayed on the real traces the simulator drives, with the faults real phones
+    //! produce injected. The store is emulated from the rows the plan returned, exactly as the
+    //! writer reads it: re-sends, the neighbours of late fixes, the current position.
+    use chrono::Duration;
+    use waymark_sim::tracks;
+
+    use super::*;
+
+    const VEHICLE: i64 = 1;
+    const ORG: i64 = 1;
+
+    /// One vehicle's store and state, fed batch by batch.
+    struct Replay {
+        state: VehicleState,
+        rows: Vec<Row>,
+        next_seq: i64,
+        fences: HashMap<i64, Arc<OrgFences>>,
+        /// The current position's time, after every batch.
+        currents: Vec<DateTime<Utc>>,
+    }
+
+    impl Replay {
+        fn new() -> Self {
+            Replay {
+                state: VehicleState::blank(ORG),
+                rows: Vec::new(),
+                next_seq: 0,
+                fences: HashMap::from([(ORG, Arc::new(OrgFences::new(0, Vec::new())))]),
+                currents: Vec::new(),
+            }
+        }
+
+        /// The good stored fix just before or after `t`.
+        fn neighbour(&self, t: DateTime<Utc>, before: bool) -> Option<LastFix> {
+            let good = self.rows.iter().filter(|r| r.filter.is_none());
+            let fix = |r: &Row| LastFix {
+                recorded_at: r.position.recorded_at,
+                lat: r.position.lat,
+                lon: r.position.lon,
+            };
+            if before {
+                good.filter(|r| r.position.recorded_at < t)
+                    .max_by_key(|r| r.position.recorded_at)
+                    .map(fix)
+            } else {
+                good.filter(|r| r.position.recorded_at > t)
+                    .min_by_key(|r| r.position.recorded_at)
+                    .map(fix)
+            }
+        }
+
+        /// Posts `positions` as one request arriving at `now`.
+        fn post(&mut self, positions: &[NewPosition], now: DateTime<Utc>) -> WriteOutcome {
+            let stored: HashMap<(i64, DateTime<Utc>), i64> = self
+                .rows
+                .iter()
+                .map(|r| ((VEHICLE, r.position.recorded_at), r.seq))
+                .collect();
+            let current = self.state.last.map(|l| l.recorded_at);
+            let neighbours: Neighbours = positions
+                .iter()
+                .filter(|p| current.is_some_and(|c| p.recorded_at < c))
+                .map(|p| {
+                    let key = (VEHICLE, p.recorded_at);
+                    let around = (
+                        self.neighbour(p.recorded_at, true),
+                        self.neighbour(p.recorded_at, false),
+                    );
+                    (key, around)
+                })
+                .collect();
+            let mut vehicles = HashMap::from([(
+                VEHICLE,
+                std::mem::replace(&mut self.state, VehicleState::blank(ORG)),
+            )]);
+            let planned = plan(
+                &[Incoming {
+                    vehicle_id: VEHICLE,
+                    organisation_id: ORG,
+                    shipment: None,
+                    positions,
+                }],
+                &Known {
+                    stored: &stored,
+                    neighbours: &neighbours,
+                    fences: &self.fences,
+                    now,
+                },
+                &mut vehicles,
+                &mut self.next_seq,
+            );
+            let mut state = vehicles.remove(&VEHICLE).unwrap();
+            // What the writer reads back next time: the current position at its trusted time.
+            if let Some(p) = state.new_current.take() {
+                state.last = Some(LastFix {
+                    recorded_at: trusted_time(p.recorded_at, Some(p.received_at)),
+                    lat: p.lat,
+                    lon: p.lon,
+                });
+            }
+            state.shipment_changes.clear();
+            self.state = state;
+            self.rows.extend(planned.rows);
+            self.currents.extend(self.state.last.map(|l| l.recorded_at));
+            planned.outcomes.into_iter().next().unwrap()
+        }
+
+        /// The track as drawn: the good fixes in time order.
+        fn drawn(&self) -> Vec<&Position> {
+            let mut good: Vec<&Position> = self
+                .rows
+                .iter()
+                .filter(|r| r.filter.is_none())
+                .map(|r| &r.position)
+                .collect();
+            good.sort_by_key(|p| p.recorded_at);
+            good
+        }
+
+        fn reason(&self, t: DateTime<Utc>) -> Option<&'static str> {
+            self.rows
+                .iter()
+                .find(|r| r.position.recorded_at == t)
+                .and_then(|r| r.filter)
+        }
+    }
+
+    /// Every bundled trace's first trip as a phone reports it, at most `n` fixes, ending a minute
+    /// ago (so none is in the future), with the trace's own speeds and a 5 m accuracy.
+    fn traces(n: usize) -> Vec<(String, Vec<NewPosition>)> {
+        let end = Utc::now() - Duration::minutes(1);
+        tracks::fleet()
+            .unwrap()
+            .into_iter()
+            .map(|v| {
+                let trip = &v.trips[0];
+                let fixes = &trip.fixes[..trip.fixes.len().min(n)];
+                let shift = end - fixes[fixes.len() - 1].at;
+                let positions = fixes
+                    .iter()
+                    .map(|f| NewPosition {
+                        lat: f.point.lat,
+                        lon: f.point.lon,
+                        recorded_at: f.at + shift,
+                        accuracy: Some(5.0),
+                        speed: f.speed,
+                        heading: f.heading,
+                        altitude: f.altitude,
+                        battery: None,
+                        attributes: None,
+                    })
+                    .collect();
+                (v.name, positions)
+            })
+            .collect()
+    }
+
+    /// `p` moved `km` north.
+    fn displaced(p: &NewPosition, km: f64) -> NewPosition {
+        NewPosition {
+            lat: p.lat + km / 111.2,
+            ..p.clone()
+        }
+    }
+
+    /// Sent live: each fix alone, arriving `latency` after it was taken.
+    fn live(replay: &mut Replay, fixes: &[NewPosition]) {
+        for p in fixes {
+            replay.post(
+                std::slice::from_ref(p),
+                p.recorded_at + Duration::seconds(2),
+            );
+        }
+    }
+
+    #[test]
+    fn a_fix_stamped_minutes_ahead_never_holds_the_marker() {
+        for (name, trace) in traces(400) {
+            let mut replay = Replay::new();
+            let k = trace.len() / 2;
+            live(&mut replay, &trace[..k]);
+            // One fix stamped 4 minutes ahead (inside the 5-minute `future` limit) and 4 km off.
+            let mut ahead = displaced(&trace[k], 4.0);
+            ahead.recorded_at += Duration::minutes(4);
+            let arrived = trace[k].recorded_at + Duration::seconds(2);
+            let outcome = replay.post(&[ahead.clone()], arrived);
+            assert_eq!(outcome.filtered, 1, "{name}");
+            assert_eq!(
+                replay.reason(ahead.recorded_at),
+                Some("clock_ahead"),
+                "{name}"
+            );
+            // The next genuine fix takes the marker at once, and so does every one after it.
+            live(&mut replay, &trace[k + 1..]);
+            let false_currents = replay
+                .currents
+                .iter()
+                .filter(|t| !trace.iter().any(|p| p.recorded_at == **t))
+                .count();
+            assert_eq!(false_currents, 0, "{name}: a false current position");
+            assert_eq!(
+                replay.state.last.unwrap().recorded_at,
+                trace.last().unwrap().recorded_at,
+                "{name}"
+            );
+            assert!(
+                replay.rows.iter().all(|r| !r.position.late),
+                "{name}: a genuine fix was taken for late"
+            );
+        }
+    }
+
+    #[test]
+    fn a_clock_that_really_runs_ahead_is_learnt_and_then_trusted() {
+        for (name, trace) in traces(200) {
+            let mut replay = Replay::new();
+            // Every fix 3 minutes ahead of its arrival: a phone whose clock is simply wrong.
+            for p in &trace {
+                let mut ahead = p.clone();
+                ahead.recorded_at += Duration::minutes(3);
+                replay.post(&[ahead], p.recorded_at + Duration::seconds(2));
+            }
+            let marked = replay.rows.iter().filter(|r| r.filter.is_some()).count();
+            assert!(marked > 0, "{name}: the first fixes are doubted");
+            assert!(
+                marked <= 20,
+                "{name}: learnt within 20 fixes, took {marked}"
+            );
+            assert!(
+                replay.rows[marked..].iter().all(|r| r.filter.is_none()),
+                "{name}: once learnt, trusted"
+            );
+        }
+    }
+
+    #[test]
+    fn a_glitch_inside_a_backlog_is_marked_and_never_drawn() {
+        for (name, trace) in traces(300) {
+            let mut replay = Replay::new();
+            let n = trace.len();
+            let (gap_from, gap_to) = (n / 3, n - 10);
+            live(&mut replay, &trace[..gap_from]);
+            // Through a tunnel: the phone queues a third of the trip and sends newer live ones
+            // first.
+            live(&mut replay, &trace[gap_to..]);
+            let mut backlog: Vec<NewPosition> = trace[gap_from..gap_to].to_vec();
+            let middle = backlog.len() / 2;
+            let glitch = backlog[middle].recorded_at;
+            // 3 km off, or farther where the trace's fixes are sparse: a glitch the speed limit
+            // (100 m/s) can tell from driving, on either side.
+            let gap = (backlog[middle + 1].recorded_at - backlog[middle - 1].recorded_at)
+                .num_seconds() as f64;
+            backlog[middle] = displaced(&backlog[middle], (0.15 * gap).max(3.0));
+            let arrived = trace[n - 1].recorded_at + Duration::seconds(2);
+            for chunk in backlog.chunks(30) {
+                replay.post(chunk, arrived);
+            }
+            assert_eq!(replay.reason(glitch), Some("jump"), "{name}");
+            let marked: Vec<_> = replay.rows.iter().filter(|r| r.filter.is_some()).collect();
+            assert_eq!(marked.len(), 1, "{name}: only the glitch is marked");
+            let late = replay.rows.iter().filter(|r| r.position.late).count();
+            assert_eq!(
+                late,
+                gap_to - gap_from - 1,
+                "{name}: the rest of the backlog is late"
+            );
+            // The drawn track is the trace, with no spike.
+            let drawn: Vec<DateTime<Utc>> = replay.drawn().iter().map(|p| p.recorded_at).collect();
+            let expected: Vec<DateTime<Utc>> = trace
+                .iter()
+                .map(|p| p.recorded_at)
+                .filter(|t| *t != glitch)
+                .collect();
+            assert_eq!(drawn, expected, "{name}");
+            assert_eq!(
+                replay.state.last.unwrap().recorded_at,
+                trace[n - 1].recorded_at,
+                "{name}: the backlog never moves the marker"
+            );
+        }
+    }
+
+    #[test]
+    fn re_sends_and_shuffled_batches_store_each_fix_once() {
+        for (name, trace) in traces(120) {
+            let mut replay = Replay::new();
+            let now = trace.last().unwrap().recorded_at + Duration::seconds(5);
+            let mut shuffled: Vec<NewPosition> = trace.clone();
+            // A deterministic shuffle: every seventh fix first, then the rest backwards.
+            shuffled.sort_by_key(|p| {
+                let i = trace.iter().position(|q| q == p).unwrap();
+                (i % 7 != 0, std::cmp::Reverse(i))
+            });
+            let first = replay.post(&shuffled, now);
+            assert_eq!(first.accepted, trace.len(), "{name}");
+            let again = replay.post(&trace, now);
+            assert_eq!(again.duplicates, trace.len(), "{name}");
+            assert_eq!(again.accepted, 0, "{name}");
+            let mut seqs = first.seqs.clone();
+            seqs.sort_unstable();
+            let mut resent = again.seqs.clone();
+            resent.sort_unstable();
+            assert_eq!(seqs, resent, "{name}: a re-send gets the stored seqs");
+            assert_eq!(replay.rows.len(), trace.len(), "{name}");
+            assert!(
+                replay.rows.iter().all(|r| r.filter.is_none()),
+                "{name}: nothing genuine is marked"
+            );
+            assert_eq!(
+                replay.state.last.unwrap().recorded_at,
+                trace.last().unwrap().recorded_at,
+                "{name}: the newest fix is current"
+            );
+        }
+    }
 }

@@ -16,8 +16,10 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
     attribution::Window,
-    filter::{DeviceClock, LastFix, CLOCK_TOLERANCE_S},
-    plan::{plan, Incoming, Known, Neighbours, Planned, Row, ShipmentChange, VehicleState},
+    filter::{DeviceClock, LastFix},
+    plan::{
+        plan, trusted_time, Incoming, Known, Neighbours, Planned, Row, ShipmentChange, VehicleState,
+    },
 };
 use crate::{
     alerts::{self, Alerts, OrgFences, Trip},
@@ -446,20 +448,6 @@ async fn read_state(
     Ok((stored, states))
 }
 
-/// The time a current position is compared with: when it was taken, unless its device stamped
-/// it further ahead of its arrival than any clock may run ([`CLOCK_TOLERANCE_S`]); then when it
-/// arrived, so that the next genuine fix takes the marker back at once.
-fn trusted_time(recorded_at: DateTime<Utc>, received_at: Option<DateTime<Utc>>) -> DateTime<Utc> {
-    match received_at {
-        Some(received)
-            if (recorded_at - received).num_milliseconds() as f64 / 1000.0 > CLOCK_TOLERANCE_S =>
-        {
-            received
-        }
-        _ => recorded_at,
-    }
-}
-
 /// For each of the batch's fixes older than its vehicle's current position (a backlog, or one
 /// out of order), the good fixes stored just before and just after it, which it is judged
 /// against: two index probes a late fix, and no query at all for a batch of live fixes.
@@ -505,8 +493,7 @@ async fn read_neighbours(
     .bind(&times)
     .fetch_all(&mut **tx)
     .await?;
-    let fix = |at: Option<DateTime<Utc>>, lat: Option<f64>, lon: Option<f64>| match (at, lat, lon)
-    {
+    let fix = |at: Option<DateTime<Utc>>, lat: Option<f64>, lon: Option<f64>| match (at, lat, lon) {
         (Some(recorded_at), Some(lat), Some(lon)) => Some(LastFix {
             recorded_at,
             lat,
@@ -700,12 +687,18 @@ async fn write_rows(
     let states: Vec<(i64, &VehicleState)> = vehicles.iter().map(|(id, v)| (*id, v)).collect();
     let current_json: Vec<Option<String>> = states
         .iter()
-        .map(|(_, v)| v.new_current.as_ref().map(|p| serde_json::to_string(p).expect("positions serialise")))
+        .map(|(_, v)| {
+            v.new_current
+                .as_ref()
+                .map(|p| serde_json::to_string(p).expect("positions serialise"))
+        })
         .collect();
     let rule_json: Vec<Option<String>> = states
         .iter()
         .map(|(_, v)| {
-            v.new_current.as_ref().map(|_| serde_json::to_string(&v.rules).expect("state serialises"))
+            v.new_current
+                .as_ref()
+                .map(|_| serde_json::to_string(&v.rules).expect("state serialises"))
         })
         .collect();
     let trips: Vec<&ShipmentChange> = vehicles

@@ -225,3 +225,88 @@ async fn the_positions_log_is_for_the_organisations_dispatchers_only(db: PgPool)
     let (status, _) = app.get(&jwt, &format!("{log}?from=yesterday")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+/// Each stored row's filter reason and late flag, in time order.
+async fn decisions(app: &TestApp) -> Vec<(Option<String>, bool)> {
+    sqlx::query_as("SELECT filter_reason, late FROM positions ORDER BY recorded_at")
+        .fetch_all(&app.db)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test]
+async fn a_fix_stamped_ahead_of_its_clock_never_holds_the_marker(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (_, jwt) = app.user("Acme", "d@acme.test", Role::Dispatcher).await;
+    let (vehicle, token) = app.vehicle(&jwt, "Van 1").await;
+    let mut ws = app.ws(&format!("token={jwt}")).await;
+    ws.subscribe(&format!("vehicle:{vehicle}"), None).await;
+    let now = Utc::now();
+    let (status, body) = app.ingest(&token, step(0, now)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(ws.next().await["type"], "position");
+
+    // Four minutes ahead (inside the 5-minute `future` limit) and 4 km north.
+    let mut ahead = step(1, now + Duration::minutes(4));
+    ahead["lat"] = json!(48.1374 + 0.036);
+    let (status, body) = app.ingest(&token, ahead).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["filtered"], 1, "{body}");
+
+    // The next genuine fix is current at once, not late; the ahead one was never published.
+    let (status, _) = app.ingest(&token, step(2, now)).await;
+    assert_eq!(status, StatusCode::OK);
+    let frame = ws.next().await;
+    assert_eq!(frame["data"]["late"], false, "{frame}");
+    assert_eq!(
+        frame["data"]["lon"],
+        json!(11.5755 + 2.0 * 0.0001),
+        "{frame}"
+    );
+    let (_, v) = app.get(&jwt, &format!("/api/v1/vehicles/{vehicle}")).await;
+    assert_eq!(v["last_position"]["lat"], 48.1374, "{v}");
+    assert_eq!(
+        decisions(&app).await,
+        vec![
+            (None, false),
+            (None, false),
+            (Some("clock_ahead".into()), false)
+        ]
+    );
+}
+
+#[sqlx::test]
+async fn a_glitch_inside_a_backlog_is_marked_and_left_out_of_the_track(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (_, jwt) = app.user("Acme", "d@acme.test", Role::Dispatcher).await;
+    let (vehicle, token) = app.vehicle(&jwt, "Van 1").await;
+    let shipment = app.shipment(&jwt, "SHP-1", vehicle, None).await;
+    app.backdate(shipment).await;
+    let base = Utc::now() - Duration::minutes(10);
+    // Live: the first fix, then (after a tunnel) one twenty seconds on.
+    app.ingest(&token, step(0, base)).await;
+    app.ingest(&token, step(20, base)).await;
+    // The phone's queue from the tunnel, with a 3 km glitch in the middle.
+    let mut backlog: Vec<Value> = (1..20).map(|i| step(i, base)).collect();
+    backlog[9]["lat"] = json!(48.1374 + 0.027);
+    let (status, body) = app.ingest(&token, Value::Array(backlog)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["accepted"], 19);
+    assert_eq!(body["filtered"], 1);
+    let marked: Vec<(Option<String>, bool)> = decisions(&app).await;
+    assert_eq!(marked[10], (Some("jump".into()), false));
+    assert_eq!(marked.iter().filter(|(r, _)| r.is_some()).count(), 1);
+    assert_eq!(marked.iter().filter(|(_, late)| *late).count(), 18);
+    let (status, track) = app
+        .get(&jwt, &format!("/api/v1/shipments/{shipment}/track"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let coordinates = track["features"][0]["geometry"]["coordinates"]
+        .as_array()
+        .unwrap();
+    assert_eq!(coordinates.len(), 20);
+    assert!(
+        coordinates.iter().all(|c| c[1].as_f64().unwrap() < 48.14),
+        "no spike is drawn: {coordinates:?}"
+    );
+}

@@ -77,6 +77,15 @@ impl Viewer {
         }
     }
 
+    /// The driver behind this viewer, if it is one: what a driver sees of a vehicle is narrowed
+    /// to the shipments assigned to them.
+    pub fn driver_id(&self) -> Option<i64> {
+        match self {
+            Viewer::User(u) if !u.role.dispatches() => Some(u.id),
+            _ => None,
+        }
+    }
+
     /// The dispatcher behind this viewer, or `forbidden`.
     pub fn dispatcher(&self) -> Result<&CurrentUser, AppError> {
         match self {

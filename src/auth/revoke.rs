@@ -1,13 +1,16 @@
 //! Taking access away at once. A revocation ends what the credential could do from now on (the
 //! database says so for every later request) and closes the live sockets opened with it, on
-//! this instance directly and on the others through Redis. Sockets also re-check their
-//! credential now and then, so one whose revocation message was lost (Redis down) closes anyway.
+//! this instance directly and on the others through Redis. A driver taken off a shipment keeps
+//! the session but loses what the assignment showed: their sockets re-check their subscriptions
+//! and drop those no longer allowed. Sockets also re-check now and then, so one whose message
+//! was lost (Redis down) catches up anyway.
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
 };
 
 use sqlx::PgPool;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{session::role_now, DeviceCache, Viewer};
@@ -22,6 +25,10 @@ pub enum Revoked {
     Share(i64),
     /// A vehicle's ingest token (rotated or revoked).
     Vehicle(i64),
+    /// Some of a user's assignments ended (a shipment given to another driver, its vehicle
+    /// changed, the shipment finished): their sockets stay open but re-check what they
+    /// subscribed to.
+    Assignment(i64),
 }
 
 impl Revoked {
@@ -33,12 +40,13 @@ impl Revoked {
         }
     }
 
-    /// As passed between instances: `user 42`, `share 7`, `vehicle 3`.
+    /// As passed between instances: `user 42`, `share 7`, `vehicle 3`, `assignment 42`.
     pub fn encode(self) -> String {
         match self {
             Revoked::User(id) => format!("user {id}"),
             Revoked::Share(id) => format!("share {id}"),
             Revoked::Vehicle(id) => format!("vehicle {id}"),
+            Revoked::Assignment(id) => format!("assignment {id}"),
         }
     }
 
@@ -49,6 +57,7 @@ impl Revoked {
             "user" => Some(Revoked::User(id)),
             "share" => Some(Revoked::Share(id)),
             "vehicle" => Some(Revoked::Vehicle(id)),
+            "assignment" => Some(Revoked::Assignment(id)),
             _ => None,
         }
     }
@@ -57,8 +66,17 @@ impl Revoked {
 /// This instance's live sockets by the credential each one opened with, and the ingest token
 /// cache, which are what a revocation must reach.
 pub struct Revocations {
-    sockets: Mutex<HashMap<u64, (Revoked, CancellationToken)>>,
+    sockets: Mutex<HashMap<u64, (Revoked, Watch)>>,
     devices: DeviceCache,
+}
+
+/// What a watched connection hears of revocations.
+#[derive(Clone, Default)]
+pub struct Watch {
+    /// Cancelled when the connection's credential is revoked: it must close.
+    pub revoked: CancellationToken,
+    /// Notified when its user's assignments changed: it must re-check its subscriptions.
+    pub access_changed: Arc<Notify>,
 }
 
 impl Revocations {
@@ -69,15 +87,15 @@ impl Revocations {
         })
     }
 
-    /// Registers connection `id`, opened with `credential`; the token is cancelled when that
-    /// credential is revoked. Call [`Revocations::unwatch`] when the connection ends.
-    pub fn watch(&self, id: u64, credential: Revoked) -> CancellationToken {
-        let token = CancellationToken::new();
+    /// Registers connection `id`, opened with `credential`, for what revocations tell it. Call
+    /// [`Revocations::unwatch`] when the connection ends.
+    pub fn watch(&self, id: u64, credential: Revoked) -> Watch {
+        let watch = Watch::default();
         self.sockets
             .lock()
             .expect("revocations poisoned")
-            .insert(id, (credential, token.clone()));
-        token
+            .insert(id, (credential, watch.clone()));
+        watch
     }
 
     pub fn unwatch(&self, id: u64) {
@@ -87,22 +105,31 @@ impl Revocations {
             .remove(&id);
     }
 
-    /// Applies a revocation on this instance: closes the sockets opened with the credential and
-    /// forgets a revoked ingest token. Returns how many sockets it closed.
+    /// Applies a revocation on this instance: closes the sockets opened with the credential (or,
+    /// for changed assignments, has its user's sockets re-check their subscriptions) and forgets
+    /// a revoked ingest token. Returns how many sockets it reached.
     pub fn apply(&self, revoked: Revoked) -> usize {
-        if let Revoked::Vehicle(id) = revoked {
-            self.devices.forget_vehicle(id);
-            return 0;
-        }
+        let recheck = match revoked {
+            Revoked::Vehicle(id) => {
+                self.devices.forget_vehicle(id);
+                return 0;
+            }
+            Revoked::Assignment(user) => Some(Revoked::User(user)),
+            _ => None,
+        };
         let sockets = self.sockets.lock().expect("revocations poisoned");
-        let mut closed = 0;
-        for (credential, token) in sockets.values() {
-            if *credential == revoked {
-                token.cancel();
-                closed += 1;
+        let mut reached = 0;
+        for (credential, watch) in sockets.values() {
+            if Some(*credential) == recheck {
+                // A permit is kept if the connection is busy, so the news is not lost.
+                watch.access_changed.notify_one();
+                reached += 1;
+            } else if *credential == revoked {
+                watch.revoked.cancel();
+                reached += 1;
             }
         }
-        closed
+        reached
     }
 }
 
@@ -123,7 +150,12 @@ mod tests {
 
     #[test]
     fn revocations_cross_instances_as_short_text() {
-        for r in [Revoked::User(42), Revoked::Share(7), Revoked::Vehicle(3)] {
+        for r in [
+            Revoked::User(42),
+            Revoked::Share(7),
+            Revoked::Vehicle(3),
+            Revoked::Assignment(42),
+        ] {
             assert_eq!(Revoked::decode(&r.encode()), Some(r));
         }
         for bad in ["", "user", "user x", "group 1", "share 1 2"] {
@@ -139,10 +171,28 @@ mod tests {
         let bob = r.watch(3, Revoked::User(11));
         let link = r.watch(4, Revoked::Share(10));
         assert_eq!(r.apply(Revoked::User(10)), 2);
-        assert!(alice.is_cancelled() && alice_too.is_cancelled());
-        assert!(!bob.is_cancelled() && !link.is_cancelled());
+        assert!(alice.revoked.is_cancelled() && alice_too.revoked.is_cancelled());
+        assert!(!bob.revoked.is_cancelled() && !link.revoked.is_cancelled());
         r.unwatch(3);
         assert_eq!(r.apply(Revoked::User(11)), 0, "unwatched");
-        assert!(!bob.is_cancelled());
+        assert!(!bob.revoked.is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn changed_assignments_reach_their_users_sockets_without_closing_them() {
+        let r = Revocations::new(DeviceCache::default());
+        let driver = r.watch(1, Revoked::User(10));
+        let other = r.watch(2, Revoked::User(11));
+        let link = r.watch(3, Revoked::Share(10));
+        assert_eq!(r.apply(Revoked::Assignment(10)), 1);
+        assert!(!driver.revoked.is_cancelled());
+        // The permit waits for the connection to look.
+        driver.access_changed.notified().await;
+        for untouched in [other, link] {
+            let notified = untouched.access_changed.notified();
+            tokio::pin!(notified);
+            assert!(futures_util::poll!(&mut notified).is_pending());
+            assert!(!untouched.revoked.is_cancelled());
+        }
     }
 }

@@ -156,7 +156,7 @@ impl Session {
         // within seconds rather than a minute.
         let presence_limit = Duration::from_secs(self.state.config.presence_timeout_s.max(1));
         let mut last_heard = Instant::now();
-        let revoked = self
+        let watch = self
             .state
             .revocations
             .watch(self.id, Revoked::of(&self.viewer));
@@ -172,12 +172,14 @@ impl Session {
         let close = loop {
             tokio::select! {
                 _ = cancel.cancelled() => break Some((CLOSE_RESTART, "server restarting; resume with since")),
-                _ = revoked.cancelled() => break Some((CLOSE_REVOKED, "access was revoked; sign in again")),
+                _ = watch.revoked.cancelled() => break Some((CLOSE_REVOKED, "access was revoked; sign in again")),
                 _ = &mut expired => break Some((CLOSE_REVOKED, "the session or share link has expired")),
+                _ = watch.access_changed.notified() => self.recheck_subscriptions().await,
                 _ = recheck.tick() => {
                     if !auth::still_valid(&self.state.db, &self.viewer).await {
                         break Some((CLOSE_REVOKED, "access was revoked; sign in again"));
                     }
+                    self.recheck_subscriptions().await;
                 }
                 ready = self.outbox.recv_many(&mut batch, 64) => {
                     if ready.is_err() {
@@ -530,22 +532,10 @@ impl Session {
             );
             return Flow::Continue;
         }
-        let db = &self.state.db;
-        let mut participant = None;
         // Authorise before registering: a refused topic never sees an event.
-        let authorised = match topic {
-            Topic::Fleet | Topic::Alerts => self.viewer.dispatcher().map(|_| ()),
-            Topic::Vehicle(id) => vehicles::authorize(db, &self.viewer, id).await,
-            Topic::Shipment(id) => shipments::load_visible(db, &self.viewer, id)
-                .await
-                .map(|_| ()),
-            Topic::Chat(id) => chat::Participant::of(db, &self.viewer, id)
-                .await
-                .map(|p| participant = Some(p)),
-        };
-        match authorised {
-            Ok(()) => {}
-            Err(AppError::Forbidden(_) | AppError::NotFound(_) | AppError::Unauthorized(_)) => {
+        let participant = match self.authorize(topic).await {
+            Ok(participant) => participant,
+            Err(e) if refused(&e) => {
                 self.error(
                     "forbidden",
                     "you may not subscribe to this topic",
@@ -558,7 +548,7 @@ impl Session {
                 self.error("internal", "try again", reference);
                 return Flow::Continue;
             }
-        }
+        };
         let sub = self
             .state
             .tracking
@@ -612,6 +602,46 @@ impl Session {
         Flow::Continue
     }
 
+    /// Whether this connection may see `topic` now; for a conversation, who it is in it.
+    async fn authorize(&self, topic: Topic) -> Result<Option<chat::Participant>, AppError> {
+        let db = &self.state.db;
+        match topic {
+            Topic::Fleet | Topic::Alerts => self.viewer.dispatcher().map(|_| None),
+            Topic::Vehicle(id) => vehicles::authorize(db, &self.viewer, id)
+                .await
+                .map(|()| None),
+            Topic::Shipment(id) => shipments::load_visible(db, &self.viewer, id)
+                .await
+                .map(|_| None),
+            Topic::Chat(id) => chat::Participant::of(db, &self.viewer, id).await.map(Some),
+        }
+    }
+
+    /// Drops the subscriptions a driver may no longer see (the shipment given to someone else,
+    /// its vehicle changed, the trip over), telling the client `unsubscribed` with a `reason`.
+    /// What dispatchers and share links see does not hang on assignments.
+    async fn recheck_subscriptions(&mut self) {
+        if !matches!(&self.viewer, Viewer::User(u) if !u.role.dispatches()) {
+            return;
+        }
+        let keys: Vec<TopicKey> = self.subscriptions.keys().copied().collect();
+        for key in keys {
+            let topic = key.topic();
+            match self.authorize(topic).await {
+                Ok(_) => {}
+                Err(e) if refused(&e) => {
+                    self.drop_subscription(key).await;
+                    self.send(json!({
+                        "type": "unsubscribed", "topic": topic.to_string(), "reason": "forbidden",
+                        "message": "you may no longer see this topic",
+                    }));
+                }
+                // Kept: a database outage must not end every driver's subscriptions.
+                Err(e) => tracing::warn!(error = %e, "re-checking a subscription"),
+            }
+        }
+    }
+
     /// The snapshot (whose `seq` no later event undercuts) and, with `since`, the missed events.
     async fn catch_up(
         &self,
@@ -633,7 +663,7 @@ impl Session {
                 })
             }
             Topic::Vehicle(id) => {
-                json!({"vehicle": vehicles::get(db, self.viewer.organisation_id(), id).await?})
+                json!({"vehicle": vehicles::get_visible(db, &self.viewer, id).await?})
             }
             Topic::Shipment(id) => {
                 json!({"shipment": shipments::load_visible(db, &self.viewer, id).await?})
@@ -642,9 +672,17 @@ impl Session {
         };
         snapshot["seq"] = json!(seq);
         let replay = match since {
-            Some(since) => replay::events_since(db, key, since).await?,
+            Some(since) => replay::events_since(db, key, since, self.viewer.driver_id()).await?,
             None => None,
         };
         Ok((snapshot, replay))
     }
+}
+
+/// Whether `e` says the caller may not see something (rather than that something failed).
+fn refused(e: &AppError) -> bool {
+    matches!(
+        e,
+        AppError::Forbidden(_) | AppError::NotFound(_) | AppError::Unauthorized(_)
+    )
 }

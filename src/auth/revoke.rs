@@ -21,6 +21,8 @@ use crate::error::AppError;
 pub enum Revoked {
     /// Every session of a user: signed out everywhere, disabled, or given a new role or password.
     User(i64),
+    /// One session, signed out (by its id, not its token).
+    Session(i64),
     /// One share link (by its number, not its secret).
     Share(i64),
     /// A vehicle's ingest token (rotated or revoked).
@@ -32,18 +34,24 @@ pub enum Revoked {
 }
 
 impl Revoked {
-    /// The credential a connection authenticated with.
-    pub fn of(viewer: &Viewer) -> Revoked {
+    /// What revoking ends a connection authenticated as `viewer` (in session `session`, for a
+    /// signed-in user).
+    pub fn of(viewer: &Viewer, session: Option<i64>) -> Vec<Revoked> {
         match viewer {
-            Viewer::User(u) => Revoked::User(u.id),
-            Viewer::Share(s) => Revoked::Share(s.id),
+            Viewer::User(u) => [Some(Revoked::User(u.id)), session.map(Revoked::Session)]
+                .into_iter()
+                .flatten()
+                .collect(),
+            Viewer::Share(s) => vec![Revoked::Share(s.id)],
         }
     }
 
-    /// As passed between instances: `user 42`, `share 7`, `vehicle 3`, `assignment 42`.
+    /// As passed between instances: `user 42`, `session 9`, `share 7`, `vehicle 3`,
+    /// `assignment 42`.
     pub fn encode(self) -> String {
         match self {
             Revoked::User(id) => format!("user {id}"),
+            Revoked::Session(id) => format!("session {id}"),
             Revoked::Share(id) => format!("share {id}"),
             Revoked::Vehicle(id) => format!("vehicle {id}"),
             Revoked::Assignment(id) => format!("assignment {id}"),
@@ -55,6 +63,7 @@ impl Revoked {
         let id = id.parse().ok()?;
         match kind {
             "user" => Some(Revoked::User(id)),
+            "session" => Some(Revoked::Session(id)),
             "share" => Some(Revoked::Share(id)),
             "vehicle" => Some(Revoked::Vehicle(id)),
             "assignment" => Some(Revoked::Assignment(id)),
@@ -63,10 +72,10 @@ impl Revoked {
     }
 }
 
-/// This instance's live sockets by the credential each one opened with, and the ingest token
+/// This instance's live sockets by the credentials each one opened with, and the ingest token
 /// cache, which are what a revocation must reach.
 pub struct Revocations {
-    sockets: Mutex<HashMap<u64, (Revoked, Watch)>>,
+    sockets: Mutex<HashMap<u64, (Vec<Revoked>, Watch)>>,
     devices: DeviceCache,
 }
 
@@ -87,14 +96,14 @@ impl Revocations {
         })
     }
 
-    /// Registers connection `id`, opened with `credential`, for what revocations tell it. Call
-    /// [`Revocations::unwatch`] when the connection ends.
-    pub fn watch(&self, id: u64, credential: Revoked) -> Watch {
+    /// Registers connection `id`, opened with `credentials` (see [`Revoked::of`]), for what
+    /// revocations tell it. Call [`Revocations::unwatch`] when the connection ends.
+    pub fn watch(&self, id: u64, credentials: Vec<Revoked>) -> Watch {
         let watch = Watch::default();
         self.sockets
             .lock()
             .expect("revocations poisoned")
-            .insert(id, (credential, watch.clone()));
+            .insert(id, (credentials, watch.clone()));
         watch
     }
 
@@ -119,12 +128,12 @@ impl Revocations {
         };
         let sockets = self.sockets.lock().expect("revocations poisoned");
         let mut reached = 0;
-        for (credential, watch) in sockets.values() {
-            if Some(*credential) == recheck {
+        for (credentials, watch) in sockets.values() {
+            if recheck.is_some_and(|user| credentials.contains(&user)) {
                 // A permit is kept if the connection is busy, so the news is not lost.
                 watch.access_changed.notify_one();
                 reached += 1;
-            } else if *credential == revoked {
+            } else if credentials.contains(&revoked) {
                 watch.revoked.cancel();
                 reached += 1;
             }
@@ -133,12 +142,13 @@ impl Revocations {
     }
 }
 
-/// Whether the credential a connection opened with still holds: the user is enabled and the
-/// session's epoch current, or the share link unrevoked and unexpired. A database error counts
-/// as valid, so that a database outage does not close every socket.
-pub async fn still_valid(db: &PgPool, viewer: &Viewer) -> bool {
+/// Whether the credential a connection opened with still holds: the session (`session`) not
+/// signed out, its user enabled and its epoch current; or the share link unrevoked and
+/// unexpired. A database error counts as valid, so that a database outage does not close every
+/// socket.
+pub async fn still_valid(db: &PgPool, viewer: &Viewer, session: Option<i64>) -> bool {
     let valid = match viewer {
-        Viewer::User(u) => role_now(db, u).await.map(|role| role.is_some()),
+        Viewer::User(u) => role_now(db, u, session).await.map(|role| role.is_some()),
         Viewer::Share(s) => s.still_open(db).await.map_err(AppError::from),
     };
     valid.unwrap_or(true)
@@ -152,6 +162,7 @@ mod tests {
     fn revocations_cross_instances_as_short_text() {
         for r in [
             Revoked::User(42),
+            Revoked::Session(9),
             Revoked::Share(7),
             Revoked::Vehicle(3),
             Revoked::Assignment(42),
@@ -166,12 +177,15 @@ mod tests {
     #[test]
     fn a_revocation_closes_only_the_sockets_of_its_credential() {
         let r = Revocations::new(DeviceCache::default());
-        let alice = r.watch(1, Revoked::User(10));
-        let alice_too = r.watch(2, Revoked::User(10));
-        let bob = r.watch(3, Revoked::User(11));
-        let link = r.watch(4, Revoked::Share(10));
+        let user = |id, session| vec![Revoked::User(id), Revoked::Session(session)];
+        let alice = r.watch(1, user(10, 1));
+        let alice_too = r.watch(2, user(10, 2));
+        let bob = r.watch(3, user(11, 3));
+        let link = r.watch(4, vec![Revoked::Share(10)]);
+        assert_eq!(r.apply(Revoked::Session(2)), 1, "one session signed out");
+        assert!(alice_too.revoked.is_cancelled() && !alice.revoked.is_cancelled());
         assert_eq!(r.apply(Revoked::User(10)), 2);
-        assert!(alice.revoked.is_cancelled() && alice_too.revoked.is_cancelled());
+        assert!(alice.revoked.is_cancelled());
         assert!(!bob.revoked.is_cancelled() && !link.revoked.is_cancelled());
         r.unwatch(3);
         assert_eq!(r.apply(Revoked::User(11)), 0, "unwatched");
@@ -181,9 +195,9 @@ mod tests {
     #[tokio::test]
     async fn changed_assignments_reach_their_users_sockets_without_closing_them() {
         let r = Revocations::new(DeviceCache::default());
-        let driver = r.watch(1, Revoked::User(10));
-        let other = r.watch(2, Revoked::User(11));
-        let link = r.watch(3, Revoked::Share(10));
+        let driver = r.watch(1, vec![Revoked::User(10), Revoked::Session(1)]);
+        let other = r.watch(2, vec![Revoked::User(11), Revoked::Session(2)]);
+        let link = r.watch(3, vec![Revoked::Share(10)]);
         assert_eq!(r.apply(Revoked::Assignment(10)), 1);
         assert!(!driver.revoked.is_cancelled());
         // The permit waits for the connection to look.

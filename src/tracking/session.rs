@@ -71,11 +71,15 @@ async fn upgrade(
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, AppError> {
-    let viewer = match (auth.share, auth.token) {
-        (Some(share), _) => Viewer::Share(ShareAccess::lookup(&state.db, &share).await?),
-        (None, Some(token)) => Viewer::User(auth::authenticate(&state, &token).await?),
-        (None, None) => Viewer::User(
-            auth::from_headers(&state, &headers)
+    let signed_in = |s: auth::Session| (Viewer::User(s.user), Some(s.id));
+    let (viewer, session) = match (auth.share, auth.token) {
+        (Some(share), _) => (
+            Viewer::Share(ShareAccess::lookup(&state.db, &share).await?),
+            None,
+        ),
+        (None, Some(token)) => signed_in(auth::authenticate_session(&state, &token).await?),
+        (None, None) => signed_in(
+            auth::session_from_headers(&state, &headers)
                 .await
                 .unwrap_or(Err(AppError::Unauthorized("sign in first")))?,
         ),
@@ -104,7 +108,7 @@ async fn upgrade(
             let metrics = state.metrics.clone();
             metrics.websocket_connections.inc();
             tracker.track_future(async move {
-                Session::new(state, viewer).run(socket).await;
+                Session::new(state, viewer, session).run(socket).await;
                 metrics.websocket_connections.dec();
             })
         }))
@@ -113,6 +117,8 @@ async fn upgrade(
 struct Session {
     state: AppState,
     viewer: Viewer,
+    /// The sign-in a user's connection opened with; signing it out closes the connection.
+    session: Option<i64>,
     id: u64,
     outbox: Arc<Outbox>,
     subscriptions: HashMap<TopicKey, Arc<Subscription>>,
@@ -126,11 +132,12 @@ enum Flow {
 }
 
 impl Session {
-    fn new(state: AppState, viewer: Viewer) -> Self {
+    fn new(state: AppState, viewer: Viewer, session: Option<i64>) -> Self {
         let id = state.tracking.hub.new_connection_id();
         Session {
             state,
             viewer,
+            session,
             id,
             outbox: Arc::new(Outbox::default()),
             subscriptions: HashMap::new(),
@@ -159,7 +166,7 @@ impl Session {
         let watch = self
             .state
             .revocations
-            .watch(self.id, Revoked::of(&self.viewer));
+            .watch(self.id, Revoked::of(&self.viewer, self.session));
         let left = (self.viewer.expires_at() - Utc::now())
             .to_std()
             .unwrap_or_default();
@@ -176,7 +183,7 @@ impl Session {
                 _ = &mut expired => break Some((CLOSE_REVOKED, "the session or share link has expired")),
                 _ = watch.access_changed.notified() => self.recheck_subscriptions().await,
                 _ = recheck.tick() => {
-                    if !auth::still_valid(&self.state.db, &self.viewer).await {
+                    if !auth::still_valid(&self.state.db, &self.viewer, self.session).await {
                         break Some((CLOSE_REVOKED, "access was revoked; sign in again"));
                     }
                     self.recheck_subscriptions().await;

@@ -411,16 +411,35 @@ async fn the_periodic_recheck_notices_a_revocation_whose_message_was_lost(db: Pg
     let f = fleet(TestApp::spawn_alone(db).await).await;
     let (id, session) = f.person("dispatch@acme.test", "dispatcher").await;
     let link = f.share_link().await;
-    let user = waymark::auth::authenticate(&f.app.state, &session)
-        .await
-        .unwrap();
+    let (_, signed_out) = f.sign_in("dispatch@acme.test").await;
+    let signed_in = |token: String| {
+        let state = f.app.state.clone();
+        async move {
+            let session = waymark::auth::authenticate_session(&state, &token)
+                .await
+                .unwrap();
+            (waymark::auth::Viewer::User(session.user.clone()), session)
+        }
+    };
+    let (user, session) = signed_in(session).await;
+    let (user_too, other_session) = signed_in(signed_out).await;
     let share = waymark::auth::ShareAccess::lookup(&f.app.db, &link)
         .await
         .unwrap();
-    let user = waymark::auth::Viewer::User(user);
     let share = waymark::auth::Viewer::Share(share);
-    assert!(waymark::auth::still_valid(&f.app.db, &user).await);
-    assert!(waymark::auth::still_valid(&f.app.db, &share).await);
+    let db = &f.app.db;
+    assert!(waymark::auth::still_valid(db, &user, Some(session.id)).await);
+    assert!(waymark::auth::still_valid(db, &user_too, Some(other_session.id)).await);
+    assert!(waymark::auth::still_valid(db, &share, None).await);
+
+    sqlx::query("INSERT INTO signed_out_sessions (session_id, user_id, expires_at) VALUES ($1, $2, now() + interval '1 hour')")
+        .bind(other_session.id)
+        .bind(id)
+        .execute(db)
+        .await
+        .unwrap();
+    assert!(!waymark::auth::still_valid(db, &user_too, Some(other_session.id)).await);
+    assert!(waymark::auth::still_valid(db, &user, Some(session.id)).await);
 
     sqlx::query("UPDATE users SET session_epoch = session_epoch + 1 WHERE id = $1")
         .bind(id)
@@ -431,8 +450,8 @@ async fn the_periodic_recheck_notices_a_revocation_whose_message_was_lost(db: Pg
         .execute(&f.app.db)
         .await
         .unwrap();
-    assert!(!waymark::auth::still_valid(&f.app.db, &user).await);
-    assert!(!waymark::auth::still_valid(&f.app.db, &share).await);
+    assert!(!waymark::auth::still_valid(db, &user, Some(session.id)).await);
+    assert!(!waymark::auth::still_valid(db, &share, None).await);
 }
 
 /// Reads frames until `count` server-sent `unsubscribed` frames have come (past any `presence`
@@ -577,4 +596,118 @@ async fn a_new_vehicle_or_a_finished_trip_ends_the_drivers_view_of_the_old_vehic
         .await;
     assert_eq!(status, StatusCode::OK);
     ws.expect_quiet().await;
+}
+
+#[sqlx::test]
+async fn signing_out_ends_that_session_at_once_on_every_instance_and_no_other(db: PgPool) {
+    let redis = std::env::var("REDIS_URL").expect("REDIS_URL (scripts/test sets it)");
+    let shared = Some((redis, unique_prefix()));
+    let a = TestApp::spawn_instance(db.clone(), shared.clone()).await;
+    let b = TestApp::spawn_instance(db, shared).await;
+    let f = fleet(a).await;
+    let (_, phone) = f.person("dispatch@acme.test", "dispatcher").await;
+    let (_, laptop) = f.sign_in("dispatch@acme.test").await;
+    let (_, tablet) = f.sign_in("dispatch@acme.test").await;
+    let mut phone_socket = f.watcher(&b, &format!("token={phone}")).await;
+    let mut laptop_socket = f.watcher(&b, &format!("token={laptop}")).await;
+
+    // The phone signs out on instance a: its token stops working on b at once, its socket there
+    // closes; the same user's other sessions go on.
+    let res = f
+        .app
+        .http
+        .post(f.app.url("/api/v1/auth/logout"))
+        .bearer_auth(&phone)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        b.get(&phone, "/api/v1/auth/me").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(phone_socket.closed().await.0, REVOKED);
+    assert_eq!(b.get(&laptop, "/api/v1/auth/me").await.0, StatusCode::OK);
+    laptop_socket.expect_quiet().await;
+    let url = format!("ws://{}/api/v1/ws?token={phone}", b.addr);
+    assert!(tokio_tungstenite::connect_async(url).await.is_err());
+
+    // The pages sign out with the cookie: that session ends too, and the cookie is cleared.
+    let res = b
+        .http
+        .post(b.url("/api/v1/auth/logout"))
+        .header("cookie", format!("waymark_session={tablet}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let cleared = res.headers()["set-cookie"].to_str().unwrap();
+    assert!(cleared.starts_with("waymark_session=;"), "{cleared}");
+    assert_eq!(
+        f.app.get(&tablet, "/api/v1/auth/me").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        f.app.get(&laptop, "/api/v1/auth/me").await.0,
+        StatusCode::OK
+    );
+    // Signing out again, or with nothing, changes nothing.
+    let res = f
+        .app
+        .http
+        .post(f.app.url("/api/v1/auth/logout"))
+        .bearer_auth(&phone)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let res = f
+        .app
+        .http
+        .post(f.app.url("/api/v1/auth/logout"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(b.get(&laptop, "/api/v1/auth/me").await.0, StatusCode::OK);
+
+    // A signed-out session is remembered until it would have expired anyway.
+    let db = &f.app.db;
+    sqlx::query(
+        "UPDATE signed_out_sessions SET expires_at = now() - interval '1 minute'
+         WHERE session_id = (SELECT min(session_id) FROM signed_out_sessions)",
+    )
+    .execute(db)
+    .await
+    .unwrap();
+    assert_eq!(
+        waymark::auth::forget_expired_sign_outs(db).await.unwrap(),
+        1
+    );
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM signed_out_sessions")
+        .fetch_one(db)
+        .await
+        .unwrap();
+    assert_eq!(left, 1);
+}
+
+#[sqlx::test]
+async fn a_session_that_expired_half_a_minute_ago_is_refused(db: PgPool) {
+    let f = fleet(TestApp::spawn(db).await).await;
+    let user = waymark::auth::authenticate(&f.app.state, &f.admin)
+        .await
+        .unwrap();
+    let sessions = &f.app.state.sessions;
+    let expired = sessions
+        .issue_for(&user, chrono::Duration::seconds(-30))
+        .unwrap();
+    let (status, body) = f.app.get(&expired, "/api/v1/auth/me").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let url = format!("ws://{}/api/v1/ws?token={expired}", f.app.addr);
+    assert!(tokio_tungstenite::connect_async(url).await.is_err());
+    // One still running is fine.
+    let fresh = sessions
+        .issue_for(&user, chrono::Duration::minutes(1))
+        .unwrap();
+    assert_eq!(f.app.get(&fresh, "/api/v1/auth/me").await.0, StatusCode::OK);
 }

@@ -1,10 +1,11 @@
-//! The database pool, migrations, and upkeep of the time partitions of the positions table.
+//! The database pool, migrations, and upkeep: the time partitions of the positions table, and
+//! records that outlived their use.
 use std::time::Duration;
 
 use sqlx::{postgres::PgPoolOptions, PgPool};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::DbConfig;
+use crate::{auth::forget_expired_sign_outs, config::DbConfig};
 
 /// Months of position partitions kept ready ahead of the clock.
 const PARTITION_MONTHS_AHEAD: i32 = 2;
@@ -42,13 +43,10 @@ pub async fn drop_old_partitions(pool: &PgPool, keep_months: u32) -> sqlx::Resul
         .await
 }
 
-/// Keeps future partitions ready and, with a retention period, drops the expired ones: checks
-/// every few hours until cancelled. With many instances each does it; both steps are idempotent.
-pub async fn partition_upkeep(
-    pool: PgPool,
-    retention_months: Option<u32>,
-    cancel: CancellationToken,
-) {
+/// Keeps future partitions ready and, with a retention period, drops the expired ones; forgets
+/// signed-out sessions once they have expired anyway. Checks every few hours until cancelled.
+/// With many instances each does it; every step is idempotent.
+pub async fn upkeep(pool: PgPool, retention_months: Option<u32>, cancel: CancellationToken) {
     let mut every = tokio::time::interval(Duration::from_secs(6 * 3600));
     loop {
         tokio::select! {
@@ -58,6 +56,11 @@ pub async fn partition_upkeep(
                     Ok(0) => {}
                     Ok(n) => tracing::info!(created = n, "position partitions created"),
                     Err(e) => tracing::error!(error = %e, "creating position partitions"),
+                }
+                match forget_expired_sign_outs(&pool).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(forgotten = n, "expired sign-outs forgotten"),
+                    Err(e) => tracing::warn!(error = %e, "forgetting expired sign-outs; will try again"),
                 }
                 let Some(months) = retention_months else { continue };
                 match drop_old_partitions(&pool, months).await {

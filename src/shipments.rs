@@ -141,6 +141,12 @@ async fn with_last_positions(db: &PgPool, rows: Vec<ShipmentRow>) -> sqlx::Resul
         .collect())
 }
 
+/// SQL saying that a row's `shipment_id` is a shipment assigned now to the driver bound as
+/// parameter `$n`; true when that parameter is null (a viewer who is not a driver).
+pub fn of_driver(n: usize) -> String {
+    format!("(${n}::bigint IS NULL OR shipment_id IN (SELECT id FROM shipments WHERE driver_id = ${n}))")
+}
+
 /// The shipment if `viewer` may see it: dispatchers see their organisation's, a driver the ones
 /// assigned to them, a share link its own. Anything else is `not_found`.
 pub async fn load_visible(db: &PgPool, viewer: &Viewer, id: i64) -> AppResult<Shipment> {
@@ -449,6 +455,18 @@ async fn update(
     .execute(&state.db)
     .await
     .map_err(constraint_error)?;
+    // The driver it was assigned to may have lost it, or its vehicle: their live subscriptions
+    // are re-checked on every instance.
+    let changed = change
+        .driver_id
+        .is_some_and(|d| Some(d) != current.driver_id)
+        || change
+            .vehicle_id
+            .is_some_and(|v| Some(v) != current.vehicle_id)
+        || change.status.as_ref().is_some_and(|s| *s != current.status);
+    if let (true, Some(driver)) = (changed, current.driver_id) {
+        state.revoke(Revoked::Assignment(driver)).await;
+    }
     Ok(Json(load_visible(&state.db, &viewer, id).await?))
 }
 

@@ -92,7 +92,7 @@ impl AppState {
             std::time::Duration::from_secs(config.alert_tick_s.max(1)),
             cancel.clone(),
         ));
-        tracker.spawn(db::partition_upkeep(
+        tracker.spawn(db::upkeep(
             db.clone(),
             config.retention_months,
             cancel.clone(),

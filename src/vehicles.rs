@@ -14,7 +14,8 @@ use sqlx::PgPool;
 use crate::{
     auth::{token, CurrentUser, Revoked, Viewer},
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
-    position::{Position, POSITION_COLUMNS},
+    position::{Position, PositionRow, POSITION_COLUMNS},
+    shipments::of_driver,
     AppState,
 };
 
@@ -96,6 +97,43 @@ pub async fn authorize(db: &PgPool, viewer: &Viewer, id: i64) -> AppResult<()> {
     }
 }
 
+/// Vehicle `id` as `viewer` may see it. A driver sees its current position only when it belongs
+/// to a shipment assigned to them, else the newest one that does (or none): where the vehicle
+/// went on other drivers' trips is not theirs to see.
+pub async fn get_visible(db: &PgPool, viewer: &Viewer, id: i64) -> AppResult<Vehicle> {
+    authorize(db, viewer, id).await?;
+    let mut vehicle = get(db, viewer.organisation_id(), id).await?;
+    let Some(driver) = viewer.driver_id() else {
+        return Ok(vehicle);
+    };
+    let shipment = vehicle
+        .last_position
+        .as_ref()
+        .and_then(|p| p["shipment_id"].as_i64());
+    let theirs: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM shipments WHERE id = $1 AND driver_id = $2)",
+    )
+    .bind(shipment)
+    .bind(driver)
+    .fetch_one(db)
+    .await?;
+    if !theirs {
+        let newest: Option<PositionRow> = sqlx::query_as(&format!(
+            "SELECT seq, {POSITION_COLUMNS} FROM positions
+             WHERE vehicle_id = $1 AND NOT late AND filter_reason IS NULL AND {}
+             ORDER BY recorded_at DESC LIMIT 1",
+            of_driver(2)
+        ))
+        .bind(id)
+        .bind(driver)
+        .fetch_optional(db)
+        .await?;
+        vehicle.last_position =
+            newest.map(|r| serde_json::to_value(r.position).expect("positions serialise"));
+    }
+    Ok(vehicle)
+}
+
 async fn list_handler(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -109,9 +147,7 @@ async fn get_handler(
     user: CurrentUser,
     ApiPath(id): ApiPath<i64>,
 ) -> AppResult<Json<Vehicle>> {
-    let viewer = Viewer::User(user);
-    authorize(&state.db, &viewer, id).await?;
-    Ok(Json(get(&state.db, viewer.organisation_id(), id).await?))
+    Ok(Json(get_visible(&state.db, &Viewer::User(user), id).await?))
 }
 
 #[derive(Deserialize)]

@@ -14,7 +14,10 @@ pub use password::{hash_password, verify_password};
 pub use revoke::{still_valid, Revocations, Revoked};
 pub use routes::router;
 pub(crate) use routes::signed_in;
-pub use session::{authenticate, from_headers, CurrentUser, SessionKeys, SESSION_COOKIE};
+pub use session::{
+    authenticate, authenticate_session, forget_expired_sign_outs, from_headers,
+    session_from_headers, sign_out, CurrentUser, Session, SessionKeys, LEEWAY_S, SESSION_COOKIE,
+};
 pub use share::ShareAccess;
 pub use users::{create_user, insert_user};
 
@@ -74,6 +77,15 @@ impl Viewer {
         match self {
             Viewer::User(u) => u.expires_at,
             Viewer::Share(s) => s.expires_at,
+        }
+    }
+
+    /// The driver behind this viewer, if it is one: what a driver sees of a vehicle is narrowed
+    /// to the shipments assigned to them.
+    pub fn driver_id(&self) -> Option<i64> {
+        match self {
+            Viewer::User(u) if !u.role.dispatches() => Some(u.id),
+            _ => None,
         }
     }
 

@@ -1,7 +1,7 @@
 //! Sign-in, sign-out and "who am I".
 use axum::{
     extract::State,
-    http::StatusCode,
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
@@ -10,7 +10,7 @@ use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{verify_password, CurrentUser, Role, SESSION_COOKIE};
+use super::{session_from_headers, sign_out, verify_password, CurrentUser, Role, SESSION_COOKIE};
 use crate::{
     error::{ApiJson, AppError, AppResult},
     security::ClientIp,
@@ -134,9 +134,24 @@ fn time_from(d: chrono::Duration) -> time::Duration {
     time::Duration::seconds(d.num_seconds())
 }
 
-async fn logout(jar: CookieJar) -> impl IntoResponse {
+/// Signs the request's session (bearer token or cookie) out, on every instance at once, and
+/// clears the cookie. The user's other sessions go on. Answers `204` also when there was no
+/// valid session to end.
+async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+) -> AppResult<impl IntoResponse> {
+    match session_from_headers(&state, &headers).await {
+        Some(Ok(session)) => {
+            sign_out(&state, &session).await?;
+            tracing::info!(user = session.user.id, "signed out");
+        }
+        None | Some(Err(AppError::Unauthorized(_))) => {}
+        Some(Err(e)) => return Err(e),
+    }
     let jar = jar.remove(Cookie::build(SESSION_COOKIE).path("/"));
-    (jar, StatusCode::NO_CONTENT)
+    Ok((jar, StatusCode::NO_CONTENT))
 }
 
 async fn me(user: CurrentUser) -> Json<CurrentUser> {

@@ -1,6 +1,7 @@
 //! Sessions of signed-in people: a signed JWT, carried as a bearer token or the session cookie.
 //! The signature and expiry are checked first; then the database, so that a session ends as soon
-//! as its user is disabled or signed out everywhere, and the role is the current one.
+//! as it is signed out, or its user is disabled or signed out everywhere, and the role is the
+//! current one.
 use axum::{
     extract::FromRequestParts,
     http::{header, request::Parts, HeaderMap},
@@ -10,12 +11,16 @@ use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use super::Role;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
+use super::{Revoked, Role};
 use crate::{error::AppError, AppState};
 
 pub const SESSION_COOKIE: &str = "waymark_session";
+/// Seconds a session is still accepted after its expiry, for clocks that disagree a little.
+pub const LEEWAY_S: u64 = 5;
 
 /// The signing keys, made once from the configured secret.
 #[derive(Clone)]
@@ -51,6 +56,7 @@ impl SessionKeys {
             role: user.role,
             email: user.email.clone(),
             ver: user.session_epoch,
+            sid: Some((rand::rngs::OsRng.next_u64() >> 1) as i64),
             iat: now.timestamp(),
             exp: (now + lifetime).timestamp(),
         };
@@ -63,44 +69,71 @@ impl SessionKeys {
 
     /// The session a token claims, if its signature and expiry hold; [`authenticate`] also asks
     /// the database whether it still does.
-    fn verify(&self, token: &str) -> Result<CurrentUser, AppError> {
-        let validation = Validation::new(Algorithm::HS256);
+    fn verify(&self, token: &str) -> Result<Session, AppError> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = LEEWAY_S;
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
             .map_err(|_| AppError::Unauthorized("the session is invalid or has expired"))?;
         let c = data.claims;
-        Ok(CurrentUser {
-            id: c.sub,
-            organisation_id: c.org,
-            role: c.role,
-            email: c.email,
-            session_epoch: c.ver,
-            expires_at: DateTime::from_timestamp(c.exp, 0).unwrap_or_default(),
+        Ok(Session {
+            // Sessions from before the claim are named by their token, which is as unique.
+            id: c.sid.unwrap_or_else(|| {
+                let digest = Sha256::digest(token.as_bytes());
+                (u64::from_be_bytes(digest[..8].try_into().expect("8 bytes")) >> 1) as i64
+            }),
+            user: CurrentUser {
+                id: c.sub,
+                organisation_id: c.org,
+                role: c.role,
+                email: c.email,
+                session_epoch: c.ver,
+                expires_at: DateTime::from_timestamp(c.exp, 0).unwrap_or_default(),
+            },
         })
     }
 }
 
-/// The user behind a session token: valid signature, not expired, the user enabled and the
-/// session not signed out (its epoch is the user's current one). The role is read fresh.
-pub async fn authenticate(state: &AppState, token: &str) -> Result<CurrentUser, AppError> {
-    let mut user = state.sessions.verify(token)?;
-    user.role = role_now(&state.db, &user)
+/// One sign-in: who, and which of their sessions it is (signing out ends this one alone).
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: i64,
+    pub user: CurrentUser,
+}
+
+/// The session of a token: valid signature, not expired, not signed out, the user enabled and
+/// not signed out everywhere since (its epoch is the user's current one). The role is read
+/// fresh.
+pub async fn authenticate_session(state: &AppState, token: &str) -> Result<Session, AppError> {
+    let mut session = state.sessions.verify(token)?;
+    session.user.role = role_now(&state.db, &session.user, Some(session.id))
         .await?
         .ok_or(AppError::Unauthorized(
             "this session was signed out or its account disabled; sign in again",
         ))?;
-    Ok(user)
+    Ok(session)
 }
 
-/// The role `user` holds now, if their session still holds: the user exists, is enabled, and is
-/// at the session's epoch.
-pub async fn role_now(db: &PgPool, user: &CurrentUser) -> Result<Option<Role>, AppError> {
+/// The user behind a session token, as [`authenticate_session`] checks it.
+pub async fn authenticate(state: &AppState, token: &str) -> Result<CurrentUser, AppError> {
+    Ok(authenticate_session(state, token).await?.user)
+}
+
+/// The role `user` holds now, if their session (`session`, when named) still holds: the user
+/// exists, is enabled, and is at the session's epoch, and the session was not signed out.
+pub async fn role_now(
+    db: &PgPool,
+    user: &CurrentUser,
+    session: Option<i64>,
+) -> Result<Option<Role>, AppError> {
     let role: Option<String> = sqlx::query_scalar(
         "SELECT role FROM users
-         WHERE id = $1 AND organisation_id = $2 AND NOT disabled AND session_epoch = $3",
+         WHERE id = $1 AND organisation_id = $2 AND NOT disabled AND session_epoch = $3
+           AND NOT EXISTS (SELECT 1 FROM signed_out_sessions WHERE session_id = $4)",
     )
     .bind(user.id)
     .bind(user.organisation_id)
     .bind(user.session_epoch)
+    .bind(session)
     .fetch_optional(db)
     .await?;
     role.map(|r| {
@@ -122,13 +155,49 @@ fn session_token(headers: &HeaderMap) -> Option<String> {
     jar.get(SESSION_COOKIE).map(|c| c.value().to_owned())
 }
 
+/// The session of a request's bearer token or session cookie, if it carries either.
+pub async fn session_from_headers(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Option<Result<Session, AppError>> {
+    let token = session_token(headers)?;
+    Some(authenticate_session(state, &token).await)
+}
+
 /// The user behind a request's bearer token or session cookie, if it carries either.
 pub async fn from_headers(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Option<Result<CurrentUser, AppError>> {
-    let token = session_token(headers)?;
-    Some(authenticate(state, &token).await)
+    let session = session_from_headers(state, headers).await?;
+    Some(session.map(|s| s.user))
+}
+
+/// Signs `session` out: from now on it is refused on every instance, and its live sockets close
+/// (with the user's other sessions untouched). Kept until it would have expired anyway.
+pub async fn sign_out(state: &AppState, session: &Session) -> Result<(), AppError> {
+    sqlx::query(
+        "INSERT INTO signed_out_sessions (session_id, user_id, expires_at) VALUES ($1, $2, $3)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(session.id)
+    .bind(session.user.id)
+    .bind(session.user.expires_at)
+    .execute(&state.db)
+    .await?;
+    state.revoke(Revoked::Session(session.id)).await;
+    Ok(())
+}
+
+/// Forgets signed-out sessions that have expired anyway; returns how many.
+pub async fn forget_expired_sign_outs(db: &PgPool) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "DELETE FROM signed_out_sessions WHERE expires_at < now() - make_interval(secs => $1)",
+    )
+    .bind(LEEWAY_S as f64)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -140,6 +209,9 @@ struct Claims {
     /// The user's session epoch when this was issued (sessions from before this claim: 0).
     #[serde(default)]
     ver: i32,
+    /// This session's id, random: signing out ends it alone.
+    #[serde(default)]
+    sid: Option<i64>,
     iat: i64,
     exp: i64,
 }

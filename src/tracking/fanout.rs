@@ -14,8 +14,9 @@
 //! which each instance refreshes for its own sockets, so an instance that dies drops out by
 //! itself.
 //!
-//! Revocations (a share link revoked, a user disabled, an ingest token rotated) go on one shared
-//! channel too, so every instance closes the sockets and forgets the tokens they name at once.
+//! Revocations (a share link revoked, a user disabled, an ingest token rotated, a driver's
+//! assignment changed) go on one shared channel too, so every instance closes the sockets,
+//! forgets the tokens and re-checks the subscriptions they name at once.
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{

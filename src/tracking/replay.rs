@@ -11,17 +11,21 @@ use crate::{
     alerts::{Alert, ALERT_COLUMNS},
     chat,
     position::{position_frame, PositionRow, POSITION_COLUMNS},
+    shipments::of_driver,
 };
 
 /// Most events one `since` replay sends; a client further behind takes a fresh snapshot.
 pub const REPLAY_LIMIT: i64 = 10_000;
 
 /// The frames live delivery sent on `key` after `since`, in seq order: published positions
-/// (never filtered ones) and alert events. `None` if there are more than [`REPLAY_LIMIT`].
+/// (never filtered ones) and alert events. For driver `driver`, only the positions of shipments
+/// assigned to them now: a vehicle's earlier trips with other drivers are not theirs to see.
+/// `None` if there are more than [`REPLAY_LIMIT`].
 pub async fn events_since(
     pool: &PgPool,
     key: TopicKey,
     since: i64,
+    driver: Option<i64>,
 ) -> sqlx::Result<Option<Vec<(i64, String)>>> {
     let topic = key.topic();
     let (column, id) = match key {
@@ -39,16 +43,18 @@ pub async fn events_since(
         TopicKey::Alerts { organisation_id } => (None, organisation_id),
     };
     let mut events = Vec::new();
+    let theirs = of_driver(4);
     // The column name comes from the match above, never from input.
     if let Some(column) = column {
         let rows: Vec<PositionRow> = sqlx::query_as(&format!(
             "SELECT seq, {POSITION_COLUMNS} FROM positions
-             WHERE {column} = $1 AND seq > $2 AND filter_reason IS NULL
+             WHERE {column} = $1 AND seq > $2 AND filter_reason IS NULL AND {theirs}
              ORDER BY seq LIMIT $3"
         ))
         .bind(id)
         .bind(since)
         .bind(REPLAY_LIMIT + 1)
+        .bind(driver)
         .fetch_all(pool)
         .await?;
         for r in rows {
@@ -63,12 +69,14 @@ pub async fn events_since(
     };
     if let Some(column) = alert_column {
         let alerts: Vec<Alert> = sqlx::query_as(&format!(
-            "SELECT {ALERT_COLUMNS} FROM alerts WHERE {column} = $1 AND (id > $2 OR updated_seq > $2)
+            "SELECT {ALERT_COLUMNS} FROM alerts
+             WHERE {column} = $1 AND (id > $2 OR updated_seq > $2) AND {theirs}
              ORDER BY id LIMIT $3"
         ))
         .bind(id)
         .bind(since)
         .bind(REPLAY_LIMIT + 1)
+        .bind(driver)
         .fetch_all(pool)
         .await?;
         for a in &alerts {

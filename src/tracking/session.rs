@@ -74,11 +74,15 @@ async fn upgrade(
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, AppError> {
-    let viewer = match (auth.share, auth.token) {
-        (Some(share), _) => Viewer::Share(ShareAccess::lookup(&state.db, &share).await?),
-        (None, Some(token)) => Viewer::User(auth::authenticate(&state, &token).await?),
-        (None, None) => Viewer::User(
-            auth::from_headers(&state, &headers)
+    let signed_in = |s: auth::Session| (Viewer::User(s.user), Some(s.id));
+    let (viewer, session) = match (auth.share, auth.token) {
+        (Some(share), _) => (
+            Viewer::Share(ShareAccess::lookup(&state.db, &share).await?),
+            None,
+        ),
+        (None, Some(token)) => signed_in(auth::authenticate_session(&state, &token).await?),
+        (None, None) => signed_in(
+            auth::session_from_headers(&state, &headers)
                 .await
                 .unwrap_or(Err(AppError::Unauthorized("sign in first")))?,
         ),
@@ -107,7 +111,7 @@ async fn upgrade(
             let metrics = state.metrics.clone();
             metrics.websocket_connections.inc();
             tracker.track_future(async move {
-                Session::new(state, viewer).run(socket).await;
+                Session::new(state, viewer, session).run(socket).await;
                 metrics.websocket_connections.dec();
             })
         }))
@@ -125,6 +129,8 @@ fn too_big(e: &axum::Error) -> bool {
 struct Session {
     state: AppState,
     viewer: Viewer,
+    /// The sign-in a user's connection opened with; signing it out closes the connection.
+    session: Option<i64>,
     id: u64,
     outbox: Arc<Outbox>,
     subscriptions: HashMap<TopicKey, Arc<Subscription>>,
@@ -138,11 +144,12 @@ enum Flow {
 }
 
 impl Session {
-    fn new(state: AppState, viewer: Viewer) -> Self {
+    fn new(state: AppState, viewer: Viewer, session: Option<i64>) -> Self {
         let id = state.tracking.hub.new_connection_id();
         Session {
             state,
             viewer,
+            session,
             id,
             outbox: Arc::new(Outbox::default()),
             subscriptions: HashMap::new(),
@@ -168,10 +175,10 @@ impl Session {
         // within seconds rather than a minute.
         let presence_limit = Duration::from_secs(self.state.config.presence_timeout_s.max(1));
         let mut last_heard = Instant::now();
-        let revoked = self
+        let watch = self
             .state
             .revocations
-            .watch(self.id, Revoked::of(&self.viewer));
+            .watch(self.id, Revoked::of(&self.viewer, self.session));
         let left = (self.viewer.expires_at() - Utc::now())
             .to_std()
             .unwrap_or_default();
@@ -184,12 +191,14 @@ impl Session {
         let close = loop {
             tokio::select! {
                 _ = cancel.cancelled() => break Some((CLOSE_RESTART, "server restarting; resume with since")),
-                _ = revoked.cancelled() => break Some((CLOSE_REVOKED, "access was revoked; sign in again")),
+                _ = watch.revoked.cancelled() => break Some((CLOSE_REVOKED, "access was revoked; sign in again")),
                 _ = &mut expired => break Some((CLOSE_REVOKED, "the session or share link has expired")),
+                _ = watch.access_changed.notified() => self.recheck_subscriptions().await,
                 _ = recheck.tick() => {
-                    if !auth::still_valid(&self.state.db, &self.viewer).await {
+                    if !auth::still_valid(&self.state.db, &self.viewer, self.session).await {
                         break Some((CLOSE_REVOKED, "access was revoked; sign in again"));
                     }
+                    self.recheck_subscriptions().await;
                 }
                 ready = self.outbox.recv_many(&mut batch, 64) => {
                     if ready.is_err() {
@@ -545,22 +554,10 @@ impl Session {
             );
             return Flow::Continue;
         }
-        let db = &self.state.db;
-        let mut participant = None;
         // Authorise before registering: a refused topic never sees an event.
-        let authorised = match topic {
-            Topic::Fleet | Topic::Alerts => self.viewer.dispatcher().map(|_| ()),
-            Topic::Vehicle(id) => vehicles::authorize(db, &self.viewer, id).await,
-            Topic::Shipment(id) => shipments::load_visible(db, &self.viewer, id)
-                .await
-                .map(|_| ()),
-            Topic::Chat(id) => chat::Participant::of(db, &self.viewer, id)
-                .await
-                .map(|p| participant = Some(p)),
-        };
-        match authorised {
-            Ok(()) => {}
-            Err(AppError::Forbidden(_) | AppError::NotFound(_) | AppError::Unauthorized(_)) => {
+        let participant = match self.authorize(topic).await {
+            Ok(participant) => participant,
+            Err(e) if refused(&e) => {
                 self.error(
                     "forbidden",
                     "you may not subscribe to this topic",
@@ -573,7 +570,7 @@ impl Session {
                 self.error("internal", "try again", reference);
                 return Flow::Continue;
             }
-        }
+        };
         let sub = self
             .state
             .tracking
@@ -627,6 +624,46 @@ impl Session {
         Flow::Continue
     }
 
+    /// Whether this connection may see `topic` now; for a conversation, who it is in it.
+    async fn authorize(&self, topic: Topic) -> Result<Option<chat::Participant>, AppError> {
+        let db = &self.state.db;
+        match topic {
+            Topic::Fleet | Topic::Alerts => self.viewer.dispatcher().map(|_| None),
+            Topic::Vehicle(id) => vehicles::authorize(db, &self.viewer, id)
+                .await
+                .map(|()| None),
+            Topic::Shipment(id) => shipments::load_visible(db, &self.viewer, id)
+                .await
+                .map(|_| None),
+            Topic::Chat(id) => chat::Participant::of(db, &self.viewer, id).await.map(Some),
+        }
+    }
+
+    /// Drops the subscriptions a driver may no longer see (the shipment given to someone else,
+    /// its vehicle changed, the trip over), telling the client `unsubscribed` with a `reason`.
+    /// What dispatchers and share links see does not hang on assignments.
+    async fn recheck_subscriptions(&mut self) {
+        if !matches!(&self.viewer, Viewer::User(u) if !u.role.dispatches()) {
+            return;
+        }
+        let keys: Vec<TopicKey> = self.subscriptions.keys().copied().collect();
+        for key in keys {
+            let topic = key.topic();
+            match self.authorize(topic).await {
+                Ok(_) => {}
+                Err(e) if refused(&e) => {
+                    self.drop_subscription(key).await;
+                    self.send(json!({
+                        "type": "unsubscribed", "topic": topic.to_string(), "reason": "forbidden",
+                        "message": "you may no longer see this topic",
+                    }));
+                }
+                // Kept: a database outage must not end every driver's subscriptions.
+                Err(e) => tracing::warn!(error = %e, "re-checking a subscription"),
+            }
+        }
+    }
+
     /// The snapshot (whose `seq` no later event undercuts) and, with `since`, the missed events.
     async fn catch_up(
         &self,
@@ -648,7 +685,7 @@ impl Session {
                 })
             }
             Topic::Vehicle(id) => {
-                json!({"vehicle": vehicles::get(db, self.viewer.organisation_id(), id).await?})
+                json!({"vehicle": vehicles::get_visible(db, &self.viewer, id).await?})
             }
             Topic::Shipment(id) => {
                 json!({"shipment": shipments::load_visible(db, &self.viewer, id).await?})
@@ -657,9 +694,17 @@ impl Session {
         };
         snapshot["seq"] = json!(seq);
         let replay = match since {
-            Some(since) => replay::events_since(db, key, since).await?,
+            Some(since) => replay::events_since(db, key, since, self.viewer.driver_id()).await?,
             None => None,
         };
         Ok((snapshot, replay))
     }
+}
+
+/// Whether `e` says the caller may not see something (rather than that something failed).
+fn refused(e: &AppError) -> bool {
+    matches!(
+        e,
+        AppError::Forbidden(_) | AppError::NotFound(_) | AppError::Unauthorized(_)
+    )
 }

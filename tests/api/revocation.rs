@@ -411,16 +411,35 @@ async fn the_periodic_recheck_notices_a_revocation_whose_message_was_lost(db: Pg
     let f = fleet(TestApp::spawn_alone(db).await).await;
     let (id, session) = f.person("dispatch@acme.test", "dispatcher").await;
     let link = f.share_link().await;
-    let user = waymark::auth::authenticate(&f.app.state, &session)
-        .await
-        .unwrap();
+    let (_, signed_out) = f.sign_in("dispatch@acme.test").await;
+    let signed_in = |token: String| {
+        let state = f.app.state.clone();
+        async move {
+            let session = waymark::auth::authenticate_session(&state, &token)
+                .await
+                .unwrap();
+            (waymark::auth::Viewer::User(session.user.clone()), session)
+        }
+    };
+    let (user, session) = signed_in(session).await;
+    let (user_too, other_session) = signed_in(signed_out).await;
     let share = waymark::auth::ShareAccess::lookup(&f.app.db, &link)
         .await
         .unwrap();
-    let user = waymark::auth::Viewer::User(user);
     let share = waymark::auth::Viewer::Share(share);
-    assert!(waymark::auth::still_valid(&f.app.db, &user).await);
-    assert!(waymark::auth::still_valid(&f.app.db, &share).await);
+    let db = &f.app.db;
+    assert!(waymark::auth::still_valid(db, &user, Some(session.id)).await);
+    assert!(waymark::auth::still_valid(db, &user_too, Some(other_session.id)).await);
+    assert!(waymark::auth::still_valid(db, &share, None).await);
+
+    sqlx::query("INSERT INTO signed_out_sessions (session_id, user_id, expires_at) VALUES ($1, $2, now() + interval '1 hour')")
+        .bind(other_session.id)
+        .bind(id)
+        .execute(db)
+        .await
+        .unwrap();
+    assert!(!waymark::auth::still_valid(db, &user_too, Some(other_session.id)).await);
+    assert!(waymark::auth::still_valid(db, &user, Some(session.id)).await);
 
     sqlx::query("UPDATE users SET session_epoch = session_epoch + 1 WHERE id = $1")
         .bind(id)
@@ -431,6 +450,264 @@ async fn the_periodic_recheck_notices_a_revocation_whose_message_was_lost(db: Pg
         .execute(&f.app.db)
         .await
         .unwrap();
-    assert!(!waymark::auth::still_valid(&f.app.db, &user).await);
-    assert!(!waymark::auth::still_valid(&f.app.db, &share).await);
+    assert!(!waymark::auth::still_valid(db, &user, Some(session.id)).await);
+    assert!(!waymark::auth::still_valid(db, &share, None).await);
+}
+
+/// Reads frames until `count` server-sent `unsubscribed` frames have come (past any `presence`
+/// frame of a conversation); the topics they name.
+async fn dropped_topics(ws: &mut WsClient, count: usize) -> std::collections::BTreeSet<String> {
+    let mut topics = std::collections::BTreeSet::new();
+    while topics.len() < count {
+        let frame = ws.next().await;
+        if frame["type"] == "presence" {
+            continue;
+        }
+        assert_eq!(frame["type"], "unsubscribed", "{frame}");
+        assert_eq!(frame["reason"], "forbidden", "{frame}");
+        topics.insert(frame["topic"].as_str().unwrap().to_owned());
+    }
+    topics
+}
+
+/// A socket of `jwt` on `app`, subscribed to each of `topics` (a conversation's last: its
+/// `presence` frame is read too).
+async fn subscribed(app: &TestApp, jwt: &str, topics: &[String]) -> WsClient {
+    let mut ws = app.ws(&format!("token={jwt}")).await;
+    for topic in topics {
+        let reply = ws.subscribe(topic, None).await;
+        assert_eq!(reply["type"], "subscribed", "{reply}");
+    }
+    if topics.last().is_some_and(|t| t.starts_with("chat:")) {
+        assert_eq!(ws.next().await["type"], "presence");
+    }
+    ws
+}
+
+/// The next position frame, past any `presence` frame.
+async fn next_position(ws: &mut WsClient) -> Value {
+    loop {
+        let frame = ws.next().await;
+        if frame["type"] != "presence" {
+            assert_eq!(frame["type"], "position", "{frame}");
+            return frame;
+        }
+    }
+}
+
+#[sqlx::test]
+async fn a_driver_taken_off_a_shipment_stops_hearing_of_it_on_every_instance(db: PgPool) {
+    let redis = std::env::var("REDIS_URL").expect("REDIS_URL (scripts/test sets it)");
+    let shared = Some((redis, unique_prefix()));
+    let a = TestApp::spawn_instance(db.clone(), shared.clone()).await;
+    let b = TestApp::spawn_instance(db, shared).await;
+    let f = fleet(a).await;
+    let (anna, anna_jwt) = f.person("anna@acme.test", "driver").await;
+    let (bob, _) = f.person("bob@acme.test", "driver").await;
+    // Anna drives the shipment, and another one in a second van.
+    let path = format!("/api/v1/shipments/{}", f.shipment);
+    let (status, body) = f
+        .app
+        .patch(&f.admin, &path, json!({"driver_id": anna}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (van2, van2_token) = f.app.vehicle(&f.admin, "Van 2").await;
+    let other = f.app.shipment(&f.admin, "SHP-2", van2, Some(anna)).await;
+    let taken = [
+        format!("chat:{}", f.shipment),
+        format!("shipment:{}", f.shipment),
+        format!("vehicle:{}", f.vehicle),
+    ];
+    let mut topics = vec![format!("shipment:{other}")];
+    topics.extend(taken.iter().rev().cloned());
+    let mut ws = subscribed(&b, &anna_jwt, &topics).await;
+
+    // Given to Bob on instance a: Anna's socket on instance b drops the three topics it showed.
+    let (status, body) = f
+        .app
+        .patch(&f.admin, &path, json!({"driver_id": bob}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let dropped = dropped_topics(&mut ws, taken.len()).await;
+    assert_eq!(dropped, taken.iter().cloned().collect());
+
+    // Events go on in seq order: a position of Bob's van, then one of Anna's other shipment.
+    // Anna's next event is the second: the first no longer reaches her.
+    let now = chrono::Utc::now();
+    assert_eq!(
+        f.app.ingest(&f.ingest_token, step(0, now)).await.0,
+        StatusCode::OK
+    );
+    let (status, reply) = f.app.ingest(&van2_token, step(0, now)).await;
+    assert_eq!(status, StatusCode::OK);
+    let event = next_position(&mut ws).await;
+    assert_eq!(event["topic"], format!("shipment:{other}"), "{event}");
+    assert_eq!(event["seq"], reply["seqs"][0]);
+    ws.expect_quiet().await;
+    // And she cannot subscribe again.
+    let refused = ws.subscribe(&taken[1], None).await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+}
+
+#[sqlx::test]
+async fn a_new_vehicle_or_a_finished_trip_ends_the_drivers_view_of_the_old_vehicle(db: PgPool) {
+    let f = fleet(TestApp::spawn(db).await).await;
+    let (anna, anna_jwt) = f.person("anna@acme.test", "driver").await;
+    let path = format!("/api/v1/shipments/{}", f.shipment);
+    let (status, _) = f
+        .app
+        .patch(&f.admin, &path, json!({"driver_id": anna}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (van2, van2_token) = f.app.vehicle(&f.admin, "Van 2").await;
+    let shipment = format!("shipment:{}", f.shipment);
+    let old_van = format!("vehicle:{}", f.vehicle);
+    let mut ws = subscribed(&f.app, &anna_jwt, &[shipment.clone(), old_van.clone()]).await;
+
+    // The shipment moves to another van: the old one is no longer hers, the shipment still is.
+    let (status, body) = f
+        .app
+        .patch(&f.admin, &path, json!({"vehicle_id": van2}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(dropped_topics(&mut ws, 1).await, [old_van.clone()].into());
+    let (status, reply) = f.app.ingest(&van2_token, step(0, chrono::Utc::now())).await;
+    assert_eq!(status, StatusCode::OK);
+    let event = next_position(&mut ws).await;
+    assert_eq!(
+        (&event["topic"], &event["seq"]),
+        (&json!(shipment), &reply["seqs"][0])
+    );
+
+    // Delivered: the new van goes too; the shipment, hers to look back on, stays.
+    let new_van = format!("vehicle:{van2}");
+    assert_eq!(ws.subscribe(&new_van, None).await["type"], "subscribed");
+    let (status, _) = f
+        .app
+        .patch(&f.admin, &path, json!({"status": "delivered"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(dropped_topics(&mut ws, 1).await, [new_van].into());
+    ws.expect_quiet().await;
+    // A change that takes nothing from her tells her nothing.
+    let (status, _) = f
+        .app
+        .patch(&f.admin, &path, json!({"reference": "SHP-1b"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    ws.expect_quiet().await;
+}
+
+#[sqlx::test]
+async fn signing_out_ends_that_session_at_once_on_every_instance_and_no_other(db: PgPool) {
+    let redis = std::env::var("REDIS_URL").expect("REDIS_URL (scripts/test sets it)");
+    let shared = Some((redis, unique_prefix()));
+    let a = TestApp::spawn_instance(db.clone(), shared.clone()).await;
+    let b = TestApp::spawn_instance(db, shared).await;
+    let f = fleet(a).await;
+    let (_, phone) = f.person("dispatch@acme.test", "dispatcher").await;
+    let (_, laptop) = f.sign_in("dispatch@acme.test").await;
+    let (_, tablet) = f.sign_in("dispatch@acme.test").await;
+    let mut phone_socket = f.watcher(&b, &format!("token={phone}")).await;
+    let mut laptop_socket = f.watcher(&b, &format!("token={laptop}")).await;
+
+    // The phone signs out on instance a: its token stops working on b at once, its socket there
+    // closes; the same user's other sessions go on.
+    let res = f
+        .app
+        .http
+        .post(f.app.url("/api/v1/auth/logout"))
+        .bearer_auth(&phone)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        b.get(&phone, "/api/v1/auth/me").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(phone_socket.closed().await.0, REVOKED);
+    assert_eq!(b.get(&laptop, "/api/v1/auth/me").await.0, StatusCode::OK);
+    laptop_socket.expect_quiet().await;
+    let url = format!("ws://{}/api/v1/ws?token={phone}", b.addr);
+    assert!(tokio_tungstenite::connect_async(url).await.is_err());
+
+    // The pages sign out with the cookie: that session ends too, and the cookie is cleared.
+    let res = b
+        .http
+        .post(b.url("/api/v1/auth/logout"))
+        .header("cookie", format!("waymark_session={tablet}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let cleared = res.headers()["set-cookie"].to_str().unwrap();
+    assert!(cleared.starts_with("waymark_session=;"), "{cleared}");
+    assert_eq!(
+        f.app.get(&tablet, "/api/v1/auth/me").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        f.app.get(&laptop, "/api/v1/auth/me").await.0,
+        StatusCode::OK
+    );
+    // Signing out again, or with nothing, changes nothing.
+    let res = f
+        .app
+        .http
+        .post(f.app.url("/api/v1/auth/logout"))
+        .bearer_auth(&phone)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let res = f
+        .app
+        .http
+        .post(f.app.url("/api/v1/auth/logout"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(b.get(&laptop, "/api/v1/auth/me").await.0, StatusCode::OK);
+
+    // A signed-out session is remembered until it would have expired anyway.
+    let db = &f.app.db;
+    sqlx::query(
+        "UPDATE signed_out_sessions SET expires_at = now() - interval '1 minute'
+         WHERE session_id = (SELECT min(session_id) FROM signed_out_sessions)",
+    )
+    .execute(db)
+    .await
+    .unwrap();
+    assert_eq!(
+        waymark::auth::forget_expired_sign_outs(db).await.unwrap(),
+        1
+    );
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM signed_out_sessions")
+        .fetch_one(db)
+        .await
+        .unwrap();
+    assert_eq!(left, 1);
+}
+
+#[sqlx::test]
+async fn a_session_that_expired_half_a_minute_ago_is_refused(db: PgPool) {
+    let f = fleet(TestApp::spawn(db).await).await;
+    let user = waymark::auth::authenticate(&f.app.state, &f.admin)
+        .await
+        .unwrap();
+    let sessions = &f.app.state.sessions;
+    let expired = sessions
+        .issue_for(&user, chrono::Duration::seconds(-30))
+        .unwrap();
+    let (status, body) = f.app.get(&expired, "/api/v1/auth/me").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let url = format!("ws://{}/api/v1/ws?token={expired}", f.app.addr);
+    assert!(tokio_tungstenite::connect_async(url).await.is_err());
+    // One still running is fine.
+    let fresh = sessions
+        .issue_for(&user, chrono::Duration::minutes(1))
+        .unwrap();
+    assert_eq!(f.app.get(&fresh, "/api/v1/auth/me").await.0, StatusCode::OK);
 }

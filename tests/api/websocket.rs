@@ -501,3 +501,81 @@ async fn without_redis_an_instance_still_serves_its_own_subscribers(db: PgPool) 
     assert_eq!(event["data"]["lon"], step(1, base)["lon"]);
     ws.expect_quiet().await;
 }
+
+#[sqlx::test]
+async fn a_driver_sees_only_their_own_trips_of_a_vehicle_in_snapshots_and_replays(db: PgPool) {
+    let f = fleet(db).await;
+    let (bob, _) = f.app.user("Acme", "bob@acme.test", Role::Driver).await;
+    let (anna, anna_jwt) = f.app.user("Acme", "anna@acme.test", Role::Driver).await;
+    let topic = format!("vehicle:{}", f.vehicle);
+    let shipment = format!("/api/v1/shipments/{}", f.shipment);
+    // Bob drives the van's first trip.
+    let (status, _) = f
+        .app
+        .patch(&f.dispatcher, &shipment, json!({"driver_id": bob}))
+        .await;
+    assert_eq!(status, 200);
+    let base = Utc::now() - Duration::minutes(10);
+    let (_, bobs) = f
+        .app
+        .ingest(&f.token, json!([step(0, base), step(1, base)]))
+        .await;
+    let (status, _) = f
+        .app
+        .patch(&f.dispatcher, &shipment, json!({"status": "delivered"}))
+        .await;
+    assert_eq!(status, 200);
+    // Then Anna gets the van for hers: nothing of Bob's trip is hers to see.
+    let hers = f
+        .app
+        .shipment(&f.dispatcher, "SHP-2", f.vehicle, Some(anna))
+        .await;
+    let vehicle_path = format!("/api/v1/vehicles/{}", f.vehicle);
+    let (status, vehicle) = f.app.get(&anna_jwt, &vehicle_path).await;
+    assert_eq!(status, 200, "{vehicle}");
+    assert_eq!(vehicle["last_position"], Value::Null, "{vehicle}");
+    let mut ws = f.app.ws(&format!("token={anna_jwt}")).await;
+    let sub = ws.subscribe(&topic, Some(0)).await;
+    assert_eq!(
+        sub["snapshot"]["vehicle"]["last_position"],
+        Value::Null,
+        "{sub}"
+    );
+    ws.expect_quiet().await;
+    drop(ws);
+
+    let (_, annas) = f
+        .app
+        .ingest(&f.token, json!([step(2, base), step(3, base)]))
+        .await;
+    let mut ws = f.app.ws(&format!("token={anna_jwt}")).await;
+    let sub = ws.subscribe(&topic, Some(0)).await;
+    assert_eq!(
+        sub["snapshot"]["vehicle"]["last_position"]["shipment_id"],
+        hers
+    );
+    for seq in annas["seqs"].as_array().unwrap() {
+        let event = ws.next().await;
+        assert_eq!(
+            (&event["seq"], &event["data"]["shipment_id"]),
+            (seq, &json!(hers))
+        );
+    }
+    ws.expect_quiet().await;
+    let (_, vehicle) = f.app.get(&anna_jwt, &vehicle_path).await;
+    assert_eq!(vehicle["last_position"]["shipment_id"], hers);
+
+    // The dispatcher still gets every trip back.
+    let mut ws = f.app.ws(&format!("token={}", f.dispatcher)).await;
+    ws.subscribe(&topic, Some(0)).await;
+    let all: Vec<&Value> = bobs["seqs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(annas["seqs"].as_array().unwrap())
+        .collect();
+    for seq in all {
+        assert_eq!(&ws.next().await["seq"], seq);
+    }
+    ws.expect_quiet().await;
+}

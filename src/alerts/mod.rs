@@ -7,7 +7,10 @@
 //! instances run, survives restarts, and takes its seq in commit order like any position.
 mod api;
 mod clock;
+mod fence_state;
 mod fences;
+#[cfg(test)]
+mod geofence_tests;
 mod geofences;
 mod route;
 mod rules;
@@ -25,7 +28,8 @@ use sqlx::PgConnection;
 
 pub use api::{acknowledge, recent, unacknowledged};
 pub use clock::{run_clock, tick};
-pub use fences::{Fence, FenceIndex, OrgFences, Shape};
+pub use fence_state::{FenceState, Mark, Pending};
+pub use fences::{Area, Fence, FenceIndex, OrgFences, Shape};
 pub use route::Route;
 pub use rules::{evaluate, Change, Context, Outcome, RuleState, Trip};
 pub use settings::AlertSettings;

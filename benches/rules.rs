@@ -66,6 +66,7 @@ fn fences() -> Vec<Fence> {
                 vehicle_ids: vec![],
                 shipment_id: None,
                 debounce_s: None,
+                dwell_s: None,
             }
         })
         .collect()

@@ -99,6 +99,9 @@ pub struct FenceState {
     /// While inside: when the visit began (the vehicle was first seen clearly inside).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub since: Option<DateTime<Utc>>,
+    /// The visit's open `geofence_dwell` alert.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dwell: Option<i64>,
     /// A change of side under way.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending: Option<Pending>,
@@ -107,7 +110,7 @@ pub struct FenceState {
 impl FenceState {
     /// Nothing to remember: outside, with nothing under way.
     pub fn is_idle(&self) -> bool {
-        !self.inside && self.pending.is_none()
+        !self.inside && self.pending.is_none() && self.dwell.is_none()
     }
 }
 

@@ -52,6 +52,8 @@ pub struct Fence {
     pub vehicle_ids: Vec<i64>,
     pub shipment_id: Option<i64>,
     pub debounce_s: Option<u32>,
+    /// Seconds inside after which a visit raises `geofence_dwell`; none: never.
+    pub dwell_s: Option<u32>,
 }
 
 impl Fence {
@@ -231,7 +233,7 @@ async fn load(conn: &mut PgConnection, organisation_id: i64) -> sqlx::Result<Org
         "SELECT o.geofence_version, g.id, g.name,
                 CASE WHEN g.radius_m IS NULL THEN ST_AsGeoJSON(g.area)::jsonb END AS area,
                 ST_Y(g.center::geometry) AS lat, ST_X(g.center::geometry) AS lon, g.radius_m,
-                g.vehicle_ids, g.shipment_id, g.debounce_s
+                g.vehicle_ids, g.shipment_id, g.debounce_s, g.dwell_s
          FROM organisations o LEFT JOIN geofences g ON g.organisation_id = o.id
          WHERE o.id = $1",
     )
@@ -268,6 +270,9 @@ async fn load(conn: &mut PgConnection, organisation_id: i64) -> sqlx::Result<Org
             debounce_s: row
                 .get::<Option<i32>, _>("debounce_s")
                 .map(|s| s.max(0) as u32),
+            dwell_s: row
+                .get::<Option<i32>, _>("dwell_s")
+                .map(|s| s.max(0) as u32),
         });
     }
     Ok(OrgFences::new(version, fences))
@@ -285,6 +290,7 @@ mod tests {
             vehicle_ids: vec![],
             shipment_id: None,
             debounce_s: None,
+            dwell_s: None,
         }
     }
 

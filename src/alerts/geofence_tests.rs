@@ -48,6 +48,7 @@ fn fence(id: i64, shape: Shape) -> Fence {
         vehicle_ids: vec![],
         shipment_id: None,
         debounce_s: None,
+        dwell_s: None,
     }
 }
 
@@ -231,9 +232,11 @@ fn parked_fixes(p: Parked, centre: (f64, f64), spot: (f64, f64), outward: (f64, 
 fn a_vehicle_parked_near_an_edge_with_drifting_fixes_raises_nothing() {
     let depot = (48.137, 11.575);
     let site = moved(depot, 0.0, 1000.0);
-    // A 300 m square depot and a customer site of 150 m radius.
-    let yard = fence(1, square(depot, 300.0));
-    let customer = fence(2, circle(site, 150.0));
+    // A 300 m square depot and a customer site of 150 m radius, each with a 10 minute dwell.
+    let mut yard = fence(1, square(depot, 300.0));
+    yard.dwell_s = Some(600);
+    let mut customer = fence(2, circle(site, 150.0));
+    customer.dwell_s = Some(600);
     let fences = OrgFences::new(1, vec![yard, customer]);
     let mut runs = 0;
     for (centre, edge) in [(depot, 150.0), (site, 150.0)] {
@@ -258,7 +261,11 @@ fn a_vehicle_parked_near_an_edge_with_drifting_fixes_raises_nothing() {
                         };
                         let spot = moved(centre, -from_centre, 0.0);
                         let raised = drive(&fences, &parked_fixes(p, centre, spot, (-1.0, 0.0)));
-                        let want: &[Rule] = if inside { &[Rule::GeofenceEnter] } else { &[] };
+                        let want: &[Rule] = if inside {
+                            &[Rule::GeofenceEnter, Rule::GeofenceDwell]
+                        } else {
+                            &[]
+                        };
                         assert_eq!(rules(&raised), want, "{p:?} at {centre:?}: {raised:?}");
                         runs += 1;
                     }

@@ -48,6 +48,7 @@ pub fn router() -> Router<AppState> {
 pub enum Rule {
     GeofenceEnter,
     GeofenceExit,
+    GeofenceDwell,
     Overspeed,
     Stopped,
     Silent,
@@ -57,9 +58,10 @@ pub enum Rule {
 }
 
 impl Rule {
-    pub const ALL: [Rule; 8] = [
+    pub const ALL: [Rule; 9] = [
         Rule::GeofenceEnter,
         Rule::GeofenceExit,
+        Rule::GeofenceDwell,
         Rule::Overspeed,
         Rule::Stopped,
         Rule::Silent,
@@ -72,6 +74,7 @@ impl Rule {
         match self {
             Rule::GeofenceEnter => "geofence_enter",
             Rule::GeofenceExit => "geofence_exit",
+            Rule::GeofenceDwell => "geofence_dwell",
             Rule::Overspeed => "overspeed",
             Rule::Stopped => "stopped",
             Rule::Silent => "silent",

@@ -232,7 +232,7 @@ pub fn evaluate(
     out
 }
 
-/// Enter and exit for every geofence the fix or the line from the last deciding fix
+/// Enter, exit and dwell for every geofence the fix or the line from the last deciding fix
 /// comes near, and for those the vehicle is already in or crossing (`fence_state` decides).
 fn geofences(
     state: &mut RuleState,
@@ -257,8 +257,15 @@ fn geofences(
         );
         for id in ids {
             let Some(fence) = cx.fences.get(id) else {
-                // Deleted: forgotten without an exit.
-                state.fences.remove(&id);
+                // Deleted: forgotten without an exit, and its dwell is over.
+                if let Some(alert) = state.fences.remove(&id).and_then(|f| f.dwell) {
+                    out.changes.push(Change::Clear {
+                        id: alert,
+                        seq: next_id(),
+                        at: t,
+                        details: json!({"geofence_deleted": true}),
+                    });
+                }
                 continue;
             };
             // A geofence that no longer applies to the vehicle is as if far away.
@@ -290,7 +297,40 @@ fn geofences(
                     geofence_id: Some(id),
                     details: json!({"geofence": fence.name, "crossed_at": c.at}),
                 });
+                let left = (!c.enter).then(|| fs.dwell.take()).flatten();
+                if let Some(alert) = left {
+                    out.changes.push(Change::Clear {
+                        id: alert,
+                        seq: next_id(),
+                        at: c.at,
+                        details: json!({"left_at": c.at}),
+                    });
+                }
             }
+        }
+    }
+    // Dwell is judged on every position, a vague one too: the vehicle is counted inside.
+    for (&id, fs) in state.fences.iter_mut().filter(|(_, f)| f.inside) {
+        let since = *fs.since.get_or_insert(t);
+        let Some(fence) = cx.fences.get(id) else {
+            continue;
+        };
+        let Some(dwell_s) = fence.dwell_s.filter(|_| fs.dwell.is_none()) else {
+            continue;
+        };
+        if t - since >= Duration::seconds(dwell_s.into()) {
+            let alert = next_id();
+            fs.dwell = Some(alert);
+            out.changes.push(Change::Raise {
+                id: alert,
+                rule: Rule::GeofenceDwell,
+                geofence_id: Some(id),
+                details: json!({
+                    "geofence": fence.name,
+                    "since": since,
+                    "minutes": (t - since).num_minutes(),
+                }),
+            });
         }
     }
     state.fences.retain(|_, f| !f.is_idle());

@@ -324,6 +324,85 @@ async fn a_drive_through_raises_enter_and_exit_even_between_sparse_fixes(db: PgP
 }
 
 #[sqlx::test]
+async fn staying_in_a_geofence_raises_dwell_once_per_visit_and_leaving_clears_it(db: PgPool) {
+    let f = fleet(TestApp::spawn(db).await).await;
+    let id = f
+        .geofence(json!({"name": "Customer", "circle": {"lat": HOME.0, "lon": HOME.1, "radius_m": 150.0}}))
+        .await;
+    for bad in [59, 86_401] {
+        let (status, err) = f
+            .app
+            .patch(
+                &f.dispatcher,
+                &format!("/api/v1/geofences/{id}"),
+                json!({"dwell_s": bad}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {err}");
+        assert_eq!(err["error"]["field"], "dwell_s", "{bad}: {err}");
+    }
+    let (status, fence) = f
+        .app
+        .patch(
+            &f.dispatcher,
+            &format!("/api/v1/geofences/{id}"),
+            json!({"dwell_s": 300}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{fence}");
+    assert_eq!(fence["dwell_s"], 300);
+    assert_eq!(fence["debounce_s"], Value::Null);
+
+    // Two visits of seven minutes (a fix every 30 s), each after 40 s away.
+    let t = base() - Duration::hours(1);
+    let away = east(1500.0);
+    let visit = |from: i64| -> Vec<Value> {
+        let mut points = vec![
+            fix(away.0, away.1, t, from, 10.0),
+            fix(away.0, away.1, t, from + 40, 10.0),
+        ];
+        points.extend((1..=15).map(|i| {
+            let p = east((i % 3) as f64 * 4.0);
+            fix(p.0, p.1, t, from + 60 + i * 30, 0.0)
+        }));
+        points
+    };
+    f.post(visit(0)).await;
+    let dwell = f.alerts("rule=geofence_dwell").await;
+    assert_eq!(dwell.len(), 1, "once, however long it stays: {dwell:?}");
+    assert_eq!(dwell[0]["geofence_id"], id);
+    assert_eq!(dwell[0]["details"]["geofence"], "Customer");
+    assert_eq!(dwell[0]["details"]["minutes"], 5);
+    assert!(dwell[0]["cleared_at"].is_null());
+    let entered: DateTime<Utc> = f.alerts("rule=geofence_enter").await[0]["details"]["crossed_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(dwell[0]["details"]["since"], json!(entered));
+    let position_at: DateTime<Utc> = dwell[0]["position_at"].as_str().unwrap().parse().unwrap();
+    assert!(position_at - entered >= Duration::seconds(300));
+    assert!(position_at - entered < Duration::seconds(330));
+
+    f.post(visit(600)).await;
+    assert_eq!(
+        f.rules().await,
+        [
+            "geofence_enter",
+            "geofence_dwell",
+            "geofence_exit",
+            "geofence_enter",
+            "geofence_dwell"
+        ]
+    );
+    let dwell = f.alerts("rule=geofence_dwell").await;
+    let left = &f.alerts("rule=geofence_exit").await[0]["details"]["crossed_at"];
+    assert_eq!(&dwell[0]["details"]["left_at"], left);
+    assert!(dwell[0]["cleared_at"].is_string(), "{}", dwell[0]);
+    assert!(dwell[1]["cleared_at"].is_null());
+}
+
+#[sqlx::test]
 async fn a_vehicle_inside_as_earlier_versions_stored_it_leaves_with_an_exit(db: PgPool) {
     let f = fleet(TestApp::spawn(db).await).await;
     let depot = f
@@ -799,6 +878,10 @@ async fn geofences_are_checked_and_every_change_reaches_the_rules(db: PgPool) {
         (
             json!({"name": "x", "vehicle_ids": [999999], "circle": {"lat": 1, "lon": 1, "radius_m": 10}}),
             "vehicle_ids",
+        ),
+        (
+            json!({"name": "x", "dwell_s": 30, "circle": {"lat": 1, "lon": 1, "radius_m": 10}}),
+            "dwell_s",
         ),
     ];
     for (body, field) in bad {

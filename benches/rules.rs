@@ -7,7 +7,10 @@ use std::{hint::black_box, time::Instant};
 use chrono::{Duration, Utc};
 use geo::{Coord, LineString, Polygon};
 use waymark::{
-    alerts::{evaluate, AlertSettings, Context, Fence, OrgFences, RuleState, Shape},
+    alerts::{
+        evaluate, AlertSettings, Area, Context, Fence, FenceState, Mark, OrgFences, Pending,
+        RuleState, Shape,
+    },
     position::Position,
 };
 
@@ -51,10 +54,10 @@ fn fences() -> Vec<Fence> {
                     (lon, lat + h),
                     (lon, lat),
                 ];
-                Shape::Polygon(Polygon::new(
+                Shape::Polygon(Area::new(Polygon::new(
                     LineString::new(ring.iter().map(|&(x, y)| Coord { x, y }).collect()),
                     vec![],
-                ))
+                )))
             };
             Fence {
                 id: i,
@@ -63,6 +66,7 @@ fn fences() -> Vec<Fence> {
                 vehicle_ids: vec![],
                 shipment_id: None,
                 debounce_s: None,
+                dwell_s: None,
             }
         })
         .collect()
@@ -110,6 +114,31 @@ fn run(fences: &OrgFences, settings: &AlertSettings) -> (f64, usize) {
     (ns, alerts)
 }
 
+/// A vehicle's state as the rules leave it: inside two geofences, crossing into a third.
+fn evaluated_state() -> RuleState {
+    let now = Utc::now();
+    let inside = FenceState {
+        inside: true,
+        since: Some(now),
+        ..FenceState::default()
+    };
+    let mut state = RuleState::default();
+    state.fences.insert(17, inside.clone());
+    state.fences.insert(4242, inside);
+    let fix = Mark::new(now, 48.12, 11.45, Some(5.0));
+    let crossing = FenceState {
+        pending: Some(Pending {
+            since: now,
+            from: fix,
+            way_m: 0.0,
+        }),
+        ..FenceState::default()
+    };
+    state.fences.insert(999, crossing);
+    state.fence_fix = fix;
+    state
+}
+
 fn main() {
     let none = OrgFences::new(1, vec![]);
     let many = OrgFences::new(1, fences());
@@ -128,9 +157,7 @@ fn main() {
         println!("{name:>19}: {ns:7.0} ns per position ({alerts} enter/exit alerts in {POSITIONS} positions)");
     }
     // The writer parses and writes each vehicle's state once per batch.
-    let mut state = RuleState::default();
-    state.inside.extend([17, 4242]);
-    state.crossing.insert(999, Utc::now());
+    let mut state = evaluated_state();
     let started = Instant::now();
     for _ in 0..POSITIONS {
         let json = serde_json::to_string(black_box(&state)).unwrap();

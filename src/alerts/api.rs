@@ -57,8 +57,8 @@ async fn list(
         if !Rule::ALL.iter().any(|k| k.as_str() == r) {
             return Err(AppError::validation(
                 "rule",
-                "rule must be geofence_enter, geofence_exit, overspeed, stopped, silent, \
-                 off_route, arrived or late",
+                "rule must be geofence_enter, geofence_exit, geofence_dwell, overspeed, \
+                 stopped, silent, off_route, arrived or late",
             ));
         }
     }

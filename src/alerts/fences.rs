@@ -1,5 +1,5 @@
 //! Each organisation's geofences in memory, in an R-tree, so that judging a position against
-//! thousands of them costs a tree lookup and an exact test of the few whose box holds it.
+//! thousands of them costs a tree lookup and an exact measure of the few whose box it meets.
 //!
 //! The index follows the database through `organisations.geofence_version`, which every
 //! geofence change bumps in its own transaction: the writer reads the version with the vehicle
@@ -15,12 +15,32 @@ use rstar::{RTree, RTreeObject, AABB};
 use serde_json::Value;
 use sqlx::{PgConnection, Row};
 
-use super::route::metres;
+use super::route::{metres, Route};
 
 #[derive(Debug, Clone)]
 pub enum Shape {
     Circle { lat: f64, lon: f64, radius_m: f64 },
-    Polygon(Polygon<f64>),
+    Polygon(Area),
+}
+
+/// A polygon, with its rings kept as lines in metres for the distance to the boundary.
+#[derive(Debug, Clone)]
+pub struct Area {
+    polygon: Polygon<f64>,
+    rings: Vec<Route>,
+}
+
+impl Area {
+    pub fn new(polygon: Polygon<f64>) -> Area {
+        let rings = std::iter::once(polygon.exterior())
+            .chain(polygon.interiors())
+            .filter_map(|ring| {
+                let coords: Vec<[f64; 2]> = ring.coords().map(|c| [c.x, c.y]).collect();
+                Route::new(&coords)
+            })
+            .collect();
+        Area { polygon, rings }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -32,6 +52,8 @@ pub struct Fence {
     pub vehicle_ids: Vec<i64>,
     pub shipment_id: Option<i64>,
     pub debounce_s: Option<u32>,
+    /// Seconds inside after which a visit raises `geofence_dwell`; none: never.
+    pub dwell_s: Option<u32>,
 }
 
 impl Fence {
@@ -41,14 +63,27 @@ impl Fence {
         vehicle && shipment
     }
 
-    pub fn contains(&self, lat: f64, lon: f64) -> bool {
+    /// How far the point lies inside the boundary, in metres: its distance to the boundary,
+    /// negative outside.
+    pub fn depth(&self, lat: f64, lon: f64) -> f64 {
         match &self.shape {
             Shape::Circle {
                 lat: clat,
                 lon: clon,
                 radius_m,
-            } => metres((lat, lon), (*clat, *clon)) <= *radius_m,
-            Shape::Polygon(p) => p.contains(&Point::new(lon, lat)),
+            } => radius_m - metres((lat, lon), (*clat, *clon)),
+            Shape::Polygon(area) => {
+                let to_boundary = area
+                    .rings
+                    .iter()
+                    .map(|ring| ring.locate(lat, lon).0)
+                    .fold(f64::INFINITY, f64::min);
+                if area.polygon.contains(&Point::new(lon, lat)) {
+                    to_boundary
+                } else {
+                    -to_boundary
+                }
+            }
         }
     }
 
@@ -60,8 +95,8 @@ impl Fence {
                 let dlon = dlat / lat.to_radians().cos().max(0.01);
                 AABB::from_corners([lon - dlon, lat - dlat], [lon + dlon, lat + dlat])
             }
-            Shape::Polygon(p) => {
-                let coords = p.exterior().coords();
+            Shape::Polygon(area) => {
+                let coords = area.polygon.exterior().coords();
                 let (mut lo, mut hi) = ([f64::MAX; 2], [f64::MIN; 2]);
                 for c in coords {
                     lo = [lo[0].min(c.x), lo[1].min(c.y)];
@@ -135,12 +170,12 @@ impl OrgFences {
         }
     }
 
-    /// The geofences that hold the point.
-    pub fn containing(&self, lat: f64, lon: f64) -> impl Iterator<Item = &Fence> {
+    /// The geofences whose box meets the box with corners `a` and `b` (latitude, longitude):
+    /// those that a straight line from `a` to `b` may touch.
+    pub fn near(&self, a: (f64, f64), b: (f64, f64)) -> impl Iterator<Item = &Fence> {
         self.tree
-            .locate_in_envelope_intersecting(&AABB::from_point([lon, lat]))
+            .locate_in_envelope_intersecting(&AABB::from_corners([a.1, a.0], [b.1, b.0]))
             .map(|e| &self.fences[e.index])
-            .filter(move |f| f.contains(lat, lon))
     }
 
     pub fn get(&self, id: i64) -> Option<&Fence> {
@@ -198,7 +233,7 @@ async fn load(conn: &mut PgConnection, organisation_id: i64) -> sqlx::Result<Org
         "SELECT o.geofence_version, g.id, g.name,
                 CASE WHEN g.radius_m IS NULL THEN ST_AsGeoJSON(g.area)::jsonb END AS area,
                 ST_Y(g.center::geometry) AS lat, ST_X(g.center::geometry) AS lon, g.radius_m,
-                g.vehicle_ids, g.shipment_id, g.debounce_s
+                g.vehicle_ids, g.shipment_id, g.debounce_s, g.dwell_s
          FROM organisations o LEFT JOIN geofences g ON g.organisation_id = o.id
          WHERE o.id = $1",
     )
@@ -222,7 +257,7 @@ async fn load(conn: &mut PgConnection, organisation_id: i64) -> sqlx::Result<Org
                 .as_ref()
                 .and_then(polygon_from_geojson)
             {
-                Some(p) => Shape::Polygon(p),
+                Some(p) => Shape::Polygon(Area::new(p)),
                 None => continue,
             },
         };
@@ -235,6 +270,9 @@ async fn load(conn: &mut PgConnection, organisation_id: i64) -> sqlx::Result<Org
             debounce_s: row
                 .get::<Option<i32>, _>("debounce_s")
                 .map(|s| s.max(0) as u32),
+            dwell_s: row
+                .get::<Option<i32>, _>("dwell_s")
+                .map(|s| s.max(0) as u32),
         });
     }
     Ok(OrgFences::new(version, fences))
@@ -244,51 +282,107 @@ async fn load(conn: &mut PgConnection, organisation_id: i64) -> sqlx::Result<Org
 mod tests {
     use super::*;
 
-    #[test]
-    fn finds_the_circles_and_polygons_that_hold_a_point() {
-        let square = polygon_from_geojson(&serde_json::json!({
-            "type": "Polygon",
-            "coordinates": [[[11.0, 48.0], [11.01, 48.0], [11.01, 48.01], [11.0, 48.01], [11.0, 48.0]]]
-        }))
-        .unwrap();
-        let fence = |id, shape| Fence {
+    fn fence(id: i64, shape: Shape) -> Fence {
+        Fence {
             id,
             name: format!("fence {id}"),
             shape,
             vehicle_ids: vec![],
             shipment_id: None,
             debounce_s: None,
+            dwell_s: None,
+        }
+    }
+
+    /// About 743 m east-west by 1113 m north-south.
+    fn square() -> Shape {
+        Shape::Polygon(Area::new(
+            polygon_from_geojson(&serde_json::json!({
+                "type": "Polygon",
+                "coordinates": [[[11.0, 48.0], [11.01, 48.0], [11.01, 48.01], [11.0, 48.01], [11.0, 48.0]]]
+            }))
+            .unwrap(),
+        ))
+    }
+
+    #[test]
+    fn finds_the_circles_and_polygons_near_a_point_or_a_line() {
+        let circle = |lat, lon| Shape::Circle {
+            lat,
+            lon,
+            radius_m: 200.0,
         };
         let index = OrgFences::new(
             1,
             vec![
-                fence(1, Shape::Polygon(square)),
-                fence(
-                    2,
-                    Shape::Circle {
-                        lat: 48.0,
-                        lon: 11.0,
-                        radius_m: 200.0,
-                    },
-                ),
-                fence(
-                    3,
-                    Shape::Circle {
-                        lat: 50.0,
-                        lon: 11.0,
-                        radius_m: 200.0,
-                    },
-                ),
+                fence(1, square()),
+                fence(2, circle(48.0, 11.0)),
+                fence(3, circle(50.0, 11.0)),
             ],
         );
-        let ids = |lat, lon| {
-            let mut ids: Vec<i64> = index.containing(lat, lon).map(|f| f.id).collect();
+        let ids = |a, b| {
+            let mut ids: Vec<i64> = index.near(a, b).map(|f| f.id).collect();
             ids.sort();
             ids
         };
-        assert_eq!(ids(48.0005, 11.0005), [1, 2]);
-        assert_eq!(ids(48.005, 11.005), [1]);
-        assert_eq!(ids(47.9995, 10.9995), [2]);
-        assert!(ids(48.02, 11.02).is_empty());
+        assert_eq!(ids((48.0005, 11.0005), (48.0005, 11.0005)), [1, 2]);
+        assert_eq!(ids((48.005, 11.005), (48.005, 11.005)), [1]);
+        assert_eq!(ids((47.9995, 10.9995), (47.9995, 10.9995)), [2]);
+        assert!(ids((48.02, 11.02), (48.02, 11.02)).is_empty());
+        // A line from south of the square to north of it meets the square's box.
+        assert_eq!(ids((47.99, 11.005), (48.02, 11.005)), [1]);
+        assert_eq!(ids((48.5, 11.0), (49.9995, 11.0)), [3]);
+    }
+
+    #[test]
+    fn measures_how_deep_inside_or_how_far_outside_a_point_is() {
+        let square = fence(1, square());
+        let m_per_deg_lon = 111_320.0 * 48.005_f64.to_radians().cos();
+        // Middle of the square: nearer the east and west sides (372 m) than north and south.
+        let d = square.depth(48.005, 11.005);
+        assert!((d - 0.005 * m_per_deg_lon).abs() < 1.0, "{d}");
+        // 10 m inside the west side, and 10 m outside it.
+        let d = square.depth(48.005, 11.0 + 10.0 / m_per_deg_lon);
+        assert!((d - 10.0).abs() < 0.1, "{d}");
+        let d = square.depth(48.005, 11.0 - 10.0 / m_per_deg_lon);
+        assert!((d + 10.0).abs() < 0.1, "{d}");
+        // Beyond a corner, the distance is to the corner.
+        let d = square.depth(47.9991, 10.9991);
+        let corner = metres((47.9991, 10.9991), (48.0, 11.0));
+        assert!((d + corner).abs() < 0.5, "{d} {corner}");
+        let circle = fence(
+            2,
+            Shape::Circle {
+                lat: 48.0,
+                lon: 11.0,
+                radius_m: 200.0,
+            },
+        );
+        assert!((circle.depth(48.0, 11.0) - 200.0).abs() < 1e-9);
+        let d = circle.depth(48.0 + 150.0 / 111_195.0, 11.0);
+        assert!((d - 50.0).abs() < 0.5, "{d}");
+        let d = circle.depth(48.0 + 250.0 / 111_195.0, 11.0);
+        assert!((d + 50.0).abs() < 0.5, "{d}");
+    }
+
+    #[test]
+    fn a_hole_is_outside_and_its_edge_is_a_boundary() {
+        let holed = fence(
+            1,
+            Shape::Polygon(Area::new(
+                polygon_from_geojson(&serde_json::json!({
+                    "type": "Polygon",
+                    "coordinates": [
+                        [[11.0, 48.0], [11.01, 48.0], [11.01, 48.01], [11.0, 48.01], [11.0, 48.0]],
+                        [[11.004, 48.004], [11.006, 48.004], [11.006, 48.006], [11.004, 48.006], [11.004, 48.004]]
+                    ]
+                }))
+                .unwrap(),
+            )),
+        );
+        let m_per_deg_lon = 111_320.0 * 48.005_f64.to_radians().cos();
+        assert!(holed.depth(48.005, 11.005) < -70.0);
+        let d = holed.depth(48.005, 11.004 - 20.0 / m_per_deg_lon);
+        assert!((d - 20.0).abs() < 0.2, "{d}");
     }
 }

@@ -1,6 +1,7 @@
 //! Geofences through the API: a GeoJSON polygon, or a circle as centre and radius; optionally
-//! only for some vehicles or one shipment. Every change bumps the organisation's geofence
-//! version in the same transaction, which is how every instance's index learns of it.
+//! only for some vehicles or one shipment, with its own debounce and a dwell time. Every change
+//! bumps the organisation's geofence version in the same transaction, which is how every
+//! instance's index learns of it.
 use axum::{extract::State, http::StatusCode, routing::get, Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,8 @@ pub struct Geofence {
     pub vehicle_ids: Vec<i64>,
     pub shipment_id: Option<i64>,
     pub debounce_s: Option<i32>,
+    /// Seconds inside after which a visit raises `geofence_dwell`; none: never.
+    pub dwell_s: Option<i32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -42,7 +45,7 @@ pub struct Geofence {
 const SELECT: &str = "SELECT id, name, ST_AsGeoJSON(area, 7)::jsonb AS area,
     CASE WHEN center IS NULL THEN NULL ELSE jsonb_build_object('lat', ST_Y(center::geometry),
         'lon', ST_X(center::geometry), 'radius_m', radius_m) END AS circle,
-    vehicle_ids, shipment_id, debounce_s, created_at, updated_at FROM geofences";
+    vehicle_ids, shipment_id, debounce_s, dwell_s, created_at, updated_at FROM geofences";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,6 +67,8 @@ struct Input {
     shipment_id: Option<Option<i64>>,
     #[serde(default, deserialize_with = "nullable")]
     debounce_s: Option<Option<i32>>,
+    #[serde(default, deserialize_with = "nullable")]
+    dwell_s: Option<Option<i32>>,
 }
 
 /// Tells a key set to `null` (`Some(None)`) from a key left out (`None`).
@@ -206,6 +211,14 @@ async fn check_fields(db: &PgPool, organisation_id: i64, input: &Input) -> AppRe
             ));
         }
     }
+    if let Some(Some(d)) = input.dwell_s {
+        if !(60..=86_400).contains(&d) {
+            return Err(AppError::validation(
+                "dwell_s",
+                "dwell_s must be 60 to 86400 seconds, or null for no dwell alert",
+            ));
+        }
+    }
     if let Some(ids) = &input.vehicle_ids {
         if ids.len() > MAX_VEHICLES {
             return Err(AppError::validation("vehicle_ids", "at most 1000 vehicles"));
@@ -310,8 +323,8 @@ async fn create(
     let mut tx = state.db.begin().await?;
     let id: i64 = sqlx::query_scalar(&format!(
         "INSERT INTO geofences (organisation_id, area, center, radius_m, name, vehicle_ids,
-             shipment_id, debounce_s)
-         VALUES ($1, {AREA}, {CENTER}, {RADIUS}, $6, $7, $8, $9) RETURNING id"
+             shipment_id, debounce_s, dwell_s)
+         VALUES ($1, {AREA}, {CENTER}, {RADIUS}, $6, $7, $8, $9, $10) RETURNING id"
     ))
     .bind(user.organisation_id)
     .bind(geojson)
@@ -322,6 +335,7 @@ async fn create(
     .bind(input.vehicle_ids.clone().unwrap_or_default())
     .bind(input.shipment_id.flatten())
     .bind(input.debounce_s.flatten())
+    .bind(input.dwell_s.flatten())
     .fetch_one(&mut *tx)
     .await?;
     bump_version(&mut tx, user.organisation_id).await?;
@@ -360,7 +374,8 @@ async fn update(
     sqlx::query(
         "UPDATE geofences SET name = COALESCE($2, name), vehicle_ids = COALESCE($3, vehicle_ids),
              shipment_id = CASE WHEN $4 THEN $5 ELSE shipment_id END,
-             debounce_s = CASE WHEN $6 THEN $7 ELSE debounce_s END, updated_at = now()
+             debounce_s = CASE WHEN $6 THEN $7 ELSE debounce_s END,
+             dwell_s = CASE WHEN $8 THEN $9 ELSE dwell_s END, updated_at = now()
          WHERE id = $1",
     )
     .bind(id)
@@ -370,6 +385,8 @@ async fn update(
     .bind(input.shipment_id.flatten())
     .bind(input.debounce_s.is_some())
     .bind(input.debounce_s.flatten())
+    .bind(input.dwell_s.is_some())
+    .bind(input.dwell_s.flatten())
     .execute(&mut *tx)
     .await?;
     bump_version(&mut tx, user.organisation_id).await?;

@@ -7,7 +7,10 @@
 //! instances run, survives restarts, and takes its seq in commit order like any position.
 mod api;
 mod clock;
+mod fence_state;
 mod fences;
+#[cfg(test)]
+mod geofence_tests;
 mod geofences;
 mod route;
 mod rules;
@@ -25,7 +28,8 @@ use sqlx::PgConnection;
 
 pub use api::{acknowledge, recent, unacknowledged};
 pub use clock::{run_clock, tick};
-pub use fences::{Fence, FenceIndex, OrgFences, Shape};
+pub use fence_state::{FenceState, Mark, Pending};
+pub use fences::{Area, Fence, FenceIndex, OrgFences, Shape};
 pub use route::Route;
 pub use rules::{evaluate, Change, Context, Outcome, RuleState, Trip};
 pub use settings::AlertSettings;
@@ -44,6 +48,7 @@ pub fn router() -> Router<AppState> {
 pub enum Rule {
     GeofenceEnter,
     GeofenceExit,
+    GeofenceDwell,
     Overspeed,
     Stopped,
     Silent,
@@ -53,9 +58,10 @@ pub enum Rule {
 }
 
 impl Rule {
-    pub const ALL: [Rule; 8] = [
+    pub const ALL: [Rule; 9] = [
         Rule::GeofenceEnter,
         Rule::GeofenceExit,
+        Rule::GeofenceDwell,
         Rule::Overspeed,
         Rule::Stopped,
         Rule::Silent,
@@ -68,6 +74,7 @@ impl Rule {
         match self {
             Rule::GeofenceEnter => "geofence_enter",
             Rule::GeofenceExit => "geofence_exit",
+            Rule::GeofenceDwell => "geofence_dwell",
             Rule::Overspeed => "overspeed",
             Rule::Stopped => "stopped",
             Rule::Silent => "silent",

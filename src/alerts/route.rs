@@ -7,8 +7,9 @@ use geo::{Distance, Haversine, Point};
 const M_PER_DEG: f64 = 111_320.0;
 
 /// The route on a local flat projection around its first vertex: exact enough at the scale of
-/// one trip, and cheap (no trigonometry per segment).
-#[derive(Debug)]
+/// one trip, and cheap (no trigonometry per segment). A geofence's boundary rings are kept the
+/// same way, for the distance from a point to the boundary.
+#[derive(Debug, Clone)]
 pub struct Route {
     origin: (f64, f64),
     cos_lat: f64,

@@ -11,7 +11,13 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{fences::OrgFences, route::metres, route::Route, AlertSettings, Rule};
+use super::{
+    fence_state::{self, FenceState, Mark, Pending},
+    fences::OrgFences,
+    route::metres,
+    route::Route,
+    AlertSettings, Rule,
+};
 use crate::{ingest::LastFix, position::Position};
 
 /// Speeds below this (m/s) are standing still for the ETA's moving average.
@@ -26,10 +32,19 @@ const ETA_STEP: Duration = Duration::seconds(30);
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RuleState {
-    /// Geofences the vehicle is inside (after debouncing).
-    pub inside: BTreeSet<i64>,
-    /// Geofences whose boundary it crossed and since when, waiting out the debounce.
-    pub crossing: BTreeMap<i64, DateTime<Utc>>,
+    /// The geofences the vehicle is inside, or crossing into or out of.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub fences: BTreeMap<i64, FenceState>,
+    /// The last fix that decided for geofences.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fence_fix: Option<Mark>,
+    /// Geofences the vehicle was inside, as state stored before `fences` has it; moved there by
+    /// the next position.
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    inside: BTreeSet<i64>,
+    /// Likewise, geofences whose boundary it was crossing, and since when.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    crossing: BTreeMap<i64, DateTime<Utc>>,
     pub overspeed: Option<Episode>,
     pub stop: Option<Stop>,
     pub off_route: Option<Episode>,
@@ -45,6 +60,21 @@ pub struct RuleState {
 }
 
 impl RuleState {
+    /// Moves geofence state stored before `fences` into it. A visit stored that way has no
+    /// start: its dwell time counts from the first position judged now.
+    fn adopt_stored_fences(&mut self) {
+        for id in std::mem::take(&mut self.inside) {
+            self.fences.entry(id).or_default().inside = true;
+        }
+        for (id, since) in std::mem::take(&mut self.crossing) {
+            self.fences.entry(id).or_default().pending = Some(Pending {
+                since,
+                from: None,
+                way_m: 0.0,
+            });
+        }
+    }
+
     /// Starts the shipment-scoped fields afresh when the vehicle carries another shipment.
     pub fn start_trip(&mut self, shipment_id: i64) {
         if self.shipment != Some(shipment_id) {
@@ -202,6 +232,8 @@ pub fn evaluate(
     out
 }
 
+/// Enter, exit and dwell for every geofence the fix or the line from the last deciding fix
+/// comes near, and for those the vehicle is already in or crossing (`fence_state` decides).
 fn geofences(
     state: &mut RuleState,
     cx: &Context<'_>,
@@ -209,47 +241,99 @@ fn geofences(
     next_id: &mut impl FnMut() -> i64,
     out: &mut Outcome,
 ) {
-    let now_inside: BTreeSet<i64> = cx
-        .fences
-        .containing(p.lat, p.lon)
-        .filter(|f| f.applies_to(p.vehicle_id, p.shipment_id))
-        .map(|f| f.id)
-        .collect();
-    let mut ids: BTreeSet<i64> = now_inside.clone();
-    ids.extend(state.inside.iter().copied());
-    ids.extend(state.crossing.keys().copied());
-    for id in ids {
-        let Some(fence) = cx.fences.get(id) else {
-            // Deleted: forgotten without an exit.
-            state.inside.remove(&id);
-            state.crossing.remove(&id);
-            continue;
-        };
-        let inside = now_inside.contains(&id);
-        if inside == state.inside.contains(&id) {
-            state.crossing.remove(&id);
-            continue;
+    state.adopt_stored_fences();
+    let t = p.recorded_at;
+    let fix = Mark::new(t, p.lat, p.lon, p.accuracy.map(f64::from))
+        .filter(|fix| fix.follows(state.fence_fix.as_ref()));
+    if let Some(fix) = fix {
+        let last = state.fence_fix.replace(fix);
+        let from = last.map_or((fix.lat, fix.lon), |a| (a.lat, a.lon));
+        let mut ids: BTreeSet<i64> = state.fences.keys().copied().collect();
+        ids.extend(
+            cx.fences
+                .near(from, (fix.lat, fix.lon))
+                .filter(|f| f.applies_to(p.vehicle_id, p.shipment_id))
+                .map(|f| f.id),
+        );
+        for id in ids {
+            let Some(fence) = cx.fences.get(id) else {
+                // Deleted: forgotten without an exit, and its dwell is over.
+                if let Some(alert) = state.fences.remove(&id).and_then(|f| f.dwell) {
+                    out.changes.push(Change::Clear {
+                        id: alert,
+                        seq: next_id(),
+                        at: t,
+                        details: json!({"geofence_deleted": true}),
+                    });
+                }
+                continue;
+            };
+            // A geofence that no longer applies to the vehicle is as if far away.
+            let applies = fence.applies_to(p.vehicle_id, p.shipment_id);
+            let depth = |lat, lon| {
+                if applies {
+                    fence.depth(lat, lon)
+                } else {
+                    f64::NEG_INFINITY
+                }
+            };
+            let debounce = fence.debounce_s.unwrap_or(cx.settings.geofence_debounce_s);
+            let fs = state.fences.entry(id).or_default();
+            let crossings = fence_state::step(
+                fs,
+                last.as_ref(),
+                &fix,
+                Duration::seconds(debounce.into()),
+                depth,
+            );
+            for c in crossings {
+                out.changes.push(Change::Raise {
+                    id: next_id(),
+                    rule: if c.enter {
+                        Rule::GeofenceEnter
+                    } else {
+                        Rule::GeofenceExit
+                    },
+                    geofence_id: Some(id),
+                    details: json!({"geofence": fence.name, "crossed_at": c.at}),
+                });
+                let left = (!c.enter).then(|| fs.dwell.take()).flatten();
+                if let Some(alert) = left {
+                    out.changes.push(Change::Clear {
+                        id: alert,
+                        seq: next_id(),
+                        at: c.at,
+                        details: json!({"left_at": c.at}),
+                    });
+                }
+            }
         }
-        let debounce = fence.debounce_s.unwrap_or(cx.settings.geofence_debounce_s);
-        let since = *state.crossing.entry(id).or_insert(p.recorded_at);
-        if p.recorded_at - since < Duration::seconds(debounce.into()) {
-            continue;
-        }
-        state.crossing.remove(&id);
-        let rule = if inside {
-            state.inside.insert(id);
-            Rule::GeofenceEnter
-        } else {
-            state.inside.remove(&id);
-            Rule::GeofenceExit
-        };
-        out.changes.push(Change::Raise {
-            id: next_id(),
-            rule,
-            geofence_id: Some(id),
-            details: json!({"geofence": fence.name, "crossed_at": since}),
-        });
     }
+    // Dwell is judged on every position, a vague one too: the vehicle is counted inside.
+    for (&id, fs) in state.fences.iter_mut().filter(|(_, f)| f.inside) {
+        let since = *fs.since.get_or_insert(t);
+        let Some(fence) = cx.fences.get(id) else {
+            continue;
+        };
+        let Some(dwell_s) = fence.dwell_s.filter(|_| fs.dwell.is_none()) else {
+            continue;
+        };
+        if t - since >= Duration::seconds(dwell_s.into()) {
+            let alert = next_id();
+            fs.dwell = Some(alert);
+            out.changes.push(Change::Raise {
+                id: alert,
+                rule: Rule::GeofenceDwell,
+                geofence_id: Some(id),
+                details: json!({
+                    "geofence": fence.name,
+                    "since": since,
+                    "minutes": (t - since).num_minutes(),
+                }),
+            });
+        }
+    }
+    state.fences.retain(|_, f| !f.is_idle());
 }
 
 /// One kind of episode: a value (a speed, a distance from the route) above a limit.

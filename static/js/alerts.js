@@ -18,6 +18,7 @@ const MAX_SHOWN = 100;
 const TITLES = {
   geofence_enter: (a) => `Entered ${a.details.geofence || 'a geofence'}`,
   geofence_exit: (a) => `Left ${a.details.geofence || 'a geofence'}`,
+  geofence_dwell: (a) => `In ${a.details.geofence || 'a geofence'} for ${a.details.minutes ?? '?'} min`,
   overspeed: (a) => `Speeding, peak ${formatSpeed(a.details.peak_mps)}`,
   stopped: () => 'Stopped in transit',
   silent: () => 'Not reporting',

@@ -192,6 +192,240 @@ async fn a_wobble_on_the_boundary_raises_one_enter_and_one_exit_even_across_a_re
     assert_eq!(f.rules().await, ["geofence_enter", "geofence_exit"]);
 }
 
+/// GPS error that drifts as a receiver's does: each axis an AR(1) process with σ 7 m and a
+/// correlation time of three minutes, sampled every `every` seconds from a fixed seed.
+fn drift(seed: u64, every: f64, n: usize) -> Vec<(f64, f64)> {
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut normal = move || {
+        let u: f64 = 1.0 - rng.gen::<f64>();
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * rng.gen::<f64>()).cos()
+    };
+    let (sigma, keep) = (7.0, (-every / 180.0_f64).exp());
+    let fresh = sigma * (1.0 - keep * keep).sqrt();
+    let (mut north, mut east) = (sigma * normal(), sigma * normal());
+    (0..n)
+        .map(|_| {
+            north = keep * north + fresh * normal();
+            east = keep * east + fresh * normal();
+            (north, east)
+        })
+        .collect()
+}
+
+/// `at` moved `north` metres north and `east_m` east.
+fn moved(at: (f64, f64), north: f64, east_m: f64) -> (f64, f64) {
+    (
+        at.0 + north / 111_320.0,
+        at.1 + east_m / (111_320.0 * at.0.to_radians().cos()),
+    )
+}
+
+#[sqlx::test]
+async fn vehicles_parked_by_a_geofence_edge_with_drifting_fixes_do_not_flap(db: PgPool) {
+    let f = fleet(TestApp::spawn(db).await).await;
+    let (inner, inner_token) = f.app.vehicle(&f.dispatcher, "Van 2").await;
+    f.geofence(
+        json!({"name": "Depot", "circle": {"lat": HOME.0, "lon": HOME.1, "radius_m": 150.0}}),
+    )
+    .await;
+    let t = base() - Duration::hours(1);
+    // Van 1 parks 5 m outside the edge; van 2 waits a minute in the middle, drives out and
+    // parks 5 m inside it. Half an hour of fixes every 10 s, each off by the drift, reporting
+    // the 10 m accuracy a phone gives for it.
+    let noisy = |place: (f64, f64), s: i64, (north, east): (f64, f64)| {
+        let (lat, lon) = moved(place, north, east);
+        let mut p = fix(lat, lon, t, s, 0.0);
+        p["accuracy"] = json!(10.0);
+        p
+    };
+    let outer_fixes: Vec<Value> = drift(7, 10.0, 180)
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| noisy(east(155.0), i as i64 * 10, d))
+        .collect();
+    let inner_path = (0..6)
+        .map(|_| 0.0)
+        .chain((1..=14).map(|i| i as f64 * 10.4))
+        .chain(std::iter::repeat_n(145.0, 180));
+    let inner_fixes: Vec<Value> = inner_path
+        .zip(drift(8, 10.0, 200))
+        .enumerate()
+        .map(|(i, (x, d))| noisy(east(x), i as i64 * 10, d))
+        .collect();
+    for (a, b) in outer_fixes.chunks(30).zip(inner_fixes.chunks(30)) {
+        f.post(a.to_vec()).await;
+        let (status, reply) = f.app.ingest(&inner_token, Value::Array(b.to_vec())).await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+    }
+    let alerts = f.alerts("").await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["rule"], "geofence_enter");
+    assert_eq!(alerts[0]["vehicle_id"], inner);
+}
+
+#[sqlx::test]
+async fn a_drive_through_raises_enter_and_exit_even_between_sparse_fixes(db: PgPool) {
+    let f = fleet(TestApp::spawn(db).await).await;
+    let depot = f
+        .geofence(
+            json!({"name": "Depot", "circle": {"lat": HOME.0, "lon": HOME.1, "radius_m": 100.0}}),
+        )
+        .await;
+    // A gate 70 m across the road, 360 m on, that no fix falls inside.
+    let (gate_lat, gate_lon) = east(360.0);
+    let gate = f
+        .geofence(
+            json!({"name": "Gate", "circle": {"lat": gate_lat, "lon": gate_lon, "radius_m": 35.0}}),
+        )
+        .await;
+    let t = base();
+    // East through both at 12 m/s, a fix every 10 s: 17 s in the depot (under the 30 s
+    // debounce), two fixes inside it, none in the gate.
+    let points = (0..11)
+        .map(|k| {
+            let p = east(-540.0 + 120.0 * k as f64);
+            fix(p.0, p.1, t, k * 10, 12.0)
+        })
+        .collect();
+    f.post(points).await;
+    let alerts = f.alerts("").await;
+    let seen: Vec<(&str, i64)> = alerts
+        .iter()
+        .map(|a| {
+            (
+                a["rule"].as_str().unwrap(),
+                a["geofence_id"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("geofence_enter", depot),
+            ("geofence_exit", depot),
+            ("geofence_enter", gate),
+            ("geofence_exit", gate)
+        ],
+        "{alerts:?}"
+    );
+    // Dated on the way: the depot between 30 and 60 s, the gate between 70 and 80 s.
+    let crossed: Vec<DateTime<Utc>> = alerts
+        .iter()
+        .map(|a| {
+            a["details"]["crossed_at"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert!(crossed.windows(2).all(|w| w[0] < w[1]), "{crossed:?}");
+    assert!(crossed[0] > t + Duration::seconds(30) && crossed[1] < t + Duration::seconds(60));
+    assert!(crossed[2] > t + Duration::seconds(70) && crossed[3] < t + Duration::seconds(80));
+}
+
+#[sqlx::test]
+async fn staying_in_a_geofence_raises_dwell_once_per_visit_and_leaving_clears_it(db: PgPool) {
+    let f = fleet(TestApp::spawn(db).await).await;
+    let id = f
+        .geofence(json!({"name": "Customer", "circle": {"lat": HOME.0, "lon": HOME.1, "radius_m": 150.0}}))
+        .await;
+    for bad in [59, 86_401] {
+        let (status, err) = f
+            .app
+            .patch(
+                &f.dispatcher,
+                &format!("/api/v1/geofences/{id}"),
+                json!({"dwell_s": bad}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {err}");
+        assert_eq!(err["error"]["field"], "dwell_s", "{bad}: {err}");
+    }
+    let (status, fence) = f
+        .app
+        .patch(
+            &f.dispatcher,
+            &format!("/api/v1/geofences/{id}"),
+            json!({"dwell_s": 300}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{fence}");
+    assert_eq!(fence["dwell_s"], 300);
+    assert_eq!(fence["debounce_s"], Value::Null);
+
+    // Two visits of seven minutes (a fix every 30 s), each after 40 s away.
+    let t = base() - Duration::hours(1);
+    let away = east(1500.0);
+    let visit = |from: i64| -> Vec<Value> {
+        let mut points = vec![
+            fix(away.0, away.1, t, from, 10.0),
+            fix(away.0, away.1, t, from + 40, 10.0),
+        ];
+        points.extend((1..=15).map(|i| {
+            let p = east((i % 3) as f64 * 4.0);
+            fix(p.0, p.1, t, from + 60 + i * 30, 0.0)
+        }));
+        points
+    };
+    f.post(visit(0)).await;
+    let dwell = f.alerts("rule=geofence_dwell").await;
+    assert_eq!(dwell.len(), 1, "once, however long it stays: {dwell:?}");
+    assert_eq!(dwell[0]["geofence_id"], id);
+    assert_eq!(dwell[0]["details"]["geofence"], "Customer");
+    assert_eq!(dwell[0]["details"]["minutes"], 5);
+    assert!(dwell[0]["cleared_at"].is_null());
+    let entered: DateTime<Utc> = f.alerts("rule=geofence_enter").await[0]["details"]["crossed_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(dwell[0]["details"]["since"], json!(entered));
+    let position_at: DateTime<Utc> = dwell[0]["position_at"].as_str().unwrap().parse().unwrap();
+    assert!(position_at - entered >= Duration::seconds(300));
+    assert!(position_at - entered < Duration::seconds(330));
+
+    f.post(visit(600)).await;
+    assert_eq!(
+        f.rules().await,
+        [
+            "geofence_enter",
+            "geofence_dwell",
+            "geofence_exit",
+            "geofence_enter",
+            "geofence_dwell"
+        ]
+    );
+    let dwell = f.alerts("rule=geofence_dwell").await;
+    let left = &f.alerts("rule=geofence_exit").await[0]["details"]["crossed_at"];
+    assert_eq!(&dwell[0]["details"]["left_at"], left);
+    assert!(dwell[0]["cleared_at"].is_string(), "{}", dwell[0]);
+    assert!(dwell[1]["cleared_at"].is_null());
+}
+
+#[sqlx::test]
+async fn a_vehicle_inside_as_earlier_versions_stored_it_leaves_with_an_exit(db: PgPool) {
+    let f = fleet(TestApp::spawn(db).await).await;
+    let depot = f
+        .geofence(
+            json!({"name": "Depot", "circle": {"lat": HOME.0, "lon": HOME.1, "radius_m": 100.0}}),
+        )
+        .await;
+    // The rule state as stored before geofences had margins: inside the depot.
+    sqlx::query("UPDATE vehicles SET alert_state = jsonb_build_object('inside', jsonb_build_array($1::bigint), 'crossing', '{}'::jsonb) WHERE id = $2")
+        .bind(depot)
+        .bind(f.vehicle)
+        .execute(&f.app.db)
+        .await
+        .unwrap();
+    let t = base();
+    let out = east(500.0);
+    f.post((0..5).map(|i| fix(out.0, out.1, t, i * 10, 0.0)).collect())
+        .await;
+    assert_eq!(f.rules().await, ["geofence_exit"]);
+}
+
 #[sqlx::test]
 async fn each_overspeed_episode_raises_one_alert_and_closes_with_its_peak(db: PgPool) {
     let f = fleet(TestApp::spawn(db).await).await;
@@ -646,6 +880,10 @@ async fn geofences_are_checked_and_every_change_reaches_the_rules(db: PgPool) {
         (
             json!({"name": "x", "vehicle_ids": [999999], "circle": {"lat": 1, "lon": 1, "radius_m": 10}}),
             "vehicle_ids",
+        ),
+        (
+            json!({"name": "x", "dwell_s": 30, "circle": {"lat": 1, "lon": 1, "radius_m": 10}}),
+            "dwell_s",
         ),
     ];
     for (body, field) in bad {

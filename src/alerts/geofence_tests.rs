@@ -1,0 +1,490 @@
+//! The geofence rules against what GPS does: a parked vehicle whose fixes drift (a seeded noise
+//! model) raises nothing, and real recorded drives through a geofence raise one enter and one
+//! exit, with sparse fixes, repeated fixes and a glitch too. Everything goes through
+//! `evaluate`, as the position writer calls it.
+use chrono::{DateTime, Duration, Utc};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+use super::{
+    evaluate, fence_state::MARGIN_FLOOR_M, fences::polygon_from_geojson, route::metres,
+    AlertSettings, Area, Change, Context, Fence, OrgFences, Rule, RuleState, Shape,
+};
+use crate::position::Position;
+
+/// Metres per degree of latitude, for placing points.
+const M_PER_DEG: f64 = 111_195.0;
+const DEBOUNCE: Duration = Duration::seconds(30);
+
+/// `(lat, lon)` moved `north` and `east` metres.
+fn moved((lat, lon): (f64, f64), north: f64, east: f64) -> (f64, f64) {
+    (
+        lat + north / M_PER_DEG,
+        lon + east / (M_PER_DEG * lat.to_radians().cos()),
+    )
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Fix {
+    at: DateTime<Utc>,
+    lat: f64,
+    lon: f64,
+    accuracy: Option<f32>,
+}
+
+/// A geofence alert raised: its rule, the time of the fix that raised it, and when the details
+/// say it happened (`crossed_at`, or `since` for dwell).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Raised {
+    rule: Rule,
+    at: DateTime<Utc>,
+    happened: DateTime<Utc>,
+}
+
+fn fence(id: i64, shape: Shape) -> Fence {
+    Fence {
+        id,
+        name: format!("fence {id}"),
+        shape,
+        vehicle_ids: vec![],
+        shipment_id: None,
+        debounce_s: None,
+        dwell_s: None,
+    }
+}
+
+fn circle((lat, lon): (f64, f64), radius_m: f64) -> Shape {
+    Shape::Circle { lat, lon, radius_m }
+}
+
+/// A square with sides of `side` metres around `centre`.
+fn square(centre: (f64, f64), side: f64) -> Shape {
+    let h = side / 2.0;
+    let corners = [(-h, -h), (-h, h), (h, h), (h, -h), (-h, -h)];
+    let ring: Vec<[f64; 2]> = corners
+        .iter()
+        .map(|&(n, e)| {
+            let (lat, lon) = moved(centre, n, e);
+            [lon, lat]
+        })
+        .collect();
+    let polygon = serde_json::json!({"type": "Polygon", "coordinates": [ring]});
+    Shape::Polygon(Area::new(polygon_from_geojson(&polygon).unwrap()))
+}
+
+/// Runs the fixes through the rules, one vehicle with default settings; the geofence alerts.
+fn drive(fences: &OrgFences, fixes: &[Fix]) -> Vec<Raised> {
+    let settings = AlertSettings::default();
+    assert_eq!(settings.geofence_debounce_s as i64, DEBOUNCE.num_seconds());
+    let cx = Context {
+        settings: &settings,
+        fences,
+        trip: None,
+        previous: None,
+    };
+    let mut state = RuleState::default();
+    let mut seq = 0;
+    let mut raised = Vec::new();
+    for fix in fixes {
+        let p = Position {
+            vehicle_id: 1,
+            shipment_id: None,
+            lat: fix.lat,
+            lon: fix.lon,
+            recorded_at: fix.at,
+            received_at: fix.at,
+            accuracy: fix.accuracy,
+            speed: None,
+            heading: None,
+            altitude: None,
+            battery: None,
+            late: false,
+            eta: None,
+        };
+        // The writer keeps the state as JSON between batches.
+        state = serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+        let out = evaluate(&mut state, &cx, &p, &mut || {
+            seq += 1;
+            seq
+        });
+        for change in out.changes {
+            if let Change::Raise { rule, details, .. } = change {
+                let happened = details["crossed_at"]
+                    .as_str()
+                    .or(details["since"].as_str())
+                    .expect("geofence alerts say when")
+                    .parse()
+                    .unwrap();
+                raised.push(Raised {
+                    rule,
+                    at: fix.at,
+                    happened,
+                });
+            }
+        }
+    }
+    raised
+}
+
+fn rules(raised: &[Raised]) -> Vec<Rule> {
+    raised.iter().map(|r| r.rule).collect()
+}
+
+/// Slowly drifting GPS error, as a receiver's is: each axis an Ornstein–Uhlenbeck process
+/// (AR(1) when sampled) with standard deviation `sigma` metres and correlation time `tau`
+/// seconds, starting from its stationary distribution.
+struct Drift {
+    rng: StdRng,
+    sigma: f64,
+    tau: f64,
+    north: f64,
+    east: f64,
+}
+
+impl Drift {
+    fn new(seed: u64, sigma: f64, tau: f64) -> Drift {
+        let mut drift = Drift {
+            rng: StdRng::seed_from_u64(seed),
+            sigma,
+            tau,
+            north: 0.0,
+            east: 0.0,
+        };
+        drift.north = sigma * drift.normal();
+        drift.east = sigma * drift.normal();
+        drift
+    }
+
+    /// A standard normal draw (Box–Muller).
+    fn normal(&mut self) -> f64 {
+        let u: f64 = 1.0 - self.rng.gen::<f64>();
+        let v: f64 = self.rng.gen();
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+
+    /// The error `dt` seconds on, metres north and east.
+    fn step(&mut self, dt: f64) -> (f64, f64) {
+        let keep = (-dt / self.tau).exp();
+        let fresh = self.sigma * (1.0 - keep * keep).sqrt();
+        self.north = keep * self.north + fresh * self.normal();
+        self.east = keep * self.east + fresh * self.normal();
+        (self.north, self.east)
+    }
+}
+
+/// How a vehicle is parked near the edge of a geofence, and what its fixes look like.
+#[derive(Debug, Clone, Copy)]
+struct Parked {
+    /// Metres from the edge; inside or out.
+    distance: f64,
+    inside: bool,
+    /// Seconds between fixes.
+    every: i64,
+    /// The correlation time of the noise, seconds.
+    tau: f64,
+    accuracy: Option<f32>,
+    seed: u64,
+}
+
+/// The fixes of a vehicle that comes to `spot` and stays 30 minutes, from `centre` (where it
+/// waits a minute first) when the spot is inside, or from 300 m farther out when it is
+/// outside; `outward` is the unit vector (north, east) from the geofence across its edge at
+/// the spot. Each fix carries the drift of σ 7 m.
+fn parked_fixes(p: Parked, centre: (f64, f64), spot: (f64, f64), outward: (f64, f64)) -> Vec<Fix> {
+    let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    let start = if p.inside {
+        centre
+    } else {
+        moved(spot, 300.0 * outward.0, 300.0 * outward.1)
+    };
+    let mut drift = Drift::new(p.seed, 7.0, p.tau);
+    let mut truth: Vec<(f64, f64)> = Vec::new();
+    if p.inside {
+        truth.extend(std::iter::repeat_n(start, 60 / p.every as usize));
+    }
+    let way = metres(start, spot);
+    // At 10 m/s.
+    let steps = (way / 10.0 / p.every as f64).ceil() as usize;
+    truth.extend((1..=steps).map(|i| {
+        let k = i as f64 / steps as f64;
+        (
+            start.0 + k * (spot.0 - start.0),
+            start.1 + k * (spot.1 - start.1),
+        )
+    }));
+    truth.extend(std::iter::repeat_n(spot, (30 * 60 / p.every) as usize));
+    truth
+        .into_iter()
+        .enumerate()
+        .map(|(i, place)| {
+            let (north, east) = drift.step(p.every as f64);
+            let (lat, lon) = moved(place, north, east);
+            Fix {
+                at: t0 + Duration::seconds(i as i64 * p.every),
+                lat,
+                lon,
+                accuracy: p.accuracy,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn a_vehicle_parked_near_an_edge_with_drifting_fixes_raises_nothing() {
+    let depot = (48.137, 11.575);
+    let site = moved(depot, 0.0, 1000.0);
+    // A 300 m square depot and a customer site of 150 m radius, each with a 10 minute dwell.
+    let mut yard = fence(1, square(depot, 300.0));
+    yard.dwell_s = Some(600);
+    let mut customer = fence(2, circle(site, 150.0));
+    customer.dwell_s = Some(600);
+    let fences = OrgFences::new(1, vec![yard, customer]);
+    let mut runs = 0;
+    for (centre, edge) in [(depot, 150.0), (site, 150.0)] {
+        // Parked by the middle of the south side, or the circle's southernmost point.
+        for distance in [5.0, 10.0, 15.0, 20.0] {
+            for inside in [true, false] {
+                for every in [1, 10] {
+                    for (seed, tau) in (0..4).zip([120.0, 300.0, 120.0, 300.0]) {
+                        let p = Parked {
+                            distance,
+                            inside,
+                            every,
+                            tau,
+                            // A phone's figure for σ 7 m (its 68 % radius), or none.
+                            accuracy: if seed < 2 { Some(10.0) } else { None },
+                            seed,
+                        };
+                        let from_centre = if inside {
+                            edge - p.distance
+                        } else {
+                            edge + p.distance
+                        };
+                        let spot = moved(centre, -from_centre, 0.0);
+                        let raised = drive(&fences, &parked_fixes(p, centre, spot, (-1.0, 0.0)));
+                        let want: &[Rule] = if inside {
+                            &[Rule::GeofenceEnter, Rule::GeofenceDwell]
+                        } else {
+                            &[]
+                        };
+                        assert_eq!(rules(&raised), want, "{p:?} at {centre:?}: {raised:?}");
+                        runs += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(runs, 128);
+}
+
+/// One recorded trip: its name and fixes (the sources record no accuracy).
+fn recorded_trips() -> Vec<(String, Vec<Fix>)> {
+    let mut trips = Vec::new();
+    for vehicle in waymark_sim::tracks::fleet().unwrap() {
+        for (i, trip) in vehicle.trips.iter().enumerate() {
+            let fixes = trip
+                .fixes
+                .iter()
+                .map(|f| Fix {
+                    at: f.at,
+                    lat: f.point.lat,
+                    lon: f.point.lon,
+                    accuracy: None,
+                })
+                .collect();
+            trips.push((format!("{} trip {i}", vehicle.name), fixes));
+        }
+    }
+    trips
+}
+
+/// The trip as if driven in a straight line between fixes, a point a second: where it was.
+fn densified(fixes: &[Fix]) -> Vec<Fix> {
+    let mut dense = vec![fixes[0]];
+    for w in fixes.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        let n = (b.at - a.at).num_seconds().max(1);
+        dense.extend((1..=n).map(|i| {
+            let k = i as f64 / n as f64;
+            Fix {
+                at: a.at + Duration::seconds(i),
+                lat: a.lat + k * (b.lat - a.lat),
+                lon: a.lon + k * (b.lon - a.lon),
+                accuracy: None,
+            }
+        }));
+    }
+    dense
+}
+
+/// When the trip, as driven between its fixes, was first deeper inside the geofence than the
+/// least margin, and first farther outside than it after that, if it passed the geofence once
+/// and went that deep: it came from farther than 150 m, went in, and left to farther than 150 m
+/// without coming back.
+fn passes_once(fence: &Fence, fixes: &[Fix]) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let dense = densified(fixes);
+    let depth: Vec<f64> = dense.iter().map(|f| fence.depth(f.lat, f.lon)).collect();
+    let first_in = depth.iter().position(|d| *d > 0.0)?;
+    let last_in = depth.iter().rposition(|d| *d > 0.0)?;
+    let near = |d: &f64| *d > -150.0;
+    let came = depth[..first_in].iter().rposition(|d| !near(d))?;
+    let left = last_in + depth[last_in..].iter().position(|d| !near(d))?;
+    let once = depth[came + 1..left].iter().all(near) && !depth[..came].iter().any(near);
+    let never_back = !depth[left..].iter().any(near);
+    let deep_in = depth.iter().position(|d| *d > MARGIN_FLOOR_M)?;
+    let deep_out = last_in + depth[last_in..].iter().position(|d| *d < -MARGIN_FLOOR_M)?;
+    (once && never_back).then(|| (dense[deep_in].at, dense[deep_out].at))
+}
+
+/// The largest gap between fixes from `from` to `to`.
+fn largest_gap(fixes: &[Fix], from: DateTime<Utc>, to: DateTime<Utc>) -> Duration {
+    fixes
+        .windows(2)
+        .filter(|w| w[1].at >= from && w[0].at <= to)
+        .map(|w| w[1].at - w[0].at)
+        .max()
+        .unwrap_or_default()
+}
+
+/// Keeps a fix when at least `every` has passed since the last one kept.
+fn thinned(fixes: &[Fix], every: Duration) -> Vec<Fix> {
+    let mut kept: Vec<Fix> = Vec::new();
+    for f in fixes {
+        if kept.last().is_none_or(|k| f.at - k.at >= every) {
+            kept.push(*f);
+        }
+    }
+    kept
+}
+
+/// A recorded trip through a geofence, in the ways its fixes can arrive: as recorded, every
+/// other one dropped, thinned to one each 10, 20 and 30 s, each fix sent twice, and with one
+/// fix 3 km off just before the geofence. Each must raise exactly one enter and one exit, no
+/// later than the debounce (plus the time to the next fix) after the vehicle was in (or out)
+/// by more than the margin, and dated within the time between fixes of when it was.
+fn check_passes(name: &str, fence: &Fence, fixes: &[Fix]) -> Option<usize> {
+    let (entered, left) = passes_once(fence, fixes)?;
+    let fences = OrgFences::new(1, vec![fence.clone()]);
+    let every_other: Vec<Fix> = fixes.iter().step_by(2).copied().collect();
+    let twice: Vec<Fix> = fixes.iter().flat_map(|f| [*f, *f]).collect();
+    // Half way in time between the last two fixes before the vehicle entered.
+    let mut glitched = fixes.to_vec();
+    let before = glitched.iter().rposition(|f| f.at < entered)?.max(1);
+    let (a, b) = (glitched[before - 1], glitched[before]);
+    let (lat, lon) = moved((a.lat, a.lon), 3000.0, 0.0);
+    glitched.insert(
+        before,
+        Fix {
+            at: a.at + (b.at - a.at) / 2,
+            lat,
+            lon,
+            accuracy: Some(5.0),
+        },
+    );
+    let variants = [
+        ("as recorded", fixes.to_vec()),
+        ("every other fix", every_other),
+        ("every 10 s", thinned(fixes, Duration::seconds(10))),
+        ("every 20 s", thinned(fixes, Duration::seconds(20))),
+        ("every 30 s", thinned(fixes, Duration::seconds(30))),
+        ("each fix twice", twice),
+        ("a 3 km glitch", glitched),
+    ];
+    let mut checked = 0;
+    for (how, fixes) in variants {
+        // Between distinct fixes: the repeats and the glitch are not a vehicle reporting.
+        let distinct = thinned(&fixes, Duration::seconds(1));
+        let gap = largest_gap(
+            &distinct,
+            entered - Duration::minutes(1),
+            left + Duration::minutes(1),
+        );
+        // Fixes more than a minute apart do not say where the vehicle went between them.
+        if gap > Duration::seconds(60) {
+            continue;
+        }
+        let raised = drive(&fences, &fixes);
+        let what = format!("{name}, {how}: entered {entered}, left {left}, {raised:?}");
+        assert_eq!(
+            rules(&raised),
+            [Rule::GeofenceEnter, Rule::GeofenceExit],
+            "{what}"
+        );
+        let slack = gap + Duration::seconds(5);
+        for (r, truth) in raised.iter().zip([entered, left]) {
+            assert!(r.at <= truth + DEBOUNCE + slack, "{what}");
+            assert!((r.happened - truth).abs() <= slack, "{what}");
+        }
+        checked += 1;
+    }
+    Some(checked)
+}
+
+#[test]
+fn real_drives_through_a_geofence_raise_one_enter_and_one_exit() {
+    let mut checked = 0;
+    let mut fences_placed = 0;
+    for (name, fixes) in recorded_trips() {
+        // Circles of 100 m radius centred on the route a quarter, half and three quarters of
+        // the way along, where the route passes them once.
+        for q in 1..=3 {
+            let at = fixes[fixes.len() * q / 4];
+            let f = fence(1, circle((at.lat, at.lon), 100.0));
+            if let Some(n) = check_passes(&format!("{name} at {q}/4"), &f, &fixes) {
+                checked += n;
+                fences_placed += 1;
+            }
+        }
+    }
+    assert!(fences_placed >= 40, "{fences_placed} geofences placed");
+    assert!(checked >= 250, "{checked} drives checked");
+}
+
+#[test]
+fn a_small_geofence_crossed_between_two_fixes_raises_enter_and_exit() {
+    let (_, munich) = recorded_trips()
+        .into_iter()
+        .find(|(name, _)| name.starts_with("Car Munich"))
+        .unwrap();
+    let sparse = thinned(&munich, Duration::seconds(10));
+    let mut placed = 0;
+    for w in sparse.windows(2).step_by(7) {
+        let (a, b) = (w[0], w[1]);
+        if metres((a.lat, a.lon), (b.lat, b.lon)) < 130.0 {
+            continue;
+        }
+        // A circle of 35 m on the middle of the line between the two fixes, where the
+        // recorded 1 Hz fixes show the car really drove: the two fixes lie 30 m or more
+        // outside it, and no fix of the thinned trace is inside.
+        let middle = ((a.lat + b.lat) / 2.0, (a.lon + b.lon) / 2.0);
+        let f = fence(1, circle(middle, 35.0));
+        let driven = munich
+            .iter()
+            .filter(|m| m.at > a.at && m.at < b.at)
+            .any(|m| f.depth(m.lat, m.lon) > 25.0);
+        if !driven || passes_once(&f, &munich).is_none() {
+            continue;
+        }
+        let fences = OrgFences::new(1, vec![f.clone()]);
+        assert!(sparse.iter().all(|s| f.depth(s.lat, s.lon) < -20.0));
+        let raised = drive(&fences, &sparse);
+        let what = format!("between {} and {}: {raised:?}", a.at, b.at);
+        assert_eq!(
+            rules(&raised),
+            [Rule::GeofenceEnter, Rule::GeofenceExit],
+            "{what}"
+        );
+        for r in &raised {
+            assert_eq!(r.at, b.at, "{what}");
+            assert!(r.happened > a.at && r.happened < b.at, "{what}");
+        }
+        // Every fix, a second apart, tells the same.
+        let dense = drive(&fences, &munich);
+        assert_eq!(
+            rules(&dense),
+            [Rule::GeofenceEnter, Rule::GeofenceExit],
+            "{what}; 1 Hz: {dense:?}"
+        );
+        placed += 1;
+    }
+    assert!(placed >= 5, "{placed} geofences placed");
+}

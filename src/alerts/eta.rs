@@ -85,6 +85,8 @@ pub struct Basis {
     pub speed_mps: f64,
     /// About how many minutes of travel that speed averages.
     pub over_min: f64,
+    /// The same in a sentence.
+    pub summary: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,11 +142,24 @@ impl Progress {
         let speed = rate.mps()?;
         let eta = Duration::try_milliseconds((remaining / speed * 1000.0) as i64)
             .filter(|d| *d <= LONGEST)?;
+        let (speed_mps, over_min) = (
+            (speed * 100.0).round() / 100.0,
+            (rate.seconds / 6.0).round() / 10.0,
+        );
+        let measure = match method {
+            Method::RouteProgress => "along the planned route",
+            Method::StraightLine => "in a straight line",
+        };
         self.basis = Some(Basis {
             method,
             remaining_m: remaining.round(),
-            speed_mps: (speed * 100.0).round() / 100.0,
-            over_min: (rate.seconds / 6.0).round() / 10.0,
+            speed_mps,
+            over_min,
+            summary: format!(
+                "{:.1} km left {measure} at {speed_mps} m/s, the average progress over about \
+                 {over_min} min, stops included",
+                remaining / 1000.0
+            ),
         });
         Some(t + eta)
     }

@@ -1,7 +1,11 @@
 //! A shipment's planned route in memory: how far a point is from it and how much of it is
 //! left, for the off-route rule and the ETA. Planned routes never change once a shipment is
 //! created, so each is read from the database once per instance.
+use std::sync::Arc;
+
 use geo::{Distance, Haversine, Point};
+
+use super::eta::History;
 
 /// Metres per degree of latitude (and of longitude at the equator).
 const M_PER_DEG: f64 = 111_320.0;
@@ -16,6 +20,8 @@ pub struct Route {
     vertices: Vec<(f64, f64)>,
     /// Distance along the route to each vertex.
     along: Vec<f64>,
+    /// How long earlier trips on it took, once learned.
+    history: Option<Arc<History>>,
 }
 
 impl Route {
@@ -42,6 +48,7 @@ impl Route {
             cos_lat,
             vertices,
             along,
+            history: None,
         })
     }
 
@@ -54,6 +61,16 @@ impl Route {
             .filter_map(|c| Some([c.get(0)?.as_f64()?, c.get(1)?.as_f64()?]))
             .collect();
         Route::new(&coordinates)
+    }
+
+    /// The same route, timed by earlier trips on it (none if they teach nothing).
+    pub fn with_history(mut self, history: History) -> Route {
+        self.history = (!history.is_empty()).then(|| Arc::new(history));
+        self
+    }
+
+    pub fn history(&self) -> Option<&History> {
+        self.history.as_deref()
     }
 
     pub fn length_m(&self) -> f64 {

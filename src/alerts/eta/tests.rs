@@ -213,16 +213,36 @@ type Scores = Vec<(&'static str, Vec<(i64, Score)>)>;
 /// Every method on every judged run (thinned by `thin`), scored per horizon.
 fn benchmark(thin: &mut dyn FnMut(&[Fix]) -> Vec<Fix>) -> Scores {
     let (path, runs) = liverpool();
-    let mut all: Vec<(&'static str, Vec<(i64, f64)>)> = ["new", "new, no route", "naive", "old"]
-        .into_iter()
-        .map(|m| (m, Vec::new()))
-        .collect();
+    let mut all: Vec<(&'static str, Vec<(i64, f64)>)> = [
+        "new",
+        "new, no route",
+        "naive",
+        "old",
+        "new, with earlier runs",
+    ]
+    .into_iter()
+    .map(|m| (m, Vec::new()))
+    .collect();
     for run in &runs {
         let (fixes, arrived) = until_arrival(&run.fixes);
         let fixes = thin(&fixes);
         let destination = run.fixes.last().unwrap().here;
         let points = planned(&path, destination);
-        let mut methods: [Box<dyn Estimator>; 4] = [
+        // The runs that had arrived before this one set off, as the server would have them.
+        let earlier: Vec<Box<Fixes>> = runs
+            .iter()
+            .filter(|r| r.fixes.last().unwrap().at < run.fixes[0].at)
+            .map(|r| {
+                let (fixes, _) = until_arrival(&r.fixes);
+                thin(&fixes)
+                    .iter()
+                    .map(|f| (f.at, f.here))
+                    .collect::<Box<Fixes>>()
+            })
+            .collect();
+        let learned = route_of(&points);
+        let history = History::learn(&learned, earlier.iter().map(|f| &**f));
+        let mut methods: [Box<dyn Estimator>; 5] = [
             Box::new(New {
                 route: Some(route_of(&points)),
                 destination,
@@ -243,6 +263,11 @@ fn benchmark(thin: &mut dyn FnMut(&[Fix]) -> Vec<Fix>) -> Scores {
                 route: route_of(&points),
                 last: None,
                 moving_mps: None,
+            }),
+            Box::new(New {
+                route: Some(learned.with_history(history)),
+                destination,
+                progress: Progress::default(),
             }),
         ];
         for (method, (_, errs)) in methods.iter_mut().zip(all.iter_mut()) {
@@ -308,14 +333,22 @@ fn replay_benchmark() {
             &thinned
         )
     );
-    for scores in [&as_recorded, &thinned] {
-        for ((h, new), (_, naive)) in of(scores, "new").iter().zip(of(scores, "naive")) {
-            if *h <= 10 {
-                assert!(
-                    new.mae < naive.mae,
-                    "{h} min: {new:?} against naive {naive:?}"
-                );
-            }
+    // What holds today (docs/BENCHMARKS.md says what does not): from ten minutes out the
+    // speed over elapsed time beats the naive baseline, and timed by earlier runs the ETA beats
+    // it from twenty minutes out, and at every horizon on the runs as recorded.
+    for (scores, from) in [(&as_recorded, 30), (&thinned, 20)] {
+        let naive = of(scores, "naive");
+        for ((h, new), (_, base)) in of(scores, "new").iter().zip(naive) {
+            assert!(
+                *h > 10 || new.mae < base.mae,
+                "{h} min: {new:?}, naive {base:?}"
+            );
+        }
+        for ((h, new), (_, base)) in of(scores, "new, with earlier runs").iter().zip(naive) {
+            assert!(
+                *h > from || new.mae < base.mae,
+                "{h} min: {new:?}, naive {base:?}"
+            );
         }
     }
 }

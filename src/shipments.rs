@@ -53,6 +53,8 @@ pub struct Shipment {
     pub driver_id: Option<i64>,
     pub due_at: Option<DateTime<Utc>>,
     pub eta: Option<DateTime<Utc>>,
+    /// How the latest ETA was made, while the shipment is its vehicle's current one.
+    pub eta_basis: Option<Value>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// When its first fix was taken (or a dispatcher set it in transit).
@@ -79,6 +81,7 @@ struct ShipmentRow {
     driver_id: Option<i64>,
     due_at: Option<DateTime<Utc>>,
     eta: Option<DateTime<Utc>>,
+    eta_basis: Option<Value>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
@@ -89,7 +92,11 @@ const SHIPMENT_SELECT: &str = "SELECT id, organisation_id, reference, status,
     ST_Y(origin::geometry) AS origin_lat, ST_X(origin::geometry) AS origin_lon, origin_name,
     ST_Y(destination::geometry) AS destination_lat, ST_X(destination::geometry) AS destination_lon,
     destination_name, ST_AsGeoJSON(planned_route)::jsonb AS planned_route, vehicle_id, driver_id,
-    due_at, eta, created_at, updated_at, started_at, ended_at FROM shipments";
+    due_at, eta, created_at, updated_at, started_at, ended_at,
+    (SELECT v.alert_state->'progress'->'basis' FROM vehicles v
+     WHERE v.id = shipments.vehicle_id AND shipments.status IN ('planned', 'in_transit')
+       AND v.alert_state->>'shipment' = shipments.id::text) AS eta_basis
+    FROM shipments";
 
 impl ShipmentRow {
     fn into_shipment(self, last_position: Option<Position>) -> Shipment {
@@ -106,6 +113,7 @@ impl ShipmentRow {
             driver_id: self.driver_id,
             due_at: self.due_at,
             eta: self.eta,
+            eta_basis: self.eta_basis.filter(|b| !b.is_null()),
             created_at: self.created_at,
             updated_at: self.updated_at,
             started_at: self.started_at,

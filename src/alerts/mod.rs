@@ -7,6 +7,7 @@
 //! instances run, survives restarts, and takes its seq in commit order like any position.
 mod api;
 mod clock;
+pub mod eta;
 mod fence_state;
 mod fences;
 #[cfg(test)]

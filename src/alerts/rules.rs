@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{
+    eta::Progress,
     fence_state::{self, FenceState, Mark, Pending},
     fences::OrgFences,
     route::metres,
@@ -20,10 +21,6 @@ use super::{
 };
 use crate::{ingest::LastFix, position::Position};
 
-/// Speeds below this (m/s) are standing still for the ETA's moving average.
-const MOVING_MPS: f64 = 1.0;
-/// Weight of the newest speed in the moving average.
-const SPEED_WEIGHT: f64 = 0.2;
 /// A stored ETA is rewritten only when it moved by this much, which spares a shipment update per
 /// position.
 const ETA_STEP: Duration = Duration::seconds(30);
@@ -55,8 +52,8 @@ pub struct RuleState {
     pub late: bool,
     /// The ETA last stored on the shipment.
     pub eta: Option<DateTime<Utc>>,
-    /// Recent moving speed (m/s), an exponential average of the speeds while moving.
-    pub moving_mps: Option<f64>,
+    /// The shipment's progress, which the ETA is made from, and how it was made.
+    pub progress: Progress,
 }
 
 impl RuleState {
@@ -83,6 +80,7 @@ impl RuleState {
             self.off_route = None;
             self.late = false;
             self.eta = None;
+            self.progress = Progress::default();
         }
     }
 }
@@ -177,19 +175,13 @@ pub fn evaluate(
     }
     geofences(state, cx, p, next_id, &mut out);
     overspeed(state, cx.settings, t, speed, next_id, &mut out);
-    if let Some(v) = speed.filter(|v| *v >= MOVING_MPS) {
-        state.moving_mps = Some(match state.moving_mps {
-            Some(avg) => avg + SPEED_WEIGHT * (v - avg),
-            None => v,
-        });
-    }
     let Some(trip) = cx.trip.filter(|t| t.in_transit) else {
         return out;
     };
     state.start_trip(trip.id);
     stopped(state, cx.settings, t, here, next_id, &mut out);
-    let along = trip.route.as_ref().map(|r| (r, r.locate(p.lat, p.lon)));
-    if let (Some((_, (distance, _))), Some(limit)) = (along, cx.settings.off_route_m) {
+    let from_route = trip.route.as_ref().map(|r| r.locate(p.lat, p.lon).0);
+    if let (Some(distance), Some(limit)) = (from_route, cx.settings.off_route_m) {
         off_route(state, cx.settings, t, distance, limit, next_id, &mut out);
     }
     let to_destination = metres(here, trip.destination);
@@ -209,12 +201,10 @@ pub fn evaluate(
         out.eta = Some(t);
         return out;
     }
-    let remaining = match along {
-        Some((route, (_, along))) => route.length_m() - along,
-        None => to_destination,
-    };
-    if let Some(avg) = state.moving_mps {
-        let eta = t + Duration::milliseconds((remaining / avg * 1000.0) as i64);
+    let progress = state
+        .progress
+        .observe(trip.route.as_deref(), trip.destination, t, here);
+    if let Some(eta) = progress {
         if state.eta.is_none_or(|old| (eta - old).abs() >= ETA_STEP) {
             state.eta = Some(eta);
             out.eta = Some(eta);

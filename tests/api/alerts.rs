@@ -662,6 +662,18 @@ async fn along_a_real_trace_the_time_to_arrival_shrinks_and_late_fires_once(db: 
             .unwrap();
         let at = t + Duration::seconds(chunk.last().unwrap().2);
         remaining.push((eta - at).num_seconds());
+        // It says how it was made: along the planned route, at the speed made so far.
+        let basis = &s["eta_basis"];
+        assert_eq!(basis["method"], "route_progress", "{s}");
+        let (left, speed) = (
+            basis["remaining_m"].as_f64().unwrap(),
+            basis["speed_mps"].as_f64().unwrap(),
+        );
+        assert!(left > 0.0 && speed > 0.0, "{basis}");
+        assert!(
+            basis["summary"].as_str().unwrap().contains("m/s"),
+            "{basis}"
+        );
     }
     assert!(remaining.len() >= 3, "{remaining:?}");
     assert!(

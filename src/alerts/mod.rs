@@ -24,6 +24,7 @@ use std::{
 };
 
 use axum::Router;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgConnection;
 
@@ -86,6 +87,40 @@ impl Rule {
     }
 }
 
+/// How many of the latest earlier shipments on the same planned route time a new one's ETA.
+const EARLIER_TRIPS: i64 = 10;
+
+/// `route`, shipment `id`'s planned route, timed by the latest earlier shipments of its
+/// organisation that followed the same planned route and have arrived.
+async fn with_history(conn: &mut PgConnection, id: i64, route: Route) -> sqlx::Result<Route> {
+    let rows: Vec<(i64, DateTime<Utc>, f64, f64)> = sqlx::query_as(
+        "SELECT p.shipment_id, p.recorded_at, ST_Y(p.point::geometry), ST_X(p.point::geometry)
+         FROM positions p
+         WHERE p.shipment_id IN (
+             SELECT e.id FROM shipments e JOIN shipments s ON s.id = $1
+             WHERE e.id <> s.id AND e.organisation_id = s.organisation_id
+               AND e.status IN ('arrived', 'delivered') AND e.planned_route IS NOT NULL
+               AND ST_Equals(e.planned_route::geometry, s.planned_route::geometry)
+             ORDER BY e.ended_at DESC NULLS LAST LIMIT $2)
+           AND NOT p.late AND p.filter_reason IS NULL
+         ORDER BY p.shipment_id, p.recorded_at",
+    )
+    .bind(id)
+    .bind(EARLIER_TRIPS)
+    .fetch_all(&mut *conn)
+    .await?;
+    let trips: Vec<Box<eta::Fixes>> = rows
+        .chunk_by(|a, b| a.0 == b.0)
+        .map(|trip| {
+            trip.iter()
+                .map(|(_, at, lat, lon)| (*at, (*lat, *lon)))
+                .collect::<Box<eta::Fixes>>()
+        })
+        .collect();
+    let history = eta::History::learn(&route, trips.iter().map(|f| &**f));
+    Ok(route.with_history(history))
+}
+
 /// Most planned routes one instance keeps; past this the cache starts afresh.
 const MAX_ROUTES: usize = 10_000;
 
@@ -128,14 +163,19 @@ impl Alerts {
             .bind(&missing)
             .fetch_all(&mut *conn)
             .await?;
+            let mut found = Vec::with_capacity(rows.len());
+            for (id, route) in rows {
+                let route = match route.as_ref().and_then(Route::from_geojson) {
+                    Some(route) => Some(Arc::new(with_history(conn, id, route).await?)),
+                    None => None,
+                };
+                found.push((id, route));
+            }
             let mut routes = self.routes.lock().expect("routes poisoned");
             if routes.len() > MAX_ROUTES {
                 routes.clear();
             }
-            for (id, route) in rows {
-                let route = route.as_ref().and_then(Route::from_geojson).map(Arc::new);
-                routes.insert(id, route);
-            }
+            routes.extend(found);
         }
         let routes = self.routes.lock().expect("routes poisoned");
         Ok(shipments

@@ -1374,3 +1374,56 @@ async fn every_numeric_setting_outside_its_range_is_refused_naming_its_key(db: P
         }
     }
 }
+
+#[sqlx::test]
+async fn a_second_trip_on_the_same_planned_route_is_timed_by_the_first(db: PgPool) {
+    let f = fleet(TestApp::spawn(db).await).await;
+    let trace = munich();
+    let route: Vec<[f64; 2]> = trace
+        .iter()
+        .step_by(5)
+        .map(|(lat, lon, _)| [*lon, *lat])
+        .collect();
+    let (dest_lat, dest_lon, _) = *trace.last().unwrap();
+    let drive = |shipment: i64, t: DateTime<Utc>, upto: usize| {
+        let f = &f;
+        let points: Vec<Vec<Value>> = trace[..upto]
+            .chunks(300)
+            .map(|chunk| {
+                chunk
+                    .iter()
+                    .map(|(lat, lon, s)| json!({"lat": lat, "lon": lon, "recorded_at": (t + Duration::seconds(*s)).to_rfc3339()}))
+                    .collect()
+            })
+            .collect();
+        async move {
+            for chunk in points {
+                f.post(chunk).await;
+                if f.shipment_json(shipment).await["status"] == "arrived" {
+                    break;
+                }
+            }
+        }
+    };
+    let first_at = base() - Duration::hours(3);
+    let first = f
+        .shipment((dest_lat, dest_lon), Some(route.clone()), None)
+        .await;
+    drive(first, first_at, trace.len()).await;
+    let done = f.shipment_json(first).await;
+    assert_eq!(done["status"], "arrived", "{done}");
+    let ended: DateTime<Utc> = done["ended_at"].as_str().unwrap().parse().unwrap();
+    let took = ended - first_at;
+
+    // The same drive again, two hours later: six minutes in, its ETA is the first one's time.
+    let second_at = base() - Duration::hours(1);
+    let second = f.shipment((dest_lat, dest_lon), Some(route), None).await;
+    drive(second, second_at, 360).await;
+    let s = f.shipment_json(second).await;
+    let basis = &s["eta_basis"];
+    assert_eq!(basis["method"], "earlier_trips", "{s}");
+    assert_eq!(basis["trips"], 1, "{basis}");
+    let eta: DateTime<Utc> = s["eta"].as_str().unwrap().parse().unwrap();
+    let off = (eta - (second_at + took)).num_seconds().abs();
+    assert!(off <= 60, "ETA {eta}, off by {off} s: {basis}");
+}

@@ -16,14 +16,14 @@ use crate::{
     tracking::{lock_seq, set_seq, Batch, Tracking},
 };
 
-/// Ticks every `every` until cancelled.
+/// Ticks every `every`, the first time one period after start, until cancelled.
 pub async fn run_clock(
     db: PgPool,
     tracking: std::sync::Arc<Tracking>,
     every: Duration,
     cancel: CancellationToken,
 ) {
-    let mut interval = tokio::time::interval(every);
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -262,6 +262,19 @@ async fn the_documented_nginx_front_serves_https_and_wss(db: PgPool) {
     ))
     .await
     .unwrap();
+    // Subscribed before the position is posted: one committed earlier is in the snapshot, not
+    // an event.
+    let subscribed = loop {
+        let msg = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("a frame in time")
+            .expect("open")
+            .expect("readable");
+        if let Message::Text(text) = msg {
+            break serde_json::from_str::<Value>(&text).unwrap();
+        }
+    };
+    assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
     let mut frames = Vec::new();
     let posted = step(0, Utc::now() - chrono::Duration::seconds(5));
     let res = https

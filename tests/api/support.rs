@@ -57,6 +57,10 @@ impl TestApp {
             ("--jwt-secret", "test-secret-test-secret-test-secret"),
             ("--tile-url", ""),
             ("--ws-write-timeout-s", "2"),
+            // The alert clock is the tests' own (they call `alerts::tick` with a time of their
+            // choosing): a background tick in the middle of a slow test would raise `silent` for
+            // its points from minutes ago.
+            ("--alert-tick-s", "86400"),
             // Tests post as fast as they can; the limit itself has its own tests.
             ("--ingest-rate", "0"),
         ];
@@ -248,10 +252,12 @@ impl WsClient {
         self.stream.send(message).await.unwrap();
     }
 
-    /// The next JSON text frame; fails the test if none comes in time.
+    /// The next JSON text frame; fails the test if none comes in time. (The server's pings do
+    /// not count: one every few seconds must not keep a test waiting for ever.)
     pub async fn next(&mut self) -> Value {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            let msg = tokio::time::timeout(PATIENCE, self.stream.next())
+            let msg = tokio::time::timeout_at(deadline, self.stream.next())
                 .await
                 .expect("a frame arrives in time")
                 .expect("the socket is open")
@@ -267,8 +273,9 @@ impl WsClient {
     /// Reads until the server closes the connection; its close code and reason. Fails the test
     /// if the connection stays open, or ends without a close frame.
     pub async fn closed(&mut self) -> (u16, String) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            let msg = tokio::time::timeout(PATIENCE, self.stream.next())
+            let msg = tokio::time::timeout_at(deadline, self.stream.next())
                 .await
                 .expect("the server closes the connection in time");
             match msg {
@@ -304,12 +311,21 @@ impl WsClient {
 }
 
 /// Polls `check` until it holds; fails the test after [`PATIENCE`].
-pub async fn wait_until<F, Fut>(what: &str, mut check: F)
+pub async fn wait_until<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = std::time::Instant::now() + PATIENCE;
+    wait_until_within(what, PATIENCE, check).await
+}
+
+/// Polls `check` until it holds; fails the test after `patience`.
+pub async fn wait_until_within<F, Fut>(what: &str, patience: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + patience;
     while !check().await {
         assert!(
             std::time::Instant::now() < deadline,

@@ -659,17 +659,27 @@ mod tests {
             stats.merge(&w.await.unwrap());
         }
         let elapsed = start.elapsed();
-        assert_eq!(stats.requests_ok, 200, "{:?}", stats.errors);
-        assert_eq!(stats.positions_sent, 200);
+        // A machine that keeps up sends all 200; a busy one drops the requests it could not
+        // start before the deadline, as the bench must. Either way the requests sent are
+        // tickets 0, 1, … n-1: each sent at or after its due time, to server n % 2.
+        let n = stats.requests_ok;
+        assert!((1..=200).contains(&n), "{n} requests: {:?}", stats.errors);
+        assert_eq!(stats.requests_failed, 0, "{:?}", stats.errors);
+        assert_eq!(stats.positions_sent, n);
+        let last_due = Duration::from_micros(2_500 * (n - 1));
         assert!(
-            elapsed >= Duration::from_millis(495),
-            "paced, not flat out: {elapsed:?}"
+            elapsed >= last_due.max(Duration::from_millis(495)),
+            "paced, not flat out: {n} requests in {elapsed:?}"
         );
-        assert_eq!(answered_a.load(Ordering::Relaxed), 100);
-        assert_eq!(answered_b.load(Ordering::Relaxed), 100);
-        assert_eq!(stats.published_by_vehicle.values().sum::<u64>(), 200);
-        assert_eq!(stats.published_by_vehicle.len(), 4);
-        assert_eq!(stats.schedule_lag_us.len(), 200);
-        assert!(sent.writes.iter().all(|w| w.load(Ordering::Relaxed) > 0));
+        assert_eq!(answered_a.load(Ordering::Relaxed), n.div_ceil(2));
+        assert_eq!(answered_b.load(Ordering::Relaxed), n / 2);
+        assert_eq!(stats.published_by_vehicle.values().sum::<u64>(), n);
+        assert_eq!(stats.schedule_lag_us.len(), n);
+        // Every request was logged for its vehicle before it went out.
+        for (lane, vehicle) in (1..=4).enumerate() {
+            let published = stats.published_by_vehicle.get(&vehicle).copied();
+            let logged = sent.writes[lane].load(Ordering::Relaxed) as u64;
+            assert_eq!(published.unwrap_or(0), logged, "vehicle {vehicle}");
+        }
     }
 }

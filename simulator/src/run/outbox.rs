@@ -530,7 +530,9 @@ mod tests {
         assert_eq!(outbox.retry_at(), None);
     }
 
-    #[tokio::test]
+    // On a paused clock: the backoff is still running however long the machine takes between
+    // the failure and the look at it.
+    #[tokio::test(start_paused = true)]
     async fn transient_failures_keep_everything_and_back_off() {
         let mut outbox = Outbox::new("test");
         (0..3).for_each(|i| outbox.push(fix(i)));

@@ -544,9 +544,11 @@ async fn a_driver_sees_only_their_own_trips_of_a_vehicle_in_snapshots_and_replay
     ws.expect_quiet().await;
     drop(ws);
 
+    // Taken since her shipment was assigned (and Bob's ended), so they are its own.
+    let now = Utc::now();
     let (_, annas) = f
         .app
-        .ingest(&f.token, json!([step(2, base), step(3, base)]))
+        .ingest(&f.token, json!([step(2, now), step(3, now)]))
         .await;
     let mut ws = f.app.ws(&format!("token={anna_jwt}")).await;
     let sub = ws.subscribe(&topic, Some(0)).await;

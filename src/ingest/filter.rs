@@ -182,6 +182,11 @@ pub struct LastFix {
     pub lon: f64,
 }
 
+/// Whether `p` is at 0°, 0°: what a phone without a fix, or a tracker's blank record, reports.
+pub fn at_null_island(p: &NewPosition) -> bool {
+    p.lat.abs() < 1e-7 && p.lon.abs() < 1e-7
+}
+
 /// Why `p` is implausible under `settings`, if it is. `last` is the vehicle's current position.
 pub fn judge(
     p: &NewPosition,
@@ -189,7 +194,7 @@ pub fn judge(
     now: DateTime<Utc>,
     settings: &FilterSettings,
 ) -> Option<FilterReason> {
-    if settings.zero && p.lat.abs() < 1e-7 && p.lon.abs() < 1e-7 {
+    if settings.zero && at_null_island(p) {
         return Some(FilterReason::NullIsland);
     }
     if p.recorded_at > now + Duration::seconds(settings.max_ahead_s.into()) {

@@ -9,7 +9,8 @@ use chrono::{DateTime, Utc};
 use super::{
     attribution::{shipment_for, Window},
     filter::{
-        judge, judge_late, DeviceClock, FilterReason, FilterSettings, LastFix, CLOCK_TOLERANCE_S,
+        at_null_island, judge, judge_late, DeviceClock, FilterReason, FilterSettings, LastFix,
+        CLOCK_TOLERANCE_S,
     },
     writer::WriteOutcome,
 };
@@ -301,7 +302,7 @@ fn timelines(batch: &[Incoming]) -> HashMap<i64, Vec<LastFix>> {
             request
                 .positions
                 .iter()
-                .filter(|p| p.lat.abs() >= 1e-7 || p.lon.abs() >= 1e-7)
+                .filter(|p| !at_null_island(p))
                 .map(|p| LastFix {
                     recorded_at: p.recorded_at,
                     lat: p.lat,

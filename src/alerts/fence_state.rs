@@ -83,6 +83,12 @@ impl Mark {
         let dt = seconds(self.at - last.at);
         dt > 0.0 && metres((last.lat, last.lon), (self.lat, self.lon)) / dt <= MAX_SPEED_MPS
     }
+
+    /// The last deciding fix, when the straight line from it to this one is evidence: at most
+    /// [`MAX_LINE`] apart.
+    pub fn line_from<'a>(&self, last: Option<&'a Mark>) -> Option<&'a Mark> {
+        last.filter(|a| self.at - a.at <= MAX_LINE)
+    }
 }
 
 fn seconds(d: Duration) -> f64 {
@@ -150,7 +156,7 @@ pub fn step(
     let x = across(fix.lat, fix.lon);
     let margin = fix.margin_m;
     // The line from the last deciding fix, when it is short enough to be evidence.
-    let line = last.filter(|a| fix.at - a.at <= MAX_LINE);
+    let line = fix.line_from(last);
     let hop = last.map_or(0.0, |a| metres((a.lat, a.lon), (fix.lat, fix.lon)));
     let pending = match state.pending.take() {
         Some(mut pending) => {

@@ -73,21 +73,46 @@ fn square(centre: (f64, f64), side: f64) -> Shape {
 
 /// Runs the fixes through the rules, one vehicle with default settings; the geofence alerts.
 fn drive(fences: &OrgFences, fixes: &[Fix]) -> Vec<Raised> {
+    run(&|_| (fences, None), fixes)
+        .into_iter()
+        .filter_map(|(at, change)| match change {
+            Change::Raise { rule, details, .. } => {
+                let happened = details["crossed_at"]
+                    .as_str()
+                    .or(details["since"].as_str())
+                    .expect("geofence alerts say when")
+                    .parse()
+                    .unwrap();
+                Some(Raised { rule, at, happened })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs the fixes through the rules, one vehicle with default settings, judged at each fix
+/// against the geofences and on the shipment `world` gives for its time; every change, with the
+/// time of the fix that made it.
+fn run<'a>(
+    world: &dyn Fn(DateTime<Utc>) -> (&'a OrgFences, Option<i64>),
+    fixes: &[Fix],
+) -> Vec<(DateTime<Utc>, Change)> {
     let settings = AlertSettings::default();
     assert_eq!(settings.geofence_debounce_s as i64, DEBOUNCE.num_seconds());
-    let cx = Context {
-        settings: &settings,
-        fences,
-        trip: None,
-        previous: None,
-    };
     let mut state = RuleState::default();
     let mut seq = 0;
-    let mut raised = Vec::new();
+    let mut changes = Vec::new();
     for fix in fixes {
+        let (fences, shipment_id) = world(fix.at);
+        let cx = Context {
+            settings: &settings,
+            fences,
+            trip: None,
+            previous: None,
+        };
         let p = Position {
             vehicle_id: 1,
-            shipment_id: None,
+            shipment_id,
             lat: fix.lat,
             lon: fix.lon,
             recorded_at: fix.at,
@@ -106,23 +131,9 @@ fn drive(fences: &OrgFences, fixes: &[Fix]) -> Vec<Raised> {
             seq += 1;
             seq
         });
-        for change in out.changes {
-            if let Change::Raise { rule, details, .. } = change {
-                let happened = details["crossed_at"]
-                    .as_str()
-                    .or(details["since"].as_str())
-                    .expect("geofence alerts say when")
-                    .parse()
-                    .unwrap();
-                raised.push(Raised {
-                    rule,
-                    at: fix.at,
-                    happened,
-                });
-            }
-        }
+        changes.extend(out.changes.into_iter().map(|c| (fix.at, c)));
     }
-    raised
+    changes
 }
 
 fn rules(raised: &[Raised]) -> Vec<Rule> {
@@ -487,4 +498,87 @@ fn a_small_geofence_crossed_between_two_fixes_raises_enter_and_exit() {
         placed += 1;
     }
     assert!(placed >= 5, "{placed} geofences placed");
+}
+
+/// A vehicle parked at the middle of a depot for `minutes`, a fix every 10 s.
+fn parked_inside(centre: (f64, f64), minutes: i64) -> Vec<Fix> {
+    let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    (0..minutes * 6)
+        .map(|i| Fix {
+            at: t0 + Duration::seconds(10 * i),
+            lat: centre.0,
+            lon: centre.1,
+            accuracy: Some(5.0),
+        })
+        .collect()
+}
+
+#[test]
+fn deleting_a_geofence_clears_its_dwell_and_raises_no_exit() {
+    let depot = (53.4, -2.98);
+    let mut yard = fence(1, square(depot, 300.0));
+    yard.dwell_s = Some(300);
+    let fences = OrgFences::new(1, vec![yard]);
+    let none = OrgFences::new(2, vec![]);
+    let fixes = parked_inside(depot, 20);
+    let deleted = fixes[0].at + Duration::minutes(10);
+    let changes = run(
+        &|at| (if at < deleted { &fences } else { &none }, None),
+        &fixes,
+    );
+    let raised: Vec<(Rule, i64)> = changes
+        .iter()
+        .filter_map(|(_, c)| match c {
+            Change::Raise { rule, id, .. } => Some((*rule, *id)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        raised.iter().map(|r| r.0).collect::<Vec<_>>(),
+        [Rule::GeofenceEnter, Rule::GeofenceDwell],
+        "{changes:?}"
+    );
+    let cleared: Vec<_> = changes
+        .iter()
+        .filter_map(|(at, c)| match c {
+            Change::Clear { id, details, .. } => Some((*at, *id, details.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cleared.len(), 1, "{changes:?}");
+    let (at, id, details) = &cleared[0];
+    assert_eq!(*at, deleted, "cleared at the first fix after the deletion");
+    assert_eq!(*id, raised[1].1, "the dwell alert is the one cleared");
+    assert_eq!(details["geofence_deleted"], true);
+}
+
+#[test]
+fn a_geofence_whose_scope_lapses_is_left_after_the_debounce() {
+    let depot = (53.4, -2.98);
+    let mut yard = fence(1, square(depot, 300.0));
+    yard.shipment_id = Some(7);
+    yard.dwell_s = Some(300);
+    let fences = OrgFences::new(1, vec![yard]);
+    let fixes = parked_inside(depot, 20);
+    let delivered = fixes[0].at + Duration::minutes(10);
+    // Shipment 7 ends ten minutes in; the vehicle stays where it is, on no shipment.
+    let changes = run(&|at| (&fences, (at < delivered).then_some(7)), &fixes);
+    let seen: Vec<(DateTime<Utc>, Option<Rule>)> = changes
+        .iter()
+        .map(|(at, c)| match c {
+            Change::Raise { rule, .. } => (*at, Some(*rule)),
+            _ => (*at, None),
+        })
+        .collect();
+    let exit = delivered + DEBOUNCE;
+    assert_eq!(
+        seen,
+        [
+            (fixes[0].at + DEBOUNCE, Some(Rule::GeofenceEnter)),
+            (fixes[0].at + Duration::minutes(5), Some(Rule::GeofenceDwell)),
+            (exit, Some(Rule::GeofenceExit)),
+            (exit, None),
+        ],
+        "enter, dwell; then, on no shipment, as if far away: exit after the debounce, and the dwell cleared"
+    );
 }

@@ -237,7 +237,11 @@ fn geofences(
         .filter(|fix| fix.follows(state.fence_fix.as_ref()));
     if let Some(fix) = fix {
         let last = state.fence_fix.replace(fix);
-        let from = last.map_or((fix.lat, fix.lon), |a| (a.lat, a.lon));
+        // Only a line that counts as evidence widens the search: after a long gap the fix is
+        // judged on its own, and a box spanning the gap would only measure geofences far away.
+        let from = fix
+            .line_from(last.as_ref())
+            .map_or((fix.lat, fix.lon), |a| (a.lat, a.lon));
         let mut ids: BTreeSet<i64> = state.fences.keys().copied().collect();
         ids.extend(
             cx.fences

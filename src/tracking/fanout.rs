@@ -7,6 +7,9 @@
 //! range is announced, then handed to the [`Sequencer`], which delivers in seq order and fills
 //! whatever Redis did not bring (an outage, a dropped connection) from PostGIS. So Redis being
 //! down costs latency, never events, and needs no restart: the connection is retried with backoff.
+//! A range is only complete if no subscription began between its events and it: batches are
+//! published in a MULTI/EXEC transaction and a (re)connecting instance subscribes all its
+//! channels in one SUBSCRIBE, each of which Redis carries out as one step.
 //!
 //! Ephemeral chat frames (typing, presence) need no order and have no seq: they go on a channel
 //! of their own per conversation, straight to the other instances' hubs. Who is in a
@@ -378,7 +381,10 @@ impl Fanout {
                 batches.clear();
                 continue;
             };
+            // One transaction: no SUBSCRIBE comes between a batch's events and its range, so an
+            // instance that hears the range has heard every event of it on its channels.
             let mut pipe = redis::pipe();
+            pipe.atomic();
             for batch in batches.drain(..) {
                 for e in &batch.events {
                     let conflate = e
@@ -459,14 +465,16 @@ impl Fanout {
 
     /// Subscribes the range channel and every topic with local subscribers, then makes `sink`
     /// the one new subscriptions use.
+    ///
+    /// One SUBSCRIBE for all of them, which Redis carries out as one step: a range heard on the
+    /// new connection always comes with its events. (Subscribed one after the other, a batch
+    /// published in between would bring its range without the events of the topics not yet
+    /// subscribed, and the sequencer would deliver the range as complete without them.)
     async fn resubscribe(&self, sink: &mut PubSubSink) -> redis::RedisResult<()> {
         let mut subs = self.subscriptions.lock().await;
-        sink.subscribe(vec![self.ranges_channel(), self.revocations_channel()])
-            .await?;
-        let channels: Vec<String> = subs.count.keys().flat_map(|k| self.channels(*k)).collect();
-        if !channels.is_empty() {
-            sink.subscribe(channels).await?;
-        }
+        let mut channels = vec![self.ranges_channel(), self.revocations_channel()];
+        channels.extend(subs.count.keys().flat_map(|k| self.channels(*k)));
+        sink.subscribe(channels).await?;
         subs.sink = Some(sink.clone());
         Ok(())
     }

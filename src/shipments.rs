@@ -17,6 +17,7 @@ use crate::{
     auth::{token, CurrentUser, Revoked, Role, Viewer},
     error::{from_json, ApiJson, ApiPath, ApiQuery, AppError, AppResult},
     position::{Position, PositionRow, POSITION_COLUMNS},
+    tracking::lock_seq,
     AppState,
 };
 
@@ -349,6 +350,7 @@ async fn create(
         body.driver_id,
     )
     .await?;
+    let mut tx = window_change(&state.db, body.vehicle_id.is_some()).await?;
     let id: i64 = sqlx::query_scalar(&format!(
         "INSERT INTO shipments (organisation_id, reference, origin, origin_name, destination,
              destination_name, planned_route, vehicle_id, driver_id, due_at, fixes_from)
@@ -371,9 +373,10 @@ async fn create(
     .bind(body.vehicle_id)
     .bind(body.driver_id)
     .bind(body.due_at)
-    .fetch_one(&state.db)
+    .fetch_one(&mut *tx)
     .await
     .map_err(constraint_error)?;
+    tx.commit().await?;
     let shipment = load_visible(&state.db, &Viewer::User(user), id).await?;
     Ok((StatusCode::CREATED, Json(shipment)))
 }
@@ -400,6 +403,21 @@ fn fixes_from(vehicle: &str) -> String {
         "GREATEST(now() - interval '{FIXES_GRACE}', (SELECT max(e.ended_at) FROM shipments e
              WHERE e.vehicle_id = {vehicle} AND e.started_at IS NOT NULL))"
     )
+}
+
+/// A transaction for a change that may open or close a shipment's window of fixes, holding
+/// the seq lock when `window` says it does: the writer attributes fixes under that lock, so no
+/// batch decides by the window as it was and commits after the change. (Without it, a fix
+/// written between the change's `now()` and its commit would keep the old attribution.)
+async fn window_change(
+    db: &PgPool,
+    window: bool,
+) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    let mut tx = db.begin().await?;
+    if window {
+        lock_seq(&mut tx).await?;
+    }
+    Ok(tx)
 }
 
 async fn update(
@@ -440,6 +458,11 @@ async fn update(
         change.driver_id,
     )
     .await?;
+    let mut tx = window_change(
+        &state.db,
+        change.vehicle_id.is_some() || change.status.is_some(),
+    )
+    .await?;
     sqlx::query(&format!(
         "UPDATE shipments SET status = COALESCE($2, status), reference = COALESCE($3, reference),
              vehicle_id = COALESCE($4, vehicle_id), driver_id = COALESCE($5, driver_id),
@@ -460,9 +483,10 @@ async fn update(
     .bind(change.vehicle_id)
     .bind(change.driver_id)
     .bind(change.due_at)
-    .execute(&state.db)
+    .execute(&mut *tx)
     .await
     .map_err(constraint_error)?;
+    tx.commit().await?;
     // The driver it was assigned to may have lost it, or its vehicle: their live subscriptions
     // are re-checked on every instance.
     let changed = change

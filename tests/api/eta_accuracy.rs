@@ -347,3 +347,68 @@ async fn eta_accuracy_is_the_organisations_own_and_checks_its_query(db: PgPool) 
         );
     }
 }
+
+#[sqlx::test]
+async fn many_shipments_errors_are_summed_up_per_horizon(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (_, dispatcher) = app
+        .user("Acme", "dispatch@acme.test", Role::Dispatcher)
+        .await;
+    let (_, rival) = app
+        .user("Globex", "dispatch@globex.test", Role::Dispatcher)
+        .await;
+    let shipment = |jwt: String, reference: String| {
+        let app = &app;
+        async move {
+            let (status, s) = app
+                .post(
+                    &jwt,
+                    "/api/v1/shipments",
+                    json!({"reference": reference, "origin": {"lat": 48.1, "lon": 11.5},
+                           "destination": {"lat": 48.2, "lon": 11.6}}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{s}");
+            s["id"].as_i64().unwrap()
+        }
+    };
+    let errors = [
+        -120.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 300.0,
+    ];
+    let mut stored = Vec::new();
+    for (i, error) in errors.iter().enumerate() {
+        let id = shipment(dispatcher.clone(), format!("SHP-{i}")).await;
+        stored.push((id, 10, *error));
+    }
+    // The same shipment's other horizon, and another organisation's shipment, stay apart.
+    stored.push((stored[0].0, 20, 1000.0));
+    stored.push((shipment(rival, "SHP-X".into()).await, 10, 5000.0));
+    let arrived = Utc::now().trunc_subsecs(0);
+    for (id, horizon, error) in stored {
+        sqlx::query(
+            "INSERT INTO eta_errors (shipment_id, horizon_min, organisation_id, arrived_at,
+                 shown_at, eta, error_s)
+             SELECT id, $2, organisation_id, $3, $3 - make_interval(mins => $2), $3, $4
+             FROM shipments WHERE id = $1",
+        )
+        .bind(id)
+        .bind(horizon)
+        .bind(arrived)
+        .bind(error)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    }
+    let (status, body) = app.get(&dispatcher, "/api/v1/eta/accuracy").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // The 90th percentile is the ninth of ten absolute errors (nearest rank), not interpolated.
+    assert_eq!(
+        body["horizons"],
+        json!([
+            {"horizon_min": 30, "n": 0, "mae_s": null, "p90_s": null, "bias_s": null},
+            {"horizon_min": 20, "n": 1, "mae_s": 1000.0, "p90_s": 1000.0, "bias_s": 1000.0},
+            {"horizon_min": 10, "n": 10, "mae_s": 78.0, "p90_s": 120.0, "bias_s": 54.0},
+            {"horizon_min": 5, "n": 0, "mae_s": null, "p90_s": null, "bias_s": null},
+        ])
+    );
+}

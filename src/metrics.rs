@@ -1,7 +1,7 @@
 //! What an operator graphs and alerts on, as Prometheus text at `/metrics`: ingest counts and
 //! group-commit sizes, commit latency, WebSocket connections and subscriptions, fan-out lag,
-//! conflated frames and slow clients closed, alerts raised, refused requests, and the health of
-//! the database and Redis. Counters are this instance's since it started.
+//! conflated frames and slow clients closed, alerts raised, the ETA errors of arrived shipments,
+//! refused requests, and the health of the database and Redis. Counters are this instance's since it started.
 use std::{
     fmt::Write as _,
     sync::atomic::{AtomicI64, AtomicU64, Ordering},
@@ -10,7 +10,7 @@ use std::{
 
 use axum::{extract::State, http::header, response::IntoResponse};
 
-use crate::{tracking::read_seq, AppState};
+use crate::{alerts::accuracy::HORIZONS_MIN, tracking::read_seq, AppState};
 
 /// A monotonically growing count.
 #[derive(Default)]
@@ -79,20 +79,102 @@ impl Histogram {
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        self.render_series(out, name, "");
+    }
+
+    /// The samples alone, each with `labels` (`key="value",` each, or empty) first.
+    fn render_series(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
         for (bound, count) in self.bounds.iter().zip(&self.counts) {
             cumulative += count.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+            let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{bound}\"}} {cumulative}");
         }
         let count = self.count.load(Ordering::Relaxed);
         let sum = self.sum_micro.load(Ordering::Relaxed) as f64 / 1e6;
+        let plain = match labels.trim_end_matches(',') {
+            "" => String::new(),
+            l => format!("{{{l}}}"),
+        };
         let _ = writeln!(
             out,
-            "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
+            "{name}_bucket{{{labels}le=\"+Inf\"}} {count}\n{name}_sum{plain} {sum}\n\
+             {name}_count{plain} {count}"
         );
     }
 }
 
+/// The ETA errors of arrived shipments, per horizon ([`HORIZONS_MIN`]): the absolute error as a
+/// histogram, and the signed error as two sums that only grow (later and earlier than the
+/// arrival), so that the bias is (late − early) / count over any range.
+pub struct EtaErrors {
+    abs: Vec<Histogram>,
+    late_micro: Vec<AtomicU64>,
+    early_micro: Vec<AtomicU64>,
+}
+
+impl Default for EtaErrors {
+    fn default() -> Self {
+        EtaErrors {
+            abs: HORIZONS_MIN
+                .iter()
+                .map(|_| Histogram::new(ERROR_SECONDS))
+                .collect(),
+            late_micro: HORIZONS_MIN.iter().map(|_| AtomicU64::new(0)).collect(),
+            early_micro: HORIZONS_MIN.iter().map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl EtaErrors {
+    /// One shipment's error at a horizon, in seconds (ETA − arrival).
+    pub fn observe(&self, horizon_min: i64, error_s: f64) {
+        let Some(i) = HORIZONS_MIN.iter().position(|h| *h == horizon_min) else {
+            return;
+        };
+        self.abs[i].observe(error_s.abs());
+        let side = if error_s > 0.0 {
+            &self.late_micro[i]
+        } else {
+            &self.early_micro[i]
+        };
+        side.fetch_add((error_s.abs() * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String) {
+        let abs = "waymark_eta_abs_error_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {abs} How far off the ETA an arrived shipment showed at each horizon before \
+             its arrival was.\n# TYPE {abs} histogram"
+        );
+        for (h, histogram) in HORIZONS_MIN.iter().zip(&self.abs) {
+            histogram.render_series(out, abs, &format!("horizon=\"{h}m\","));
+        }
+        let signed = "waymark_eta_error_seconds_total";
+        let _ = writeln!(
+            out,
+            "# HELP {signed} The ETA errors summed, later than the arrival and earlier.\n\
+             # TYPE {signed} counter"
+        );
+        for (i, h) in HORIZONS_MIN.iter().enumerate() {
+            for (direction, sum) in [
+                ("late", &self.late_micro[i]),
+                ("early", &self.early_micro[i]),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "{signed}{{horizon=\"{h}m\",direction=\"{direction}\"}} {}",
+                    sum.load(Ordering::Relaxed) as f64 / 1e6
+                );
+            }
+        }
+    }
+}
+
+/// Bounds for ETA errors: 30 s to an hour.
+const ERROR_SECONDS: &[f64] = &[
+    30.0, 60.0, 120.0, 180.0, 300.0, 600.0, 900.0, 1800.0, 3600.0,
+];
 const ROWS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 4000.0];
 const SECONDS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -113,6 +195,7 @@ pub struct Metrics {
     pub websocket_connections: Gauge,
     /// Connections closed with 4008 because the client could not keep up.
     pub slow_clients_closed: Counter,
+    pub eta_errors: EtaErrors,
 }
 
 impl Default for Metrics {
@@ -128,6 +211,7 @@ impl Default for Metrics {
             rate_limited: Counter::default(),
             websocket_connections: Gauge::default(),
             slow_clients_closed: Counter::default(),
+            eta_errors: EtaErrors::default(),
         }
     }
 }
@@ -179,6 +263,7 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
         "Alerts raised by this instance's writer.",
         m.alerts_raised.get(),
     );
+    m.eta_errors.render(&mut out);
     sample(
         &mut out,
         "waymark_rate_limited_total",
@@ -304,5 +389,28 @@ mod tests {
         assert!(out.contains("x_bucket{le=\"+Inf\"} 3\n"), "{out}");
         assert!(out.contains("x_sum 33.5\n"), "{out}");
         assert!(out.contains("x_count 3"), "{out}");
+    }
+
+    #[test]
+    fn eta_errors_are_kept_per_horizon_with_their_signed_sums() {
+        let e = EtaErrors::default();
+        for (h, error) in [(10, 90.0), (10, -30.0), (5, 20.0), (7, 1000.0)] {
+            e.observe(h, error);
+        }
+        let mut out = String::new();
+        e.render(&mut out);
+        for line in [
+            "waymark_eta_abs_error_seconds_bucket{horizon=\"10m\",le=\"30\"} 1\n",
+            "waymark_eta_abs_error_seconds_bucket{horizon=\"10m\",le=\"120\"} 2\n",
+            "waymark_eta_abs_error_seconds_sum{horizon=\"10m\"} 120\n",
+            "waymark_eta_abs_error_seconds_count{horizon=\"10m\"} 2\n",
+            "waymark_eta_abs_error_seconds_count{horizon=\"5m\"} 1\n",
+            "waymark_eta_abs_error_seconds_count{horizon=\"30m\"} 0\n",
+            "waymark_eta_error_seconds_total{horizon=\"10m\",direction=\"late\"} 90\n",
+            "waymark_eta_error_seconds_total{horizon=\"10m\",direction=\"early\"} 30\n",
+        ] {
+            assert!(out.contains(line), "{line} in {out}");
+        }
+        assert!(!out.contains("7m"), "{out}");
     }
 }

@@ -5,6 +5,7 @@
 //! Rules run inside the position writer's transaction, under the seq lock, with each vehicle's
 //! rule state read and written with the vehicle: each alert is raised once however many
 //! instances run, survives restarts, and takes its seq in commit order like any position.
+pub mod accuracy;
 mod api;
 mod clock;
 pub mod eta;
@@ -28,6 +29,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgConnection;
 
+pub use accuracy::Given;
 pub use api::{acknowledge, recent, unacknowledged};
 pub use clock::{run_clock, tick};
 pub use fence_state::{FenceState, Mark, Pending};
@@ -43,6 +45,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .merge(api::router())
         .merge(geofences::router())
+        .merge(accuracy::router())
 }
 
 /// What raised an alert.

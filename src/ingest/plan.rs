@@ -15,7 +15,7 @@ use super::{
     writer::WriteOutcome,
 };
 use crate::{
-    alerts::{self, AlertSettings, Change, Context, OrgFences, RuleState, Subject, Trip},
+    alerts::{self, AlertSettings, Change, Context, Given, OrgFences, RuleState, Subject, Trip},
     position::{NewPosition, Position},
 };
 
@@ -108,7 +108,7 @@ impl VehicleState {
             id,
             first_at: None,
             arrived_at: None,
-            eta: None,
+            etas: Vec::new(),
         })
     }
 
@@ -140,7 +140,14 @@ pub(super) struct ShipmentChange {
     /// The earliest fix that joined it, when that is earlier than its start (or it had none).
     pub(super) first_at: Option<DateTime<Utc>>,
     pub(super) arrived_at: Option<DateTime<Utc>>,
-    pub(super) eta: Option<DateTime<Utc>>,
+    /// Each ETA the batch gave it, in time order: the last is its new `eta`.
+    pub(super) etas: Vec<Given>,
+}
+
+impl ShipmentChange {
+    pub(super) fn eta(&self) -> Option<DateTime<Utc>> {
+        self.etas.last().map(|g| g.eta)
+    }
 }
 
 /// One row to insert.
@@ -227,7 +234,15 @@ pub(super) fn plan(
                 if let (true, Some(id)) = (on_trip, shipment_id) {
                     position.eta = state.rules.eta;
                     if let Some(eta) = outcome.eta {
-                        state.change(id).eta = Some(eta);
+                        // At arrival the ETA becomes the arrival itself, made by no method.
+                        let method = (!outcome.arrived)
+                            .then(|| state.rules.progress.basis.as_ref().map(|b| b.method))
+                            .flatten();
+                        state.change(id).etas.push(Given {
+                            at: p.recorded_at,
+                            eta,
+                            method,
+                        });
                     }
                 }
                 changes.extend(outcome.changes.into_iter().map(|c| {

@@ -22,7 +22,7 @@ use super::{
     },
 };
 use crate::{
-    alerts::{self, Alerts, OrgFences, Trip},
+    alerts::{self, accuracy, Alerts, OrgFences, Trip},
     auth::Device,
     error::AppError,
     metrics::Metrics,
@@ -225,6 +225,8 @@ struct Written {
     /// The committed seq range and its publishable events; none if nothing new was stored.
     batch: Option<Batch>,
     alerts_raised: u64,
+    /// The ETA errors (horizon in minutes, seconds) of the shipments that arrived.
+    eta_errors: Vec<(i64, f64)>,
 }
 
 impl Written {
@@ -241,6 +243,9 @@ impl Written {
         metrics.commit_rows.observe((accepted + duplicates) as f64);
         metrics.commit_seconds.observe(took.as_secs_f64());
         metrics.alerts_raised.add(self.alerts_raised);
+        for (horizon_min, error_s) in &self.eta_errors {
+            metrics.eta_errors.observe(*horizon_min, *error_s);
+        }
     }
 }
 
@@ -291,6 +296,17 @@ async fn commit(
     if !rows.is_empty() {
         write_rows(&mut tx, &rows, next_seq, &vehicles).await?;
     }
+    // After the arrival fixes and the ETAs are written, in the same transaction.
+    let arrivals: Vec<(i64, DateTime<Utc>)> = vehicles
+        .values()
+        .flat_map(|v| v.shipment_changes.values())
+        .filter_map(|c| Some((c.id, c.arrived_at?)))
+        .collect();
+    let eta_errors = if arrivals.is_empty() {
+        Vec::new()
+    } else {
+        accuracy::record(&mut tx, &arrivals).await?
+    };
     let raised = if changes.is_empty() {
         Vec::new()
     } else {
@@ -324,6 +340,7 @@ async fn commit(
         outcomes,
         batch,
         alerts_raised,
+        eta_errors,
     })
 }
 
@@ -637,8 +654,9 @@ struct StateRow {
 }
 
 /// Everything the batch changes, in one statement: the rows (one multi-row insert), the seq
-/// counter, each vehicle's current position and rule state, and the shipments its fixes joined
-/// (started or started earlier, arrived, or with a new ETA). Alerts, which few batches raise, are a statement of their
+/// counter, each vehicle's current position and rule state, the shipments its fixes joined
+/// (started or started earlier, arrived, or with a new ETA), and the log of the ETAs it gave
+/// them ([`accuracy`]). Alerts, which few batches raise, are a statement of their
 /// own ([`alerts::apply`]).
 /// A runtime query: the UNNEST of twenty arrays is beyond what the compile-time macros express
 /// conveniently, and this is the hot path.
@@ -705,6 +723,11 @@ async fn write_rows(
         .values()
         .flat_map(|v| v.shipment_changes.values())
         .collect();
+    let (log_id, log_at, log_eta, log_method) = accuracy::log_columns(
+        trips
+            .iter()
+            .flat_map(|t| t.etas.iter().map(move |g| (t.id, g))),
+    );
     sqlx::query(
         "WITH inserted AS (
              INSERT INTO positions (organisation_id, vehicle_id, shipment_id, seq, recorded_at,
@@ -743,6 +766,12 @@ async fn write_rows(
              FROM UNNEST($24::bigint[], $25::timestamptz[], $26::timestamptz[], $27::timestamptz[])
                  AS u(id, first_at, arrived_at, eta)
              WHERE s.id = u.id
+         ), etas AS (
+             INSERT INTO shipment_etas (shipment_id, at, eta, method)
+             SELECT u.* FROM UNNEST($29::bigint[], $30::timestamptz[], $31::timestamptz[],
+                 $32::text[]) AS u(id, at, eta, method)
+             JOIN shipments s ON s.id = u.id AND s.status IN ('planned', 'in_transit')
+             ON CONFLICT DO NOTHING
          )
          SELECT 1",
     )
@@ -787,13 +816,17 @@ async fn write_rows(
     .bind(trips.iter().map(|t| t.id).collect::<Vec<_>>())
     .bind(trips.iter().map(|t| t.first_at).collect::<Vec<_>>())
     .bind(trips.iter().map(|t| t.arrived_at).collect::<Vec<_>>())
-    .bind(trips.iter().map(|t| t.eta).collect::<Vec<_>>())
+    .bind(trips.iter().map(|t| t.eta()).collect::<Vec<_>>())
     .bind(
         states
             .iter()
             .map(|(_, v)| v.clock.offset_s)
             .collect::<Vec<_>>(),
     )
+    .bind(&log_id)
+    .bind(&log_at)
+    .bind(&log_eta)
+    .bind(&log_method)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -7,6 +7,7 @@ mod chat;
 mod chat_live;
 mod deploy;
 mod driver;
+mod eta_accuracy;
 mod faults;
 mod filters;
 mod ingest;

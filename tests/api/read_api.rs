@@ -577,6 +577,7 @@ async fn the_openapi_document_lists_every_route(db: PgPool) {
         "/chat/{id}",
         "/chat/{id}/reactions",
         "/chat/unread",
+        "/eta/accuracy",
     ] {
         assert!(paths.contains_key(route), "{route} is not documented");
     }

@@ -147,6 +147,8 @@ pub struct Shipment {
     pub status: String,
     #[serde(default)]
     pub vehicle_id: Option<i64>,
+    #[serde(default)]
+    pub last_position: Option<StoredPosition>,
 }
 
 impl Shipment {
@@ -241,6 +243,56 @@ pub struct IngestReply {
     pub duplicates: u64,
     #[serde(default)]
     pub filtered: u64,
+}
+
+/// A `POST /positions` reply in full: the counts, and the seq of each item in order (a
+/// duplicate's is the stored copy's).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct IngestAck {
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub filtered: u64,
+    pub seqs: Vec<i64>,
+}
+
+/// One row of a vehicle's audit log (`GET /vehicles/{id}/positions`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct LoggedPosition {
+    pub seq: i64,
+    pub lat: f64,
+    pub lon: f64,
+    pub recorded_at: DateTime<Utc>,
+    #[serde(default)]
+    pub shipment_id: Option<i64>,
+    pub late: bool,
+    /// Why the filter marked it, or `None` for a good fix.
+    #[serde(default)]
+    pub filter_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogPage {
+    pub positions: Vec<LoggedPosition>,
+    /// Where the next page starts; `None` on the last.
+    pub next: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Alert {
+    pub id: i64,
+    pub rule: String,
+    #[serde(default)]
+    pub geofence_id: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct AlertPage {
+    alerts: Vec<Alert>,
+}
+
+#[derive(Deserialize)]
+struct Created {
+    id: i64,
 }
 
 #[derive(Deserialize)]
@@ -373,6 +425,75 @@ impl Api {
         self.dispatcher(Method::PATCH, &path, Some(body)).await
     }
 
+    pub async fn get_vehicle(&self, id: i64) -> Result<Vehicle, ApiError> {
+        self.dispatcher(Method::GET, &format!("api/v1/vehicles/{id}"), None)
+            .await
+    }
+
+    pub async fn get_shipment(&self, id: i64) -> Result<Shipment, ApiError> {
+        self.dispatcher(Method::GET, &format!("api/v1/shipments/{id}"), None)
+            .await
+    }
+
+    /// One page of a vehicle's audit log: every stored row in time order, marked ones too,
+    /// after `after` (the previous page's `next`).
+    pub async fn positions_log(
+        &self,
+        vehicle_id: i64,
+        after: Option<DateTime<Utc>>,
+    ) -> Result<LogPage, ApiError> {
+        let mut path = format!("api/v1/vehicles/{vehicle_id}/positions?limit=5000");
+        if let Some(after) = after {
+            path.push_str("&after=");
+            path.push_str(&after.to_rfc3339_opts(SecondsFormat::Micros, true));
+        }
+        self.dispatcher(Method::GET, &path, None).await
+    }
+
+    /// A shipment's drawn track as the server sends it: `format` is `geojson` or `gpx`.
+    pub async fn track(&self, shipment_id: i64, format: &str) -> Result<String, ApiError> {
+        let path = format!("api/v1/shipments/{shipment_id}/track?format={format}");
+        let bytes = self.dispatcher_raw(Method::GET, &path, None).await?;
+        String::from_utf8(bytes).map_err(|e| ApiError::Decode(e.to_string()))
+    }
+
+    /// Creates a circular geofence that applies to `vehicle_ids` only; answers its id.
+    pub async fn create_circle_geofence(
+        &self,
+        name: &str,
+        centre: LatLon,
+        radius_m: f64,
+        vehicle_ids: &[i64],
+    ) -> Result<i64, ApiError> {
+        let body = encode(&serde_json::json!({
+            "name": name,
+            "circle": {"lat": centre.lat, "lon": centre.lon, "radius_m": radius_m},
+            "vehicle_ids": vehicle_ids,
+        }))?;
+        let created: Created = self
+            .dispatcher(Method::POST, "api/v1/geofences", Some(body))
+            .await?;
+        Ok(created.id)
+    }
+
+    /// The newest 500 alerts of a vehicle.
+    pub async fn vehicle_alerts(&self, vehicle_id: i64) -> Result<Vec<Alert>, ApiError> {
+        let path = format!("api/v1/alerts?vehicle_id={vehicle_id}&limit=500");
+        let page: AlertPage = self.dispatcher(Method::GET, &path, None).await?;
+        Ok(page.alerts)
+    }
+
+    /// Posts positions as a device, answering what the server acknowledged, seqs included.
+    pub async fn ingest(
+        &self,
+        ingest_token: &str,
+        positions: &[NewPosition],
+    ) -> Result<IngestAck, ApiError> {
+        let body = positions_body(positions).map_err(|e| ApiError::Decode(e.to_string()))?;
+        self.send(Method::POST, NATIVE_INGEST, Some(ingest_token), Some(body))
+            .await
+    }
+
     /// Posts an already encoded position body (see [`positions_body`]) as a device.
     pub async fn post_positions(
         &self,
@@ -418,13 +539,24 @@ impl Api {
             .clone()
     }
 
-    /// A call with the dispatcher's session; an expired session is renewed once.
+    /// A call with the dispatcher's session, its JSON reply decoded.
     async fn dispatcher<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<T, ApiError> {
+        decode(&self.dispatcher_raw(method, path, body).await?)
+    }
+
+    /// A call with the dispatcher's session, its reply as sent; an expired session is renewed
+    /// once.
+    async fn dispatcher_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, ApiError> {
         let jwt = match self.current_jwt() {
             Some(jwt) => jwt,
             None => {
@@ -433,14 +565,14 @@ impl Api {
             }
         };
         match self
-            .send(method.clone(), path, Some(&jwt), body.clone())
+            .send_raw(method.clone(), path, Some(&jwt), body.clone())
             .await
         {
             Err(e) if e.status() == Some(StatusCode::UNAUTHORIZED) => {
                 tracing::debug!("session refused, signing in again");
                 self.login().await?;
                 let jwt = self.current_jwt().unwrap_or_default();
-                self.send(method, path, Some(&jwt), body).await
+                self.send_raw(method, path, Some(&jwt), body).await
             }
             other => other,
         }
@@ -459,6 +591,16 @@ impl Api {
         bearer_token: Option<&str>,
         body: Option<Vec<u8>>,
     ) -> Result<T, ApiError> {
+        decode(&self.send_raw(method, path, bearer_token, body).await?)
+    }
+
+    async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        bearer_token: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, ApiError> {
         let mut request = self.http.request(method, self.url(path)?);
         if let Some(token) = bearer_token {
             request = request.header(AUTHORIZATION, bearer(token)?);
@@ -468,10 +610,7 @@ impl Api {
                 .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
                 .body(body);
         }
-        let bytes = Self::execute(request).await?;
-        // A 204 has no body; callers that expect one get a decode error.
-        let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
-        serde_json::from_slice(bytes).map_err(|e| ApiError::Decode(e.to_string()))
+        Self::execute(request).await
     }
 
     /// The body of a 2xx reply, or the server's error.
@@ -522,6 +661,12 @@ fn normalise_base(base: &Url) -> anyhow::Result<Url> {
         base.set_path(&path);
     }
     Ok(base)
+}
+
+/// A JSON reply; a 204 has no body, and callers that expect one get a decode error.
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let bytes: &[u8] = if bytes.is_empty() { b"null" } else { bytes };
+    serde_json::from_slice(bytes).map_err(|e| ApiError::Decode(e.to_string()))
 }
 
 fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, ApiError> {

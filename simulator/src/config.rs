@@ -43,6 +43,7 @@ impl Cli {
         match &self.command {
             Some(Command::Run(a)) => a.server.verbose,
             Some(Command::Bench(a)) => a.server.verbose,
+            Some(Command::Truth(a)) => a.server.verbose,
             Some(Command::Credits) => 0,
             None => self.run.server.verbose,
         }
@@ -64,6 +65,10 @@ pub enum Command {
     Run(RunArgs),
     /// Measure ingest throughput and POST-to-WebSocket latency against a running server.
     Bench(BenchArgs),
+    /// Replay every embedded trace with the faults real phones produce (a clock running ahead,
+    /// a glitch in a backlog, re-sent and out-of-order batches) and vehicles parked by a
+    /// geofence's edge, then check what the server shows; fails unless every check counts 0.
+    Truth(TruthArgs),
     /// Print the sources, licences and required attribution of the embedded traces.
     Credits,
 }
@@ -315,6 +320,28 @@ pub struct BenchArgs {
     pub server: ServerArgs,
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct TruthArgs {
+    /// Replay only the first N embedded vehicles (all by default).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub traces: Option<u32>,
+
+    /// Seed for the parked vehicles' GPS drift.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// Print the report as JSON on standard output instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Base URL of the Waymark server.
+    #[arg(long, env = "WAYMARK_URL", default_value = DEFAULT_URL, help_heading = "Server")]
+    pub url: Url,
+
+    #[command(flatten, next_help_heading = "Server")]
+    pub server: ServerArgs,
+}
+
 /// What the bench's subscribers watch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -561,6 +588,29 @@ mod tests {
         assert!(parse(&["--silent-minutes", "0"]).is_err());
         assert!(parse(&["--speeding-factor", "1"]).is_err());
         assert!(parse(&["--trip-fixes", "1"]).is_err());
+    }
+
+    #[test]
+    fn truth_takes_the_server_flags_and_a_subset() {
+        let truth = |args: &[&str]| match parse(args).unwrap().selected_command() {
+            Command::Truth(t) => t,
+            other => panic!("expected truth, got {other:?}"),
+        };
+        let t = truth(&["truth"]);
+        assert_eq!((t.traces, t.seed, t.json), (None, 1, false));
+        let t = truth(&[
+            "truth",
+            "--traces",
+            "3",
+            "--url",
+            "http://127.0.0.1:9002",
+            "-v",
+        ]);
+        assert_eq!(
+            (t.traces, t.url.port(), t.server.verbose),
+            (Some(3), Some(9002), 1)
+        );
+        assert!(parse(&["truth", "--traces", "0"]).is_err());
     }
 
     #[test]

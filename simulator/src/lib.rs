@@ -1,5 +1,6 @@
 //! Waymark's route simulator: replays real GPS traces as a live fleet through the HTTP API
-//! (`run`), and measures ingest throughput and WebSocket delivery latency (`bench`).
+//! (`run`), measures ingest throughput and WebSocket delivery latency (`bench`), and checks that
+//! what the server shows is true when phones misbehave (`truth`).
 
 pub mod api;
 pub mod backoff;
@@ -9,6 +10,7 @@ pub mod geo;
 pub mod run;
 pub mod state;
 pub mod tracks;
+pub mod truth;
 
 use std::io::IsTerminal;
 
@@ -41,6 +43,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
     match cli.selected_command() {
         Command::Run(args) => run::run(&args, cancel).await,
         Command::Bench(args) => bench::bench(&args, cancel).await,
+        Command::Truth(args) => truth::truth(&args, cancel).await,
         Command::Credits => {
             print!("{}", tracks::CREDITS);
             for (name, notice) in tracks::NOTICES {

@@ -3,7 +3,7 @@
 //! exit, with sparse fixes, repeated fixes and a glitch too. Everything goes through
 //! `evaluate`, as the position writer calls it.
 use chrono::{DateTime, Duration, Utc};
-use rand::{rngs::StdRng, Rng, SeedableRng};
+use waymark_sim::run::noise::Drift;
 
 use super::{
     evaluate, fence_state::MARGIN_FLOOR_M, fences::polygon_from_geojson, route::metres,
@@ -138,48 +138,6 @@ fn run<'a>(
 
 fn rules(raised: &[Raised]) -> Vec<Rule> {
     raised.iter().map(|r| r.rule).collect()
-}
-
-/// Slowly drifting GPS error, as a receiver's is: each axis an Ornstein–Uhlenbeck process
-/// (AR(1) when sampled) with standard deviation `sigma` metres and correlation time `tau`
-/// seconds, starting from its stationary distribution.
-struct Drift {
-    rng: StdRng,
-    sigma: f64,
-    tau: f64,
-    north: f64,
-    east: f64,
-}
-
-impl Drift {
-    fn new(seed: u64, sigma: f64, tau: f64) -> Drift {
-        let mut drift = Drift {
-            rng: StdRng::seed_from_u64(seed),
-            sigma,
-            tau,
-            north: 0.0,
-            east: 0.0,
-        };
-        drift.north = sigma * drift.normal();
-        drift.east = sigma * drift.normal();
-        drift
-    }
-
-    /// A standard normal draw (Box–Muller).
-    fn normal(&mut self) -> f64 {
-        let u: f64 = 1.0 - self.rng.gen::<f64>();
-        let v: f64 = self.rng.gen();
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
-
-    /// The error `dt` seconds on, metres north and east.
-    fn step(&mut self, dt: f64) -> (f64, f64) {
-        let keep = (-dt / self.tau).exp();
-        let fresh = self.sigma * (1.0 - keep * keep).sqrt();
-        self.north = keep * self.north + fresh * self.normal();
-        self.east = keep * self.east + fresh * self.normal();
-        (self.north, self.east)
-    }
 }
 
 /// How a vehicle is parked near the edge of a geofence, and what its fixes look like.

@@ -1,8 +1,11 @@
 //! GNSS error as a phone reports it: a position off by about the `accuracy` it claims, errors
 //! that drift rather than jump from fix to fix, now and then a poor fix, and rarely an outlier
-//! hundreds of metres away (like the real 470 m jump in the Munich trace).
+//! hundreds of metres away (like the real 470 m jump in the Munich trace). [`Drift`] is the
+//! slow wander of a parked receiver alone, shared by the server's geofence tests and
+//! `waymark-sim truth`.
 
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use crate::geo::{self, LatLon};
 
@@ -89,6 +92,46 @@ impl Gnss {
             accuracy,
             outlier: false,
         }
+    }
+}
+
+/// Slowly drifting GPS error, as a receiver's is: each axis an Ornstein–Uhlenbeck process
+/// (AR(1) when sampled) with standard deviation `sigma` metres and correlation time `tau`
+/// seconds, starting from its stationary distribution. Seeded, so a run can be repeated.
+#[derive(Debug, Clone)]
+pub struct Drift {
+    rng: StdRng,
+    sigma: f64,
+    tau: f64,
+    north: f64,
+    east: f64,
+}
+
+impl Drift {
+    pub fn new(seed: u64, sigma: f64, tau: f64) -> Drift {
+        let mut drift = Drift {
+            rng: StdRng::seed_from_u64(seed),
+            sigma,
+            tau,
+            north: 0.0,
+            east: 0.0,
+        };
+        drift.north = sigma * drift.normal();
+        drift.east = sigma * drift.normal();
+        drift
+    }
+
+    fn normal(&mut self) -> f64 {
+        standard_normal_pair(&mut self.rng).0
+    }
+
+    /// The error `dt` seconds on, metres north and east.
+    pub fn step(&mut self, dt: f64) -> (f64, f64) {
+        let keep = (-dt / self.tau).exp();
+        let fresh = self.sigma * (1.0 - keep * keep).sqrt();
+        self.north = keep * self.north + fresh * self.normal();
+        self.east = keep * self.east + fresh * self.normal();
+        (self.north, self.east)
     }
 }
 
@@ -198,6 +241,31 @@ mod tests {
             let fix = Gnss::new(true).observe(LatLon::new(45.2, 13.7), f64::INFINITY, &mut rng);
             assert!(!fix.outlier);
         }
+    }
+
+    #[test]
+    fn a_drift_has_its_deviation_and_changes_slowly() {
+        let mut drift = Drift::new(5, 7.0, 120.0);
+        let (mut sum_sq, mut largest_step) = (0.0, 0.0f64);
+        let mut prev = drift.step(10.0);
+        let n = 20_000;
+        for _ in 0..n {
+            let next = drift.step(10.0);
+            sum_sq += next.0 * next.0 + next.1 * next.1;
+            largest_step = largest_step.max((next.0 - prev.0).hypot(next.1 - prev.1));
+            prev = next;
+        }
+        // Two axes of σ 7 m: a mean square of 2σ² = 98 m².
+        let mean_sq = sum_sq / f64::from(n);
+        assert!((80.0..116.0).contains(&mean_sq), "{mean_sq}");
+        // Ten seconds apart with a two-minute correlation time, fixes move by little.
+        assert!(largest_step < 20.0, "{largest_step}");
+        let again: Vec<_> = {
+            let mut d = Drift::new(5, 7.0, 120.0);
+            (0..3).map(|_| d.step(10.0)).collect()
+        };
+        let mut d = Drift::new(5, 7.0, 120.0);
+        assert_eq!(again, (0..3).map(|_| d.step(10.0)).collect::<Vec<_>>());
     }
 
     #[test]

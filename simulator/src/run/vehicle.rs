@@ -642,6 +642,7 @@ mod tests {
             reference: reference.into(),
             status: "delivered".into(),
             vehicle_id: Some(vehicle_id),
+            last_position: None,
         }
     }
 

@@ -19,6 +19,12 @@ const MIN_OBSERVED_S: f64 = 180.0;
 /// Moving this far from where the shipment's first fix was is setting off; the wait before it
 /// does not count towards the speed.
 const DEPART_M: f64 = 100.0;
+/// Fixes within this of one another for at least this long (a device's wander; slower than half
+/// a metre a second) are the vehicle standing still. Having stood still longer than it had
+/// travelled since setting off, it had only moved up (from a stand to a gate or a first stop):
+/// it sets off again from there, and the speed starts afresh.
+const STILL_M: f64 = 30.0;
+const STILL: Duration = Duration::minutes(1);
 /// A fix farther than this from the planned route does not move the vehicle along it.
 const ON_ROUTE_M: f64 = 100.0;
 /// Off the planned route this long, the distance left is the straight line to the destination.
@@ -34,8 +40,9 @@ const FASTEST_MPS: f64 = 50.0;
 const TIE_M: f64 = 15.0;
 /// The pace against earlier trips is judged over the stretch covered in the last this long...
 const PACE_WINDOW: Duration = Duration::minutes(10);
-/// ...once earlier trips took at least this long over it, and believed within these bounds.
-const PACE_MIN_S: f64 = 120.0;
+/// ...as if that stretch had been preceded by this much travel at their pace, so that a pace
+/// measured over little travel stays near theirs, and is believed within these bounds.
+const PACE_PRIOR_S: f64 = 300.0;
 const PACE_BOUNDS: (f64, f64) = (0.5, 2.0);
 /// A point of the trail is kept at most this often.
 const TRAIL_STEP: Duration = Duration::seconds(30);
@@ -54,6 +61,12 @@ pub struct Progress {
     /// Where the shipment's first fix was, until the vehicle sets off from there.
     pub start: Option<(f64, f64)>,
     pub departed: bool,
+    /// When it set off, and where and since when it has been standing still since.
+    pub departed_at: Option<DateTime<Utc>>,
+    pub still: Option<((f64, f64), DateTime<Utc>)>,
+    /// When a fix was last on the planned route, after setting off: the progress along it is
+    /// counted between fixes on it, so that a stretch off it is not read as standing still.
+    pub along_from: Option<DateTime<Utc>>,
     /// Metres along the planned route reached, and when a fix was last on the route.
     pub along: Option<f64>,
     pub matched_at: Option<DateTime<Utc>>,
@@ -137,16 +150,19 @@ impl Progress {
         };
         // A route of only its two ends says no more than the straight line.
         let route = route.filter(|r| r.vertex_count() > 2);
-        let moved_along = route.map_or(0.0, |r| self.follow(r, t, here));
+        let moved_along = route.and_then(|r| self.follow(r, t, here));
         let straight = metres(here, destination);
-        let start = *self.start.get_or_insert(here);
-        if !self.departed && metres(start, here) > DEPART_M {
-            self.departed = true;
-        }
+        self.set_off(t, here);
         if let (Some(seconds), true) = (elapsed, self.departed) {
-            self.along_rate.add(moved_along, seconds);
             let closer = self.straight_m.map_or(0.0, |before| before - straight);
             self.straight_rate.add(closer, seconds);
+        }
+        if let Some(moved) = moved_along {
+            if let (Some(from), true) = (self.along_from.or(self.at), self.departed) {
+                let seconds = (t - from).num_milliseconds() as f64 / 1000.0;
+                self.along_rate.add(moved, seconds);
+            }
+            self.along_from = self.departed.then_some(t);
         }
         self.at = Some(t);
         self.straight_m = Some(straight);
@@ -219,14 +235,16 @@ impl Progress {
         t: DateTime<Utc>,
     ) -> Option<DateTime<Utc>> {
         let (usual, trips) = history.seconds_between(along, along + left)?;
+        // Over the longest of the latest stretches that earlier trips timed.
         let pace = self
             .trail
-            .first()
+            .iter()
             .filter(|(_, then)| *then < along)
-            .and_then(|(at, then)| {
+            .find_map(|(at, then)| {
                 let (took, _) = history.seconds_between(*then, along)?;
                 let now = (t - *at).num_milliseconds() as f64 / 1000.0;
-                (took >= PACE_MIN_S).then(|| (now / took).clamp(PACE_BOUNDS.0, PACE_BOUNDS.1))
+                let pace = (now + PACE_PRIOR_S) / (took + PACE_PRIOR_S);
+                Some(pace.clamp(PACE_BOUNDS.0, PACE_BOUNDS.1))
             })
             .unwrap_or(1.0);
         let eta =
@@ -251,8 +269,42 @@ impl Progress {
         Some(t + eta)
     }
 
-    /// Matches `here` on the route ahead of the point reached; gives how far that moved it.
-    fn follow(&mut self, route: &Route, t: DateTime<Utc>, here: (f64, f64)) -> f64 {
+    /// Follows the vehicle setting off (again, after standing still longer than it had
+    /// travelled: the speed then starts afresh); says whether it did at this fix.
+    fn set_off(&mut self, t: DateTime<Utc>, here: (f64, f64)) -> bool {
+        if !self.departed {
+            let start = *self.start.get_or_insert(here);
+            if metres(start, here) <= DEPART_M {
+                return false;
+            }
+            self.departed = true;
+            self.departed_at = Some(self.at.unwrap_or(t));
+            self.still = Some((here, t));
+            return true;
+        }
+        let (place, since) = *self.still.get_or_insert((here, t));
+        if metres(place, here) > STILL_M {
+            self.still = Some((here, t));
+        } else if let Some(departed_at) = self.departed_at {
+            if t - since >= STILL && t - since > since - departed_at {
+                *self = Progress {
+                    start: Some(place),
+                    along: self.along,
+                    matched_at: self.matched_at,
+                    off_route_since: self.off_route_since,
+                    straight_m: self.straight_m,
+                    basis: self.basis.take(),
+                    at: self.at,
+                    ..Progress::default()
+                };
+            }
+        }
+        false
+    }
+
+    /// Matches `here` on the route ahead of the point reached; gives how far that moved it,
+    /// none if `here` is off the route.
+    fn follow(&mut self, route: &Route, t: DateTime<Utc>, here: (f64, f64)) -> Option<f64> {
         let (from, to) = match (self.along, self.matched_at) {
             (Some(along), Some(at)) => {
                 let since = (t - at).num_milliseconds() as f64 / 1000.0;
@@ -263,14 +315,14 @@ impl Progress {
         let (distance, at) = route.locate_between(here.0, here.1, from, to, TIE_M);
         if distance > ON_ROUTE_M {
             self.off_route_since.get_or_insert(t);
-            return 0.0;
+            return None;
         }
         self.off_route_since = None;
         self.matched_at = Some(t);
         let before = self.along.unwrap_or(at);
         let reached = before.max(at);
         self.along = Some(reached);
-        reached - before
+        Some(reached - before)
     }
 }
 
@@ -286,7 +338,8 @@ pub struct History {
 
 impl History {
     /// From the fixes of earlier trips (in time order), each followed along `route` as a
-    /// shipment's progress is; trips that never got onto it teach nothing.
+    /// shipment's progress is, its wait before setting off left out; trips that never got onto
+    /// it teach nothing.
     pub fn learn<'a>(route: &Route, trips: impl IntoIterator<Item = &'a Fixes>) -> History {
         let trips = trips
             .into_iter()
@@ -294,8 +347,15 @@ impl History {
                 let (t0, _) = fixes.first()?;
                 let mut progress = Progress::default();
                 let mut reached: Vec<(f64, f64)> = Vec::new();
+                let mut previous = 0.0;
                 for (t, here) in fixes {
                     progress.follow(route, *t, *here);
+                    if progress.set_off(*t, *here) {
+                        // Whatever it reached before, it reached when it set off.
+                        reached.iter_mut().for_each(|(_, s)| *s = previous);
+                    }
+                    progress.at = Some(*t);
+                    previous = (*t - *t0).num_milliseconds() as f64 / 1000.0;
                     if let Some(along) = progress.along {
                         if reached.last().is_none_or(|(a, _)| along > *a) {
                             let s = (*t - *t0).num_milliseconds() as f64 / 1000.0;

@@ -502,3 +502,87 @@ fn far_off_the_route_for_long_the_straight_line_takes_over() {
         assert_eq!(*method, Some(expected), "{at}");
     }
 }
+
+/// A straight planned route 10 km due east, a vertex every 100 m, and a point `m` metres along
+/// it and `north` metres off it.
+fn eastward() -> (Route, impl Fn(f64, f64) -> (f64, f64)) {
+    let m_per_deg_lon = 111_320.0 * 48f64.to_radians().cos();
+    let at = move |m: f64, north: f64| (48.0 + north / 111_320.0, 11.0 + m / m_per_deg_lon);
+    let points: Vec<(f64, f64)> = (0..=100).map(|i| at(f64::from(i) * 100.0, 0.0)).collect();
+    (route_of(&points), at)
+}
+
+#[test]
+fn a_first_halt_longer_than_the_travel_restarts_the_speed() {
+    let (route, at) = eastward();
+    let destination = at(10_000.0, 0.0);
+    let t0 = Utc::now();
+    let mut progress = Progress::default();
+    let mut observe = |s: i64, m: f64| {
+        progress.observe(
+            Some(&route),
+            destination,
+            t0 + Duration::seconds(s),
+            at(m, 0.0),
+        )
+    };
+    // A minute up to a first stop 150 m on, four minutes standing there (a few metres of
+    // wander), then 10 m/s.
+    for s in (0..=60).step_by(10) {
+        observe(s, 2.5 * s as f64);
+    }
+    for s in (70..=300).step_by(10) {
+        observe(s, 150.0 + (s % 20) as f64 / 4.0);
+    }
+    let mut last = None;
+    for s in (310..=600).step_by(10) {
+        last = observe(s, 150.0 + 10.0 * (s - 300) as f64).map(|eta| (s, eta));
+    }
+    // Timed by the 10 m/s since, not by the standing: 6 850 m left at 10 m/s.
+    let (s, eta) = last.expect("an ETA after five minutes on the way");
+    let left = (eta - (t0 + Duration::seconds(s))).num_seconds();
+    assert!((660..=710).contains(&left), "{left} s left");
+}
+
+#[test]
+fn a_short_stretch_off_the_route_is_not_read_as_standing_still() {
+    let (route, at) = eastward();
+    let destination = at(10_000.0, 0.0);
+    let t0 = Utc::now();
+    let mut progress = Progress::default();
+    let mut left = Vec::new();
+    // Five minutes on the route at 10 m/s, then three on a street 200 m north of it, still
+    // going east at 10 m/s.
+    for s in (0..=480).step_by(10) {
+        let north = if s > 300 { 200.0 } else { 0.0 };
+        let t = t0 + Duration::seconds(s);
+        let eta = progress.observe(Some(&route), destination, t, at(10.0 * s as f64, north));
+        if s >= 300 {
+            left.push((eta.unwrap() - t).num_seconds());
+        }
+    }
+    // Off the route, the distance left along it and the speed made on it hold: so does the
+    // time left, where counting the time off it as no progress would have stretched it.
+    assert!(left.iter().all(|l| (l - left[0]).abs() <= 1), "{left:?}");
+}
+
+#[test]
+fn earlier_trips_are_timed_from_when_they_set_off() {
+    let (route, at) = eastward();
+    let t0 = Utc::now();
+    // Five minutes at the start (a few metres of wander), then 10 m/s to the end.
+    let trip: Vec<(DateTime<Utc>, (f64, f64))> = (0..=300)
+        .step_by(10)
+        .map(|s| (s, (s % 20) as f64 / 4.0))
+        .chain(
+            (310..=1300)
+                .step_by(10)
+                .map(|s| (s, 10.0 * (s - 300) as f64)),
+        )
+        .map(|(s, m)| (t0 + Duration::seconds(s), at(m, 0.0)))
+        .collect();
+    let history = History::learn(&route, [&trip[..]]);
+    let (took, trips) = history.seconds_between(0.0, 5_000.0).unwrap();
+    assert_eq!(trips, 1);
+    assert!((485.0..=515.0).contains(&took), "{took} s");
+}

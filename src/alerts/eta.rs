@@ -109,7 +109,8 @@ pub struct Basis {
     pub remaining_m: f64,
     /// Progress per second, stops included.
     pub speed_mps: f64,
-    /// About how many minutes of travel that speed averages.
+    /// About how many minutes of travel that speed averages; with `earlier_trips`, over how many
+    /// minutes the pace against them was judged (none: no pace yet, theirs).
     pub over_min: f64,
     /// With `earlier_trips`: how many, and this trip's time over theirs lately.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -226,7 +227,7 @@ impl Progress {
     }
 
     /// The time earlier trips took from `along` to the end, scaled by this trip's pace against
-    /// them over its latest stretch.
+    /// them over its latest stretch (`over_min` in the basis: how long it took this trip).
     fn timed_by(
         &mut self,
         history: &History,
@@ -235,8 +236,8 @@ impl Progress {
         t: DateTime<Utc>,
     ) -> Option<DateTime<Utc>> {
         let (usual, trips) = history.seconds_between(along, along + left)?;
-        // Over the longest of the latest stretches that earlier trips timed.
-        let pace = self
+        // Over the longest of the latest stretches that earlier trips timed; none yet, theirs.
+        let (pace, over_s) = self
             .trail
             .iter()
             .filter(|(_, then)| *then < along)
@@ -244,26 +245,26 @@ impl Progress {
                 let (took, _) = history.seconds_between(*then, along)?;
                 let now = (t - *at).num_milliseconds() as f64 / 1000.0;
                 let pace = (now + PACE_PRIOR_S) / (took + PACE_PRIOR_S);
-                Some(pace.clamp(PACE_BOUNDS.0, PACE_BOUNDS.1))
+                Some((pace.clamp(PACE_BOUNDS.0, PACE_BOUNDS.1), now))
             })
-            .unwrap_or(1.0);
+            .unwrap_or((1.0, 0.0));
         let eta =
             Duration::try_milliseconds((usual * pace * 1000.0) as i64).filter(|d| *d <= LONGEST)?;
         let pace = (pace * 100.0).round() / 100.0;
         let speed_mps = ((left / (usual * pace).max(1.0)) * 100.0).round() / 100.0;
+        let over_min = (over_s / 6.0).round() / 10.0;
         self.basis = Some(Basis {
             method: Method::EarlierTrips,
             remaining_m: left.round(),
             speed_mps,
-            over_min: PACE_WINDOW.num_minutes() as f64,
+            over_min,
             trips: Some(trips),
             pace: Some(pace),
             summary: format!(
                 "{:.1} km left along the planned route, {:.0} min as {trips} earlier trips took \
-                 it, times {pace} for the pace kept over the last {} min",
+                 it, times {pace} for the pace kept against them over the last {over_min} min",
                 left / 1000.0,
                 usual / 60.0,
-                PACE_WINDOW.num_minutes()
             ),
         });
         Some(t + eta)
@@ -358,8 +359,7 @@ impl History {
                     previous = (*t - *t0).num_milliseconds() as f64 / 1000.0;
                     if let Some(along) = progress.along {
                         if reached.last().is_none_or(|(a, _)| along > *a) {
-                            let s = (*t - *t0).num_milliseconds() as f64 / 1000.0;
-                            reached.push((along, s));
+                            reached.push((along, previous));
                         }
                     }
                 }

@@ -135,12 +135,15 @@ pub enum Method {
 }
 
 impl Progress {
-    /// Follows the vehicle to `here` at `t` and gives the ETA, if there is enough to go on.
-    /// Fixes must come in time order; one not after the latest is ignored.
+    /// Follows the vehicle to `here` at `t` and gives the ETA, if there is enough to go on: when
+    /// it will be within `arrive_within_m` of `destination`, where the shipment arrives (the
+    /// distance left stops there). Fixes must come in time order; one not after the latest is
+    /// ignored.
     pub fn observe(
         &mut self,
         route: Option<&Route>,
         destination: (f64, f64),
+        arrive_within_m: f64,
         t: DateTime<Utc>,
         here: (f64, f64),
     ) -> Option<DateTime<Utc>> {
@@ -184,7 +187,7 @@ impl Progress {
         }
         let on_route = match (route, self.along) {
             (Some(r), Some(along)) if self.off_route_since.is_none_or(|s| t - s < LOST) => {
-                Some((r.length_m() - along).max(0.0))
+                Some((r.length_m() - arrive_within_m - along).max(0.0))
             }
             _ => None,
         };
@@ -197,7 +200,11 @@ impl Progress {
         }
         let (method, remaining, rate) = match on_route {
             Some(left) => (Method::RouteProgress, left, self.along_rate),
-            None => (Method::StraightLine, straight, self.straight_rate),
+            None => (
+                Method::StraightLine,
+                (straight - arrive_within_m).max(0.0),
+                self.straight_rate,
+            ),
         };
         let speed = rate.mps()?;
         let eta = Duration::try_milliseconds((remaining / speed * 1000.0) as i64)

@@ -1,10 +1,13 @@
-//! A shipment's ETA from the progress it makes: the distance left over the speed at which that
-//! distance has been shrinking, measured over elapsed time (stops, traffic lights and slow
+//! A shipment's ETA (when it will be within the arrival radius of its destination) from the
+//! progress it makes: the distance left over the speed at which that distance has been
+//! shrinking, measured over elapsed time since setting off (stops, traffic lights and slow
 //! stretches included) rather than over the moments the vehicle was moving. Progress is measured
 //! along the planned route, only ever forward, or as the straight-line distance to the
 //! destination when there is no usable route; either way the speed is measured in the same
-//! terms as the distance left, so a winding road or a detour is priced in. Pure: the rules keep
-//! the state in the vehicle's rule state and start it afresh with each shipment.
+//! terms as the distance left, so a winding road or a detour is priced in. Where earlier trips on
+//! the planned route have arrived, the distance left is timed as they took it, at the pace this
+//! one keeps against them. Pure: the rules keep the state in the vehicle's rule state and start
+//! it afresh with each shipment.
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -58,7 +61,8 @@ const LONGEST: Duration = Duration::days(2);
 pub struct Progress {
     /// The latest fix's time.
     pub at: Option<DateTime<Utc>>,
-    /// Where the shipment's first fix was, until the vehicle sets off from there.
+    /// Where the vehicle is to set off from: the shipment's first fix, or where it stood after
+    /// only moving up.
     pub start: Option<(f64, f64)>,
     pub departed: bool,
     /// When it set off, and where and since when it has been standing still since.

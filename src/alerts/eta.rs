@@ -65,7 +65,8 @@ pub struct Progress {
     /// only moving up.
     pub start: Option<(f64, f64)>,
     pub departed: bool,
-    /// When it set off, and where and since when it has been standing still since.
+    /// When it set off, and where and since when it has been standing still (before setting
+    /// off, where it is to set off from).
     pub departed_at: Option<DateTime<Utc>>,
     pub still: Option<((f64, f64), DateTime<Utc>)>,
     /// When a fix was last on the planned route, after setting off: the progress along it is
@@ -282,17 +283,19 @@ impl Progress {
     }
 
     /// Follows the vehicle setting off (again, after standing still longer than it had
-    /// travelled: the speed then starts afresh); says whether it did at this fix.
-    fn set_off(&mut self, t: DateTime<Utc>, here: (f64, f64)) -> bool {
+    /// travelled: the speed then starts afresh); if it did at this fix, gives since when it had
+    /// been standing where it set off from.
+    fn set_off(&mut self, t: DateTime<Utc>, here: (f64, f64)) -> Option<DateTime<Utc>> {
         if !self.departed {
             let start = *self.start.get_or_insert(here);
+            let (_, stood) = *self.still.get_or_insert((start, t));
             if metres(start, here) <= DEPART_M {
-                return false;
+                return None;
             }
             self.departed = true;
             self.departed_at = Some(self.at.unwrap_or(t));
             self.still = Some((here, t));
-            return true;
+            return Some(stood);
         }
         let (place, since) = *self.still.get_or_insert((here, t));
         if metres(place, here) > STILL_M {
@@ -307,11 +310,12 @@ impl Progress {
                     straight_m: self.straight_m,
                     basis: self.basis.take(),
                     at: self.at,
+                    still: Some((place, since)),
                     ..Progress::default()
                 };
             }
         }
-        false
+        None
     }
 
     /// Matches `here` on the route ahead of the point reached; gives how far that moved it,
@@ -359,18 +363,23 @@ impl History {
                 let (t0, _) = fixes.first()?;
                 let mut progress = Progress::default();
                 let mut reached: Vec<(f64, f64)> = Vec::new();
-                let mut previous = 0.0;
+                let since_t0 = |t: DateTime<Utc>| (t - *t0).num_milliseconds() as f64 / 1000.0;
+                // Seconds of standing before setting off (at the start, or after only moving
+                // up) left out so far, and those elapsed at the previous fix.
+                let (mut waited, mut previous) = (0.0, 0.0);
                 for (t, here) in fixes {
                     progress.follow(route, *t, *here);
-                    if progress.set_off(*t, *here) {
-                        // Whatever it reached before, it reached when it set off.
-                        reached.iter_mut().for_each(|(_, s)| *s = previous);
+                    if let Some(stood) = progress.set_off(*t, *here) {
+                        // Whatever it reached while standing, it reached when it stopped.
+                        let stopped = since_t0(stood) - waited;
+                        reached.iter_mut().for_each(|(_, s)| *s = s.min(stopped));
+                        waited += previous - since_t0(stood);
                     }
                     progress.at = Some(*t);
-                    previous = (*t - *t0).num_milliseconds() as f64 / 1000.0;
+                    previous = since_t0(*t);
                     if let Some(along) = progress.along {
                         if reached.last().is_none_or(|(a, _)| along > *a) {
-                            reached.push((along, previous));
+                            reached.push((along, previous - waited));
                         }
                     }
                 }

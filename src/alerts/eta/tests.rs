@@ -582,21 +582,37 @@ fn a_short_stretch_off_the_route_is_not_read_as_standing_still() {
 fn earlier_trips_are_timed_from_when_they_set_off() {
     let (route, at) = eastward();
     let t0 = Utc::now();
-    // Five minutes at the start (a few metres of wander), then 10 m/s to the end.
-    let trip: Vec<(DateTime<Utc>, (f64, f64))> = (0..=300)
-        .step_by(10)
-        .map(|s| (s, (s % 20) as f64 / 4.0))
-        .chain(
-            (310..=1300)
-                .step_by(10)
-                .map(|s| (s, 10.0 * (s - 300) as f64)),
-        )
-        .map(|(s, m)| (t0 + Duration::seconds(s), at(m, 0.0)))
-        .collect();
-    let history = History::learn(&route, [&trip[..]]);
-    let (took, trips) = history.seconds_between(0.0, 5_000.0).unwrap();
-    assert_eq!(trips, 1);
-    assert!((485.0..=515.0).contains(&took), "{took} s");
+    let trip = |metres: &dyn Fn(i64) -> f64| -> Vec<(DateTime<Utc>, (f64, f64))> {
+        (0..=1300)
+            .step_by(10)
+            .map(|s| (t0 + Duration::seconds(s), at(metres(s), 0.0)))
+            .collect()
+    };
+    let took = |trip: &[(DateTime<Utc>, (f64, f64))]| {
+        let history = History::learn(&route, [trip]);
+        let (took, trips) = history.seconds_between(0.0, 5_000.0).unwrap();
+        assert_eq!(trips, 1);
+        took
+    };
+    // Five minutes at the start (a few metres of wander), then 10 m/s to the end: timed from
+    // its latest fix at the start (10 s before it was 100 m on).
+    let waited = trip(&|s| {
+        if s <= 300 {
+            (s % 20) as f64 / 4.0
+        } else {
+            10.0 * (s - 300) as f64
+        }
+    });
+    let took_waited = took(&waited);
+    assert!((485.0..=515.0).contains(&took_waited), "{took_waited} s");
+    // A minute at 10 m/s, a 90 s halt (longer than that minute: it had only moved up), then
+    // 10 m/s again: the minute counts, the halt does not.
+    let moved_up = trip(&|s| 10.0 * (s.min(60) + (s - 150).max(0)) as f64);
+    let took_moved_up = took(&moved_up);
+    assert!(
+        (470.0..=495.0).contains(&took_moved_up),
+        "{took_moved_up} s"
+    );
 }
 
 #[test]

@@ -1,10 +1,13 @@
-//! A shipment's ETA from the progress it makes: the distance left over the speed at which that
-//! distance has been shrinking, measured over elapsed time (stops, traffic lights and slow
+//! A shipment's ETA (when it will be within the arrival radius of its destination) from the
+//! progress it makes: the distance left over the speed at which that distance has been
+//! shrinking, measured over elapsed time since setting off (stops, traffic lights and slow
 //! stretches included) rather than over the moments the vehicle was moving. Progress is measured
 //! along the planned route, only ever forward, or as the straight-line distance to the
 //! destination when there is no usable route; either way the speed is measured in the same
-//! terms as the distance left, so a winding road or a detour is priced in. Pure: the rules keep
-//! the state in the vehicle's rule state and start it afresh with each shipment.
+//! terms as the distance left, so a winding road or a detour is priced in. Where earlier trips on
+//! the planned route have arrived, the distance left is timed as they took it, at the pace this
+//! one keeps against them. Pure: the rules keep the state in the vehicle's rule state and start
+//! it afresh with each shipment.
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +22,12 @@ const MIN_OBSERVED_S: f64 = 180.0;
 /// Moving this far from where the shipment's first fix was is setting off; the wait before it
 /// does not count towards the speed.
 const DEPART_M: f64 = 100.0;
+/// Fixes within this of one another for at least this long (a device's wander; slower than half
+/// a metre a second) are the vehicle standing still. Having stood still longer than it had
+/// travelled since setting off, it had only moved up (from a stand to a gate or a first stop):
+/// it sets off again from there, and the speed starts afresh.
+const STILL_M: f64 = 30.0;
+const STILL: Duration = Duration::minutes(1);
 /// A fix farther than this from the planned route does not move the vehicle along it.
 const ON_ROUTE_M: f64 = 100.0;
 /// Off the planned route this long, the distance left is the straight line to the destination.
@@ -34,8 +43,9 @@ const FASTEST_MPS: f64 = 50.0;
 const TIE_M: f64 = 15.0;
 /// The pace against earlier trips is judged over the stretch covered in the last this long...
 const PACE_WINDOW: Duration = Duration::minutes(10);
-/// ...once earlier trips took at least this long over it, and believed within these bounds.
-const PACE_MIN_S: f64 = 120.0;
+/// ...as if that stretch had been preceded by this much travel at their pace, so that a pace
+/// measured over little travel stays near theirs, and is believed within these bounds.
+const PACE_PRIOR_S: f64 = 300.0;
 const PACE_BOUNDS: (f64, f64) = (0.5, 2.0);
 /// A point of the trail is kept at most this often.
 const TRAIL_STEP: Duration = Duration::seconds(30);
@@ -51,9 +61,17 @@ const LONGEST: Duration = Duration::days(2);
 pub struct Progress {
     /// The latest fix's time.
     pub at: Option<DateTime<Utc>>,
-    /// Where the shipment's first fix was, until the vehicle sets off from there.
+    /// Where the vehicle is to set off from: the shipment's first fix, or where it stood after
+    /// only moving up.
     pub start: Option<(f64, f64)>,
     pub departed: bool,
+    /// When it set off, and where and since when it has been standing still (before setting
+    /// off, where it is to set off from).
+    pub departed_at: Option<DateTime<Utc>>,
+    pub still: Option<((f64, f64), DateTime<Utc>)>,
+    /// When a fix was last on the planned route, after setting off: the progress along it is
+    /// counted between fixes on it, so that a stretch off it is not read as standing still.
+    pub along_from: Option<DateTime<Utc>>,
     /// Metres along the planned route reached, and when a fix was last on the route.
     pub along: Option<f64>,
     pub matched_at: Option<DateTime<Utc>>,
@@ -96,7 +114,8 @@ pub struct Basis {
     pub remaining_m: f64,
     /// Progress per second, stops included.
     pub speed_mps: f64,
-    /// About how many minutes of travel that speed averages.
+    /// About how many minutes of travel that speed averages; with `earlier_trips`, over how many
+    /// minutes the pace against them was judged (none: no pace yet, theirs).
     pub over_min: f64,
     /// With `earlier_trips`: how many, and this trip's time over theirs lately.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -121,12 +140,15 @@ pub enum Method {
 }
 
 impl Progress {
-    /// Follows the vehicle to `here` at `t` and gives the ETA, if there is enough to go on.
-    /// Fixes must come in time order; one not after the latest is ignored.
+    /// Follows the vehicle to `here` at `t` and gives the ETA, if there is enough to go on: when
+    /// it will be within `arrive_within_m` of `destination`, where the shipment arrives (the
+    /// distance left stops there). Fixes must come in time order; one not after the latest is
+    /// ignored.
     pub fn observe(
         &mut self,
         route: Option<&Route>,
         destination: (f64, f64),
+        arrive_within_m: f64,
         t: DateTime<Utc>,
         here: (f64, f64),
     ) -> Option<DateTime<Utc>> {
@@ -137,16 +159,19 @@ impl Progress {
         };
         // A route of only its two ends says no more than the straight line.
         let route = route.filter(|r| r.vertex_count() > 2);
-        let moved_along = route.map_or(0.0, |r| self.follow(r, t, here));
+        let moved_along = route.and_then(|r| self.follow(r, t, here));
         let straight = metres(here, destination);
-        let start = *self.start.get_or_insert(here);
-        if !self.departed && metres(start, here) > DEPART_M {
-            self.departed = true;
-        }
+        self.set_off(t, here);
         if let (Some(seconds), true) = (elapsed, self.departed) {
-            self.along_rate.add(moved_along, seconds);
             let closer = self.straight_m.map_or(0.0, |before| before - straight);
             self.straight_rate.add(closer, seconds);
+        }
+        if let Some(moved) = moved_along {
+            if let (Some(from), true) = (self.along_from.or(self.at), self.departed) {
+                let seconds = (t - from).num_milliseconds() as f64 / 1000.0;
+                self.along_rate.add(moved, seconds);
+            }
+            self.along_from = self.departed.then_some(t);
         }
         self.at = Some(t);
         self.straight_m = Some(straight);
@@ -167,7 +192,7 @@ impl Progress {
         }
         let on_route = match (route, self.along) {
             (Some(r), Some(along)) if self.off_route_since.is_none_or(|s| t - s < LOST) => {
-                Some((r.length_m() - along).max(0.0))
+                Some((r.length_m() - arrive_within_m - along).max(0.0))
             }
             _ => None,
         };
@@ -180,7 +205,11 @@ impl Progress {
         }
         let (method, remaining, rate) = match on_route {
             Some(left) => (Method::RouteProgress, left, self.along_rate),
-            None => (Method::StraightLine, straight, self.straight_rate),
+            None => (
+                Method::StraightLine,
+                (straight - arrive_within_m).max(0.0),
+                self.straight_rate,
+            ),
         };
         let speed = rate.mps()?;
         let eta = Duration::try_milliseconds((remaining / speed * 1000.0) as i64)
@@ -210,7 +239,7 @@ impl Progress {
     }
 
     /// The time earlier trips took from `along` to the end, scaled by this trip's pace against
-    /// them over its latest stretch.
+    /// them over its latest stretch (`over_min` in the basis: how long it took this trip).
     fn timed_by(
         &mut self,
         history: &History,
@@ -219,40 +248,79 @@ impl Progress {
         t: DateTime<Utc>,
     ) -> Option<DateTime<Utc>> {
         let (usual, trips) = history.seconds_between(along, along + left)?;
-        let pace = self
+        // Over the longest of the latest stretches that earlier trips timed; none yet, theirs.
+        let (pace, over_s) = self
             .trail
-            .first()
+            .iter()
             .filter(|(_, then)| *then < along)
-            .and_then(|(at, then)| {
+            .find_map(|(at, then)| {
                 let (took, _) = history.seconds_between(*then, along)?;
                 let now = (t - *at).num_milliseconds() as f64 / 1000.0;
-                (took >= PACE_MIN_S).then(|| (now / took).clamp(PACE_BOUNDS.0, PACE_BOUNDS.1))
+                let pace = (now + PACE_PRIOR_S) / (took + PACE_PRIOR_S);
+                Some((pace.clamp(PACE_BOUNDS.0, PACE_BOUNDS.1), now))
             })
-            .unwrap_or(1.0);
+            .unwrap_or((1.0, 0.0));
         let eta =
             Duration::try_milliseconds((usual * pace * 1000.0) as i64).filter(|d| *d <= LONGEST)?;
         let pace = (pace * 100.0).round() / 100.0;
         let speed_mps = ((left / (usual * pace).max(1.0)) * 100.0).round() / 100.0;
+        let over_min = (over_s / 6.0).round() / 10.0;
         self.basis = Some(Basis {
             method: Method::EarlierTrips,
             remaining_m: left.round(),
             speed_mps,
-            over_min: PACE_WINDOW.num_minutes() as f64,
+            over_min,
             trips: Some(trips),
             pace: Some(pace),
             summary: format!(
                 "{:.1} km left along the planned route, {:.0} min as {trips} earlier trips took \
-                 it, times {pace} for the pace kept over the last {} min",
+                 it, times {pace} for the pace kept against them over the last {over_min} min",
                 left / 1000.0,
                 usual / 60.0,
-                PACE_WINDOW.num_minutes()
             ),
         });
         Some(t + eta)
     }
 
-    /// Matches `here` on the route ahead of the point reached; gives how far that moved it.
-    fn follow(&mut self, route: &Route, t: DateTime<Utc>, here: (f64, f64)) -> f64 {
+    /// Follows the vehicle setting off (again, after standing still longer than it had
+    /// travelled: the speed then starts afresh); if it did at this fix, gives since when it had
+    /// been standing where it set off from.
+    fn set_off(&mut self, t: DateTime<Utc>, here: (f64, f64)) -> Option<DateTime<Utc>> {
+        if !self.departed {
+            let start = *self.start.get_or_insert(here);
+            let (_, stood) = *self.still.get_or_insert((start, t));
+            if metres(start, here) <= DEPART_M {
+                return None;
+            }
+            self.departed = true;
+            self.departed_at = Some(self.at.unwrap_or(t));
+            self.still = Some((here, t));
+            return Some(stood);
+        }
+        let (place, since) = *self.still.get_or_insert((here, t));
+        if metres(place, here) > STILL_M {
+            self.still = Some((here, t));
+        } else if let Some(departed_at) = self.departed_at {
+            if t - since >= STILL && t - since > since - departed_at {
+                *self = Progress {
+                    start: Some(place),
+                    along: self.along,
+                    matched_at: self.matched_at,
+                    off_route_since: self.off_route_since,
+                    straight_m: self.straight_m,
+                    basis: self.basis.take(),
+                    at: self.at,
+                    still: Some((place, since)),
+                    ..Progress::default()
+                };
+            }
+        }
+        None
+    }
+
+    /// Matches `here` on the route ahead of the point reached; gives how far that moved it,
+    /// none if `here` is off the route.
+    fn follow(&mut self, route: &Route, t: DateTime<Utc>, here: (f64, f64)) -> Option<f64> {
         let (from, to) = match (self.along, self.matched_at) {
             (Some(along), Some(at)) => {
                 let since = (t - at).num_milliseconds() as f64 / 1000.0;
@@ -263,14 +331,14 @@ impl Progress {
         let (distance, at) = route.locate_between(here.0, here.1, from, to, TIE_M);
         if distance > ON_ROUTE_M {
             self.off_route_since.get_or_insert(t);
-            return 0.0;
+            return None;
         }
         self.off_route_since = None;
         self.matched_at = Some(t);
         let before = self.along.unwrap_or(at);
         let reached = before.max(at);
         self.along = Some(reached);
-        reached - before
+        Some(reached - before)
     }
 }
 
@@ -286,7 +354,8 @@ pub struct History {
 
 impl History {
     /// From the fixes of earlier trips (in time order), each followed along `route` as a
-    /// shipment's progress is; trips that never got onto it teach nothing.
+    /// shipment's progress is, its wait before setting off left out; trips that never got onto
+    /// it teach nothing.
     pub fn learn<'a>(route: &Route, trips: impl IntoIterator<Item = &'a Fixes>) -> History {
         let trips = trips
             .into_iter()
@@ -294,12 +363,23 @@ impl History {
                 let (t0, _) = fixes.first()?;
                 let mut progress = Progress::default();
                 let mut reached: Vec<(f64, f64)> = Vec::new();
+                let since_t0 = |t: DateTime<Utc>| (t - *t0).num_milliseconds() as f64 / 1000.0;
+                // Seconds of standing before setting off (at the start, or after only moving
+                // up) left out so far, and those elapsed at the previous fix.
+                let (mut waited, mut previous) = (0.0, 0.0);
                 for (t, here) in fixes {
                     progress.follow(route, *t, *here);
+                    if let Some(stood) = progress.set_off(*t, *here) {
+                        // Whatever it reached while standing, it reached when it stopped.
+                        let stopped = since_t0(stood) - waited;
+                        reached.iter_mut().for_each(|(_, s)| *s = s.min(stopped));
+                        waited += previous - since_t0(stood);
+                    }
+                    progress.at = Some(*t);
+                    previous = since_t0(*t);
                     if let Some(along) = progress.along {
                         if reached.last().is_none_or(|(a, _)| along > *a) {
-                            let s = (*t - *t0).num_milliseconds() as f64 / 1000.0;
-                            reached.push((along, s));
+                            reached.push((along, previous - waited));
                         }
                     }
                 }

@@ -201,9 +201,14 @@ pub fn evaluate(
         out.eta = Some(t);
         return out;
     }
-    let progress = state
-        .progress
-        .observe(trip.route.as_deref(), trip.destination, t, here);
+    let arrive_within = cx.settings.arrival_radius_m.unwrap_or(0.0);
+    let progress = state.progress.observe(
+        trip.route.as_deref(),
+        trip.destination,
+        arrive_within,
+        t,
+        here,
+    );
     if let Some(eta) = progress {
         if state.eta.is_none_or(|old| (eta - old).abs() >= ETA_STEP) {
             state.eta = Some(eta);
@@ -497,9 +502,13 @@ mod tests {
         // Four minutes at 10 m/s towards a destination 5 km east.
         for s in 0..=4 {
             let here = (48.0, 11.0 + f64::from(s) * 0.008);
-            state
-                .progress
-                .observe(None, (48.0, 11.067), t + Duration::minutes(s.into()), here);
+            state.progress.observe(
+                None,
+                (48.0, 11.067),
+                100.0,
+                t + Duration::minutes(s.into()),
+                here,
+            );
         }
         assert!(state.progress.basis.is_some());
         let carried = state.progress.clone();

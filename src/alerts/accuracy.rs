@@ -22,7 +22,7 @@ use crate::{
 pub const HORIZONS_MIN: [i64; 4] = [30, 20, 10, 5];
 /// The ETA shown at a moment is the one the shipment had at its latest fix at or before it, if
 /// that fix is no older than this; otherwise the vehicle had gone quiet and nothing is judged.
-const STALE: Duration = Duration::minutes(2);
+pub const STALE: Duration = Duration::minutes(2);
 
 /// An ETA the writer gave a shipment: at the fix taken at `at`, made by `method` (none for the
 /// arrival itself).

@@ -6,13 +6,12 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use waymark_sim::tracks;
 
 use super::*;
+// The horizons and the staleness rule are the product's own (`accuracy`): the ETA shown at a
+// moment is the one made at the latest fix before it, if that fix is not older than `STALE`.
+use crate::alerts::accuracy::{HORIZONS_MIN, STALE};
 
-/// Minutes before arrival at which the shown ETA is judged.
-const HORIZONS: [i64; 4] = [30, 20, 10, 5];
 /// A run has arrived at the first fix this near its last one (the bus then waits at the stand).
 const ARRIVED_M: f64 = 100.0;
-/// The ETA shown at a moment is the one made at the latest fix before it, if not older than this.
-const STALE: Duration = Duration::minutes(2);
 
 #[derive(Clone, Copy)]
 struct Fix {
@@ -165,7 +164,7 @@ impl Estimator for Old {
 fn errors(method: &mut dyn Estimator, fixes: &[Fix], arrived: DateTime<Utc>) -> Vec<(i64, f64)> {
     let shown: Vec<(DateTime<Utc>, Option<DateTime<Utc>>)> =
         fixes.iter().map(|f| (f.at, method.observe(*f))).collect();
-    HORIZONS
+    HORIZONS_MIN
         .iter()
         .filter_map(|h| {
             let moment = arrived - Duration::minutes(*h);
@@ -288,7 +287,7 @@ fn benchmark(thin: &mut dyn FnMut(&[Fix]) -> Vec<Fix>) -> Scores {
     }
     all.into_iter()
         .map(|(name, errs)| {
-            let per_horizon = HORIZONS
+            let per_horizon = HORIZONS_MIN
                 .iter()
                 .map(|h| {
                     let at: Vec<f64> = errs
@@ -306,11 +305,11 @@ fn benchmark(thin: &mut dyn FnMut(&[Fix]) -> Vec<Fix>) -> Scores {
 
 fn table(title: &str, scores: &Scores) -> String {
     let mut out = format!("{title}\n\n| method |");
-    for h in HORIZONS {
+    for h in HORIZONS_MIN {
         out += &format!(" {h} min: MAE / p90 / bias (s) |");
     }
     out += "\n| --- |";
-    for _ in HORIZONS {
+    for _ in HORIZONS_MIN {
         out += " --- |";
     }
     for (name, per_horizon) in scores {

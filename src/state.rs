@@ -73,6 +73,7 @@ impl AppState {
             sequencer,
             fanout,
             presence: Default::default(),
+            revocations: revocations.clone(),
         });
         tracker.spawn(tracking.clone().refresh_presence(cancel.clone()));
         let alerts = Alerts::new(tracking.clone());
@@ -117,15 +118,9 @@ impl AppState {
 }
 
 impl AppState {
-    /// Ends `revoked` access everywhere, now: on this instance directly, on the others through
-    /// Redis. The caller has already recorded the change in the database, which every later
-    /// request and every socket's periodic re-check consult.
+    /// Ends `revoked` access everywhere, now ([`Tracking::revoke`]).
     pub async fn revoke(&self, revoked: Revoked) {
-        let closed = self.revocations.apply(revoked);
-        if let Some(fanout) = &self.tracking.fanout {
-            fanout.publish_revocation(revoked).await;
-        }
-        tracing::info!(?revoked, sockets_closed = closed, "access revoked");
+        self.tracking.revoke(revoked).await;
     }
 }
 

@@ -23,7 +23,7 @@ use super::{
 };
 use crate::{
     alerts::{self, accuracy, Alerts, OrgFences, Trip},
-    auth::Device,
+    auth::{Device, Revoked},
     error::AppError,
     metrics::Metrics,
     position::{to_micros, NewPosition},
@@ -200,6 +200,10 @@ async fn run(
                 for (request, outcome) in batch.into_iter().zip(written.outcomes) {
                     let _ = request.reply.send(Ok(outcome));
                 }
+                // An arrived shipment's vehicle is no longer its driver's to watch.
+                for driver in written.drivers_arrived {
+                    alerts.tracking.revoke(Revoked::Assignment(driver)).await;
+                }
             }
             Err(e) => {
                 let rows: usize = batch.iter().map(|r| r.positions.len()).sum();
@@ -227,6 +231,8 @@ struct Written {
     alerts_raised: u64,
     /// The ETA errors (horizon in minutes, seconds) of the shipments that arrived.
     eta_errors: Vec<(i64, f64)>,
+    /// The drivers of the shipments that arrived.
+    drivers_arrived: Vec<i64>,
 }
 
 impl Written {
@@ -302,10 +308,18 @@ async fn commit(
         .flat_map(|v| v.shipment_changes.values())
         .filter_map(|c| Some((c.id, c.arrived_at?)))
         .collect();
-    let eta_errors = if arrivals.is_empty() {
-        Vec::new()
+    let (eta_errors, drivers_arrived) = if arrivals.is_empty() {
+        (Vec::new(), Vec::new())
     } else {
-        accuracy::record(&mut tx, &arrivals).await?
+        let ids: Vec<i64> = arrivals.iter().map(|(id, _)| *id).collect();
+        let drivers = sqlx::query_scalar(
+            "SELECT DISTINCT driver_id FROM shipments
+             WHERE id = ANY($1) AND status = 'arrived' AND driver_id IS NOT NULL",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        (accuracy::record(&mut tx, &arrivals).await?, drivers)
     };
     let raised = if changes.is_empty() {
         Vec::new()
@@ -341,6 +355,7 @@ async fn commit(
         batch,
         alerts_raised,
         eta_errors,
+        drivers_arrived,
     })
 }
 

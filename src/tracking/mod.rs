@@ -19,6 +19,8 @@ use axum::extract::ws::Utf8Bytes;
 use presence::{presence_frame, typing_frame};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{Revocations, Revoked};
+
 pub use fanout::Fanout;
 use fanout::PRESENCE_REFRESH;
 pub use hub::{Hub, Subscription};
@@ -37,6 +39,7 @@ pub struct Tracking {
     pub sequencer: Arc<Sequencer>,
     pub fanout: Option<Arc<Fanout>>,
     pub presence: Presence,
+    pub revocations: Arc<Revocations>,
 }
 
 impl Tracking {
@@ -46,6 +49,17 @@ impl Tracking {
             fanout.publish(batch.clone());
         }
         self.sequencer.accept(batch);
+    }
+
+    /// Ends `revoked` access everywhere, now: on this instance directly, on the others through
+    /// Redis. The caller has already recorded the change in the database, which every later
+    /// request and every socket's periodic re-check consult.
+    pub async fn revoke(&self, revoked: Revoked) {
+        let closed = self.revocations.apply(revoked);
+        if let Some(fanout) = &self.fanout {
+            fanout.publish_revocation(revoked).await;
+        }
+        tracing::info!(?revoked, sockets_closed = closed, "access revoked");
     }
 
     /// Whether events on `key` need frames: always with Redis (other instances may watch it),

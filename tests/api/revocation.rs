@@ -727,3 +727,58 @@ async fn a_session_that_expired_half_a_minute_ago_is_refused(db: PgPool) {
         .unwrap();
     assert_eq!(f.app.get(&fresh, "/api/v1/auth/me").await.0, StatusCode::OK);
 }
+
+#[sqlx::test]
+async fn arriving_ends_the_drivers_view_of_the_vehicle_at_once(db: PgPool) {
+    let f = fleet(TestApp::spawn(db).await).await;
+    let (anna, anna_jwt) = f.person("anna@acme.test", "driver").await;
+    let path = format!("/api/v1/shipments/{}", f.shipment);
+    let (status, _) = f
+        .app
+        .patch(&f.admin, &path, json!({"driver_id": anna}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // The trip below set off twenty minutes ago.
+    f.app.backdate(f.shipment).await;
+    let shipment = format!("shipment:{}", f.shipment);
+    let van = format!("vehicle:{}", f.vehicle);
+    let mut ws = subscribed(&f.app, &anna_jwt, &[shipment, van.clone()]).await;
+
+    // Set off from the origin, then reach the destination (12 km in 20 minutes): arrived.
+    let now = chrono::Utc::now();
+    for (lat, lon, at) in [
+        (48.1374, 11.5755, now - chrono::Duration::minutes(20)),
+        (48.1642, 11.4330, now),
+    ] {
+        let fix = json!({"lat": lat, "lon": lon, "recorded_at": at.to_rfc3339(), "accuracy": 5.0});
+        let (status, body) = f.app.ingest(&f.ingest_token, fix).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (_, body) = f.app.get(&f.admin, &path).await;
+    assert_eq!(body["status"], "arrived", "{body}");
+
+    // The van is no longer hers to watch, at once rather than at the next periodic re-check;
+    // the shipment, hers to look back on, stays.
+    let dropped = loop {
+        let frame = ws.next().await;
+        if frame["type"] == "unsubscribed" {
+            break frame;
+        }
+        assert!(
+            ["position", "alert", "presence"].contains(&frame["type"].as_str().unwrap()),
+            "{frame}"
+        );
+    };
+    assert_eq!(
+        (&dropped["topic"], &dropped["reason"]),
+        (&json!(van), &json!("forbidden"))
+    );
+    ws.send(json!({"type": "ping", "ref": "after"})).await;
+    loop {
+        let frame = ws.next().await;
+        assert_ne!(frame["type"], "unsubscribed", "{frame}");
+        if frame["type"] == "pong" {
+            break;
+        }
+    }
+}

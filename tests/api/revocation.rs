@@ -65,6 +65,18 @@ impl Fleet {
         (user["id"].as_i64().unwrap(), self.sign_in(email).await.1)
     }
 
+    /// Gives the shipment to a new driver, `email`; their (id, session token).
+    async fn driver(&self, email: &str) -> (i64, String) {
+        let (id, jwt) = self.person(email, "driver").await;
+        let path = format!("/api/v1/shipments/{}", self.shipment);
+        let (status, body) = self
+            .app
+            .patch(&self.admin, &path, json!({"driver_id": id}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        (id, jwt)
+    }
+
     /// `PATCH /users/{id}` as the admin.
     async fn change_user(&self, id: i64, change: Value) -> (StatusCode, Value) {
         let path = format!("/api/v1/users/{id}");
@@ -518,15 +530,10 @@ async fn a_driver_taken_off_a_shipment_stops_hearing_of_it_on_every_instance(db:
     let a = TestApp::spawn_instance(db.clone(), shared.clone()).await;
     let b = TestApp::spawn_instance(db, shared).await;
     let f = fleet(a).await;
-    let (anna, anna_jwt) = f.person("anna@acme.test", "driver").await;
-    let (bob, _) = f.person("bob@acme.test", "driver").await;
     // Anna drives the shipment, and another one in a second van.
+    let (anna, anna_jwt) = f.driver("anna@acme.test").await;
+    let (bob, _) = f.person("bob@acme.test", "driver").await;
     let path = format!("/api/v1/shipments/{}", f.shipment);
-    let (status, body) = f
-        .app
-        .patch(&f.admin, &path, json!({"driver_id": anna}))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
     let (van2, van2_token) = f.app.vehicle(&f.admin, "Van 2").await;
     let other = f.app.shipment(&f.admin, "SHP-2", van2, Some(anna)).await;
     let taken = [
@@ -568,13 +575,8 @@ async fn a_driver_taken_off_a_shipment_stops_hearing_of_it_on_every_instance(db:
 #[sqlx::test]
 async fn a_new_vehicle_or_a_finished_trip_ends_the_drivers_view_of_the_old_vehicle(db: PgPool) {
     let f = fleet(TestApp::spawn(db).await).await;
-    let (anna, anna_jwt) = f.person("anna@acme.test", "driver").await;
+    let (_, anna_jwt) = f.driver("anna@acme.test").await;
     let path = format!("/api/v1/shipments/{}", f.shipment);
-    let (status, _) = f
-        .app
-        .patch(&f.admin, &path, json!({"driver_id": anna}))
-        .await;
-    assert_eq!(status, StatusCode::OK);
     let (van2, van2_token) = f.app.vehicle(&f.admin, "Van 2").await;
     let shipment = format!("shipment:{}", f.shipment);
     let old_van = format!("vehicle:{}", f.vehicle);
@@ -731,13 +733,8 @@ async fn a_session_that_expired_half_a_minute_ago_is_refused(db: PgPool) {
 #[sqlx::test]
 async fn arriving_ends_the_drivers_view_of_the_vehicle_at_once(db: PgPool) {
     let f = fleet(TestApp::spawn(db).await).await;
-    let (anna, anna_jwt) = f.person("anna@acme.test", "driver").await;
+    let (_, anna_jwt) = f.driver("anna@acme.test").await;
     let path = format!("/api/v1/shipments/{}", f.shipment);
-    let (status, _) = f
-        .app
-        .patch(&f.admin, &path, json!({"driver_id": anna}))
-        .await;
-    assert_eq!(status, StatusCode::OK);
     // The trip below set off twenty minutes ago.
     f.app.backdate(f.shipment).await;
     let shipment = format!("shipment:{}", f.shipment);

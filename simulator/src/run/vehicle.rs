@@ -25,7 +25,7 @@ use crate::state::StateFile;
 use crate::tracks::{self, Trip};
 
 /// The most vertices a shipment's planned route gets.
-const ROUTE_POINTS: usize = 200;
+pub(super) const ROUTE_POINTS: usize = 200;
 /// How long a stopping vehicle keeps trying to hand over its queued fixes.
 const FINAL_FLUSH: Duration = Duration::from_secs(3);
 /// Vehicles start a little apart so that their requests do not all arrive together.

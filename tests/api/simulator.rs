@@ -309,9 +309,11 @@ async fn every_demo_incident_raises_its_alert_with_fixes_the_server_keeps(db: Pg
             // The default pace (at least 110 km/h) for 15 s.
             "--speeding-minutes",
             "0.25",
-            // A minute and five seconds each: room for the clock's tick.
+            // Half a minute beyond the rule's minute: room for the clock's tick on a busy
+            // machine (the alert is raised while the phone is off, or not at all).
             "--silent-minutes",
-            "1.0834",
+            "1.5",
+            // A minute and five seconds: `stopped` is judged on the fixes of the stop itself.
             "--stopped-minutes",
             "1.0834",
         ]
@@ -319,7 +321,7 @@ async fn every_demo_incident_raises_its_alert_with_fixes_the_server_keeps(db: Pg
     let files = [state_file(), state_file(), state_file(), state_file()];
     let args = [
         run_args(&app, &files[0], &common("speeding", "osmand", "4", "150")),
-        run_args(&app, &files[1], &common("silent", "owntracks", "4", "100")),
+        run_args(&app, &files[1], &common("silent", "owntracks", "4", "160")),
         run_args(&app, &files[2], &common("stopped", "traccar", "4", "40")),
         run_args(&app, &files[3], &common("off-route", "native", "2", "80")),
     ];
@@ -377,7 +379,7 @@ async fn every_demo_incident_raises_its_alert_with_fixes_the_server_keeps(db: Pg
         .map(|w| (w[1].recorded_at - w[0].recorded_at).num_milliseconds())
         .max()
         .unwrap();
-    assert!((64_000..67_000).contains(&gap), "{gap} ms");
+    assert!((89_000..92_000).contains(&gap), "{gap} ms");
 }
 
 /// `waymark-sim truth` against `app` as the dispatcher `sim@sim.test`, plus `flags`.

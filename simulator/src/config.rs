@@ -57,8 +57,6 @@ impl Cli {
     }
 }
 
-// Parsed once at start-up: boxing the large variant would buy nothing.
-#[expect(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Replay the embedded real traces as a live demo fleet (the default).
@@ -224,11 +222,14 @@ pub struct IncidentArgs {
     #[arg(long, env = "WAYMARK_SIM_INCIDENT_VEHICLES", value_delimiter = ',')]
     pub incident_vehicles: Vec<String>,
 
-    /// How far an off-route vehicle strays from its planned route, in metres.
+    /// How far an off-route vehicle strays from its planned route, in metres (twice the
+    /// server's default `off_route_m`).
     #[arg(long, default_value_t = 400.0, value_parser = parse_positive)]
     pub off_route_m: f64,
 
-    /// How long a vehicle stays off route (a quarter of it to leave, a quarter to rejoin).
+    /// How long a vehicle stays off route (a quarter of it to leave, a quarter to rejoin; more
+    /// than half the offset away for 2¼ of the default 3 minutes, over twice the server's
+    /// default `off_route_s`).
     #[arg(long, default_value_t = 3.0, value_parser = parse_positive)]
     pub off_route_minutes: f64,
 
@@ -236,22 +237,23 @@ pub struct IncidentArgs {
     #[arg(long, default_value_t = 1.5, value_parser = parse_speeding_factor)]
     pub speeding_factor: f64,
 
-    /// ...or, when set, at least this speed wherever it moves (never above 216 km/h, under the
-    /// server's jump filter).
-    #[arg(long, value_parser = parse_positive)]
-    pub speeding_kmh: Option<f64>,
+    /// ...but at least this speed (above the server's default limit of 90 km/h), through the
+    /// stretch's stops, and never above 216 km/h (under the server's jump filter).
+    #[arg(long, default_value_t = 110.0, value_parser = parse_positive)]
+    pub speeding_kmh: f64,
 
     /// How long a speeding vehicle keeps it up.
     #[arg(long, default_value_t = 2.0, value_parser = parse_positive)]
     pub speeding_minutes: f64,
 
     /// How long a silent vehicle sends nothing; it records nothing either, so no backlog
-    /// follows (a phone that was off).
-    #[arg(long, default_value_t = 10.0, value_parser = parse_positive)]
+    /// follows (a phone that was off). Longer than the server's default `silent_min` (10).
+    #[arg(long, default_value_t = 12.0, value_parser = parse_positive)]
     pub silent_minutes: f64,
 
-    /// How long a stopped vehicle stands still mid-trip, still reporting.
-    #[arg(long, default_value_t = 10.0, value_parser = parse_positive)]
+    /// How long a stopped vehicle stands still mid-trip, still reporting. Longer than the
+    /// server's default `stopped_min` (10).
+    #[arg(long, default_value_t = 12.0, value_parser = parse_positive)]
     pub stopped_minutes: f64,
 }
 
@@ -553,6 +555,11 @@ mod tests {
             r.incidents.incidents.is_empty(),
             "no incidents unless asked"
         );
+        // Beyond the server's default alert settings (see `run::incident`).
+        let i = &r.incidents;
+        assert_eq!((i.off_route_m, i.off_route_minutes), (400.0, 3.0));
+        assert_eq!((i.speeding_factor, i.speeding_kmh), (1.5, 110.0));
+        assert_eq!((i.silent_minutes, i.stopped_minutes), (12.0, 12.0));
 
         let r = run(&[
             "run",
@@ -578,7 +585,7 @@ mod tests {
         assert_eq!(r.incidents.incidents, Kind::ALL);
         assert_eq!(r.incidents.incident_every, 2.5);
         assert_eq!(r.incidents.incident_vehicles, ["Car Munich", "Car Višnjan"]);
-        assert_eq!(r.incidents.speeding_kmh, Some(120.0));
+        assert_eq!(r.incidents.speeding_kmh, 120.0);
         assert_eq!((r.fleet.signal_loss_every, r.fleet.seed), (0.0, Some(7)));
 
         assert!(parse(&["--protocols", "carrier-pigeon"]).is_err());

@@ -97,6 +97,22 @@ pub fn thin(line: &[LatLon], max_points: usize) -> Vec<LatLon> {
         .collect()
 }
 
+/// Distance in metres from `p` to the nearest point of the polyline `line` (infinite when the
+/// line is empty).
+pub fn distance_to_line_m(p: LatLon, line: &[LatLon]) -> f64 {
+    match line {
+        [] => f64::INFINITY,
+        [only] => haversine_m(p, *only),
+        _ => {
+            let plane = LocalPlane::around(line);
+            let at = plane.project(p);
+            line.windows(2)
+                .map(|w| segment_distance(at, plane.project(w[0]), plane.project(w[1])))
+                .fold(f64::INFINITY, f64::min)
+        }
+    }
+}
+
 /// An equirectangular projection in metres, accurate enough over a city-sized trace.
 struct LocalPlane {
     lat0_cos: f64,

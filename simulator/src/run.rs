@@ -245,9 +245,9 @@ fn behaviour(args: &RunArgs) -> Behaviour {
         incidents: i.incidents.clone(),
         off_route_m: i.off_route_m,
         off_route_min: i.off_route_minutes,
-        speeding: match i.speeding_kmh {
-            Some(kmh) => Pace::AtLeast((kmh / 3.6).min(MAX_SPEEDING_MPS)),
-            None => Pace::Factor(i.speeding_factor),
+        speeding: Pace {
+            factor: i.speeding_factor,
+            at_least_mps: (i.speeding_kmh / 3.6).min(MAX_SPEEDING_MPS),
         },
         speeding_min: i.speeding_minutes,
         silent_min: i.silent_minutes,

@@ -111,6 +111,27 @@ impl Plan {
         }
     }
 
+    /// Plays the stretch `(from, to]` at real time whatever the speed-up: its trace seconds are
+    /// stretched `speedup` times, so that they pass as real seconds, and everything after it
+    /// comes that much later. Speeds and headings stay as they were (true ones).
+    pub fn real_time(&mut self, from: f64, to: f64, speedup: f64) {
+        let stretch = |t: f64| {
+            if t <= from {
+                t
+            } else if t <= to {
+                from + (t - from) * speedup
+            } else {
+                t + (to - from) * (speedup - 1.0)
+            }
+        };
+        for s in &mut self.samples {
+            s.t = stretch(s.t);
+        }
+        for m in &mut self.marks {
+            m.t = stretch(m.t);
+        }
+    }
+
     /// The phone loses its signal for `duration` trace seconds from `start`: fixes are still
     /// recorded, but held back.
     pub fn lose_signal(&mut self, start: f64, duration: f64, wall_s: f64) {

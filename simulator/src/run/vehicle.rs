@@ -25,7 +25,7 @@ use crate::state::StateFile;
 use crate::tracks::{self, Trip};
 
 /// The most vertices a shipment's planned route gets.
-const ROUTE_POINTS: usize = 200;
+pub(super) const ROUTE_POINTS: usize = 200;
 /// How long a stopping vehicle keeps trying to hand over its queued fixes.
 const FINAL_FLUSH: Duration = Duration::from_secs(3);
 /// Vehicles start a little apart so that their requests do not all arrive together.
@@ -280,13 +280,15 @@ impl Driver {
                 |rng: &mut StdRng| {
                     let kind = kinds[rng.gen_range(0..kinds.len())];
                     chosen.push(kind);
-                    Incident::consumes(kind, b.trace_s(incident_minutes(&b, kind) * 60.0))
+                    // Played at real time (see `incident`): its length in real seconds is
+                    // what it takes of the trip.
+                    Incident::consumes(kind, incident_minutes(&b, kind) * 60.0)
                 },
                 &mut self.rng,
             );
             // One incident per trip keeps their effects on timing apart.
             if let (Some(&(start, _)), Some(&kind)) = (events.first(), chosen.first()) {
-                let len = b.trace_s(incident_minutes(&b, kind) * 60.0);
+                let len = incident_minutes(&b, kind) * 60.0;
                 let incident = match kind {
                     Kind::OffRoute => Incident::OffRoute {
                         start,

@@ -955,3 +955,78 @@ fn a_stopped_alert_open_when_the_next_shipment_starts_is_cleared_on_moving_off()
         "raised on shipment 1, cleared when the vehicle moves off on shipment 2"
     );
 }
+
+#[test]
+fn real_trips_on_their_own_route_arrive_once_and_never_leave_it() {
+    // Each recorded trip of a quarter of an hour or more, planned along its own fixes (one in
+    // five), to where it ended, with the default settings and the speeds it recorded.
+    let settings = AlertSettings::default();
+    let radius = settings.arrival_radius_m.unwrap();
+    let fences = OrgFences::new(1, vec![]);
+    let mut checked = 0;
+    for vehicle in waymark_sim::tracks::fleet().unwrap() {
+        for recorded in &vehicle.trips {
+            let (start, end) = (recorded.first(), recorded.last());
+            if end.at - start.at < Duration::minutes(15) {
+                continue;
+            }
+            let fixes: Vec<Fix> = recorded
+                .fixes
+                .iter()
+                .map(|f| Fix {
+                    at: f.at,
+                    lat: f.point.lat,
+                    lon: f.point.lon,
+                    accuracy: None,
+                    speed: f.speed.map(|v| v as f32),
+                })
+                .collect();
+            let mut coordinates: Vec<[f64; 2]> =
+                fixes.iter().step_by(5).map(|f| [f.lon, f.lat]).collect();
+            coordinates.push([end.point.lon, end.point.lat]);
+            let trip = Trip {
+                id: 1,
+                in_transit: true,
+                destination: (end.point.lat, end.point.lon),
+                due_at: None,
+                route: Some(Arc::new(Route::new(&coordinates).unwrap())),
+            };
+            let world = World {
+                settings: &settings,
+                fences: &fences,
+                shipment_id: Some(1),
+                trip: Some(&trip),
+            };
+            let name = format!("{} from {}", vehicle.name, start.at);
+            let arrives = fixes
+                .iter()
+                .find(|f| metres((f.lat, f.lon), trip.destination) <= radius)
+                .unwrap()
+                .at;
+            let mut arrived = vec![];
+            let mut first_eta = None;
+            for (t, out) in test_support::outcomes(&|_| world, &fixes) {
+                for c in out.changes {
+                    if let Change::Raise { rule, .. } = c {
+                        assert_ne!(rule, OffRoute, "{name} at {t}");
+                        if rule == Rule::Arrived {
+                            arrived.push(t);
+                        }
+                    }
+                }
+                if out.eta.is_some() && !out.arrived {
+                    first_eta = first_eta.or(Some(t));
+                }
+            }
+            assert_eq!(arrived, [arrives], "{name}");
+            if arrives - start.at >= Duration::minutes(10) {
+                assert!(
+                    first_eta.is_some_and(|t| t < arrives),
+                    "{name}: an ETA on the way"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "{checked} trips checked");
+}

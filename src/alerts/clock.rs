@@ -187,3 +187,6 @@ pub async fn tick(db: &PgPool, tracking: &Tracking, now: DateTime<Utc>) -> sqlx:
     });
     Ok(raised)
 }
+
+#[cfg(test)]
+mod tests;

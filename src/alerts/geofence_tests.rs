@@ -6,30 +6,14 @@ use chrono::{DateTime, Duration, Utc};
 use waymark_sim::run::noise::Drift;
 
 use super::{
-    evaluate, fence_state::MARGIN_FLOOR_M, fences::polygon_from_geojson, route::metres,
-    AlertSettings, Area, Change, Context, Fence, OrgFences, Rule, RuleState, Shape,
+    fence_state::MARGIN_FLOOR_M,
+    fences::polygon_from_geojson,
+    route::metres,
+    test_support::{self, circle, fence, moved, t0, Fix, World},
+    AlertSettings, Area, Change, Fence, OrgFences, Rule, Shape,
 };
-use crate::position::Position;
 
-/// Metres per degree of latitude, for placing points.
-const M_PER_DEG: f64 = 111_195.0;
 const DEBOUNCE: Duration = Duration::seconds(30);
-
-/// `(lat, lon)` moved `north` and `east` metres.
-fn moved((lat, lon): (f64, f64), north: f64, east: f64) -> (f64, f64) {
-    (
-        lat + north / M_PER_DEG,
-        lon + east / (M_PER_DEG * lat.to_radians().cos()),
-    )
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Fix {
-    at: DateTime<Utc>,
-    lat: f64,
-    lon: f64,
-    accuracy: Option<f32>,
-}
 
 /// A geofence alert raised: its rule, the time of the fix that raised it, and when the details
 /// say it happened (`crossed_at`, or `since` for dwell).
@@ -40,20 +24,15 @@ struct Raised {
     happened: DateTime<Utc>,
 }
 
-fn fence(id: i64, shape: Shape) -> Fence {
-    Fence {
-        id,
-        name: format!("fence {id}"),
-        shape,
-        vehicle_ids: vec![],
-        shipment_id: None,
-        debounce_s: None,
-        dwell_s: None,
+/// A fix without a reported speed.
+fn fix(at: DateTime<Utc>, (lat, lon): (f64, f64), accuracy: Option<f32>) -> Fix {
+    Fix {
+        at,
+        lat,
+        lon,
+        accuracy,
+        speed: None,
     }
-}
-
-fn circle((lat, lon): (f64, f64), radius_m: f64) -> Shape {
-    Shape::Circle { lat, lon, radius_m }
 }
 
 /// A square with sides of `side` metres around `centre`.
@@ -76,7 +55,7 @@ fn drive(fences: &OrgFences, fixes: &[Fix]) -> Vec<Raised> {
     run(&|_| (fences, None), fixes)
         .into_iter()
         .filter_map(|(at, change)| match change {
-            Change::Raise { rule, details, .. } => {
+            Change::Raise { rule, details, .. } if is_geofence(rule) => {
                 let happened = details["crossed_at"]
                     .as_str()
                     .or(details["since"].as_str())
@@ -90,50 +69,34 @@ fn drive(fences: &OrgFences, fixes: &[Fix]) -> Vec<Raised> {
         .collect()
 }
 
-/// Runs the fixes through the rules, one vehicle with default settings, judged at each fix
-/// against the geofences and on the shipment `world` gives for its time; every change, with the
-/// time of the fix that made it.
+fn is_geofence(rule: Rule) -> bool {
+    matches!(
+        rule,
+        Rule::GeofenceEnter | Rule::GeofenceExit | Rule::GeofenceDwell
+    )
+}
+
+/// Runs the fixes through the rules, one vehicle with default settings and no trip, judged at
+/// each fix against the geofences and on the shipment `world` gives for its time; every
+/// change, with the time of the fix that made it.
 fn run<'a>(
     world: &dyn Fn(DateTime<Utc>) -> (&'a OrgFences, Option<i64>),
     fixes: &[Fix],
 ) -> Vec<(DateTime<Utc>, Change)> {
     let settings = AlertSettings::default();
     assert_eq!(settings.geofence_debounce_s as i64, DEBOUNCE.num_seconds());
-    let mut state = RuleState::default();
-    let mut seq = 0;
-    let mut changes = Vec::new();
-    for fix in fixes {
-        let (fences, shipment_id) = world(fix.at);
-        let cx = Context {
-            settings: &settings,
-            fences,
-            trip: None,
-            previous: None,
-        };
-        let p = Position {
-            vehicle_id: 1,
-            shipment_id,
-            lat: fix.lat,
-            lon: fix.lon,
-            recorded_at: fix.at,
-            received_at: fix.at,
-            accuracy: fix.accuracy,
-            speed: None,
-            heading: None,
-            altitude: None,
-            battery: None,
-            late: false,
-            eta: None,
-        };
-        // The writer keeps the state as JSON between batches.
-        state = serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
-        let out = evaluate(&mut state, &cx, &p, &mut || {
-            seq += 1;
-            seq
-        });
-        changes.extend(out.changes.into_iter().map(|c| (fix.at, c)));
-    }
-    changes
+    test_support::run(
+        &|at| {
+            let (fences, shipment_id) = world(at);
+            World {
+                settings: &settings,
+                fences,
+                shipment_id,
+                trip: None,
+            }
+        },
+        fixes,
+    )
 }
 
 fn rules(raised: &[Raised]) -> Vec<Rule> {
@@ -159,7 +122,6 @@ struct Parked {
 /// outside; `outward` is the unit vector (north, east) from the geofence across its edge at
 /// the spot. Each fix carries the drift of σ 7 m.
 fn parked_fixes(p: Parked, centre: (f64, f64), spot: (f64, f64), outward: (f64, f64)) -> Vec<Fix> {
-    let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
     let start = if p.inside {
         centre
     } else {
@@ -187,12 +149,11 @@ fn parked_fixes(p: Parked, centre: (f64, f64), spot: (f64, f64), outward: (f64, 
         .map(|(i, place)| {
             let (north, east) = drift.step(p.every as f64);
             let (lat, lon) = moved(place, north, east);
-            Fix {
-                at: t0 + Duration::seconds(i as i64 * p.every),
-                lat,
-                lon,
-                accuracy: p.accuracy,
-            }
+            fix(
+                t0() + Duration::seconds(i as i64 * p.every),
+                (lat, lon),
+                p.accuracy,
+            )
         })
         .collect()
 }
@@ -253,12 +214,7 @@ fn recorded_trips() -> Vec<(String, Vec<Fix>)> {
             let fixes = trip
                 .fixes
                 .iter()
-                .map(|f| Fix {
-                    at: f.at,
-                    lat: f.point.lat,
-                    lon: f.point.lon,
-                    accuracy: None,
-                })
+                .map(|f| fix(f.at, (f.point.lat, f.point.lon), None))
                 .collect();
             trips.push((format!("{} trip {i}", vehicle.name), fixes));
         }
@@ -274,12 +230,11 @@ fn densified(fixes: &[Fix]) -> Vec<Fix> {
         let n = (b.at - a.at).num_seconds().max(1);
         dense.extend((1..=n).map(|i| {
             let k = i as f64 / n as f64;
-            Fix {
-                at: a.at + Duration::seconds(i),
-                lat: a.lat + k * (b.lat - a.lat),
-                lon: a.lon + k * (b.lon - a.lon),
-                accuracy: None,
-            }
+            fix(
+                a.at + Duration::seconds(i),
+                (a.lat + k * (b.lat - a.lat), a.lon + k * (b.lon - a.lon)),
+                None,
+            )
         }));
     }
     dense
@@ -340,15 +295,7 @@ fn check_passes(name: &str, fence: &Fence, fixes: &[Fix]) -> Option<usize> {
     let before = glitched.iter().rposition(|f| f.at < entered)?.max(1);
     let (a, b) = (glitched[before - 1], glitched[before]);
     let (lat, lon) = moved((a.lat, a.lon), 3000.0, 0.0);
-    glitched.insert(
-        before,
-        Fix {
-            at: a.at + (b.at - a.at) / 2,
-            lat,
-            lon,
-            accuracy: Some(5.0),
-        },
-    );
+    glitched.insert(before, fix(a.at + (b.at - a.at) / 2, (lat, lon), Some(5.0)));
     let variants = [
         ("as recorded", fixes.to_vec()),
         ("every other fix", every_other),
@@ -460,14 +407,8 @@ fn a_small_geofence_crossed_between_two_fixes_raises_enter_and_exit() {
 
 /// A vehicle parked at the middle of a depot for `minutes`, a fix every 10 s.
 fn parked_inside(centre: (f64, f64), minutes: i64) -> Vec<Fix> {
-    let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
     (0..minutes * 6)
-        .map(|i| Fix {
-            at: t0 + Duration::seconds(10 * i),
-            lat: centre.0,
-            lon: centre.1,
-            accuracy: Some(5.0),
-        })
+        .map(|i| fix(t0() + Duration::seconds(10 * i), centre, Some(5.0)))
         .collect()
 }
 

@@ -18,6 +18,8 @@ mod route;
 mod rules;
 mod settings;
 mod store;
+#[cfg(test)]
+mod test_support;
 
 use std::{
     collections::HashMap,

@@ -489,36 +489,4 @@ fn off_route(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn another_shipment_starts_its_progress_afresh() {
-        let t = DateTime::parse_from_rfc3339("2026-01-26T16:00:00Z")
-            .unwrap()
-            .to_utc();
-        let mut state = RuleState::default();
-        state.start_trip(1);
-        // Four minutes at 10 m/s towards a destination 5 km east.
-        for s in 0..=4 {
-            let here = (48.0, 11.0 + f64::from(s) * 0.008);
-            state.progress.observe(
-                None,
-                (48.0, 11.067),
-                100.0,
-                t + Duration::minutes(s.into()),
-                here,
-            );
-        }
-        assert!(state.progress.basis.is_some());
-        let carried = state.progress.clone();
-        state.start_trip(1);
-        assert_eq!(state.progress, carried, "the same shipment goes on");
-        state.start_trip(2);
-        assert_eq!(
-            state.progress,
-            Progress::default(),
-            "its vehicle's speed stays behind"
-        );
-    }
-}
+mod tests;

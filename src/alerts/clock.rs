@@ -10,7 +10,11 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::{apply, rules::Change, AlertSettings, Rule, RuleState, Subject};
+use super::{
+    apply,
+    rules::{trip_ended, Change},
+    AlertSettings, Rule, RuleState, Subject,
+};
 use crate::{
     settings::stored_or_default,
     tracking::{lock_seq, set_seq, Batch, Tracking},
@@ -121,7 +125,12 @@ fn judge(candidates: Vec<Candidate>, now: DateTime<Utc>, next: &mut i64) -> Due 
                 },
             ));
         }
-        state.start_trip(c.shipment_id);
+        let open = state.start_trip(c.shipment_id);
+        let mut seq = || {
+            *next += 1;
+            *next
+        };
+        changes.extend(trip_ended(open, now, &mut seq).map(|change| (subject(), change)));
         if let Some(due) = c.due_at.filter(|due| *due < now && !state.late) {
             *next += 1;
             state.late = true;

@@ -72,17 +72,43 @@ impl RuleState {
         }
     }
 
-    /// Starts the shipment-scoped fields afresh when the vehicle carries another shipment.
-    pub fn start_trip(&mut self, shipment_id: i64) {
-        if self.shipment != Some(shipment_id) {
-            self.shipment = Some(shipment_id);
-            self.stop = None;
-            self.off_route = None;
-            self.late = false;
-            self.eta = None;
-            self.progress = Progress::default();
+    /// Starts the shipment-scoped fields afresh when the vehicle carries another shipment; the
+    /// alerts still open from the trip before, which end with it ([`RuleState::end_trip`]).
+    #[must_use = "the alerts of the trip before are to be cleared"]
+    pub fn start_trip(&mut self, shipment_id: i64) -> Vec<i64> {
+        if self.shipment == Some(shipment_id) {
+            return Vec::new();
         }
+        let open = self.end_trip();
+        self.shipment = Some(shipment_id);
+        self.late = false;
+        self.eta = None;
+        self.progress = Progress::default();
+        open
     }
+
+    /// Ends the trip's episodes (a stop, a stretch off the route): their open alerts, which the
+    /// caller clears. They were about that trip, and nothing of it will clear them later.
+    #[must_use = "the trip's open alerts are to be cleared"]
+    pub fn end_trip(&mut self) -> Vec<i64> {
+        let stop = self.stop.take().and_then(|s| s.alert);
+        let off_route = self.off_route.take().and_then(|e| e.alert);
+        stop.into_iter().chain(off_route).collect()
+    }
+}
+
+/// The clears of the alerts a trip left open when it ended at `at`.
+pub fn trip_ended(
+    open: Vec<i64>,
+    at: DateTime<Utc>,
+    next_id: &mut impl FnMut() -> i64,
+) -> impl Iterator<Item = Change> + '_ {
+    open.into_iter().map(move |id| Change::Clear {
+        id,
+        seq: next_id(),
+        at,
+        details: json!({"trip_ended_at": at}),
+    })
 }
 
 /// A condition that has held since `since`; `alert` once it lasted long enough to raise one.
@@ -178,7 +204,8 @@ pub fn evaluate(
     let Some(trip) = cx.trip.filter(|t| t.in_transit) else {
         return out;
     };
-    state.start_trip(trip.id);
+    let open = state.start_trip(trip.id);
+    out.changes.extend(trip_ended(open, t, next_id));
     stopped(state, cx.settings, t, here, next_id, &mut out);
     let from_route = trip.route.as_ref().map(|r| r.locate(p.lat, p.lon).0);
     if let (Some(distance), Some(limit)) = (from_route, cx.settings.off_route_m) {
@@ -197,6 +224,8 @@ pub fn evaluate(
             geofence_id: None,
             details: json!({"distance_m": to_destination.round()}),
         });
+        let open = state.end_trip();
+        out.changes.extend(trip_ended(open, t, next_id));
         state.eta = Some(t);
         out.eta = Some(t);
         return out;

@@ -23,9 +23,9 @@ use axum::{
 use chrono::Utc;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::frame::{self, ClientFrame};
+use super::frame::{self, ClientFrame, Envelope, Me, ServerFrame, Snapshot, TopicState};
 use super::{replay, Outbox, Subscription, Topic, TopicKey};
 use crate::{
     alerts,
@@ -160,12 +160,13 @@ impl Session {
     async fn run(mut self, socket: WebSocket) {
         let (mut sink, mut stream) = socket.split();
         let user = match &self.viewer {
-            Viewer::User(u) => {
-                json!({"id": u.id, "role": u.role, "organisation_id": u.organisation_id})
-            }
-            Viewer::Share(_) => Value::Null,
+            Viewer::User(u) => Some(Me::from(u)),
+            Viewer::Share(_) => None,
         };
-        self.send(json!({"type": "hello", "server_time": Utc::now(), "user": user}));
+        self.send(ServerFrame::Hello {
+            server_time: Utc::now(),
+            user,
+        });
         let cancel = self.state.cancel.clone();
         // A write that does not finish in this time means the peer stopped reading.
         let write_timeout = Duration::from_secs(self.state.config.ws_write_timeout_s);
@@ -232,7 +233,9 @@ impl Session {
                                 ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
                             }
                         }
-                        Some(Ok(Message::Binary(_))) => self.error("bad_frame", "frames are JSON text", None),
+                        Some(Ok(Message::Binary(_))) => {
+                            self.send(ServerFrame::error("bad_frame", "frames are JSON text"));
+                        }
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                         Some(Ok(Message::Close(_))) | None => break None,
                         Some(Err(e)) if too_big(&e) => {
@@ -277,130 +280,105 @@ impl Session {
         }
     }
 
-    fn send(&self, frame: Value) {
-        self.outbox.push(Utf8Bytes::from(frame.to_string()), None);
+    /// Sends a frame that answers no client frame.
+    fn send(&self, frame: ServerFrame) {
+        self.reply(&None, frame);
     }
 
-    fn error(&self, code: &str, message: &str, reference: Option<Value>) {
-        let mut frame = json!({"type": "error", "code": code, "message": message});
-        if let Some(r) = reference {
-            frame["ref"] = r;
-        }
-        self.send(frame);
+    /// Answers a client frame, echoing its `ref` when it gave one.
+    fn reply(&self, reference: &Option<Value>, frame: ServerFrame) {
+        let envelope = Envelope {
+            frame,
+            reference: reference.clone(),
+        };
+        self.outbox.push(Utf8Bytes::from(envelope.text()), None);
     }
 
     async fn on_text(&mut self, text: &str) -> Flow {
-        let frame = match frame::decode(text) {
-            Ok(f) => f,
+        let Envelope { frame, reference } = match frame::decode(text) {
+            Ok(envelope) => envelope,
             Err(e) => {
-                self.error(e.code, &e.message, e.reference);
+                self.reply(&e.reference, ServerFrame::error(e.code, e.message));
                 return Flow::Continue;
             }
         };
+        let r = &reference;
         match frame {
-            ClientFrame::Ping { reference } => {
-                let mut pong = json!({"type": "pong", "server_time": Utc::now()});
-                if let Some(r) = reference {
-                    pong["ref"] = r;
-                }
-                self.send(pong);
-                Flow::Continue
+            ClientFrame::Ping => {
+                let server_time = Utc::now();
+                self.reply(r, ServerFrame::Pong { server_time });
             }
-            ClientFrame::Unsubscribe { topic, reference } => {
-                let Some(t) = Topic::parse(&topic) else {
-                    self.error("bad_topic", "no such topic", reference);
+            ClientFrame::Unsubscribe(frame::Unsubscribe { topic }) => {
+                let Some(topic) = Topic::parse(&topic) else {
+                    self.reply(r, ServerFrame::error("bad_topic", "no such topic"));
                     return Flow::Continue;
                 };
-                let key = t.key(self.viewer.organisation_id());
+                let key = topic.key(self.viewer.organisation_id());
                 self.drop_subscription(key).await;
-                let mut frame = json!({"type": "unsubscribed", "topic": t.to_string()});
-                if let Some(r) = reference {
-                    frame["ref"] = r;
-                }
-                self.send(frame);
-                Flow::Continue
+                let (reason, message) = (None, None);
+                self.reply(
+                    r,
+                    ServerFrame::Unsubscribed {
+                        topic,
+                        reason,
+                        message,
+                    },
+                );
             }
-            ClientFrame::Subscribe {
-                topic,
-                since,
-                reference,
-            } => self.subscribe(&topic, since, reference).await,
-            ClientFrame::Acknowledge {
-                alert_id,
-                reference,
-            } => {
-                self.acknowledge(alert_id, reference).await;
-                Flow::Continue
+            ClientFrame::Subscribe(frame::Subscribe { topic, since }) => {
+                return self.subscribe(&topic, since, r).await;
             }
-            ClientFrame::ChatSend {
+            ClientFrame::Acknowledge(frame::Acknowledge { alert_id }) => {
+                self.acknowledge(alert_id, r).await;
+            }
+            ClientFrame::ChatSend(frame::ChatSend {
                 topic,
                 client_id,
                 body,
-                reference,
-            } => {
-                let Some(shipment) = self.chat_topic(&topic, &reference) else {
+            }) => {
+                let Some(shipment) = self.chat_topic(&topic, r) else {
                     return Flow::Continue;
                 };
-                let ack =
-                    |m: &chat::Message| self.reply("chat_ack", json!({"message": m}), &reference);
-                let sent =
-                    chat::send_message(&self.state, &self.viewer, shipment, &client_id, &body, ack)
-                        .await;
-                self.chat_refused(sent.map(|s| s.message), reference);
-                Flow::Continue
+                let sent = chat::send_message(
+                    &self.state,
+                    &self.viewer,
+                    shipment,
+                    &client_id,
+                    &body,
+                    |m| self.chat_ack(r, m),
+                )
+                .await;
+                self.refuse(r, sent);
             }
-            ClientFrame::ChatEdit {
-                id,
-                body,
-                reference,
-            } => {
-                let ack =
-                    |m: &chat::Message| self.reply("chat_ack", json!({"message": m}), &reference);
+            ClientFrame::ChatEdit(frame::ChatEdit { id, body }) => {
+                let ack = |m: &chat::Message| self.chat_ack(r, m);
                 let changed = chat::edit_message(&self.state, &self.viewer, id, &body, ack).await;
-                self.chat_refused(changed, reference);
-                Flow::Continue
+                self.refuse(r, changed);
             }
-            ClientFrame::ChatDelete { id, reference } => {
-                let ack =
-                    |m: &chat::Message| self.reply("chat_ack", json!({"message": m}), &reference);
+            ClientFrame::ChatDelete(frame::ChatDelete { id }) => {
+                let ack = |m: &chat::Message| self.chat_ack(r, m);
                 let changed = chat::delete_message(&self.state, &self.viewer, id, ack).await;
-                self.chat_refused(changed, reference);
-                Flow::Continue
+                self.refuse(r, changed);
             }
-            ClientFrame::ChatReact {
-                id,
-                emoji,
-                reference,
-            } => {
-                let ack =
-                    |m: &chat::Message| self.reply("chat_ack", json!({"message": m}), &reference);
+            ClientFrame::ChatReact(frame::ChatReact { id, emoji }) => {
+                let ack = |m: &chat::Message| self.chat_ack(r, m);
                 let changed = chat::react_message(&self.state, &self.viewer, id, &emoji, ack).await;
-                self.chat_refused(changed, reference);
-                Flow::Continue
+                self.refuse(r, changed);
             }
-            ClientFrame::ChatRead {
-                topic,
-                seq,
-                reference,
-            } => {
-                let Some(shipment) = self.chat_topic(&topic, &reference) else {
+            ClientFrame::ChatRead(frame::ChatRead { topic, seq }) => {
+                let Some(shipment) = self.chat_topic(&topic, r) else {
                     return Flow::Continue;
                 };
                 let ack = |unread: i64| {
-                    let fields = json!({"topic": topic, "unread": unread});
-                    self.reply("chat_unread", fields, &reference)
+                    let topic = topic.clone();
+                    self.reply(r, ServerFrame::ChatUnread { topic, unread });
                 };
                 let read = chat::mark_read(&self.state, &self.viewer, shipment, seq, ack).await;
-                if let Err(e) = read {
-                    self.refuse(e, reference);
-                }
-                Flow::Continue
+                self.refuse(r, read);
             }
-            ClientFrame::Typing { topic, reference } => {
-                self.typing(&topic, reference).await;
-                Flow::Continue
-            }
+            ClientFrame::Typing(frame::Typing { topic }) => self.typing(&topic, r).await,
         }
+        Flow::Continue
     }
 
     /// Whether this connection takes part in a conversation (and so counts for presence).
@@ -433,12 +411,13 @@ impl Session {
     }
 
     /// Forwards "typing" to the others in a conversation this connection has joined.
-    async fn typing(&self, name: &str, reference: Option<Value>) {
-        let Some(id) = self.chat_topic(name, &reference) else {
+    async fn typing(&self, name: &str, r: &Option<Value>) {
+        let Some(id) = self.chat_topic(name, r) else {
             return;
         };
         let Some(me) = self.conversations.get(&id) else {
-            self.error("forbidden", "subscribe to the chat topic first", reference);
+            let refusal = ServerFrame::error("forbidden", "subscribe to the chat topic first");
+            self.reply(r, refusal);
             return;
         };
         let tracking = &self.state.tracking;
@@ -446,128 +425,82 @@ impl Session {
     }
 
     /// The shipment of a `chat:{id}` topic, or none (and the client told).
-    fn chat_topic(&self, name: &str, reference: &Option<Value>) -> Option<i64> {
+    fn chat_topic(&self, name: &str, r: &Option<Value>) -> Option<i64> {
         match Topic::parse(name) {
             Some(Topic::Chat(id)) => Some(id),
             _ => {
-                self.error("bad_topic", "chat topics are chat:{id}", reference.clone());
+                self.reply(
+                    r,
+                    ServerFrame::error("bad_topic", "chat topics are chat:{id}"),
+                );
                 None
             }
         }
     }
 
-    /// Answers a frame: `fields` with its `type` and, when the client gave one, its `ref`.
-    fn reply(&self, kind: &str, mut fields: Value, reference: &Option<Value>) {
-        fields["type"] = json!(kind);
-        if let Some(r) = reference {
-            fields["ref"] = r.clone();
-        }
-        self.send(fields);
+    /// Acknowledges a chat frame: the message as it is after the change.
+    fn chat_ack(&self, r: &Option<Value>, message: &chat::Message) {
+        let message = message.clone();
+        self.reply(r, ServerFrame::ChatAck { message });
     }
 
-    /// Refuses a chat frame that failed; one that worked was acknowledged before publishing.
-    fn chat_refused(&self, done: Result<chat::Message, AppError>, reference: Option<Value>) {
+    /// Refuses a frame that failed with the error the API would answer; one that worked was
+    /// answered already.
+    fn refuse<T>(&self, r: &Option<Value>, done: Result<T, AppError>) {
         if let Err(e) = done {
-            self.refuse(e, reference);
+            self.reply(r, ServerFrame::from(e));
         }
-    }
-
-    /// Refuses a frame with the error the API would answer, naming the field when there is one.
-    fn refuse(&self, e: AppError, reference: Option<Value>) {
-        let message = match &e {
-            AppError::Database(_) | AppError::Internal(_) | AppError::Unavailable(_) => {
-                tracing::error!(error = %e, "handling a chat frame");
-                "try again".to_owned()
-            }
-            _ => e.to_string(),
-        };
-        let mut frame = json!({"type": "error", "code": e.code(), "message": message});
-        if let Some(field) = e.field() {
-            frame["field"] = json!(field);
-        }
-        if let AppError::RateLimited(wait) = e {
-            frame["retry_after_ms"] = json!(wait.as_millis() as u64);
-        }
-        if let Some(r) = reference {
-            frame["ref"] = r;
-        }
-        self.send(frame);
     }
 
     /// Acknowledges an alert; the change reaches every subscriber of `alerts` as an event, and
     /// this connection also gets the reply.
-    async fn acknowledge(&self, alert_id: i64, reference: Option<Value>) {
+    async fn acknowledge(&self, alert_id: i64, r: &Option<Value>) {
         let Viewer::User(user) = &self.viewer else {
-            self.error(
-                "forbidden",
-                "share links cannot acknowledge alerts",
-                reference,
-            );
+            let refusal = ServerFrame::error("forbidden", "share links cannot acknowledge alerts");
+            self.reply(r, refusal);
             return;
         };
         match alerts::acknowledge(&self.state.db, &self.state.tracking, user, alert_id).await {
-            Ok(alert) => {
-                let mut frame = json!({"type": "acknowledged", "alert": alert});
-                if let Some(r) = reference {
-                    frame["ref"] = r;
-                }
-                self.send(frame);
-            }
-            Err(AppError::Forbidden(_)) => self.error(
-                "forbidden",
-                "only dispatchers acknowledge alerts",
-                reference,
-            ),
-            Err(AppError::NotFound(_)) => self.error("not_found", "no such alert", reference),
-            Err(e) => {
-                tracing::error!(error = %e, "acknowledging an alert");
-                self.error("internal", "try again", reference);
-            }
+            Ok(alert) => self.reply(r, ServerFrame::Acknowledged { alert }),
+            Err(e) => self.reply(r, ServerFrame::from(e)),
         }
     }
 
-    async fn subscribe(
-        &mut self,
-        name: &str,
-        since: Option<i64>,
-        reference: Option<Value>,
-    ) -> Flow {
+    async fn subscribe(&mut self, name: &str, since: Option<i64>, r: &Option<Value>) -> Flow {
         let Some(topic) = Topic::parse(name) else {
-            self.error(
+            let refusal = ServerFrame::error(
                 "bad_topic",
                 "topics are fleet, alerts, vehicle:{id}, shipment:{id} and chat:{id}",
-                reference,
             );
+            self.reply(r, refusal);
             return Flow::Continue;
         };
         if since.is_some_and(|s| s < 0) {
-            self.error("bad_frame", "since must not be negative", reference);
+            self.reply(
+                r,
+                ServerFrame::error("bad_frame", "since must not be negative"),
+            );
             return Flow::Continue;
         }
         let key = topic.key(self.viewer.organisation_id());
         self.drop_subscription(key).await;
         if self.subscriptions.len() >= MAX_SUBSCRIPTIONS {
-            self.error(
-                "too_many_subscriptions",
-                "unsubscribe from something first",
-                reference,
-            );
+            let refusal =
+                ServerFrame::error("too_many_subscriptions", "unsubscribe from something first");
+            self.reply(r, refusal);
             return Flow::Continue;
         }
-        // Authorise before registering: a refused topic never sees an event.
+        // Authorise before registering: a refused topic never sees an event. Whether it exists
+        // is not told.
         let participant = match self.authorize(topic).await {
             Ok(participant) => participant,
-            Err(e) if refused(&e) => {
-                self.error(
-                    "forbidden",
-                    "you may not subscribe to this topic",
-                    reference,
-                );
-                return Flow::Continue;
-            }
             Err(e) => {
-                tracing::error!(error = %e, "authorising a subscription");
-                self.error("internal", "try again", reference);
+                let e = if refused(&e) {
+                    AppError::Forbidden("you may not subscribe to this topic")
+                } else {
+                    e
+                };
+                self.reply(r, ServerFrame::from(e));
                 return Flow::Continue;
             }
         };
@@ -576,50 +509,40 @@ impl Session {
             .tracking
             .subscribe(key, self.id, self.outbox.clone())
             .await;
-        match self.catch_up(topic, key, since).await {
-            Ok((snapshot, replay)) => {
-                let mut frame =
-                    json!({"type": "subscribed", "topic": topic.to_string(), "snapshot": snapshot});
-                if let Some(r) = reference {
-                    frame["ref"] = r;
-                }
-                self.send(frame);
-                let mut floor = snapshot["seq"].as_i64().unwrap_or(0);
-                if let Some(since) = since {
-                    floor = since;
-                    match replay {
-                        Some(events) => {
-                            for (seq, frame) in events {
-                                self.outbox.push(Utf8Bytes::from(frame), None);
-                                floor = floor.max(seq);
-                            }
-                        }
-                        None => {
-                            floor = snapshot["seq"].as_i64().unwrap_or(0);
-                            self.error(
-                                "since_too_old",
-                                "too many missed events; the snapshot is current",
-                                None,
-                            );
-                        }
-                    }
-                }
-                if !sub.go_live(floor) {
-                    self.state.tracking.unsubscribe(&sub).await;
-                    return Flow::Close(CLOSE_TOO_SLOW, "too far behind; resume with since");
-                }
-                self.subscriptions.insert(key, sub);
-                if let (Topic::Chat(id), Some(p)) = (topic, participant) {
-                    let tracking = &self.state.tracking;
-                    tracking.join_chat(id, self.id, &p.key, &p.name).await;
-                    self.conversations.insert(id, p);
-                }
-            }
+        let (snapshot, replay) = match self.catch_up(topic, key, since).await {
+            Ok(caught_up) => caught_up,
             Err(e) => {
                 self.state.tracking.unsubscribe(&sub).await;
-                tracing::error!(error = %e, "reading a snapshot");
-                self.error("internal", "try again", reference);
+                self.reply(r, ServerFrame::from(e));
+                return Flow::Continue;
             }
+        };
+        let mut floor = snapshot.seq;
+        self.reply(r, ServerFrame::Subscribed { topic, snapshot });
+        if let Some(since) = since {
+            match replay {
+                Some(events) => {
+                    floor = since;
+                    for (seq, frame) in events {
+                        self.outbox.push(Utf8Bytes::from(frame), None);
+                        floor = floor.max(seq);
+                    }
+                }
+                None => self.send(ServerFrame::error(
+                    "since_too_old",
+                    "too many missed events; the snapshot is current",
+                )),
+            }
+        }
+        if !sub.go_live(floor) {
+            self.state.tracking.unsubscribe(&sub).await;
+            return Flow::Close(CLOSE_TOO_SLOW, "too far behind; resume with since");
+        }
+        self.subscriptions.insert(key, sub);
+        if let (Topic::Chat(id), Some(p)) = (topic, participant) {
+            let tracking = &self.state.tracking;
+            tracking.join_chat(id, self.id, &p.key, &p.name).await;
+            self.conversations.insert(id, p);
         }
         Flow::Continue
     }
@@ -653,10 +576,11 @@ impl Session {
                 Ok(_) => {}
                 Err(e) if refused(&e) => {
                     self.drop_subscription(key).await;
-                    self.send(json!({
-                        "type": "unsubscribed", "topic": topic.to_string(), "reason": "forbidden",
-                        "message": "you may no longer see this topic",
-                    }));
+                    self.send(ServerFrame::Unsubscribed {
+                        topic,
+                        reason: Some("forbidden"),
+                        message: Some("you may no longer see this topic"),
+                    });
                 }
                 // Kept: a database outage must not end every driver's subscriptions.
                 Err(e) => tracing::warn!(error = %e, "re-checking a subscription"),
@@ -670,29 +594,27 @@ impl Session {
         topic: Topic,
         key: TopicKey,
         since: Option<i64>,
-    ) -> Result<(Value, Option<Vec<(i64, String)>>), AppError> {
+    ) -> Result<(Snapshot, Option<Vec<(i64, String)>>), AppError> {
         let db = &self.state.db;
         let seq = super::read_seq(db).await?;
-        let mut snapshot = match topic {
-            Topic::Fleet => {
-                json!({"vehicles": vehicles::list(db, self.viewer.organisation_id()).await?})
-            }
-            Topic::Alerts => {
-                let org = self.viewer.organisation_id();
-                json!({
-                    "alerts": alerts::recent(db, org, SNAPSHOT_ALERTS).await?,
-                    "unacknowledged": alerts::unacknowledged(db, org, None).await?,
-                })
-            }
-            Topic::Vehicle(id) => {
-                json!({"vehicle": vehicles::get_visible(db, &self.viewer, id).await?})
-            }
-            Topic::Shipment(id) => {
-                json!({"shipment": shipments::load_visible(db, &self.viewer, id).await?})
-            }
-            Topic::Chat(id) => chat::snapshot(db, &self.viewer, id).await?,
+        let org = self.viewer.organisation_id();
+        let state = match topic {
+            Topic::Fleet => TopicState::Fleet {
+                vehicles: vehicles::list(db, org).await?,
+            },
+            Topic::Alerts => TopicState::Alerts {
+                alerts: alerts::recent(db, org, SNAPSHOT_ALERTS).await?,
+                unacknowledged: alerts::unacknowledged(db, org, None).await?,
+            },
+            Topic::Vehicle(id) => TopicState::Vehicle {
+                vehicle: vehicles::get_visible(db, &self.viewer, id).await?,
+            },
+            Topic::Shipment(id) => TopicState::Shipment {
+                shipment: Box::new(shipments::load_visible(db, &self.viewer, id).await?),
+            },
+            Topic::Chat(id) => TopicState::Chat(chat::snapshot(db, &self.viewer, id).await?),
         };
-        snapshot["seq"] = json!(seq);
+        let snapshot = Snapshot { seq, state };
         let replay = match since {
             Some(since) => replay::events_since(db, key, since, self.viewer.driver_id()).await?,
             None => None,

@@ -24,7 +24,7 @@ use crate::{
         MAX_BATCH,
     },
     position::{to_micros, NewPosition, MAX_ATTRIBUTES, MAX_FUTURE},
-    tracking::frame::{decode, ClientFrame, KNOWN_TYPES},
+    tracking::frame::{decode, frame_types},
 };
 
 /// A fuzz target: takes any bytes, panics on a failure.
@@ -129,13 +129,13 @@ pub fn ws_frame(data: &[u8]) {
         .as_ref()
         .and_then(|v| v.get("type"))
         .and_then(Value::as_str);
-    let known = kind.is_some_and(|t| KNOWN_TYPES.contains(&t));
+    let known = kind.is_some_and(|t| frame_types().contains(&t));
     match (decode(text), &json) {
         (Ok(frame), Some(v)) => {
             assert!(known, "decoded a frame of type {kind:?}");
             // A `ref` of null is no ref.
             let sent = v.get("ref").filter(|r| !r.is_null());
-            assert_eq!(reference(&frame), sent);
+            assert_eq!(frame.reference.as_ref(), sent);
         }
         (Ok(frame), None) => panic!("decoded text that is not JSON: {frame:?}"),
         (Err(e), None) => {
@@ -148,21 +148,6 @@ pub fn ws_frame(data: &[u8]) {
             assert!(!e.message.is_empty());
             assert_eq!(e.reference.as_ref(), v.get("ref"));
         }
-    }
-}
-
-fn reference(frame: &ClientFrame) -> Option<&Value> {
-    match frame {
-        ClientFrame::Subscribe { reference, .. }
-        | ClientFrame::Unsubscribe { reference, .. }
-        | ClientFrame::Ping { reference }
-        | ClientFrame::Acknowledge { reference, .. }
-        | ClientFrame::ChatSend { reference, .. }
-        | ClientFrame::ChatEdit { reference, .. }
-        | ClientFrame::ChatDelete { reference, .. }
-        | ClientFrame::ChatReact { reference, .. }
-        | ClientFrame::ChatRead { reference, .. }
-        | ClientFrame::Typing { reference, .. } => reference.as_ref(),
     }
 }
 

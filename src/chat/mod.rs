@@ -11,7 +11,7 @@ use axum::{
     routing::{get, patch, post},
     Json, Router,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
@@ -174,24 +174,35 @@ async fn unread_in(db: &PgPool, shipment_id: i64, participant: &str) -> sqlx::Re
 
 /// A view of the conversation: `messages` with everyone's read marks and the caller's unread
 /// count.
+#[derive(Debug, Serialize)]
+pub struct View {
+    pub messages: Vec<Message>,
+    /// The cursor to the page before `messages`, none at the start.
+    pub next_before: Option<i64>,
+    pub reads: Vec<ReadMark>,
+    pub unread: i64,
+    /// The caller's participant key.
+    pub me: String,
+}
+
 async fn view(
     db: &PgPool,
     me: &Participant,
     shipment_id: i64,
     messages: Vec<Message>,
     next_before: Option<i64>,
-) -> AppResult<Value> {
-    Ok(json!({
-        "messages": messages,
-        "next_before": next_before,
-        "reads": store::reads(db, shipment_id).await?,
-        "unread": unread_in(db, shipment_id, &me.key).await?,
-        "me": me.key,
-    }))
+) -> AppResult<View> {
+    Ok(View {
+        messages,
+        next_before,
+        reads: store::reads(db, shipment_id).await?,
+        unread: unread_in(db, shipment_id, &me.key).await?,
+        me: me.key.clone(),
+    })
 }
 
 /// The `chat:{id}` topic's snapshot: the latest messages, the read marks, the unread count.
-pub async fn snapshot(db: &PgPool, viewer: &Viewer, shipment_id: i64) -> AppResult<Value> {
+pub async fn snapshot(db: &PgPool, viewer: &Viewer, shipment_id: i64) -> AppResult<View> {
     let me = Participant::of(db, viewer, shipment_id).await?;
     let (messages, next_before) = latest(db, shipment_id, None, LATEST).await?;
     view(db, &me, shipment_id, messages, next_before).await
@@ -366,7 +377,7 @@ async fn history(
     viewer: Viewer,
     ApiPath(id): ApiPath<i64>,
     ApiQuery(q): ApiQuery<HistoryQuery>,
-) -> AppResult<Json<Value>> {
+) -> AppResult<Json<View>> {
     let me = Participant::of(&state.db, &viewer, id).await?;
     let limit = q.limit.unwrap_or(LATEST);
     if !(1..=MAX_PAGE).contains(&limit) {

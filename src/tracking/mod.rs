@@ -16,13 +16,13 @@ mod topic;
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
-use presence::{presence_frame, typing_frame};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Revocations, Revoked};
 
 pub use fanout::Fanout;
 use fanout::PRESENCE_REFRESH;
+use frame::ServerFrame;
 pub use hub::{Hub, Subscription};
 pub use outbox::{conflated_frames, Outbox, OutboxClosed};
 pub use presence::Presence;
@@ -86,8 +86,8 @@ impl Tracking {
 
     /// Sends a frame that needs no order (typing, presence) to conversation `shipment`'s live
     /// subscribers, on this instance but not to connection `except`, and on the others.
-    async fn ephemeral(&self, shipment: i64, frame: &serde_json::Value, except: Option<u64>) {
-        let frame = frame.to_string();
+    async fn ephemeral(&self, shipment: i64, frame: ServerFrame, except: Option<u64>) {
+        let frame = frame.text();
         if let Some(fanout) = &self.fanout {
             fanout.publish_ephemeral(shipment, &frame).await;
         }
@@ -118,14 +118,14 @@ impl Tracking {
         let online = self
             .online(shipment, key, name, came_online.then_some(true))
             .await;
-        let frame = presence_frame(&Topic::Chat(shipment).to_string(), &online);
+        let frame = ServerFrame::presence(shipment, online);
         if came_online {
-            self.ephemeral(shipment, &frame, None).await;
+            self.ephemeral(shipment, frame, None).await;
         } else {
             self.hub.send_to(
                 TopicKey::Chat(shipment),
                 connection,
-                Utf8Bytes::from(frame.to_string()),
+                Utf8Bytes::from(frame.text()),
             );
         }
     }
@@ -135,8 +135,8 @@ impl Tracking {
     pub async fn leave_chat(&self, shipment: i64, key: &str) {
         if let Some(name) = self.presence.leave(shipment, key) {
             let online = self.online(shipment, key, &name, Some(false)).await;
-            let frame = presence_frame(&Topic::Chat(shipment).to_string(), &online);
-            self.ephemeral(shipment, &frame, None).await;
+            let frame = ServerFrame::presence(shipment, online);
+            self.ephemeral(shipment, frame, None).await;
         }
     }
 
@@ -146,8 +146,8 @@ impl Tracking {
             .presence
             .typing(shipment, key, std::time::Instant::now())
         {
-            let frame = typing_frame(&Topic::Chat(shipment).to_string(), key, name);
-            self.ephemeral(shipment, &frame, Some(connection)).await;
+            let frame = ServerFrame::typing(shipment, key, name);
+            self.ephemeral(shipment, frame, Some(connection)).await;
         }
     }
 

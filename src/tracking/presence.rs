@@ -7,8 +7,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::{json, Value};
-
 /// At most one typing frame per participant and conversation is forwarded in this time.
 pub const TYPING_EVERY: Duration = Duration::from_secs(2);
 /// How long clients show a typing indicator after the last typing frame.
@@ -94,26 +92,6 @@ impl Presence {
         typing.insert(k, now);
         true
     }
-}
-
-/// The `presence` frame of a conversation.
-pub fn presence_frame(topic: &str, online: &[(String, String)]) -> Value {
-    let online: Vec<Value> = online
-        .iter()
-        .map(|(key, name)| json!({"participant": key, "name": name}))
-        .collect();
-    json!({"type": "presence", "topic": topic, "online": online})
-}
-
-/// The `typing` frame others on the conversation get.
-pub fn typing_frame(topic: &str, key: &str, name: &str) -> Value {
-    json!({
-        "type": "typing",
-        "topic": topic,
-        "participant": key,
-        "name": name,
-        "expires_in_ms": TYPING_SHOWN_FOR.as_millis() as u64,
-    })
 }
 
 #[cfg(test)]

@@ -56,6 +56,13 @@ impl Topic {
     }
 }
 
+/// Written as its name, as clients write it.
+impl serde::Serialize for Topic {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 impl TopicKey {
     /// The name subscribers of this key used, which every event frame carries.
     pub fn topic(self) -> Topic {

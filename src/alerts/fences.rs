@@ -281,18 +281,7 @@ async fn load(conn: &mut PgConnection, organisation_id: i64) -> sqlx::Result<Org
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fence(id: i64, shape: Shape) -> Fence {
-        Fence {
-            id,
-            name: format!("fence {id}"),
-            shape,
-            vehicle_ids: vec![],
-            shipment_id: None,
-            debounce_s: None,
-            dwell_s: None,
-        }
-    }
+    use crate::alerts::test_support::fence;
 
     /// About 743 m east-west by 1113 m north-south.
     fn square() -> Shape {

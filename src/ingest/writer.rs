@@ -243,12 +243,12 @@ impl Written {
             duplicates += o.duplicates as u64;
             filtered += o.filtered as u64;
         }
-        metrics.positions_accepted.add(accepted - filtered);
-        metrics.positions_duplicate.add(duplicates);
-        metrics.positions_filtered.add(filtered);
+        metrics.positions_accepted.inc_by(accepted - filtered);
+        metrics.positions_duplicate.inc_by(duplicates);
+        metrics.positions_filtered.inc_by(filtered);
         metrics.commit_rows.observe((accepted + duplicates) as f64);
         metrics.commit_seconds.observe(took.as_secs_f64());
-        metrics.alerts_raised.add(self.alerts_raised);
+        metrics.alerts_raised.inc_by(self.alerts_raised);
         for (horizon_min, error_s) in &self.eta_errors {
             metrics.eta_errors.observe(*horizon_min, *error_s);
         }

@@ -9,6 +9,13 @@ use waymark::auth::Role;
 
 use crate::support::TestApp;
 
+/// Creates a shipment through the API as `jwt`; its id.
+async fn new_shipment(app: &TestApp, jwt: &str, body: Value) -> i64 {
+    let (status, s) = app.post(jwt, "/api/v1/shipments", body).await;
+    assert_eq!(status, StatusCode::CREATED, "{s}");
+    s["id"].as_i64().unwrap()
+}
+
 /// Where the trip starts, and metres per degree of longitude there.
 const START: (f64, f64) = (48.1374, 11.5755);
 const M_PER_DEG_LON: f64 = 111_320.0 * 0.666_8;
@@ -44,22 +51,19 @@ impl Trip {
             .await;
         let (vehicle, token) = app.vehicle(&dispatcher, "Van 1").await;
         let end = east(driven(ARRIVAL_S));
-        let (status, s) = app
-            .post(
-                &dispatcher,
-                "/api/v1/shipments",
-                json!({
-                    "reference": "SHP-1",
-                    "origin": {"lat": START.0, "lon": START.1},
-                    "destination": {"lat": end.0, "lon": end.1},
-                    "planned_route": {"type": "LineString",
-                                      "coordinates": [[START.1, START.0], [end.1, end.0]]},
-                    "vehicle_id": vehicle,
-                }),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{s}");
-        let shipment = s["id"].as_i64().unwrap();
+        let shipment = new_shipment(
+            &app,
+            &dispatcher,
+            json!({
+                "reference": "SHP-1",
+                "origin": {"lat": START.0, "lon": START.1},
+                "destination": {"lat": end.0, "lon": end.1},
+                "planned_route": {"type": "LineString",
+                                  "coordinates": [[START.1, START.0], [end.1, end.0]]},
+                "vehicle_id": vehicle,
+            }),
+        )
+        .await;
         app.backdate(shipment).await;
         Trip {
             app,
@@ -197,22 +201,19 @@ async fn the_eta_shown_at_each_horizon_before_arrival_is_measured_exactly(db: Pg
 
     // The filters: vehicle, route, method, arrival time.
     let (other_vehicle, _) = trip.app.vehicle(&trip.dispatcher, "Van 2").await;
-    let (status, elsewhere) = trip
-        .app
-        .post(
-            &trip.dispatcher,
-            "/api/v1/shipments",
-            json!({
-                "reference": "SHP-2",
-                "origin": {"lat": START.0, "lon": START.1},
-                "destination": {"lat": 48.2, "lon": 11.6},
-                "planned_route": {"type": "LineString",
-                                  "coordinates": [[START.1, START.0], [11.6, 48.2]]},
-                "vehicle_id": other_vehicle,
-            }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{elsewhere}");
+    let elsewhere = new_shipment(
+        &trip.app,
+        &trip.dispatcher,
+        json!({
+            "reference": "SHP-2",
+            "origin": {"lat": START.0, "lon": START.1},
+            "destination": {"lat": 48.2, "lon": 11.6},
+            "planned_route": {"type": "LineString",
+                              "coordinates": [[START.1, START.0], [11.6, 48.2]]},
+            "vehicle_id": other_vehicle,
+        }),
+    )
+    .await;
     let method = shown[0].2.as_str().expect("a method").to_owned();
     let other_method = if method == "straight_line" {
         "route_progress"
@@ -225,7 +226,7 @@ async fn the_eta_shown_at_each_horizon_before_arrival_is_measured_exactly(db: Pg
         (format!("?vehicle_id={}", trip.vehicle), [1, 1, 1, 0]),
         (format!("?vehicle_id={other_vehicle}"), [0; 4]),
         (format!("?same_route_as={}", trip.shipment), [1, 1, 1, 0]),
-        (format!("?same_route_as={}", elsewhere["id"]), [0; 4]),
+        (format!("?same_route_as={elsewhere}"), [0; 4]),
         (format!("?method={method}"), [1, 1, 1, 0]),
         (format!("?method={other_method}"), [0; 4]),
         (format!("?since={}", at(arrived)), [1, 1, 1, 0]),
@@ -311,19 +312,16 @@ async fn eta_accuracy_is_the_organisations_own_and_checks_its_query(db: PgPool) 
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     // Bad queries are refused, naming the parameter.
-    let (status, unrouted) = trip
-        .app
-        .post(
-            &trip.dispatcher,
-            "/api/v1/shipments",
-            json!({
-                "reference": "SHP-2",
-                "origin": {"lat": START.0, "lon": START.1},
-                "destination": {"lat": 48.2, "lon": 11.6},
-            }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{unrouted}");
+    let unrouted = new_shipment(
+        &trip.app,
+        &trip.dispatcher,
+        json!({
+            "reference": "SHP-2",
+            "origin": {"lat": START.0, "lon": START.1},
+            "destination": {"lat": 48.2, "lon": 11.6},
+        }),
+    )
+    .await;
     for (query, name) in [
         ("?horizon=5".to_owned(), "horizon"),
         ("?vehicle_id=abc".to_owned(), "vehicle_id"),
@@ -333,10 +331,7 @@ async fn eta_accuracy_is_the_organisations_own_and_checks_its_query(db: PgPool) 
             "?since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z".to_owned(),
             "until",
         ),
-        (
-            format!("?same_route_as={}", unrouted["id"]),
-            "same_route_as",
-        ),
+        (format!("?same_route_as={unrouted}"), "same_route_as"),
     ] {
         let (status, body) = trip.accuracy(&trip.dispatcher, &query).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
@@ -360,16 +355,9 @@ async fn many_shipments_errors_are_summed_up_per_horizon(db: PgPool) {
     let shipment = |jwt: String, reference: String| {
         let app = &app;
         async move {
-            let (status, s) = app
-                .post(
-                    &jwt,
-                    "/api/v1/shipments",
-                    json!({"reference": reference, "origin": {"lat": 48.1, "lon": 11.5},
-                           "destination": {"lat": 48.2, "lon": 11.6}}),
-                )
-                .await;
-            assert_eq!(status, StatusCode::CREATED, "{s}");
-            s["id"].as_i64().unwrap()
+            let body = json!({"reference": reference, "origin": {"lat": 48.1, "lon": 11.5},
+                              "destination": {"lat": 48.2, "lon": 11.6}});
+            new_shipment(app, &jwt, body).await
         }
     };
     let errors = [

@@ -64,25 +64,29 @@ fn whole_second(t: DateTime<Utc>) -> bool {
     t.timestamp_subsec_micros() == 0
 }
 
-/// `waymark-sim run --once` against `app` as the dispatcher `sim@sim.test`, plus `flags`.
-fn run_args(app: &TestApp, state_file: &std::path::Path, flags: &[&str]) -> RunArgs {
+/// The simulator's command line for `command` against `app` as the dispatcher `sim@sim.test`,
+/// plus `flags`.
+fn sim_command(app: &TestApp, command: &str, flags: &[&str]) -> Command {
     let url = app.url("");
-    let state = state_file.to_string_lossy().into_owned();
     let mut argv = vec![
         "waymark-sim",
-        "run",
+        command,
         "--url",
         &url,
         "--email",
         "sim@sim.test",
         "--password",
         "correct horse",
-        "--state-file",
-        &state,
-        "--once",
     ];
     argv.extend_from_slice(flags);
-    let Command::Run(args) = Cli::try_parse_from(argv).unwrap().selected_command() else {
+    Cli::try_parse_from(argv).unwrap().selected_command()
+}
+
+/// `waymark-sim run --once` against `app` as the dispatcher `sim@sim.test`, plus `flags`.
+fn run_args(app: &TestApp, state_file: &std::path::Path, flags: &[&str]) -> RunArgs {
+    let state = state_file.to_string_lossy().into_owned();
+    let flags = [&["--state-file", &state, "--once"], flags].concat();
+    let Command::Run(args) = sim_command(app, "run", &flags) else {
         unreachable!()
     };
     args
@@ -384,19 +388,7 @@ async fn every_demo_incident_raises_its_alert_with_fixes_the_server_keeps(db: Pg
 
 /// `waymark-sim truth` against `app` as the dispatcher `sim@sim.test`, plus `flags`.
 fn truth_args(app: &TestApp, flags: &[&str]) -> TruthArgs {
-    let url = app.url("");
-    let mut argv = vec![
-        "waymark-sim",
-        "truth",
-        "--url",
-        &url,
-        "--email",
-        "sim@sim.test",
-        "--password",
-        "correct horse",
-    ];
-    argv.extend_from_slice(flags);
-    let Command::Truth(args) = Cli::try_parse_from(argv).unwrap().selected_command() else {
+    let Command::Truth(args) = sim_command(app, "truth", flags) else {
         unreachable!()
     };
     args

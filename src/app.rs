@@ -19,19 +19,17 @@ use tower_http::{
 };
 
 use crate::{
-    alerts, auth, chat, config::ServeConfig, db, driver, error::AppError, fleet, ingest, metrics,
-    pages, security, settings, shipments, tracking, users, vehicles, AppState,
+    alerts, auth, chat, config::ServeConfig, db, error::AppError, fleet, ingest, metrics, security,
+    settings, tracking, web, AppState,
 };
 
 pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .merge(auth::router())
         .merge(ingest::router())
-        .merge(driver::router())
-        .merge(vehicles::router())
+        .merge(auth::people::router())
+        .merge(web::driver::router())
         .merge(fleet::router())
-        .merge(users::router())
-        .merge(shipments::router())
         .merge(chat::router())
         .merge(settings::router())
         .merge(alerts::router())
@@ -46,7 +44,7 @@ pub fn app(state: AppState) -> Router {
     let headers = security::headers(&state.config);
     let router = Router::new()
         .nest("/api/v1", api)
-        .merge(pages::router())
+        .merge(web::pages::router())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))

@@ -2,6 +2,8 @@
 //! records that outlived their use.
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 use sqlx::{postgres::PgPoolOptions, PgPool};
 use tokio_util::sync::CancellationToken;
 
@@ -69,6 +71,24 @@ pub async fn upkeep(pool: PgPool, retention_months: Option<u32>, cancel: Cancell
                     Err(e) => tracing::warn!(error = %e, "dropping old position partitions; will try again"),
                 }
             }
+        }
+    }
+}
+
+/// A stored JSON document that ingest reads (a settings section, a vehicle's rule state); the
+/// defaults where there is none. The API checks what it stores, so one that does not parse was
+/// written by another version: it is logged, and the defaults apply rather than ingest failing.
+pub fn stored_or_default<T: DeserializeOwned + Default>(
+    owner_id: i64,
+    what: &str,
+    stored: Option<Value>,
+) -> T {
+    match stored.map(serde_json::from_value) {
+        None => T::default(),
+        Some(Ok(value)) => value,
+        Some(Err(e)) => {
+            tracing::warn!(owner_id, what, error = %e, "unreadable stored document; using the defaults");
+            T::default()
         }
     }
 }

@@ -23,8 +23,8 @@ use crate::{
         trackers::{parse_form, parse_osmand, parse_owntracks, parse_traccar},
         MAX_BATCH,
     },
-    position::{to_micros, NewPosition, MAX_ATTRIBUTES, MAX_FUTURE},
     tracking::frame::{decode, frame_types},
+    tracking::position::{to_micros, NewPosition, MAX_ATTRIBUTES, MAX_FUTURE},
 };
 
 /// A fuzz target: takes any bytes, panics on a failure.

@@ -1,15 +1,18 @@
 //! Per-organisation settings: one JSON document with a section per capability (`filter` for the
-//! position filter, `alerts` for the alert rules). Dispatchers read the settings in force; admins change them with a patch
-//! whose keys replace the current values, section by section.
+//! position filter, `alerts` for the alert rules), and a vehicle's own overrides of the alert
+//! rules. Dispatchers read the settings in force; admins change them with a patch whose keys
+//! replace the current values, section by section. Each section's type belongs to its capability;
+//! ingest and the alert clock read their sections straight from the row they already load.
 use axum::{extract::State, routing::get, Json, Router};
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 use sqlx::PgPool;
 
 use crate::{
     alerts::AlertSettings,
     auth::{CurrentUser, Role},
-    error::{ApiJson, AppError, AppResult},
+    db::stored_or_default,
+    error::{ApiJson, ApiPath, AppError, AppResult},
     ingest::FilterSettings,
     AppState,
 };
@@ -20,24 +23,6 @@ use crate::{
 pub struct Settings {
     pub filter: FilterSettings,
     pub alerts: AlertSettings,
-}
-
-/// A stored JSON document that ingest reads (a settings section, a vehicle's rule state); the
-/// defaults where there is none. The API checks what it stores, so one that does not parse was
-/// written by another version: it is logged, and the defaults apply rather than ingest failing.
-pub fn stored_or_default<T: DeserializeOwned + Default>(
-    owner_id: i64,
-    what: &str,
-    stored: Option<Value>,
-) -> T {
-    match stored.map(serde_json::from_value) {
-        None => T::default(),
-        Some(Ok(value)) => value,
-        Some(Err(e)) => {
-            tracing::warn!(owner_id, what, error = %e, "unreadable stored document; using the defaults");
-            T::default()
-        }
-    }
 }
 
 impl Settings {
@@ -100,7 +85,12 @@ impl Settings {
 }
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/settings", get(show).patch(change))
+    Router::new()
+        .route("/settings", get(show).patch(change))
+        .route(
+            "/vehicles/{id}/alert-settings",
+            get(show_vehicle_settings).put(set_vehicle_settings),
+        )
 }
 
 /// The settings in force for an organisation.
@@ -148,6 +138,67 @@ async fn change(
         "settings changed"
     );
     Ok(Json(settings))
+}
+
+/// A vehicle's own alert settings: the keys it sets otherwise, and what is in force for it.
+async fn vehicle_settings(db: &PgPool, organisation_id: i64, id: i64) -> AppResult<Value> {
+    let row: Option<(Value, Option<Value>)> = sqlx::query_as(
+        "SELECT v.alert_overrides, COALESCE(o.settings->'alerts', '{}') || v.alert_overrides
+         FROM vehicles v JOIN organisations o ON o.id = v.organisation_id
+         WHERE v.id = $1 AND v.organisation_id = $2",
+    )
+    .bind(id)
+    .bind(organisation_id)
+    .fetch_optional(db)
+    .await?;
+    let (overrides, merged) = row.ok_or(AppError::NotFound("vehicle"))?;
+    let effective: AlertSettings = stored_or_default(id, "alert settings", merged);
+    Ok(json!({"overrides": overrides, "effective": effective}))
+}
+
+async fn show_vehicle_settings(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiPath(id): ApiPath<i64>,
+) -> AppResult<Json<Value>> {
+    user.require_dispatcher()?;
+    Ok(Json(
+        vehicle_settings(&state.db, user.organisation_id, id).await?,
+    ))
+}
+
+/// Replaces the vehicle's overrides: an object of `alerts` settings keys (`{}` for none). Each
+/// key and value is checked as the organisation's settings are.
+async fn set_vehicle_settings(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(overrides): ApiJson<Value>,
+) -> AppResult<Json<Value>> {
+    if user.role != Role::Admin {
+        return Err(AppError::Forbidden("only an admin changes the settings"));
+    }
+    if !overrides.is_object() {
+        return Err(AppError::validation(
+            "",
+            "the overrides must be a JSON object",
+        ));
+    }
+    Settings::default().patched(json!({ "alerts": overrides }))?;
+    let done = sqlx::query(
+        "UPDATE vehicles SET alert_overrides = $3 WHERE id = $1 AND organisation_id = $2",
+    )
+    .bind(id)
+    .bind(user.organisation_id)
+    .bind(&overrides)
+    .execute(&state.db)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(AppError::NotFound("vehicle"));
+    }
+    Ok(Json(
+        vehicle_settings(&state.db, user.organisation_id, id).await?,
+    ))
 }
 
 #[cfg(test)]

@@ -15,7 +15,8 @@ use super::eta::Method;
 use crate::{
     auth::CurrentUser,
     error::{ApiQuery, AppError, AppResult},
-    vehicles, AppState,
+    fleet::vehicles,
+    AppState,
 };
 
 /// Minutes before arrival at which the shown ETA is judged, longest first.

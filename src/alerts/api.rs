@@ -1,4 +1,4 @@
-//! The alerts API: list and filter, read one, acknowledge; and a vehicle's own alert settings. Acknowledging is an event like any
+//! The alerts API: list and filter, read one, acknowledge. Acknowledging is an event like any
 //! other (a seq under the lock, published on `alerts` and the shipment's topic), so every
 //! dispatcher's screen hears of it at once, on every instance.
 use axum::{
@@ -10,11 +10,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use super::{Alert, AlertSettings, Rule, ALERT_COLUMNS};
+use super::{Alert, Rule, ALERT_COLUMNS};
 use crate::{
     auth::{CurrentUser, Role},
-    error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
-    settings::{stored_or_default, Settings},
+    error::{ApiPath, ApiQuery, AppError, AppResult},
     tracking::{lock_seq, set_seq, Batch, Tracking},
     AppState,
 };
@@ -26,10 +25,6 @@ pub fn router() -> Router<AppState> {
         .route("/alerts", get(list))
         .route("/alerts/{id}", get(get_one))
         .route("/alerts/{id}/acknowledge", post(acknowledge_handler))
-        .route(
-            "/vehicles/{id}/alert-settings",
-            get(show_vehicle_settings).put(set_vehicle_settings),
-        )
 }
 
 #[derive(Deserialize)]
@@ -190,65 +185,4 @@ pub async fn acknowledge(
         events: alert.frames(seq, "acknowledged", |k| tracking.wants(k)),
     });
     Ok(alert)
-}
-
-/// A vehicle's own alert settings: the keys it sets otherwise, and what is in force for it.
-async fn vehicle_settings(db: &PgPool, organisation_id: i64, id: i64) -> AppResult<Value> {
-    let row: Option<(Value, Option<Value>)> = sqlx::query_as(
-        "SELECT v.alert_overrides, COALESCE(o.settings->'alerts', '{}') || v.alert_overrides
-         FROM vehicles v JOIN organisations o ON o.id = v.organisation_id
-         WHERE v.id = $1 AND v.organisation_id = $2",
-    )
-    .bind(id)
-    .bind(organisation_id)
-    .fetch_optional(db)
-    .await?;
-    let (overrides, merged) = row.ok_or(AppError::NotFound("vehicle"))?;
-    let effective: AlertSettings = stored_or_default(id, "alert settings", merged);
-    Ok(json!({"overrides": overrides, "effective": effective}))
-}
-
-async fn show_vehicle_settings(
-    State(state): State<AppState>,
-    user: CurrentUser,
-    ApiPath(id): ApiPath<i64>,
-) -> AppResult<Json<Value>> {
-    user.require_dispatcher()?;
-    Ok(Json(
-        vehicle_settings(&state.db, user.organisation_id, id).await?,
-    ))
-}
-
-/// Replaces the vehicle's overrides: an object of `alerts` settings keys (`{}` for none). Each
-/// key and value is checked as the organisation's settings are.
-async fn set_vehicle_settings(
-    State(state): State<AppState>,
-    user: CurrentUser,
-    ApiPath(id): ApiPath<i64>,
-    ApiJson(overrides): ApiJson<Value>,
-) -> AppResult<Json<Value>> {
-    if user.role != Role::Admin {
-        return Err(AppError::Forbidden("only an admin changes the settings"));
-    }
-    if !overrides.is_object() {
-        return Err(AppError::validation(
-            "",
-            "the overrides must be a JSON object",
-        ));
-    }
-    Settings::default().patched(json!({ "alerts": overrides }))?;
-    let done = sqlx::query(
-        "UPDATE vehicles SET alert_overrides = $3 WHERE id = $1 AND organisation_id = $2",
-    )
-    .bind(id)
-    .bind(user.organisation_id)
-    .bind(&overrides)
-    .execute(&state.db)
-    .await?;
-    if done.rows_affected() == 0 {
-        return Err(AppError::NotFound("vehicle"));
-    }
-    Ok(Json(
-        vehicle_settings(&state.db, user.organisation_id, id).await?,
-    ))
 }

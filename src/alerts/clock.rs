@@ -16,7 +16,7 @@ use super::{
     AlertSettings, Rule, RuleState, Subject,
 };
 use crate::{
-    settings::stored_or_default,
+    db::stored_or_default,
     tracking::{lock_seq, set_seq, Batch, Tracking},
 };
 

@@ -19,7 +19,7 @@ use super::{
     route::Route,
     AlertSettings, Rule,
 };
-use crate::{ingest::LastFix, position::Position};
+use crate::tracking::position::{LastFix, Position};
 
 /// A stored ETA is rewritten only when it moved by this much, which spares a shipment update per
 /// position.

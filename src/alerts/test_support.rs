@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, Utc};
 use super::{
     evaluate, AlertSettings, Change, Context, Fence, OrgFences, Outcome, RuleState, Shape, Trip,
 };
-use crate::{ingest::LastFix, position::Position};
+use crate::tracking::position::{LastFix, Position};
 
 /// Metres per degree of latitude, for placing points.
 pub const M_PER_DEG: f64 = 111_195.0;

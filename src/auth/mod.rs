@@ -2,15 +2,16 @@
 //! tokens) and customers (share links), and what each may see.
 mod device;
 mod password;
+pub mod people;
 mod revoke;
 mod routes;
 mod session;
 mod share;
 pub mod token;
-mod users;
 
 pub use device::{Device, DeviceCache};
 pub use password::{hash_password, verify_password};
+pub use people::{create_user, insert_user};
 pub use revoke::{still_valid, Revocations, Revoked};
 pub use routes::router;
 pub(crate) use routes::signed_in;
@@ -19,7 +20,6 @@ pub use session::{
     session_from_headers, sign_out, CurrentUser, Session, SessionKeys, LEEWAY_S, SESSION_COOKIE,
 };
 pub use share::ShareAccess;
-pub use users::{create_user, insert_user};
 
 use serde::{Deserialize, Serialize};
 

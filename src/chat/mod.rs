@@ -18,7 +18,7 @@ use sqlx::PgPool;
 use crate::{
     auth::{CurrentUser, Role, Viewer},
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
-    shipments,
+    fleet::shipments,
     tracking::{Batch, Published},
     AppState,
 };

@@ -5,7 +5,10 @@ use chrono::{DateTime, Duration, Utc};
 use geo::{Distance, Haversine, Point};
 use serde::{Deserialize, Serialize};
 
-use crate::{error::AppError, position::NewPosition};
+use crate::{
+    error::AppError,
+    tracking::position::{LastFix, NewPosition},
+};
 
 /// How an organisation's positions are judged. `None` turns a limit off.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -172,14 +175,6 @@ pub fn judge_late(
         .filter_map(|n| implied_speed(n, p.recorded_at, p.lat, p.lon))
         .collect();
     (!speeds.is_empty() && speeds.iter().all(|v| *v > limit)).then_some(FilterReason::Jump)
-}
-
-/// The vehicle's current position, which a new point is compared with.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LastFix {
-    pub recorded_at: DateTime<Utc>,
-    pub lat: f64,
-    pub lon: f64,
 }
 
 /// Whether `p` is at 0°, 0°: what a phone without a fix, or a tracker's blank record, reports.

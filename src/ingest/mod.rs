@@ -9,7 +9,7 @@ mod properties;
 pub(crate) mod trackers;
 mod writer;
 
-pub use filter::{judge, FilterReason, FilterSettings, LastFix};
+pub use filter::{judge, FilterReason, FilterSettings};
 pub use writer::{spawn_writer, WriteError, WriteOutcome, WriterHandle};
 
 use axum::{
@@ -25,8 +25,8 @@ use serde_json::{json, Value};
 use crate::{
     auth::Device,
     error::{AppError, AppResult},
-    position::{to_micros, NewPosition},
     security::admit_ingest,
+    tracking::position::{to_micros, NewPosition},
     AppState,
 };
 

@@ -9,14 +9,14 @@ use chrono::{DateTime, Utc};
 use super::{
     attribution::{shipment_for, Window},
     filter::{
-        at_null_island, judge, judge_late, DeviceClock, FilterReason, FilterSettings, LastFix,
+        at_null_island, judge, judge_late, DeviceClock, FilterReason, FilterSettings,
         CLOCK_TOLERANCE_S,
     },
     writer::WriteOutcome,
 };
 use crate::{
     alerts::{self, AlertSettings, Change, Context, Given, OrgFences, RuleState, Subject, Trip},
-    position::{NewPosition, Position},
+    tracking::position::{LastFix, NewPosition, Position},
 };
 
 /// One request of the batch.

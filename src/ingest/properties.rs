@@ -9,7 +9,7 @@ use super::{
     parse_native,
     trackers::{parse_form, parse_osmand, parse_owntracks, parse_traccar},
 };
-use crate::{fuzzing::assert_in_range, position::to_micros};
+use crate::{fuzzing::assert_in_range, tracking::position::to_micros};
 
 /// JSON values of the shapes devices send, with numbers, strings and nesting of every kind.
 fn any_json() -> impl Strategy<Value = Value> {

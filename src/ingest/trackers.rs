@@ -16,8 +16,8 @@ use serde_json::{json, Map, Number, Value};
 use super::MAX_BODY;
 use crate::{
     error::{AppError, AppResult},
-    position::{number_field, to_micros, NewPosition},
     security::admit_ingest,
+    tracking::position::{number_field, to_micros, NewPosition},
     AppState,
 };
 

@@ -1,7 +1,7 @@
-//! The group-commit writer. Requests queue on a channel; one task takes everything waiting (up to
-//! a row limit), writes it with one multi-row insert in one transaction, and only after the commit
-//! publishes the events and answers each request. Under load many requests share a commit; idle,
-//! a lone request is written at once.
+//! The group-commit writer. Requests queue on a channel shared by a few workers (`workers`, one
+//! task each); a worker takes everything waiting (up to a row limit), writes it with one multi-row
+//! insert in one transaction, and only after the commit publishes the events and answers each
+//! request. Under load many requests share a commit; idle, a lone request is written at once.
 //!
 //! seqs are handed out under the `event_seq` row lock, held to commit, so they follow commit order
 //! across every writer of every instance. The alert rules run here too, on each accepted current
@@ -16,7 +16,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
     attribution::Window,
-    filter::{DeviceClock, LastFix},
+    filter::DeviceClock,
     plan::{
         plan, trusted_time, Incoming, Known, Neighbours, Planned, Row, ShipmentChange, VehicleState,
     },
@@ -24,10 +24,10 @@ use super::{
 use crate::{
     alerts::{self, accuracy, Alerts, OrgFences, Trip},
     auth::{Device, Revoked},
+    db::stored_or_default,
     error::AppError,
     metrics::Metrics,
-    position::{to_micros, NewPosition},
-    settings::stored_or_default,
+    tracking::position::{to_micros, LastFix, NewPosition},
     tracking::{frames, lock_seq, Batch, Published, Tracking},
 };
 

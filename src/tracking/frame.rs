@@ -14,8 +14,8 @@ use crate::{
     auth::{CurrentUser, Role},
     chat,
     error::AppError,
-    shipments::Shipment,
-    vehicles::Vehicle,
+    fleet::shipments::Shipment,
+    fleet::vehicles::Vehicle,
 };
 
 /// A frame and the `ref` that ties a reply to the client frame it answers.

@@ -5,6 +5,7 @@ mod fanout;
 pub(crate) mod frame;
 mod hub;
 mod outbox;
+pub mod position;
 mod presence;
 mod publish;
 mod replay;

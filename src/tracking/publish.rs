@@ -3,7 +3,7 @@
 use axum::extract::ws::Utf8Bytes;
 
 use super::{Published, TopicKey};
-use crate::position::{position_frame, Position};
+use crate::tracking::position::{position_frame, Position};
 
 /// The events of one position on the topics `wanted` keeps, out of its organisation's `fleet`, its
 /// `vehicle:{id}` and, when it belongs to one, its `shipment:{id}`. Nothing is serialised for a

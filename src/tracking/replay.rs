@@ -10,8 +10,8 @@ use super::{frames, Published, TopicKey};
 use crate::{
     alerts::{Alert, ALERT_COLUMNS},
     chat,
-    position::{position_frame, PositionRow, POSITION_COLUMNS},
-    shipments::of_driver,
+    fleet::shipments::of_driver,
+    tracking::position::{position_frame, PositionRow, POSITION_COLUMNS},
 };
 
 /// Most events one `since` replay sends; a client further behind takes a fresh snapshot.

@@ -9,12 +9,12 @@ use crate::{
     auth::Viewer,
     chat,
     error::AppError,
-    shipments,
+    fleet::shipments,
+    fleet::vehicles,
     tracking::{
         frame::{ServerFrame, Snapshot, Subscribe, TopicState, Unsubscribe},
         read_seq, replay, Topic, TopicKey,
     },
-    vehicles,
 };
 
 /// Alerts in the `alerts` topic's snapshot.

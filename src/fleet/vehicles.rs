@@ -14,8 +14,8 @@ use sqlx::PgPool;
 use crate::{
     auth::{token, CurrentUser, Revoked, Viewer},
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
-    position::{Position, PositionRow, POSITION_COLUMNS},
-    shipments::of_driver,
+    fleet::shipments::of_driver,
+    tracking::position::{Position, PositionRow, POSITION_COLUMNS},
     AppState,
 };
 

@@ -1,6 +1,7 @@
 //! The organisation's people: listing them (for assigning drivers), and for admins adding them,
 //! changing their role or password, disabling them, and signing them out everywhere. Every
 //! change that takes access away ends the user's sessions and closes their live sockets at once.
+//! Creating people is here too, for `waymark user create`, `POST /users` and the tests.
 use axum::{
     extract::State,
     http::StatusCode,
@@ -9,10 +10,10 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 
 use crate::{
-    auth::{self, CurrentUser, Revoked, Role},
+    auth::{self, hash_password, CurrentUser, Revoked, Role},
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
     AppState,
 };
@@ -260,4 +261,47 @@ mod tests {
         assert!(check_password("ééééééé").is_err(), "7 characters");
         assert!(check_password(&"x".repeat(MAX_PASSWORD + 1)).is_err());
     }
+}
+
+/// Creates a user, and its organisation if there is none of that name. Returns the user's id.
+pub async fn create_user(
+    pool: &PgPool,
+    organisation: &str,
+    email: &str,
+    password: &str,
+    role: Role,
+) -> anyhow::Result<i64> {
+    let hash = hash_password(password.to_owned()).await?;
+    let mut tx = pool.begin().await?;
+    let org_id: i64 = sqlx::query_scalar(
+        "INSERT INTO organisations (name) VALUES ($1)
+         ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+    )
+    .bind(organisation.trim())
+    .fetch_one(&mut *tx)
+    .await?;
+    let id = insert_user(&mut tx, org_id, email, &hash, role).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// Stores a user of organisation `org_id` with an already hashed password. Returns the id; an
+/// email in use (whatever its case) fails on the unique index `users_email_key`.
+pub async fn insert_user(
+    conn: &mut PgConnection,
+    org_id: i64,
+    email: &str,
+    password_hash: &str,
+    role: Role,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO users (organisation_id, email, password_hash, role) VALUES ($1, $2, $3, $4)
+         RETURNING id",
+    )
+    .bind(org_id)
+    .bind(email.trim())
+    .bind(password_hash)
+    .bind(role.as_str())
+    .fetch_one(conn)
+    .await
 }

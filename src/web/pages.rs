@@ -12,7 +12,8 @@ use axum::{
 
 use crate::{
     auth::{self, CurrentUser, Role, ShareAccess, Viewer},
-    shipments, AppState,
+    fleet::shipments,
+    AppState,
 };
 
 pub fn router() -> Router<AppState> {

@@ -16,8 +16,8 @@ use sqlx::PgPool;
 use crate::{
     auth::{token, CurrentUser, Revoked, Role, Viewer},
     error::{from_json, ApiJson, ApiPath, ApiQuery, AppError, AppResult},
-    position::{Position, PositionRow, POSITION_COLUMNS},
     tracking::lock_seq,
+    tracking::position::{Position, PositionRow, POSITION_COLUMNS},
     AppState,
 };
 

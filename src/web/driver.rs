@@ -18,9 +18,9 @@ use sqlx::PgPool;
 use crate::{
     auth::{signed_in, token, CurrentUser, Device, Role, Viewer},
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
+    fleet::shipments::{self, Shipment},
     ingest,
     security::admit_ingest,
-    shipments::{self, Shipment},
     AppState,
 };
 

@@ -15,6 +15,15 @@ pub const MAX_FUTURE: Duration = Duration::hours(24);
 /// The largest accuracy or speed: they are stored as 4-byte floats, where more is infinite.
 const FLOAT4_MAX: f64 = f32::MAX as f64;
 
+/// A vehicle's fix, when and where: its current position, which a new point is compared with,
+/// or a neighbour in time of a late one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LastFix {
+    pub recorded_at: DateTime<Utc>,
+    pub lat: f64,
+    pub lon: f64,
+}
+
 /// A device's position report, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewPosition {

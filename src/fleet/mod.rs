@@ -1,5 +1,9 @@
-//! The fleet at a glance: every vehicle's current position as GeoJSON, the vehicles nearest a
-//! point.
+//! The fleet: its [`vehicles`], the [`shipments`] they carry (with their tracks, share links and
+//! who may see them), and the fleet at a glance: every vehicle's current position as GeoJSON,
+//! the vehicles nearest a point.
+pub mod shipments;
+pub mod vehicles;
+
 use axum::{extract::State, routing::get, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -7,14 +11,17 @@ use serde_json::{json, Value};
 use crate::{
     auth::CurrentUser,
     error::{ApiQuery, AppError, AppResult},
-    vehicles::{self, Vehicle},
     AppState,
 };
+use vehicles::Vehicle;
 
+/// The vehicles', shipments' and fleet map's routes.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/fleet", get(fleet))
         .route("/vehicles/nearby", get(nearby))
+        .merge(vehicles::router())
+        .merge(shipments::router())
 }
 
 #[derive(Deserialize)]

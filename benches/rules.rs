@@ -11,7 +11,7 @@ use waymark::{
         evaluate, AlertSettings, Area, Context, Fence, FenceState, Mark, OrgFences, Pending,
         RuleState, Shape,
     },
-    position::Position,
+    tracking::position::Position,
 };
 
 const POSITIONS: i64 = 200_000;

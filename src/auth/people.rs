@@ -235,34 +235,6 @@ async fn load(conn: &mut PgConnection, admin: &CurrentUser, id: i64) -> AppResul
     .ok_or(AppError::NotFound("user"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn emails_and_passwords_are_checked() {
-        for good in ["a@b", "driver.one@fleet.example.com"] {
-            assert!(check_email(good).is_ok(), "{good}");
-        }
-        let long = format!("{}@x.example", "a".repeat(MAX_EMAIL));
-        for bad in [
-            "",
-            "nobody",
-            "@x",
-            "x@",
-            "a@b@c",
-            "a b@c",
-            "a\u{7}@b",
-            long.as_str(),
-        ] {
-            assert!(check_email(bad).is_err(), "{bad:?}");
-        }
-        assert!(check_password("12345678").is_ok());
-        assert!(check_password("ééééééé").is_err(), "7 characters");
-        assert!(check_password(&"x".repeat(MAX_PASSWORD + 1)).is_err());
-    }
-}
-
 /// Creates a user, and its organisation if there is none of that name. Returns the user's id.
 pub async fn create_user(
     pool: &PgPool,
@@ -304,4 +276,32 @@ pub async fn insert_user(
     .bind(role.as_str())
     .fetch_one(conn)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_and_passwords_are_checked() {
+        for good in ["a@b", "driver.one@fleet.example.com"] {
+            assert!(check_email(good).is_ok(), "{good}");
+        }
+        let long = format!("{}@x.example", "a".repeat(MAX_EMAIL));
+        for bad in [
+            "",
+            "nobody",
+            "@x",
+            "x@",
+            "a@b@c",
+            "a b@c",
+            "a\u{7}@b",
+            long.as_str(),
+        ] {
+            assert!(check_email(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_password("12345678").is_ok());
+        assert!(check_password("ééééééé").is_err(), "7 characters");
+        assert!(check_password(&"x".repeat(MAX_PASSWORD + 1)).is_err());
+    }
 }

@@ -1,7 +1,7 @@
 //! The pages in headless Chromium: sign in, open a shipment, post a position, and see the marker
 //! move and the polyline grow; and the driver's phone page sharing through lost signal and a
 //! reload, with the phone's location and network emulated through the DevTools protocol.
-use std::{process::Stdio, time::Instant};
+use std::process::Stdio;
 
 use chrono::{Duration, Utc};
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use tokio::process::{Child, Command};
 use waymark::auth::Role;
 
-use crate::support::{find_program, step, TestApp, PATIENCE};
+use crate::support::{find_program, step, wait_for, wait_until, TestApp, PATIENCE};
 
 /// A chromedriver of our own on a free loopback port, killed when dropped.
 struct Driver {
@@ -67,21 +67,13 @@ impl Driver {
             port,
             profiles: Default::default(),
         };
-        // Wait until it answers, bounded.
-        let deadline = Instant::now() + PATIENCE;
         let status = format!("http://127.0.0.1:{port}/status");
-        loop {
-            if let Ok(res) = reqwest::get(&status).await {
-                if res.status().is_success() {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "chromedriver did not become ready"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        wait_until("chromedriver answers", async || {
+            reqwest::get(&status)
+                .await
+                .is_ok_and(|res| res.status().is_success())
+        })
+        .await;
         driver
     }
 
@@ -138,24 +130,21 @@ impl Drop for Driver {
 
 /// Waits until `css`'s text content is `expected`; fails with what it was instead.
 async fn wait_for_text(browser: &Client, css: &str, expected: &str) {
-    let deadline = Instant::now() + PATIENCE;
     let script = format!(
         "const e = document.querySelector({css:?}); return e ? e.textContent.trim() : null;"
     );
-    loop {
+    wait_for(&format!("{css} shows {expected:?}"), async || {
         let now = browser
             .execute(&script, vec![])
             .await
             .expect("the page answers");
         if now.as_str() == Some(expected) {
-            return;
+            Ok(())
+        } else {
+            Err(format!("it shows {now}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "{css} shows {now}, expected {expected:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 #[sqlx::test]
@@ -195,7 +184,7 @@ async fn a_posted_position_moves_the_marker_and_grows_the_polyline(db: PgPool) {
         wait_for_text(&browser, "#track-points", "2").await;
         // A customer link for this shipment, made from the page.
         browser.find(Locator::Css("#share-button")).await?.click().await?;
-        wait_until(&browser, "the share link shows", "return document.getElementById('share-url').value.includes('/t/');").await;
+        wait_until_page(&browser, "the share link shows", "return document.getElementById('share-url').value.includes('/t/');").await;
         // The polyline on the map itself was redrawn with the new vertex.
         let after = browser.execute(track_path, vec![]).await?;
         assert_ne!(after, before, "the drawn track changed");
@@ -261,16 +250,12 @@ async fn set_offline(browser: &Client, offline: bool) {
 }
 
 /// Waits until `script` (a function body) returns true in the page.
-async fn wait_until(browser: &Client, what: &str, script: &str) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let now = browser.execute(script, vec![]).await;
-        if matches!(now, Ok(Value::Bool(true))) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}: still {now:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+async fn wait_until_page(browser: &Client, what: &str, script: &str) {
+    wait_for(what, async || match browser.execute(script, vec![]).await {
+        Ok(Value::Bool(true)) => Ok(()),
+        now => Err(format!("still {now:?}")),
+    })
+    .await
 }
 
 /// The times (ms) of the fixes waiting in the page's IndexedDB queue.
@@ -408,7 +393,7 @@ async fn the_driver_page_shares_through_lost_signal_and_a_reload_exactly_once(db
         wait_for_text(&phone, "#driver-shipment", "SHP-7").await;
         wait_for_text(&phone, "#driver-vehicle", "Van 1").await;
         // The page can open offline once its worker controls it.
-        wait_until(
+        wait_until_page(
             &phone,
             "the service worker controls the page",
             "return !!navigator.serviceWorker.controller;",
@@ -422,7 +407,7 @@ async fn the_driver_page_shares_through_lost_signal_and_a_reload_exactly_once(db
             .await?;
         wait_for_text(&phone, "#sharing-state", "On").await;
         wait_for_text(&phone, "#share-label", "Stop sharing").await;
-        wait_until(
+        wait_until_page(
             &phone,
             "the first fix is sent",
             "return document.getElementById('last-sent').textContent !== '—';",
@@ -430,13 +415,13 @@ async fn the_driver_page_shares_through_lost_signal_and_a_reload_exactly_once(db
         .await;
         wait_for_text(&phone, "#queue-count", "0").await;
         // Dispatch's alert about this shipment shows on the driver's page too.
-        wait_until(&phone, "the driver sees the depot alert", "const p = document.getElementById('alerts-panel'); return !p.hidden && p.textContent.includes('Entered Depot');").await;
+        wait_until_page(&phone, "the driver sees the depot alert", "const p = document.getElementById('alerts-panel'); return !p.hidden && p.textContent.includes('Entered Depot');").await;
         let online_fixes = stored().await.len();
         assert!(online_fixes >= 1);
 
         // Signal lost: the phone moves and keeps every fix.
         set_offline(&phone, true).await;
-        wait_until(
+        wait_until_page(
             &phone,
             "the page sees it is offline",
             "return navigator.onLine === false;",
@@ -447,7 +432,7 @@ async fn the_driver_page_shares_through_lost_signal_and_a_reload_exactly_once(db
         for i in 1..=3 {
             let before = queued_times(&phone, driver_id).await.len();
             move_phone(&phone, lat0 + step_deg * i as f64, lon).await;
-            wait_until(
+            wait_until_page(
                 &phone,
                 "the fix is queued",
                 &format!(
@@ -465,7 +450,7 @@ async fn the_driver_page_shares_through_lost_signal_and_a_reload_exactly_once(db
         wait_for_text(&phone, "#driver-shipment", "SHP-7").await;
         let before = queued_times(&phone, driver_id).await.len();
         move_phone(&phone, lat0 + step_deg * 4.0, lon).await;
-        wait_until(
+        wait_until_page(
             &phone,
             "a fix after the reload is queued",
             &format!(
@@ -510,7 +495,7 @@ async fn the_driver_page_shares_through_lost_signal_and_a_reload_exactly_once(db
         wait_for_text(&desk, "#last-position", &expected).await;
         // The dispatcher can hand the driver a new phone link from here: a QR code and its URL.
         desk.find(Locator::Css("#phone-link-button")).await?.click().await?;
-        wait_until(&desk, "the phone link's QR code shows", "return !!document.querySelector('#phone-link-qr svg') && document.getElementById('phone-link-url').value.includes('/driver/link/');").await;
+        wait_until_page(&desk, "the phone link's QR code shows", "return !!document.querySelector('#phone-link-qr svg') && document.getElementById('phone-link-url').value.includes('/driver/link/');").await;
         Ok::<_, fantoccini::error::CmdError>(())
     }
     .await;
@@ -562,7 +547,7 @@ async fn an_alert_appears_on_the_fleet_page_and_acknowledging_it_clears_the_coun
     let result = async {
         sign_in_to(&browser, &app, "dispatch@acme.test", "/dispatch").await?;
         wait_live(&browser).await?;
-        wait_until(&browser, "the geofence is drawn", "return !!document.querySelector('#map path.wm-geofence');").await;
+        wait_until_page(&browser, "the geofence is drawn", "return !!document.querySelector('#map path.wm-geofence');").await;
         wait_for_text(&browser, ".alerts__count", "0").await;
 
         let (status, _) = app
@@ -571,7 +556,7 @@ async fn an_alert_appears_on_the_fleet_page_and_acknowledging_it_clears_the_coun
         assert_eq!(status, 200);
         wait_for_text(&browser, ".alert[data-rule='geofence_enter'] .alert__title", "Entered Depot").await;
         wait_for_text(&browser, ".alerts__count", "1").await;
-        wait_until(
+        wait_until_page(
             &browser,
             "the alert names the vehicle",
             "const m = document.querySelector('.alert__meta'); return !!m && m.textContent.endsWith('Van 1');",
@@ -579,7 +564,7 @@ async fn an_alert_appears_on_the_fleet_page_and_acknowledging_it_clears_the_coun
         .await;
         browser.find(Locator::Css(".alert__ack")).await?.click().await?;
         wait_for_text(&browser, ".alerts__count", "0").await;
-        wait_until(
+        wait_until_page(
             &browser,
             "the alert shows as acknowledged",
             "const a = document.querySelector('.alert'); return !!a && a.dataset.acknowledged === 'true' && !a.querySelector('.alert__ack');",
@@ -695,7 +680,7 @@ async fn the_fleet_page_counts_unread_messages_per_shipment_live(db: PgPool) {
             }
         }
         wait_for_text(&browser, &count, "0").await;
-        wait_until(
+        wait_until_page(
             &browser,
             "a zero count is hidden",
             &format!("return document.querySelector(\"{count}\").hidden;"),

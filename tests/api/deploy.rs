@@ -1,7 +1,7 @@
 //! The documented nginx front (docs/OPERATIONS.md), run for real in front of the server: HTTPS
 //! and `wss://` with a certificate of the test's own, `Host` and `X-Forwarded-*` passed through,
 //! and plain HTTP sent to HTTPS. Only addresses, names and certificate paths are changed.
-use std::{path::PathBuf, process::Stdio, sync::Arc, time::Instant};
+use std::{path::PathBuf, process::Stdio, sync::Arc};
 
 use chrono::Utc;
 use futures_util::{SinkExt, StreamExt};
@@ -15,7 +15,7 @@ use tokio_tungstenite::{
 };
 use waymark::auth::Role;
 
-use crate::support::{find_program, step, TestApp, PATIENCE};
+use crate::support::{find_program, step, wait_for, TestApp, PATIENCE};
 
 /// The nginx block between the operations guide's `nginx-config` marker and the block's end.
 fn documented_config() -> String {
@@ -117,20 +117,18 @@ impl Nginx {
             http,
             cert_pem: cert.pem(),
         };
-        // Ready once both ports accept, bounded.
-        let deadline = Instant::now() + PATIENCE;
+        // Ready once both ports accept.
         for port in [https, http] {
-            while tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_err()
-            {
-                let log = std::fs::read_to_string(nginx.dir.join("error.log")).unwrap_or_default();
-                assert!(
-                    Instant::now() < deadline,
-                    "nginx did not listen on {port}: {log}"
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
+            wait_for(&format!("nginx listens on {port}"), async || {
+                match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                    Ok(_) => Ok(()),
+                    Err(_) => {
+                        Err(std::fs::read_to_string(nginx.dir.join("error.log"))
+                            .unwrap_or_default())
+                    }
+                }
+            })
+            .await;
         }
         nginx
     }
@@ -275,7 +273,6 @@ async fn the_documented_nginx_front_serves_https_and_wss(db: PgPool) {
         }
     };
     assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
-    let mut frames = Vec::new();
     let posted = step(0, Utc::now() - chrono::Duration::seconds(5));
     let res = https
         .post(format!("{base}/api/v1/positions"))
@@ -285,22 +282,21 @@ async fn the_documented_nginx_front_serves_https_and_wss(db: PgPool) {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    let deadline = Instant::now() + PATIENCE;
-    while !frames.iter().any(|f: &Value| f["type"] == "position") {
-        assert!(
-            Instant::now() < deadline,
-            "no position over wss: {frames:?}"
-        );
+    let event = wait_for("a position over wss", async || {
         let msg = tokio::time::timeout(PATIENCE, ws.next())
             .await
             .unwrap()
             .unwrap()
             .unwrap();
-        if let Message::Text(text) = msg {
-            frames.push(serde_json::from_str(&text).unwrap());
+        match msg {
+            Message::Text(text) => match serde_json::from_str::<Value>(&text).unwrap() {
+                frame if frame["type"] == "position" => Ok(frame),
+                frame => Err(format!("got {frame}")),
+            },
+            other => Err(format!("got {other:?}")),
         }
-    }
-    let event = frames.iter().find(|f| f["type"] == "position").unwrap();
+    })
+    .await;
     assert_eq!(event["data"]["lat"], posted["lat"]);
 
     // Plain HTTP goes to HTTPS.

@@ -311,27 +311,55 @@ impl WsClient {
 }
 
 /// Polls `check` until it holds; fails the test after [`PATIENCE`].
-pub async fn wait_until<F, Fut>(what: &str, check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
+pub async fn wait_until(what: &str, check: impl AsyncFnMut() -> bool) {
     wait_until_within(what, PATIENCE, check).await
 }
 
 /// Polls `check` until it holds; fails the test after `patience`.
-pub async fn wait_until_within<F, Fut>(what: &str, patience: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
+pub async fn wait_until_within(
+    what: &str,
+    patience: Duration,
+    mut check: impl AsyncFnMut() -> bool,
+) {
+    wait_for_within(what, patience, check_bool(&mut check)).await
+}
+
+/// Polls `check` until it gives a value, and returns it; after [`PATIENCE`] fails the test with
+/// what `check` said the last time (its `Err`: what there is instead).
+pub async fn wait_for<T>(what: &str, check: impl AsyncFnMut() -> Result<T, String>) -> T {
+    wait_for_within(what, PATIENCE, check).await
+}
+
+/// [`wait_for`] with its own patience. The one polling loop of the tests: every wait goes
+/// through it, so none sleeps a fixed time and none waits unbounded.
+pub async fn wait_for_within<T>(
+    what: &str,
+    patience: Duration,
+    mut check: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
     let deadline = std::time::Instant::now() + patience;
-    while !check().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(now) => assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting until {what}: {now}"
+            ),
+        }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A yes/no check as a [`wait_for`] check.
+fn check_bool(
+    check: &mut impl AsyncFnMut() -> bool,
+) -> impl AsyncFnMut() -> Result<(), String> + '_ {
+    async move || {
+        if check().await {
+            Ok(())
+        } else {
+            Err("not yet".to_owned())
+        }
     }
 }
 

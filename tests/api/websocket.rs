@@ -4,7 +4,7 @@ use chrono::{Duration, Utc};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio_tungstenite::tungstenite::Message;
-use waymark::{auth::Role, position::to_micros};
+use waymark::{auth::Role, tracking::position::to_micros};
 
 use crate::support::{step, TestApp};
 

@@ -6,10 +6,10 @@
 //! The batch is one event transaction (`tracking::EventTx`): seqs are handed out under the
 //! `event_seq` row lock, held to commit, so they follow commit order across every writer of every
 //! instance, and the events are published only after the commit. One part stays the writer's own
-//! for speed: the counter is written by the batch's one big statement rather than by a statement
-//! of its own. The alert rules run here too, on each accepted current
-//! position, with the vehicle's rule state read and written under the same lock: the alerts they
-//! raise take seqs between the positions' and commit with them, once, whatever instance writes.
+//! for speed: the counter is written by the batch's one big statement, not by one of its own. The
+//! alert rules run here too, on each accepted current position, with the vehicle's rule state
+//! read and written under the same lock: the alerts they raise take seqs between the positions'
+//! and commit with them, once, whatever instance writes.
 use std::{collections::HashMap, sync::Arc};
 
 use chrono::{DateTime, Utc};

@@ -9,7 +9,7 @@ use axum::{extract::State, routing::get, Json, Router};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sqlx::{Postgres, Transaction};
+use sqlx::PgConnection;
 
 use super::eta::Method;
 use crate::{
@@ -109,7 +109,7 @@ struct LogRow {
 /// (after their fixes and ETAs were written in it): each horizon once, and only for a shipment
 /// that is still `arrived` at that time. Gives the (horizon, error) of each error stored.
 pub async fn record(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut PgConnection,
     arrivals: &[(i64, DateTime<Utc>)],
 ) -> sqlx::Result<Vec<(i64, f64)>> {
     let longest = Duration::minutes(HORIZONS_MIN[0]) + STALE;
@@ -135,7 +135,7 @@ pub async fn record(
     .bind(&ids)
     .bind(&earliest)
     .bind(&latest)
-    .fetch_all(&mut **tx)
+    .fetch_all(&mut *tx)
     .await?;
     let mut samples: Vec<(i64, DateTime<Utc>, Sample)> = Vec::new();
     for (id, arrived) in arrivals {
@@ -188,7 +188,7 @@ pub async fn record(
             .map(|s| s.2.given.method.map(method_name))
             .collect::<Vec<_>>(),
     )
-    .fetch_all(&mut **tx)
+    .fetch_all(&mut *tx)
     .await?;
     Ok(stored.into_iter().map(|(h, e)| (i64::from(h), e)).collect())
 }

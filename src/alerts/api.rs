@@ -1,6 +1,6 @@
 //! The alerts API: list and filter, read one, acknowledge. Acknowledging is an event like any
-//! other (a seq under the lock, published on `alerts` and the shipment's topic), so every
-//! dispatcher's screen hears of it at once, on every instance.
+//! other (committed through `tracking::EventTx`, published on `alerts` and the shipment's topic),
+//! so every dispatcher's screen hears of it at once, on every instance.
 use axum::{
     extract::State,
     routing::{get, post},
@@ -10,11 +10,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use super::{Alert, Rule, ALERT_COLUMNS};
+use super::{store, Alert, Rule, ALERT_COLUMNS};
 use crate::{
     auth::{CurrentUser, Role},
     error::{ApiPath, ApiQuery, AppError, AppResult},
-    tracking::{lock_seq, set_seq, Batch, Tracking},
+    tracking::{Event, EventTx, Tracking},
     AppState,
 };
 
@@ -157,32 +157,16 @@ pub async fn acknowledge(
     if current.acknowledged_at.is_some() {
         return Ok(current);
     }
-    let mut tx = db.begin().await?;
-    let seq = lock_seq(&mut tx).await? + 1;
-    let updated: Option<Alert> = sqlx::query_as(&format!(
-        "UPDATE alerts SET acknowledged_at = now(), acknowledged_by = $3, updated_seq = $4,
-             last_event = 'acknowledged'
-         WHERE id = $1 AND organisation_id = $2 AND acknowledged_at IS NULL
-         RETURNING {ALERT_COLUMNS}"
-    ))
-    .bind(id)
-    .bind(user.organisation_id)
-    .bind(user.id)
-    .bind(seq)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(alert) = updated else {
+    let mut tx = EventTx::begin(db).await?;
+    let seq = tx.next_seq();
+    let Some(alert) = store::acknowledge(&mut tx, id, user, seq).await? else {
         // Another dispatcher was quicker.
         drop(tx);
         return find(db, user, id).await;
     };
-    set_seq(&mut tx, seq).await?;
-    tx.commit().await?;
+    tx.push(Event::alert(seq, "acknowledged", alert.clone()));
+    let committed = tx.commit().await?;
     tracing::info!(alert_id = id, user_id = user.id, "alert acknowledged");
-    tracking.committed(Batch {
-        first: seq,
-        last: seq,
-        events: alert.frames(seq, "acknowledged", |k| tracking.wants(k)),
-    });
+    committed.publish(tracking);
     Ok(alert)
 }

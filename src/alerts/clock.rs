@@ -17,7 +17,7 @@ use super::{
 };
 use crate::{
     db::stored_or_default,
-    tracking::{lock_seq, set_seq, Batch, Tracking},
+    tracking::{Event, EventTx, Tracking},
 };
 
 /// Ticks every `every`, the first time one period after start, until cancelled.
@@ -165,10 +165,9 @@ pub async fn tick(db: &PgPool, tracking: &Tracking, now: DateTime<Utc>) -> sqlx:
     }
     // Then again under the lock, which makes the state read exact: whichever instance ticks
     // second sees what the first raised.
-    let mut tx = db.begin().await?;
-    let mut seq = lock_seq(&mut tx).await?;
-    let first = seq + 1;
-    let Due { changes, states } = judge(candidates(&mut *tx, now).await?, now, &mut seq);
+    let mut tx = EventTx::begin(db).await?;
+    let found = candidates(&mut *tx, now).await?;
+    let Due { changes, states } = tx.hand_out(|seq| judge(found, now, seq));
     if changes.is_empty() {
         return Ok(0);
     }
@@ -182,18 +181,13 @@ pub async fn tick(db: &PgPool, tracking: &Tracking, now: DateTime<Utc>) -> sqlx:
     .bind(&json)
     .execute(&mut *tx)
     .await?;
-    set_seq(&mut tx, seq).await?;
-    tx.commit().await?;
     let raised = stored.len();
+    for (seq, event, alert) in stored {
+        tx.push(Event::alert(seq, event, alert));
+    }
+    let committed = tx.commit().await?;
     tracing::info!(raised, "alert clock raised alerts");
-    tracking.committed(Batch {
-        first,
-        last: seq,
-        events: stored
-            .iter()
-            .flat_map(|(seq, event, alert)| alert.frames(*seq, event, |k| tracking.wants(k)))
-            .collect(),
-    });
+    committed.publish(tracking);
     Ok(raised)
 }
 

@@ -1,16 +1,16 @@
-//! Alerts in PostGIS: the row, the frames they are published as, and the statements that raise,
-//! clear and acknowledge them. Every change takes its seq under the `event_seq` lock in the
-//! transaction that stores it, so the sequencer, the Redis fan-out and `since` replay carry
-//! alerts exactly as they carry positions.
+//! Alerts in PostGIS: the row, and the statements that raise, clear and acknowledge them. Every change
+//! takes its seq in the event transaction that stores it (`tracking::EventTx`), which publishes
+//! it as an event, so the sequencer, the Redis fan-out and `since` replay carry alerts exactly
+//! as they carry positions.
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgConnection;
 
 use super::{rules::Change, Rule};
-use crate::tracking::{Published, TopicKey};
+use crate::auth::CurrentUser;
 
-/// An alert as the API returns it and frames carry it.
+/// An alert as the API returns it and event frames carry it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Alert {
     pub id: i64,
@@ -39,58 +39,6 @@ pub struct Alert {
 pub const ALERT_COLUMNS: &str = "id, organisation_id, rule, vehicle_id, shipment_id, geofence_id, \
      position_at, ST_Y(point::geometry) AS lat, ST_X(point::geometry) AS lon, raised_at, details, \
      cleared_at, acknowledged_at, acknowledged_by, updated_seq, last_event";
-
-impl Alert {
-    /// The topics an alert is published on: its organisation's `alerts` and its shipment's.
-    pub fn keys(&self) -> Vec<TopicKey> {
-        let mut keys = vec![TopicKey::Alerts {
-            organisation_id: self.organisation_id,
-        }];
-        if let Some(s) = self.shipment_id {
-            keys.push(TopicKey::Shipment(s));
-        }
-        keys
-    }
-
-    /// Its events with seq in `(after, through]`: the raise, and the latest change.
-    pub fn events_in(&self, after: i64, through: i64) -> Vec<(i64, &str)> {
-        let mut events = Vec::new();
-        if self.id > after && self.id <= through {
-            events.push((self.id, "raised"));
-        }
-        if let Some(seq) = self.updated_seq.filter(|s| *s > after && *s <= through) {
-            events.push((seq, self.last_event.as_str()));
-        }
-        events
-    }
-
-    /// The frames of one of its events on the topics `wanted` keeps.
-    pub fn frames(
-        &self,
-        seq: i64,
-        event: &str,
-        wanted: impl Fn(TopicKey) -> bool,
-    ) -> Vec<Published> {
-        let keys: Vec<TopicKey> = self.keys().into_iter().filter(|k| wanted(*k)).collect();
-        if keys.is_empty() {
-            return Vec::new();
-        }
-        let data = serde_json::to_string(self).expect("alerts serialise");
-        keys.into_iter()
-            .map(|key| Published {
-                key,
-                seq,
-                conflate_vehicle: None,
-                frame: alert_frame(&key.topic(), seq, event, &data).into(),
-            })
-            .collect()
-    }
-}
-
-/// The event frame for an alert on a topic: the same bytes live and on replay.
-pub fn alert_frame(topic: &impl std::fmt::Display, seq: i64, event: &str, data: &str) -> String {
-    format!(r#"{{"type":"alert","topic":"{topic}","seq":{seq},"event":"{event}","data":{data}}}"#)
-}
 
 /// Where and for whom a raised alert happened.
 pub struct Subject {
@@ -184,6 +132,28 @@ pub async fn apply(
     }
     out.sort_by_key(|(seq, _, _)| *seq);
     Ok(out)
+}
+
+/// Acknowledges alert `id` of `user`'s organisation as `user`, as event `seq`; none if it is
+/// acknowledged already.
+pub async fn acknowledge(
+    conn: &mut PgConnection,
+    id: i64,
+    user: &CurrentUser,
+    seq: i64,
+) -> sqlx::Result<Option<Alert>> {
+    sqlx::query_as(&format!(
+        "UPDATE alerts SET acknowledged_at = now(), acknowledged_by = $3, updated_seq = $4,
+             last_event = 'acknowledged'
+         WHERE id = $1 AND organisation_id = $2 AND acknowledged_at IS NULL
+         RETURNING {ALERT_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(user.organisation_id)
+    .bind(user.id)
+    .bind(seq)
+    .fetch_optional(conn)
+    .await
 }
 
 #[derive(Default)]

@@ -3,7 +3,7 @@
 //! edits, deletions, reactions and read marks each take a seq like every other event.
 mod store;
 
-pub use store::{events_between, Message, ReadMark, Sent};
+pub use store::{changes_between, Author, Message, ReadMark, Sent};
 
 use axum::{
     extract::State,
@@ -19,7 +19,7 @@ use crate::{
     auth::{CurrentUser, Role, Viewer},
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
     fleet::shipments,
-    tracking::{Batch, Published},
+    tracking::{Event, EventTx},
     AppState,
 };
 
@@ -78,19 +78,19 @@ impl Participant {
     }
 }
 
-/// Publishes one committed chat event on `chat:{shipment}`, on every instance.
-fn committed(state: &AppState, event: Published) {
-    let seq = event.seq;
-    let events = if state.tracking.wants(event.key) {
-        vec![event]
-    } else {
-        Vec::new()
-    };
-    state.tracking.committed(Batch {
-        first: seq,
-        last: seq,
-        events,
-    });
+/// Commits `tx` with its one chat `event`, runs `stored` (so that a WebSocket sender's
+/// acknowledgement comes before the event), and publishes the event, on every instance.
+async fn commit(
+    state: &AppState,
+    mut tx: EventTx,
+    event: Event,
+    stored: impl FnOnce(),
+) -> AppResult<()> {
+    tx.push(event);
+    let committed = tx.commit().await?;
+    stored();
+    committed.publish(&state.tracking);
+    Ok(())
 }
 
 /// A message body as sent: trimmed, not empty, not too long.
@@ -235,20 +235,22 @@ pub async fn send_message(
         .chat
         .check(&me.key)
         .map_err(AppError::RateLimited)?;
-    let sent = store::send(
-        &state.db,
-        me.organisation_id,
-        shipment_id,
-        &me,
-        client_id,
-        body,
-    )
-    .await?;
-    stored(&sent.message);
-    if sent.new {
-        committed(state, sent.message.published());
-    }
-    Ok(sent)
+    let mut tx = EventTx::begin(&state.db).await?;
+    let seq = tx.next_seq();
+    let Some(message) = store::send(&mut tx, seq, shipment_id, &me, client_id, body).await? else {
+        // The same re-send raced this one and won: give back its message.
+        tx.rollback().await?;
+        let message = store::by_client_id(&state.db, shipment_id, &me.key, client_id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("a conflicting chat message vanished"))?;
+        stored(&message);
+        return Ok(Sent {
+            message,
+            new: false,
+        });
+    };
+    commit(state, tx, Event::chat(message.clone()), || stored(&message)).await?;
+    Ok(Sent { message, new: true })
 }
 
 /// The message `id` and the viewer as a participant of its conversation. One in a conversation
@@ -282,9 +284,10 @@ async fn apply(
     change: store::Change<'_>,
     stored: impl FnOnce(&Message),
 ) -> AppResult<Message> {
-    let message = store::change(&state.db, id, change).await?;
-    stored(&message);
-    committed(state, message.published());
+    let mut tx = EventTx::begin(&state.db).await?;
+    let seq = tx.next_seq();
+    let message = store::change(&mut tx, seq, id, change).await?;
+    commit(state, tx, Event::chat(message.clone()), || stored(&message)).await?;
     Ok(message)
 }
 
@@ -348,11 +351,23 @@ pub async fn mark_read(
     if seq < 0 {
         return Err(AppError::validation("seq", "seq must not be negative"));
     }
-    let mark = store::mark_read(&state.db, shipment_id, &me.key, seq).await?;
+    let mut tx = EventTx::begin(&state.db).await?;
+    let event_seq = tx.next_seq();
+    let committed = match store::mark_read(&mut tx, event_seq, shipment_id, &me.key, seq).await? {
+        Some(mark) => {
+            tx.push(Event::chat_read(mark));
+            Some(tx.commit().await?)
+        }
+        None => {
+            // Nothing moved: give the seq back rather than leave a hole for every tab's repeat.
+            tx.rollback().await?;
+            None
+        }
+    };
     let unread = unread_in(&state.db, shipment_id, &me.key).await?;
     stored(unread);
-    if let Some(mark) = mark {
-        committed(state, mark.published());
+    if let Some(committed) = committed {
+        committed.publish(&state.tracking);
     }
     Ok(unread)
 }

@@ -1,16 +1,14 @@
-//! Chat storage. Every change takes the next seq under the `event_seq` row lock, held to commit,
-//! exactly as the position writer does, so chat events follow commit order with everything else
-//! and `since` can resume a conversation.
+//! Chat storage: the rows only. Every change is stored with the seq its event transaction
+//! (`tracking::EventTx`) handed out, under the `event_seq` row lock held to commit, exactly as
+//! the position writer does, so chat events follow commit order with everything else and `since`
+//! can resume a conversation.
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use super::Participant;
-use crate::{
-    error::{AppError, AppResult},
-    tracking::{next_seq, Published, Topic, TopicKey},
-};
+use crate::error::{AppError, AppResult};
 
 /// A message as the API returns and publishes it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -58,53 +56,16 @@ pub struct ReadMark {
     pub seq: i64,
 }
 
-impl Message {
-    /// Its event on `chat:{shipment}`: the message as it is now, at its latest seq. The same
-    /// bytes live and on replay.
-    pub fn published(&self) -> Published {
-        let data = serde_json::to_string(self).expect("messages serialise");
-        let (topic, seq) = (Topic::Chat(self.shipment_id), self.updated_seq);
-        Published {
-            key: TopicKey::Chat(self.shipment_id),
-            seq,
-            conflate_vehicle: None,
-            frame: format!(r#"{{"type":"chat","topic":"{topic}","seq":{seq},"data":{data}}}"#)
-                .into(),
-        }
-    }
-}
-
-impl ReadMark {
-    /// Its event on `chat:{shipment}`.
-    pub fn published(&self) -> Published {
-        let frame = serde_json::json!({
-            "type": "chat_read",
-            "topic": Topic::Chat(self.shipment_id).to_string(),
-            "seq": self.seq,
-            "data": {"participant": self.participant, "read_seq": self.read_seq},
-        });
-        Published {
-            key: TopicKey::Chat(self.shipment_id),
-            seq: self.seq,
-            conflate_vehicle: None,
-            frame: frame.to_string().into(),
-        }
-    }
-}
-
-/// The chat events of `shipments` with seq in `(after, through]`, in seq order: each message
-/// changed in the range as it is now, and each read mark moved in it. At most `limit` of each.
-pub async fn events_between(
+/// The chat changes of `shipments` with seq in `(after, through]`: each message changed in the
+/// range as it is now, and each read mark moved in it, each in seq order. At most `limit` of each.
+pub async fn changes_between(
     db: &PgPool,
     shipments: &[i64],
     after: i64,
     through: i64,
     limit: i64,
-) -> sqlx::Result<Vec<Published>> {
-    if shipments.is_empty() {
-        return Ok(Vec::new());
-    }
-    let messages: Vec<Message> = sqlx::query_as(&format!(
+) -> sqlx::Result<(Vec<Message>, Vec<ReadMark>)> {
+    let messages = sqlx::query_as(&format!(
         "SELECT {MESSAGE_COLUMNS} FROM chat_messages
          WHERE shipment_id = ANY($1) AND updated_seq > $2 AND updated_seq <= $3
          ORDER BY updated_seq LIMIT $4"
@@ -115,7 +76,7 @@ pub async fn events_between(
     .bind(limit)
     .fetch_all(db)
     .await?;
-    let marks: Vec<ReadMark> = sqlx::query_as(
+    let marks = sqlx::query_as(
         "SELECT shipment_id, participant, read_seq, seq FROM chat_reads
          WHERE shipment_id = ANY($1) AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4",
     )
@@ -125,10 +86,7 @@ pub async fn events_between(
     .bind(limit)
     .fetch_all(db)
     .await?;
-    let mut events: Vec<Published> = messages.iter().map(Message::published).collect();
-    events.extend(marks.iter().map(ReadMark::published));
-    events.sort_by_key(|e| e.seq);
-    Ok(events)
+    Ok((messages, marks))
 }
 
 /// What a send did: the message, and whether this call stored it (or a re-send found it).
@@ -137,31 +95,23 @@ pub struct Sent {
     pub new: bool,
 }
 
-/// Stores a message, or finds the one this author already sent with this client id.
+/// Stores a message as event `seq`; none if this author already sent one with this client id.
 pub async fn send(
-    db: &PgPool,
-    organisation_id: i64,
+    conn: &mut PgConnection,
+    seq: i64,
     shipment_id: i64,
     author: &Participant,
     client_id: &str,
     body: &str,
-) -> AppResult<Sent> {
-    if let Some(message) = by_client_id(db, shipment_id, &author.key, client_id).await? {
-        return Ok(Sent {
-            message,
-            new: false,
-        });
-    }
-    let mut tx = db.begin().await?;
-    let seq = next_seq(&mut tx).await?;
-    let inserted: Option<Message> = sqlx::query_as(&format!(
+) -> sqlx::Result<Option<Message>> {
+    sqlx::query_as(&format!(
         "INSERT INTO chat_messages (organisation_id, shipment_id, author_key, author_id,
              author_name, author_role, client_id, body, seq, updated_seq)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
          ON CONFLICT ON CONSTRAINT chat_messages_client_key DO NOTHING
          RETURNING {MESSAGE_COLUMNS}"
     ))
-    .bind(organisation_id)
+    .bind(author.organisation_id)
     .bind(shipment_id)
     .bind(&author.key)
     .bind(author.user_id)
@@ -170,25 +120,8 @@ pub async fn send(
     .bind(client_id)
     .bind(body)
     .bind(seq)
-    .fetch_optional(&mut *tx)
-    .await?;
-    match inserted {
-        Some(message) => {
-            tx.commit().await?;
-            Ok(Sent { message, new: true })
-        }
-        None => {
-            // The same re-send raced this one and won: give back its message.
-            tx.rollback().await?;
-            let message = by_client_id(db, shipment_id, &author.key, client_id)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("a conflicting chat message vanished"))?;
-            Ok(Sent {
-                message,
-                new: false,
-            })
-        }
-    }
+    .fetch_optional(conn)
+    .await
 }
 
 /// The message this author sent with this client id, if any.
@@ -232,10 +165,14 @@ pub enum Change<'a> {
     },
 }
 
-/// Applies `change` to message `id` (which must not be deleted) and returns it as it is now.
-pub async fn change(db: &PgPool, id: i64, change: Change<'_>) -> AppResult<Message> {
-    let mut tx = db.begin().await?;
-    let seq = next_seq(&mut tx).await?;
+/// Applies `change` to message `id` (which must not be deleted) as event `seq`, and returns the
+/// message as it is now.
+pub async fn change(
+    conn: &mut PgConnection,
+    seq: i64,
+    id: i64,
+    change: Change<'_>,
+) -> AppResult<Message> {
     let sql = match change {
         Change::Edit(_) => "body = $3, edited_at = now()",
         Change::Delete => "body = NULL, deleted_at = now(), reactions = '{}'",
@@ -260,10 +197,8 @@ pub async fn change(db: &PgPool, id: i64, change: Change<'_>) -> AppResult<Messa
             q.bind(emoji.to_owned()).bind(participant.to_owned())
         }
     };
-    let message: Option<Message> = q.fetch_optional(&mut *tx).await?;
-    let message = message.ok_or_else(|| AppError::Conflict("the message was deleted".into()))?;
-    tx.commit().await?;
-    Ok(message)
+    let message: Option<Message> = q.fetch_optional(conn).await?;
+    message.ok_or_else(|| AppError::Conflict("the message was deleted".into()))
 }
 
 /// A page of the conversation, newest first: messages sent before seq `before` (or the latest).
@@ -303,16 +238,16 @@ pub async fn changed_since(
     .await
 }
 
-/// Moves `participant`'s read mark up to `read_seq` (never back); none if it was there already.
+/// Moves `participant`'s read mark up to `read_seq` (never back) as event `seq`; none if it was
+/// there already.
 pub async fn mark_read(
-    db: &PgPool,
+    conn: &mut PgConnection,
+    seq: i64,
     shipment_id: i64,
     participant: &str,
     read_seq: i64,
 ) -> sqlx::Result<Option<ReadMark>> {
-    let mut tx = db.begin().await?;
-    let seq = next_seq(&mut tx).await?;
-    let mark: Option<ReadMark> = sqlx::query_as(
+    sqlx::query_as(
         "INSERT INTO chat_reads (shipment_id, participant, read_seq, seq) VALUES ($1, $2, $3, $4)
          ON CONFLICT (shipment_id, participant) DO UPDATE
              SET read_seq = EXCLUDED.read_seq, seq = EXCLUDED.seq, updated_at = now()
@@ -323,15 +258,8 @@ pub async fn mark_read(
     .bind(participant)
     .bind(read_seq)
     .bind(seq)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if mark.is_some() {
-        tx.commit().await?;
-    } else {
-        // Nothing moved: give the seq back rather than leave a hole for every tab's repeat.
-        tx.rollback().await?;
-    }
-    Ok(mark)
+    .fetch_optional(conn)
+    .await
 }
 
 /// Everyone's read marks in one conversation.

@@ -3,14 +3,17 @@
 //! insert in one transaction, and only after the commit publishes the events and answers each
 //! request. Under load many requests share a commit; idle, a lone request is written at once.
 //!
-//! seqs are handed out under the `event_seq` row lock, held to commit, so they follow commit order
-//! across every writer of every instance. The alert rules run here too, on each accepted current
-//! position, with the vehicle's rule state read and written under the same lock: the alerts they
-//! raise take seqs between the positions' and commit with them, once, whatever instance writes.
+//! The batch is one event transaction (`tracking::EventTx`): seqs are handed out under the
+//! `event_seq` row lock, held to commit, so they follow commit order across every writer of every
+//! instance, and the events are published only after the commit. One part stays the writer's own
+//! for speed: the counter is written by the batch's one big statement, not by one of its own. The
+//! alert rules run here too, on each accepted current position, with the vehicle's rule state
+//! read and written under the same lock: the alerts they raise take seqs between the positions'
+//! and commit with them, once, whatever instance writes.
 use std::{collections::HashMap, sync::Arc};
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -28,7 +31,7 @@ use crate::{
     error::AppError,
     metrics::Metrics,
     tracking::position::{to_micros, LastFix, NewPosition},
-    tracking::{frames, lock_seq, Batch, Published, Tracking},
+    tracking::{Committed, Event, EventTx},
 };
 
 /// Requests that may wait for the writer before senders are held back.
@@ -194,9 +197,7 @@ async fn run(
         match result {
             Ok(written) => {
                 written.count(&metrics, started.elapsed());
-                if let Some(batch) = written.batch {
-                    alerts.tracking.committed(batch);
-                }
+                written.events.publish(&alerts.tracking);
                 for (request, outcome) in batch.into_iter().zip(written.outcomes) {
                     let _ = request.reply.send(Ok(outcome));
                 }
@@ -226,8 +227,8 @@ async fn run(
 
 struct Written {
     outcomes: Vec<WriteOutcome>,
-    /// The committed seq range and its publishable events; none if nothing new was stored.
-    batch: Option<Batch>,
+    /// The committed positions and the alerts they raised, to publish.
+    events: Committed,
     alerts_raised: u64,
     /// The ETA errors (horizon in minutes, seconds) of the shipments that arrived.
     eta_errors: Vec<(i64, f64)>,
@@ -261,16 +262,13 @@ async fn commit(
     engine: &Alerts,
     batch: &mut Vec<Request>,
 ) -> sqlx::Result<Written> {
-    let tracking: &Tracking = &engine.tracking;
-    let mut tx = pool.begin().await?;
+    let mut tx = EventTx::begin(pool).await?;
     // Taking the counter's row lock first serialises writers, so the duplicate check below and
-    // the seqs handed out are exact.
-    let mut next_seq = lock_seq(&mut tx).await?;
-    // Everything that arrived while this worker waited for the lock joins the batch.
+    // the seqs handed out are exact. Everything that arrived while this worker waited for the
+    // lock joins the batch.
     queue.fill(batch);
     let batch: &[Request] = batch;
     let now = to_micros(Utc::now());
-    let first_seq = next_seq + 1;
     let (stored, mut vehicles) = read_state(&mut tx, batch).await?;
     let fences = prepare_rules(&mut tx, engine, &mut vehicles).await?;
     let neighbours = read_neighbours(&mut tx, batch, &vehicles).await?;
@@ -287,20 +285,24 @@ async fn commit(
         rows,
         outcomes,
         changes,
-    } = plan(
-        &incoming,
-        &Known {
-            stored: &stored,
-            neighbours: &neighbours,
-            fences: &fences,
-            now,
-        },
-        &mut vehicles,
-        &mut next_seq,
-    );
+    } = tx.hand_out(|next_seq| {
+        plan(
+            &incoming,
+            &Known {
+                stored: &stored,
+                neighbours: &neighbours,
+                fences: &fences,
+                now,
+            },
+            &mut vehicles,
+            next_seq,
+        )
+    });
 
     if !rows.is_empty() {
-        write_rows(&mut tx, &rows, next_seq, &vehicles).await?;
+        // The rows' one statement writes the counter too, saving a round trip under the lock.
+        let last_seq = tx.record_seq();
+        write_rows(&mut tx, &rows, last_seq, &vehicles).await?;
     }
     // After the arrival fixes and the ETAs are written, in the same transaction.
     let arrivals: Vec<(i64, DateTime<Utc>)> = vehicles
@@ -326,33 +328,21 @@ async fn commit(
     } else {
         alerts::apply(&mut tx, &changes, now).await?
     };
-    tx.commit().await?;
-
-    let batch = (!rows.is_empty()).then(|| {
-        let mut events: Vec<Published> = rows
-            .iter()
-            .filter(|r| r.filter.is_none())
-            .flat_map(|r| frames(r.seq, r.organisation_id, &r.position, |k| tracking.wants(k)))
-            .chain(
-                raised
-                    .iter()
-                    .flat_map(|(seq, event, a)| a.frames(*seq, event, |k| tracking.wants(k))),
-            )
-            .collect();
-        events.sort_by_key(|e| e.seq);
-        Batch {
-            first: first_seq,
-            last: next_seq,
-            events,
-        }
-    });
     let alerts_raised = raised
         .iter()
         .filter(|(_, event, _)| *event == "raised")
         .count() as u64;
+    // Moved, not serialised: the frames are built after the commit, outside the lock.
+    for row in rows.into_iter().filter(|r| r.filter.is_none()) {
+        tx.push(Event::position(row.seq, row.organisation_id, row.position));
+    }
+    for (seq, event, alert) in raised {
+        tx.push(Event::alert(seq, event, alert));
+    }
+    let events = tx.commit().await?;
     Ok(Written {
         outcomes,
-        batch,
+        events,
         alerts_raised,
         eta_errors,
         drivers_arrived,
@@ -364,7 +354,7 @@ async fn commit(
 /// A second round trip, only for a batch with fixes older than a shipment of their vehicle that
 /// has ended (a backlog), reads the windows those fixes may belong to.
 async fn read_state(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut PgConnection,
     batch: &[Request],
 ) -> sqlx::Result<(
     HashMap<(i64, DateTime<Utc>), i64>,
@@ -413,7 +403,7 @@ async fn read_state(
     .bind(&keys_vehicle)
     .bind(&keys_time)
     .bind(&ids)
-    .fetch_all(&mut **tx)
+    .fetch_all(&mut *tx)
     .await?;
     let mut stored = HashMap::new();
     let mut states = HashMap::new();
@@ -484,7 +474,7 @@ async fn read_state(
 /// out of order), the good fixes stored just before and just after it, which it is judged
 /// against: two index probes a late fix, and no query at all for a batch of live fixes.
 async fn read_neighbours(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut PgConnection,
     batch: &[Request],
     states: &HashMap<i64, VehicleState>,
 ) -> sqlx::Result<Neighbours> {
@@ -523,7 +513,7 @@ async fn read_neighbours(
     )
     .bind(&vehicles)
     .bind(&times)
-    .fetch_all(&mut **tx)
+    .fetch_all(&mut *tx)
     .await?;
     let fix = |at: Option<DateTime<Utc>>, lat: Option<f64>, lon: Option<f64>| match (at, lat, lon) {
         (Some(recorded_at), Some(lat), Some(lon)) => Some(LastFix {
@@ -558,7 +548,7 @@ struct NeighbourRow {
 /// Adds to each vehicle's windows those of its ended shipments that the batch's older fixes may
 /// belong to. Live fixes, newer than every ended shipment, need no query.
 async fn read_ended_windows(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut PgConnection,
     batch: &[Request],
     states: &mut HashMap<i64, VehicleState>,
 ) -> sqlx::Result<()> {
@@ -586,7 +576,7 @@ async fn read_ended_windows(
     )
     .bind(&vehicles)
     .bind(&times)
-    .fetch_all(&mut **tx)
+    .fetch_all(&mut *tx)
     .await?;
     for w in windows {
         if let Some(state) = states.get_mut(&w.vehicle_id) {
@@ -613,7 +603,7 @@ struct EndedWindow {
 /// Brings what the rules need into memory under the lock: each organisation's geofence index
 /// at its committed version, and the planned routes of the shipments in the batch.
 async fn prepare_rules(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut PgConnection,
     engine: &Alerts,
     vehicles: &mut HashMap<i64, VehicleState>,
 ) -> sqlx::Result<HashMap<i64, Arc<OrgFences>>> {
@@ -676,7 +666,7 @@ struct StateRow {
 /// A runtime query: the UNNEST of twenty arrays is beyond what the compile-time macros express
 /// conveniently, and this is the hot path.
 async fn write_rows(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut PgConnection,
     rows: &[Row],
     last_seq: i64,
     vehicles: &HashMap<i64, VehicleState>,
@@ -842,7 +832,7 @@ async fn write_rows(
     .bind(&log_at)
     .bind(&log_eta)
     .bind(&log_method)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }

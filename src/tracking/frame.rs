@@ -183,7 +183,8 @@ pub fn decode(text: &str) -> Result<Envelope<ClientFrame>, FrameError> {
 }
 
 /// A frame the server sends. Events of a topic (`position`, `alert`, `chat`, `chat_read`) are
-/// not here: they are built once when committed and go out as the same bytes to everyone.
+/// not here: [`super::frames`] builds them once when committed, and they go out as the same bytes
+/// to everyone.
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {

@@ -1,6 +1,9 @@
-//! Where positions go out: committed events are put in seq order (the [`Sequencer`]), fanned out
-//! to other instances through Redis ([`Fanout`]), and delivered by the [`Hub`] to WebSocket
-//! sessions, each with a bounded outbox. The session speaks the protocol in docs/API.md.
+//! Where positions, alerts and chat go out: each change is an [`Event`], committed with a seq
+//! through an [`EventTx`] and framed in one envelope ([`frames`]); committed events are put in
+//! seq order (the [`Sequencer`]), fanned out to other instances through Redis ([`Fanout`]), and
+//! delivered by the [`Hub`] to WebSocket sessions, each with a bounded outbox. The session speaks
+//! the protocol in docs/API.md.
+mod event;
 mod fanout;
 pub(crate) mod frame;
 mod hub;
@@ -21,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Revocations, Revoked};
 
+pub use event::{Committed, Event, EventTx};
 pub use fanout::Fanout;
 use fanout::PRESENCE_REFRESH;
 use frame::ServerFrame;
@@ -28,7 +32,7 @@ pub use hub::{Hub, Subscription};
 pub use outbox::{conflated_frames, Outbox, OutboxClosed};
 pub use presence::Presence;
 pub use publish::frames;
-pub use seq::{lock_seq, next_seq, read_seq, set_seq};
+pub use seq::{lock_seq, read_seq};
 pub use sequencer::{Batch, Published, Sequencer};
 pub use session::router;
 pub use topic::{Topic, TopicKey};

@@ -319,8 +319,3 @@ pub struct PositionRow {
     #[sqlx(flatten)]
     pub position: Position,
 }
-
-/// The event frame for a position on a topic: the same bytes live and on replay.
-pub fn position_frame(topic: &impl std::fmt::Display, seq: i64, data: &str) -> String {
-    format!(r#"{{"type":"position","topic":"{topic}","seq":{seq},"data":{data}}}"#)
-}

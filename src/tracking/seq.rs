@@ -1,5 +1,6 @@
 //! The event seq counter (`event_seq`): one row whose lock, held to commit, puts every event of
-//! every writer (positions, alerts, chat) in commit order.
+//! every writer (positions, alerts, chat) in commit order. Events are committed through
+//! [`EventTx`](super::EventTx), which takes the lock and records the counter.
 use sqlx::{PgConnection, PgPool};
 
 /// The highest seq committed so far. Every event committed later gets a larger one.
@@ -17,17 +18,10 @@ pub async fn lock_seq(conn: &mut PgConnection) -> sqlx::Result<i64> {
 }
 
 /// Records the last seq handed out, under the lock [`lock_seq`] took.
-pub async fn set_seq(conn: &mut PgConnection, value: i64) -> sqlx::Result<()> {
+pub(super) async fn set_seq(conn: &mut PgConnection, value: i64) -> sqlx::Result<()> {
     sqlx::query("UPDATE event_seq SET value = $1")
         .bind(value)
         .execute(conn)
         .await
         .map(|_| ())
-}
-
-/// Takes the lock and the next seq at once, for a transaction that stores one event.
-pub async fn next_seq(conn: &mut PgConnection) -> sqlx::Result<i64> {
-    sqlx::query_scalar("UPDATE event_seq SET value = value + 1 RETURNING value")
-        .fetch_one(conn)
-        .await
 }

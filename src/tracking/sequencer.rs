@@ -203,7 +203,7 @@ impl Sequencer {
 
     async fn read_gap(&self, db: &PgPool, after: i64, through: i64) -> sqlx::Result<Batch> {
         let keys = self.hub.subscribed_keys();
-        let events = replay::events_between(db, &keys, after, through).await?;
+        let events = replay::events_between(db, &keys, after, through, None, i64::MAX).await?;
         Ok(Batch {
             first: after + 1,
             last: through,

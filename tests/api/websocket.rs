@@ -4,7 +4,13 @@ use chrono::{Duration, Utc};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio_tungstenite::tungstenite::Message;
-use waymark::{auth::Role, tracking::position::to_micros};
+use waymark::{
+    auth::Role,
+    tracking::{
+        position::{to_micros, Position},
+        read_seq, Event, EventTx,
+    },
+};
 
 use crate::support::{step, TestApp};
 
@@ -106,6 +112,60 @@ async fn snapshots_carry_the_current_state(db: PgPool) {
         shipment["snapshot"]["shipment"]["last_position"]["lon"],
         11.55
     );
+}
+
+#[sqlx::test]
+async fn an_event_transaction_gives_back_the_seqs_of_a_rollback_and_publishes_what_it_commits(
+    db: PgPool,
+) {
+    let f = fleet(db).await;
+    let mut ws = f.app.ws(&format!("token={}", f.dispatcher)).await;
+    let topic = format!("vehicle:{}", f.vehicle);
+    let before = ws.subscribe(&topic, None).await["snapshot"]["seq"]
+        .as_i64()
+        .unwrap();
+    let now = to_micros(Utc::now());
+    let position = Position {
+        vehicle_id: f.vehicle,
+        shipment_id: None,
+        lat: 48.15,
+        lon: 11.55,
+        recorded_at: now,
+        received_at: now,
+        accuracy: None,
+        speed: None,
+        heading: None,
+        altitude: None,
+        battery: None,
+        late: false,
+        eta: None,
+    };
+    let organisation_id: i64 =
+        sqlx::query_scalar("SELECT organisation_id FROM vehicles WHERE id = $1")
+            .bind(f.vehicle)
+            .fetch_one(&f.app.db)
+            .await
+            .unwrap();
+
+    let mut dropped = EventTx::begin(&f.app.db).await.unwrap();
+    let given_back = dropped.next_seq();
+    dropped.rollback().await.unwrap();
+    assert_eq!(read_seq(&f.app.db).await.unwrap(), before);
+
+    let mut tx = EventTx::begin(&f.app.db).await.unwrap();
+    let seq = tx.next_seq();
+    assert_eq!(seq, given_back, "a rolled back seq is handed out again");
+    tx.push(Event::position(seq, organisation_id, position));
+    let committed = tx.commit().await.unwrap();
+    assert_eq!(read_seq(&f.app.db).await.unwrap(), seq);
+    committed.publish(&f.app.state.tracking);
+    let event = ws.next().await;
+    assert_eq!(
+        (&event["type"], &event["topic"], &event["seq"]),
+        (&json!("position"), &json!(topic), &json!(seq))
+    );
+    assert_eq!(event["data"]["vehicle_id"], f.vehicle);
+    ws.expect_quiet().await;
 }
 
 #[sqlx::test]

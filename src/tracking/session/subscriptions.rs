@@ -1,6 +1,5 @@
 //! Subscribing and unsubscribing: authorising a topic, its snapshot and the events missed since
 //! `since`, going live, and ending subscriptions a driver may no longer see.
-use axum::extract::ws::Utf8Bytes;
 use serde_json::Value;
 
 use super::{Flow, Session, TOO_SLOW};
@@ -13,7 +12,7 @@ use crate::{
     fleet::vehicles,
     tracking::{
         frame::{ServerFrame, Snapshot, Subscribe, TopicState, Unsubscribe},
-        read_seq, replay, Topic, TopicKey,
+        read_seq, replay, Published, Topic, TopicKey,
     },
 };
 
@@ -23,7 +22,7 @@ const SNAPSHOT_ALERTS: i64 = 50;
 const MAX_SUBSCRIPTIONS: usize = 200;
 
 /// A topic's snapshot, and with `since` the events missed since then (none when too many were).
-type CaughtUp = (Snapshot, Option<Vec<(i64, String)>>);
+type CaughtUp = (Snapshot, Option<Vec<Published>>);
 
 impl Subscribe {
     /// Subscribes: `subscribed` with the snapshot, then any missed events, then live ones.
@@ -219,9 +218,9 @@ impl Session {
         match (since, replay) {
             (Some(since), Some(events)) => {
                 floor = since;
-                for (seq, frame) in events {
-                    self.outbox.push(Utf8Bytes::from(frame), None);
-                    floor = floor.max(seq);
+                for event in events {
+                    self.outbox.push(event.frame, None);
+                    floor = floor.max(event.seq);
                 }
             }
             (Some(_), None) => self.send(ServerFrame::error(

@@ -1,0 +1,245 @@
+//! The event: a committed change that subscribers hear of (a position, an alert's change, a chat
+//! message or read mark), with the seq it was committed under; and [`EventTx`], the one way to
+//! commit events. It takes the `event_seq` row lock, held to commit, hands out the seqs, records
+//! the last one, and only once the transaction has committed are the events published (through
+//! the sequencer and, with Redis, to the other instances).
+use std::ops::{Deref, DerefMut};
+
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+
+use super::{
+    frames,
+    seq::{lock_seq, set_seq},
+    Batch, TopicKey, Tracking,
+};
+use crate::{
+    alerts::Alert,
+    chat::{Message, ReadMark},
+    tracking::position::Position,
+};
+
+/// One event, at its seq.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub seq: i64,
+    pub(super) kind: EventKind,
+}
+
+/// What happened, with the row that says it.
+#[derive(Debug, Clone)]
+pub(super) enum EventKind {
+    /// A position stored and not filtered.
+    Position {
+        organisation_id: i64,
+        position: Position,
+    },
+    /// An alert raised, cleared or acknowledged (`event`); `alert` as it was after the change.
+    Alert { event: String, alert: Alert },
+    /// A chat message sent or changed, as it is now.
+    Chat(Message),
+    /// A participant's read mark moved.
+    ChatRead(ReadMark),
+}
+
+impl Event {
+    pub fn position(seq: i64, organisation_id: i64, position: Position) -> Event {
+        Event {
+            seq,
+            kind: EventKind::Position {
+                organisation_id,
+                position,
+            },
+        }
+    }
+
+    pub fn alert(seq: i64, event: impl Into<String>, alert: Alert) -> Event {
+        Event {
+            seq,
+            kind: EventKind::Alert {
+                event: event.into(),
+                alert,
+            },
+        }
+    }
+
+    /// A message's latest change: it is published at its `updated_seq`.
+    pub fn chat(message: Message) -> Event {
+        Event {
+            seq: message.updated_seq,
+            kind: EventKind::Chat(message),
+        }
+    }
+
+    pub fn chat_read(mark: ReadMark) -> Event {
+        Event {
+            seq: mark.seq,
+            kind: EventKind::ChatRead(mark),
+        }
+    }
+
+    /// The topics it is published on: a position on its organisation's `fleet`, its
+    /// `vehicle:{id}` and its `shipment:{id}` if it has one; an alert on its organisation's
+    /// `alerts` and its shipment's; chat on its conversation.
+    pub fn keys(&self) -> Vec<TopicKey> {
+        match &self.kind {
+            EventKind::Position {
+                organisation_id,
+                position,
+            } => {
+                let mut keys = vec![
+                    TopicKey::Fleet {
+                        organisation_id: *organisation_id,
+                    },
+                    TopicKey::Vehicle(position.vehicle_id),
+                ];
+                keys.extend(position.shipment_id.map(TopicKey::Shipment));
+                keys
+            }
+            EventKind::Alert { alert, .. } => {
+                let mut keys = vec![TopicKey::Alerts {
+                    organisation_id: alert.organisation_id,
+                }];
+                keys.extend(alert.shipment_id.map(TopicKey::Shipment));
+                keys
+            }
+            EventKind::Chat(message) => vec![TopicKey::Chat(message.shipment_id)],
+            EventKind::ChatRead(mark) => vec![TopicKey::Chat(mark.shipment_id)],
+        }
+    }
+
+    /// The vehicle a newer event may stand in for this one for: current positions are
+    /// conflated; late points fill in tracks and must all arrive, as must everything else.
+    pub fn conflate_vehicle(&self) -> Option<i64> {
+        match &self.kind {
+            EventKind::Position { position, .. } => (!position.late).then_some(position.vehicle_id),
+            _ => None,
+        }
+    }
+}
+
+/// A transaction that commits events. [`EventTx::begin`] takes the seq lock; seqs are handed
+/// out with [`EventTx::next_seq`] (or [`EventTx::hand_out`]), statements run on the
+/// transaction (it derefs to the connection), the events stored are given to
+/// [`EventTx::push`], and [`EventTx::commit`] records the last seq and commits. Dropped
+/// uncommitted, it rolls back and the seqs it handed out are never used.
+pub struct EventTx {
+    tx: Transaction<'static, Postgres>,
+    /// The counter's value when the lock was taken: this transaction's seqs follow it.
+    locked: i64,
+    /// The last seq handed out.
+    last: i64,
+    /// The last seq a statement of the caller's wrote to the counter (see [`EventTx::record_seq`]).
+    recorded: i64,
+    events: Vec<Event>,
+}
+
+impl EventTx {
+    /// Begins a transaction and takes the seq lock, which every other event transaction then
+    /// waits for until this one ends: seqs follow commit order across every instance.
+    pub async fn begin(db: &PgPool) -> sqlx::Result<EventTx> {
+        let mut tx = db.begin().await?;
+        let locked = lock_seq(&mut tx).await?;
+        Ok(EventTx {
+            tx,
+            locked,
+            last: locked,
+            recorded: locked,
+            events: Vec::new(),
+        })
+    }
+
+    /// Hands out the next seq.
+    pub fn next_seq(&mut self) -> i64 {
+        self.last += 1;
+        self.last
+    }
+
+    /// Lets `plan`, a pure planner, hand out seqs itself: it is given the last seq handed out
+    /// and advances it past every one it uses.
+    pub fn hand_out<R>(&mut self, plan: impl FnOnce(&mut i64) -> R) -> R {
+        let before = self.last;
+        let planned = plan(&mut self.last);
+        debug_assert!(self.last >= before, "seqs are never taken back");
+        planned
+    }
+
+    /// The last seq handed out, for a statement of the caller's that writes it to the counter
+    /// itself (saving a round trip on a hot path); [`EventTx::commit`] then leaves the counter
+    /// alone unless more seqs are handed out.
+    pub fn record_seq(&mut self) -> i64 {
+        self.recorded = self.last;
+        self.last
+    }
+
+    /// Adds a stored event, to be published once the transaction commits.
+    pub fn push(&mut self, event: Event) {
+        debug_assert!(
+            event.seq > self.locked && event.seq <= self.last,
+            "an event takes a seq this transaction handed out"
+        );
+        self.events.push(event);
+    }
+
+    /// Records the last seq handed out and commits. The events are published when the caller
+    /// says ([`Committed::publish`]), so that it can answer its own client first.
+    pub async fn commit(mut self) -> sqlx::Result<Committed> {
+        if self.last > self.recorded {
+            set_seq(&mut self.tx, self.last).await?;
+        }
+        self.tx.commit().await?;
+        Ok(Committed {
+            first: self.locked + 1,
+            last: self.last,
+            events: self.events,
+        })
+    }
+
+    /// Rolls back now: nothing is stored, and the seqs handed out are given back.
+    pub async fn rollback(self) -> sqlx::Result<()> {
+        self.tx.rollback().await
+    }
+}
+
+impl Deref for EventTx {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for EventTx {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+}
+
+/// Events committed under seqs `first..=last` (some seqs may have no event: a filtered point,
+/// a refused raise), not yet published.
+#[must_use = "committed events are published with `publish`"]
+#[derive(Debug)]
+pub struct Committed {
+    first: i64,
+    last: i64,
+    events: Vec<Event>,
+}
+
+impl Committed {
+    /// Publishes the events on the topics someone watches, each topic's frame built once.
+    pub fn publish(mut self, tracking: &Tracking) {
+        if self.last < self.first {
+            return; // No seq was handed out.
+        }
+        self.events.sort_by_key(|e| e.seq);
+        let events = self
+            .events
+            .iter()
+            .flat_map(|e| frames(e, |k| tracking.wants(k)))
+            .collect();
+        tracking.committed(Batch {
+            first: self.first,
+            last: self.last,
+            events,
+        });
+    }
+}

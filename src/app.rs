@@ -20,7 +20,7 @@ use tower_http::{
 
 use crate::{
     alerts, auth, chat, config::ServeConfig, db, error::AppError, fleet, ingest, metrics, security,
-    settings, tracking, web, AppState,
+    settings, socket, web, AppState,
 };
 
 pub fn app(state: AppState) -> Router {
@@ -33,7 +33,7 @@ pub fn app(state: AppState) -> Router {
         .merge(chat::router())
         .merge(settings::router())
         .merge(alerts::router())
-        .merge(tracking::router())
+        .merge(socket::router())
         .route("/openapi.json", get(openapi))
         .route("/csp-report", post(security::csp_report))
         .fallback(|| async { AppError::NotFound("route") })

@@ -23,7 +23,7 @@ use crate::{
         trackers::{parse_form, parse_osmand, parse_owntracks, parse_traccar},
         MAX_BATCH,
     },
-    tracking::frame::{decode, frame_types},
+    socket::frame::{decode, frame_types},
     tracking::position::{to_micros, NewPosition, MAX_ATTRIBUTES, MAX_FUTURE},
 };
 

@@ -5,8 +5,9 @@
 //!
 //! - [`ingest`]: positions come in (the HTTP edge, the tracker apps' formats, the filter) and are
 //!   stored by the group-commit writer's workers, which also judge each fix for [`alerts`].
-//! - [`tracking`]: the position and the real-time path out: event seqs, the sequencer, fan-out
-//!   through Redis, the hub and the WebSocket sessions.
+//! - [`tracking`]: the position, and the real-time path out: events and their transaction, the
+//!   sequencer, fan-out through Redis, the hub, and reading missed events back.
+//! - [`socket`]: the WebSocket protocol and its sessions, over [`tracking`].
 //! - [`fleet`]: vehicles, shipments (tracks, share links, who may see them) and the fleet map.
 //! - [`alerts`]: rules over positions and the clock, geofences, the ETA and its accuracy.
 //! - [`chat`]: conversations between drivers and dispatch.
@@ -34,6 +35,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod security;
 pub mod settings;
+pub mod socket;
 pub mod state;
 pub mod telemetry;
 pub mod tracking;

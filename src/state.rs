@@ -5,14 +5,15 @@ use sqlx::PgPool;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    alerts::{run_clock, Alerts},
+    alerts::{run_clock, AlertEvents, Alerts},
     auth::{token, DeviceCache, Revocations, Revoked, SessionKeys},
+    chat::ChatEvents,
     config::ServeConfig,
     db,
     ingest::{spawn_writer, WriterHandle},
     metrics::Metrics,
     security::Limits,
-    tracking::{read_seq, Fanout, Hub, Sequencer, Tracking},
+    tracking::{position::PositionEvents, read_seq, Fanout, Hub, Replay, Sequencer, Tracking},
 };
 
 #[derive(Clone)]
@@ -54,7 +55,17 @@ impl AppState {
         let devices = DeviceCache::default();
         let revocations = Revocations::new(devices.clone());
         let sequencer = Sequencer::new(hub.clone(), read_seq(&db).await?);
-        tracker.spawn(sequencer.clone().fill_gaps(db.clone(), cancel.clone()));
+        // Every kind of event, read back for `since` and the sequencer's gap fill.
+        let replay = Arc::new(Replay::new(vec![
+            Box::new(PositionEvents),
+            Box::new(AlertEvents),
+            Box::new(ChatEvents),
+        ]));
+        tracker.spawn(
+            sequencer
+                .clone()
+                .fill_gaps(db.clone(), replay.clone(), cancel.clone()),
+        );
         // An empty REDIS_URL means none, so an environment that sets one can still run alone.
         let fanout = match config.redis_url.as_deref().filter(|u| !u.is_empty()) {
             Some(url) => Some(Fanout::start(
@@ -74,6 +85,7 @@ impl AppState {
             fanout,
             presence: Default::default(),
             revocations: revocations.clone(),
+            replay,
         });
         tracker.spawn(tracking.clone().refresh_presence(cancel.clone()));
         let alerts = Alerts::new(tracking.clone());

@@ -10,11 +10,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use super::{store, Alert, Rule, ALERT_COLUMNS};
+use super::{store, Alert, AlertChange, Rule, ALERT_COLUMNS};
 use crate::{
     auth::{CurrentUser, Role},
     error::{ApiPath, ApiQuery, AppError, AppResult},
-    tracking::{Event, EventTx, Tracking},
+    tracking::{EventTx, Tracking},
     AppState,
 };
 
@@ -164,7 +164,7 @@ pub async fn acknowledge(
         drop(tx);
         return find(db, user, id).await;
     };
-    tx.push(Event::alert(seq, "acknowledged", alert.clone()));
+    tx.push(AlertChange::at(seq, "acknowledged", alert.clone()));
     let committed = tx.commit().await?;
     tracing::info!(alert_id = id, user_id = user.id, "alert acknowledged");
     committed.publish(tracking);

@@ -13,11 +13,11 @@ use tokio_util::sync::CancellationToken;
 use super::{
     apply,
     rules::{trip_ended, Change},
-    AlertSettings, Rule, RuleState, Subject,
+    AlertChange, AlertSettings, Rule, RuleState, Subject,
 };
 use crate::{
     db::stored_or_default,
-    tracking::{Event, EventTx, Tracking},
+    tracking::{EventTx, Tracking},
 };
 
 /// Ticks every `every`, the first time one period after start, until cancelled.
@@ -183,7 +183,7 @@ pub async fn tick(db: &PgPool, tracking: &Tracking, now: DateTime<Utc>) -> sqlx:
     .await?;
     let raised = stored.len();
     for (seq, event, alert) in stored {
-        tx.push(Event::alert(seq, event, alert));
+        tx.push(AlertChange::at(seq, event, alert));
     }
     let committed = tx.commit().await?;
     tracing::info!(raised, "alert clock raised alerts");

@@ -39,7 +39,7 @@ pub use fences::{Area, Fence, FenceIndex, OrgFences, Shape};
 pub use route::Route;
 pub use rules::{evaluate, Change, Context, Outcome, RuleState, Trip};
 pub use settings::AlertSettings;
-pub use store::{apply, Alert, Subject, ALERT_COLUMNS};
+pub use store::{apply, Alert, AlertChange, AlertEvents, Subject, ALERT_COLUMNS};
 
 use crate::{tracking::Tracking, AppState};
 

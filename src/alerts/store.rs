@@ -3,12 +3,19 @@
 //! it as an event, so the sequencer, the Redis fan-out and `since` replay carry alerts exactly
 //! as they carry positions.
 use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
 use serde::Serialize;
-use serde_json::Value;
-use sqlx::PgConnection;
+use serde_json::{
+    value::{to_raw_value, RawValue},
+    Value,
+};
+use sqlx::{PgConnection, PgPool};
 
 use super::{rules::Change, Rule};
-use crate::auth::CurrentUser;
+use crate::{
+    auth::{of_driver, CurrentUser},
+    tracking::{Event, EventData, EventSource, TopicKey, Window},
+};
 
 /// An alert as the API returns it and event frames carry it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -39,6 +46,94 @@ pub struct Alert {
 pub const ALERT_COLUMNS: &str = "id, organisation_id, rule, vehicle_id, shipment_id, geofence_id, \
      position_at, ST_Y(point::geometry) AS lat, ST_X(point::geometry) AS lon, raised_at, details, \
      cleared_at, acknowledged_at, acknowledged_by, updated_seq, last_event";
+
+/// A change of an alert (`event`: raised, cleared, acknowledged, …), with the alert as it was
+/// after it: published on its organisation's `alerts` and its shipment's topic.
+#[derive(Debug)]
+pub struct AlertChange {
+    pub event: String,
+    pub alert: Alert,
+}
+
+impl AlertChange {
+    /// The change as an event at `seq`.
+    pub fn at(seq: i64, event: impl Into<String>, alert: Alert) -> Event {
+        let event = event.into();
+        Event::new(seq, AlertChange { event, alert })
+    }
+}
+
+impl EventData for AlertChange {
+    fn kind(&self) -> &'static str {
+        "alert"
+    }
+
+    fn keys(&self) -> Vec<TopicKey> {
+        let mut keys = vec![TopicKey::Alerts {
+            organisation_id: self.alert.organisation_id,
+        }];
+        keys.extend(self.alert.shipment_id.map(TopicKey::Shipment));
+        keys
+    }
+
+    fn event(&self) -> Option<&str> {
+        Some(&self.event)
+    }
+
+    fn data(&self) -> serde_json::Result<Box<RawValue>> {
+        to_raw_value(&self.alert)
+    }
+}
+
+/// Alerts read back: each alert's raise (whose seq is its id) and its latest change.
+pub struct AlertEvents;
+
+impl EventSource for AlertEvents {
+    fn events<'a>(
+        &'a self,
+        db: &'a PgPool,
+        window: Window<'a>,
+    ) -> BoxFuture<'a, sqlx::Result<Vec<Event>>> {
+        Box::pin(async move {
+            let organisations = window.ids(|k| match k {
+                TopicKey::Alerts { organisation_id } => Some(organisation_id),
+                _ => None,
+            });
+            let shipments = window.ids(TopicKey::shipment);
+            if organisations.is_empty() && shipments.is_empty() {
+                return Ok(Vec::new());
+            }
+            let theirs = of_driver(6);
+            let alerts: Vec<Alert> = sqlx::query_as(&format!(
+                "SELECT {ALERT_COLUMNS} FROM alerts
+                 WHERE ((id > $1 AND id <= $2) OR (updated_seq > $1 AND updated_seq <= $2))
+                   AND (organisation_id = ANY($3) OR shipment_id = ANY($4)) AND {theirs}
+                 ORDER BY id LIMIT $5"
+            ))
+            .bind(window.after)
+            .bind(window.through)
+            .bind(&organisations)
+            .bind(&shipments)
+            .bind(window.limit)
+            .bind(window.driver)
+            .fetch_all(db)
+            .await?;
+            Ok(alerts
+                .into_iter()
+                .flat_map(|alert| {
+                    let raised = window
+                        .holds(alert.id)
+                        .then(|| AlertChange::at(alert.id, "raised", alert.clone()));
+                    let changed = alert
+                        .updated_seq
+                        .filter(|s| window.holds(*s))
+                        .map(|seq| AlertChange::at(seq, alert.last_event.clone(), alert));
+                    raised.into_iter().chain(changed)
+                })
+                .collect())
+        })
+    }
+}
 
 /// Where and for whom a raised alert happened.
 pub struct Subject {
@@ -189,5 +284,53 @@ impl RaiseColumns {
         self.lat.push(subject.position.map(|p| p.1));
         self.lon.push(subject.position.map(|p| p.2));
         self.details.push(details.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Utc};
+    use serde_json::json;
+
+    use super::*;
+    use crate::tracking::{frames, Published};
+
+    fn at() -> DateTime<Utc> {
+        "2026-01-02T03:04:05Z".parse().unwrap()
+    }
+
+    fn texts(published: &[Published]) -> Vec<String> {
+        published.iter().map(|p| p.frame.to_string()).collect()
+    }
+
+    #[test]
+    fn an_alert_frame_names_its_event_before_the_data() {
+        let alert = Alert {
+            id: 5,
+            organisation_id: 3,
+            rule: "silent".into(),
+            vehicle_id: Some(7),
+            shipment_id: None,
+            geofence_id: None,
+            position_at: None,
+            lat: None,
+            lon: None,
+            raised_at: at(),
+            details: json!({"minutes": 12}),
+            cleared_at: Some(at()),
+            acknowledged_at: None,
+            acknowledged_by: None,
+            updated_seq: Some(8),
+            last_event: "cleared".into(),
+        };
+        let data = serde_json::to_string(&alert).unwrap();
+        let published = frames(&AlertChange::at(8, "cleared", alert), |_| true);
+        assert_eq!(
+            texts(&published),
+            [format!(
+                r#"{{"type":"alert","topic":"alerts","seq":8,"event":"cleared","data":{data}}}"#
+            )]
+        );
+        assert_eq!(published[0].key, TopicKey::Alerts { organisation_id: 3 });
     }
 }

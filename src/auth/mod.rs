@@ -57,6 +57,12 @@ impl Role {
     }
 }
 
+/// SQL saying that a row's `shipment_id` is a shipment assigned now to the driver bound as
+/// parameter `$n`; true when that parameter is null (a viewer who is not a driver).
+pub fn of_driver(n: usize) -> String {
+    format!("(${n}::bigint IS NULL OR shipment_id IN (SELECT id FROM shipments WHERE driver_id = ${n}))")
+}
+
 /// Whoever reads tracking data: a signed-in user, or a share link limited to one shipment.
 #[derive(Debug, Clone)]
 pub enum Viewer {

@@ -3,7 +3,7 @@
 //! edits, deletions, reactions and read marks each take a seq like every other event.
 mod store;
 
-pub use store::{changes_between, Author, Message, ReadMark, Sent};
+pub use store::{Author, ChatEvents, Message, ReadMark, Sent};
 
 use axum::{
     extract::State,
@@ -249,7 +249,13 @@ pub async fn send_message(
             new: false,
         });
     };
-    commit(state, tx, Event::chat(message.clone()), || stored(&message)).await?;
+    commit(
+        state,
+        tx,
+        Event::new(message.updated_seq, message.clone()),
+        || stored(&message),
+    )
+    .await?;
     Ok(Sent { message, new: true })
 }
 
@@ -287,7 +293,13 @@ async fn apply(
     let mut tx = EventTx::begin(&state.db).await?;
     let seq = tx.next_seq();
     let message = store::change(&mut tx, seq, id, change).await?;
-    commit(state, tx, Event::chat(message.clone()), || stored(&message)).await?;
+    commit(
+        state,
+        tx,
+        Event::new(message.updated_seq, message.clone()),
+        || stored(&message),
+    )
+    .await?;
     Ok(message)
 }
 
@@ -355,7 +367,7 @@ pub async fn mark_read(
     let event_seq = tx.next_seq();
     let committed = match store::mark_read(&mut tx, event_seq, shipment_id, &me.key, seq).await? {
         Some(mark) => {
-            tx.push(Event::chat_read(mark));
+            tx.push(Event::new(mark.seq, mark));
             Some(tx.commit().await?)
         }
         None => {

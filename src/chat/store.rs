@@ -3,12 +3,19 @@
 //! the position writer does, so chat events follow commit order with everything else and `since`
 //! can resume a conversation.
 use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{
+    value::{to_raw_value, RawValue},
+    Value,
+};
 use sqlx::{PgConnection, PgPool};
 
 use super::Participant;
-use crate::error::{AppError, AppResult};
+use crate::{
+    error::{AppError, AppResult},
+    tracking::{Event, EventData, EventSource, TopicKey, Window},
+};
 
 /// A message as the API returns and publishes it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -56,37 +63,90 @@ pub struct ReadMark {
     pub seq: i64,
 }
 
-/// The chat changes of `shipments` with seq in `(after, through]`: each message changed in the
-/// range as it is now, and each read mark moved in it, each in seq order. At most `limit` of each.
-pub async fn changes_between(
-    db: &PgPool,
-    shipments: &[i64],
-    after: i64,
-    through: i64,
-    limit: i64,
-) -> sqlx::Result<(Vec<Message>, Vec<ReadMark>)> {
-    let messages = sqlx::query_as(&format!(
-        "SELECT {MESSAGE_COLUMNS} FROM chat_messages
-         WHERE shipment_id = ANY($1) AND updated_seq > $2 AND updated_seq <= $3
-         ORDER BY updated_seq LIMIT $4"
-    ))
-    .bind(shipments)
-    .bind(after)
-    .bind(through)
-    .bind(limit)
-    .fetch_all(db)
-    .await?;
-    let marks = sqlx::query_as(
-        "SELECT shipment_id, participant, read_seq, seq FROM chat_reads
-         WHERE shipment_id = ANY($1) AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4",
-    )
-    .bind(shipments)
-    .bind(after)
-    .bind(through)
-    .bind(limit)
-    .fetch_all(db)
-    .await?;
-    Ok((messages, marks))
+/// A message's latest change, published on its conversation at its `updated_seq`.
+impl EventData for Message {
+    fn kind(&self) -> &'static str {
+        "chat"
+    }
+
+    fn keys(&self) -> Vec<TopicKey> {
+        vec![TopicKey::Chat(self.shipment_id)]
+    }
+
+    fn data(&self) -> serde_json::Result<Box<RawValue>> {
+        to_raw_value(self)
+    }
+}
+
+/// A `chat_read` event's `data`.
+#[derive(Serialize)]
+struct ReadData<'a> {
+    participant: &'a str,
+    read_seq: i64,
+}
+
+/// A participant's read mark moved: published on the conversation.
+impl EventData for ReadMark {
+    fn kind(&self) -> &'static str {
+        "chat_read"
+    }
+
+    fn keys(&self) -> Vec<TopicKey> {
+        vec![TopicKey::Chat(self.shipment_id)]
+    }
+
+    fn data(&self) -> serde_json::Result<Box<RawValue>> {
+        to_raw_value(&ReadData {
+            participant: &self.participant,
+            read_seq: self.read_seq,
+        })
+    }
+}
+
+/// Chat read back: each message changed in the window as it is now, at its latest change, and
+/// each read mark moved in it.
+pub struct ChatEvents;
+
+impl EventSource for ChatEvents {
+    fn events<'a>(
+        &'a self,
+        db: &'a PgPool,
+        window: Window<'a>,
+    ) -> BoxFuture<'a, sqlx::Result<Vec<Event>>> {
+        Box::pin(async move {
+            let shipments = window.ids(|k| match k {
+                TopicKey::Chat(id) => Some(id),
+                _ => None,
+            });
+            if shipments.is_empty() {
+                return Ok(Vec::new());
+            }
+            let messages: Vec<Message> = sqlx::query_as(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM chat_messages
+                 WHERE shipment_id = ANY($1) AND updated_seq > $2 AND updated_seq <= $3
+                 ORDER BY updated_seq LIMIT $4"
+            ))
+            .bind(&shipments)
+            .bind(window.after)
+            .bind(window.through)
+            .bind(window.limit)
+            .fetch_all(db)
+            .await?;
+            let marks: Vec<ReadMark> = sqlx::query_as(
+                "SELECT shipment_id, participant, read_seq, seq FROM chat_reads
+                 WHERE shipment_id = ANY($1) AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4",
+            )
+            .bind(&shipments)
+            .bind(window.after)
+            .bind(window.through)
+            .bind(window.limit)
+            .fetch_all(db)
+            .await?;
+            let messages = messages.into_iter().map(|m| Event::new(m.updated_seq, m));
+            let marks = marks.into_iter().map(|m| Event::new(m.seq, m));
+            Ok(messages.chain(marks).collect())
+        })
+    }
 }
 
 /// What a send did: the message, and whether this call stored it (or a re-send found it).
@@ -290,4 +350,62 @@ pub async fn unread(
     .bind(participant)
     .fetch_all(db)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Utc};
+    use serde_json::json;
+
+    use super::*;
+    use crate::tracking::{frames, Published};
+
+    fn at() -> DateTime<Utc> {
+        "2026-01-02T03:04:05Z".parse().unwrap()
+    }
+
+    fn texts(published: &[Published]) -> Vec<String> {
+        published.iter().map(|p| p.frame.to_string()).collect()
+    }
+
+    #[test]
+    fn chat_frames_go_on_the_conversation_at_the_latest_change() {
+        let message = Message {
+            id: 1,
+            shipment_id: 9,
+            client_id: "c1".into(),
+            author: Author {
+                key: "user:1".into(),
+                name: "Ann".into(),
+                role: "dispatcher".into(),
+            },
+            body: Some("hi \"there\"".into()),
+            deleted: false,
+            reactions: json!({}),
+            seq: 10,
+            updated_seq: 12,
+            created_at: at(),
+            edited_at: Some(at()),
+        };
+        let data = serde_json::to_string(&message).unwrap();
+        let published = frames(&Event::new(12, message), |_| true);
+        assert_eq!(
+            texts(&published),
+            [format!(
+                r#"{{"type":"chat","topic":"chat:9","seq":12,"data":{data}}}"#
+            )]
+        );
+        let mark = ReadMark {
+            shipment_id: 9,
+            participant: "user:1".into(),
+            read_seq: 12,
+            seq: 13,
+        };
+        assert_eq!(
+            texts(&frames(&Event::new(13, mark), |_| true)),
+            [
+                r#"{"type":"chat_read","topic":"chat:9","seq":13,"data":{"participant":"user:1","read_seq":12}}"#
+            ]
+        );
+    }
 }

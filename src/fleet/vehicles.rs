@@ -12,9 +12,8 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 
 use crate::{
-    auth::{token, CurrentUser, Revoked, Viewer},
+    auth::{of_driver, token, CurrentUser, Revoked, Viewer},
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
-    fleet::shipments::of_driver,
     tracking::position::{Position, PositionRow, POSITION_COLUMNS},
     AppState,
 };

@@ -25,12 +25,12 @@ use super::{
     },
 };
 use crate::{
-    alerts::{self, accuracy, Alerts, OrgFences, Trip},
+    alerts::{self, accuracy, AlertChange, Alerts, OrgFences, Trip},
     auth::{Device, Revoked},
     db::stored_or_default,
     error::AppError,
     metrics::Metrics,
-    tracking::position::{to_micros, LastFix, NewPosition},
+    tracking::position::{to_micros, LastFix, NewPosition, PositionEvent},
     tracking::{Committed, Event, EventTx},
 };
 
@@ -334,10 +334,16 @@ async fn commit(
         .count() as u64;
     // Moved, not serialised: the frames are built after the commit, outside the lock.
     for row in rows.into_iter().filter(|r| r.filter.is_none()) {
-        tx.push(Event::position(row.seq, row.organisation_id, row.position));
+        tx.push(Event::new(
+            row.seq,
+            PositionEvent {
+                organisation_id: row.organisation_id,
+                position: row.position,
+            },
+        ));
     }
     for (seq, event, alert) in raised {
-        tx.push(Event::alert(seq, event, alert));
+        tx.push(AlertChange::at(seq, event, alert));
     }
     let events = tx.commit().await?;
     Ok(Written {

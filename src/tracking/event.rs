@@ -3,8 +3,16 @@
 //! commit events. It takes the `event_seq` row lock, held to commit, hands out the seqs, records
 //! the last one, and only once the transaction has committed are the events published (through
 //! the sequencer and, with Redis, to the other instances).
-use std::ops::{Deref, DerefMut};
+//!
+//! What an event says is its capability's own type, seen here only through [`EventData`]: the
+//! real-time path frames and routes every kind alike and depends on none of them.
+use std::{
+    fmt,
+    ops::{Deref, DerefMut},
+    sync::Arc,
+};
 
+use serde_json::value::RawValue;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use super::{
@@ -12,107 +20,41 @@ use super::{
     seq::{lock_seq, set_seq},
     Batch, TopicKey, Tracking,
 };
-use crate::{
-    alerts::Alert,
-    chat::{Message, ReadMark},
-    tracking::position::Position,
-};
+
+/// What an event says: each kind of event is a type of the capability that commits it (a
+/// position's in `tracking::position`, an alert's change in `alerts`, a chat message and a read
+/// mark in `chat`).
+pub trait EventData: fmt::Debug + Send + Sync + 'static {
+    /// The frame's `type`.
+    fn kind(&self) -> &'static str;
+    /// The topics it is published on.
+    fn keys(&self) -> Vec<TopicKey>;
+    /// The frame's `event`, written before `data`: which change of its subject this is (an
+    /// alert's `raised`, `cleared`, …). None for most kinds.
+    fn event(&self) -> Option<&str> {
+        None
+    }
+    /// The vehicle a newer event may stand in for this one for in a slow client's outbox.
+    /// None, the default, for an event every subscriber must get.
+    fn conflate_vehicle(&self) -> Option<i64> {
+        None
+    }
+    /// The frame's `data`, serialised once for all the event's topics.
+    fn data(&self) -> serde_json::Result<Box<RawValue>>;
+}
 
 /// One event, at its seq.
 #[derive(Debug, Clone)]
 pub struct Event {
     pub seq: i64,
-    pub(super) kind: EventKind,
-}
-
-/// What happened, with the row that says it.
-#[derive(Debug, Clone)]
-pub(super) enum EventKind {
-    /// A position stored and not filtered.
-    Position {
-        organisation_id: i64,
-        position: Position,
-    },
-    /// An alert raised, cleared or acknowledged (`event`); `alert` as it was after the change.
-    Alert { event: String, alert: Alert },
-    /// A chat message sent or changed, as it is now.
-    Chat(Message),
-    /// A participant's read mark moved.
-    ChatRead(ReadMark),
+    pub data: Arc<dyn EventData>,
 }
 
 impl Event {
-    pub fn position(seq: i64, organisation_id: i64, position: Position) -> Event {
+    pub fn new(seq: i64, data: impl EventData) -> Event {
         Event {
             seq,
-            kind: EventKind::Position {
-                organisation_id,
-                position,
-            },
-        }
-    }
-
-    pub fn alert(seq: i64, event: impl Into<String>, alert: Alert) -> Event {
-        Event {
-            seq,
-            kind: EventKind::Alert {
-                event: event.into(),
-                alert,
-            },
-        }
-    }
-
-    /// A message's latest change: it is published at its `updated_seq`.
-    pub fn chat(message: Message) -> Event {
-        Event {
-            seq: message.updated_seq,
-            kind: EventKind::Chat(message),
-        }
-    }
-
-    pub fn chat_read(mark: ReadMark) -> Event {
-        Event {
-            seq: mark.seq,
-            kind: EventKind::ChatRead(mark),
-        }
-    }
-
-    /// The topics it is published on: a position on its organisation's `fleet`, its
-    /// `vehicle:{id}` and its `shipment:{id}` if it has one; an alert on its organisation's
-    /// `alerts` and its shipment's; chat on its conversation.
-    pub fn keys(&self) -> Vec<TopicKey> {
-        match &self.kind {
-            EventKind::Position {
-                organisation_id,
-                position,
-            } => {
-                let mut keys = vec![
-                    TopicKey::Fleet {
-                        organisation_id: *organisation_id,
-                    },
-                    TopicKey::Vehicle(position.vehicle_id),
-                ];
-                keys.extend(position.shipment_id.map(TopicKey::Shipment));
-                keys
-            }
-            EventKind::Alert { alert, .. } => {
-                let mut keys = vec![TopicKey::Alerts {
-                    organisation_id: alert.organisation_id,
-                }];
-                keys.extend(alert.shipment_id.map(TopicKey::Shipment));
-                keys
-            }
-            EventKind::Chat(message) => vec![TopicKey::Chat(message.shipment_id)],
-            EventKind::ChatRead(mark) => vec![TopicKey::Chat(mark.shipment_id)],
-        }
-    }
-
-    /// The vehicle a newer event may stand in for this one for: current positions are
-    /// conflated; late points fill in tracks and must all arrive, as must everything else.
-    pub fn conflate_vehicle(&self) -> Option<i64> {
-        match &self.kind {
-            EventKind::Position { position, .. } => (!position.late).then_some(position.vehicle_id),
-            _ => None,
+            data: Arc::new(data),
         }
     }
 }

@@ -1,11 +1,11 @@
 //! Where positions, alerts and chat go out: each change is an [`Event`], committed with a seq
 //! through an [`EventTx`] and framed in one envelope ([`frames`]); committed events are put in
 //! seq order (the [`Sequencer`]), fanned out to other instances through Redis ([`Fanout`]), and
-//! delivered by the [`Hub`] to WebSocket sessions, each with a bounded outbox. The session speaks
-//! the protocol in docs/API.md.
+//! delivered by the [`Hub`] to subscribers, each with a bounded outbox. The WebSocket sessions
+//! that subscribe (`crate::socket`) speak the protocol in docs/API.md. Missed events are read back
+//! through [`Replay`], from the sources each capability registers.
 mod event;
 mod fanout;
-pub(crate) mod frame;
 mod hub;
 mod outbox;
 pub mod position;
@@ -14,7 +14,6 @@ mod publish;
 mod replay;
 mod seq;
 mod sequencer;
-mod session;
 mod topic;
 
 use std::sync::Arc;
@@ -24,17 +23,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Revocations, Revoked};
 
-pub use event::{Committed, Event, EventTx};
+pub use event::{Committed, Event, EventData, EventTx};
 pub use fanout::Fanout;
 use fanout::PRESENCE_REFRESH;
-use frame::ServerFrame;
 pub use hub::{Hub, Subscription};
 pub use outbox::{conflated_frames, Outbox, OutboxClosed};
-pub use presence::Presence;
+pub use presence::{Presence, TYPING_SHOWN_FOR};
 pub use publish::frames;
+pub use replay::{EventSource, Replay, Window, REPLAY_LIMIT};
 pub use seq::{lock_seq, read_seq};
 pub use sequencer::{Batch, Published, Sequencer};
-pub use session::router;
 pub use topic::{Topic, TopicKey};
 
 /// The real-time side of one instance: what the writer hands committed events to, and what
@@ -45,6 +43,8 @@ pub struct Tracking {
     pub fanout: Option<Arc<Fanout>>,
     pub presence: Presence,
     pub revocations: Arc<Revocations>,
+    /// Reads missed events back, for `since` and the sequencer.
+    pub replay: Arc<Replay>,
 }
 
 impl Tracking {
@@ -91,8 +91,7 @@ impl Tracking {
 
     /// Sends a frame that needs no order (typing, presence) to conversation `shipment`'s live
     /// subscribers, on this instance but not to connection `except`, and on the others.
-    async fn ephemeral(&self, shipment: i64, frame: ServerFrame, except: Option<u64>) {
-        let frame = frame.text();
+    pub async fn ephemeral(&self, shipment: i64, frame: String, except: Option<u64>) {
         if let Some(fanout) = &self.fanout {
             fanout.publish_ephemeral(shipment, &frame).await;
         }
@@ -116,44 +115,32 @@ impl Tracking {
         everywhere.unwrap_or_else(|| self.presence.online(shipment))
     }
 
-    /// Counts a socket (connection `connection`) into a conversation. Everyone hears of a
-    /// participant coming online; the joining socket always gets who is there.
-    pub async fn join_chat(&self, shipment: i64, connection: u64, key: &str, name: &str) {
+    /// Counts a socket into a conversation: whether the participant came online with it, and who
+    /// is there now, `(participant, name)`.
+    pub async fn join_chat(
+        &self,
+        shipment: i64,
+        key: &str,
+        name: &str,
+    ) -> (bool, Vec<(String, String)>) {
         let came_online = self.presence.join(shipment, key, name);
         let online = self
             .online(shipment, key, name, came_online.then_some(true))
             .await;
-        let frame = ServerFrame::presence(shipment, online);
-        if came_online {
-            self.ephemeral(shipment, frame, None).await;
-        } else {
-            self.hub.send_to(
-                TopicKey::Chat(shipment),
-                connection,
-                Utf8Bytes::from(frame.text()),
-            );
-        }
+        (came_online, online)
     }
 
-    /// Uncounts a socket that left a conversation; everyone hears if it was the participant's
+    /// Uncounts a socket that left a conversation: who is there now if it was the participant's
     /// last.
-    pub async fn leave_chat(&self, shipment: i64, key: &str) {
-        if let Some(name) = self.presence.leave(shipment, key) {
-            let online = self.online(shipment, key, &name, Some(false)).await;
-            let frame = ServerFrame::presence(shipment, online);
-            self.ephemeral(shipment, frame, None).await;
-        }
+    pub async fn leave_chat(&self, shipment: i64, key: &str) -> Option<Vec<(String, String)>> {
+        let name = self.presence.leave(shipment, key)?;
+        Some(self.online(shipment, key, &name, Some(false)).await)
     }
 
-    /// Forwards "typing" to the others in the conversation, throttled per participant.
-    pub async fn typing(&self, shipment: i64, connection: u64, key: &str, name: &str) {
-        if self
-            .presence
+    /// Whether a participant's "typing" is forwarded now: throttled per participant.
+    pub fn typing_due(&self, shipment: i64, key: &str) -> bool {
+        self.presence
             .typing(shipment, key, std::time::Instant::now())
-        {
-            let frame = ServerFrame::typing(shipment, key, name);
-            self.ephemeral(shipment, frame, Some(connection)).await;
-        }
     }
 
     /// Keeps this instance's presence entries in Redis alive until cancelled.

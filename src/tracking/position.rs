@@ -3,10 +3,19 @@
 //! A [`NewPosition`] that exists has a latitude, longitude and time inside their ranges; the
 //! writer and everything after it never see raw input.
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::{
+    value::{to_raw_value, RawValue},
+    Map, Value,
+};
+use sqlx::PgPool;
 
-use crate::error::{contains_nul, AppError};
+use super::{Event, EventData, EventSource, TopicKey, Window};
+use crate::{
+    auth::of_driver,
+    error::{contains_nul, AppError},
+};
 
 /// Most extra attributes one position may carry.
 pub const MAX_ATTRIBUTES: usize = 32;
@@ -224,6 +233,113 @@ fn check_range(field: &str, v: f64, min: f64, max: f64) -> Result<(), AppError> 
     Ok(())
 }
 
+/// The columns that make a [`PositionRow`] (after `seq`), for every query that reads positions.
+pub const POSITION_COLUMNS: &str = "vehicle_id, shipment_id, ST_Y(point::geometry) AS lat, \
+     ST_X(point::geometry) AS lon, recorded_at, received_at, accuracy, speed, heading, altitude, \
+     battery, late";
+
+/// A row of the positions table, as `seq` and [`POSITION_COLUMNS`] read it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct PositionRow {
+    pub seq: i64,
+    #[sqlx(flatten)]
+    pub position: Position,
+}
+
+/// A stored position, published: on its organisation's `fleet`, its `vehicle:{id}` and its
+/// `shipment:{id}` if it has one.
+#[derive(Debug)]
+pub struct PositionEvent {
+    pub organisation_id: i64,
+    pub position: Position,
+}
+
+impl EventData for PositionEvent {
+    fn kind(&self) -> &'static str {
+        "position"
+    }
+
+    fn keys(&self) -> Vec<TopicKey> {
+        let mut keys = vec![
+            TopicKey::Fleet {
+                organisation_id: self.organisation_id,
+            },
+            TopicKey::Vehicle(self.position.vehicle_id),
+        ];
+        keys.extend(self.position.shipment_id.map(TopicKey::Shipment));
+        keys
+    }
+
+    /// Current positions are conflated; late points fill in tracks and must all arrive.
+    fn conflate_vehicle(&self) -> Option<i64> {
+        (!self.position.late).then_some(self.position.vehicle_id)
+    }
+
+    fn data(&self) -> serde_json::Result<Box<RawValue>> {
+        to_raw_value(&self.position)
+    }
+}
+
+/// Published positions read back: never filtered ones.
+pub struct PositionEvents;
+
+#[derive(sqlx::FromRow)]
+struct OwnedRow {
+    organisation_id: i64,
+    #[sqlx(flatten)]
+    row: PositionRow,
+}
+
+impl EventSource for PositionEvents {
+    fn events<'a>(
+        &'a self,
+        db: &'a PgPool,
+        window: Window<'a>,
+    ) -> BoxFuture<'a, sqlx::Result<Vec<Event>>> {
+        Box::pin(async move {
+            let organisations = window.ids(|k| match k {
+                TopicKey::Fleet { organisation_id } => Some(organisation_id),
+                _ => None,
+            });
+            let vehicles = window.ids(|k| match k {
+                TopicKey::Vehicle(id) => Some(id),
+                _ => None,
+            });
+            let shipments = window.ids(TopicKey::shipment);
+            if organisations.is_empty() && vehicles.is_empty() && shipments.is_empty() {
+                return Ok(Vec::new());
+            }
+            let theirs = of_driver(7);
+            let rows: Vec<OwnedRow> = sqlx::query_as(&format!(
+                "SELECT organisation_id, seq, {POSITION_COLUMNS} FROM positions
+                 WHERE seq > $1 AND seq <= $2 AND filter_reason IS NULL
+                   AND (organisation_id = ANY($3) OR vehicle_id = ANY($4) OR shipment_id = ANY($5))
+                   AND {theirs}
+                 ORDER BY seq LIMIT $6"
+            ))
+            .bind(window.after)
+            .bind(window.through)
+            .bind(&organisations)
+            .bind(&vehicles)
+            .bind(&shipments)
+            .bind(window.limit)
+            .bind(window.driver)
+            .fetch_all(db)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|r| {
+                    let data = PositionEvent {
+                        organisation_id: r.organisation_id,
+                        position: r.row.position,
+                    };
+                    Event::new(r.row.seq, data)
+                })
+                .collect())
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,17 +421,4 @@ mod tests {
             NewPosition::from_json(json!({"lat": 0, "lon": 0, "recorded_at": fine}), now).is_ok()
         );
     }
-}
-
-/// The columns that make a [`PositionRow`] (after `seq`), for every query that reads positions.
-pub const POSITION_COLUMNS: &str = "vehicle_id, shipment_id, ST_Y(point::geometry) AS lat, \
-     ST_X(point::geometry) AS lon, recorded_at, received_at, accuracy, speed, heading, altitude, \
-     battery, late";
-
-/// A row of the positions table, as `seq` and [`POSITION_COLUMNS`] read it.
-#[derive(Debug, sqlx::FromRow)]
-pub struct PositionRow {
-    pub seq: i64,
-    #[sqlx(flatten)]
-    pub position: Position,
 }

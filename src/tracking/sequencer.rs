@@ -21,7 +21,7 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{replay, Hub, TopicKey};
+use super::{Hub, Replay, TopicKey, Window};
 
 /// How long an early batch waits for the ones before it (normally in flight through Redis)
 /// before the gap is read from the database.
@@ -155,7 +155,12 @@ impl Sequencer {
 
     /// Fills gaps from PostGIS until cancelled: when an early batch has waited [`GAP_HOLD`],
     /// and every [`CATCH_UP_EVERY`] when the database's counter is ahead.
-    pub async fn fill_gaps(self: Arc<Self>, db: PgPool, cancel: CancellationToken) {
+    pub async fn fill_gaps(
+        self: Arc<Self>,
+        db: PgPool,
+        replay: Arc<Replay>,
+        cancel: CancellationToken,
+    ) {
         let mut tick = tokio::time::interval(CATCH_UP_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // What the counter said at the last tick: only a gap that was already there a tick ago
@@ -177,7 +182,7 @@ impl Sequencer {
                 },
             };
             while let Some((after, through)) = self.gap_to_fill(counter.take()) {
-                match self.read_gap(&db, after, through).await {
+                match self.read_gap(&db, &replay, after, through).await {
                     Ok(batch) => {
                         tracing::debug!(
                             after,
@@ -201,9 +206,22 @@ impl Sequencer {
         }
     }
 
-    async fn read_gap(&self, db: &PgPool, after: i64, through: i64) -> sqlx::Result<Batch> {
+    async fn read_gap(
+        &self,
+        db: &PgPool,
+        replay: &Replay,
+        after: i64,
+        through: i64,
+    ) -> sqlx::Result<Batch> {
         let keys = self.hub.subscribed_keys();
-        let events = replay::events_between(db, &keys, after, through, None, i64::MAX).await?;
+        let window = Window {
+            keys: &keys,
+            after,
+            through,
+            driver: None,
+            limit: i64::MAX,
+        };
+        let events = replay.between(db, window).await?;
         Ok(Batch {
             first: after + 1,
             last: through,

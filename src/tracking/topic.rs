@@ -64,6 +64,14 @@ impl serde::Serialize for Topic {
 }
 
 impl TopicKey {
+    /// The shipment of a `shipment:{id}` key.
+    pub fn shipment(self) -> Option<i64> {
+        match self {
+            TopicKey::Shipment(id) => Some(id),
+            _ => None,
+        }
+    }
+
     /// The name subscribers of this key used, which every event frame carries.
     pub fn topic(self) -> Topic {
         match self {

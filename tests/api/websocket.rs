@@ -7,7 +7,7 @@ use tokio_tungstenite::tungstenite::Message;
 use waymark::{
     auth::Role,
     tracking::{
-        position::{to_micros, Position},
+        position::{to_micros, Position, PositionEvent},
         read_seq, Event, EventTx,
     },
 };
@@ -155,7 +155,13 @@ async fn an_event_transaction_gives_back_the_seqs_of_a_rollback_and_publishes_wh
     let mut tx = EventTx::begin(&f.app.db).await.unwrap();
     let seq = tx.next_seq();
     assert_eq!(seq, given_back, "a rolled back seq is handed out again");
-    tx.push(Event::position(seq, organisation_id, position));
+    tx.push(Event::new(
+        seq,
+        PositionEvent {
+            organisation_id,
+            position,
+        },
+    ));
     let committed = tx.commit().await.unwrap();
     assert_eq!(read_seq(&f.app.db).await.unwrap(), seq);
     committed.publish(&f.app.state.tracking);

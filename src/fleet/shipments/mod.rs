@@ -150,12 +150,6 @@ async fn with_last_positions(db: &PgPool, rows: Vec<ShipmentRow>) -> sqlx::Resul
         .collect())
 }
 
-/// SQL saying that a row's `shipment_id` is a shipment assigned now to the driver bound as
-/// parameter `$n`; true when that parameter is null (a viewer who is not a driver).
-pub fn of_driver(n: usize) -> String {
-    format!("(${n}::bigint IS NULL OR shipment_id IN (SELECT id FROM shipments WHERE driver_id = ${n}))")
-}
-
 /// The shipment if `viewer` may see it: dispatchers see their organisation's, a driver the ones
 /// assigned to them, a share link its own. Anything else is `not_found`.
 pub async fn load_visible(db: &PgPool, viewer: &Viewer, id: i64) -> AppResult<Shipment> {

@@ -2,13 +2,15 @@
 //! is acknowledged to the sender before its event is published to the conversation.
 use serde_json::Value;
 
-use super::Session;
+use axum::extract::ws::Utf8Bytes;
+
+use super::{
+    frame::{ChatDelete, ChatEdit, ChatReact, ChatRead, ChatSend, ServerFrame, Typing},
+    Session,
+};
 use crate::{
     chat::{self, Message},
-    tracking::{
-        frame::{ChatDelete, ChatEdit, ChatReact, ChatRead, ChatSend, ServerFrame, Typing},
-        Topic,
-    },
+    tracking::{Topic, TopicKey},
 };
 
 impl ChatSend {
@@ -80,11 +82,38 @@ impl Typing {
             return;
         };
         let tracking = &s.state.tracking;
-        tracking.typing(id, s.id, &me.key, &me.name).await;
+        if tracking.typing_due(id, &me.key) {
+            let frame = ServerFrame::typing(id, &me.key, &me.name).text();
+            tracking.ephemeral(id, frame, Some(s.id)).await;
+        }
     }
 }
 
 impl Session {
+    /// Counts this connection into conversation `shipment` as `me`. Everyone hears of a
+    /// participant coming online; this connection always gets who is there.
+    pub(super) async fn join_chat(&self, shipment: i64, me: &chat::Participant) {
+        let tracking = &self.state.tracking;
+        let (came_online, online) = tracking.join_chat(shipment, &me.key, &me.name).await;
+        let frame = ServerFrame::presence(shipment, online).text();
+        if came_online {
+            tracking.ephemeral(shipment, frame, None).await;
+        } else {
+            let key = TopicKey::Chat(shipment);
+            tracking.hub.send_to(key, self.id, Utf8Bytes::from(frame));
+        }
+    }
+
+    /// Uncounts this connection from conversation `shipment`; everyone hears if it was the
+    /// participant's last.
+    pub(super) async fn leave_chat(&self, shipment: i64, me: &chat::Participant) {
+        let tracking = &self.state.tracking;
+        if let Some(online) = tracking.leave_chat(shipment, &me.key).await {
+            let frame = ServerFrame::presence(shipment, online).text();
+            tracking.ephemeral(shipment, frame, None).await;
+        }
+    }
+
     /// The shipment of a `chat:{id}` topic, or none (and the client told).
     fn chat_topic(&self, name: &str, r: &Option<Value>) -> Option<i64> {
         match Topic::parse(name) {

@@ -8,7 +8,6 @@ use chrono::{DateTime, Utc};
 use serde::{de::value::MapDeserializer, Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{presence::TYPING_SHOWN_FOR, Topic};
 use crate::{
     alerts::Alert,
     auth::{CurrentUser, Role},
@@ -16,6 +15,7 @@ use crate::{
     error::AppError,
     fleet::shipments::Shipment,
     fleet::vehicles::Vehicle,
+    tracking::{Topic, TYPING_SHOWN_FOR},
 };
 
 /// A frame and the `ref` that ties a reply to the client frame it answers.

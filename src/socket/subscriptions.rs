@@ -2,7 +2,10 @@
 //! `since`, going live, and ending subscriptions a driver may no longer see.
 use serde_json::Value;
 
-use super::{Flow, Session, TOO_SLOW};
+use super::{
+    frame::{ServerFrame, Snapshot, Subscribe, TopicState, Unsubscribe},
+    Flow, Session, TOO_SLOW,
+};
 use crate::{
     alerts,
     auth::Viewer,
@@ -10,10 +13,7 @@ use crate::{
     error::AppError,
     fleet::shipments,
     fleet::vehicles,
-    tracking::{
-        frame::{ServerFrame, Snapshot, Subscribe, TopicState, Unsubscribe},
-        read_seq, replay, Published, Topic, TopicKey,
-    },
+    tracking::{read_seq, Published, Topic, TopicKey},
 };
 
 /// Alerts in the `alerts` topic's snapshot.
@@ -76,8 +76,7 @@ impl Subscribe {
         }
         s.subscriptions.insert(key, sub);
         if let (Topic::Chat(id), Some(p)) = (topic, participant) {
-            let tracking = &s.state.tracking;
-            tracking.join_chat(id, s.id, &p.key, &p.name).await;
+            s.join_chat(id, &p).await;
             s.conversations.insert(id, p);
         }
         Flow::Continue
@@ -126,7 +125,7 @@ impl Session {
         self.state.tracking.unsubscribe(&sub).await;
         if let TopicKey::Chat(id) = key {
             if let Some(me) = self.conversations.remove(&id) {
-                self.state.tracking.leave_chat(id, &me.key).await;
+                self.leave_chat(id, &me).await;
             }
         }
     }
@@ -199,7 +198,12 @@ impl Session {
             Topic::Chat(id) => TopicState::Chat(chat::snapshot(db, &self.viewer, id).await?),
         };
         let replay = match since {
-            Some(since) => replay::events_since(db, key, since, self.viewer.driver_id()).await?,
+            Some(since) => {
+                let replay = &self.state.tracking.replay;
+                replay
+                    .since(db, key, since, self.viewer.driver_id())
+                    .await?
+            }
             None => None,
         };
         Ok((Snapshot { seq, state }, replay))

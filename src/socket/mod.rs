@@ -1,10 +1,12 @@
-//! One WebSocket connection: authentication before the upgrade, then one task that reads client
-//! frames, writes the outbox, pings, and stops on shutdown. Subscriptions are removed on every
+//! The WebSocket protocol (docs/API.md), over the real-time path of [`crate::tracking`]: its
+//! [`frame`]s, and one connection per [`Session`]: authentication before the upgrade, then one
+//! task that reads client frames, writes the outbox, pings, and stops on shutdown. Subscriptions are removed on every
 //! way out. Each client frame is applied by the file of its concern, as `apply` on the frame:
 //! [`subscriptions`] (subscribe, unsubscribe, and what a subscription needs), [`chat`] and
 //! [`alerts`].
 mod alerts;
 mod chat;
+pub mod frame;
 mod subscriptions;
 
 use std::{
@@ -34,13 +36,14 @@ use futures_util::{
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::frame::{self, ClientFrame, Envelope, Me, ServerFrame};
-use super::{Outbox, Subscription, TopicKey};
 use crate::{
     auth::{self, Revoked, ShareAccess, Viewer},
     error::AppError,
-    security, AppState,
+    security,
+    tracking::{Outbox, Subscription, TopicKey},
+    AppState,
 };
+use frame::{ClientFrame, Envelope, Me, ServerFrame};
 
 /// Largest client frame (and message) accepted; bigger ones close the connection with
 /// [`CLOSE_TOO_BIG`].

@@ -1,8 +1,11 @@
 //! Alert frames: a dispatcher acknowledges an alert.
 use serde_json::Value;
 
-use super::Session;
-use crate::{alerts, auth::Viewer, tracking::frame::Acknowledge, tracking::frame::ServerFrame};
+use super::{
+    frame::{Acknowledge, ServerFrame},
+    Session,
+};
+use crate::{alerts, auth::Viewer};
 
 impl Acknowledge {
     /// Acknowledges the alert; the change reaches every subscriber of `alerts` as an event, and

@@ -1,9 +1,58 @@
-//! The administrative commands: `waymark migrate` and `waymark user create`.
+//! The command line: `waymark serve`, and the administrative commands `waymark migrate` and
+//! `waymark user create`.
+use clap::{Args, Parser, Subcommand};
+
 use crate::{
-    auth::create_user,
-    config::{CreateUser, DbConfig, UserCommand},
+    auth::{create_user, Role},
+    config::{DbConfig, LogFormat, ServeConfig},
     db,
 };
+
+#[derive(Parser)]
+#[command(name = "waymark", version, about = "Live GPS fleet tracking")]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, env = "WAYMARK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the HTTP and WebSocket server (migrates the database first).
+    Serve(Box<ServeConfig>),
+    /// Apply the database migrations and exit.
+    Migrate(DbConfig),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Create a user (and its organisation if it does not exist); prints the user id.
+    Create(CreateUser),
+}
+
+#[derive(Args)]
+pub struct CreateUser {
+    #[command(flatten)]
+    pub db: DbConfig,
+    /// Organisation name.
+    #[arg(long)]
+    pub org: String,
+    #[arg(long)]
+    pub email: String,
+    /// At least 8 characters.
+    #[arg(long, env = "WAYMARK_USER_PASSWORD", hide_env_values = true)]
+    pub password: String,
+    #[arg(long, value_enum)]
+    pub role: Role,
+    /// Succeed without changes when a user with this email already exists.
+    #[arg(long)]
+    pub if_not_exists: bool,
+}
 
 pub async fn migrate(config: &DbConfig) -> anyhow::Result<()> {
     let pool = db::connect(config).await?;

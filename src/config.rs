@@ -1,34 +1,13 @@
-//! Command line and configuration, parsed once at start-up. Every flag can also come from the
-//! environment; secrets are redacted from `Debug`.
+//! Configuration, parsed once at start-up from the command line (`crate::cli`) or the
+//! environment: every flag can also come from the environment; secrets are redacted from `Debug`.
 use std::{fmt, net::SocketAddr, time::Duration};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-
-#[derive(Parser)]
-#[command(name = "waymark", version, about = "Live GPS fleet tracking")]
-pub struct Cli {
-    /// Log format.
-    #[arg(long, env = "WAYMARK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
-    pub log_format: LogFormat,
-    #[command(subcommand)]
-    pub command: Command,
-}
+use clap::{Args, ValueEnum};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
-}
-
-#[derive(Subcommand)]
-pub enum Command {
-    /// Run the HTTP and WebSocket server (migrates the database first).
-    Serve(Box<ServeConfig>),
-    /// Apply the database migrations and exit.
-    Migrate(DbConfig),
-    /// Manage users.
-    #[command(subcommand)]
-    User(UserCommand),
 }
 
 #[derive(Clone, Args)]
@@ -177,31 +156,6 @@ impl fmt::Debug for ServeConfig {
             .field("writer_batch", &self.writer_batch)
             .finish_non_exhaustive()
     }
-}
-
-#[derive(Subcommand)]
-pub enum UserCommand {
-    /// Create a user (and its organisation if it does not exist); prints the user id.
-    Create(CreateUser),
-}
-
-#[derive(Args)]
-pub struct CreateUser {
-    #[command(flatten)]
-    pub db: DbConfig,
-    /// Organisation name.
-    #[arg(long)]
-    pub org: String,
-    #[arg(long)]
-    pub email: String,
-    /// At least 8 characters.
-    #[arg(long, env = "WAYMARK_USER_PASSWORD", hide_env_values = true)]
-    pub password: String,
-    #[arg(long, value_enum)]
-    pub role: crate::auth::Role,
-    /// Succeed without changes when a user with this email already exists.
-    #[arg(long)]
-    pub if_not_exists: bool,
 }
 
 // The database URL may carry a password and `user create` takes one: neither ever reaches a log.

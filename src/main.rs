@@ -1,6 +1,6 @@
 //! The `waymark` binary: parses the command line and hands over to the library.
 use clap::Parser;
-use waymark::config::{Cli, Command};
+use waymark::cli::{Cli, Command};
 
 /// mimalloc returns freed memory to the system more readily than glibc's allocator with many
 /// small, long-lived per-connection allocations, which keeps idle WebSockets cheap.

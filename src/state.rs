@@ -195,7 +195,7 @@ mod tests {
     use clap::Parser;
 
     use super::*;
-    use crate::config::{Cli, Command};
+    use crate::cli::{Cli, Command};
 
     fn config(args: &[&str]) -> ServeConfig {
         let mut all = vec!["waymark", "serve"];

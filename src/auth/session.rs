@@ -18,7 +18,7 @@ use sqlx::PgPool;
 use super::{Revoked, Role};
 use crate::{error::AppError, AppState};
 
-pub const SESSION_COOKIE: &str = "waymark_session";
+pub use crate::security::SESSION_COOKIE;
 /// Seconds a session is still accepted after its expiry, for clocks that disagree a little.
 pub const LEEWAY_S: u64 = 5;
 

@@ -6,6 +6,7 @@
 //! the limit is worth there.
 use std::{
     collections::HashMap,
+    future::Future,
     hash::Hash,
     net::{IpAddr, SocketAddr},
     sync::Mutex,
@@ -14,7 +15,20 @@ use std::{
 
 use axum::http::HeaderMap;
 
-use crate::{config::ServeConfig, tracking::Fanout};
+use crate::config::ServeConfig;
+
+/// Token buckets that every instance shares (the Redis fan-out keeps them).
+pub trait SharedBuckets {
+    /// Takes a token from the bucket `name`: `Some(Ok)` if one was free, `Some(Err(wait))` if
+    /// not, none if the shared store does not answer. The bucket refills at `per_second` up to
+    /// `burst`.
+    fn take_shared_token(
+        &self,
+        name: &str,
+        per_second: f64,
+        burst: f64,
+    ) -> impl Future<Output = Option<Result<(), Duration>>> + Send;
+}
 
 /// Past this many keys, full buckets (clients at rest) are forgotten.
 const MAX_KEYS: usize = 100_000;
@@ -49,7 +63,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     /// Redis), or from this instance's own when there is no Redis or it does not answer.
     pub async fn check_shared(
         &self,
-        fanout: Option<&Fanout>,
+        shared: Option<&impl SharedBuckets>,
         kind: &str,
         key: &K,
     ) -> Result<(), Duration>
@@ -59,9 +73,9 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         if self.per_second <= 0.0 {
             return Ok(());
         }
-        if let Some(fanout) = fanout {
+        if let Some(shared) = shared {
             let name = format!("{kind}:{key}");
-            if let Some(taken) = fanout
+            if let Some(taken) = shared
                 .take_shared_token(&name, self.per_second, self.burst)
                 .await
             {

@@ -2,7 +2,7 @@
 //! refusing cross-site requests that would ride on the session cookie, and rate limits.
 mod limit;
 
-pub use limit::{client_ip, Limits, RateLimiter};
+pub use limit::{client_ip, Limits, RateLimiter, SharedBuckets};
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -13,7 +13,11 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use crate::{auth::SESSION_COOKIE, config::ServeConfig, error::AppError, AppState};
+use crate::{config::ServeConfig, error::AppError, AppState};
+
+/// The session cookie's name. It is set by `auth` at sign-in; it is named here because the
+/// cross-site guard ([`refuse_cross_site`]) looks for it on every request.
+pub const SESSION_COOKIE: &str = "waymark_session";
 
 /// The address a request came from (see [`client_ip`]).
 pub struct ClientIp(pub IpAddr);

@@ -36,7 +36,10 @@ use tokio::sync::{mpsc, Mutex};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{Batch, Hub, Published, Sequencer, TopicKey};
-use crate::auth::{token, Revocations, Revoked};
+use crate::{
+    auth::{token, Revocations, Revoked},
+    security::SharedBuckets,
+};
 
 /// Batches waiting to be published; past this the oldest are dropped (other instances then
 /// read them from the database).
@@ -199,30 +202,6 @@ impl Fanout {
             .arg(format!("{} {}", self.instance, revoked.encode()))
             .ignore();
         self.run::<()>(&pipe).await;
-    }
-
-    /// Takes a token from the bucket `name` that every instance shares: `Some(Ok)` if one was
-    /// free, `Some(Err(wait))` if not, none if Redis does not answer. The bucket refills at
-    /// `per_second` up to `burst`, by Redis's clock, so the instances' clocks need not agree.
-    pub async fn take_shared_token(
-        &self,
-        name: &str,
-        per_second: f64,
-        burst: f64,
-    ) -> Option<Result<(), Duration>> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("EVAL")
-            .arg(TOKEN_BUCKET)
-            .arg(1)
-            .arg(format!("{}:limit:{name}", self.prefix))
-            .arg(per_second / 1000.0)
-            .arg(burst);
-        let (wait_ms,): (u64,) = self.run(&pipe).await?;
-        Some(if wait_ms == 0 {
-            Ok(())
-        } else {
-            Err(Duration::from_millis(wait_ms))
-        })
     }
 
     /// Records (`Some(true)`), removes (`Some(false)`) or leaves alone (`None`) this instance's
@@ -566,6 +545,33 @@ impl Fanout {
             conflate_vehicle: conflate.parse().ok(),
             frame: Utf8Bytes::from(frame.to_owned()),
         });
+    }
+}
+
+/// Sign-in limits shared by every instance, in Redis.
+impl SharedBuckets for Fanout {
+    /// Takes a token from the bucket `name` that every instance shares: `Some(Ok)` if one was
+    /// free, `Some(Err(wait))` if not, none if Redis does not answer. The bucket refills at
+    /// `per_second` up to `burst`, by Redis's clock, so the instances' clocks need not agree.
+    async fn take_shared_token(
+        &self,
+        name: &str,
+        per_second: f64,
+        burst: f64,
+    ) -> Option<Result<(), Duration>> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVAL")
+            .arg(TOKEN_BUCKET)
+            .arg(1)
+            .arg(format!("{}:limit:{name}", self.prefix))
+            .arg(per_second / 1000.0)
+            .arg(burst);
+        let (wait_ms,): (u64,) = self.run(&pipe).await?;
+        Some(if wait_ms == 0 {
+            Ok(())
+        } else {
+            Err(Duration::from_millis(wait_ms))
+        })
     }
 }
 

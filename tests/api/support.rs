@@ -10,7 +10,7 @@ use tokio::{net::TcpStream, sync::oneshot, task::JoinHandle};
 use tokio_tungstenite::{tungstenite::Message, MaybeTlsStream, WebSocketStream};
 use waymark::{
     auth::{create_user, Role},
-    config::{Cli, Command},
+    cli::{Cli, Command},
     AppState,
 };
 

@@ -19,14 +19,14 @@ use crate::{
 };
 
 /// One event, at its seq.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Event {
     pub seq: i64,
     pub(super) kind: EventKind,
 }
 
 /// What happened, with the row that says it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(super) enum EventKind {
     /// A position stored and not filtered.
     Position {

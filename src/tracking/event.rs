@@ -9,7 +9,6 @@
 use std::{
     fmt,
     ops::{Deref, DerefMut},
-    sync::Arc,
 };
 
 use serde_json::value::RawValue;
@@ -44,17 +43,17 @@ pub trait EventData: fmt::Debug + Send + Sync + 'static {
 }
 
 /// One event, at its seq.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Event {
     pub seq: i64,
-    pub data: Arc<dyn EventData>,
+    pub data: Box<dyn EventData>,
 }
 
 impl Event {
     pub fn new(seq: i64, data: impl EventData) -> Event {
         Event {
             seq,
-            data: Arc::new(data),
+            data: Box::new(data),
         }
     }
 }

@@ -2,11 +2,11 @@
 //! `type`, then that type's fields; pure, so that it is tested and fuzzed without a connection.
 //! Server frames are typed here, so each has one shape wherever it is sent. Both travel in an
 //! [`Envelope`] that carries the `ref` a client gave and its reply echoes.
-use std::fmt;
 
 use chrono::{DateTime, Utc};
-use serde::{de::value::MapDeserializer, Deserialize, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use strum::VariantNames;
 
 use crate::{
     alerts::Alert,
@@ -28,8 +28,9 @@ pub struct Envelope<F> {
 }
 
 /// A client frame. Unknown types are answered with `unknown_type`.
-#[derive(Debug, PartialEq, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize, VariantNames)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ClientFrame {
     Subscribe(Subscribe),
     Unsubscribe(Unsubscribe),
@@ -95,36 +96,10 @@ pub struct Typing {
 }
 
 /// The `type`s of [`ClientFrame`], in its order: a frame of one of these with bad fields is a
-/// `bad_frame`, of any other an `unknown_type`. Asked of serde, which names the variants it
-/// knows when it meets one it does not, so the list cannot drift from the enum.
+/// `bad_frame`, of any other an `unknown_type`. Derived from the enum (strum spells the variants as
+/// serde does; a test holds the two together), so the list cannot drift from it.
 pub fn frame_types() -> &'static [&'static str] {
-    let probe = MapDeserializer::<_, KnownVariants>::new(std::iter::once(("type", "")));
-    match ClientFrame::deserialize(probe) {
-        Err(KnownVariants(types)) => types,
-        Ok(frame) => unreachable!("an empty type decoded as {frame:?}"),
-    }
-}
-
-/// The error [`frame_types`] probes with: it keeps what serde expected instead of a message.
-#[derive(Debug)]
-struct KnownVariants(&'static [&'static str]);
-
-impl fmt::Display for KnownVariants {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "expected one of {:?}", self.0)
-    }
-}
-
-impl std::error::Error for KnownVariants {}
-
-impl serde::de::Error for KnownVariants {
-    fn custom<T: fmt::Display>(_: T) -> Self {
-        KnownVariants(&[])
-    }
-
-    fn unknown_variant(_: &str, expected: &'static [&'static str]) -> Self {
-        KnownVariants(expected)
-    }
+    ClientFrame::VARIANTS
 }
 
 /// The `unknown_type` error's message: "type must be subscribe, …, chat_read or typing".

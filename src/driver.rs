@@ -18,9 +18,9 @@ use sqlx::PgPool;
 use crate::{
     auth::{signed_in, token, CurrentUser, Device, Role, Viewer},
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
-    ingest,
+    ingest::{self, SpeedUnit},
     security::admit_ingest,
-    shipments::{self, Shipment},
+    shipments::{self, Shipment, ShipmentStatus},
     AppState,
 };
 
@@ -56,11 +56,12 @@ async fn assignment(
 ) -> AppResult<Json<Assignment>> {
     let active: Option<(i64, Option<i64>)> = sqlx::query_as(
         "SELECT id, vehicle_id FROM shipments
-         WHERE driver_id = $1 AND organisation_id = $2 AND status IN ('planned', 'in_transit')
+         WHERE driver_id = $1 AND organisation_id = $2 AND status = ANY($3)
          ORDER BY created_at DESC, id DESC LIMIT 1",
     )
     .bind(user.id)
     .bind(user.organisation_id)
+    .bind(ShipmentStatus::ACTIVE)
     .fetch_optional(&state.db)
     .await?;
     let viewer = Viewer::User(user.clone());
@@ -120,19 +121,19 @@ async fn driven_vehicle(
     user: &CurrentUser,
     shipment: Option<i64>,
 ) -> AppResult<Device> {
-    let row: Option<(i64, i64, String)> = sqlx::query_as(
+    let row: Option<(i64, i64, SpeedUnit)> = sqlx::query_as(
         "SELECT v.id, v.organisation_id, v.speed_unit
          FROM shipments s
          JOIN vehicles v ON v.id = s.vehicle_id
          JOIN users u ON u.id = s.driver_id
          WHERE s.driver_id = $1 AND s.organisation_id = $2 AND NOT u.disabled
-           AND CASE WHEN $3::bigint IS NULL THEN s.status IN ('planned', 'in_transit')
-                    ELSE s.id = $3 END
+           AND CASE WHEN $3::bigint IS NULL THEN s.status = ANY($4) ELSE s.id = $3 END
          ORDER BY s.created_at DESC, s.id DESC LIMIT 1",
     )
     .bind(user.id)
     .bind(user.organisation_id)
     .bind(shipment)
+    .bind(ShipmentStatus::ACTIVE)
     .fetch_optional(db)
     .await?;
     match (row, shipment) {

@@ -21,7 +21,7 @@ use crate::{
     ingest::{
         read_native,
         trackers::{parse_form, parse_osmand, parse_owntracks, parse_traccar},
-        MAX_BATCH,
+        SpeedUnit, MAX_BATCH,
     },
     position::{to_micros, NewPosition, MAX_ATTRIBUTES, MAX_FUTURE},
     tracking::frame::{decode, frame_types},
@@ -38,9 +38,6 @@ pub const TARGETS: [(&str, Target); 5] = [
     ("owntracks", owntracks),
     ("ws_frame", ws_frame),
 ];
-
-/// The vehicle speed units an OsmAnd-protocol speed can be in.
-const SPEED_UNITS: [&str; 4] = ["knots", "mps", "kmh", "mph"];
 
 /// A native-format body (`POST /api/v1/positions`, JSON): read and parsed as the endpoint does.
 pub fn native(data: &[u8]) {
@@ -68,7 +65,7 @@ pub fn osmand(data: &[u8]) {
     let params = parse_form(text);
     let now = to_micros(Utc::now());
     let mut accepted: Vec<NewPosition> = Vec::new();
-    for unit in SPEED_UNITS {
+    for unit in SpeedUnit::ALL {
         match parse_osmand(&params, unit, now) {
             Ok(p) => {
                 assert_in_range(&p);

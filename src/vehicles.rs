@@ -14,8 +14,9 @@ use sqlx::PgPool;
 use crate::{
     auth::{token, CurrentUser, Revoked, Viewer},
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
+    ingest::{FilterReason, SpeedUnit},
     position::{Position, PositionRow, POSITION_COLUMNS},
-    shipments::of_driver,
+    shipments::{of_driver, ShipmentStatus},
     AppState,
 };
 
@@ -38,7 +39,7 @@ const MAX_NAME: usize = 200;
 pub struct Vehicle {
     pub id: i64,
     pub name: String,
-    pub speed_unit: String,
+    pub speed_unit: SpeedUnit,
     pub created_at: DateTime<Utc>,
     pub last_position: Option<Value>,
 }
@@ -82,11 +83,12 @@ pub async fn authorize(db: &PgPool, viewer: &Viewer, id: i64) -> AppResult<()> {
     } else {
         sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM shipments WHERE vehicle_id = $1 AND organisation_id = $2
-             AND driver_id = $3 AND status IN ('planned', 'in_transit'))",
+             AND driver_id = $3 AND status = ANY($4))",
         )
         .bind(id)
         .bind(user.organisation_id)
         .bind(user.id)
+        .bind(ShipmentStatus::ACTIVE)
         .fetch_one(db)
         .await?
     };
@@ -157,14 +159,12 @@ struct NewVehicle {
     speed_unit: Option<String>,
 }
 
-fn check_speed_unit(unit: &str) -> AppResult<()> {
-    match unit {
-        "knots" | "mps" | "kmh" | "mph" => Ok(()),
-        _ => Err(AppError::validation(
-            "speed_unit",
-            "speed_unit must be knots, mps, kmh or mph",
-        )),
-    }
+fn speed_unit(unit: Option<&str>) -> AppResult<SpeedUnit> {
+    unit.map_or(Ok(SpeedUnit::default()), |u| {
+        SpeedUnit::parse(u).ok_or_else(|| {
+            AppError::validation("speed_unit", "speed_unit must be knots, mps, kmh or mph")
+        })
+    })
 }
 
 async fn create(
@@ -180,8 +180,7 @@ async fn create(
             "name must be 1 to 200 characters",
         ));
     }
-    let unit = body.speed_unit.as_deref().unwrap_or("knots");
-    check_speed_unit(unit)?;
+    let unit = speed_unit(body.speed_unit.as_deref())?;
     let ingest_token = token::generate(TOKEN_BYTES);
     let vehicle: Vehicle = sqlx::query_as(&format!(
         "INSERT INTO vehicles (organisation_id, name, token_hash, speed_unit) VALUES ($1, $2, $3, $4)
@@ -264,7 +263,7 @@ struct LogRow {
     #[serde(flatten)]
     position: Position,
     /// Why the filter marked it (never current, never published), or null.
-    filter_reason: Option<String>,
+    filter_reason: Option<FilterReason>,
     attributes: Option<Value>,
 }
 

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use super::{Alert, AlertSettings, Rule, ALERT_COLUMNS};
+use super::{Alert, AlertEvent, AlertSettings, Rule, ALERT_COLUMNS};
 use crate::{
     auth::{CurrentUser, Role},
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
@@ -53,15 +53,19 @@ async fn list(
     user: CurrentUser,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> AppResult<Json<Value>> {
-    if let Some(r) = &q.rule {
-        if !Rule::ALL.iter().any(|k| k.as_str() == r) {
-            return Err(AppError::validation(
-                "rule",
-                "rule must be geofence_enter, geofence_exit, geofence_dwell, overspeed, \
-                 stopped, silent, off_route, arrived or late",
-            ));
-        }
-    }
+    let rule = q
+        .rule
+        .as_deref()
+        .map(|r| {
+            Rule::parse(r).ok_or_else(|| {
+                AppError::validation(
+                    "rule",
+                    "rule must be geofence_enter, geofence_exit, geofence_dwell, overspeed, \
+                     stopped, silent, off_route, arrived or late",
+                )
+            })
+        })
+        .transpose()?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(AppError::validation("limit", "limit must be 1 to 500"));
@@ -77,7 +81,7 @@ async fn list(
     ))
     .bind(user.organisation_id)
     .bind(driver)
-    .bind(&q.rule)
+    .bind(rule)
     .bind(q.vehicle_id)
     .bind(q.shipment_id)
     .bind(q.acknowledged)
@@ -187,7 +191,7 @@ pub async fn acknowledge(
     tracking.committed(Batch {
         first: seq,
         last: seq,
-        events: alert.frames(seq, "acknowledged", |k| tracking.wants(k)),
+        events: alert.frames(seq, AlertEvent::Acknowledged, |k| tracking.wants(k)),
     });
     Ok(alert)
 }

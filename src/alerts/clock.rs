@@ -191,7 +191,7 @@ pub async fn tick(db: &PgPool, tracking: &Tracking, now: DateTime<Utc>) -> sqlx:
         last: seq,
         events: stored
             .iter()
-            .flat_map(|(seq, event, alert)| alert.frames(*seq, event, |k| tracking.wants(k)))
+            .flat_map(|(seq, event, alert)| alert.frames(*seq, *event, |k| tracking.wants(k)))
             .collect(),
     });
     Ok(raised)

@@ -28,6 +28,7 @@ use std::{
 
 use axum::Router;
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgConnection;
 
@@ -39,7 +40,7 @@ pub use fences::{Area, Fence, FenceIndex, OrgFences, Shape};
 pub use route::Route;
 pub use rules::{evaluate, Change, Context, Outcome, RuleState, Trip};
 pub use settings::AlertSettings;
-pub use store::{alert_frame, apply, Alert, Subject, ALERT_COLUMNS};
+pub use store::{alert_frame, apply, Alert, AlertEvent, Subject, ALERT_COLUMNS};
 
 use crate::{tracking::Tracking, AppState};
 
@@ -50,8 +51,10 @@ pub fn router() -> Router<AppState> {
         .merge(accuracy::router())
 }
 
-/// What raised an alert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What raised an alert: its `rule`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum Rule {
     GeofenceEnter,
     GeofenceExit,
@@ -89,6 +92,10 @@ impl Rule {
             Rule::Arrived => "arrived",
             Rule::Late => "late",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<Rule> {
+        Rule::ALL.into_iter().find(|r| r.as_str() == s)
     }
 }
 
@@ -187,5 +194,19 @@ impl Alerts {
             .iter()
             .map(|id| (*id, routes.get(id).cloned().flatten()))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_read_as_the_api_and_the_database_spell_them() {
+        for rule in Rule::ALL {
+            assert_eq!(serde_json::to_value(rule).unwrap(), rule.as_str());
+            assert_eq!(Rule::parse(rule.as_str()), Some(rule));
+        }
+        assert_eq!(Rule::parse("speeding"), None);
     }
 }

@@ -16,7 +16,7 @@ pub struct Alert {
     pub id: i64,
     #[serde(skip)]
     pub organisation_id: i64,
-    pub rule: String,
+    pub rule: Rule,
     pub vehicle_id: Option<i64>,
     pub shipment_id: Option<i64>,
     pub geofence_id: Option<i64>,
@@ -32,7 +32,26 @@ pub struct Alert {
     #[serde(skip)]
     pub updated_seq: Option<i64>,
     #[serde(skip)]
-    pub last_event: String,
+    pub last_event: AlertEvent,
+}
+
+/// What happened to an alert: an event on its topics, and its `last_event`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum AlertEvent {
+    Raised,
+    Cleared,
+    Acknowledged,
+}
+
+impl AlertEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertEvent::Raised => "raised",
+            AlertEvent::Cleared => "cleared",
+            AlertEvent::Acknowledged => "acknowledged",
+        }
+    }
 }
 
 /// The columns that make an [`Alert`].
@@ -53,13 +72,13 @@ impl Alert {
     }
 
     /// Its events with seq in `(after, through]`: the raise, and the latest change.
-    pub fn events_in(&self, after: i64, through: i64) -> Vec<(i64, &str)> {
+    pub fn events_in(&self, after: i64, through: i64) -> Vec<(i64, AlertEvent)> {
         let mut events = Vec::new();
         if self.id > after && self.id <= through {
-            events.push((self.id, "raised"));
+            events.push((self.id, AlertEvent::Raised));
         }
         if let Some(seq) = self.updated_seq.filter(|s| *s > after && *s <= through) {
-            events.push((seq, self.last_event.as_str()));
+            events.push((seq, self.last_event));
         }
         events
     }
@@ -68,7 +87,7 @@ impl Alert {
     pub fn frames(
         &self,
         seq: i64,
-        event: &str,
+        event: AlertEvent,
         wanted: impl Fn(TopicKey) -> bool,
     ) -> Vec<Published> {
         let keys: Vec<TopicKey> = self.keys().into_iter().filter(|k| wanted(*k)).collect();
@@ -81,7 +100,7 @@ impl Alert {
                 key,
                 seq,
                 conflate_vehicle: None,
-                frame: alert_frame(&key.topic(), seq, event, &data).into(),
+                frame: alert_frame(&key.topic(), seq, event.as_str(), &data).into(),
             })
             .collect()
     }
@@ -108,7 +127,7 @@ pub async fn apply(
     conn: &mut PgConnection,
     changes: &[(Subject, Change)],
     now: DateTime<Utc>,
-) -> sqlx::Result<Vec<(i64, &'static str, Alert)>> {
+) -> sqlx::Result<Vec<(i64, AlertEvent, Alert)>> {
     let mut raised = RaiseColumns::default();
     let (mut clear_id, mut clear_seq, mut clear_at, mut clear_details) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -159,7 +178,7 @@ pub async fn apply(
         .bind(now)
         .fetch_all(&mut *conn)
         .await?;
-        out.extend(rows.into_iter().map(|a| (a.id, "raised", a)));
+        out.extend(rows.into_iter().map(|a| (a.id, AlertEvent::Raised, a)));
     }
     if !clear_id.is_empty() {
         let rows: Vec<Alert> = sqlx::query_as(&format!(
@@ -179,7 +198,7 @@ pub async fn apply(
         .await?;
         out.extend(rows.into_iter().filter_map(|a| {
             let seq = a.updated_seq?;
-            Some((seq, "cleared", a))
+            Some((seq, AlertEvent::Cleared, a))
         }));
     }
     out.sort_by_key(|(seq, _, _)| *seq);
@@ -190,7 +209,7 @@ pub async fn apply(
 struct RaiseColumns {
     id: Vec<i64>,
     organisation: Vec<i64>,
-    rule: Vec<&'static str>,
+    rule: Vec<Rule>,
     vehicle: Vec<i64>,
     shipment: Vec<Option<i64>>,
     geofence: Vec<Option<i64>>,
@@ -211,7 +230,7 @@ impl RaiseColumns {
     ) {
         self.id.push(id);
         self.organisation.push(subject.organisation_id);
-        self.rule.push(rule.as_str());
+        self.rule.push(rule);
         self.vehicle.push(subject.vehicle_id);
         self.shipment.push(subject.shipment_id);
         self.geofence.push(geofence_id);

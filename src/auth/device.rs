@@ -13,7 +13,7 @@ use axum::{
 use sqlx::PgPool;
 
 use super::token;
-use crate::{error::AppError, AppState};
+use crate::{error::AppError, ingest::SpeedUnit, AppState};
 
 /// How long a token lookup is trusted before the database is asked again.
 const CACHE_TTL: Duration = Duration::from_secs(10);
@@ -26,7 +26,7 @@ pub struct Device {
     pub vehicle_id: i64,
     pub organisation_id: i64,
     /// The unit this vehicle's OsmAnd-protocol app sends speed in.
-    pub speed_unit: String,
+    pub speed_unit: SpeedUnit,
 }
 
 /// Token hash → the device and when it was looked up.
@@ -48,7 +48,7 @@ impl DeviceCache {
         if let Some(device) = self.cached(&hash) {
             return Ok(device);
         }
-        let row: Option<(i64, i64, String)> = sqlx::query_as(
+        let row: Option<(i64, i64, SpeedUnit)> = sqlx::query_as(
             "SELECT id, organisation_id, speed_unit FROM vehicles WHERE token_hash = $1",
         )
         .bind(&hash)

@@ -83,7 +83,10 @@ impl FilterSettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why the filter marked a position: its `filter_reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum FilterReason {
     NullIsland,
     Future,
@@ -92,19 +95,6 @@ pub enum FilterReason {
     Outdated,
     Inaccurate,
     Jump,
-}
-
-impl FilterReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FilterReason::NullIsland => "null_island",
-            FilterReason::Future => "future",
-            FilterReason::ClockAhead => "clock_ahead",
-            FilterReason::Outdated => "outdated",
-            FilterReason::Inaccurate => "inaccurate",
-            FilterReason::Jump => "jump",
-        }
-    }
 }
 
 /// Seconds a fix may be stamped ahead of its arrival, beyond what its device's clock usually

@@ -10,6 +10,7 @@ pub(crate) mod trackers;
 mod writer;
 
 pub use filter::{judge, FilterReason, FilterSettings, LastFix};
+pub use trackers::SpeedUnit;
 pub use writer::{spawn_writer, WriteError, WriteOutcome, WriterHandle};
 
 use axum::{

@@ -22,12 +22,13 @@ use super::{
     },
 };
 use crate::{
-    alerts::{self, accuracy, Alerts, OrgFences, Trip},
+    alerts::{self, accuracy, AlertEvent, Alerts, OrgFences, Trip},
     auth::{Device, Revoked},
     error::AppError,
     metrics::Metrics,
     position::{to_micros, NewPosition},
     settings::stored_or_default,
+    shipments::ShipmentStatus,
     tracking::{frames, lock_seq, Batch, Published, Tracking},
 };
 
@@ -336,7 +337,7 @@ async fn commit(
             .chain(
                 raised
                     .iter()
-                    .flat_map(|(seq, event, a)| a.frames(*seq, event, |k| tracking.wants(k))),
+                    .flat_map(|(seq, event, a)| a.frames(*seq, *event, |k| tracking.wants(k))),
             )
             .collect();
         events.sort_by_key(|e| e.seq);
@@ -348,7 +349,7 @@ async fn commit(
     });
     let alerts_raised = raised
         .iter()
-        .filter(|(_, event, _)| *event == "raised")
+        .filter(|(_, event, _)| *event == AlertEvent::Raised)
         .count() as u64;
     Ok(Written {
         outcomes,
@@ -384,7 +385,7 @@ async fn read_state(
     // Two kinds of rows: a stored re-send (seq set), or a vehicle's state (seq NULL). The LATERAL
     // pins the re-send check to one primary-key probe per key, in the one partition that can
     // hold it: a plain join lets a generic plan hash-join against every partition.
-    let found: Vec<StateRow> = sqlx::query_as(
+    let found: Vec<StateRow> = sqlx::query_as(&format!(
         "SELECT k.vehicle_id AS id, k.recorded_at AS at, p.seq,
                 NULL::float8 AS lat, NULL::float8 AS lon, NULL::bigint AS shipment_id,
                 NULL::timestamptz AS fixes_from, NULL::timestamptz AS started_at,
@@ -402,14 +403,15 @@ async fn read_state(
                 (SELECT max(e.ended_at) FROM shipments e
                  WHERE e.vehicle_id = v.id AND e.started_at IS NOT NULL AND e.ended_at IS NOT NULL),
                 (v.last_position->>'received_at')::timestamptz, v.clock_offset_s, o.settings->'filter', v.organisation_id,
-                COALESCE(o.settings->'alerts', '{}') || v.alert_overrides,
+                COALESCE(o.settings->'alerts', '{{}}') || v.alert_overrides,
                 o.geofence_version, v.alert_state, s.due_at, ST_Y(s.destination::geometry),
                 ST_X(s.destination::geometry), s.planned_route IS NOT NULL
          FROM vehicles v
          JOIN organisations o ON o.id = v.organisation_id
-         LEFT JOIN shipments s ON s.vehicle_id = v.id AND s.status IN ('planned', 'in_transit')
+         LEFT JOIN shipments s ON s.vehicle_id = v.id AND s.status IN {active}
          WHERE v.id = ANY($3)",
-    )
+        active = ShipmentStatus::active_sql()
+    ))
     .bind(&keys_vehicle)
     .bind(&keys_time)
     .bind(&ids)
@@ -743,7 +745,7 @@ async fn write_rows(
             .iter()
             .flat_map(|t| t.etas.iter().map(move |g| (t.id, g))),
     );
-    sqlx::query(
+    sqlx::query(&format!(
         "WITH inserted AS (
              INSERT INTO positions (organisation_id, vehicle_id, shipment_id, seq, recorded_at,
                  received_at, point, accuracy, speed, heading, altitude, battery, late,
@@ -768,14 +770,14 @@ async fn write_rows(
          ), trips AS (
              UPDATE shipments s SET
                  status = CASE
-                     WHEN s.status NOT IN ('planned', 'in_transit') THEN s.status
+                     WHEN s.status NOT IN {active} THEN s.status
                      WHEN u.arrived_at IS NOT NULL THEN 'arrived'
                      WHEN u.first_at IS NOT NULL THEN 'in_transit'
                      ELSE s.status END,
                  started_at = LEAST(s.started_at, u.first_at),
-                 ended_at = CASE WHEN s.status IN ('planned', 'in_transit')
+                 ended_at = CASE WHEN s.status IN {active}
                      THEN COALESCE(u.arrived_at, s.ended_at) ELSE s.ended_at END,
-                 eta = CASE WHEN s.status IN ('planned', 'in_transit')
+                 eta = CASE WHEN s.status IN {active}
                      THEN COALESCE(u.eta, s.eta) ELSE s.eta END,
                  updated_at = now()
              FROM UNNEST($24::bigint[], $25::timestamptz[], $26::timestamptz[], $27::timestamptz[])
@@ -785,11 +787,12 @@ async fn write_rows(
              INSERT INTO shipment_etas (shipment_id, at, eta, method)
              SELECT u.* FROM UNNEST($29::bigint[], $30::timestamptz[], $31::timestamptz[],
                  $32::text[]) AS u(id, at, eta, method)
-             JOIN shipments s ON s.id = u.id AND s.status IN ('planned', 'in_transit')
+             JOIN shipments s ON s.id = u.id AND s.status IN {active}
              ON CONFLICT DO NOTHING
          )
          SELECT 1",
-    )
+        active = ShipmentStatus::active_sql()
+    ))
     .bind(&org)
     .bind(&vehicle)
     .bind(&shipment)

@@ -18,7 +18,7 @@ use sqlx::PgPool;
 use crate::{
     auth::{signed_in, token, CurrentUser, Device, Role, Viewer},
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
-    ingest::{self, SpeedUnit},
+    ingest,
     security::admit_ingest,
     shipments::{self, Shipment, ShipmentStatus},
     AppState,
@@ -121,8 +121,8 @@ async fn driven_vehicle(
     user: &CurrentUser,
     shipment: Option<i64>,
 ) -> AppResult<Device> {
-    let row: Option<(i64, i64, SpeedUnit)> = sqlx::query_as(
-        "SELECT v.id, v.organisation_id, v.speed_unit
+    let device: Option<Device> = sqlx::query_as(
+        "SELECT v.id AS vehicle_id, v.organisation_id, v.speed_unit
          FROM shipments s
          JOIN vehicles v ON v.id = s.vehicle_id
          JOIN users u ON u.id = s.driver_id
@@ -136,12 +136,8 @@ async fn driven_vehicle(
     .bind(ShipmentStatus::ACTIVE)
     .fetch_optional(db)
     .await?;
-    match (row, shipment) {
-        (Some((vehicle_id, organisation_id, speed_unit)), _) => Ok(Device {
-            vehicle_id,
-            organisation_id,
-            speed_unit,
-        }),
+    match (device, shipment) {
+        (Some(device), _) => Ok(device),
         (None, Some(_)) => Err(AppError::NotFound("shipment")),
         (None, None) => Err(AppError::Conflict(
             "no active shipment with a vehicle is assigned to you".into(),
@@ -239,6 +235,17 @@ struct Redeem {
     code: String,
 }
 
+/// The driver a device link signs in, read as the link is used.
+#[derive(sqlx::FromRow)]
+struct LinkedDriver {
+    id: i64,
+    organisation_id: i64,
+    email: String,
+    role: String,
+    organisation: String,
+    session_epoch: i32,
+}
+
 /// Opens a device link: marks it used (it works once) and signs the phone in as its driver for
 /// the device session lifetime.
 async fn redeem_link(
@@ -251,31 +258,33 @@ async fn redeem_link(
             "this device link is invalid, used or expired",
         ));
     }
-    let row: Option<(i64, i64, String, String, String, i32)> = sqlx::query_as(
+    let row: Option<LinkedDriver> = sqlx::query_as(
         "UPDATE device_links l SET used_at = now()
          FROM users u JOIN organisations o ON o.id = u.organisation_id
          WHERE l.token_hash = $1 AND l.used_at IS NULL AND l.expires_at > now()
            AND u.id = l.user_id AND NOT u.disabled
-         RETURNING u.id, u.organisation_id, u.email, u.role, o.name, u.session_epoch",
+         RETURNING u.id, u.organisation_id, u.email, u.role, o.name AS organisation,
+             u.session_epoch",
     )
     .bind(token::hash(&body.code))
     .fetch_optional(&state.db)
     .await?;
-    let (id, organisation_id, email, role, organisation, session_epoch) = row.ok_or(
-        AppError::Unauthorized("this device link is invalid, used or expired"),
-    )?;
-    let role = Role::parse(&role).ok_or_else(|| anyhow::anyhow!("user {id} has role {role}"))?;
+    let row = row.ok_or(AppError::Unauthorized(
+        "this device link is invalid, used or expired",
+    ))?;
+    let role = Role::parse(&row.role)
+        .ok_or_else(|| anyhow::anyhow!("user {} has role {}", row.id, row.role))?;
     let lifetime = Duration::days(state.config.device_session_days.into());
     let user = CurrentUser {
-        id,
-        organisation_id,
+        id: row.id,
+        organisation_id: row.organisation_id,
         role,
-        email,
-        session_epoch,
+        email: row.email,
+        session_epoch: row.session_epoch,
         expires_at: Utc::now() + lifetime,
     };
-    tracing::info!(driver_id = id, "device link opened");
-    signed_in(&state, jar, &user, &organisation, lifetime)
+    tracing::info!(driver_id = user.id, "device link opened");
+    signed_in(&state, jar, &user, &row.organisation, lifetime)
 }
 
 #[cfg(test)]

@@ -161,29 +161,40 @@ fn check_polygon(area: &Value) -> AppResult<String> {
     Ok(json!({"type": "Polygon", "coordinates": rings}).to_string())
 }
 
+/// What PostGIS says of a polygon: whether it is valid, and if not why and where.
+#[derive(sqlx::FromRow)]
+struct Validity {
+    valid: bool,
+    reason: Option<String>,
+    lon: Option<f64>,
+    lat: Option<f64>,
+    area: f64,
+}
+
 /// Refuses a polygon that encloses no proper area: rings that cross themselves or each other
 /// (a bow tie, a spike that doubles back), a hole outside its shell, or no area at all. PostGIS
 /// would store it, but what is inside it would be anyone's guess. Judged in plain lon/lat, as
 /// the geofence index judges positions.
 async fn check_valid(db: &PgPool, geojson: &str) -> AppResult<()> {
-    let (valid, reason, lon, lat, area): (bool, Option<String>, Option<f64>, Option<f64>, f64) =
-        sqlx::query_as(
-            "SELECT (d).valid, (d).reason, ST_X((d).location), ST_Y((d).location), ST_Area(g)
-             FROM (SELECT ST_IsValidDetail(g) AS d, g
-                   FROM (SELECT ST_GeomFromGeoJSON($1) AS g) AS input) AS checked",
-        )
-        .bind(geojson)
-        .fetch_one(db)
-        .await?;
-    let why = if !valid {
-        let reason = reason
+    let v: Validity = sqlx::query_as(
+        "SELECT (d).valid, (d).reason, ST_X((d).location) AS lon, ST_Y((d).location) AS lat,
+             ST_Area(g) AS area
+         FROM (SELECT ST_IsValidDetail(g) AS d, g
+               FROM (SELECT ST_GeomFromGeoJSON($1) AS g) AS input) AS checked",
+    )
+    .bind(geojson)
+    .fetch_one(db)
+    .await?;
+    let why = if !v.valid {
+        let reason = v
+            .reason
             .unwrap_or_else(|| "invalid".to_owned())
             .to_lowercase();
-        match (lon, lat) {
+        match (v.lon, v.lat) {
             (Some(lon), Some(lat)) => format!("{reason} at [{lon}, {lat}]"),
             _ => reason,
         }
-    } else if area <= 0.0 {
+    } else if v.area <= 0.0 {
         "it encloses no area".to_owned()
     } else {
         return Ok(());

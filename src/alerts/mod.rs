@@ -102,11 +102,21 @@ impl Rule {
 /// How many of the latest earlier shipments on the same planned route time a new one's ETA.
 const EARLIER_TRIPS: i64 = 10;
 
+/// One accepted fix of an earlier trip.
+#[derive(sqlx::FromRow)]
+struct TripFix {
+    shipment_id: i64,
+    recorded_at: DateTime<Utc>,
+    lat: f64,
+    lon: f64,
+}
+
 /// `route`, shipment `id`'s planned route, timed by the latest earlier shipments of its
 /// organisation that followed the same planned route and have arrived.
 async fn with_history(conn: &mut PgConnection, id: i64, route: Route) -> sqlx::Result<Route> {
-    let rows: Vec<(i64, DateTime<Utc>, f64, f64)> = sqlx::query_as(
-        "SELECT p.shipment_id, p.recorded_at, ST_Y(p.point::geometry), ST_X(p.point::geometry)
+    let rows: Vec<TripFix> = sqlx::query_as(
+        "SELECT p.shipment_id, p.recorded_at, ST_Y(p.point::geometry) AS lat,
+             ST_X(p.point::geometry) AS lon
          FROM positions p
          WHERE p.shipment_id IN (
              SELECT e.id FROM shipments e JOIN shipments s ON s.id = $1
@@ -122,10 +132,10 @@ async fn with_history(conn: &mut PgConnection, id: i64, route: Route) -> sqlx::R
     .fetch_all(&mut *conn)
     .await?;
     let trips: Vec<Box<eta::Fixes>> = rows
-        .chunk_by(|a, b| a.0 == b.0)
+        .chunk_by(|a, b| a.shipment_id == b.shipment_id)
         .map(|trip| {
             trip.iter()
-                .map(|(_, at, lat, lon)| (*at, (*lat, *lon)))
+                .map(|f| (f.recorded_at, (f.lat, f.lon)))
                 .collect::<Box<eta::Fixes>>()
         })
         .collect();

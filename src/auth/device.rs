@@ -21,7 +21,7 @@ const CACHE_TTL: Duration = Duration::from_secs(10);
 const CACHE_MAX: usize = 100_000;
 
 /// The vehicle a request's ingest token belongs to.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct Device {
     pub vehicle_id: i64,
     pub organisation_id: i64,
@@ -48,19 +48,13 @@ impl DeviceCache {
         if let Some(device) = self.cached(&hash) {
             return Ok(device);
         }
-        let row: Option<(i64, i64, SpeedUnit)> = sqlx::query_as(
-            "SELECT id, organisation_id, speed_unit FROM vehicles WHERE token_hash = $1",
+        let device: Device = sqlx::query_as(
+            "SELECT id AS vehicle_id, organisation_id, speed_unit FROM vehicles WHERE token_hash = $1",
         )
         .bind(&hash)
         .fetch_optional(pool)
-        .await?;
-        let (vehicle_id, organisation_id, speed_unit) =
-            row.ok_or(AppError::Unauthorized("unknown ingest token"))?;
-        let device = Device {
-            vehicle_id,
-            organisation_id,
-            speed_unit,
-        };
+        .await?
+        .ok_or(AppError::Unauthorized("unknown ingest token"))?;
         let mut entries = self.entries.lock().expect("device cache poisoned");
         if entries.len() >= CACHE_MAX {
             entries.clear();

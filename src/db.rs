@@ -28,19 +28,23 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 }
 
 pub async fn ensure_partitions(pool: &PgPool) -> sqlx::Result<i32> {
-    sqlx::query_scalar("SELECT waymark_ensure_position_partitions($1)")
-        .bind(PARTITION_MONTHS_AHEAD)
-        .fetch_one(pool)
-        .await
+    sqlx::query_scalar!(
+        r#"SELECT waymark_ensure_position_partitions($1) AS "created!""#,
+        PARTITION_MONTHS_AHEAD
+    )
+    .fetch_one(pool)
+    .await
 }
 
 /// Drops the position partitions (and default-partition rows) older than `keep_months` full
 /// months before the current one; returns how many partitions went.
 pub async fn drop_old_partitions(pool: &PgPool, keep_months: u32) -> sqlx::Result<i32> {
-    sqlx::query_scalar("SELECT waymark_drop_position_partitions($1)")
-        .bind(i32::try_from(keep_months).unwrap_or(i32::MAX))
-        .fetch_one(pool)
-        .await
+    sqlx::query_scalar!(
+        r#"SELECT waymark_drop_position_partitions($1) AS "dropped!""#,
+        i32::try_from(keep_months).unwrap_or(i32::MAX)
+    )
+    .fetch_one(pool)
+    .await
 }
 
 /// Keeps future partitions ready and, with a retention period, drops the expired ones; forgets

@@ -18,7 +18,7 @@ use sqlx::PgPool;
 use crate::{
     auth::{signed_in, token, CurrentUser, Device, Role, Viewer},
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
-    ingest,
+    ingest::{self, SpeedUnit},
     security::admit_ingest,
     shipments::{self, Shipment, ShipmentStatus},
     AppState,
@@ -43,7 +43,7 @@ struct Assignment {
     vehicle: Option<AssignedVehicle>,
 }
 
-#[derive(Serialize, sqlx::FromRow)]
+#[derive(Serialize)]
 struct AssignedVehicle {
     id: i64,
     name: String,
@@ -54,26 +54,29 @@ async fn assignment(
     State(state): State<AppState>,
     user: CurrentUser,
 ) -> AppResult<Json<Assignment>> {
-    let active: Option<(i64, Option<i64>)> = sqlx::query_as(
+    let active = sqlx::query!(
         "SELECT id, vehicle_id FROM shipments
          WHERE driver_id = $1 AND organisation_id = $2 AND status = ANY($3)
          ORDER BY created_at DESC, id DESC LIMIT 1",
+        user.id,
+        user.organisation_id,
+        &ShipmentStatus::ACTIVE as _
     )
-    .bind(user.id)
-    .bind(user.organisation_id)
-    .bind(ShipmentStatus::ACTIVE)
     .fetch_optional(&state.db)
     .await?;
     let viewer = Viewer::User(user.clone());
     let (shipment, vehicle) = match active {
-        Some((id, vehicle_id)) => {
-            let shipment = shipments::load_visible(&state.db, &viewer, id).await?;
-            let vehicle = match vehicle_id {
+        Some(active) => {
+            let shipment = shipments::load_visible(&state.db, &viewer, active.id).await?;
+            let vehicle = match active.vehicle_id {
                 Some(v) => {
-                    sqlx::query_as("SELECT id, name FROM vehicles WHERE id = $1")
-                        .bind(v)
-                        .fetch_optional(&state.db)
-                        .await?
+                    sqlx::query_as!(
+                        AssignedVehicle,
+                        "SELECT id, name FROM vehicles WHERE id = $1",
+                        v
+                    )
+                    .fetch_optional(&state.db)
+                    .await?
                 }
                 None => None,
             };
@@ -121,19 +124,20 @@ async fn driven_vehicle(
     user: &CurrentUser,
     shipment: Option<i64>,
 ) -> AppResult<Device> {
-    let device: Option<Device> = sqlx::query_as(
-        "SELECT v.id AS vehicle_id, v.organisation_id, v.speed_unit
-         FROM shipments s
-         JOIN vehicles v ON v.id = s.vehicle_id
-         JOIN users u ON u.id = s.driver_id
-         WHERE s.driver_id = $1 AND s.organisation_id = $2 AND NOT u.disabled
-           AND CASE WHEN $3::bigint IS NULL THEN s.status = ANY($4) ELSE s.id = $3 END
-         ORDER BY s.created_at DESC, s.id DESC LIMIT 1",
+    let device = sqlx::query_as!(
+        Device,
+        r#"SELECT v.id AS vehicle_id, v.organisation_id, v.speed_unit AS "speed_unit: SpeedUnit"
+           FROM shipments s
+           JOIN vehicles v ON v.id = s.vehicle_id
+           JOIN users u ON u.id = s.driver_id
+           WHERE s.driver_id = $1 AND s.organisation_id = $2 AND NOT u.disabled
+             AND CASE WHEN $3::bigint IS NULL THEN s.status = ANY($4) ELSE s.id = $3 END
+           ORDER BY s.created_at DESC, s.id DESC LIMIT 1"#,
+        user.id,
+        user.organisation_id,
+        shipment,
+        &ShipmentStatus::ACTIVE as _
     )
-    .bind(user.id)
-    .bind(user.organisation_id)
-    .bind(shipment)
-    .bind(ShipmentStatus::ACTIVE)
     .fetch_optional(db)
     .await?;
     match (device, shipment) {
@@ -162,32 +166,33 @@ async fn create_link(
     headers: HeaderMap,
 ) -> AppResult<(StatusCode, Json<DeviceLink>)> {
     user.require_dispatcher()?;
-    let driver: Option<(String, bool)> =
-        sqlx::query_as("SELECT role, disabled FROM users WHERE id = $1 AND organisation_id = $2")
-            .bind(id)
-            .bind(user.organisation_id)
-            .fetch_optional(&state.db)
-            .await?;
+    let driver = sqlx::query!(
+        "SELECT role, disabled FROM users WHERE id = $1 AND organisation_id = $2",
+        id,
+        user.organisation_id
+    )
+    .fetch_optional(&state.db)
+    .await?;
     match driver {
         None => return Err(AppError::NotFound("user")),
-        Some((role, _)) if role != Role::Driver.as_str() => {
+        Some(d) if d.role != Role::Driver.as_str() => {
             return Err(AppError::Conflict(
                 "device links are for drivers; this user is not one".into(),
             ))
         }
-        Some((_, true)) => return Err(AppError::Conflict("this user is disabled".into())),
+        Some(d) if d.disabled => return Err(AppError::Conflict("this user is disabled".into())),
         Some(_) => {}
     }
     let code = token::generate(24);
-    let expires_at: DateTime<Utc> = sqlx::query_scalar(
+    let expires_at = sqlx::query_scalar!(
         "INSERT INTO device_links (token_hash, organisation_id, user_id, created_by, expires_at)
          VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) RETURNING expires_at",
+        token::hash(&code),
+        user.organisation_id,
+        id,
+        user.id,
+        LINK_LIFETIME.num_seconds() as f64
     )
-    .bind(token::hash(&code))
-    .bind(user.organisation_id)
-    .bind(id)
-    .bind(user.id)
-    .bind(LINK_LIFETIME.num_seconds() as f64)
     .fetch_one(&state.db)
     .await?;
     let url = format!(
@@ -236,7 +241,6 @@ struct Redeem {
 }
 
 /// The driver a device link signs in, read as the link is used.
-#[derive(sqlx::FromRow)]
 struct LinkedDriver {
     id: i64,
     organisation_id: i64,
@@ -258,15 +262,16 @@ async fn redeem_link(
             "this device link is invalid, used or expired",
         ));
     }
-    let row: Option<LinkedDriver> = sqlx::query_as(
+    let row = sqlx::query_as!(
+        LinkedDriver,
         "UPDATE device_links l SET used_at = now()
          FROM users u JOIN organisations o ON o.id = u.organisation_id
          WHERE l.token_hash = $1 AND l.used_at IS NULL AND l.expires_at > now()
            AND u.id = l.user_id AND NOT u.disabled
          RETURNING u.id, u.organisation_id, u.email, u.role, o.name AS organisation,
              u.session_epoch",
+        token::hash(&body.code)
     )
-    .bind(token::hash(&body.code))
     .fetch_optional(&state.db)
     .await?;
     let row = row.ok_or(AppError::Unauthorized(

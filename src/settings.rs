@@ -105,11 +105,13 @@ pub fn router() -> Router<AppState> {
 
 /// The settings in force for an organisation.
 pub async fn load(db: &PgPool, organisation_id: i64) -> AppResult<Settings> {
-    let stored: Value = sqlx::query_scalar("SELECT settings FROM organisations WHERE id = $1")
-        .bind(organisation_id)
-        .fetch_optional(db)
-        .await?
-        .ok_or(AppError::NotFound("organisation"))?;
+    let stored = sqlx::query_scalar!(
+        "SELECT settings FROM organisations WHERE id = $1",
+        organisation_id
+    )
+    .fetch_optional(db)
+    .await?
+    .ok_or(AppError::NotFound("organisation"))?;
     serde_json::from_value(stored).map_err(|e| anyhow::anyhow!("stored settings: {e}").into())
 }
 
@@ -128,19 +130,22 @@ async fn change(
     }
     // Read and write in one transaction, the row locked, so two admins' patches both apply.
     let mut tx = state.db.begin().await?;
-    let stored: Value =
-        sqlx::query_scalar("SELECT settings FROM organisations WHERE id = $1 FOR UPDATE")
-            .bind(user.organisation_id)
-            .fetch_one(&mut *tx)
-            .await?;
+    let stored = sqlx::query_scalar!(
+        "SELECT settings FROM organisations WHERE id = $1 FOR UPDATE",
+        user.organisation_id
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     let current: Settings =
         serde_json::from_value(stored).map_err(|e| anyhow::anyhow!("stored settings: {e}"))?;
     let settings = current.patched(patch)?;
-    sqlx::query("UPDATE organisations SET settings = $2 WHERE id = $1")
-        .bind(user.organisation_id)
-        .bind(serde_json::to_value(&settings).expect("settings serialise"))
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "UPDATE organisations SET settings = $2 WHERE id = $1",
+        user.organisation_id,
+        serde_json::to_value(&settings).expect("settings serialise")
+    )
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     tracing::info!(
         organisation_id = user.organisation_id,

@@ -353,11 +353,12 @@ async fn check_assignees(
     driver_id: Option<i64>,
 ) -> AppResult<()> {
     if let Some(v) = vehicle_id {
-        let ok: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM vehicles WHERE id = $1 AND organisation_id = $2)",
+        let ok = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM vehicles WHERE id = $1 AND organisation_id = $2)
+               AS "ok!""#,
+            v,
+            organisation_id
         )
-        .bind(v)
-        .bind(organisation_id)
         .fetch_one(db)
         .await?;
         if !ok {
@@ -365,11 +366,12 @@ async fn check_assignees(
         }
     }
     if let Some(d) = driver_id {
-        let ok: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND organisation_id = $2 AND role = 'driver')",
+        let ok = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND organisation_id = $2
+                 AND role = 'driver') AS "ok!""#,
+            d,
+            organisation_id
         )
-        .bind(d)
-        .bind(organisation_id)
         .fetch_one(db)
         .await?;
         if !ok {
@@ -727,16 +729,16 @@ async fn share(
     let share_token = token::generate(SHARE_TOKEN_BYTES);
     let expires_at: DateTime<Utc> = Utc::now() + Duration::seconds(expires_in);
     let chat = body.chat.unwrap_or(false);
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO share_links (token_hash, organisation_id, shipment_id, created_by, expires_at, chat)
          VALUES ($1, $2, $3, $4, $5, $6)",
+        token::hash(&share_token),
+        user.organisation_id,
+        id,
+        user.id,
+        expires_at,
+        chat
     )
-    .bind(token::hash(&share_token))
-    .bind(user.organisation_id)
-    .bind(id)
-    .bind(user.id)
-    .bind(expires_at)
-    .bind(chat)
     .execute(&state.db)
     .await?;
     Ok((
@@ -753,12 +755,12 @@ async fn revoke_share(
     ApiPath(share_token): ApiPath<String>,
 ) -> AppResult<StatusCode> {
     user.require_dispatcher()?;
-    let id: Option<i64> = sqlx::query_scalar(
+    let id = sqlx::query_scalar!(
         "UPDATE share_links SET revoked_at = now()
          WHERE token_hash = $1 AND organisation_id = $2 AND revoked_at IS NULL RETURNING id",
+        token::hash(&share_token),
+        user.organisation_id
     )
-    .bind(token::hash(&share_token))
-    .bind(user.organisation_id)
     .fetch_optional(&state.db)
     .await?;
     let id = id.ok_or(AppError::NotFound("share link"))?;

@@ -44,23 +44,25 @@ pub struct Vehicle {
     pub last_position: Option<Value>,
 }
 
-const VEHICLE_COLUMNS: &str = "id, name, speed_unit, created_at, last_position";
-
 pub async fn list(db: &PgPool, organisation_id: i64) -> sqlx::Result<Vec<Vehicle>> {
-    sqlx::query_as(&format!(
-        "SELECT {VEHICLE_COLUMNS} FROM vehicles WHERE organisation_id = $1 ORDER BY name, id"
-    ))
-    .bind(organisation_id)
+    sqlx::query_as!(
+        Vehicle,
+        r#"SELECT id, name, speed_unit AS "speed_unit: SpeedUnit", created_at, last_position
+           FROM vehicles WHERE organisation_id = $1 ORDER BY name, id"#,
+        organisation_id
+    )
     .fetch_all(db)
     .await
 }
 
 pub async fn get(db: &PgPool, organisation_id: i64, id: i64) -> AppResult<Vehicle> {
-    sqlx::query_as(&format!(
-        "SELECT {VEHICLE_COLUMNS} FROM vehicles WHERE organisation_id = $1 AND id = $2"
-    ))
-    .bind(organisation_id)
-    .bind(id)
+    sqlx::query_as!(
+        Vehicle,
+        r#"SELECT id, name, speed_unit AS "speed_unit: SpeedUnit", created_at, last_position
+           FROM vehicles WHERE organisation_id = $1 AND id = $2"#,
+        organisation_id,
+        id
+    )
     .fetch_optional(db)
     .await?
     .ok_or(AppError::NotFound("vehicle"))
@@ -72,23 +74,24 @@ pub async fn authorize(db: &PgPool, viewer: &Viewer, id: i64) -> AppResult<()> {
     let Viewer::User(user) = viewer else {
         return Err(AppError::Forbidden("share links see their shipment only"));
     };
-    let visible: bool = if user.role.dispatches() {
-        sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM vehicles WHERE id = $1 AND organisation_id = $2)",
+    let visible = if user.role.dispatches() {
+        sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM vehicles WHERE id = $1 AND organisation_id = $2)
+               AS "visible!""#,
+            id,
+            user.organisation_id
         )
-        .bind(id)
-        .bind(user.organisation_id)
         .fetch_one(db)
         .await?
     } else {
-        sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM shipments WHERE vehicle_id = $1 AND organisation_id = $2
-             AND driver_id = $3 AND status = ANY($4))",
+        sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM shipments WHERE vehicle_id = $1 AND organisation_id = $2
+                 AND driver_id = $3 AND status = ANY($4)) AS "visible!""#,
+            id,
+            user.organisation_id,
+            user.id,
+            &ShipmentStatus::ACTIVE as _
         )
-        .bind(id)
-        .bind(user.organisation_id)
-        .bind(user.id)
-        .bind(ShipmentStatus::ACTIVE)
         .fetch_one(db)
         .await?
     };
@@ -112,11 +115,11 @@ pub async fn get_visible(db: &PgPool, viewer: &Viewer, id: i64) -> AppResult<Veh
         .last_position
         .as_ref()
         .and_then(|p| p["shipment_id"].as_i64());
-    let theirs: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM shipments WHERE id = $1 AND driver_id = $2)",
+    let theirs = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM shipments WHERE id = $1 AND driver_id = $2) AS "theirs!""#,
+        shipment,
+        driver
     )
-    .bind(shipment)
-    .bind(driver)
     .fetch_one(db)
     .await?;
     if !theirs {
@@ -182,14 +185,16 @@ async fn create(
     }
     let unit = speed_unit(body.speed_unit.as_deref())?;
     let ingest_token = token::generate(TOKEN_BYTES);
-    let vehicle: Vehicle = sqlx::query_as(&format!(
-        "INSERT INTO vehicles (organisation_id, name, token_hash, speed_unit) VALUES ($1, $2, $3, $4)
-         RETURNING {VEHICLE_COLUMNS}"
-    ))
-    .bind(user.organisation_id)
-    .bind(name)
-    .bind(token::hash(&ingest_token))
-    .bind(unit)
+    let vehicle = sqlx::query_as!(
+        Vehicle,
+        r#"INSERT INTO vehicles (organisation_id, name, token_hash, speed_unit)
+           VALUES ($1, $2, $3, $4)
+           RETURNING id, name, speed_unit AS "speed_unit: SpeedUnit", created_at, last_position"#,
+        user.organisation_id,
+        name,
+        token::hash(&ingest_token),
+        unit as _
+    )
     .fetch_one(&state.db)
     .await?;
     tracing::info!(vehicle = vehicle.id, "vehicle created");
@@ -224,13 +229,14 @@ async fn revoke_token(
 async fn replace_token(state: &AppState, user: &CurrentUser, id: i64) -> AppResult<String> {
     user.require_dispatcher()?;
     let ingest_token = token::generate(TOKEN_BYTES);
-    let updated =
-        sqlx::query("UPDATE vehicles SET token_hash = $1 WHERE id = $2 AND organisation_id = $3")
-            .bind(token::hash(&ingest_token))
-            .bind(id)
-            .bind(user.organisation_id)
-            .execute(&state.db)
-            .await?;
+    let updated = sqlx::query!(
+        "UPDATE vehicles SET token_hash = $1 WHERE id = $2 AND organisation_id = $3",
+        token::hash(&ingest_token),
+        id,
+        user.organisation_id
+    )
+    .execute(&state.db)
+    .await?;
     if updated.rows_affected() == 0 {
         return Err(AppError::NotFound("vehicle"));
     }

@@ -29,7 +29,6 @@ use std::{
 use axum::Router;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::Value;
 use sqlx::PgConnection;
 
 pub use accuracy::Given;
@@ -103,7 +102,6 @@ impl Rule {
 const EARLIER_TRIPS: i64 = 10;
 
 /// One accepted fix of an earlier trip.
-#[derive(sqlx::FromRow)]
 struct TripFix {
     shipment_id: i64,
     recorded_at: DateTime<Utc>,
@@ -114,9 +112,10 @@ struct TripFix {
 /// `route`, shipment `id`'s planned route, timed by the latest earlier shipments of its
 /// organisation that followed the same planned route and have arrived.
 async fn with_history(conn: &mut PgConnection, id: i64, route: Route) -> sqlx::Result<Route> {
-    let rows: Vec<TripFix> = sqlx::query_as(
-        "SELECT p.shipment_id, p.recorded_at, ST_Y(p.point::geometry) AS lat,
-             ST_X(p.point::geometry) AS lon
+    let rows = sqlx::query_as!(
+        TripFix,
+        r#"SELECT p.shipment_id AS "shipment_id!", p.recorded_at, ST_Y(p.point::geometry) AS "lat!",
+             ST_X(p.point::geometry) AS "lon!"
          FROM positions p
          WHERE p.shipment_id IN (
              SELECT e.id FROM shipments e JOIN shipments s ON s.id = $1
@@ -125,10 +124,10 @@ async fn with_history(conn: &mut PgConnection, id: i64, route: Route) -> sqlx::R
                AND ST_Equals(e.planned_route::geometry, s.planned_route::geometry)
              ORDER BY e.ended_at DESC NULLS LAST LIMIT $2)
            AND NOT p.late AND p.filter_reason IS NULL
-         ORDER BY p.shipment_id, p.recorded_at",
+         ORDER BY p.shipment_id, p.recorded_at"#,
+        id,
+        EARLIER_TRIPS
     )
-    .bind(id)
-    .bind(EARLIER_TRIPS)
     .fetch_all(&mut *conn)
     .await?;
     let trips: Vec<Box<eta::Fixes>> = rows
@@ -179,14 +178,16 @@ impl Alerts {
                 .collect()
         };
         if !missing.is_empty() {
-            let rows: Vec<(i64, Option<Value>)> = sqlx::query_as(
-                "SELECT id, ST_AsGeoJSON(planned_route)::jsonb FROM shipments WHERE id = ANY($1)",
+            let rows = sqlx::query!(
+                "SELECT id, ST_AsGeoJSON(planned_route)::jsonb AS route FROM shipments
+                 WHERE id = ANY($1)",
+                &missing
             )
-            .bind(&missing)
             .fetch_all(&mut *conn)
             .await?;
             let mut found = Vec::with_capacity(rows.len());
-            for (id, route) in rows {
+            for row in rows {
+                let (id, route) = (row.id, row.route);
                 let route = match route.as_ref().and_then(Route::from_geojson) {
                     Some(route) => Some(Arc::new(with_history(conn, id, route).await?)),
                     None => None,

@@ -21,7 +21,7 @@ const CACHE_TTL: Duration = Duration::from_secs(10);
 const CACHE_MAX: usize = 100_000;
 
 /// The vehicle a request's ingest token belongs to.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Device {
     pub vehicle_id: i64,
     pub organisation_id: i64,
@@ -48,10 +48,12 @@ impl DeviceCache {
         if let Some(device) = self.cached(&hash) {
             return Ok(device);
         }
-        let device: Device = sqlx::query_as(
-            "SELECT id AS vehicle_id, organisation_id, speed_unit FROM vehicles WHERE token_hash = $1",
+        let device = sqlx::query_as!(
+            Device,
+            r#"SELECT id AS vehicle_id, organisation_id, speed_unit AS "speed_unit: SpeedUnit"
+               FROM vehicles WHERE token_hash = $1"#,
+            &hash
         )
-        .bind(&hash)
         .fetch_optional(pool)
         .await?
         .ok_or(AppError::Unauthorized("unknown ingest token"))?;

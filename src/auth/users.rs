@@ -13,11 +13,11 @@ pub async fn create_user(
 ) -> anyhow::Result<i64> {
     let hash = hash_password(password.to_owned()).await?;
     let mut tx = pool.begin().await?;
-    let org_id: i64 = sqlx::query_scalar(
+    let org_id = sqlx::query_scalar!(
         "INSERT INTO organisations (name) VALUES ($1)
          ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+        organisation.trim()
     )
-    .bind(organisation.trim())
     .fetch_one(&mut *tx)
     .await?;
     let id = insert_user(&mut tx, org_id, email, &hash, role).await?;
@@ -34,14 +34,14 @@ pub async fn insert_user(
     password_hash: &str,
     role: Role,
 ) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "INSERT INTO users (organisation_id, email, password_hash, role) VALUES ($1, $2, $3, $4)
          RETURNING id",
+        org_id,
+        email.trim(),
+        password_hash,
+        role.as_str()
     )
-    .bind(org_id)
-    .bind(email.trim())
-    .bind(password_hash)
-    .bind(role.as_str())
     .fetch_one(conn)
     .await
 }

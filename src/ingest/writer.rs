@@ -7,6 +7,10 @@
 //! across every writer of every instance. The alert rules run here too, on each accepted current
 //! position, with the vehicle's rule state read and written under the same lock: the alerts they
 //! raise take seqs between the positions' and commit with them, once, whatever instance writes.
+//!
+//! Its statements stay runtime-checked rather than `query!`: each binds a batch as a score of
+//! parallel arrays through `UNNEST`, and spells the active shipment statuses into its SQL
+//! ([`ShipmentStatus::active_sql`]) so that the planner can use the index of active shipments.
 use std::{collections::HashMap, sync::Arc};
 
 use chrono::{DateTime, Utc};

@@ -2,6 +2,10 @@
 //! sequencer's gap fill. Events are positions, alerts (raised, and their latest change) and chat
 //! (each message at its latest change, and read marks), merged in seq order, framed exactly as
 //! live delivery frames them.
+//!
+//! Its queries stay runtime-checked rather than `query!`: they are put together at run time, the
+//! column to filter on chosen by topic, the row's columns shared with every other read of
+//! positions, alerts and messages.
 use std::collections::HashSet;
 
 use sqlx::PgPool;

@@ -198,18 +198,18 @@ pub async fn acknowledge(
 
 /// A vehicle's own alert settings: the keys it sets otherwise, and what is in force for it.
 async fn vehicle_settings(db: &PgPool, organisation_id: i64, id: i64) -> AppResult<Value> {
-    let row: Option<(Value, Option<Value>)> = sqlx::query_as(
-        "SELECT v.alert_overrides, COALESCE(o.settings->'alerts', '{}') || v.alert_overrides
+    let row = sqlx::query!(
+        "SELECT v.alert_overrides, COALESCE(o.settings->'alerts', '{}') || v.alert_overrides AS merged
          FROM vehicles v JOIN organisations o ON o.id = v.organisation_id
          WHERE v.id = $1 AND v.organisation_id = $2",
+        id,
+        organisation_id
     )
-    .bind(id)
-    .bind(organisation_id)
     .fetch_optional(db)
-    .await?;
-    let (overrides, merged) = row.ok_or(AppError::NotFound("vehicle"))?;
-    let effective: AlertSettings = stored_or_default(id, "alert settings", merged);
-    Ok(json!({"overrides": overrides, "effective": effective}))
+    .await?
+    .ok_or(AppError::NotFound("vehicle"))?;
+    let effective: AlertSettings = stored_or_default(id, "alert settings", row.merged);
+    Ok(json!({"overrides": row.alert_overrides, "effective": effective}))
 }
 
 async fn show_vehicle_settings(
@@ -241,12 +241,12 @@ async fn set_vehicle_settings(
         ));
     }
     Settings::default().patched(json!({ "alerts": overrides }))?;
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE vehicles SET alert_overrides = $3 WHERE id = $1 AND organisation_id = $2",
+        id,
+        user.organisation_id,
+        &overrides
     )
-    .bind(id)
-    .bind(user.organisation_id)
-    .bind(&overrides)
     .execute(&state.db)
     .await?;
     if done.rows_affected() == 0 {

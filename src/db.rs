@@ -2,10 +2,45 @@
 //! records that outlived their use.
 use std::time::Duration;
 
-use sqlx::{postgres::PgPoolOptions, PgPool};
+use geo::{Geometry, Point};
+use geozero::wkb;
+use sqlx::{
+    encode::IsNull,
+    error::BoxDynError,
+    postgres::{PgArgumentBuffer, PgPoolOptions, PgTypeInfo, PgValueRef},
+    PgPool, Postgres,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::{auth::forget_expired_sign_outs, config::DbConfig};
+
+/// A PostGIS point as a value, crossing the database boundary as EWKB (through geozero) rather
+/// than as a pair of numbers: `x` is the longitude, `y` the latitude. It is a `geometry`, so
+/// SQL casts a `geography` column to `::geometry` to read it, and sets the SRID and casts back
+/// to write one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DbPoint(pub Point<f64>);
+
+impl sqlx::Type<Postgres> for DbPoint {
+    fn type_info() -> PgTypeInfo {
+        <wkb::Decode<Geometry<f64>> as sqlx::Type<Postgres>>::type_info()
+    }
+}
+
+impl<'r> sqlx::Decode<'r, Postgres> for DbPoint {
+    fn decode(value: PgValueRef<'r>) -> Result<DbPoint, BoxDynError> {
+        match <wkb::Decode<Geometry<f64>> as sqlx::Decode<Postgres>>::decode(value)?.geometry {
+            Some(Geometry::Point(p)) => Ok(DbPoint(p)),
+            other => Err(format!("expected a point, got {other:?}").into()),
+        }
+    }
+}
+
+impl sqlx::Encode<'_, Postgres> for DbPoint {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        wkb::Encode(Geometry::Point(self.0)).encode_by_ref(buf)
+    }
+}
 
 /// Months of position partitions kept ready ahead of the clock.
 const PARTITION_MONTHS_AHEAD: i32 = 2;

@@ -15,6 +15,7 @@ use sqlx::PgPool;
 
 use crate::{
     auth::{token, CurrentUser, Revoked, Role, Viewer},
+    db::DbPoint,
     error::{from_json, ApiJson, ApiPath, ApiQuery, AppError, AppResult},
     position::{Position, PositionRow, POSITION_COLUMNS},
     tracking::lock_seq,
@@ -131,11 +132,9 @@ struct ShipmentRow {
     organisation_id: i64,
     reference: String,
     status: ShipmentStatus,
-    origin_lat: f64,
-    origin_lon: f64,
+    origin: DbPoint,
     origin_name: Option<String>,
-    destination_lat: f64,
-    destination_lon: f64,
+    destination: DbPoint,
     destination_name: Option<String>,
     planned_route: Option<Value>,
     vehicle_id: Option<i64>,
@@ -151,8 +150,7 @@ struct ShipmentRow {
 
 /// Every shipment column; binds [`ShipmentStatus::ACTIVE`] as `$1`.
 const SHIPMENT_SELECT: &str = "SELECT id, organisation_id, reference, status,
-    ST_Y(origin::geometry) AS origin_lat, ST_X(origin::geometry) AS origin_lon, origin_name,
-    ST_Y(destination::geometry) AS destination_lat, ST_X(destination::geometry) AS destination_lon,
+    origin::geometry AS origin, origin_name, destination::geometry AS destination,
     destination_name, ST_AsGeoJSON(planned_route)::jsonb AS planned_route, vehicle_id, driver_id,
     due_at, eta, created_at, updated_at, started_at, ended_at,
     (SELECT v.alert_state->'progress'->'basis' FROM vehicles v
@@ -160,16 +158,19 @@ const SHIPMENT_SELECT: &str = "SELECT id, organisation_id, reference, status,
        AND v.alert_state->>'shipment' = shipments.id::text) AS eta_basis
     FROM shipments";
 
+/// A stored place as the API shows it.
+fn place(point: DbPoint, name: Option<String>) -> Value {
+    json!({"lat": point.0.y(), "lon": point.0.x(), "name": name})
+}
+
 impl ShipmentRow {
     fn into_shipment(self, last_position: Option<Position>) -> Shipment {
         Shipment {
             id: self.id,
             reference: self.reference,
             status: self.status,
-            origin: json!({"lat": self.origin_lat, "lon": self.origin_lon, "name": self.origin_name}),
-            destination: json!({
-                "lat": self.destination_lat, "lon": self.destination_lon, "name": self.destination_name
-            }),
+            origin: place(self.origin, self.origin_name),
+            destination: place(self.destination, self.destination_name),
             planned_route: self.planned_route,
             vehicle_id: self.vehicle_id,
             driver_id: self.driver_id,
@@ -298,6 +299,12 @@ struct NewShipment {
     due_at: Option<DateTime<Utc>>,
 }
 
+impl PlaceInput {
+    fn point(&self) -> DbPoint {
+        DbPoint(geo::Point::new(self.lon, self.lat))
+    }
+}
+
 fn check_place(field: &str, p: &PlaceInput) -> AppResult<()> {
     if !(-90.0..=90.0).contains(&p.lat) || !(-180.0..=180.0).contains(&p.lon) {
         return Err(AppError::validation(
@@ -421,20 +428,18 @@ async fn create(
     let id: i64 = sqlx::query_scalar(&format!(
         "INSERT INTO shipments (organisation_id, reference, origin, origin_name, destination,
              destination_name, planned_route, vehicle_id, driver_id, due_at, fixes_from)
-         VALUES ($1, $2, ST_SetSRID(ST_MakePoint($3, $4), 4326)::geography, $5,
-             ST_SetSRID(ST_MakePoint($6, $7), 4326)::geography, $8,
-             ST_SetSRID(ST_GeomFromGeoJSON($9), 4326)::geography, $10, $11, $12,
-             CASE WHEN $10::bigint IS NOT NULL THEN {} END)
+         VALUES ($1, $2, ST_SetSRID($3::geometry, 4326)::geography, $4,
+             ST_SetSRID($5::geometry, 4326)::geography, $6,
+             ST_SetSRID(ST_GeomFromGeoJSON($7), 4326)::geography, $8, $9, $10,
+             CASE WHEN $8::bigint IS NOT NULL THEN {} END)
          RETURNING id",
-        fixes_from("$10")
+        fixes_from("$8")
     ))
     .bind(user.organisation_id)
     .bind(reference)
-    .bind(body.origin.lon)
-    .bind(body.origin.lat)
+    .bind(body.origin.point())
     .bind(&body.origin.name)
-    .bind(body.destination.lon)
-    .bind(body.destination.lat)
+    .bind(body.destination.point())
     .bind(&body.destination.name)
     .bind(route)
     .bind(body.vehicle_id)

@@ -41,7 +41,7 @@ pub use rules::{evaluate, Change, Context, Outcome, RuleState, Trip};
 pub use settings::AlertSettings;
 pub use store::{alert_frame, apply, Alert, AlertEvent, Subject, ALERT_COLUMNS};
 
-use crate::{tracking::Tracking, AppState};
+use crate::{db::DbPoint, tracking::Tracking, AppState};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -105,8 +105,7 @@ const EARLIER_TRIPS: i64 = 10;
 struct TripFix {
     shipment_id: i64,
     recorded_at: DateTime<Utc>,
-    lat: f64,
-    lon: f64,
+    point: DbPoint,
 }
 
 /// `route`, shipment `id`'s planned route, timed by the latest earlier shipments of its
@@ -114,8 +113,8 @@ struct TripFix {
 async fn with_history(conn: &mut PgConnection, id: i64, route: Route) -> sqlx::Result<Route> {
     let rows = sqlx::query_as!(
         TripFix,
-        r#"SELECT p.shipment_id AS "shipment_id!", p.recorded_at, ST_Y(p.point::geometry) AS "lat!",
-             ST_X(p.point::geometry) AS "lon!"
+        r#"SELECT p.shipment_id AS "shipment_id!", p.recorded_at,
+             p.point::geometry AS "point!: DbPoint"
          FROM positions p
          WHERE p.shipment_id IN (
              SELECT e.id FROM shipments e JOIN shipments s ON s.id = $1
@@ -134,7 +133,7 @@ async fn with_history(conn: &mut PgConnection, id: i64, route: Route) -> sqlx::R
         .chunk_by(|a, b| a.shipment_id == b.shipment_id)
         .map(|trip| {
             trip.iter()
-                .map(|f| (f.recorded_at, (f.lat, f.lon)))
+                .map(|f| (f.recorded_at, (f.point.0.y(), f.point.0.x())))
                 .collect::<Box<eta::Fixes>>()
         })
         .collect();

@@ -198,3 +198,32 @@ use_sqlx_offline_data() {
     export SQLX_OFFLINE=${SQLX_OFFLINE:-true}
   fi
 }
+
+# Writes into DIR (an absolute path) what the committed .sqlx/ must hold: the query! macros'
+# data for every query, described by DATABASE_URL's database once it is migrated. The macros
+# write it as they expand, so the library, the one crate that uses them, is made to recompile.
+write_sqlx_offline_data() {
+  local dir=$1
+  # The binary that migrates is itself built from query data: the committed data, or, when the
+  # queries changed since, the database as migrated so far.
+  SQLX_OFFLINE=true cargo run -q --bin waymark -- migrate 2>/dev/null ||
+    SQLX_OFFLINE=false cargo run -q --bin waymark -- migrate ||
+    die "cannot build waymark to migrate the database (a query that needs a new migration builds once that migration is applied)"
+  mkdir -p "$dir"
+  rm -f "$dir"/query-*.json
+  touch src/lib.rs
+  SQLX_OFFLINE=false SQLX_OFFLINE_DIR="$dir" cargo check -q -p waymark --lib
+}
+
+# Fails, saying how to refresh it, when the committed .sqlx/ is not what the queries and the
+# migrations make.
+check_sqlx_offline_data() {
+  local fresh
+  fresh=$(mktemp -d)
+  write_sqlx_offline_data "$fresh"
+  if ! diff -r -q .sqlx "$fresh"; then
+    rm -rf "$fresh"
+    die ".sqlx/ does not match the queries and migrations: run scripts/sqlx-prepare and commit .sqlx/"
+  fi
+  rm -rf "$fresh"
+}

@@ -80,9 +80,8 @@ async fn create(args: CreateUser) -> anyhow::Result<()> {
     anyhow::ensure!(!args.org.trim().is_empty(), "--org must not be empty");
     let pool = db::connect(&args.db).await?;
     db::migrate(&pool).await?;
-    let existing: Option<i64> =
-        sqlx::query_scalar("SELECT id FROM users WHERE lower(email) = lower($1)")
-            .bind(&email)
+    let existing =
+        sqlx::query_scalar!("SELECT id FROM users WHERE lower(email) = lower($1)", email)
             .fetch_optional(&pool)
             .await?;
     if let Some(id) = existing {

@@ -17,6 +17,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 
 use crate::{
+    auth::SpeedUnit,
     error::{contains_nul, AppError},
     ingest::{
         read_native,
@@ -38,9 +39,6 @@ pub const TARGETS: [(&str, Target); 5] = [
     ("owntracks", owntracks),
     ("ws_frame", ws_frame),
 ];
-
-/// The vehicle speed units an OsmAnd-protocol speed can be in.
-const SPEED_UNITS: [&str; 4] = ["knots", "mps", "kmh", "mph"];
 
 /// A native-format body (`POST /api/v1/positions`, JSON): read and parsed as the endpoint does.
 pub fn native(data: &[u8]) {
@@ -68,7 +66,7 @@ pub fn osmand(data: &[u8]) {
     let params = parse_form(text);
     let now = to_micros(Utc::now());
     let mut accepted: Vec<NewPosition> = Vec::new();
-    for unit in SPEED_UNITS {
+    for unit in SpeedUnit::ALL {
         match parse_osmand(&params, unit, now) {
             Ok(p) => {
                 assert_in_range(&p);

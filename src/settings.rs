@@ -95,11 +95,13 @@ pub fn router() -> Router<AppState> {
 
 /// The settings in force for an organisation.
 pub async fn load(db: &PgPool, organisation_id: i64) -> AppResult<Settings> {
-    let stored: Value = sqlx::query_scalar("SELECT settings FROM organisations WHERE id = $1")
-        .bind(organisation_id)
-        .fetch_optional(db)
-        .await?
-        .ok_or(AppError::NotFound("organisation"))?;
+    let stored = sqlx::query_scalar!(
+        "SELECT settings FROM organisations WHERE id = $1",
+        organisation_id
+    )
+    .fetch_optional(db)
+    .await?
+    .ok_or(AppError::NotFound("organisation"))?;
     serde_json::from_value(stored).map_err(|e| anyhow::anyhow!("stored settings: {e}").into())
 }
 
@@ -118,19 +120,22 @@ async fn change(
     }
     // Read and write in one transaction, the row locked, so two admins' patches both apply.
     let mut tx = state.db.begin().await?;
-    let stored: Value =
-        sqlx::query_scalar("SELECT settings FROM organisations WHERE id = $1 FOR UPDATE")
-            .bind(user.organisation_id)
-            .fetch_one(&mut *tx)
-            .await?;
+    let stored = sqlx::query_scalar!(
+        "SELECT settings FROM organisations WHERE id = $1 FOR UPDATE",
+        user.organisation_id
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     let current: Settings =
         serde_json::from_value(stored).map_err(|e| anyhow::anyhow!("stored settings: {e}"))?;
     let settings = current.patched(patch)?;
-    sqlx::query("UPDATE organisations SET settings = $2 WHERE id = $1")
-        .bind(user.organisation_id)
-        .bind(serde_json::to_value(&settings).expect("settings serialise"))
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "UPDATE organisations SET settings = $2 WHERE id = $1",
+        user.organisation_id,
+        serde_json::to_value(&settings).expect("settings serialise")
+    )
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     tracing::info!(
         organisation_id = user.organisation_id,
@@ -142,18 +147,18 @@ async fn change(
 
 /// A vehicle's own alert settings: the keys it sets otherwise, and what is in force for it.
 async fn vehicle_settings(db: &PgPool, organisation_id: i64, id: i64) -> AppResult<Value> {
-    let row: Option<(Value, Option<Value>)> = sqlx::query_as(
-        "SELECT v.alert_overrides, COALESCE(o.settings->'alerts', '{}') || v.alert_overrides
+    let row = sqlx::query!(
+        "SELECT v.alert_overrides, COALESCE(o.settings->'alerts', '{}') || v.alert_overrides AS merged
          FROM vehicles v JOIN organisations o ON o.id = v.organisation_id
          WHERE v.id = $1 AND v.organisation_id = $2",
+        id,
+        organisation_id
     )
-    .bind(id)
-    .bind(organisation_id)
     .fetch_optional(db)
-    .await?;
-    let (overrides, merged) = row.ok_or(AppError::NotFound("vehicle"))?;
-    let effective: AlertSettings = stored_or_default(id, "alert settings", merged);
-    Ok(json!({"overrides": overrides, "effective": effective}))
+    .await?
+    .ok_or(AppError::NotFound("vehicle"))?;
+    let effective: AlertSettings = stored_or_default(id, "alert settings", row.merged);
+    Ok(json!({"overrides": row.alert_overrides, "effective": effective}))
 }
 
 async fn show_vehicle_settings(
@@ -185,12 +190,12 @@ async fn set_vehicle_settings(
         ));
     }
     Settings::default().patched(json!({ "alerts": overrides }))?;
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE vehicles SET alert_overrides = $3 WHERE id = $1 AND organisation_id = $2",
+        id,
+        user.organisation_id,
+        &overrides
     )
-    .bind(id)
-    .bind(user.organisation_id)
-    .bind(&overrides)
     .execute(&state.db)
     .await?;
     if done.rows_affected() == 0 {

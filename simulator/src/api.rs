@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::geo::LatLon;
-use crate::run::protocol::{Auth, WireRequest};
+use crate::run::protocol::{Auth, SpeedUnit, WireRequest};
 
 /// Whole-request limit: a request the server has not answered by then is treated like a
 /// network failure and retried.
@@ -114,9 +114,8 @@ impl fmt::Debug for Api {
 pub struct Vehicle {
     pub id: i64,
     pub name: String,
-    /// The unit of `speed` in OsmAnd-protocol requests (`knots`, `mps`, `kmh`, `mph`).
-    #[serde(default)]
-    pub speed_unit: Option<String>,
+    /// The unit of `speed` in OsmAnd-protocol requests.
+    pub speed_unit: SpeedUnit,
     #[serde(default)]
     pub last_position: Option<StoredPosition>,
 }

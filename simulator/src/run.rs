@@ -275,9 +275,8 @@ async fn ensure_vehicle(
         .min_by_key(|v| v.id);
     let (vehicle_id, token, stored_unit, how) = match found {
         Some(v) => {
-            let stored = SpeedUnit::parse(v.speed_unit.as_deref().unwrap_or("knots"));
             if let Some(token) = state.token(name, v.id) {
-                return Ok(Some((v.id, token.to_owned(), stored)));
+                return Ok(Some((v.id, token.to_owned(), v.speed_unit)));
             }
             let what = format!("issue a new ingest token for {name}");
             let Some(token) = retry(&what, cancel, || api.rotate_token(v.id))
@@ -286,7 +285,7 @@ async fn ensure_vehicle(
             else {
                 return Ok(None);
             };
-            (v.id, token, stored, "issued a new ingest token")
+            (v.id, token, v.speed_unit, "issued a new ingest token")
         }
         None => {
             let what = format!("create vehicle {name}");
@@ -297,8 +296,7 @@ async fn ensure_vehicle(
             else {
                 return Ok(None);
             };
-            let stored = SpeedUnit::parse(v.speed_unit.as_deref().unwrap_or("knots"));
-            (v.id, token, stored, "created")
+            (v.id, token, v.speed_unit, "created")
         }
     };
     tracing::debug!(vehicle = name, id = vehicle_id, "{how}");

@@ -212,7 +212,7 @@ struct AccuracyQuery {
 
 /// One horizon's errors: how many, mean absolute, 90th percentile of the absolute (the nearest
 /// rank), and mean signed (bias), in seconds; null when there are none.
-#[derive(Serialize, sqlx::FromRow)]
+#[derive(Serialize)]
 struct Horizon {
     horizon_min: i32,
     n: i64,
@@ -245,11 +245,12 @@ async fn accuracy(
         vehicles::get(&state.db, org, v).await?;
     }
     if let Some(s) = q.same_route_as {
-        let routed: Option<bool> = sqlx::query_scalar(
-            "SELECT planned_route IS NOT NULL FROM shipments WHERE id = $1 AND organisation_id = $2",
+        let routed = sqlx::query_scalar!(
+            r#"SELECT planned_route IS NOT NULL AS "routed!" FROM shipments
+               WHERE id = $1 AND organisation_id = $2"#,
+            s,
+            org
         )
-        .bind(s)
-        .bind(org)
         .fetch_optional(&state.db)
         .await?;
         match routed {
@@ -263,8 +264,9 @@ async fn accuracy(
             Some(true) => {}
         }
     }
-    let horizons: Vec<Horizon> = sqlx::query_as(
-        "SELECT h.m::int4 AS horizon_min, count(e.shipment_id) AS n,
+    let horizons = sqlx::query_as!(
+        Horizon,
+        r#"SELECT h.m::int4 AS "horizon_min!", count(e.shipment_id) AS "n!",
                 round(avg(abs(e.error_s))::numeric, 3)::float8 AS mae_s,
                 round((percentile_disc(0.9) WITHIN GROUP (ORDER BY abs(e.error_s)))::numeric, 3)::float8 AS p90_s,
                 round(avg(e.error_s)::numeric, 3)::float8 AS bias_s
@@ -278,15 +280,15 @@ async fn accuracy(
           AND ($5::text IS NULL OR e.method = $5)
           AND ($6::timestamptz IS NULL OR e.arrived_at >= $6)
           AND ($7::timestamptz IS NULL OR e.arrived_at < $7)
-         GROUP BY h.m, h.i ORDER BY h.i",
+         GROUP BY h.m, h.i ORDER BY h.i"#,
+        &HORIZONS_MIN.iter().map(|h| *h as i16).collect::<Vec<_>>(),
+        org,
+        q.vehicle_id,
+        q.same_route_as,
+        q.method.as_deref(),
+        q.since,
+        q.until
     )
-    .bind(HORIZONS_MIN.iter().map(|h| *h as i16).collect::<Vec<_>>())
-    .bind(org)
-    .bind(q.vehicle_id)
-    .bind(q.same_route_as)
-    .bind(&q.method)
-    .bind(q.since)
-    .bind(q.until)
     .fetch_all(&state.db)
     .await?;
     Ok(Json(json!({ "horizons": horizons })))

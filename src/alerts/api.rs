@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use super::{store, Alert, AlertChange, Rule, ALERT_COLUMNS};
+use super::{store, Alert, AlertChange, AlertEvent, Rule, ALERT_COLUMNS};
 use crate::{
     auth::{CurrentUser, Role},
     error::{ApiPath, ApiQuery, AppError, AppResult},
@@ -48,15 +48,19 @@ async fn list(
     user: CurrentUser,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> AppResult<Json<Value>> {
-    if let Some(r) = &q.rule {
-        if !Rule::ALL.iter().any(|k| k.as_str() == r) {
-            return Err(AppError::validation(
-                "rule",
-                "rule must be geofence_enter, geofence_exit, geofence_dwell, overspeed, \
-                 stopped, silent, off_route, arrived or late",
-            ));
-        }
-    }
+    let rule = q
+        .rule
+        .as_deref()
+        .map(|r| {
+            Rule::parse(r).ok_or_else(|| {
+                AppError::validation(
+                    "rule",
+                    "rule must be geofence_enter, geofence_exit, geofence_dwell, overspeed, \
+                     stopped, silent, off_route, arrived or late",
+                )
+            })
+        })
+        .transpose()?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(AppError::validation("limit", "limit must be 1 to 500"));
@@ -72,7 +76,7 @@ async fn list(
     ))
     .bind(user.organisation_id)
     .bind(driver)
-    .bind(&q.rule)
+    .bind(rule)
     .bind(q.vehicle_id)
     .bind(q.shipment_id)
     .bind(q.acknowledged)
@@ -164,7 +168,11 @@ pub async fn acknowledge(
         drop(tx);
         return find(db, user, id).await;
     };
-    tx.push(AlertChange::at(seq, "acknowledged", alert.clone()));
+    tx.push(AlertChange::at(
+        seq,
+        AlertEvent::Acknowledged,
+        alert.clone(),
+    ));
     let committed = tx.commit().await?;
     tracing::info!(alert_id = id, user_id = user.id, "alert acknowledged");
     committed.publish(tracking);

@@ -161,29 +161,40 @@ fn check_polygon(area: &Value) -> AppResult<String> {
     Ok(json!({"type": "Polygon", "coordinates": rings}).to_string())
 }
 
+/// What PostGIS says of a polygon: whether it is valid, and if not why and where.
+struct Validity {
+    valid: bool,
+    reason: Option<String>,
+    lon: Option<f64>,
+    lat: Option<f64>,
+    area: f64,
+}
+
 /// Refuses a polygon that encloses no proper area: rings that cross themselves or each other
 /// (a bow tie, a spike that doubles back), a hole outside its shell, or no area at all. PostGIS
 /// would store it, but what is inside it would be anyone's guess. Judged in plain lon/lat, as
 /// the geofence index judges positions.
 async fn check_valid(db: &PgPool, geojson: &str) -> AppResult<()> {
-    let (valid, reason, lon, lat, area): (bool, Option<String>, Option<f64>, Option<f64>, f64) =
-        sqlx::query_as(
-            "SELECT (d).valid, (d).reason, ST_X((d).location), ST_Y((d).location), ST_Area(g)
-             FROM (SELECT ST_IsValidDetail(g) AS d, g
-                   FROM (SELECT ST_GeomFromGeoJSON($1) AS g) AS input) AS checked",
-        )
-        .bind(geojson)
-        .fetch_one(db)
-        .await?;
-    let why = if !valid {
-        let reason = reason
+    let v = sqlx::query_as!(
+        Validity,
+        r#"SELECT (d).valid AS "valid!", (d).reason, ST_X((d).location) AS lon,
+             ST_Y((d).location) AS lat, ST_Area(g) AS "area!"
+           FROM (SELECT ST_IsValidDetail(g) AS d, g
+                 FROM (SELECT ST_GeomFromGeoJSON($1) AS g) AS input) AS checked"#,
+        geojson
+    )
+    .fetch_one(db)
+    .await?;
+    let why = if !v.valid {
+        let reason = v
+            .reason
             .unwrap_or_else(|| "invalid".to_owned())
             .to_lowercase();
-        match (lon, lat) {
+        match (v.lon, v.lat) {
             (Some(lon), Some(lat)) => format!("{reason} at [{lon}, {lat}]"),
             _ => reason,
         }
-    } else if area <= 0.0 {
+    } else if v.area <= 0.0 {
         "it encloses no area".to_owned()
     } else {
         return Ok(());
@@ -223,11 +234,11 @@ async fn check_fields(db: &PgPool, organisation_id: i64, input: &Input) -> AppRe
         if ids.len() > MAX_VEHICLES {
             return Err(AppError::validation("vehicle_ids", "at most 1000 vehicles"));
         }
-        let found: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM vehicles WHERE organisation_id = $1 AND id = ANY($2)",
+        let found = sqlx::query_scalar!(
+            r#"SELECT count(*) AS "found!" FROM vehicles WHERE organisation_id = $1 AND id = ANY($2)"#,
+            organisation_id,
+            ids
         )
-        .bind(organisation_id)
-        .bind(ids)
         .fetch_one(db)
         .await?;
         let mut unique = ids.clone();
@@ -238,11 +249,12 @@ async fn check_fields(db: &PgPool, organisation_id: i64, input: &Input) -> AppRe
         }
     }
     if let Some(Some(s)) = input.shipment_id {
-        let ok: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM shipments WHERE id = $1 AND organisation_id = $2)",
+        let ok = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM shipments WHERE id = $1 AND organisation_id = $2)
+               AS "ok!""#,
+            s,
+            organisation_id
         )
-        .bind(s)
-        .bind(organisation_id)
         .fetch_one(db)
         .await?;
         if !ok {
@@ -253,11 +265,13 @@ async fn check_fields(db: &PgPool, organisation_id: i64, input: &Input) -> AppRe
 }
 
 async fn bump_version(conn: &mut PgConnection, organisation_id: i64) -> sqlx::Result<()> {
-    sqlx::query("UPDATE organisations SET geofence_version = geofence_version + 1 WHERE id = $1")
-        .bind(organisation_id)
-        .execute(conn)
-        .await
-        .map(|_| ())
+    sqlx::query!(
+        "UPDATE organisations SET geofence_version = geofence_version + 1 WHERE id = $1",
+        organisation_id
+    )
+    .execute(conn)
+    .await
+    .map(|_| ())
 }
 
 async fn fetch(db: &PgPool, organisation_id: i64, id: i64) -> AppResult<Geofence> {
@@ -371,22 +385,22 @@ async fn update(
         .execute(&mut *tx)
         .await?;
     }
-    sqlx::query(
+    sqlx::query!(
         "UPDATE geofences SET name = COALESCE($2, name), vehicle_ids = COALESCE($3, vehicle_ids),
              shipment_id = CASE WHEN $4 THEN $5 ELSE shipment_id END,
              debounce_s = CASE WHEN $6 THEN $7 ELSE debounce_s END,
              dwell_s = CASE WHEN $8 THEN $9 ELSE dwell_s END, updated_at = now()
          WHERE id = $1",
+        id,
+        input.name.as_deref().map(str::trim),
+        input.vehicle_ids.as_deref(),
+        input.shipment_id.is_some(),
+        input.shipment_id.flatten(),
+        input.debounce_s.is_some(),
+        input.debounce_s.flatten(),
+        input.dwell_s.is_some(),
+        input.dwell_s.flatten()
     )
-    .bind(id)
-    .bind(input.name.as_deref().map(str::trim))
-    .bind(&input.vehicle_ids)
-    .bind(input.shipment_id.is_some())
-    .bind(input.shipment_id.flatten())
-    .bind(input.debounce_s.is_some())
-    .bind(input.debounce_s.flatten())
-    .bind(input.dwell_s.is_some())
-    .bind(input.dwell_s.flatten())
     .execute(&mut *tx)
     .await?;
     bump_version(&mut tx, user.organisation_id).await?;
@@ -401,11 +415,13 @@ async fn remove(
 ) -> AppResult<StatusCode> {
     user.require_dispatcher()?;
     let mut tx = state.db.begin().await?;
-    let done = sqlx::query("DELETE FROM geofences WHERE id = $1 AND organisation_id = $2")
-        .bind(id)
-        .bind(user.organisation_id)
-        .execute(&mut *tx)
-        .await?;
+    let done = sqlx::query!(
+        "DELETE FROM geofences WHERE id = $1 AND organisation_id = $2",
+        id,
+        user.organisation_id
+    )
+    .execute(&mut *tx)
+    .await?;
     if done.rows_affected() == 0 {
         return Err(AppError::NotFound("geofence"));
     }

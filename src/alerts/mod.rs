@@ -28,7 +28,7 @@ use std::{
 
 use axum::Router;
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde::Serialize;
 use sqlx::PgConnection;
 
 pub use accuracy::Given;
@@ -39,9 +39,9 @@ pub use fences::{Area, Fence, FenceIndex, OrgFences, Shape};
 pub use route::Route;
 pub use rules::{evaluate, Change, Context, Outcome, RuleState, Trip};
 pub use settings::AlertSettings;
-pub use store::{apply, Alert, AlertChange, AlertEvents, Subject, ALERT_COLUMNS};
+pub use store::{apply, Alert, AlertChange, AlertEvent, AlertEvents, Subject, ALERT_COLUMNS};
 
-use crate::{tracking::Tracking, AppState};
+use crate::{db::DbPoint, tracking::Tracking, AppState};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -50,8 +50,10 @@ pub fn router() -> Router<AppState> {
         .merge(accuracy::router())
 }
 
-/// What raised an alert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What raised an alert: its `rule`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum Rule {
     GeofenceEnter,
     GeofenceExit,
@@ -90,16 +92,29 @@ impl Rule {
             Rule::Late => "late",
         }
     }
+
+    pub fn parse(s: &str) -> Option<Rule> {
+        Rule::ALL.into_iter().find(|r| r.as_str() == s)
+    }
 }
 
 /// How many of the latest earlier shipments on the same planned route time a new one's ETA.
 const EARLIER_TRIPS: i64 = 10;
 
+/// One accepted fix of an earlier trip.
+struct TripFix {
+    shipment_id: i64,
+    recorded_at: DateTime<Utc>,
+    point: DbPoint,
+}
+
 /// `route`, shipment `id`'s planned route, timed by the latest earlier shipments of its
 /// organisation that followed the same planned route and have arrived.
 async fn with_history(conn: &mut PgConnection, id: i64, route: Route) -> sqlx::Result<Route> {
-    let rows: Vec<(i64, DateTime<Utc>, f64, f64)> = sqlx::query_as(
-        "SELECT p.shipment_id, p.recorded_at, ST_Y(p.point::geometry), ST_X(p.point::geometry)
+    let rows = sqlx::query_as!(
+        TripFix,
+        r#"SELECT p.shipment_id AS "shipment_id!", p.recorded_at,
+             p.point::geometry AS "point!: DbPoint"
          FROM positions p
          WHERE p.shipment_id IN (
              SELECT e.id FROM shipments e JOIN shipments s ON s.id = $1
@@ -108,17 +123,17 @@ async fn with_history(conn: &mut PgConnection, id: i64, route: Route) -> sqlx::R
                AND ST_Equals(e.planned_route::geometry, s.planned_route::geometry)
              ORDER BY e.ended_at DESC NULLS LAST LIMIT $2)
            AND NOT p.late AND p.filter_reason IS NULL
-         ORDER BY p.shipment_id, p.recorded_at",
+         ORDER BY p.shipment_id, p.recorded_at"#,
+        id,
+        EARLIER_TRIPS
     )
-    .bind(id)
-    .bind(EARLIER_TRIPS)
     .fetch_all(&mut *conn)
     .await?;
     let trips: Vec<Box<eta::Fixes>> = rows
-        .chunk_by(|a, b| a.0 == b.0)
+        .chunk_by(|a, b| a.shipment_id == b.shipment_id)
         .map(|trip| {
             trip.iter()
-                .map(|(_, at, lat, lon)| (*at, (*lat, *lon)))
+                .map(|f| (f.recorded_at, (f.point.0.y(), f.point.0.x())))
                 .collect::<Box<eta::Fixes>>()
         })
         .collect();
@@ -162,14 +177,16 @@ impl Alerts {
                 .collect()
         };
         if !missing.is_empty() {
-            let rows: Vec<(i64, Option<Value>)> = sqlx::query_as(
-                "SELECT id, ST_AsGeoJSON(planned_route)::jsonb FROM shipments WHERE id = ANY($1)",
+            let rows = sqlx::query!(
+                "SELECT id, ST_AsGeoJSON(planned_route)::jsonb AS route FROM shipments
+                 WHERE id = ANY($1)",
+                &missing
             )
-            .bind(&missing)
             .fetch_all(&mut *conn)
             .await?;
             let mut found = Vec::with_capacity(rows.len());
-            for (id, route) in rows {
+            for row in rows {
+                let (id, route) = (row.id, row.route);
                 let route = match route.as_ref().and_then(Route::from_geojson) {
                     Some(route) => Some(Arc::new(with_history(conn, id, route).await?)),
                     None => None,
@@ -187,5 +204,19 @@ impl Alerts {
             .iter()
             .map(|id| (*id, routes.get(id).cloned().flatten()))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_read_as_the_api_and_the_database_spell_them() {
+        for rule in Rule::ALL {
+            assert_eq!(serde_json::to_value(rule).unwrap(), rule.as_str());
+            assert_eq!(Rule::parse(rule.as_str()), Some(rule));
+        }
+        assert_eq!(Rule::parse("speeding"), None);
     }
 }

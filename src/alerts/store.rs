@@ -23,7 +23,7 @@ pub struct Alert {
     pub id: i64,
     #[serde(skip)]
     pub organisation_id: i64,
-    pub rule: String,
+    pub rule: Rule,
     pub vehicle_id: Option<i64>,
     pub shipment_id: Option<i64>,
     pub geofence_id: Option<i64>,
@@ -39,7 +39,26 @@ pub struct Alert {
     #[serde(skip)]
     pub updated_seq: Option<i64>,
     #[serde(skip)]
-    pub last_event: String,
+    pub last_event: AlertEvent,
+}
+
+/// What happened to an alert: an event on its topics, and its `last_event`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum AlertEvent {
+    Raised,
+    Cleared,
+    Acknowledged,
+}
+
+impl AlertEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertEvent::Raised => "raised",
+            AlertEvent::Cleared => "cleared",
+            AlertEvent::Acknowledged => "acknowledged",
+        }
+    }
 }
 
 /// The columns that make an [`Alert`].
@@ -51,14 +70,13 @@ pub const ALERT_COLUMNS: &str = "id, organisation_id, rule, vehicle_id, shipment
 /// after it: published on its organisation's `alerts` and its shipment's topic.
 #[derive(Debug)]
 pub struct AlertChange {
-    pub event: String,
+    pub event: AlertEvent,
     pub alert: Alert,
 }
 
 impl AlertChange {
     /// The change as an event at `seq`.
-    pub fn at(seq: i64, event: impl Into<String>, alert: Alert) -> Event {
-        let event = event.into();
+    pub fn at(seq: i64, event: AlertEvent, alert: Alert) -> Event {
         Event::new(seq, AlertChange { event, alert })
     }
 }
@@ -77,7 +95,7 @@ impl EventData for AlertChange {
     }
 
     fn event(&self) -> Option<&str> {
-        Some(&self.event)
+        Some(self.event.as_str())
     }
 
     fn data(&self) -> serde_json::Result<Box<RawValue>> {
@@ -123,11 +141,11 @@ impl EventSource for AlertEvents {
                 .flat_map(|alert| {
                     let raised = window
                         .holds(alert.id)
-                        .then(|| AlertChange::at(alert.id, "raised", alert.clone()));
+                        .then(|| AlertChange::at(alert.id, AlertEvent::Raised, alert.clone()));
                     let changed = alert
                         .updated_seq
                         .filter(|s| window.holds(*s))
-                        .map(|seq| AlertChange::at(seq, alert.last_event.clone(), alert));
+                        .map(|seq| AlertChange::at(seq, alert.last_event, alert));
                     raised.into_iter().chain(changed)
                 })
                 .collect())
@@ -151,7 +169,7 @@ pub async fn apply(
     conn: &mut PgConnection,
     changes: &[(Subject, Change)],
     now: DateTime<Utc>,
-) -> sqlx::Result<Vec<(i64, &'static str, Alert)>> {
+) -> sqlx::Result<Vec<(i64, AlertEvent, Alert)>> {
     let mut raised = RaiseColumns::default();
     let (mut clear_id, mut clear_seq, mut clear_at, mut clear_details) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -202,7 +220,7 @@ pub async fn apply(
         .bind(now)
         .fetch_all(&mut *conn)
         .await?;
-        out.extend(rows.into_iter().map(|a| (a.id, "raised", a)));
+        out.extend(rows.into_iter().map(|a| (a.id, AlertEvent::Raised, a)));
     }
     if !clear_id.is_empty() {
         let rows: Vec<Alert> = sqlx::query_as(&format!(
@@ -222,7 +240,7 @@ pub async fn apply(
         .await?;
         out.extend(rows.into_iter().filter_map(|a| {
             let seq = a.updated_seq?;
-            Some((seq, "cleared", a))
+            Some((seq, AlertEvent::Cleared, a))
         }));
     }
     out.sort_by_key(|(seq, _, _)| *seq);
@@ -255,7 +273,7 @@ pub async fn acknowledge(
 struct RaiseColumns {
     id: Vec<i64>,
     organisation: Vec<i64>,
-    rule: Vec<&'static str>,
+    rule: Vec<Rule>,
     vehicle: Vec<i64>,
     shipment: Vec<Option<i64>>,
     geofence: Vec<Option<i64>>,
@@ -276,7 +294,7 @@ impl RaiseColumns {
     ) {
         self.id.push(id);
         self.organisation.push(subject.organisation_id);
-        self.rule.push(rule.as_str());
+        self.rule.push(rule);
         self.vehicle.push(subject.vehicle_id);
         self.shipment.push(subject.shipment_id);
         self.geofence.push(geofence_id);
@@ -308,7 +326,7 @@ mod tests {
         let alert = Alert {
             id: 5,
             organisation_id: 3,
-            rule: "silent".into(),
+            rule: Rule::Silent,
             vehicle_id: Some(7),
             shipment_id: None,
             geofence_id: None,
@@ -321,10 +339,10 @@ mod tests {
             acknowledged_at: None,
             acknowledged_by: None,
             updated_seq: Some(8),
-            last_event: "cleared".into(),
+            last_event: AlertEvent::Cleared,
         };
         let data = serde_json::to_string(&alert).unwrap();
-        let published = frames(&AlertChange::at(8, "cleared", alert), |_| true);
+        let published = frames(&AlertChange::at(8, AlertEvent::Cleared, alert), |_| true);
         assert_eq!(
             texts(&published),
             [format!(

@@ -10,6 +10,7 @@ use axum::{
     extract::FromRequestParts,
     http::{header, request::Parts},
 };
+use serde::Serialize;
 use sqlx::PgPool;
 
 use super::token;
@@ -26,7 +27,7 @@ pub struct Device {
     pub vehicle_id: i64,
     pub organisation_id: i64,
     /// The unit this vehicle's OsmAnd-protocol app sends speed in.
-    pub speed_unit: String,
+    pub speed_unit: SpeedUnit,
 }
 
 /// Token hash → the device and when it was looked up.
@@ -48,19 +49,15 @@ impl DeviceCache {
         if let Some(device) = self.cached(&hash) {
             return Ok(device);
         }
-        let row: Option<(i64, i64, String)> = sqlx::query_as(
-            "SELECT id, organisation_id, speed_unit FROM vehicles WHERE token_hash = $1",
+        let device = sqlx::query_as!(
+            Device,
+            r#"SELECT id AS vehicle_id, organisation_id, speed_unit AS "speed_unit: SpeedUnit"
+               FROM vehicles WHERE token_hash = $1"#,
+            &hash
         )
-        .bind(&hash)
         .fetch_optional(pool)
-        .await?;
-        let (vehicle_id, organisation_id, speed_unit) =
-            row.ok_or(AppError::Unauthorized("unknown ingest token"))?;
-        let device = Device {
-            vehicle_id,
-            organisation_id,
-            speed_unit,
-        };
+        .await?
+        .ok_or(AppError::Unauthorized("unknown ingest token"))?;
         let mut entries = self.entries.lock().expect("device cache poisoned");
         if entries.len() >= CACHE_MAX {
             entries.clear();
@@ -104,5 +101,50 @@ impl FromRequestParts<AppState> for Device {
                 "send the vehicle's ingest token as Authorization: Bearer <token>",
             ))?;
         state.devices.authenticate(&state.db, token).await
+    }
+}
+
+/// The unit a vehicle's OsmAnd-protocol app sends speed in: the vehicle's `speed_unit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum SpeedUnit {
+    /// The protocol's own default, and what the legacy Traccar Client sends.
+    #[default]
+    Knots,
+    Mps,
+    Kmh,
+    Mph,
+}
+
+impl SpeedUnit {
+    pub const ALL: [SpeedUnit; 4] = [
+        SpeedUnit::Knots,
+        SpeedUnit::Mps,
+        SpeedUnit::Kmh,
+        SpeedUnit::Mph,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpeedUnit::Knots => "knots",
+            SpeedUnit::Mps => "mps",
+            SpeedUnit::Kmh => "kmh",
+            SpeedUnit::Mph => "mph",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SpeedUnit> {
+        SpeedUnit::ALL.into_iter().find(|u| u.as_str() == s)
+    }
+
+    /// `speed`, in this unit, in m/s.
+    pub fn to_mps(self, speed: f64) -> f64 {
+        match self {
+            SpeedUnit::Knots => speed * 0.514444,
+            SpeedUnit::Mps => speed,
+            SpeedUnit::Kmh => speed / 3.6,
+            SpeedUnit::Mph => speed * 0.44704,
+        }
     }
 }

@@ -9,7 +9,7 @@ mod session;
 mod share;
 pub mod token;
 
-pub use device::{Device, DeviceCache};
+pub use device::{Device, DeviceCache, SpeedUnit};
 pub use password::{hash_password, verify_password};
 pub use people::{create_user, insert_user};
 pub use revoke::{still_valid, Revocations, Revoked};

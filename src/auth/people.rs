@@ -29,7 +29,7 @@ const MAX_EMAIL: usize = 320;
 const MIN_PASSWORD: usize = 8;
 const MAX_PASSWORD: usize = 1024;
 
-#[derive(Serialize, sqlx::FromRow)]
+#[derive(Serialize)]
 pub struct User {
     id: i64,
     email: String,
@@ -37,8 +37,6 @@ pub struct User {
     disabled: bool,
     created_at: DateTime<Utc>,
 }
-
-const USER_COLUMNS: &str = "id, email, role, disabled, created_at";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,12 +50,13 @@ async fn list(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> AppResult<Json<Vec<User>>> {
     user.require_dispatcher()?;
-    let rows = sqlx::query_as(&format!(
-        "SELECT {USER_COLUMNS} FROM users
-         WHERE organisation_id = $1 AND ($2::text IS NULL OR role = $2) ORDER BY email"
-    ))
-    .bind(user.organisation_id)
-    .bind(q.role.map(Role::as_str))
+    let rows = sqlx::query_as!(
+        User,
+        "SELECT id, email, role, disabled, created_at FROM users
+         WHERE organisation_id = $1 AND ($2::text IS NULL OR role = $2) ORDER BY email",
+        user.organisation_id,
+        q.role.map(Role::as_str)
+    )
     .fetch_all(&state.db)
     .await?;
     Ok(Json(rows))
@@ -171,16 +170,16 @@ async fn update(
         None => None,
     };
     let mut conn = state.db.acquire().await?;
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE users SET role = coalesce($3, role), disabled = coalesce($4, disabled),
                 password_hash = coalesce($5, password_hash), session_epoch = session_epoch + 1
          WHERE id = $1 AND organisation_id = $2",
+        id,
+        admin.organisation_id,
+        change.role.map(Role::as_str),
+        change.disabled,
+        hash
     )
-    .bind(id)
-    .bind(admin.organisation_id)
-    .bind(change.role.map(Role::as_str))
-    .bind(change.disabled)
-    .bind(hash)
     .execute(&mut *conn)
     .await?;
     if done.rows_affected() == 0 {
@@ -201,11 +200,11 @@ async fn sign_out_everywhere(
     if id != user.id {
         require_admin(&user)?;
     }
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE users SET session_epoch = session_epoch + 1 WHERE id = $1 AND organisation_id = $2",
+        id,
+        user.organisation_id
     )
-    .bind(id)
-    .bind(user.organisation_id)
     .execute(&state.db)
     .await?;
     if done.rows_affected() == 0 {
@@ -225,11 +224,13 @@ fn require_admin(user: &CurrentUser) -> AppResult<()> {
 }
 
 async fn load(conn: &mut PgConnection, admin: &CurrentUser, id: i64) -> AppResult<User> {
-    sqlx::query_as(&format!(
-        "SELECT {USER_COLUMNS} FROM users WHERE id = $1 AND organisation_id = $2"
-    ))
-    .bind(id)
-    .bind(admin.organisation_id)
+    sqlx::query_as!(
+        User,
+        "SELECT id, email, role, disabled, created_at FROM users
+         WHERE id = $1 AND organisation_id = $2",
+        id,
+        admin.organisation_id
+    )
     .fetch_optional(conn)
     .await?
     .ok_or(AppError::NotFound("user"))
@@ -245,11 +246,11 @@ pub async fn create_user(
 ) -> anyhow::Result<i64> {
     let hash = hash_password(password.to_owned()).await?;
     let mut tx = pool.begin().await?;
-    let org_id: i64 = sqlx::query_scalar(
+    let org_id = sqlx::query_scalar!(
         "INSERT INTO organisations (name) VALUES ($1)
          ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+        organisation.trim()
     )
-    .bind(organisation.trim())
     .fetch_one(&mut *tx)
     .await?;
     let id = insert_user(&mut tx, org_id, email, &hash, role).await?;
@@ -266,14 +267,14 @@ pub async fn insert_user(
     password_hash: &str,
     role: Role,
 ) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "INSERT INTO users (organisation_id, email, password_hash, role) VALUES ($1, $2, $3, $4)
          RETURNING id",
+        org_id,
+        email.trim(),
+        password_hash,
+        role.as_str()
     )
-    .bind(org_id)
-    .bind(email.trim())
-    .bind(password_hash)
-    .bind(role.as_str())
     .fetch_one(conn)
     .await
 }

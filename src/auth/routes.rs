@@ -25,7 +25,6 @@ pub fn router() -> Router<AppState> {
 }
 
 /// A user as sign-in reads them.
-#[derive(sqlx::FromRow)]
 struct Account {
     id: i64,
     organisation_id: i64,
@@ -67,13 +66,14 @@ async fn login(
         .check_shared(fanout, "login-account", &account)
         .await
         .map_err(AppError::RateLimited)?;
-    let row: Option<Account> = sqlx::query_as(
+    let row = sqlx::query_as!(
+        Account,
         "SELECT u.id, u.organisation_id, u.email, u.password_hash, u.role, o.name AS organisation,
                 u.disabled, u.session_epoch
          FROM users u JOIN organisations o ON o.id = u.organisation_id
          WHERE lower(u.email) = lower($1)",
+        body.email.trim()
     )
-    .bind(body.email.trim())
     .fetch_optional(&state.db)
     .await?;
     let Some(account) = row else {

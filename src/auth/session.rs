@@ -125,15 +125,15 @@ pub async fn role_now(
     user: &CurrentUser,
     session: Option<i64>,
 ) -> Result<Option<Role>, AppError> {
-    let role: Option<String> = sqlx::query_scalar(
+    let role = sqlx::query_scalar!(
         "SELECT role FROM users
          WHERE id = $1 AND organisation_id = $2 AND NOT disabled AND session_epoch = $3
            AND NOT EXISTS (SELECT 1 FROM signed_out_sessions WHERE session_id = $4)",
+        user.id,
+        user.organisation_id,
+        user.session_epoch,
+        session
     )
-    .bind(user.id)
-    .bind(user.organisation_id)
-    .bind(user.session_epoch)
-    .bind(session)
     .fetch_optional(db)
     .await?;
     role.map(|r| {
@@ -176,13 +176,13 @@ pub async fn from_headers(
 /// Signs `session` out: from now on it is refused on every instance, and its live sockets close
 /// (with the user's other sessions untouched). Kept until it would have expired anyway.
 pub async fn sign_out(state: &AppState, session: &Session) -> Result<(), AppError> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO signed_out_sessions (session_id, user_id, expires_at) VALUES ($1, $2, $3)
          ON CONFLICT DO NOTHING",
+        session.id,
+        session.user.id,
+        session.user.expires_at
     )
-    .bind(session.id)
-    .bind(session.user.id)
-    .bind(session.user.expires_at)
     .execute(&state.db)
     .await?;
     state.revoke(Revoked::Session(session.id)).await;
@@ -191,10 +191,10 @@ pub async fn sign_out(state: &AppState, session: &Session) -> Result<(), AppErro
 
 /// Forgets signed-out sessions that have expired anyway; returns how many.
 pub async fn forget_expired_sign_outs(db: &PgPool) -> sqlx::Result<u64> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "DELETE FROM signed_out_sessions WHERE expires_at < now() - make_interval(secs => $1)",
+        LEEWAY_S as f64
     )
-    .bind(LEEWAY_S as f64)
     .execute(db)
     .await?;
     Ok(done.rows_affected())

@@ -32,6 +32,16 @@ struct ShareQuery {
 /// A share link that still opens: not revoked, not expired.
 const OPEN: &str = "revoked_at IS NULL AND expires_at > now()";
 
+/// The stored link, before its label is made from the token's hash.
+#[derive(sqlx::FromRow)]
+struct ShareRow {
+    id: i64,
+    organisation_id: i64,
+    shipment_id: i64,
+    chat: bool,
+    expires_at: DateTime<Utc>,
+}
+
 impl ShareAccess {
     /// Whether this link still opens (a live socket re-checks it).
     pub async fn still_open(&self, pool: &PgPool) -> Result<bool, sqlx::Error> {
@@ -46,23 +56,23 @@ impl ShareAccess {
 
     pub async fn lookup(pool: &PgPool, share_token: &str) -> Result<ShareAccess, AppError> {
         let hash = token::hash(share_token);
-        let row: Option<(i64, i64, i64, bool, DateTime<Utc>)> = sqlx::query_as(&format!(
+        let row: Option<ShareRow> = sqlx::query_as(&format!(
             "SELECT id, organisation_id, shipment_id, chat, expires_at FROM share_links
              WHERE token_hash = $1 AND {OPEN}"
         ))
         .bind(&hash)
         .fetch_optional(pool)
         .await?;
-        let (id, organisation_id, shipment_id, chat, expires_at) = row.ok_or(
-            AppError::Unauthorized("this share link is invalid or has expired"),
-        )?;
+        let row = row.ok_or(AppError::Unauthorized(
+            "this share link is invalid or has expired",
+        ))?;
         Ok(ShareAccess {
-            id,
-            organisation_id,
-            shipment_id,
-            chat,
+            id: row.id,
+            organisation_id: row.organisation_id,
+            shipment_id: row.shipment_id,
+            chat: row.chat,
             label: hash[..8].iter().map(|b| format!("{b:02x}")).collect(),
-            expires_at,
+            expires_at: row.expires_at,
         })
     }
 }

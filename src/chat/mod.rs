@@ -513,13 +513,13 @@ async fn read(
 /// shipments, a driver's those assigned to them.
 async fn unread(State(state): State<AppState>, user: CurrentUser) -> AppResult<Json<Value>> {
     let driver = (user.role == Role::Driver).then_some(user.id);
-    let shipments: Vec<i64> = sqlx::query_scalar(
+    let shipments = sqlx::query_scalar!(
         "SELECT id FROM shipments WHERE organisation_id = $1
            AND ($2::bigint IS NULL OR driver_id = $2)
            AND status NOT IN ('delivered', 'cancelled')",
+        user.organisation_id,
+        driver
     )
-    .bind(user.organisation_id)
-    .bind(driver)
     .fetch_all(&state.db)
     .await?;
     let counts = store::unread(&state.db, &shipments, &format!("user:{}", user.id)).await?;

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use crate::{
     auth::CurrentUser,
+    auth::SpeedUnit,
     error::{ApiQuery, AppError, AppResult},
     AppState,
 };
@@ -94,23 +95,25 @@ async fn fleet(
         // index's boxes are rounded to single precision.
         Some(b) => {
             let [(w1, e1), (w2, e2)] = b.lon_ranges();
-            sqlx::query_as(
-                "SELECT id, name, speed_unit, created_at, last_position FROM vehicles
-                 WHERE organisation_id = $1
-                   AND (last_point::geometry && ST_MakeEnvelope($2, $3, $4, $5, 4326)
-                        OR last_point::geometry && ST_MakeEnvelope($6, $3, $7, $5, 4326))
-                   AND ST_Y(last_point::geometry) BETWEEN $3 AND $5
-                   AND (ST_X(last_point::geometry) BETWEEN $2 AND $4
-                        OR ST_X(last_point::geometry) BETWEEN $6 AND $7)
-                 ORDER BY name, id",
+            sqlx::query_as!(
+                Vehicle,
+                r#"SELECT id, name, speed_unit AS "speed_unit: SpeedUnit", created_at, last_position
+                   FROM vehicles
+                   WHERE organisation_id = $1
+                     AND (last_point::geometry && ST_MakeEnvelope($2, $3, $4, $5, 4326)
+                          OR last_point::geometry && ST_MakeEnvelope($6, $3, $7, $5, 4326))
+                     AND ST_Y(last_point::geometry) BETWEEN $3 AND $5
+                     AND (ST_X(last_point::geometry) BETWEEN $2 AND $4
+                          OR ST_X(last_point::geometry) BETWEEN $6 AND $7)
+                   ORDER BY name, id"#,
+                user.organisation_id,
+                w1,
+                b.south,
+                e1,
+                b.north,
+                w2,
+                e2
             )
-            .bind(user.organisation_id)
-            .bind(w1)
-            .bind(b.south)
-            .bind(e1)
-            .bind(b.north)
-            .bind(w2)
-            .bind(e2)
             .fetch_all(&state.db)
             .await?
         }

@@ -12,9 +12,10 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 
 use crate::{
-    auth::{of_driver, token, CurrentUser, Revoked, Viewer},
+    auth::{of_driver, token, CurrentUser, Revoked, SpeedUnit, Viewer},
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
-    tracking::position::{Position, PositionRow, POSITION_COLUMNS},
+    fleet::shipments::ShipmentStatus,
+    tracking::position::{FilterReason, Position, PositionRow, POSITION_COLUMNS},
     AppState,
 };
 
@@ -37,28 +38,30 @@ const MAX_NAME: usize = 200;
 pub struct Vehicle {
     pub id: i64,
     pub name: String,
-    pub speed_unit: String,
+    pub speed_unit: SpeedUnit,
     pub created_at: DateTime<Utc>,
     pub last_position: Option<Value>,
 }
 
-const VEHICLE_COLUMNS: &str = "id, name, speed_unit, created_at, last_position";
-
 pub async fn list(db: &PgPool, organisation_id: i64) -> sqlx::Result<Vec<Vehicle>> {
-    sqlx::query_as(&format!(
-        "SELECT {VEHICLE_COLUMNS} FROM vehicles WHERE organisation_id = $1 ORDER BY name, id"
-    ))
-    .bind(organisation_id)
+    sqlx::query_as!(
+        Vehicle,
+        r#"SELECT id, name, speed_unit AS "speed_unit: SpeedUnit", created_at, last_position
+           FROM vehicles WHERE organisation_id = $1 ORDER BY name, id"#,
+        organisation_id
+    )
     .fetch_all(db)
     .await
 }
 
 pub async fn get(db: &PgPool, organisation_id: i64, id: i64) -> AppResult<Vehicle> {
-    sqlx::query_as(&format!(
-        "SELECT {VEHICLE_COLUMNS} FROM vehicles WHERE organisation_id = $1 AND id = $2"
-    ))
-    .bind(organisation_id)
-    .bind(id)
+    sqlx::query_as!(
+        Vehicle,
+        r#"SELECT id, name, speed_unit AS "speed_unit: SpeedUnit", created_at, last_position
+           FROM vehicles WHERE organisation_id = $1 AND id = $2"#,
+        organisation_id,
+        id
+    )
     .fetch_optional(db)
     .await?
     .ok_or(AppError::NotFound("vehicle"))
@@ -70,22 +73,24 @@ pub async fn authorize(db: &PgPool, viewer: &Viewer, id: i64) -> AppResult<()> {
     let Viewer::User(user) = viewer else {
         return Err(AppError::Forbidden("share links see their shipment only"));
     };
-    let visible: bool = if user.role.dispatches() {
-        sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM vehicles WHERE id = $1 AND organisation_id = $2)",
+    let visible = if user.role.dispatches() {
+        sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM vehicles WHERE id = $1 AND organisation_id = $2)
+               AS "visible!""#,
+            id,
+            user.organisation_id
         )
-        .bind(id)
-        .bind(user.organisation_id)
         .fetch_one(db)
         .await?
     } else {
-        sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM shipments WHERE vehicle_id = $1 AND organisation_id = $2
-             AND driver_id = $3 AND status IN ('planned', 'in_transit'))",
+        sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM shipments WHERE vehicle_id = $1 AND organisation_id = $2
+                 AND driver_id = $3 AND status = ANY($4)) AS "visible!""#,
+            id,
+            user.organisation_id,
+            user.id,
+            &ShipmentStatus::ACTIVE as _
         )
-        .bind(id)
-        .bind(user.organisation_id)
-        .bind(user.id)
         .fetch_one(db)
         .await?
     };
@@ -109,11 +114,11 @@ pub async fn get_visible(db: &PgPool, viewer: &Viewer, id: i64) -> AppResult<Veh
         .last_position
         .as_ref()
         .and_then(|p| p["shipment_id"].as_i64());
-    let theirs: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM shipments WHERE id = $1 AND driver_id = $2)",
+    let theirs = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM shipments WHERE id = $1 AND driver_id = $2) AS "theirs!""#,
+        shipment,
+        driver
     )
-    .bind(shipment)
-    .bind(driver)
     .fetch_one(db)
     .await?;
     if !theirs {
@@ -156,14 +161,12 @@ struct NewVehicle {
     speed_unit: Option<String>,
 }
 
-fn check_speed_unit(unit: &str) -> AppResult<()> {
-    match unit {
-        "knots" | "mps" | "kmh" | "mph" => Ok(()),
-        _ => Err(AppError::validation(
-            "speed_unit",
-            "speed_unit must be knots, mps, kmh or mph",
-        )),
-    }
+fn speed_unit(unit: Option<&str>) -> AppResult<SpeedUnit> {
+    unit.map_or(Ok(SpeedUnit::default()), |u| {
+        SpeedUnit::parse(u).ok_or_else(|| {
+            AppError::validation("speed_unit", "speed_unit must be knots, mps, kmh or mph")
+        })
+    })
 }
 
 async fn create(
@@ -179,17 +182,18 @@ async fn create(
             "name must be 1 to 200 characters",
         ));
     }
-    let unit = body.speed_unit.as_deref().unwrap_or("knots");
-    check_speed_unit(unit)?;
+    let unit = speed_unit(body.speed_unit.as_deref())?;
     let ingest_token = token::generate(TOKEN_BYTES);
-    let vehicle: Vehicle = sqlx::query_as(&format!(
-        "INSERT INTO vehicles (organisation_id, name, token_hash, speed_unit) VALUES ($1, $2, $3, $4)
-         RETURNING {VEHICLE_COLUMNS}"
-    ))
-    .bind(user.organisation_id)
-    .bind(name)
-    .bind(token::hash(&ingest_token))
-    .bind(unit)
+    let vehicle = sqlx::query_as!(
+        Vehicle,
+        r#"INSERT INTO vehicles (organisation_id, name, token_hash, speed_unit)
+           VALUES ($1, $2, $3, $4)
+           RETURNING id, name, speed_unit AS "speed_unit: SpeedUnit", created_at, last_position"#,
+        user.organisation_id,
+        name,
+        token::hash(&ingest_token),
+        unit as _
+    )
     .fetch_one(&state.db)
     .await?;
     tracing::info!(vehicle = vehicle.id, "vehicle created");
@@ -224,13 +228,14 @@ async fn revoke_token(
 async fn replace_token(state: &AppState, user: &CurrentUser, id: i64) -> AppResult<String> {
     user.require_dispatcher()?;
     let ingest_token = token::generate(TOKEN_BYTES);
-    let updated =
-        sqlx::query("UPDATE vehicles SET token_hash = $1 WHERE id = $2 AND organisation_id = $3")
-            .bind(token::hash(&ingest_token))
-            .bind(id)
-            .bind(user.organisation_id)
-            .execute(&state.db)
-            .await?;
+    let updated = sqlx::query!(
+        "UPDATE vehicles SET token_hash = $1 WHERE id = $2 AND organisation_id = $3",
+        token::hash(&ingest_token),
+        id,
+        user.organisation_id
+    )
+    .execute(&state.db)
+    .await?;
     if updated.rows_affected() == 0 {
         return Err(AppError::NotFound("vehicle"));
     }
@@ -263,7 +268,7 @@ struct LogRow {
     #[serde(flatten)]
     position: Position,
     /// Why the filter marked it (never current, never published), or null.
-    filter_reason: Option<String>,
+    filter_reason: Option<FilterReason>,
     attributes: Option<Value>,
 }
 

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::AppError,
-    tracking::position::{LastFix, NewPosition},
+    tracking::position::{FilterReason, LastFix, NewPosition},
 };
 
 /// How an organisation's positions are judged. `None` turns a limit off.
@@ -83,30 +83,6 @@ impl FilterSettings {
             return bad("max_speed_mps");
         }
         Ok(())
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FilterReason {
-    NullIsland,
-    Future,
-    /// Ahead of the server clock by more than its device's clock usually is.
-    ClockAhead,
-    Outdated,
-    Inaccurate,
-    Jump,
-}
-
-impl FilterReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FilterReason::NullIsland => "null_island",
-            FilterReason::Future => "future",
-            FilterReason::ClockAhead => "clock_ahead",
-            FilterReason::Outdated => "outdated",
-            FilterReason::Inaccurate => "inaccurate",
-            FilterReason::Jump => "jump",
-        }
     }
 }
 

@@ -9,7 +9,7 @@ mod properties;
 pub(crate) mod trackers;
 mod writer;
 
-pub use filter::{judge, FilterReason, FilterSettings};
+pub use filter::{judge, FilterSettings};
 pub use writer::{spawn_writer, WriteError, WriteOutcome, WriterHandle};
 
 use axum::{

@@ -8,15 +8,12 @@ use chrono::{DateTime, Utc};
 
 use super::{
     attribution::{shipment_for, Window},
-    filter::{
-        at_null_island, judge, judge_late, DeviceClock, FilterReason, FilterSettings,
-        CLOCK_TOLERANCE_S,
-    },
+    filter::{at_null_island, judge, judge_late, DeviceClock, FilterSettings, CLOCK_TOLERANCE_S},
     writer::WriteOutcome,
 };
 use crate::{
     alerts::{self, AlertSettings, Change, Context, Given, OrgFences, RuleState, Subject, Trip},
-    tracking::position::{LastFix, NewPosition, Position},
+    tracking::position::{FilterReason, LastFix, NewPosition, Position},
 };
 
 /// One request of the batch.
@@ -155,7 +152,7 @@ pub(super) struct Row {
     pub(super) organisation_id: i64,
     pub(super) seq: i64,
     pub(super) position: Position,
-    pub(super) filter: Option<&'static str>,
+    pub(super) filter: Option<FilterReason>,
     pub(super) attributes: Option<String>,
 }
 
@@ -273,7 +270,7 @@ pub(super) fn plan(
                 organisation_id: request.organisation_id,
                 seq: *next_seq,
                 position,
-                filter: filter.map(|f| f.as_str()),
+                filter,
                 attributes: p
                     .attributes
                     .as_ref()
@@ -504,7 +501,7 @@ mod tests {
             good
         }
 
-        fn reason(&self, t: DateTime<Utc>) -> Option<&'static str> {
+        fn reason(&self, t: DateTime<Utc>) -> Option<FilterReason> {
             self.rows
                 .iter()
                 .find(|r| r.position.recorded_at == t)
@@ -574,7 +571,7 @@ mod tests {
             assert_eq!(outcome.filtered, 1, "{name}");
             assert_eq!(
                 replay.reason(ahead.recorded_at),
-                Some("clock_ahead"),
+                Some(FilterReason::ClockAhead),
                 "{name}"
             );
             // The next genuine fix takes the marker at once, and so does every one after it.
@@ -642,7 +639,7 @@ mod tests {
             for chunk in backlog.chunks(30) {
                 replay.post(chunk, arrived);
             }
-            assert_eq!(replay.reason(glitch), Some("jump"), "{name}");
+            assert_eq!(replay.reason(glitch), Some(FilterReason::Jump), "{name}");
             let marked: Vec<_> = replay.rows.iter().filter(|r| r.filter.is_some()).collect();
             assert_eq!(marked.len(), 1, "{name}: only the glitch is marked");
             let late = replay.rows.iter().filter(|r| r.position.late).count();

@@ -9,7 +9,7 @@ use super::{
     parse_native,
     trackers::{parse_form, parse_osmand, parse_owntracks, parse_traccar},
 };
-use crate::{fuzzing::assert_in_range, tracking::position::to_micros};
+use crate::{auth::SpeedUnit, fuzzing::assert_in_range, tracking::position::to_micros};
 
 /// JSON values of the shapes devices send, with numbers, strings and nesting of every kind.
 fn any_json() -> impl Strategy<Value = Value> {
@@ -93,7 +93,7 @@ proptest! {
     ) {
         let now = to_micros(Utc::now());
         for q in [query.clone(), format!("{query}lat={lat}&lon={lon}")] {
-            for unit in ["knots", "mps", "kmh", "mph"] {
+            for unit in SpeedUnit::ALL {
                 if let Ok(p) = parse_osmand(&parse_form(&q), unit, now) {
                     assert_in_range(&p);
                 }
@@ -105,16 +105,16 @@ proptest! {
     fn every_unit_stores_the_same_speed_for_the_same_movement(mps in 0.0f64..120.0) {
         let now = to_micros(Utc::now());
         let sent = [
-            ("mps", mps),
-            ("knots", mps / 0.514_444),
-            ("kmh", mps * 3.6),
-            ("mph", mps / 0.447_04),
+            (SpeedUnit::Mps, mps),
+            (SpeedUnit::Knots, mps / 0.514_444),
+            (SpeedUnit::Kmh, mps * 3.6),
+            (SpeedUnit::Mph, mps / 0.447_04),
         ];
         for (unit, value) in sent {
             let q = format!("lat=48.1&lon=11.5&speed={value}");
             let p = parse_osmand(&parse_form(&q), unit, now).unwrap();
             let got = p.speed.unwrap();
-            prop_assert!((got - mps).abs() < 1e-6 * mps.max(1.0), "{} {}: {}", unit, value, got);
+            prop_assert!((got - mps).abs() < 1e-6 * mps.max(1.0), "{:?} {}: {}", unit, value, got);
         }
         let owntracks = json!({"_type": "location", "lat": 48.1, "lon": 11.5,
             "tst": now.timestamp(), "vel": mps * 3.6});

@@ -15,6 +15,7 @@ use serde_json::{json, Map, Number, Value};
 
 use super::MAX_BODY;
 use crate::{
+    auth::SpeedUnit,
     error::{AppError, AppResult},
     security::admit_ingest,
     tracking::position::{number_field, to_micros, NewPosition},
@@ -77,7 +78,7 @@ async fn osmand(
             })?;
         let device = state.devices.authenticate(&state.db, token).await?;
         admit_ingest(&state, device.vehicle_id)?;
-        let position = parse_osmand(&params, &device.speed_unit, now)?;
+        let position = parse_osmand(&params, device.speed_unit, now)?;
         (device, position)
     };
     write_one(&state, device, position).await?;
@@ -186,17 +187,6 @@ fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// Converts an OsmAnd-protocol speed in the vehicle's `speed_unit` to m/s.
-pub fn speed_to_mps(speed: f64, unit: &str) -> f64 {
-    match unit {
-        "mps" => speed,
-        "kmh" => speed / 3.6,
-        "mph" => speed * 0.44704,
-        // The protocol's own default, and what the legacy Traccar Client sends.
-        _ => speed * 0.514444,
-    }
-}
-
 /// An OsmAnd-protocol timestamp: epoch seconds (below 2147483647) or milliseconds, ISO 8601, or
 /// `yyyy-MM-dd HH:mm:ss`, which carries no zone and is read as UTC.
 pub fn parse_osmand_time(s: &str) -> Option<DateTime<Utc>> {
@@ -273,7 +263,7 @@ fn rename_field(err: AppError, names: &[(&str, &str)]) -> AppError {
 /// One OsmAnd-protocol request's parameters as a position; `speed` is in `speed_unit`.
 pub fn parse_osmand(
     params: &[(String, String)],
-    speed_unit: &str,
+    speed_unit: SpeedUnit,
     now: DateTime<Utc>,
 ) -> AppResult<NewPosition> {
     let number = |key: &str| param(params, key).map(|v| number_param(key, v)).transpose();
@@ -324,7 +314,7 @@ pub fn parse_osmand(
         lon,
         recorded_at: to_micros(recorded_at),
         accuracy: number("accuracy")?,
-        speed: number("speed")?.map(|s| speed_to_mps(s, speed_unit)),
+        speed: number("speed")?.map(|s| speed_unit.to_mps(s)),
         heading,
         altitude: number("altitude")?,
         battery: number("batt")?,
@@ -549,6 +539,7 @@ mod tests {
     use chrono::Duration;
 
     fn osmand(query: &str, unit: &str, now: DateTime<Utc>) -> AppResult<NewPosition> {
+        let unit = SpeedUnit::parse(unit).expect("a speed unit");
         parse_osmand(&parse_form(query), unit, now)
     }
 
@@ -600,6 +591,15 @@ mod tests {
         let now = to_micros(Utc::now());
         let p = osmand("id=t&lat=1&lon=2", "knots", now).unwrap();
         assert_eq!(p.recorded_at, now);
+    }
+
+    #[test]
+    fn speed_units_read_as_the_api_and_the_database_spell_them() {
+        for unit in SpeedUnit::ALL {
+            assert_eq!(serde_json::to_value(unit).unwrap(), unit.as_str());
+            assert_eq!(SpeedUnit::parse(unit.as_str()), Some(unit));
+        }
+        assert_eq!(SpeedUnit::parse("furlongs_per_fortnight"), None);
     }
 
     #[test]

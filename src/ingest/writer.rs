@@ -10,6 +10,10 @@
 //! alert rules run here too, on each accepted current position, with the vehicle's rule state
 //! read and written under the same lock: the alerts they raise take seqs between the positions'
 //! and commit with them, once, whatever instance writes.
+//!
+//! Its statements stay runtime-checked rather than `query!`: each binds a batch as a score of
+//! parallel arrays through `UNNEST`, and spells the active shipment statuses into its SQL
+//! ([`ShipmentStatus::active_sql`]) so that the planner can use the index of active shipments.
 use std::{collections::HashMap, sync::Arc};
 
 use chrono::{DateTime, Utc};
@@ -25,10 +29,11 @@ use super::{
     },
 };
 use crate::{
-    alerts::{self, accuracy, AlertChange, Alerts, OrgFences, Trip},
+    alerts::{self, accuracy, AlertChange, AlertEvent, Alerts, OrgFences, Trip},
     auth::{Device, Revoked},
     db::stored_or_default,
     error::AppError,
+    fleet::shipments::ShipmentStatus,
     metrics::Metrics,
     tracking::position::{to_micros, LastFix, NewPosition, PositionEvent},
     tracking::{Committed, Event, EventTx},
@@ -330,7 +335,7 @@ async fn commit(
     };
     let alerts_raised = raised
         .iter()
-        .filter(|(_, event, _)| *event == "raised")
+        .filter(|(_, event, _)| *event == AlertEvent::Raised)
         .count() as u64;
     // Moved, not serialised: the frames are built after the commit, outside the lock.
     for row in rows.into_iter().filter(|r| r.filter.is_none()) {
@@ -380,7 +385,7 @@ async fn read_state(
     // Two kinds of rows: a stored re-send (seq set), or a vehicle's state (seq NULL). The LATERAL
     // pins the re-send check to one primary-key probe per key, in the one partition that can
     // hold it: a plain join lets a generic plan hash-join against every partition.
-    let found: Vec<StateRow> = sqlx::query_as(
+    let found: Vec<StateRow> = sqlx::query_as(&format!(
         "SELECT k.vehicle_id AS id, k.recorded_at AS at, p.seq,
                 NULL::float8 AS lat, NULL::float8 AS lon, NULL::bigint AS shipment_id,
                 NULL::timestamptz AS fixes_from, NULL::timestamptz AS started_at,
@@ -398,14 +403,15 @@ async fn read_state(
                 (SELECT max(e.ended_at) FROM shipments e
                  WHERE e.vehicle_id = v.id AND e.started_at IS NOT NULL AND e.ended_at IS NOT NULL),
                 (v.last_position->>'received_at')::timestamptz, v.clock_offset_s, o.settings->'filter', v.organisation_id,
-                COALESCE(o.settings->'alerts', '{}') || v.alert_overrides,
+                COALESCE(o.settings->'alerts', '{{}}') || v.alert_overrides,
                 o.geofence_version, v.alert_state, s.due_at, ST_Y(s.destination::geometry),
                 ST_X(s.destination::geometry), s.planned_route IS NOT NULL
          FROM vehicles v
          JOIN organisations o ON o.id = v.organisation_id
-         LEFT JOIN shipments s ON s.vehicle_id = v.id AND s.status IN ('planned', 'in_transit')
+         LEFT JOIN shipments s ON s.vehicle_id = v.id AND s.status IN {active}
          WHERE v.id = ANY($3)",
-    )
+        active = ShipmentStatus::active_sql()
+    ))
     .bind(&keys_vehicle)
     .bind(&keys_time)
     .bind(&ids)
@@ -739,7 +745,7 @@ async fn write_rows(
             .iter()
             .flat_map(|t| t.etas.iter().map(move |g| (t.id, g))),
     );
-    sqlx::query(
+    sqlx::query(&format!(
         "WITH inserted AS (
              INSERT INTO positions (organisation_id, vehicle_id, shipment_id, seq, recorded_at,
                  received_at, point, accuracy, speed, heading, altitude, battery, late,
@@ -764,14 +770,14 @@ async fn write_rows(
          ), trips AS (
              UPDATE shipments s SET
                  status = CASE
-                     WHEN s.status NOT IN ('planned', 'in_transit') THEN s.status
+                     WHEN s.status NOT IN {active} THEN s.status
                      WHEN u.arrived_at IS NOT NULL THEN 'arrived'
                      WHEN u.first_at IS NOT NULL THEN 'in_transit'
                      ELSE s.status END,
                  started_at = LEAST(s.started_at, u.first_at),
-                 ended_at = CASE WHEN s.status IN ('planned', 'in_transit')
+                 ended_at = CASE WHEN s.status IN {active}
                      THEN COALESCE(u.arrived_at, s.ended_at) ELSE s.ended_at END,
-                 eta = CASE WHEN s.status IN ('planned', 'in_transit')
+                 eta = CASE WHEN s.status IN {active}
                      THEN COALESCE(u.eta, s.eta) ELSE s.eta END,
                  updated_at = now()
              FROM UNNEST($24::bigint[], $25::timestamptz[], $26::timestamptz[], $27::timestamptz[])
@@ -781,11 +787,12 @@ async fn write_rows(
              INSERT INTO shipment_etas (shipment_id, at, eta, method)
              SELECT u.* FROM UNNEST($29::bigint[], $30::timestamptz[], $31::timestamptz[],
                  $32::text[]) AS u(id, at, eta, method)
-             JOIN shipments s ON s.id = u.id AND s.status IN ('planned', 'in_transit')
+             JOIN shipments s ON s.id = u.id AND s.status IN {active}
              ON CONFLICT DO NOTHING
          )
          SELECT 1",
-    )
+        active = ShipmentStatus::active_sql()
+    ))
     .bind(&org)
     .bind(&vehicle)
     .bind(&shipment)

@@ -24,6 +24,20 @@ pub const MAX_FUTURE: Duration = Duration::hours(24);
 /// The largest accuracy or speed: they are stored as 4-byte floats, where more is infinite.
 const FLOAT4_MAX: f64 = f32::MAX as f64;
 
+/// Why the filter marked a position: its `filter_reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum FilterReason {
+    NullIsland,
+    Future,
+    /// Ahead of the server clock by more than its device's clock usually is.
+    ClockAhead,
+    Outdated,
+    Inaccurate,
+    Jump,
+}
+
 /// A vehicle's fix, when and where: its current position, which a new point is compared with,
 /// or a neighbour in time of a late one.
 #[derive(Debug, Clone, Copy, PartialEq)]

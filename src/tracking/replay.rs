@@ -3,6 +3,10 @@
 //! that commits events registers the [`EventSource`] its events are read back from (positions
 //! here, alerts and chat in theirs); their events are merged in seq order and framed exactly as
 //! live delivery frames them.
+//!
+//! The sources' queries stay runtime-checked rather than `query!`: they are put together at run
+//! time, the driver's filter added where it applies, the row's columns shared with every other
+//! read of positions, alerts and messages.
 use std::collections::HashSet;
 
 use futures_util::future::BoxFuture;

@@ -16,9 +16,9 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 use crate::{
-    auth::{signed_in, token, CurrentUser, Device, Role, Viewer},
+    auth::{signed_in, token, CurrentUser, Device, Role, SpeedUnit, Viewer},
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
-    fleet::shipments::{self, Shipment},
+    fleet::shipments::{self, Shipment, ShipmentStatus},
     ingest,
     security::admit_ingest,
     AppState,
@@ -43,7 +43,7 @@ struct Assignment {
     vehicle: Option<AssignedVehicle>,
 }
 
-#[derive(Serialize, sqlx::FromRow)]
+#[derive(Serialize)]
 struct AssignedVehicle {
     id: i64,
     name: String,
@@ -54,25 +54,29 @@ async fn assignment(
     State(state): State<AppState>,
     user: CurrentUser,
 ) -> AppResult<Json<Assignment>> {
-    let active: Option<(i64, Option<i64>)> = sqlx::query_as(
+    let active = sqlx::query!(
         "SELECT id, vehicle_id FROM shipments
-         WHERE driver_id = $1 AND organisation_id = $2 AND status IN ('planned', 'in_transit')
+         WHERE driver_id = $1 AND organisation_id = $2 AND status = ANY($3)
          ORDER BY created_at DESC, id DESC LIMIT 1",
+        user.id,
+        user.organisation_id,
+        &ShipmentStatus::ACTIVE as _
     )
-    .bind(user.id)
-    .bind(user.organisation_id)
     .fetch_optional(&state.db)
     .await?;
     let viewer = Viewer::User(user.clone());
     let (shipment, vehicle) = match active {
-        Some((id, vehicle_id)) => {
-            let shipment = shipments::load_visible(&state.db, &viewer, id).await?;
-            let vehicle = match vehicle_id {
+        Some(active) => {
+            let shipment = shipments::load_visible(&state.db, &viewer, active.id).await?;
+            let vehicle = match active.vehicle_id {
                 Some(v) => {
-                    sqlx::query_as("SELECT id, name FROM vehicles WHERE id = $1")
-                        .bind(v)
-                        .fetch_optional(&state.db)
-                        .await?
+                    sqlx::query_as!(
+                        AssignedVehicle,
+                        "SELECT id, name FROM vehicles WHERE id = $1",
+                        v
+                    )
+                    .fetch_optional(&state.db)
+                    .await?
                 }
                 None => None,
             };
@@ -120,27 +124,24 @@ async fn driven_vehicle(
     user: &CurrentUser,
     shipment: Option<i64>,
 ) -> AppResult<Device> {
-    let row: Option<(i64, i64, String)> = sqlx::query_as(
-        "SELECT v.id, v.organisation_id, v.speed_unit
-         FROM shipments s
-         JOIN vehicles v ON v.id = s.vehicle_id
-         JOIN users u ON u.id = s.driver_id
-         WHERE s.driver_id = $1 AND s.organisation_id = $2 AND NOT u.disabled
-           AND CASE WHEN $3::bigint IS NULL THEN s.status IN ('planned', 'in_transit')
-                    ELSE s.id = $3 END
-         ORDER BY s.created_at DESC, s.id DESC LIMIT 1",
+    let device = sqlx::query_as!(
+        Device,
+        r#"SELECT v.id AS vehicle_id, v.organisation_id, v.speed_unit AS "speed_unit: SpeedUnit"
+           FROM shipments s
+           JOIN vehicles v ON v.id = s.vehicle_id
+           JOIN users u ON u.id = s.driver_id
+           WHERE s.driver_id = $1 AND s.organisation_id = $2 AND NOT u.disabled
+             AND CASE WHEN $3::bigint IS NULL THEN s.status = ANY($4) ELSE s.id = $3 END
+           ORDER BY s.created_at DESC, s.id DESC LIMIT 1"#,
+        user.id,
+        user.organisation_id,
+        shipment,
+        &ShipmentStatus::ACTIVE as _
     )
-    .bind(user.id)
-    .bind(user.organisation_id)
-    .bind(shipment)
     .fetch_optional(db)
     .await?;
-    match (row, shipment) {
-        (Some((vehicle_id, organisation_id, speed_unit)), _) => Ok(Device {
-            vehicle_id,
-            organisation_id,
-            speed_unit,
-        }),
+    match (device, shipment) {
+        (Some(device), _) => Ok(device),
         (None, Some(_)) => Err(AppError::NotFound("shipment")),
         (None, None) => Err(AppError::Conflict(
             "no active shipment with a vehicle is assigned to you".into(),
@@ -165,32 +166,33 @@ async fn create_link(
     headers: HeaderMap,
 ) -> AppResult<(StatusCode, Json<DeviceLink>)> {
     user.require_dispatcher()?;
-    let driver: Option<(String, bool)> =
-        sqlx::query_as("SELECT role, disabled FROM users WHERE id = $1 AND organisation_id = $2")
-            .bind(id)
-            .bind(user.organisation_id)
-            .fetch_optional(&state.db)
-            .await?;
+    let driver = sqlx::query!(
+        "SELECT role, disabled FROM users WHERE id = $1 AND organisation_id = $2",
+        id,
+        user.organisation_id
+    )
+    .fetch_optional(&state.db)
+    .await?;
     match driver {
         None => return Err(AppError::NotFound("user")),
-        Some((role, _)) if role != Role::Driver.as_str() => {
+        Some(d) if d.role != Role::Driver.as_str() => {
             return Err(AppError::Conflict(
                 "device links are for drivers; this user is not one".into(),
             ))
         }
-        Some((_, true)) => return Err(AppError::Conflict("this user is disabled".into())),
+        Some(d) if d.disabled => return Err(AppError::Conflict("this user is disabled".into())),
         Some(_) => {}
     }
     let code = token::generate(24);
-    let expires_at: DateTime<Utc> = sqlx::query_scalar(
+    let expires_at = sqlx::query_scalar!(
         "INSERT INTO device_links (token_hash, organisation_id, user_id, created_by, expires_at)
          VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) RETURNING expires_at",
+        token::hash(&code),
+        user.organisation_id,
+        id,
+        user.id,
+        LINK_LIFETIME.num_seconds() as f64
     )
-    .bind(token::hash(&code))
-    .bind(user.organisation_id)
-    .bind(id)
-    .bind(user.id)
-    .bind(LINK_LIFETIME.num_seconds() as f64)
     .fetch_one(&state.db)
     .await?;
     let url = format!(
@@ -238,6 +240,16 @@ struct Redeem {
     code: String,
 }
 
+/// The driver a device link signs in, read as the link is used.
+struct LinkedDriver {
+    id: i64,
+    organisation_id: i64,
+    email: String,
+    role: String,
+    organisation: String,
+    session_epoch: i32,
+}
+
 /// Opens a device link: marks it used (it works once) and signs the phone in as its driver for
 /// the device session lifetime.
 async fn redeem_link(
@@ -250,31 +262,34 @@ async fn redeem_link(
             "this device link is invalid, used or expired",
         ));
     }
-    let row: Option<(i64, i64, String, String, String, i32)> = sqlx::query_as(
+    let row = sqlx::query_as!(
+        LinkedDriver,
         "UPDATE device_links l SET used_at = now()
          FROM users u JOIN organisations o ON o.id = u.organisation_id
          WHERE l.token_hash = $1 AND l.used_at IS NULL AND l.expires_at > now()
            AND u.id = l.user_id AND NOT u.disabled
-         RETURNING u.id, u.organisation_id, u.email, u.role, o.name, u.session_epoch",
+         RETURNING u.id, u.organisation_id, u.email, u.role, o.name AS organisation,
+             u.session_epoch",
+        token::hash(&body.code)
     )
-    .bind(token::hash(&body.code))
     .fetch_optional(&state.db)
     .await?;
-    let (id, organisation_id, email, role, organisation, session_epoch) = row.ok_or(
-        AppError::Unauthorized("this device link is invalid, used or expired"),
-    )?;
-    let role = Role::parse(&role).ok_or_else(|| anyhow::anyhow!("user {id} has role {role}"))?;
+    let row = row.ok_or(AppError::Unauthorized(
+        "this device link is invalid, used or expired",
+    ))?;
+    let role = Role::parse(&row.role)
+        .ok_or_else(|| anyhow::anyhow!("user {} has role {}", row.id, row.role))?;
     let lifetime = Duration::days(state.config.device_session_days.into());
     let user = CurrentUser {
-        id,
-        organisation_id,
+        id: row.id,
+        organisation_id: row.organisation_id,
         role,
-        email,
-        session_epoch,
+        email: row.email,
+        session_epoch: row.session_epoch,
         expires_at: Utc::now() + lifetime,
     };
-    tracing::info!(driver_id = id, "device link opened");
-    signed_in(&state, jar, &user, &organisation, lifetime)
+    tracing::info!(driver_id = user.id, "device link opened");
+    signed_in(&state, jar, &user, &row.organisation, lifetime)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::fmt;
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::ValueEnum;
 use reqwest::Method;
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::api::{positions_body, NewPosition, MAX_BATCH, NATIVE_INGEST};
@@ -59,8 +60,10 @@ impl fmt::Display for Protocol {
     }
 }
 
-/// A vehicle's OsmAnd-protocol speed unit, as the server stores it (`speed_unit`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A vehicle's OsmAnd-protocol speed unit, as the server stores it (`speed_unit`): a name the
+/// simulator does not know is an error, never a guess.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SpeedUnit {
     Knots,
     Mps,
@@ -69,16 +72,6 @@ pub enum SpeedUnit {
 }
 
 impl SpeedUnit {
-    /// The server's names; anything unknown is the protocol's default, knots.
-    pub fn parse(name: &str) -> Self {
-        match name {
-            "mps" => Self::Mps,
-            "kmh" => Self::Kmh,
-            "mph" => Self::Mph,
-            _ => Self::Knots,
-        }
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Knots => "knots",
@@ -709,9 +702,10 @@ mod tests {
         assert!((SpeedUnit::Knots.from_mps(mps) * 0.514444 - mps).abs() < 1e-4);
         assert!((SpeedUnit::Mph.from_mps(mps) * 0.44704 - mps).abs() < 1e-4);
         for unit in ["knots", "mps", "kmh", "mph"] {
-            assert_eq!(SpeedUnit::parse(unit).as_str(), unit);
+            let parsed: SpeedUnit = serde_json::from_value(json!(unit)).unwrap();
+            assert_eq!(parsed.as_str(), unit);
         }
-        assert_eq!(SpeedUnit::parse("furlongs"), SpeedUnit::Knots);
+        assert!(serde_json::from_value::<SpeedUnit>(json!("furlongs")).is_err());
 
         let r = reading(
             1.0,

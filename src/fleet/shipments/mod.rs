@@ -15,6 +15,7 @@ use sqlx::PgPool;
 
 use crate::{
     auth::{token, CurrentUser, Revoked, Role, Viewer},
+    db::DbPoint,
     error::{from_json, ApiJson, ApiPath, ApiQuery, AppError, AppResult},
     tracking::lock_seq,
     tracking::position::{Position, PositionRow, POSITION_COLUMNS},
@@ -30,11 +31,71 @@ pub fn router() -> Router<AppState> {
         .route("/shares/{token}", delete(revoke_share))
 }
 
-pub const STATUSES: [&str; 5] = ["planned", "in_transit", "arrived", "delivered", "cancelled"];
 const MAX_ROUTE_POINTS: usize = 10_000;
 const MAX_TRACK_POINTS: i64 = 200_000;
 /// Share links carry 144 random bits.
 const SHARE_TOKEN_BYTES: usize = 18;
+
+/// Where a shipment is in its life: its `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum ShipmentStatus {
+    Planned,
+    InTransit,
+    Arrived,
+    Delivered,
+    Cancelled,
+}
+
+impl ShipmentStatus {
+    pub const ALL: [ShipmentStatus; 5] = [
+        ShipmentStatus::Planned,
+        ShipmentStatus::InTransit,
+        ShipmentStatus::Arrived,
+        ShipmentStatus::Delivered,
+        ShipmentStatus::Cancelled,
+    ];
+
+    /// A vehicle's fixes join its one active shipment. Queries bind this as `status = ANY($n)`,
+    /// so the set is written here only.
+    pub const ACTIVE: [ShipmentStatus; 2] = [ShipmentStatus::Planned, ShipmentStatus::InTransit];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShipmentStatus::Planned => "planned",
+            ShipmentStatus::InTransit => "in_transit",
+            ShipmentStatus::Arrived => "arrived",
+            ShipmentStatus::Delivered => "delivered",
+            ShipmentStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ShipmentStatus> {
+        ShipmentStatus::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// [`Self::ACTIVE`] as an SQL list, `('planned', 'in_transit')`, for the writer's queries:
+    /// to use the partial index of active shipments the planner must see the set, not a
+    /// parameter.
+    pub fn active_sql() -> String {
+        let quoted: Vec<String> = ShipmentStatus::ACTIVE
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
+        format!("({})", quoted.join(", "))
+    }
+
+    /// Planned or in transit.
+    pub fn is_active(self) -> bool {
+        ShipmentStatus::ACTIVE.contains(&self)
+    }
+
+    /// Delivered and cancelled shipments never change status again.
+    fn is_final(self) -> bool {
+        matches!(self, ShipmentStatus::Delivered | ShipmentStatus::Cancelled)
+    }
+}
 
 #[derive(Debug, Serialize, Deserialize, Clone, Copy, PartialEq)]
 pub struct Place {
@@ -46,7 +107,7 @@ pub struct Place {
 pub struct Shipment {
     pub id: i64,
     pub reference: String,
-    pub status: String,
+    pub status: ShipmentStatus,
     pub origin: Value,
     pub destination: Value,
     pub planned_route: Option<Value>,
@@ -70,12 +131,10 @@ struct ShipmentRow {
     id: i64,
     organisation_id: i64,
     reference: String,
-    status: String,
-    origin_lat: f64,
-    origin_lon: f64,
+    status: ShipmentStatus,
+    origin: DbPoint,
     origin_name: Option<String>,
-    destination_lat: f64,
-    destination_lon: f64,
+    destination: DbPoint,
     destination_name: Option<String>,
     planned_route: Option<Value>,
     vehicle_id: Option<i64>,
@@ -89,15 +148,20 @@ struct ShipmentRow {
     ended_at: Option<DateTime<Utc>>,
 }
 
+/// Every shipment column; binds [`ShipmentStatus::ACTIVE`] as `$1`.
 const SHIPMENT_SELECT: &str = "SELECT id, organisation_id, reference, status,
-    ST_Y(origin::geometry) AS origin_lat, ST_X(origin::geometry) AS origin_lon, origin_name,
-    ST_Y(destination::geometry) AS destination_lat, ST_X(destination::geometry) AS destination_lon,
+    origin::geometry AS origin, origin_name, destination::geometry AS destination,
     destination_name, ST_AsGeoJSON(planned_route)::jsonb AS planned_route, vehicle_id, driver_id,
     due_at, eta, created_at, updated_at, started_at, ended_at,
     (SELECT v.alert_state->'progress'->'basis' FROM vehicles v
-     WHERE v.id = shipments.vehicle_id AND shipments.status IN ('planned', 'in_transit')
+     WHERE v.id = shipments.vehicle_id AND shipments.status = ANY($1)
        AND v.alert_state->>'shipment' = shipments.id::text) AS eta_basis
     FROM shipments";
+
+/// A stored place as the API shows it.
+fn place(point: DbPoint, name: Option<String>) -> Value {
+    json!({"lat": point.0.y(), "lon": point.0.x(), "name": name})
+}
 
 impl ShipmentRow {
     fn into_shipment(self, last_position: Option<Position>) -> Shipment {
@@ -105,10 +169,8 @@ impl ShipmentRow {
             id: self.id,
             reference: self.reference,
             status: self.status,
-            origin: json!({"lat": self.origin_lat, "lon": self.origin_lon, "name": self.origin_name}),
-            destination: json!({
-                "lat": self.destination_lat, "lon": self.destination_lon, "name": self.destination_name
-            }),
+            origin: place(self.origin, self.origin_name),
+            destination: place(self.destination, self.destination_name),
             planned_route: self.planned_route,
             vehicle_id: self.vehicle_id,
             driver_id: self.driver_id,
@@ -153,7 +215,8 @@ async fn with_last_positions(db: &PgPool, rows: Vec<ShipmentRow>) -> sqlx::Resul
 /// The shipment if `viewer` may see it: dispatchers see their organisation's, a driver the ones
 /// assigned to them, a share link its own. Anything else is `not_found`.
 pub async fn load_visible(db: &PgPool, viewer: &Viewer, id: i64) -> AppResult<Shipment> {
-    let row: ShipmentRow = sqlx::query_as(&format!("{SHIPMENT_SELECT} WHERE id = $1"))
+    let row: ShipmentRow = sqlx::query_as(&format!("{SHIPMENT_SELECT} WHERE id = $2"))
+        .bind(ShipmentStatus::ACTIVE)
         .bind(id)
         .fetch_optional(db)
         .await?
@@ -181,19 +244,22 @@ async fn list(
     user: CurrentUser,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> AppResult<Json<Vec<Shipment>>> {
-    if let Some(s) = &q.status {
-        if !STATUSES.contains(&s.as_str()) {
-            return Err(AppError::validation("status", "unknown status"));
-        }
-    }
+    let status = q
+        .status
+        .as_deref()
+        .map(|s| {
+            ShipmentStatus::parse(s).ok_or_else(|| AppError::validation("status", "unknown status"))
+        })
+        .transpose()?;
     let driver = (user.role == Role::Driver).then_some(user.id);
     let rows: Vec<ShipmentRow> = sqlx::query_as(&format!(
-        "{SHIPMENT_SELECT} WHERE organisation_id = $1 AND ($2::bigint IS NULL OR driver_id = $2)
-         AND ($3::text IS NULL OR status = $3) ORDER BY created_at DESC, id DESC LIMIT 1000"
+        "{SHIPMENT_SELECT} WHERE organisation_id = $2 AND ($3::bigint IS NULL OR driver_id = $3)
+         AND ($4::text IS NULL OR status = $4) ORDER BY created_at DESC, id DESC LIMIT 1000"
     ))
+    .bind(ShipmentStatus::ACTIVE)
     .bind(user.organisation_id)
     .bind(driver)
-    .bind(q.status)
+    .bind(status)
     .fetch_all(&state.db)
     .await?;
     Ok(Json(with_last_positions(&state.db, rows).await?))
@@ -225,6 +291,12 @@ struct NewShipment {
     vehicle_id: Option<i64>,
     driver_id: Option<i64>,
     due_at: Option<DateTime<Utc>>,
+}
+
+impl PlaceInput {
+    fn point(&self) -> DbPoint {
+        DbPoint(geo::Point::new(self.lon, self.lat))
+    }
 }
 
 fn check_place(field: &str, p: &PlaceInput) -> AppResult<()> {
@@ -282,11 +354,12 @@ async fn check_assignees(
     driver_id: Option<i64>,
 ) -> AppResult<()> {
     if let Some(v) = vehicle_id {
-        let ok: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM vehicles WHERE id = $1 AND organisation_id = $2)",
+        let ok = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM vehicles WHERE id = $1 AND organisation_id = $2)
+               AS "ok!""#,
+            v,
+            organisation_id
         )
-        .bind(v)
-        .bind(organisation_id)
         .fetch_one(db)
         .await?;
         if !ok {
@@ -294,11 +367,12 @@ async fn check_assignees(
         }
     }
     if let Some(d) = driver_id {
-        let ok: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND organisation_id = $2 AND role = 'driver')",
+        let ok = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND organisation_id = $2
+                 AND role = 'driver') AS "ok!""#,
+            d,
+            organisation_id
         )
-        .bind(d)
-        .bind(organisation_id)
         .fetch_one(db)
         .await?;
         if !ok {
@@ -348,20 +422,18 @@ async fn create(
     let id: i64 = sqlx::query_scalar(&format!(
         "INSERT INTO shipments (organisation_id, reference, origin, origin_name, destination,
              destination_name, planned_route, vehicle_id, driver_id, due_at, fixes_from)
-         VALUES ($1, $2, ST_SetSRID(ST_MakePoint($3, $4), 4326)::geography, $5,
-             ST_SetSRID(ST_MakePoint($6, $7), 4326)::geography, $8,
-             ST_SetSRID(ST_GeomFromGeoJSON($9), 4326)::geography, $10, $11, $12,
-             CASE WHEN $10::bigint IS NOT NULL THEN {} END)
+         VALUES ($1, $2, ST_SetSRID($3::geometry, 4326)::geography, $4,
+             ST_SetSRID($5::geometry, 4326)::geography, $6,
+             ST_SetSRID(ST_GeomFromGeoJSON($7), 4326)::geography, $8, $9, $10,
+             CASE WHEN $8::bigint IS NOT NULL THEN {} END)
          RETURNING id",
-        fixes_from("$10")
+        fixes_from("$8")
     ))
     .bind(user.organisation_id)
     .bind(reference)
-    .bind(body.origin.lon)
-    .bind(body.origin.lat)
+    .bind(body.origin.point())
     .bind(&body.origin.name)
-    .bind(body.destination.lon)
-    .bind(body.destination.lat)
+    .bind(body.destination.point())
     .bind(&body.destination.name)
     .bind(route)
     .bind(body.vehicle_id)
@@ -423,17 +495,23 @@ async fn update(
     user.require_dispatcher()?;
     let viewer = Viewer::User(user.clone());
     let current = load_visible(&state.db, &viewer, id).await?;
-    if let Some(s) = &change.status {
-        if !STATUSES.contains(&s.as_str()) {
-            return Err(AppError::validation(
-                "status",
-                "status must be planned, in_transit, arrived, delivered or cancelled",
-            ));
-        }
-        if matches!(current.status.as_str(), "delivered" | "cancelled") && *s != current.status {
+    let status = change
+        .status
+        .as_deref()
+        .map(|s| {
+            ShipmentStatus::parse(s).ok_or_else(|| {
+                AppError::validation(
+                    "status",
+                    "status must be planned, in_transit, arrived, delivered or cancelled",
+                )
+            })
+        })
+        .transpose()?;
+    if let Some(s) = status {
+        if current.status.is_final() && s != current.status {
             return Err(AppError::Conflict(format!(
                 "the shipment is already {}",
-                current.status
+                current.status.as_str()
             )));
         }
     }
@@ -452,31 +530,29 @@ async fn update(
         change.driver_id,
     )
     .await?;
-    let mut tx = window_change(
-        &state.db,
-        change.vehicle_id.is_some() || change.status.is_some(),
-    )
-    .await?;
+    let mut tx = window_change(&state.db, change.vehicle_id.is_some() || status.is_some()).await?;
     sqlx::query(&format!(
         "UPDATE shipments SET status = COALESCE($2, status), reference = COALESCE($3, reference),
              vehicle_id = COALESCE($4, vehicle_id), driver_id = COALESCE($5, driver_id),
              due_at = COALESCE($6, due_at),
-             started_at = CASE WHEN $2 = 'in_transit' THEN COALESCE(started_at, now()) ELSE started_at END,
+             started_at = CASE WHEN $2 = $7 THEN COALESCE(started_at, now()) ELSE started_at END,
              -- The time window of its fixes: from when it got this vehicle, to when it ended.
              fixes_from = CASE WHEN $4 IS DISTINCT FROM vehicle_id AND $4 IS NOT NULL
                  THEN {} ELSE fixes_from END,
-             ended_at = CASE WHEN COALESCE($2, status) IN ('planned', 'in_transit') THEN NULL
+             ended_at = CASE WHEN COALESCE($2, status) = ANY($8) THEN NULL
                  ELSE COALESCE(ended_at, now()) END,
              updated_at = now()
          WHERE id = $1",
         fixes_from("$4")
     ))
     .bind(id)
-    .bind(&change.status)
+    .bind(status)
     .bind(change.reference.as_deref().map(str::trim))
     .bind(change.vehicle_id)
     .bind(change.driver_id)
     .bind(change.due_at)
+    .bind(ShipmentStatus::InTransit)
+    .bind(ShipmentStatus::ACTIVE)
     .execute(&mut *tx)
     .await
     .map_err(constraint_error)?;
@@ -489,7 +565,7 @@ async fn update(
         || change
             .vehicle_id
             .is_some_and(|v| Some(v) != current.vehicle_id)
-        || change.status.as_ref().is_some_and(|s| *s != current.status);
+        || status.is_some_and(|s| s != current.status);
     if let (true, Some(driver)) = (changed, current.driver_id) {
         state.revoke(Revoked::Assignment(driver)).await;
     }
@@ -652,16 +728,16 @@ async fn share(
     let share_token = token::generate(SHARE_TOKEN_BYTES);
     let expires_at: DateTime<Utc> = Utc::now() + Duration::seconds(expires_in);
     let chat = body.chat.unwrap_or(false);
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO share_links (token_hash, organisation_id, shipment_id, created_by, expires_at, chat)
          VALUES ($1, $2, $3, $4, $5, $6)",
+        token::hash(&share_token),
+        user.organisation_id,
+        id,
+        user.id,
+        expires_at,
+        chat
     )
-    .bind(token::hash(&share_token))
-    .bind(user.organisation_id)
-    .bind(id)
-    .bind(user.id)
-    .bind(expires_at)
-    .bind(chat)
     .execute(&state.db)
     .await?;
     Ok((
@@ -678,16 +754,40 @@ async fn revoke_share(
     ApiPath(share_token): ApiPath<String>,
 ) -> AppResult<StatusCode> {
     user.require_dispatcher()?;
-    let id: Option<i64> = sqlx::query_scalar(
+    let id = sqlx::query_scalar!(
         "UPDATE share_links SET revoked_at = now()
          WHERE token_hash = $1 AND organisation_id = $2 AND revoked_at IS NULL RETURNING id",
+        token::hash(&share_token),
+        user.organisation_id
     )
-    .bind(token::hash(&share_token))
-    .bind(user.organisation_id)
     .fetch_optional(&state.db)
     .await?;
     let id = id.ok_or(AppError::NotFound("share link"))?;
     // Whoever is watching through the link is cut off now, not at their next request.
     state.revoke(Revoked::Share(id)).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_read_as_the_api_and_the_database_spell_them() {
+        for status in ShipmentStatus::ALL {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+            assert_eq!(ShipmentStatus::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(ShipmentStatus::parse("lost"), None);
+    }
+
+    #[test]
+    fn planned_and_in_transit_shipments_are_the_active_ones() {
+        let active: Vec<ShipmentStatus> = ShipmentStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_active())
+            .collect();
+        assert_eq!(active, ShipmentStatus::ACTIVE);
+        assert_eq!(ShipmentStatus::active_sql(), "('planned', 'in_transit')");
+    }
 }

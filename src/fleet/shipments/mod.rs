@@ -1,22 +1,22 @@
-//! Shipments: a vehicle's trip from origin to destination, its driven track, and the share links
-//! that let a customer follow it.
-use axum::{
-    extract::State,
-    http::{header, StatusCode},
-    response::{IntoResponse, Response},
-    routing::{delete, get, post},
-    Json, Router,
-};
-use chrono::{DateTime, Duration, Utc};
-use geo::{Coord, LineString, SimplifyIdx};
+//! Shipments: a vehicle's trip from origin to destination. Planning, listing and changing them
+//! is here; its driven [`track`], the [`share`] links that let a customer follow it, and who may
+//! see one ([`access`]) each have their own file.
+mod access;
+mod share;
+mod track;
+
+use axum::{extract::State, http::StatusCode, routing::get, Json, Router};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
+pub use access::load_visible;
+
 use crate::{
-    auth::{token, CurrentUser, Revoked, Role, Viewer},
+    auth::{CurrentUser, Revoked, Role, Viewer},
     db::DbPoint,
-    error::{from_json, ApiJson, ApiPath, ApiQuery, AppError, AppResult},
+    error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
     tracking::lock_seq,
     tracking::position::{Position, PositionRow, POSITION_COLUMNS},
     AppState,
@@ -26,15 +26,11 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/shipments", get(list).post(create))
         .route("/shipments/{id}", get(get_one).patch(update))
-        .route("/shipments/{id}/track", get(track))
-        .route("/shipments/{id}/share", post(share))
-        .route("/shares/{token}", delete(revoke_share))
+        .merge(track::router())
+        .merge(share::router())
 }
 
 const MAX_ROUTE_POINTS: usize = 10_000;
-const MAX_TRACK_POINTS: i64 = 200_000;
-/// Share links carry 144 random bits.
-const SHARE_TOKEN_BYTES: usize = 18;
 
 /// Where a shipment is in its life: its `status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
@@ -210,28 +206,6 @@ async fn with_last_positions(db: &PgPool, rows: Vec<ShipmentRow>) -> sqlx::Resul
             row.into_shipment(position)
         })
         .collect())
-}
-
-/// The shipment if `viewer` may see it: dispatchers see their organisation's, a driver the ones
-/// assigned to them, a share link its own. Anything else is `not_found`.
-pub async fn load_visible(db: &PgPool, viewer: &Viewer, id: i64) -> AppResult<Shipment> {
-    let row: ShipmentRow = sqlx::query_as(&format!("{SHIPMENT_SELECT} WHERE id = $2"))
-        .bind(ShipmentStatus::ACTIVE)
-        .bind(id)
-        .fetch_optional(db)
-        .await?
-        .ok_or(AppError::NotFound("shipment"))?;
-    let visible = row.organisation_id == viewer.organisation_id()
-        && match viewer {
-            Viewer::User(u) if u.role.dispatches() => true,
-            Viewer::User(u) => row.driver_id == Some(u.id),
-            Viewer::Share(s) => s.shipment_id == row.id,
-        };
-    if !visible {
-        return Err(AppError::NotFound("shipment"));
-    }
-    let mut shipments = with_last_positions(db, vec![row]).await?;
-    Ok(shipments.remove(0))
 }
 
 #[derive(Deserialize)]
@@ -570,202 +544,6 @@ async fn update(
         state.revoke(Revoked::Assignment(driver)).await;
     }
     Ok(Json(load_visible(&state.db, &viewer, id).await?))
-}
-
-#[derive(Deserialize)]
-struct TrackQuery {
-    since: Option<DateTime<Utc>>,
-    format: Option<String>,
-    simplify_m: Option<f64>,
-}
-
-async fn track(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    ApiPath(id): ApiPath<i64>,
-    ApiQuery(q): ApiQuery<TrackQuery>,
-) -> AppResult<Response> {
-    let shipment = load_visible(&state.db, &viewer, id).await?;
-    let format = q.format.as_deref().unwrap_or("geojson");
-    if format != "geojson" && format != "gpx" {
-        return Err(AppError::validation(
-            "format",
-            "format must be geojson or gpx",
-        ));
-    }
-    if q.simplify_m
-        .is_some_and(|m| !m.is_finite() || !(0.0..=100_000.0).contains(&m))
-    {
-        return Err(AppError::validation(
-            "simplify_m",
-            "simplify_m must be between 0 and 100000",
-        ));
-    }
-    let rows: Vec<PositionRow> = sqlx::query_as(&format!(
-        "SELECT seq, {POSITION_COLUMNS} FROM positions
-         WHERE shipment_id = $1 AND filter_reason IS NULL AND ($2::timestamptz IS NULL OR recorded_at >= $2)
-         ORDER BY recorded_at LIMIT $3"
-    ))
-    .bind(id)
-    .bind(q.since)
-    .bind(MAX_TRACK_POINTS)
-    .fetch_all(&state.db)
-    .await?;
-    let rows = match q.simplify_m {
-        Some(m) if m > 0.0 && rows.len() > 2 => simplify(rows, m),
-        _ => rows,
-    };
-    if format == "gpx" {
-        return Ok((
-            [(header::CONTENT_TYPE, "application/gpx+xml")],
-            gpx(&shipment.reference, &rows),
-        )
-            .into_response());
-    }
-    let coordinates: Vec<[f64; 2]> = rows
-        .iter()
-        .map(|r| [r.position.lon, r.position.lat])
-        .collect();
-    let times: Vec<DateTime<Utc>> = rows.iter().map(|r| r.position.recorded_at).collect();
-    let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
-    Ok(Json(json!({
-        "type": "FeatureCollection",
-        "features": [{
-            "type": "Feature",
-            "geometry": {"type": "LineString", "coordinates": coordinates},
-            "properties": {"shipment_id": id, "times": times, "seqs": seqs},
-        }],
-    }))
-    .into_response())
-}
-
-/// Douglas–Peucker with a tolerance in metres, on a local equirectangular projection (exact
-/// enough at the scale of one trip), keeping the original vertices and their times.
-fn simplify(rows: Vec<PositionRow>, tolerance_m: f64) -> Vec<PositionRow> {
-    const M_PER_DEG: f64 = 111_320.0;
-    let cos_lat = rows[0].position.lat.to_radians().cos();
-    let line: LineString<f64> = rows
-        .iter()
-        .map(|r| Coord {
-            x: r.position.lon * M_PER_DEG * cos_lat,
-            y: r.position.lat * M_PER_DEG,
-        })
-        .collect();
-    let keep = line.simplify_idx(&tolerance_m);
-    let mut keep = keep.into_iter().peekable();
-    rows.into_iter()
-        .enumerate()
-        .filter_map(|(i, r)| {
-            if keep.peek() == Some(&i) {
-                keep.next();
-                Some(r)
-            } else {
-                None
-            }
-        })
-        .collect()
-}
-
-fn gpx(name: &str, rows: &[PositionRow]) -> String {
-    let mut out = String::from(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<gpx version=\"1.1\" creator=\"Waymark\" xmlns=\"http://www.topografix.com/GPX/1/1\">\n<trk><name>",
-    );
-    out.push_str(&xml_escape(name));
-    out.push_str("</name><trkseg>\n");
-    for r in rows {
-        out.push_str(&format!(
-            "<trkpt lat=\"{}\" lon=\"{}\"><time>{}</time></trkpt>\n",
-            r.position.lat,
-            r.position.lon,
-            r.position
-                .recorded_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-        ));
-    }
-    out.push_str("</trkseg></trk>\n</gpx>\n");
-    out
-}
-
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct NewShare {
-    expires_in_s: Option<i64>,
-    /// Let the link's holder chat with the driver and dispatch.
-    chat: Option<bool>,
-}
-
-async fn share(
-    State(state): State<AppState>,
-    user: CurrentUser,
-    ApiPath(id): ApiPath<i64>,
-    body: axum::body::Bytes,
-) -> AppResult<(StatusCode, Json<Value>)> {
-    user.require_dispatcher()?;
-    let viewer = Viewer::User(user.clone());
-    load_visible(&state.db, &viewer, id).await?;
-    // The body is optional: an empty POST makes a link with the default lifetime.
-    let body: NewShare = if body.is_empty() {
-        NewShare::default()
-    } else {
-        let value =
-            serde_json::from_slice(&body).map_err(|e| AppError::Malformed(e.to_string()))?;
-        from_json(value)?
-    };
-    let expires_in = body.expires_in_s.unwrap_or(86_400);
-    if !(60..=30 * 86_400).contains(&expires_in) {
-        return Err(AppError::validation(
-            "expires_in_s",
-            "expires_in_s must be between 60 and 2592000",
-        ));
-    }
-    let share_token = token::generate(SHARE_TOKEN_BYTES);
-    let expires_at: DateTime<Utc> = Utc::now() + Duration::seconds(expires_in);
-    let chat = body.chat.unwrap_or(false);
-    sqlx::query!(
-        "INSERT INTO share_links (token_hash, organisation_id, shipment_id, created_by, expires_at, chat)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-        token::hash(&share_token),
-        user.organisation_id,
-        id,
-        user.id,
-        expires_at,
-        chat
-    )
-    .execute(&state.db)
-    .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(
-            json!({"token": share_token, "url": format!("/t/{share_token}"), "expires_at": expires_at, "chat": chat}),
-        ),
-    ))
-}
-
-async fn revoke_share(
-    State(state): State<AppState>,
-    user: CurrentUser,
-    ApiPath(share_token): ApiPath<String>,
-) -> AppResult<StatusCode> {
-    user.require_dispatcher()?;
-    let id = sqlx::query_scalar!(
-        "UPDATE share_links SET revoked_at = now()
-         WHERE token_hash = $1 AND organisation_id = $2 AND revoked_at IS NULL RETURNING id",
-        token::hash(&share_token),
-        user.organisation_id
-    )
-    .fetch_optional(&state.db)
-    .await?;
-    let id = id.ok_or(AppError::NotFound("share link"))?;
-    // Whoever is watching through the link is cut off now, not at their next request.
-    state.revoke(Revoked::Share(id)).await;
-    Ok(StatusCode::NO_CONTENT)
 }
 
 #[cfg(test)]

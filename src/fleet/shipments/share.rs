@@ -1,0 +1,102 @@
+//! Share links: a customer follows one shipment (and, if the link allows, chats) without an
+//! account. Only the link's hash is stored; revoking one closes its live sockets at once.
+use axum::{
+    extract::State,
+    http::StatusCode,
+    routing::{delete, post},
+    Json, Router,
+};
+use chrono::{DateTime, Duration, Utc};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::load_visible;
+use crate::{
+    auth::{token, CurrentUser, Revoked, Viewer},
+    error::{from_json, ApiPath, AppError, AppResult},
+    AppState,
+};
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/shipments/{id}/share", post(share))
+        .route("/shares/{token}", delete(revoke_share))
+}
+
+/// Share links carry 144 random bits.
+const SHARE_TOKEN_BYTES: usize = 18;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct NewShare {
+    expires_in_s: Option<i64>,
+    /// Let the link's holder chat with the driver and dispatch.
+    chat: Option<bool>,
+}
+
+async fn share(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiPath(id): ApiPath<i64>,
+    body: axum::body::Bytes,
+) -> AppResult<(StatusCode, Json<Value>)> {
+    user.require_dispatcher()?;
+    let viewer = Viewer::User(user.clone());
+    load_visible(&state.db, &viewer, id).await?;
+    // The body is optional: an empty POST makes a link with the default lifetime.
+    let body: NewShare = if body.is_empty() {
+        NewShare::default()
+    } else {
+        let value =
+            serde_json::from_slice(&body).map_err(|e| AppError::Malformed(e.to_string()))?;
+        from_json(value)?
+    };
+    let expires_in = body.expires_in_s.unwrap_or(86_400);
+    if !(60..=30 * 86_400).contains(&expires_in) {
+        return Err(AppError::validation(
+            "expires_in_s",
+            "expires_in_s must be between 60 and 2592000",
+        ));
+    }
+    let share_token = token::generate(SHARE_TOKEN_BYTES);
+    let expires_at: DateTime<Utc> = Utc::now() + Duration::seconds(expires_in);
+    let chat = body.chat.unwrap_or(false);
+    sqlx::query!(
+        "INSERT INTO share_links (token_hash, organisation_id, shipment_id, created_by, expires_at, chat)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        token::hash(&share_token),
+        user.organisation_id,
+        id,
+        user.id,
+        expires_at,
+        chat
+    )
+    .execute(&state.db)
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({"token": share_token, "url": format!("/t/{share_token}"), "expires_at": expires_at, "chat": chat}),
+        ),
+    ))
+}
+
+async fn revoke_share(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiPath(share_token): ApiPath<String>,
+) -> AppResult<StatusCode> {
+    user.require_dispatcher()?;
+    let id = sqlx::query_scalar!(
+        "UPDATE share_links SET revoked_at = now()
+         WHERE token_hash = $1 AND organisation_id = $2 AND revoked_at IS NULL RETURNING id",
+        token::hash(&share_token),
+        user.organisation_id
+    )
+    .fetch_optional(&state.db)
+    .await?;
+    let id = id.ok_or(AppError::NotFound("share link"))?;
+    // Whoever is watching through the link is cut off now, not at their next request.
+    state.revoke(Revoked::Share(id)).await;
+    Ok(StatusCode::NO_CONTENT)
+}

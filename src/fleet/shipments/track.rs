@@ -1,0 +1,148 @@
+//! A shipment's driven track: its accepted fixes as GeoJSON or GPX, simplified on request.
+use axum::{
+    extract::State,
+    http::header,
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
+use chrono::{DateTime, Utc};
+use geo::{Coord, LineString, SimplifyIdx};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::load_visible;
+use crate::{
+    auth::Viewer,
+    error::{ApiPath, ApiQuery, AppError, AppResult},
+    tracking::position::{PositionRow, POSITION_COLUMNS},
+    AppState,
+};
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new().route("/shipments/{id}/track", get(track))
+}
+
+/// Most fixes one track answer holds.
+const MAX_TRACK_POINTS: i64 = 200_000;
+
+#[derive(Deserialize)]
+struct TrackQuery {
+    since: Option<DateTime<Utc>>,
+    format: Option<String>,
+    simplify_m: Option<f64>,
+}
+
+async fn track(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(q): ApiQuery<TrackQuery>,
+) -> AppResult<Response> {
+    let shipment = load_visible(&state.db, &viewer, id).await?;
+    let format = q.format.as_deref().unwrap_or("geojson");
+    if format != "geojson" && format != "gpx" {
+        return Err(AppError::validation(
+            "format",
+            "format must be geojson or gpx",
+        ));
+    }
+    if q.simplify_m
+        .is_some_and(|m| !m.is_finite() || !(0.0..=100_000.0).contains(&m))
+    {
+        return Err(AppError::validation(
+            "simplify_m",
+            "simplify_m must be between 0 and 100000",
+        ));
+    }
+    let rows: Vec<PositionRow> = sqlx::query_as(&format!(
+        "SELECT seq, {POSITION_COLUMNS} FROM positions
+         WHERE shipment_id = $1 AND filter_reason IS NULL AND ($2::timestamptz IS NULL OR recorded_at >= $2)
+         ORDER BY recorded_at LIMIT $3"
+    ))
+    .bind(id)
+    .bind(q.since)
+    .bind(MAX_TRACK_POINTS)
+    .fetch_all(&state.db)
+    .await?;
+    let rows = match q.simplify_m {
+        Some(m) if m > 0.0 && rows.len() > 2 => simplify(rows, m),
+        _ => rows,
+    };
+    if format == "gpx" {
+        return Ok((
+            [(header::CONTENT_TYPE, "application/gpx+xml")],
+            gpx(&shipment.reference, &rows),
+        )
+            .into_response());
+    }
+    let coordinates: Vec<[f64; 2]> = rows
+        .iter()
+        .map(|r| [r.position.lon, r.position.lat])
+        .collect();
+    let times: Vec<DateTime<Utc>> = rows.iter().map(|r| r.position.recorded_at).collect();
+    let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+    Ok(Json(json!({
+        "type": "FeatureCollection",
+        "features": [{
+            "type": "Feature",
+            "geometry": {"type": "LineString", "coordinates": coordinates},
+            "properties": {"shipment_id": id, "times": times, "seqs": seqs},
+        }],
+    }))
+    .into_response())
+}
+
+/// Douglas–Peucker with a tolerance in metres, on a local equirectangular projection (exact
+/// enough at the scale of one trip), keeping the original vertices and their times.
+fn simplify(rows: Vec<PositionRow>, tolerance_m: f64) -> Vec<PositionRow> {
+    const M_PER_DEG: f64 = 111_320.0;
+    let cos_lat = rows[0].position.lat.to_radians().cos();
+    let line: LineString<f64> = rows
+        .iter()
+        .map(|r| Coord {
+            x: r.position.lon * M_PER_DEG * cos_lat,
+            y: r.position.lat * M_PER_DEG,
+        })
+        .collect();
+    let keep = line.simplify_idx(&tolerance_m);
+    let mut keep = keep.into_iter().peekable();
+    rows.into_iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            if keep.peek() == Some(&i) {
+                keep.next();
+                Some(r)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+fn gpx(name: &str, rows: &[PositionRow]) -> String {
+    let mut out = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<gpx version=\"1.1\" creator=\"Waymark\" xmlns=\"http://www.topografix.com/GPX/1/1\">\n<trk><name>",
+    );
+    out.push_str(&xml_escape(name));
+    out.push_str("</name><trkseg>\n");
+    for r in rows {
+        out.push_str(&format!(
+            "<trkpt lat=\"{}\" lon=\"{}\"><time>{}</time></trkpt>\n",
+            r.position.lat,
+            r.position.lon,
+            r.position
+                .recorded_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        ));
+    }
+    out.push_str("</trkseg></trk>\n</gpx>\n");
+    out
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}

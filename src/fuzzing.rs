@@ -3,29 +3,29 @@
 //! cargo-fuzz targets in `fuzz/` call them, and so does a unit test that replays the committed
 //! seeds and every input a fuzzer has found (`fuzz/seeds/`, `fuzz/regressions/`).
 //!
-//! The promises, for every position a parser accepts ([`assert_in_range`]): latitude, longitude
-//! and every optional number are finite and inside their ranges, also as the 4-byte floats the
-//! database keeps; the time is between 2000 and a day ahead, and is stored exactly as accepted;
-//! the attributes fit, and PostgreSQL's `jsonb` can store them. Everything refused is a client
+//! The promises, for every position a parser accepts ([`NewPosition::assert_in_range`]):
+//! latitude, longitude and every optional number are finite and inside their ranges, also as the
+//! 4-byte floats the database keeps; the time is between 2000 and a day ahead, and is stored
+//! exactly as accepted; the attributes fit, and PostgreSQL's `jsonb` can store them. Everything refused is a client
 //! error (`4xx`), never an internal one.
 use axum::{
     body::Bytes,
     http::{header, HeaderMap, HeaderValue},
     response::IntoResponse,
 };
-use chrono::{DateTime, Duration, Utc};
+use chrono::Utc;
 use serde_json::Value;
 
 use crate::{
     auth::SpeedUnit,
-    error::{contains_nul, AppError},
+    error::AppError,
     ingest::{
         read_native,
         trackers::{parse_form, parse_osmand, parse_owntracks, parse_traccar},
         MAX_BATCH,
     },
     socket::frame::{decode, frame_types},
-    tracking::position::{to_micros, NewPosition, MAX_ATTRIBUTES, MAX_FUTURE},
+    tracking::position::{to_micros, NewPosition},
 };
 
 /// A fuzz target: takes any bytes, panics on a failure.
@@ -50,7 +50,7 @@ pub fn native(data: &[u8]) {
     match read_native(&headers, Ok(Bytes::copy_from_slice(data))) {
         Ok(positions) => {
             assert!((1..=MAX_BATCH).contains(&positions.len()));
-            positions.iter().for_each(assert_in_range);
+            positions.iter().for_each(NewPosition::assert_in_range);
         }
         Err(e) => assert_refused(e),
     }
@@ -69,7 +69,7 @@ pub fn osmand(data: &[u8]) {
     for unit in SpeedUnit::ALL {
         match parse_osmand(&params, unit, now) {
             Ok(p) => {
-                assert_in_range(&p);
+                p.assert_in_range();
                 accepted.push(p);
             }
             Err(e) => assert_refused(e),
@@ -93,7 +93,7 @@ pub fn traccar(data: &[u8]) {
         return;
     };
     match parse_traccar(value, to_micros(Utc::now())) {
-        Ok(Some(p)) => assert_in_range(&p),
+        Ok(Some(p)) => p.assert_in_range(),
         Ok(None) => {}
         Err(e) => assert_refused(e),
     }
@@ -109,7 +109,7 @@ pub fn owntracks(data: &[u8]) {
         return;
     };
     match parse_owntracks(value, to_micros(Utc::now())) {
-        Ok(Some(p)) => assert_in_range(&p),
+        Ok(Some(p)) => p.assert_in_range(),
         Ok(None) => {}
         Err(e) => assert_refused(e),
     }
@@ -153,51 +153,6 @@ pub fn ws_frame(data: &[u8]) {
 fn assert_refused(e: AppError) {
     assert!(e.status().is_client_error(), "{e:?}");
     let _ = e.into_response();
-}
-
-/// What every accepted position guarantees; panics naming the position otherwise.
-pub fn assert_in_range(p: &NewPosition) {
-    let now = Utc::now();
-    assert!(
-        p.lat.is_finite() && (-90.0..=90.0).contains(&p.lat),
-        "{p:?}"
-    );
-    assert!(
-        p.lon.is_finite() && (-180.0..=180.0).contains(&p.lon),
-        "{p:?}"
-    );
-    assert!(
-        p.recorded_at <= now + MAX_FUTURE + Duration::minutes(1),
-        "{p:?}"
-    );
-    assert!(p.recorded_at.timestamp() >= 946_684_800, "{p:?}");
-    // PostgreSQL keeps microseconds since an epoch: the stored time is the accepted one.
-    assert_eq!(
-        DateTime::from_timestamp_micros(p.recorded_at.timestamp_micros()),
-        Some(p.recorded_at),
-        "{p:?}"
-    );
-    for (v, lo, hi) in [
-        (p.accuracy, 0.0, f64::MAX),
-        (p.speed, 0.0, f64::MAX),
-        (p.heading, 0.0, 360.0),
-        (p.altitude, -20_000.0, 100_000.0),
-        (p.battery, 0.0, 100.0),
-    ] {
-        if let Some(v) = v {
-            assert!(v.is_finite() && v >= lo && v <= hi, "{p:?}");
-            // These are stored as 4-byte floats.
-            assert!((v as f32).is_finite(), "{p:?}");
-        }
-    }
-    if let Some(attributes) = &p.attributes {
-        assert!(attributes.len() <= MAX_ATTRIBUTES, "{p:?}");
-        // PostgreSQL's jsonb cannot store U+0000.
-        let nul = attributes
-            .iter()
-            .any(|(k, v)| k.contains('\0') || contains_nul(v));
-        assert!(!nul, "{p:?}");
-    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,10 @@ use super::{
     parse_native,
     trackers::{parse_form, parse_osmand, parse_owntracks, parse_traccar},
 };
-use crate::{auth::SpeedUnit, fuzzing::assert_in_range, tracking::position::to_micros};
+use crate::{
+    auth::SpeedUnit,
+    tracking::position::{to_micros, NewPosition},
+};
 
 /// JSON values of the shapes devices send, with numbers, strings and nesting of every kind.
 fn any_json() -> impl Strategy<Value = Value> {
@@ -56,7 +59,7 @@ proptest! {
     #[test]
     fn native_json_never_panics_and_accepts_only_ranges(value in any_json()) {
         if let Ok(positions) = parse_native(value) {
-            positions.iter().for_each(assert_in_range);
+            positions.iter().for_each(NewPosition::assert_in_range);
         }
     }
 
@@ -64,10 +67,10 @@ proptest! {
     fn traccar_json_never_panics_and_accepts_only_ranges(value in any_json()) {
         let now = to_micros(Utc::now());
         if let Ok(Some(p)) = parse_traccar(json!({"location": value.clone(), "device_id": "x"}), now) {
-            assert_in_range(&p);
+            p.assert_in_range();
         }
         if let Ok(Some(p)) = parse_traccar(value, now) {
-            assert_in_range(&p);
+            p.assert_in_range();
         }
     }
 
@@ -80,7 +83,7 @@ proptest! {
         }
         for v in [value, typed] {
             if let Ok(Some(p)) = parse_owntracks(v, now) {
-                assert_in_range(&p);
+                p.assert_in_range();
             }
         }
     }
@@ -95,7 +98,7 @@ proptest! {
         for q in [query.clone(), format!("{query}lat={lat}&lon={lon}")] {
             for unit in SpeedUnit::ALL {
                 if let Ok(p) = parse_osmand(&parse_form(&q), unit, now) {
-                    assert_in_range(&p);
+                    p.assert_in_range();
                 }
             }
         }

@@ -354,6 +354,56 @@ impl EventSource for PositionEvents {
     }
 }
 
+#[cfg(any(test, feature = "fuzzing"))]
+impl NewPosition {
+    /// What every accepted position guarantees; panics naming the position otherwise. For the
+    /// fuzz targets and the parsers' property tests.
+    pub fn assert_in_range(&self) {
+        let p = self;
+        let now = Utc::now();
+        assert!(
+            p.lat.is_finite() && (-90.0..=90.0).contains(&p.lat),
+            "{p:?}"
+        );
+        assert!(
+            p.lon.is_finite() && (-180.0..=180.0).contains(&p.lon),
+            "{p:?}"
+        );
+        assert!(
+            p.recorded_at <= now + MAX_FUTURE + Duration::minutes(1),
+            "{p:?}"
+        );
+        assert!(p.recorded_at.timestamp() >= 946_684_800, "{p:?}");
+        // PostgreSQL keeps microseconds since an epoch: the stored time is the accepted one.
+        assert_eq!(
+            DateTime::from_timestamp_micros(p.recorded_at.timestamp_micros()),
+            Some(p.recorded_at),
+            "{p:?}"
+        );
+        for (v, lo, hi) in [
+            (p.accuracy, 0.0, f64::MAX),
+            (p.speed, 0.0, f64::MAX),
+            (p.heading, 0.0, 360.0),
+            (p.altitude, -20_000.0, 100_000.0),
+            (p.battery, 0.0, 100.0),
+        ] {
+            if let Some(v) = v {
+                assert!(v.is_finite() && v >= lo && v <= hi, "{p:?}");
+                // These are stored as 4-byte floats.
+                assert!((v as f32).is_finite(), "{p:?}");
+            }
+        }
+        if let Some(attributes) = &p.attributes {
+            assert!(attributes.len() <= MAX_ATTRIBUTES, "{p:?}");
+            // PostgreSQL's jsonb cannot store U+0000.
+            let nul = attributes
+                .iter()
+                .any(|(k, v)| k.contains('\0') || contains_nul(v));
+            assert!(!nul, "{p:?}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

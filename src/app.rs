@@ -4,7 +4,7 @@ use std::{future::Future, time::Duration};
 
 use axum::{
     extract::{DefaultBodyLimit, Request, State},
-    http::{header, StatusCode},
+    http::StatusCode,
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -20,7 +20,7 @@ use tower_http::{
 
 use crate::{
     alerts, auth, chat, config::ServeConfig, db, driver, error::AppError, fleet, ingest, metrics,
-    pages, security, settings, shipments, tracking, users, vehicles, AppState,
+    openapi, pages, security, settings, shipments, tracking, users, vehicles, AppState,
 };
 
 pub fn app(state: AppState) -> Router {
@@ -36,7 +36,7 @@ pub fn app(state: AppState) -> Router {
         .merge(settings::router())
         .merge(alerts::router())
         .merge(tracking::router())
-        .route("/openapi.json", get(openapi))
+        .route("/openapi.json", get(openapi::openapi))
         .route("/csp-report", post(security::csp_report))
         .fallback(|| async { AppError::NotFound("route") })
         .layer(middleware::from_fn_with_state(
@@ -76,14 +76,6 @@ async fn time_limit(State(state): State<AppState>, request: Request, next: Next)
         state.metrics.rate_limited.inc();
     }
     response
-}
-
-/// The OpenAPI 3.1 description of this API (`docs/openapi.json`), built into the binary.
-async fn openapi() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        include_str!("../docs/openapi.json"),
-    )
 }
 
 /// Ready while the database answers. Redis is reported but does not make the instance unready:

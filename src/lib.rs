@@ -22,6 +22,7 @@ pub mod fleet;
 pub mod fuzzing;
 pub mod ingest;
 pub mod metrics;
+pub mod openapi;
 pub mod pages;
 pub mod position;
 pub mod security;

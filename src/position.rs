@@ -34,19 +34,34 @@ pub struct NewPosition {
 }
 
 /// A stored position as the API returns it and the hub publishes it. Speed in m/s.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Position {
     pub vehicle_id: i64,
+    #[schema(required = true)]
     pub shipment_id: Option<i64>,
+    #[schema(minimum = -90, maximum = 90)]
     pub lat: f64,
+    #[schema(minimum = -180, maximum = 180)]
     pub lon: f64,
     pub recorded_at: DateTime<Utc>,
     pub received_at: DateTime<Utc>,
+    /// Metres.
+    #[schema(required = true, minimum = 0)]
     pub accuracy: Option<f32>,
+    /// m/s.
+    #[schema(required = true, minimum = 0)]
     pub speed: Option<f32>,
+    /// Degrees clockwise from north.
+    #[schema(required = true, minimum = 0, maximum = 360)]
     pub heading: Option<f32>,
+    /// Metres.
+    #[schema(required = true)]
     pub altitude: Option<f32>,
+    /// Percent.
+    #[schema(required = true, minimum = 0, maximum = 100)]
     pub battery: Option<f32>,
+    /// True for a point older than the vehicle's newest: part of the track, never moves the
+    /// marker.
     pub late: bool,
     /// The shipment's estimated arrival as of this position: on live frames and the current
     /// position of a vehicle in transit, not on points read back from the track.

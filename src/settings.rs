@@ -4,6 +4,11 @@
 use axum::{extract::State, routing::get, Json, Router};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::openapi::{
+    responses::{BadRequest, Forbidden, Internal, TooLarge, Unauthorized, Unavailable, UnsupportedMediaType},
+    schemas::SettingsPatch,
+};
 use sqlx::PgPool;
 
 use crate::{
@@ -15,10 +20,12 @@ use crate::{
 };
 
 /// Every section, each with its defaults for keys an organisation never set.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
+    #[schema(required = true)]
     pub filter: FilterSettings,
+    #[schema(required = true)]
     pub alerts: AlertSettings,
 }
 
@@ -113,11 +120,46 @@ pub async fn load(db: &PgPool, organisation_id: i64) -> AppResult<Settings> {
     serde_json::from_value(stored).map_err(|e| anyhow::anyhow!("stored settings: {e}").into())
 }
 
+#[utoipa::path(
+    get,
+    path = "/settings",
+    operation_id = "getSettings",
+    summary = "The organisation's settings in force (dispatcher)",
+    tag = "settings",
+    responses(
+        (status = 200, body = Settings, description = "Every section, defaults filled in."),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 async fn show(State(state): State<AppState>, user: CurrentUser) -> AppResult<Json<Settings>> {
     user.require_dispatcher()?;
     Ok(Json(load(&state.db, user.organisation_id).await?))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/settings",
+    operation_id = "changeSettings",
+    summary = "Change settings (admin)",
+    description = "The keys given replace the current values, section by section; the rest keep theirs. Unknown sections or keys, and values out of range or of the wrong type (a negative or fractional count, text for a number), are refused with `400` naming the key (e.g. `filter.max_accuracy_m`) and saying what it accepts.",
+    tag = "settings",
+    request_body = inline(SettingsPatch),
+    responses(
+        (status = 200, body = Settings, description = "The settings now in force."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, response = TooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 async fn change(
     State(state): State<AppState>,
     user: CurrentUser,

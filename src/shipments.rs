@@ -12,10 +12,15 @@ use geo::{Coord, LineString, SimplifyIdx};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sqlx::PgPool;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::{
     auth::{token, CurrentUser, Revoked, Role, Viewer},
     error::{from_json, ApiJson, ApiPath, ApiQuery, AppError, AppResult},
+    openapi::{
+        responses::{BadRequest, Conflict, Forbidden, Internal, NotFound, TooLarge, Unauthorized, Unavailable, UnsupportedMediaType},
+        schemas::{self, Id, Share, ShipmentStatus, TrackFeatureCollection, TrackFormat},
+    },
     position::{Position, PositionRow, POSITION_COLUMNS},
     tracking::lock_seq,
     AppState,
@@ -42,26 +47,38 @@ pub struct Place {
     pub lon: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Shipment {
     pub id: i64,
     pub reference: String,
+    #[schema(value_type = ShipmentStatus)]
     pub status: String,
+    #[schema(value_type = PlaceInput)]
     pub origin: Value,
+    #[schema(value_type = PlaceInput)]
     pub destination: Value,
+    #[schema(value_type = Option<schemas::LineString>, required = true)]
     pub planned_route: Option<Value>,
+    #[schema(required = true)]
     pub vehicle_id: Option<i64>,
+    #[schema(required = true)]
     pub driver_id: Option<i64>,
+    #[schema(required = true)]
     pub due_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     pub eta: Option<DateTime<Utc>>,
-    /// How the latest ETA was made, while the shipment is its vehicle's current one.
+    /// How the latest ETA was made, while the shipment is planned or in transit on its vehicle.
+    #[schema(value_type = Option<crate::alerts::eta::Basis>, required = true)]
     pub eta_basis: Option<Value>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// When its first fix was taken (or a dispatcher set it in transit).
+    #[schema(required = true)]
     pub started_at: Option<DateTime<Utc>>,
     /// When it arrived, was delivered or was cancelled: later fixes are not its own.
+    #[schema(required = true)]
     pub ended_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     pub last_position: Option<Position>,
 }
 
@@ -177,11 +194,30 @@ pub async fn load_visible(db: &PgPool, viewer: &Viewer, id: i64) -> AppResult<Sh
     Ok(shipments.remove(0))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only shipments with this status.
+    #[param(value_type = Option<ShipmentStatus>, inline)]
     status: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/shipments",
+    operation_id = "listShipments",
+    summary = "List shipments",
+    tag = "shipments",
+    params(ListQuery),
+    responses(
+        (status = 200, body = Vec<Shipment>, description = "Newest first (at most 1000). A driver gets the shipments assigned to them."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 async fn list(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -205,6 +241,25 @@ async fn list(
     Ok(Json(with_last_positions(&state.db, rows).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/shipments/{id}",
+    operation_id = "getShipment",
+    summary = "Get a shipment",
+    description = "Dispatchers, admins, its driver, or its share link.",
+    tag = "shipments",
+    params(Id),
+    responses(
+        (status = 200, body = Shipment, description = "The shipment."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = []), ("share" = [])),
+)]
 async fn get_one(
     State(state): State<AppState>,
     viewer: Viewer,
@@ -213,20 +268,27 @@ async fn get_one(
     Ok(Json(load_visible(&state.db, &viewer, id).await?))
 }
 
-#[derive(Deserialize)]
+/// An origin or destination.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = Place)]
 struct PlaceInput {
+    #[schema(minimum = -90, maximum = 90)]
     lat: f64,
+    #[schema(minimum = -180, maximum = 180)]
     lon: f64,
+    #[schema(max_length = 200)]
     name: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewShipment {
+    #[schema(min_length = 1, max_length = 100)]
     reference: String,
     origin: PlaceInput,
     destination: PlaceInput,
+    #[schema(value_type = Option<schemas::LineString>)]
     planned_route: Option<Value>,
     vehicle_id: Option<i64>,
     driver_id: Option<i64>,
@@ -327,6 +389,27 @@ fn constraint_error(e: sqlx::Error) -> AppError {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/shipments",
+    operation_id = "createShipment",
+    summary = "Create a shipment",
+    description = "Dispatchers and admins. `409` when the reference exists or the vehicle already has an active (`planned` or `in_transit`) shipment.",
+    tag = "shipments",
+    request_body = NewShipment,
+    responses(
+        (status = 201, body = Shipment, description = "Created."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+        (status = 413, response = TooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 async fn create(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -381,10 +464,12 @@ async fn create(
     Ok((StatusCode::CREATED, Json(shipment)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ShipmentChange {
+    #[schema(value_type = Option<ShipmentStatus>)]
     status: Option<String>,
+    #[schema(min_length = 1, max_length = 100)]
     reference: Option<String>,
     vehicle_id: Option<i64>,
     driver_id: Option<i64>,
@@ -420,6 +505,29 @@ async fn window_change(
     Ok(tx)
 }
 
+#[utoipa::path(
+    patch,
+    path = "/shipments/{id}",
+    operation_id = "updateShipment",
+    summary = "Change a shipment",
+    description = "Dispatchers and admins. A `delivered` or `cancelled` shipment keeps its status (`409`).",
+    tag = "shipments",
+    params(Id),
+    request_body = ShipmentChange,
+    responses(
+        (status = 200, body = Shipment, description = "The changed shipment."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = TooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 async fn update(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -502,13 +610,41 @@ async fn update(
     Ok(Json(load_visible(&state.db, &viewer, id).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct TrackQuery {
+    /// Only points recorded at or after this time (RFC 3339).
     since: Option<DateTime<Utc>>,
+    /// Reply format.
+    #[param(value_type = Option<TrackFormat>, inline, default = "geojson")]
     format: Option<String>,
+    /// Douglas–Peucker tolerance in metres.
+    #[param(minimum = 0, maximum = 100000)]
     simplify_m: Option<f64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/shipments/{id}/track",
+    operation_id = "track",
+    summary = "A shipment's track",
+    description = "Dispatchers, admins, its driver, or its share link. Filtered points are left out.",
+    tag = "shipments",
+    params(Id, TrackQuery),
+    responses(
+        (status = 200, description = "The ordered track: GeoJSON (default) or GPX 1.1.", content(
+            (TrackFeatureCollection = "application/json"),
+            (String = "application/gpx+xml"),
+        )),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = []), ("share" = [])),
+)]
 async fn track(
     State(state): State<AppState>,
     viewer: Viewer,
@@ -623,14 +759,37 @@ fn xml_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewShare {
+    #[schema(minimum = 60, maximum = 2592000, default = 86400)]
     expires_in_s: Option<i64>,
-    /// Let the link's holder chat with the driver and dispatch.
+    /// Let the link's holder write in the shipment's chat.
+    #[schema(default = false)]
     chat: Option<bool>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/shipments/{id}/share",
+    operation_id = "share",
+    summary = "Create a share link",
+    description = "Dispatchers and admins. The body is optional.",
+    tag = "shipments",
+    params(Id),
+    request_body = inline(Option<NewShare>),
+    responses(
+        (status = 201, body = Share, description = "Created."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = TooLarge),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 async fn share(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -678,6 +837,25 @@ async fn share(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/shares/{token}",
+    operation_id = "revokeShare",
+    summary = "Revoke a share link",
+    description = "Dispatchers and admins.",
+    tag = "shipments",
+    params(("token" = String, Path)),
+    responses(
+        (status = 204, description = "Revoked: sockets opened with the link close with 1008 at once."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 async fn revoke_share(
     State(state): State<AppState>,
     user: CurrentUser,

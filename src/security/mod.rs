@@ -13,7 +13,13 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use crate::{auth::SESSION_COOKIE, config::ServeConfig, error::AppError, AppState};
+use crate::{
+    auth::SESSION_COOKIE,
+    config::ServeConfig,
+    error::AppError,
+    openapi::{responses::BadRequest, schemas::CspReports},
+    AppState,
+};
 
 /// The address a request came from (see [`client_ip`]).
 pub struct ClientIp(pub IpAddr);
@@ -170,6 +176,26 @@ fn tile_source(tile_url: &str) -> Option<String> {
 
 /// Where browsers report what the policy blocked: logged, so a page that breaks under the
 /// policy shows up in the logs.
+#[utoipa::path(
+    post,
+    path = "/csp-report",
+    operation_id = "cspReport",
+    summary = "Where browsers report Content-Security-Policy violations",
+    description = "Browsers post here what the policy of Waymark's pages blocked; each report is logged. Anyone may post; the body is read up to 4 KiB and must be a JSON object (a `report-uri` report) or an array of objects (the Reporting API).",
+    tag = "meta",
+    request_body(
+        content(
+            (Object = "application/csp-report"),
+            (Object = "application/json"),
+            (inline(CspReports) = "application/reports+json"),
+        ),
+    ),
+    responses(
+        (status = 204, description = "Logged."),
+        (status = 400, response = BadRequest),
+    ),
+    security(),
+)]
 pub async fn csp_report(
     State(state): State<AppState>,
     headers: HeaderMap,

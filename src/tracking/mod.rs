@@ -10,7 +10,7 @@ mod publish;
 mod replay;
 mod seq;
 mod sequencer;
-mod session;
+pub(crate) mod session;
 mod topic;
 
 use std::sync::Arc;

@@ -67,6 +67,7 @@ pub struct Position {
     /// position of a vehicle in transit, not on points read back from the track.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[sqlx(default)]
+    #[schema(nullable = false)]
     pub eta: Option<DateTime<Utc>>,
 }
 

@@ -777,7 +777,7 @@ struct NewShare {
     description = "Dispatchers and admins. The body is optional.",
     tag = "shipments",
     params(Id),
-    request_body = inline(Option<NewShare>),
+    request_body = inline(NewShare),
     responses(
         (status = 201, body = Share, description = "Created."),
         (status = 400, response = BadRequest),

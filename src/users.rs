@@ -181,9 +181,14 @@ async fn create(
     ))
 }
 
+/// At least one of the fields. (Not said as `min_properties`: utoipa 5 writes that as
+/// `maxProperties`.)
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(min_properties = 1, example = json!({"disabled": true}))]
+#[schema(
+    description = "At least one of the fields.",
+    example = json!({"disabled": true})
+)]
 struct Change {
     role: Option<Role>,
     disabled: Option<bool>,

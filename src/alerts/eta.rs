@@ -122,8 +122,10 @@ pub struct Basis {
     pub over_min: f64,
     /// With `earlier_trips`: how many, and this trip's time over theirs lately.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub trips: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub pace: Option<f64>,
     /// The same in a sentence.
     pub summary: String,

@@ -71,11 +71,12 @@ struct Circle {
 }
 
 /// A create body, or (every field optional) a change.
-///
-/// Any of the fields; `area` or `circle` replaces the shape (an `area` checked as on create).
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(as = GeofenceChange)]
+#[schema(
+    as = GeofenceChange,
+    description = "Any of the fields; `area` or `circle` replaces the shape (an `area` checked as on create)."
+)]
 pub(crate) struct Input {
     #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,

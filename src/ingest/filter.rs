@@ -8,12 +8,12 @@ use serde::{Deserialize, Serialize};
 use crate::{error::AppError, position::NewPosition};
 
 /// How an organisation's positions are judged. `None` turns a limit off.
-///
-/// A point that fails a check is stored with `filter_reason` set, never becomes current, is never
-/// published and never feeds alerts.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
-#[schema(default)]
+#[schema(
+    default,
+    description = "How an organisation's positions are judged. A point that fails a check is stored with `filter_reason` set, never becomes current, is never published and never feeds alerts. `null` turns a limit off."
+)]
 pub struct FilterSettings {
     /// Mark fixes at 0°, 0° (`null_island`): what a phone without a fix, or a tracker's blank
     /// record, reports.

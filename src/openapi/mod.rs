@@ -11,6 +11,7 @@ use std::sync::LazyLock;
 
 use utoipa::{
     openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
+    openapi::Required,
     Modify, OpenApi, Path,
 };
 
@@ -100,7 +101,7 @@ pub const REFRESH: &str = "cargo test --lib openapi::tests::write_the_document -
             responses::RateLimited,
         ),
     ),
-    modifiers(&SecuritySchemes, &SharedHandlers),
+    modifiers(&SecuritySchemes, &SharedHandlers, &OptionalBodies),
     security(("bearer" = []), ("cookie" = [])),
     tags(
         (name = "auth"),
@@ -190,13 +191,36 @@ struct SharedHandlers;
 
 impl Modify for SharedHandlers {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
-        add::<ingest::trackers::OsmandPost>(doc);
+        add::<ingest::trackers::OsmandPost>(doc, "ingest");
     }
 }
 
-fn add<P: Path>(doc: &mut utoipa::openapi::OpenApi) {
+/// Adds `P`'s operation under `tag` (what `paths(...)` would take from `P`'s attribute).
+fn add<P: Path>(doc: &mut utoipa::openapi::OpenApi, tag: &str) {
+    let mut operation = P::operation();
+    operation.tags = Some(vec![tag.to_owned()]);
     doc.paths
-        .add_path_operation(P::path(), P::methods(), P::operation());
+        .add_path_operation(P::path(), P::methods(), operation);
+}
+
+/// POST operations whose body may be left out. utoipa makes a body optional only by making it
+/// `Option<T>`, which would also document `null` as a body, and these handlers refuse `null`:
+/// what they take is no body at all.
+struct OptionalBodies;
+
+impl Modify for OptionalBodies {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        for path in ["/osmand", "/owntracks", "/shipments/{id}/share"] {
+            let body = doc
+                .paths
+                .paths
+                .get_mut(path)
+                .and_then(|item| item.post.as_mut())
+                .and_then(|operation| operation.request_body.as_mut())
+                .unwrap_or_else(|| panic!("POST {path} has a request body"));
+            body.required = Some(Required::False);
+        }
+    }
 }
 
 /// The document as served and committed: pretty JSON with a trailing newline.

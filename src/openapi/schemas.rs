@@ -41,8 +41,10 @@ struct ErrorBody {
     code: ErrorCode,
     message: String,
     /// The offending field, when one applies (for tracker apps, as the app names it).
+    #[schema(nullable = false)]
     field: Option<String>,
     /// The item's position in a batch, when one applies.
+    #[schema(nullable = false)]
     index: Option<u32>,
 }
 
@@ -347,6 +349,7 @@ pub struct Share {
 pub struct PositionsLog {
     positions: Vec<crate::vehicles::LogRow>,
     /// The `after` of the next page; null on the last.
+    #[schema(required = true)]
     next: Option<DateTime<Utc>>,
 }
 

@@ -21,7 +21,10 @@ use crate::{
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
     ingest,
     openapi::{
-        responses::{BadRequest, Forbidden, Internal, NotFound, RateLimited, TooLarge, Unauthorized, Unavailable, UnsupportedMediaType},
+        responses::{
+            BadRequest, Forbidden, Internal, NotFound, RateLimited, TooLarge, Unauthorized,
+            Unavailable, UnsupportedMediaType,
+        },
         schemas::{Error, IngestReply, Positions, SignedIn, User},
     },
     security::admit_ingest,

@@ -6,7 +6,9 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::openapi::{
-    responses::{BadRequest, Forbidden, Internal, TooLarge, Unauthorized, Unavailable, UnsupportedMediaType},
+    responses::{
+        BadRequest, Forbidden, Internal, TooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
+    },
     schemas::SettingsPatch,
 };
 use sqlx::PgPool;

@@ -18,7 +18,10 @@ use crate::{
     auth::{token, CurrentUser, Revoked, Role, Viewer},
     error::{from_json, ApiJson, ApiPath, ApiQuery, AppError, AppResult},
     openapi::{
-        responses::{BadRequest, Conflict, Forbidden, Internal, NotFound, TooLarge, Unauthorized, Unavailable, UnsupportedMediaType},
+        responses::{
+            BadRequest, Conflict, Forbidden, Internal, NotFound, TooLarge, Unauthorized,
+            Unavailable, UnsupportedMediaType,
+        },
         schemas::{self, Id, Share, ShipmentStatus, TrackFeatureCollection, TrackFormat},
     },
     position::{Position, PositionRow, POSITION_COLUMNS},

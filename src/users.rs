@@ -16,7 +16,10 @@ use crate::{
     auth::{self, CurrentUser, Revoked, Role},
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
     openapi::{
-        responses::{BadRequest, Conflict, Forbidden, Internal, NotFound, TooLarge, Unauthorized, Unavailable, UnsupportedMediaType},
+        responses::{
+            BadRequest, Conflict, Forbidden, Internal, NotFound, TooLarge, Unauthorized,
+            Unavailable, UnsupportedMediaType,
+        },
         schemas::{self, Id},
     },
     AppState,

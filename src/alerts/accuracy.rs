@@ -13,12 +13,12 @@ use sqlx::{Postgres, Transaction};
 
 use super::eta::Method;
 use crate::{
+    auth::CurrentUser,
+    error::{ApiQuery, AppError, AppResult},
     openapi::{
         responses::{BadRequest, Forbidden, Internal, NotFound, Unauthorized, Unavailable},
         schemas::EtaAccuracy,
     },
-    auth::CurrentUser,
-    error::{ApiQuery, AppError, AppResult},
     vehicles, AppState,
 };
 

@@ -16,7 +16,10 @@ use crate::{
     auth::{CurrentUser, Role},
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
     openapi::{
-        responses::{BadRequest, Forbidden, Internal, NotFound, Unauthorized, Unavailable, UnsupportedMediaType},
+        responses::{
+            BadRequest, Forbidden, Internal, NotFound, Unauthorized, Unavailable,
+            UnsupportedMediaType,
+        },
         schemas::{AlertList, Id, VehicleAlertSettings},
     },
     settings::{stored_or_default, Settings},

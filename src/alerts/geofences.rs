@@ -14,7 +14,10 @@ use crate::{
     auth::CurrentUser,
     error::{ApiJson, ApiPath, AppError, AppResult},
     openapi::{
-        responses::{BadRequest, Forbidden, Internal, NotFound, Unauthorized, Unavailable, UnsupportedMediaType},
+        responses::{
+            BadRequest, Forbidden, Internal, NotFound, Unauthorized, Unavailable,
+            UnsupportedMediaType,
+        },
         schemas::{self, Id, NewGeofence},
     },
     AppState,

@@ -20,7 +20,10 @@ use crate::{
     auth::{CurrentUser, Role, Viewer},
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
     openapi::{
-        responses::{BadRequest, Conflict, Forbidden, Internal, NotFound, RateLimited, TooLarge, Unauthorized, Unavailable, UnsupportedMediaType},
+        responses::{
+            BadRequest, Conflict, Forbidden, Internal, NotFound, RateLimited, TooLarge,
+            Unauthorized, Unavailable, UnsupportedMediaType,
+        },
         schemas::{Id, Unread, UnreadConversations},
     },
     shipments,

@@ -246,7 +246,10 @@ pub fn json() -> &'static str {
     security(),
 )]
 pub async fn openapi() -> impl axum::response::IntoResponse {
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], json())
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        json(),
+    )
 }
 
 #[cfg(test)]

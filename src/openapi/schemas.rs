@@ -117,7 +117,8 @@ impl PartialSchema for PositionInput {
                 .minimum(Some(min))
                 .maximum(Some(max))
         };
-        let nullable_number = || ObjectBuilder::new().schema_type(SchemaType::Array(vec![Type::Number, Type::Null]));
+        let nullable_number =
+            || ObjectBuilder::new().schema_type(SchemaType::Array(vec![Type::Number, Type::Null]));
         let needs = |key: &str| ObjectBuilder::new().required(key);
         let properties = ObjectBuilder::new()
             .schema_type(Type::Object)
@@ -219,12 +220,38 @@ pub enum ShipmentStatus {
     Cancelled,
 }
 
-/// A GeoJSON LineString, `[lon, lat]` pairs.
+/// A GeoJSON position: `[lon, lat]`.
+fn position() -> ArrayBuilder {
+    ArrayBuilder::new()
+        .items(ObjectBuilder::new().schema_type(Type::Number))
+        .min_items(Some(2))
+        .description(Some("[lon, lat]"))
+}
+
+/// A planned route's positions (`shipments::check_route`).
+fn route_coordinates() -> ArrayBuilder {
+    ArrayBuilder::new()
+        .items(position())
+        .min_items(Some(2))
+        .max_items(Some(10_000))
+}
+
+/// A polygon's rings, each closed and of at least four positions.
+fn polygon_coordinates() -> ArrayBuilder {
+    ArrayBuilder::new().items(ArrayBuilder::new().items(position()).min_items(Some(4)))
+}
+
+/// A track's positions: as many as it has, even fewer than two.
+fn track_coordinates() -> ArrayBuilder {
+    ArrayBuilder::new().items(position())
+}
+
+/// A GeoJSON LineString.
 #[derive(ToSchema)]
 pub struct LineString {
     #[schema(inline)]
     r#type: LineStringType,
-    #[schema(min_items = 2, max_items = 10000, value_type = Vec<Vec<f64>>)]
+    #[schema(schema_with = route_coordinates)]
     coordinates: Value,
 }
 
@@ -238,7 +265,7 @@ enum LineStringType {
 pub struct Polygon {
     #[schema(inline)]
     r#type: PolygonType,
-    #[schema(value_type = Vec<Vec<Vec<f64>>>)]
+    #[schema(schema_with = polygon_coordinates)]
     coordinates: Value,
 }
 
@@ -320,7 +347,7 @@ struct TrackFeature {
 struct Track {
     #[schema(inline)]
     r#type: LineStringType,
-    /// `[lon, lat]` pairs.
+    #[schema(schema_with = track_coordinates)]
     coordinates: Vec<[f64; 2]>,
 }
 
@@ -409,7 +436,6 @@ pub struct SettingsPatch {
     #[schema(value_type = Object)]
     alerts: Value,
 }
-
 
 /// The OsmAnd protocol's parameters (`ingest::trackers::parse_osmand`), in the query string or,
 /// when the URL has no query, in a form body. Other keys are kept as attributes.
@@ -576,9 +602,12 @@ impl PartialSchema for OwnTracksMessage {
             .required("_type")
             .property("_type", location_type())
             .build();
-        let not_a_location: Extensions = [("not", serde_json::to_value(a_location).expect("schemas serialise"))]
-            .into_iter()
-            .collect();
+        let not_a_location: Extensions = [(
+            "not",
+            serde_json::to_value(a_location).expect("schemas serialise"),
+        )]
+        .into_iter()
+        .collect();
         let other = ObjectBuilder::new()
             .schema_type(Type::Object)
             .description(Some(

@@ -18,12 +18,16 @@ use utoipa::{
 pub mod responses;
 pub mod schemas;
 
-use crate::{alerts, auth, chat, driver, fleet, ingest, settings, shipments, tracking, users};
-use crate::{security, vehicles};
+use crate::{
+    alerts, auth, chat, driver, fleet, ingest, security, settings, shipments, tracking, users,
+    vehicles,
+};
 
 /// The command that rewrites `docs/openapi.json` from the code.
 pub const REFRESH: &str = "cargo test --lib openapi::tests::write_the_document -- --ignored";
 
+/// The API: its operations (each handler's `#[utoipa::path]`), the shared error answers, how
+/// callers authenticate, and the tags that group the operations.
 #[derive(OpenApi)]
 #[openapi(
     info(

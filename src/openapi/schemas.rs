@@ -30,6 +30,7 @@ use crate::{auth::Role, position::Position};
 #[schema(
     example = json!({"error": {"code": "validation", "message": "lat must be between -90 and 90", "field": "lat", "index": 3}}),
 )]
+// For the schema: an error reply has no other keys (`additionalProperties: false`).
 #[serde(deny_unknown_fields)]
 pub struct Error {
     #[schema(inline)]

@@ -4,7 +4,7 @@ use std::{future::Future, time::Duration};
 
 use axum::{
     extract::{DefaultBodyLimit, Request, State},
-    http::{header, StatusCode},
+    http::StatusCode,
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -19,8 +19,8 @@ use tower_http::{
 };
 
 use crate::{
-    alerts, auth, chat, config::ServeConfig, db, error::AppError, fleet, ingest, metrics, security,
-    settings, socket, web, AppState,
+    alerts, auth, chat, config::ServeConfig, db, error::AppError, fleet, ingest, metrics, openapi,
+    security, settings, socket, web, AppState,
 };
 
 pub fn app(state: AppState) -> Router {
@@ -34,7 +34,7 @@ pub fn app(state: AppState) -> Router {
         .merge(settings::router())
         .merge(alerts::router())
         .merge(socket::router())
-        .route("/openapi.json", get(openapi))
+        .route("/openapi.json", get(openapi::openapi))
         .route("/csp-report", post(security::csp_report))
         .fallback(|| async { AppError::NotFound("route") })
         .layer(middleware::from_fn_with_state(
@@ -74,14 +74,6 @@ async fn time_limit(State(state): State<AppState>, request: Request, next: Next)
         state.metrics.rate_limited.inc();
     }
     response
-}
-
-/// The OpenAPI 3.1 description of this API (`docs/openapi.json`), built into the binary.
-async fn openapi() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        include_str!("../docs/openapi.json"),
-    )
 }
 
 /// Ready while the database answers. Redis is reported but does not make the instance unready:

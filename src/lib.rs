@@ -33,6 +33,7 @@ pub mod fleet;
 pub mod fuzzing;
 pub mod ingest;
 pub mod metrics;
+pub mod openapi;
 pub mod security;
 pub mod settings;
 pub mod socket;

@@ -14,14 +14,23 @@ use crate::{
     db::stored_or_default,
     error::{ApiJson, ApiPath, AppError, AppResult},
     ingest::FilterSettings,
+    openapi::{
+        responses::{
+            BadRequest, Forbidden, Internal, NotFound, TooLarge, Unauthorized, Unavailable,
+            UnsupportedMediaType,
+        },
+        schemas::{Id, SettingsPatch, VehicleAlertSettings},
+    },
     AppState,
 };
 
 /// Every section, each with its defaults for keys an organisation never set.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
+    #[schema(required = true)]
     pub filter: FilterSettings,
+    #[schema(required = true)]
     pub alerts: AlertSettings,
 }
 
@@ -105,11 +114,46 @@ pub async fn load(db: &PgPool, organisation_id: i64) -> AppResult<Settings> {
     serde_json::from_value(stored).map_err(|e| anyhow::anyhow!("stored settings: {e}").into())
 }
 
+#[utoipa::path(
+    get,
+    path = "/settings",
+    operation_id = "getSettings",
+    summary = "The organisation's settings in force (dispatcher)",
+    tag = "settings",
+    responses(
+        (status = 200, body = Settings, description = "Every section, defaults filled in."),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 async fn show(State(state): State<AppState>, user: CurrentUser) -> AppResult<Json<Settings>> {
     user.require_dispatcher()?;
     Ok(Json(load(&state.db, user.organisation_id).await?))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/settings",
+    operation_id = "changeSettings",
+    summary = "Change settings (admin)",
+    description = "The keys given replace the current values, section by section; the rest keep theirs. Unknown sections or keys, and values out of range or of the wrong type (a negative or fractional count, text for a number), are refused with `400` naming the key (e.g. `filter.max_accuracy_m`) and saying what it accepts.",
+    tag = "settings",
+    request_body = inline(SettingsPatch),
+    responses(
+        (status = 200, body = Settings, description = "The settings now in force."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, response = TooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 async fn change(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -161,6 +205,24 @@ async fn vehicle_settings(db: &PgPool, organisation_id: i64, id: i64) -> AppResu
     Ok(json!({"overrides": row.alert_overrides, "effective": effective}))
 }
 
+#[utoipa::path(
+    get,
+    path = "/vehicles/{id}/alert-settings",
+    operation_id = "getVehicleAlertSettings",
+    summary = "A vehicle's own alert settings",
+    description = "Dispatchers and admins.",
+    tag = "alerts",
+    params(Id),
+    responses(
+        (status = 200, body = VehicleAlertSettings, description = "Its overrides and the settings in force for it."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn show_vehicle_settings(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -174,6 +236,26 @@ async fn show_vehicle_settings(
 
 /// Replaces the vehicle's overrides: an object of `alerts` settings keys (`{}` for none). Each
 /// key and value is checked as the organisation's settings are.
+#[utoipa::path(
+    put,
+    path = "/vehicles/{id}/alert-settings",
+    operation_id = "setVehicleAlertSettings",
+    summary = "Replace a vehicle's alert settings overrides",
+    description = "Admins. An object of `alerts` settings keys (`{}` for none), each checked as the organisation's are (`400` naming the key, e.g. `alerts.off_route_s`, and saying what it accepts).",
+    tag = "alerts",
+    params(Id),
+    request_body = AlertSettings,
+    responses(
+        (status = 200, body = VehicleAlertSettings, description = "Its overrides and the settings in force for it."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn set_vehicle_settings(
     State(state): State<AppState>,
     user: CurrentUser,

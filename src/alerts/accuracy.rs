@@ -16,6 +16,10 @@ use crate::{
     auth::CurrentUser,
     error::{ApiQuery, AppError, AppResult},
     fleet::vehicles,
+    openapi::{
+        responses::{BadRequest, Forbidden, Internal, NotFound, Unauthorized, Unavailable},
+        schemas::EtaAccuracy,
+    },
     AppState,
 };
 
@@ -197,30 +201,64 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/eta/accuracy", get(accuracy))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct AccuracyQuery {
+    /// Only shipments this vehicle carried (one of the organisation's, else 404).
     vehicle_id: Option<i64>,
-    /// Shipments on the same planned route as this one (as earlier trips are matched).
+    /// Only shipments whose planned route is the same as this shipment's (one of the
+    /// organisation's with a planned route), as earlier trips are matched.
     same_route_as: Option<i64>,
+    /// Only ETAs made this way.
+    #[param(value_type = Option<Method>, inline)]
     method: Option<String>,
     /// Arrivals at or after this time.
     since: Option<DateTime<Utc>>,
-    /// Arrivals before this time.
+    /// Arrivals before this time (after `since`).
     until: Option<DateTime<Utc>>,
 }
 
 /// One horizon's errors: how many, mean absolute, 90th percentile of the absolute (the nearest
 /// rank), and mean signed (bias), in seconds; null when there are none.
-#[derive(Serialize)]
-struct Horizon {
+#[derive(Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub(crate) struct Horizon {
+    /// Minutes before arrival: 30, 20, 10 or 5.
     horizon_min: i32,
+    /// Shipments with a sample at this horizon.
+    #[schema(minimum = 0)]
     n: i64,
+    /// Mean absolute error, seconds; null when n = 0.
+    #[schema(required = true)]
     mae_s: Option<f64>,
+    /// 90th percentile of the absolute error (nearest rank), seconds; null when n = 0.
+    #[schema(required = true)]
     p90_s: Option<f64>,
+    /// Mean error (ETA − arrival), seconds: positive when ETAs said later than the vehicles came;
+    /// null when n = 0.
+    #[schema(required = true)]
     bias_s: Option<f64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/eta/accuracy",
+    operation_id = "etaAccuracy",
+    summary = "How far off the ETAs of arrived shipments were, per horizon",
+    description = "Dispatchers and admins, their organisation's shipments. For each horizon (30, 20, 10 and 5 minutes before arrival), the ETA the shipment showed then: the one in force at its latest fix at or before that moment, if that fix is at most 2 minutes old (otherwise the shipment has no sample at that horizon). The error is ETA − arrival in seconds, positive when it said later than the vehicle came.",
+    tag = "eta",
+    params(AccuracyQuery),
+    responses(
+        (status = 200, body = EtaAccuracy, description = "One entry per horizon, longest first."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 async fn accuracy(
     State(state): State<AppState>,
     user: CurrentUser,

@@ -9,11 +9,16 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::PgPool;
+use utoipa::IntoParams;
 
 use super::{store, Alert, AlertChange, AlertEvent, Rule, ALERT_COLUMNS};
 use crate::{
     auth::{CurrentUser, Role},
     error::{ApiPath, ApiQuery, AppError, AppResult},
+    openapi::{
+        responses::{BadRequest, Forbidden, Internal, NotFound, Unauthorized, Unavailable},
+        schemas::{AlertList, Id},
+    },
     tracking::{EventTx, Tracking},
     AppState,
 };
@@ -27,15 +32,18 @@ pub fn router() -> Router<AppState> {
         .route("/alerts/{id}/acknowledge", post(acknowledge_handler))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    #[param(value_type = Option<Rule>, inline)]
     rule: Option<String>,
     vehicle_id: Option<i64>,
     shipment_id: Option<i64>,
     acknowledged: Option<bool>,
-    /// Only alerts older than this id: the next page.
+    /// Only alerts with a smaller id: the next page.
     before: Option<i64>,
+    #[param(minimum = 1, maximum = 500, default = 100)]
     limit: Option<i64>,
 }
 
@@ -43,6 +51,23 @@ struct ListQuery {
 const VISIBLE: &str = "organisation_id = $1
     AND ($2::bigint IS NULL OR shipment_id IN (SELECT id FROM shipments WHERE driver_id = $2))";
 
+#[utoipa::path(
+    get,
+    path = "/alerts",
+    operation_id = "listAlerts",
+    summary = "List alerts, newest first",
+    description = "Dispatchers see their organisation's; a driver those of shipments assigned to them.",
+    tag = "alerts",
+    params(ListQuery),
+    responses(
+        (status = 200, body = AlertList, description = "The alerts and the unacknowledged count."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn list(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -129,6 +154,23 @@ async fn find(conn: impl sqlx::PgExecutor<'_>, user: &CurrentUser, id: i64) -> A
     .ok_or(AppError::NotFound("alert"))
 }
 
+#[utoipa::path(
+    get,
+    path = "/alerts/{id}",
+    operation_id = "getAlert",
+    summary = "Get an alert",
+    tag = "alerts",
+    params(Id),
+    responses(
+        (status = 200, body = Alert, description = "The alert."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn get_one(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -137,6 +179,24 @@ async fn get_one(
     Ok(Json(find(&state.db, &user, id).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/alerts/{id}/acknowledge",
+    operation_id = "acknowledgeAlert",
+    summary = "Acknowledge an alert",
+    description = "Dispatchers and admins. Records who and when, and publishes the change on `alerts` and the shipment's topic. Acknowledging again returns the alert unchanged.",
+    tag = "alerts",
+    params(Id),
+    responses(
+        (status = 200, body = Alert, description = "The acknowledged alert."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn acknowledge_handler(
     State(state): State<AppState>,
     user: CurrentUser,

@@ -108,9 +108,12 @@ impl Rate {
 }
 
 /// How an ETA was made: the distance left, measured how, and the speed it was divided by.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = EtaBasis)]
 pub struct Basis {
     pub method: Method,
+    /// Distance left to within the arrival radius of the destination (where the shipment
+    /// arrives), metres.
     pub remaining_m: f64,
     /// Progress per second, stops included.
     pub speed_mps: f64,
@@ -119,14 +122,20 @@ pub struct Basis {
     pub over_min: f64,
     /// With `earlier_trips`: how many, and this trip's time over theirs lately.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub trips: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub pace: Option<f64>,
     /// The same in a sentence.
     pub summary: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// How an ETA was made: `route_progress`, distance left along the planned route from the point
+/// reached, over the speed along it; `earlier_trips`, that distance timed as earlier trips on the
+/// same planned route took it, scaled by `pace`; `straight_line`, straight-line distance to the
+/// destination (no planned route, one of only two points, not yet on it, or off it for long).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
     /// Distance left along the planned route, speed along it.

@@ -7,11 +7,19 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sqlx::{PgConnection, PgPool};
+use utoipa::ToSchema;
 
 use super::fences::polygon_from_geojson;
 use crate::{
     auth::CurrentUser,
     error::{ApiJson, ApiPath, AppError, AppResult},
+    openapi::{
+        responses::{
+            BadRequest, Forbidden, Internal, NotFound, Unauthorized, Unavailable,
+            UnsupportedMediaType,
+        },
+        schemas::{self, Id, NewGeofence},
+    },
     AppState,
 };
 
@@ -25,18 +33,25 @@ pub fn router() -> Router<AppState> {
         .route("/geofences/{id}", get(get_one).patch(update).delete(remove))
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
 pub struct Geofence {
     pub id: i64,
     pub name: String,
     /// GeoJSON Polygon (a circle's too, as drawn).
+    #[schema(value_type = schemas::Polygon)]
     pub area: Value,
     /// Centre and radius, for a circle.
+    #[schema(value_type = Option<Circle>, required = true)]
     pub circle: Option<Value>,
+    /// Empty: every vehicle.
     pub vehicle_ids: Vec<i64>,
+    #[schema(required = true)]
     pub shipment_id: Option<i64>,
+    /// Null: the organisation's `alerts.geofence_debounce_s`.
+    #[schema(required = true)]
     pub debounce_s: Option<i32>,
-    /// Seconds inside after which a visit raises `geofence_dwell`; none: never.
+    /// Seconds inside after which a visit raises `geofence_dwell`; null: never.
+    #[schema(required = true)]
     pub dwell_s: Option<i32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -47,27 +62,40 @@ const SELECT: &str = "SELECT id, name, ST_AsGeoJSON(area, 7)::jsonb AS area,
         'lon', ST_X(center::geometry), 'radius_m', radius_m) END AS circle,
     vehicle_ids, shipment_id, debounce_s, dwell_s, created_at, updated_at FROM geofences";
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Circle {
+    #[schema(minimum = -90, maximum = 90)]
     lat: f64,
+    #[schema(minimum = -180, maximum = 180)]
     lon: f64,
+    #[schema(minimum = 1, maximum = 100000)]
     radius_m: f64,
 }
 
 /// A create body, or (every field optional) a change.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Input {
+#[schema(
+    as = GeofenceChange,
+    description = "Any of the fields; `area` or `circle` replaces the shape (an `area` checked as on create)."
+)]
+pub(crate) struct Input {
+    #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
+    #[schema(value_type = Option<schemas::Polygon>)]
     area: Option<Value>,
     circle: Option<Circle>,
+    #[schema(max_items = 1000)]
     vehicle_ids: Option<Vec<i64>>,
     #[serde(default, deserialize_with = "nullable")]
     shipment_id: Option<Option<i64>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(minimum = 0, maximum = 3600)]
     debounce_s: Option<Option<i32>>,
+    /// Raise `geofence_dwell` once a visit has lasted this long; null: never.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(minimum = 60, maximum = 86400)]
     dwell_s: Option<Option<i32>>,
 }
 
@@ -284,6 +312,21 @@ async fn fetch(db: &PgPool, organisation_id: i64, id: i64) -> AppResult<Geofence
 }
 
 /// Every geofence of the organisation, for the dispatcher's map.
+#[utoipa::path(
+    get,
+    path = "/geofences",
+    operation_id = "listGeofences",
+    summary = "List geofences",
+    description = "Dispatchers and admins.",
+    tag = "alerts",
+    responses(
+        (status = 200, body = Vec<Geofence>, description = "Every geofence of the organisation."),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn list(State(state): State<AppState>, user: CurrentUser) -> AppResult<Json<Vec<Geofence>>> {
     user.require_dispatcher()?;
     let fences = sqlx::query_as(&format!(
@@ -295,6 +338,23 @@ async fn list(State(state): State<AppState>, user: CurrentUser) -> AppResult<Jso
     Ok(Json(fences))
 }
 
+#[utoipa::path(
+    get,
+    path = "/geofences/{id}",
+    operation_id = "getGeofence",
+    summary = "Get a geofence",
+    tag = "alerts",
+    params(Id),
+    responses(
+        (status = 200, body = Geofence, description = "The geofence."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn get_one(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -319,6 +379,24 @@ fn shape_binds(shape: &ShapeInput) -> (Option<String>, Option<f64>, Option<f64>,
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/geofences",
+    operation_id = "createGeofence",
+    summary = "Create a geofence",
+    description = "Dispatchers and admins.",
+    tag = "alerts",
+    request_body = NewGeofence,
+    responses(
+        (status = 201, body = Geofence, description = "The geofence."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn create(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -360,6 +438,25 @@ async fn create(
     ))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/geofences/{id}",
+    operation_id = "updateGeofence",
+    summary = "Change a geofence",
+    tag = "alerts",
+    params(Id),
+    request_body = Input,
+    responses(
+        (status = 200, body = Geofence, description = "The changed geofence."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn update(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -408,6 +505,24 @@ async fn update(
     Ok(Json(fetch(&state.db, user.organisation_id, id).await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/geofences/{id}",
+    operation_id = "deleteGeofence",
+    summary = "Delete a geofence",
+    description = "A vehicle inside it is forgotten there without an exit alert.",
+    tag = "alerts",
+    params(Id),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn remove(
     State(state): State<AppState>,
     user: CurrentUser,

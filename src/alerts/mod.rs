@@ -6,14 +6,14 @@
 //! rule state read and written with the vehicle: each alert is raised once however many
 //! instances run, survives restarts, and takes its seq in commit order like any position.
 pub mod accuracy;
-mod api;
+pub(crate) mod api;
 mod clock;
 pub mod eta;
 mod fence_state;
 mod fences;
 #[cfg(test)]
 mod geofence_tests;
-mod geofences;
+pub(crate) mod geofences;
 mod route;
 mod rules;
 mod settings;
@@ -51,7 +51,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// What raised an alert: its `rule`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum Rule {

@@ -4,27 +4,38 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::AppError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// When the alert rules fire. `null` turns a rule off.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
+#[schema(default)]
 pub struct AlertSettings {
     /// Speed in m/s above which a vehicle is speeding (default 25 m/s, 90 km/h).
+    #[schema(minimum = 1, maximum = 200)]
     pub speed_limit_mps: Option<f64>,
     /// Seconds above the limit before an overspeed episode raises its alert.
+    #[schema(maximum = 3600)]
     pub overspeed_min_s: u32,
     /// Minutes a vehicle in transit may stand still before `stopped` is raised.
+    #[schema(minimum = 1, maximum = 1440)]
     pub stopped_min: Option<u32>,
     /// Metres a vehicle may drift (GPS noise) and still count as standing still.
+    #[schema(minimum = 1, maximum = 10000)]
     pub stopped_radius_m: f64,
     /// Minutes without a position from a vehicle in transit before `silent` is raised.
+    #[schema(minimum = 1, maximum = 1440)]
     pub silent_min: Option<u32>,
     /// Metres from the planned route beyond which a vehicle is off route.
+    #[schema(minimum = 10, maximum = 100000)]
     pub off_route_m: Option<f64>,
     /// Seconds a vehicle must be off route before `off_route` is raised.
+    #[schema(maximum = 3600)]
     pub off_route_s: u32,
     /// Metres from the destination within which the shipment has arrived.
+    #[schema(minimum = 5, maximum = 100000)]
     pub arrival_radius_m: Option<f64>,
     /// Seconds a vehicle must stay on the new side of a geofence boundary before `enter` or
     /// `exit` fires, so a vehicle wobbling on the boundary does not flap.
+    #[schema(maximum = 3600)]
     pub geofence_debounce_s: u32,
 }
 

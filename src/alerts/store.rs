@@ -18,23 +18,36 @@ use crate::{
 };
 
 /// An alert as the API returns it and event frames carry it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Alert {
+    /// Also the seq of the event that raised it.
     pub id: i64,
     #[serde(skip)]
     pub organisation_id: i64,
     pub rule: Rule,
+    #[schema(required = true)]
     pub vehicle_id: Option<i64>,
+    #[schema(required = true)]
     pub shipment_id: Option<i64>,
+    #[schema(required = true)]
     pub geofence_id: Option<i64>,
-    /// The device time of the position that raised it.
+    /// Device time of the position that raised it; null for the clock's alerts.
+    #[schema(required = true)]
     pub position_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     pub lat: Option<f64>,
+    #[schema(required = true)]
     pub lon: Option<f64>,
     pub raised_at: DateTime<Utc>,
+    /// Rule-specific: `geofence`, `crossed_at`; `since`, `minutes`, `left_at`, `geofence_deleted`; `limit_mps`, `peak_mps`, `since`, `seconds`; `distance_m`, `limit_m`, `back_on_route_at`, `farthest_m`; `minutes`, `moving_again_at`; `last_position_at`, `reporting_again_at`; `eta`, `due_at`.
+    #[schema(value_type = Object)]
     pub details: Value,
+    /// When the condition ended (back on route, reporting again, moving again, the overspeed episode over, the vehicle out of the geofence it dwelt in).
+    #[schema(required = true)]
     pub cleared_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     pub acknowledged_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     pub acknowledged_by: Option<i64>,
     #[serde(skip)]
     pub updated_seq: Option<i64>,

@@ -105,7 +105,7 @@ impl FromRequestParts<AppState> for Device {
 }
 
 /// The unit a vehicle's OsmAnd-protocol app sends speed in: the vehicle's `speed_unit`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, sqlx::Type, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum SpeedUnit {

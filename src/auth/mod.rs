@@ -4,7 +4,7 @@ mod device;
 mod password;
 pub mod people;
 mod revoke;
-mod routes;
+pub(crate) mod routes;
 mod session;
 mod share;
 pub mod token;
@@ -25,7 +25,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::AppError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Admin,

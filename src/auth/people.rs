@@ -11,10 +11,18 @@ use axum::{
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::{
     auth::{self, hash_password, CurrentUser, Revoked, Role},
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
+    openapi::{
+        responses::{
+            BadRequest, Conflict, Forbidden, Internal, NotFound, TooLarge, Unauthorized,
+            Unavailable, UnsupportedMediaType,
+        },
+        schemas::{self, Id},
+    },
     AppState,
 };
 
@@ -38,12 +46,32 @@ pub struct User {
     created_at: DateTime<Utc>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only users with this role.
     role: Option<Role>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/users",
+    operation_id = "listUsers",
+    summary = "List the organisation's users",
+    description = "Dispatchers and admins.",
+    tag = "users",
+    params(ListQuery),
+    responses(
+        (status = 200, body = Vec<schemas::User>, description = "Ordered by email."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 async fn list(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -62,10 +90,13 @@ async fn list(
     Ok(Json(rows))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"email": "driver@example.com", "password": "a long passphrase", "role": "driver"}))]
 struct NewUser {
+    #[schema(format = Email, max_length = 320)]
     email: String,
+    #[schema(min_length = 8, max_length = 1024)]
     password: String,
     role: Role,
 }
@@ -106,6 +137,27 @@ fn email_taken(e: sqlx::Error) -> AppError {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/users",
+    operation_id = "createUser",
+    summary = "Add a person to the organisation",
+    description = "Admins. The new user signs in with the given password.",
+    tag = "users",
+    request_body = inline(NewUser),
+    responses(
+        (status = 201, body = schemas::User, description = "Created."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+        (status = 413, response = TooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 async fn create(
     State(state): State<AppState>,
     admin: CurrentUser,
@@ -132,14 +184,44 @@ async fn create(
     ))
 }
 
-#[derive(Deserialize)]
+/// At least one of the fields. (Not said as `min_properties`: utoipa 5 writes that as
+/// `maxProperties`.)
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(
+    description = "At least one of the fields.",
+    example = json!({"disabled": true})
+)]
 struct Change {
     role: Option<Role>,
     disabled: Option<bool>,
+    #[schema(min_length = 8, max_length = 1024)]
     password: Option<String>,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/users/{id}",
+    operation_id = "updateUser",
+    summary = "Change a user's role, password or disabled state",
+    description = "Admins, for users of their organisation. Any change ends every session of the user and closes their live sockets (close code 1008), on every instance; they sign in again. Admins cannot disable or demote themselves (409).",
+    tag = "users",
+    params(Id),
+    request_body = inline(Change),
+    responses(
+        (status = 200, body = schemas::User, description = "The user as now stored."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = TooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 /// Changes a user; any change ends their sessions (a session names its role, and a new password
 /// or a disabled account must lock out whoever held the old one).
 async fn update(
@@ -190,6 +272,25 @@ async fn update(
     Ok(Json(load(&mut conn, &admin, id).await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/users/{id}/sessions",
+    operation_id = "signOutEverywhere",
+    summary = "End every session of a user",
+    description = "The user themself, or an admin of their organisation: every session token and session cookie of the user stops working, and their live sockets close with 1008, on every instance.",
+    tag = "users",
+    params(Id),
+    responses(
+        (status = 204, description = "Signed out everywhere."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 /// Ends every session of a user (a lost phone, a shared computer): admins for anyone in their
 /// organisation, everyone for themselves.
 async fn sign_out_everywhere(

@@ -9,10 +9,18 @@ use axum::{
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::ToSchema;
 
 use super::{session_from_headers, sign_out, verify_password, CurrentUser, Role, SESSION_COOKIE};
 use crate::{
     error::{ApiJson, AppError, AppResult},
+    openapi::{
+        responses::{
+            BadRequest, Forbidden, Internal, RateLimited, TooLarge, Unauthorized, Unavailable,
+            UnsupportedMediaType,
+        },
+        schemas::{SignedIn, User},
+    },
     security::ClientIp,
     AppState,
 };
@@ -36,12 +44,33 @@ struct Account {
     session_epoch: i32,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct Login {
+    #[schema(max_length = 320)]
     email: String,
+    #[schema(max_length = 1024)]
     password: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/auth/login",
+    operation_id = "login",
+    summary = "Sign in",
+    tag = "auth",
+    request_body = inline(Login),
+    responses(
+        (status = 200, body = inline(SignedIn), description = "Signed in. The JWT is also set as the `waymark_session` cookie (HttpOnly, SameSite=Lax)."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 413, response = TooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(),
+)]
 async fn login(
     State(state): State<AppState>,
     ClientIp(address): ClientIp,
@@ -134,6 +163,21 @@ fn time_from(d: chrono::Duration) -> time::Duration {
     time::Duration::seconds(d.num_seconds())
 }
 
+#[utoipa::path(
+    post,
+    path = "/auth/logout",
+    operation_id = "logout",
+    summary = "Sign out this session",
+    description = "Ends the session the request carries (bearer token or the session cookie) at once, on every instance: the token answers `401` from now on and WebSockets opened with it close with `1008`. The user's other sessions go on. The cookie is cleared. Answers `204` also without a valid session.",
+    tag = "auth",
+    responses(
+        (status = 204, description = "Signed out; the cookie is cleared."),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security((), ("bearer" = []), ("cookie" = [])),
+)]
 /// Signs the request's session (bearer token or cookie) out, on every instance at once, and
 /// clears the cookie. The user's other sessions go on. Answers `204` also when there was no
 /// valid session to end.
@@ -154,6 +198,19 @@ async fn logout(
     Ok((jar, StatusCode::NO_CONTENT))
 }
 
+#[utoipa::path(
+    get,
+    path = "/auth/me",
+    operation_id = "me",
+    summary = "The signed-in user",
+    tag = "auth",
+    responses(
+        (status = 200, body = User, description = "The user."),
+        (status = 401, response = Unauthorized),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 async fn me(user: CurrentUser) -> Json<CurrentUser> {
     Json(user)
 }

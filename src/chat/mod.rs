@@ -14,11 +14,19 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sqlx::PgPool;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::{
     auth::{CurrentUser, Role, Viewer},
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
     fleet::shipments,
+    openapi::{
+        responses::{
+            BadRequest, Conflict, Forbidden, Internal, NotFound, RateLimited, TooLarge,
+            Unauthorized, Unavailable, UnsupportedMediaType,
+        },
+        schemas::{Id, Unread, UnreadConversations},
+    },
     tracking::{Event, EventTx},
     AppState,
 };
@@ -174,7 +182,7 @@ async fn unread_in(db: &PgPool, shipment_id: i64, participant: &str) -> sqlx::Re
 
 /// A view of the conversation: `messages` with everyone's read marks and the caller's unread
 /// count.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct View {
     pub messages: Vec<Message>,
     /// The cursor to the page before `messages`, none at the start.
@@ -384,21 +392,43 @@ pub async fn mark_read(
     Ok(unread)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct HistoryQuery {
     /// Messages sent before this seq (the previous page's `next_before`).
     before: Option<i64>,
     /// Every message sent or changed after this seq, oldest change first.
     since: Option<i64>,
+    #[param(minimum = 1, maximum = 200, default = 50)]
     limit: Option<i64>,
-    /// A share link's token, which the [`Viewer`] extractor reads.
+    /// A share link's token, which the [`Viewer`] extractor reads (the `share` security scheme).
     #[serde(rename = "share")]
+    #[param(ignore)]
     _share: Option<serde::de::IgnoredAny>,
 }
 
 /// The conversation: the latest messages (or those before a cursor), or everything that changed
 /// since a seq; with everyone's read marks and the caller's unread count.
+#[utoipa::path(
+    get,
+    path = "/shipments/{id}/chat",
+    operation_id = "chatHistory",
+    summary = "A shipment's conversation: latest page, older pages, or what changed since a seq",
+    description = "The shipment's dispatchers and its driver, or the customer with a share link made with `{\"chat\": true}` (`?share=`). A share link without chat gets `403`; a link of another shipment, or a shipment the caller may not see, `404`. Give `since` or `before`, not both.",
+    tag = "chat",
+    params(Id, HistoryQuery),
+    responses(
+        (status = 200, body = inline(View), description = "Messages oldest first, with read marks and the caller's unread count."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = []), ("share" = [])),
+)]
 async fn history(
     State(state): State<AppState>,
     viewer: Viewer,
@@ -426,14 +456,39 @@ async fn history(
     Ok(Json(view(&state.db, &me, id, messages, next_before).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewMessage {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     client_id: String,
+    #[schema(min_length = 1, max_length = 2000)]
     body: String,
 }
 
 /// Sends a message: `201` with it when stored, `200` with the stored one for a re-send.
+#[utoipa::path(
+    post,
+    path = "/shipments/{id}/chat",
+    operation_id = "chatSend",
+    summary = "Send a message",
+    tag = "chat",
+    params(Id),
+    request_body = inline(NewMessage),
+    responses(
+        (status = 201, body = Message, description = "Stored."),
+        (status = 200, body = Message, description = "A re-send: the message stored before."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = TooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = []), ("share" = [])),
+)]
 async fn send(
     State(state): State<AppState>,
     viewer: Viewer,
@@ -449,12 +504,35 @@ async fn send(
     Ok((status, Json(sent.message)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Edit {
+    #[schema(min_length = 1, max_length = 2000)]
     body: String,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/chat/{id}",
+    operation_id = "chatEdit",
+    summary = "Edit one's own message",
+    description = "Its author only (`403`); `409` once deleted. A message in a conversation the caller may not see answers `404` exactly as an id that does not exist.",
+    tag = "chat",
+    params(Id),
+    request_body = inline(Edit),
+    responses(
+        (status = 200, body = Message, description = "Edited."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = []), ("share" = [])),
+)]
 async fn edit(
     State(state): State<AppState>,
     viewer: Viewer,
@@ -466,6 +544,26 @@ async fn edit(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/chat/{id}",
+    operation_id = "chatDelete",
+    summary = "Delete one's own message (it stays, marked deleted)",
+    description = "Its author only (`403`). A message in a conversation the caller may not see answers `404` exactly as an id that does not exist.",
+    tag = "chat",
+    params(Id),
+    responses(
+        (status = 200, body = Message, description = "Deleted."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = []), ("share" = [])),
+)]
 async fn delete(
     State(state): State<AppState>,
     viewer: Viewer,
@@ -474,12 +572,36 @@ async fn delete(
     Ok(Json(delete_message(&state, &viewer, id, |_| {}).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Reaction {
+    #[schema(min_length = 1, max_length = 32)]
     emoji: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/chat/{id}/reactions",
+    operation_id = "chatReact",
+    summary = "Toggle the caller's reaction",
+    description = "A message in a conversation the caller may not see answers `404` exactly as an id that does not exist.",
+    tag = "chat",
+    params(Id),
+    request_body = inline(Reaction),
+    responses(
+        (status = 200, body = Message, description = "The message with its reactions now."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = []), ("share" = [])),
+)]
 async fn react(
     State(state): State<AppState>,
     viewer: Viewer,
@@ -491,14 +613,35 @@ async fn react(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Read {
     /// The seq of the newest message read.
+    #[schema(minimum = 0)]
     seq: i64,
 }
 
 /// Marks the conversation read up to a message; the mark never moves back.
+#[utoipa::path(
+    post,
+    path = "/shipments/{id}/chat/read",
+    operation_id = "chatRead",
+    summary = "Mark the conversation read up to a message",
+    tag = "chat",
+    params(Id),
+    request_body = inline(Read),
+    responses(
+        (status = 200, body = inline(Unread), description = "The caller's unread count now."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = []), ("share" = [])),
+)]
 async fn read(
     State(state): State<AppState>,
     viewer: Viewer,
@@ -511,6 +654,20 @@ async fn read(
 
 /// Unread counts of the caller's conversations: a dispatcher's are the organisation's active
 /// shipments, a driver's those assigned to them.
+#[utoipa::path(
+    get,
+    path = "/chat/unread",
+    operation_id = "chatUnread",
+    summary = "Unread counts of the caller's conversations",
+    tag = "chat",
+    responses(
+        (status = 200, body = inline(UnreadConversations), description = "One entry per conversation with unread messages."),
+        (status = 401, response = Unauthorized),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 async fn unread(State(state): State<AppState>, user: CurrentUser) -> AppResult<Json<Value>> {
     let driver = (user.role == Role::Driver).then_some(user.id);
     let shipments = sqlx::query_scalar!(

@@ -18,27 +18,33 @@ use crate::{
 };
 
 /// A message as the API returns and publishes it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = ChatMessage)]
 pub struct Message {
     pub id: i64,
     pub shipment_id: i64,
     pub client_id: String,
     #[sqlx(flatten)]
+    #[schema(inline)]
     pub author: Author,
-    /// `null` once deleted.
+    /// Plain text; `null` once deleted.
+    #[schema(required = true)]
     pub body: Option<String>,
     pub deleted: bool,
     /// Emoji → the participants who reacted with it.
+    #[schema(value_type = std::collections::BTreeMap<String, Vec<String>>)]
     pub reactions: Value,
     /// When it was sent, and its latest change, as event sequence numbers.
     pub seq: i64,
     pub updated_seq: i64,
     pub created_at: DateTime<Utc>,
+    #[schema(required = true)]
     pub edited_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Author {
+    /// `user:<id>` or `customer:<link>`
     #[sqlx(rename = "author_key")]
     #[serde(rename = "key")]
     pub key: String,
@@ -47,6 +53,7 @@ pub struct Author {
     pub name: String,
     #[sqlx(rename = "author_role")]
     #[serde(rename = "role")]
+    #[schema(value_type = crate::openapi::schemas::ChatRole)]
     pub role: String,
 }
 
@@ -54,7 +61,7 @@ const MESSAGE_COLUMNS: &str = "id, shipment_id, client_id, author_key, author_na
      body, deleted_at IS NOT NULL AS deleted, reactions, seq, updated_seq, created_at, edited_at";
 
 /// Where a participant has read up to in one conversation.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ReadMark {
     #[serde(skip)]
     pub shipment_id: i64,

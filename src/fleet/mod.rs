@@ -7,11 +7,16 @@ pub mod vehicles;
 use axum::{extract::State, routing::get, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::{
     auth::CurrentUser,
     auth::SpeedUnit,
     error::{ApiQuery, AppError, AppResult},
+    openapi::{
+        responses::{BadRequest, Forbidden, Internal, Unauthorized, Unavailable},
+        schemas::FleetFeatureCollection,
+    },
     AppState,
 };
 use vehicles::Vehicle;
@@ -25,8 +30,11 @@ pub fn router() -> Router<AppState> {
         .merge(shipments::router())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct FleetQuery {
+    /// `minLon,minLat,maxLon,maxLat` in degrees (lon −180..180, lat −90..90, minLat ≤ maxLat), compared in plain longitude and latitude; edges included. A box with minLon > maxLon crosses the antimeridian: `170,-10,-170,10` covers longitudes 170..180 and −180..−170.
+    #[param(pattern = "^[^,]+,[^,]+,[^,]+,[^,]+$")]
     bbox: Option<String>,
 }
 
@@ -80,6 +88,24 @@ impl Bbox {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/fleet",
+    operation_id = "fleet",
+    summary = "The fleet's last positions",
+    description = "Dispatchers and admins.",
+    tag = "fleet",
+    params(FleetQuery),
+    responses(
+        (status = 200, body = FleetFeatureCollection, description = "GeoJSON FeatureCollection."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 async fn fleet(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -134,21 +160,49 @@ async fn fleet(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct NearbyQuery {
+    /// Latitude.
+    #[param(minimum = -90, maximum = 90)]
     lat: f64,
+    /// Longitude.
+    #[param(minimum = -180, maximum = 180)]
     lon: f64,
+    /// Search radius in metres (at most 100 km).
+    #[param(exclusive_minimum = 0, maximum = 100000, default = 10000)]
     radius_m: Option<f64>,
+    /// At most this many vehicles.
+    #[param(minimum = 1, maximum = 100, default = 20)]
     limit: Option<i64>,
 }
 
-#[derive(Serialize, sqlx::FromRow)]
+#[derive(Serialize, sqlx::FromRow, ToSchema)]
 struct Near {
     #[sqlx(flatten)]
     vehicle: Vehicle,
+    #[schema(minimum = 0)]
     distance_m: f64,
 }
 
+#[utoipa::path(
+    get,
+    path = "/vehicles/nearby",
+    operation_id = "nearby",
+    summary = "Vehicles near a point",
+    description = "Dispatchers and admins. Uses each vehicle's current position.",
+    tag = "fleet",
+    params(NearbyQuery),
+    responses(
+        (status = 200, body = inline(Vec<Near>), description = "Nearest first."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 async fn nearby(
     State(state): State<AppState>,
     user: CurrentUser,

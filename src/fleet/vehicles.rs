@@ -10,11 +10,19 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sqlx::PgPool;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::{
     auth::{of_driver, token, CurrentUser, Revoked, SpeedUnit, Viewer},
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
     fleet::shipments::ShipmentStatus,
+    openapi::{
+        responses::{
+            BadRequest, Forbidden, Internal, NotFound, TooLarge, Unauthorized, Unavailable,
+            UnsupportedMediaType,
+        },
+        schemas::{CreatedVehicle, Id, IngestToken, PositionsLog},
+    },
     tracking::position::{FilterReason, Position, PositionRow, POSITION_COLUMNS},
     AppState,
 };
@@ -34,12 +42,14 @@ pub fn router() -> Router<AppState> {
 const TOKEN_BYTES: usize = 24;
 const MAX_NAME: usize = 200;
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
 pub struct Vehicle {
     pub id: i64,
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     pub speed_unit: SpeedUnit,
     pub created_at: DateTime<Utc>,
+    #[schema(value_type = Option<Position>, required = true)]
     pub last_position: Option<Value>,
 }
 
@@ -138,6 +148,22 @@ pub async fn get_visible(db: &PgPool, viewer: &Viewer, id: i64) -> AppResult<Veh
     Ok(vehicle)
 }
 
+#[utoipa::path(
+    get,
+    path = "/vehicles",
+    operation_id = "listVehicles",
+    summary = "List vehicles",
+    description = "Dispatchers and admins.",
+    tag = "vehicles",
+    responses(
+        (status = 200, body = Vec<Vehicle>, description = "The organisation's vehicles with their last position."),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 async fn list_handler(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -146,6 +172,25 @@ async fn list_handler(
     Ok(Json(list(&state.db, user.organisation_id).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/vehicles/{id}",
+    operation_id = "getVehicle",
+    summary = "Get a vehicle",
+    description = "Dispatchers, admins, and its driver. For a driver, `last_position` is the newest position of the shipments assigned to them (null if none), never one of another driver's trips.",
+    tag = "vehicles",
+    params(Id),
+    responses(
+        (status = 200, body = Vehicle, description = "The vehicle."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 async fn get_handler(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -154,10 +199,13 @@ async fn get_handler(
     Ok(Json(get_visible(&state.db, &Viewer::User(user), id).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewVehicle {
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
+    /// The OsmAnd-protocol speed unit.
+    #[schema(value_type = Option<SpeedUnit>, default = "knots")]
     speed_unit: Option<String>,
 }
 
@@ -169,6 +217,26 @@ fn speed_unit(unit: Option<&str>) -> AppResult<SpeedUnit> {
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/vehicles",
+    operation_id = "createVehicle",
+    summary = "Create a vehicle",
+    description = "Dispatchers and admins.",
+    tag = "vehicles",
+    request_body = NewVehicle,
+    responses(
+        (status = 201, body = inline(CreatedVehicle), description = "Created. The ingest token is shown only now."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, response = TooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 async fn create(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -203,6 +271,25 @@ async fn create(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/vehicles/{id}/token",
+    operation_id = "rotateToken",
+    summary = "Rotate the ingest token",
+    description = "Dispatchers and admins.",
+    tag = "vehicles",
+    params(Id),
+    responses(
+        (status = 200, body = IngestToken, description = "The new token; the old one stops working."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 async fn rotate_token(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -214,6 +301,25 @@ async fn rotate_token(
 
 /// Revokes the vehicle's ingest token without showing a new one: the device is locked out until
 /// a dispatcher rotates it.
+#[utoipa::path(
+    delete,
+    path = "/vehicles/{id}/token",
+    operation_id = "revokeToken",
+    summary = "Revoke the ingest token",
+    description = "Dispatchers and admins. The token stops working on every instance at once, and no new one is shown: the device is locked out until the token is rotated.",
+    tag = "vehicles",
+    params(Id),
+    responses(
+        (status = 204, description = "Revoked."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 async fn revoke_token(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -246,8 +352,9 @@ async fn replace_token(state: &AppState, user: &CurrentUser, id: i64) -> AppResu
 /// Most rows one page of the positions log holds.
 const LOG_MAX: i64 = 5000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct LogQuery {
     /// Rows recorded at or after this time.
     from: Option<DateTime<Utc>>,
@@ -255,25 +362,49 @@ struct LogQuery {
     to: Option<DateTime<Utc>>,
     /// Rows recorded strictly after this time: the previous page's `next`.
     after: Option<DateTime<Utc>>,
+    #[param(minimum = 1, maximum = 5000, default = 1000)]
     limit: Option<i64>,
     /// Only the rows the filter marked.
+    #[param(default = false)]
     filtered: Option<bool>,
 }
 
 /// One stored row with what the writer decided about it.
-#[derive(Serialize, sqlx::FromRow)]
-struct LogRow {
+#[derive(Serialize, sqlx::FromRow, ToSchema)]
+pub(crate) struct LogRow {
     seq: i64,
     #[sqlx(flatten)]
     #[serde(flatten)]
     position: Position,
     /// Why the filter marked it (never current, never published), or null.
+    #[schema(required = true)]
     filter_reason: Option<FilterReason>,
+    /// The keys the device sent that its format does not define.
+    #[schema(value_type = Option<Object>)]
     attributes: Option<Value>,
 }
 
 /// The vehicle's positions log for audit: every stored row in time order, filtered and late
 /// ones included, each with the filter's decision. Pages by `next`.
+#[utoipa::path(
+    get,
+    path = "/vehicles/{id}/positions",
+    operation_id = "vehiclePositionsLog",
+    summary = "A vehicle's positions log, for audit (dispatcher)",
+    description = "Every stored row in `recorded_at` order, filtered and late ones included, each with the filter's decision (`filter_reason`: `null_island`, `future`, `clock_ahead`, `outdated`, `inaccurate`, `jump`, or null). Page with `after` = the previous page's `next`.",
+    tag = "vehicles",
+    params(Id, LogQuery),
+    responses(
+        (status = 200, body = PositionsLog, description = "One page of the log."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 async fn positions_log(
     State(state): State<AppState>,
     user: CurrentUser,

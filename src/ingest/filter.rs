@@ -11,21 +11,31 @@ use crate::{
 };
 
 /// How an organisation's positions are judged. `None` turns a limit off.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
+#[schema(
+    default,
+    description = "How an organisation's positions are judged. A point that fails a check is stored with `filter_reason` set, never becomes current, is never published and never feeds alerts. `null` turns a limit off."
+)]
 pub struct FilterSettings {
-    /// Mark fixes at 0°, 0°: what a phone without a fix, or a tracker's blank record, reports.
+    /// Mark fixes at 0°, 0° (`null_island`): what a phone without a fix, or a tracker's blank
+    /// record, reports.
     pub zero: bool,
     /// Seconds a fix may be ahead of the server clock (a device with a wrong clock) before it is
     /// marked `future`. Fixes more than 24 h ahead are rejected outright.
+    #[schema(maximum = 86400)]
     pub max_ahead_s: u32,
     /// Hours a fix may be older than the server clock when it arrives before it is marked
     /// `outdated`. Catches GNSS week-number rollovers, which date fixes about 19.6 years back.
+    #[schema(minimum = 1, maximum = 263520)]
     pub max_age_h: Option<u32>,
-    /// Accuracy radius in metres beyond which a fix says too little about where the vehicle is.
+    /// Accuracy radius in metres beyond which a fix says too little about where the vehicle is
+    /// (`inaccurate`).
+    #[schema(minimum = 1, maximum = 100000)]
     pub max_accuracy_m: Option<f64>,
     /// Speed in m/s, implied by the distance and time from the current position, beyond which a
     /// fix is a jump (a GNSS glitch) rather than movement.
+    #[schema(minimum = 1, maximum = 1000)]
     pub max_speed_mps: Option<f64>,
 }
 

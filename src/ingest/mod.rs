@@ -22,6 +22,14 @@ use axum::{
 use chrono::Utc;
 use serde_json::{json, Value};
 
+use crate::openapi::{
+    responses::{
+        BadRequest, Internal, RateLimited, TooLarge, Unauthorized, Unavailable,
+        UnsupportedMediaType,
+    },
+    schemas::{IngestReply, Positions},
+};
+
 use crate::{
     auth::Device,
     error::{AppError, AppResult},
@@ -41,6 +49,26 @@ pub fn router() -> Router<AppState> {
         .merge(trackers::router())
 }
 
+#[utoipa::path(
+    post,
+    path = "/positions",
+    operation_id = "postPositions",
+    summary = "Post positions (device)",
+    description = "Authenticated with the vehicle's ingest token as `Authorization: Bearer`. A batch with one bad item is rejected whole with `400` naming its `index`. Implausible points (`null_island`, `future`, `clock_ahead`, `outdated`, `inaccurate`, `jump`, by the organisation's filter settings) are stored for audit but never published.",
+    tag = "ingest",
+    request_body = inline(Positions),
+    responses(
+        (status = 200, body = IngestReply, description = "Every position is committed to the database."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 413, response = TooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 async fn post_positions(
     State(state): State<AppState>,
     device: Device,

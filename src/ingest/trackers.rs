@@ -17,6 +17,10 @@ use super::MAX_BODY;
 use crate::{
     auth::SpeedUnit,
     error::{AppError, AppResult},
+    openapi::{
+        responses::{BadRequest, Internal, RateLimited, TooLarge, Unauthorized, Unavailable},
+        schemas::{NothingToSend, OsmandForm, OsmandParams, OwnTracksMessage, TraccarPosition},
+    },
     security::admit_ingest,
     tracking::position::{number_field, to_micros, NewPosition},
     AppState,
@@ -33,6 +37,51 @@ pub fn router() -> Router<AppState> {
 
 /// The OsmAnd protocol, or Traccar Client's JSON when the body is JSON. Both apps expect `200`
 /// with an empty body.
+#[utoipa::path(
+    get,
+    path = "/osmand",
+    operation_id = "osmandGet",
+    summary = "Post a position (OsmAnd protocol)",
+    description = OSMAND,
+    tag = "ingest",
+    params(OsmandParams),
+    responses(
+        (status = 200, description = "Stored (empty body)."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 413, response = TooLarge),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(),
+)]
+#[utoipa::path(
+    post,
+    path = "/osmand",
+    impl_for = OsmandPost,
+    operation_id = "osmandPost",
+    summary = "Post a position (OsmAnd protocol, form, or Traccar Client JSON)",
+    description = OSMAND,
+    tag = "ingest",
+    params(OsmandParams),
+    request_body(
+        content(
+            (OsmandForm = "application/x-www-form-urlencoded"),
+            (inline(TraccarPosition) = "application/json"),
+        ),
+    ),
+    responses(
+        (status = 200, description = "Stored (empty body)."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 413, response = TooLarge),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(),
+)]
 async fn osmand(
     State(state): State<AppState>,
     method: Method,
@@ -85,7 +134,33 @@ async fn osmand(
     Ok(StatusCode::OK)
 }
 
+/// The OsmAnd route's description, the same for both methods.
+const OSMAND: &str = "OsmAnd protocol (any method): the token is the `id` or `deviceid` parameter, in the query string or, when the URL has no query, in a form body; other keys are kept as attributes. A POST with `Content-Type: application/json` is Traccar Client JSON, with the token as `device_id`. Replies `200` with an empty body. See docs/API.md#tracker-apps-device.";
+
+/// The POST operation of [`osmand`]: the same handler, documented apart because its body differs
+/// and the apps (and the API fuzzer) tell the two operations apart by id.
+pub struct OsmandPost;
+
 /// OwnTracks HTTP mode. Every accepted message answers `[]`, so the app does not queue it again.
+#[utoipa::path(
+    post,
+    path = "/owntracks",
+    operation_id = "owntracks",
+    summary = "Post an OwnTracks message (HTTP mode)",
+    description = "The ingest token is the Basic password (any user name) or `Authorization: Bearer`. A `location` message gives `lat`, `lon`, `tst` (epoch s), `acc`, `alt`, `vel` (km/h), `cog` and `batt`; other fields are kept as attributes.",
+    tag = "ingest",
+    request_body(content = inline(OwnTracksMessage), content_type = "application/json"),
+    responses(
+        (status = 200, body = inline(NothingToSend), description = "Stored, or nothing to store (every `_type` but `location`, or an empty body)."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 413, response = TooLarge),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("basic" = []), ("bearer" = [])),
+)]
 async fn owntracks(
     State(state): State<AppState>,
     headers: HeaderMap,

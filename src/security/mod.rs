@@ -13,7 +13,12 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use crate::{config::ServeConfig, error::AppError, AppState};
+use crate::{
+    config::ServeConfig,
+    error::AppError,
+    openapi::{responses::BadRequest, schemas::CspReports},
+    AppState,
+};
 
 /// The session cookie's name. It is set by `auth` at sign-in; it is named here because the
 /// cross-site guard ([`refuse_cross_site`]) looks for it on every request.
@@ -174,6 +179,26 @@ fn tile_source(tile_url: &str) -> Option<String> {
 
 /// Where browsers report what the policy blocked: logged, so a page that breaks under the
 /// policy shows up in the logs.
+#[utoipa::path(
+    post,
+    path = "/csp-report",
+    operation_id = "cspReport",
+    summary = "Where browsers report Content-Security-Policy violations",
+    description = "Browsers post here what the policy of Waymark's pages blocked; each report is logged. Anyone may post; the body is read up to 4 KiB and must be a JSON object (a `report-uri` report) or an array of objects (the Reporting API).",
+    tag = "meta",
+    request_body(
+        content(
+            (Object = "application/csp-report"),
+            (Object = "application/json"),
+            (inline(CspReports) = "application/reports+json"),
+        ),
+    ),
+    responses(
+        (status = 204, description = "Logged."),
+        (status = 400, response = BadRequest),
+    ),
+    security(),
+)]
 pub async fn csp_report(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -39,6 +39,7 @@ use serde_json::Value;
 use crate::{
     auth::{self, Revoked, ShareAccess, Viewer},
     error::AppError,
+    openapi::responses::{BadRequest, Forbidden, Internal, Unauthorized, Unavailable},
     security,
     tracking::{Outbox, Subscription, TopicKey},
     AppState,
@@ -68,12 +69,33 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/ws", get(upgrade))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct WsAuth {
+    /// A JWT, for clients that cannot set headers.
     token: Option<String>,
+    /// A share link token.
     share: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/ws",
+    operation_id = "websocket",
+    summary = "Live positions and alerts (WebSocket)",
+    description = "Upgrades to a WebSocket speaking JSON text frames (subscribe to `fleet`, `alerts`, `vehicle:{id}` or `shipment:{id}`, resume with `since`; `acknowledge` an alert). Authenticate with `Authorization: Bearer <jwt>`, `?token=<jwt>`, the session cookie, or `?share=<share token>`. A browser's `Origin` must be this site or an allowed origin (`403`). The frames, topics and close codes are described in docs/API.md#websocket-get-apiv1ws.",
+    tag = "tracking",
+    params(WsAuth),
+    responses(
+        (status = 101, description = "Switching protocols: the WebSocket is open."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = []), ("share" = []), ("wsToken" = [])),
+)]
 async fn upgrade(
     State(state): State<AppState>,
     Query(auth): Query<WsAuth>,

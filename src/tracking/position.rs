@@ -24,8 +24,8 @@ pub const MAX_FUTURE: Duration = Duration::hours(24);
 /// The largest accuracy or speed: they are stored as 4-byte floats, where more is infinite.
 const FLOAT4_MAX: f64 = f32::MAX as f64;
 
-/// Why the filter marked a position: its `filter_reason`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+/// Why the filter marked a position: its `filter_reason` (never current, never published).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum FilterReason {
@@ -66,24 +66,40 @@ pub struct NewPosition {
 }
 
 /// A stored position as the API returns it and the hub publishes it. Speed in m/s.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Position {
     pub vehicle_id: i64,
+    #[schema(required = true)]
     pub shipment_id: Option<i64>,
+    #[schema(minimum = -90, maximum = 90)]
     pub lat: f64,
+    #[schema(minimum = -180, maximum = 180)]
     pub lon: f64,
     pub recorded_at: DateTime<Utc>,
     pub received_at: DateTime<Utc>,
+    /// Metres.
+    #[schema(required = true, minimum = 0)]
     pub accuracy: Option<f32>,
+    /// m/s.
+    #[schema(required = true, minimum = 0)]
     pub speed: Option<f32>,
+    /// Degrees clockwise from north.
+    #[schema(required = true, minimum = 0, maximum = 360)]
     pub heading: Option<f32>,
+    /// Metres.
+    #[schema(required = true)]
     pub altitude: Option<f32>,
+    /// Percent.
+    #[schema(required = true, minimum = 0, maximum = 100)]
     pub battery: Option<f32>,
+    /// True for a point older than the vehicle's newest: part of the track, never moves the
+    /// marker.
     pub late: bool,
     /// The shipment's estimated arrival as of this position: on live frames and the current
     /// position of a vehicle in transit, not on points read back from the track.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[sqlx(default)]
+    #[schema(nullable = false)]
     pub eta: Option<DateTime<Utc>>,
 }
 

@@ -14,12 +14,20 @@ use qrcode::{render::svg, QrCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::PgPool;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::{
     auth::{signed_in, token, CurrentUser, Device, Role, SpeedUnit, Viewer},
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
     fleet::shipments::{self, Shipment, ShipmentStatus},
     ingest,
+    openapi::{
+        responses::{
+            BadRequest, Forbidden, Internal, NotFound, RateLimited, TooLarge, Unauthorized,
+            Unavailable, UnsupportedMediaType,
+        },
+        schemas::{Error, IngestReply, Positions, SignedIn, User},
+    },
     security::admit_ingest,
     AppState,
 };
@@ -35,21 +43,38 @@ pub fn router() -> Router<AppState> {
         .route("/auth/device-link", post(redeem_link))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Assignment {
+    #[schema(value_type = User)]
     user: CurrentUser,
     /// The active (planned or in transit) shipment assigned to this driver, if any.
+    #[schema(required = true)]
     shipment: Option<Shipment>,
+    #[schema(inline, required = true)]
     vehicle: Option<AssignedVehicle>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct AssignedVehicle {
     id: i64,
     name: String,
 }
 
 /// The signed-in driver's active shipment and its vehicle.
+#[utoipa::path(
+    get,
+    path = "/driver",
+    operation_id = "getAssignment",
+    summary = "The signed-in driver's active shipment and its vehicle",
+    tag = "driver",
+    responses(
+        (status = 200, body = inline(Assignment), description = "`shipment` and `vehicle` are null when nothing is assigned."),
+        (status = 401, response = Unauthorized),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 async fn assignment(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -91,9 +116,11 @@ async fn assignment(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct PositionsQuery {
-    /// The shipment the phone was sharing for when it took these fixes; the active one if absent.
+    /// The shipment the phone was sharing for when it took these fixes (one assigned to this
+    /// driver); the active one if absent.
     shipment: Option<i64>,
 }
 
@@ -101,6 +128,30 @@ struct PositionsQuery {
 /// shipment. A fix queued on the phone while a shipment was active still lands on its vehicle
 /// after the shipment ended, so nothing the phone recorded is lost; with `?shipment=` it joins
 /// that shipment if the shipment's time window holds it, and never another.
+#[utoipa::path(
+    post,
+    path = "/driver/positions",
+    operation_id = "postDriverPositions",
+    summary = "Post positions from the driver's phone page",
+    description = "The native format of `POST /positions`, authenticated as the signed-in driver instead of with an ingest token. The positions go to the vehicle of `shipment` (the shipment the phone shared for when it took them), or of the driver's active shipment without it; a shipment that has ended still takes the fixes queued during it. Re-sends are stored once, so the phone can repeat a batch whose answer it never saw.",
+    tag = "driver",
+    tags = ["ingest"],
+    params(PositionsQuery),
+    request_body = inline(Positions),
+    responses(
+        (status = 200, body = IngestReply, description = "Every position is committed to the database."),
+        (status = 404, body = Error, description = "`not_found`: `shipment` is not assigned to this driver, or has no vehicle."),
+        (status = 409, body = Error, description = "`conflict`: no `shipment` given and no active shipment with a vehicle is assigned to this driver."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 413, response = TooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 async fn post_positions(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -149,9 +200,9 @@ async fn driven_vehicle(
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct DeviceLink {
-    /// Opening this on the phone signs it in as the driver; it works once.
+    /// Opening this on the phone offers to sign in as the driver; it works once.
     url: String,
     expires_at: DateTime<Utc>,
     /// The URL as a QR code, an SVG document, for the phone's camera.
@@ -159,6 +210,26 @@ struct DeviceLink {
 }
 
 /// A one-time link that signs a phone in as driver `id`, for a dispatcher to show.
+#[utoipa::path(
+    post,
+    path = "/users/{id}/device-link",
+    operation_id = "createDeviceLink",
+    summary = "A one-time link (and QR code) that signs a driver's phone in (dispatcher)",
+    description = "Valid for 15 minutes and for one use. Its address is `WAYMARK_PUBLIC_URL` when set, else the scheme and host of this request.",
+    tag = "driver",
+    params(("id" = i64, Path, description = "A driver of the caller's organisation.", minimum = 1, maximum = 9_223_372_036_854_775_807_i64)),
+    responses(
+        (status = 201, body = DeviceLink, description = "The link."),
+        (status = 409, body = Error, description = "`conflict`: the user is not a driver, or is disabled."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 async fn create_link(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -235,8 +306,10 @@ fn public_base(configured: Option<&str>, headers: &HeaderMap) -> String {
     format!("{scheme}://{host}")
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct Redeem {
+    /// The last segment of the link's URL.
+    #[schema(max_length = 128)]
     code: String,
 }
 
@@ -252,6 +325,25 @@ struct LinkedDriver {
 
 /// Opens a device link: marks it used (it works once) and signs the phone in as its driver for
 /// the device session lifetime.
+#[utoipa::path(
+    post,
+    path = "/auth/device-link",
+    operation_id = "redeemDeviceLink",
+    summary = "Open a device link: sign the phone in as its driver",
+    tag = "auth",
+    tags = ["driver"],
+    request_body = inline(Redeem),
+    responses(
+        (status = 200, body = inline(SignedIn), description = "Signed in as the link's driver for `WAYMARK_DEVICE_SESSION_DAYS` (30 by default); the link is used up."),
+        (status = 401, body = Error, description = "`unauthorized`: the link is unknown, used, expired, or its driver is disabled."),
+        (status = 400, response = BadRequest),
+        (status = 413, response = TooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(),
+)]
 async fn redeem_link(
     State(state): State<AppState>,
     jar: CookieJar,

@@ -2,14 +2,15 @@
 //! is here; its driven [`track`], the [`share`] links that let a customer follow it, and who may
 //! see one ([`access`]) each have their own file.
 mod access;
-mod share;
-mod track;
+pub(crate) mod share;
+pub(crate) mod track;
 
 use axum::{extract::State, http::StatusCode, routing::get, Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sqlx::PgPool;
+use utoipa::{IntoParams, ToSchema};
 
 pub use access::load_visible;
 
@@ -17,6 +18,13 @@ use crate::{
     auth::{CurrentUser, Revoked, Role, Viewer},
     db::DbPoint,
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
+    openapi::{
+        responses::{
+            BadRequest, Conflict, Forbidden, Internal, NotFound, TooLarge, Unauthorized,
+            Unavailable, UnsupportedMediaType,
+        },
+        schemas::{self, Id},
+    },
     tracking::lock_seq,
     tracking::position::{Position, PositionRow, POSITION_COLUMNS},
     AppState,
@@ -33,7 +41,7 @@ pub fn router() -> Router<AppState> {
 const MAX_ROUTE_POINTS: usize = 10_000;
 
 /// Where a shipment is in its life: its `status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum ShipmentStatus {
@@ -99,26 +107,37 @@ pub struct Place {
     pub lon: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Shipment {
     pub id: i64,
     pub reference: String,
     pub status: ShipmentStatus,
+    #[schema(value_type = PlaceInput)]
     pub origin: Value,
+    #[schema(value_type = PlaceInput)]
     pub destination: Value,
+    #[schema(value_type = Option<schemas::LineString>, required = true)]
     pub planned_route: Option<Value>,
+    #[schema(required = true)]
     pub vehicle_id: Option<i64>,
+    #[schema(required = true)]
     pub driver_id: Option<i64>,
+    #[schema(required = true)]
     pub due_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     pub eta: Option<DateTime<Utc>>,
-    /// How the latest ETA was made, while the shipment is its vehicle's current one.
+    /// How the latest ETA was made, while the shipment is planned or in transit on its vehicle.
+    #[schema(value_type = Option<crate::alerts::eta::Basis>, required = true)]
     pub eta_basis: Option<Value>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// When its first fix was taken (or a dispatcher set it in transit).
+    #[schema(required = true)]
     pub started_at: Option<DateTime<Utc>>,
     /// When it arrived, was delivered or was cancelled: later fixes are not its own.
+    #[schema(required = true)]
     pub ended_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     pub last_position: Option<Position>,
 }
 
@@ -208,11 +227,30 @@ async fn with_last_positions(db: &PgPool, rows: Vec<ShipmentRow>) -> sqlx::Resul
         .collect())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only shipments with this status.
+    #[param(value_type = Option<ShipmentStatus>, inline)]
     status: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/shipments",
+    operation_id = "listShipments",
+    summary = "List shipments",
+    tag = "shipments",
+    params(ListQuery),
+    responses(
+        (status = 200, body = Vec<Shipment>, description = "Newest first (at most 1000). A driver gets the shipments assigned to them."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 async fn list(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -239,6 +277,25 @@ async fn list(
     Ok(Json(with_last_positions(&state.db, rows).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/shipments/{id}",
+    operation_id = "getShipment",
+    summary = "Get a shipment",
+    description = "Dispatchers, admins, its driver, or its share link.",
+    tag = "shipments",
+    params(Id),
+    responses(
+        (status = 200, body = Shipment, description = "The shipment."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = []), ("share" = [])),
+)]
 async fn get_one(
     State(state): State<AppState>,
     viewer: Viewer,
@@ -247,20 +304,27 @@ async fn get_one(
     Ok(Json(load_visible(&state.db, &viewer, id).await?))
 }
 
-#[derive(Deserialize)]
+/// An origin or destination.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = Place)]
 struct PlaceInput {
+    #[schema(minimum = -90, maximum = 90)]
     lat: f64,
+    #[schema(minimum = -180, maximum = 180)]
     lon: f64,
+    #[schema(max_length = 200)]
     name: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewShipment {
+    #[schema(min_length = 1, max_length = 100)]
     reference: String,
     origin: PlaceInput,
     destination: PlaceInput,
+    #[schema(value_type = Option<schemas::LineString>)]
     planned_route: Option<Value>,
     vehicle_id: Option<i64>,
     driver_id: Option<i64>,
@@ -369,6 +433,27 @@ fn constraint_error(e: sqlx::Error) -> AppError {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/shipments",
+    operation_id = "createShipment",
+    summary = "Create a shipment",
+    description = "Dispatchers and admins. `409` when the reference exists or the vehicle already has an active (`planned` or `in_transit`) shipment.",
+    tag = "shipments",
+    request_body = NewShipment,
+    responses(
+        (status = 201, body = Shipment, description = "Created."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+        (status = 413, response = TooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 async fn create(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -421,10 +506,12 @@ async fn create(
     Ok((StatusCode::CREATED, Json(shipment)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ShipmentChange {
+    #[schema(value_type = Option<ShipmentStatus>)]
     status: Option<String>,
+    #[schema(min_length = 1, max_length = 100)]
     reference: Option<String>,
     vehicle_id: Option<i64>,
     driver_id: Option<i64>,
@@ -460,6 +547,29 @@ async fn window_change(
     Ok(tx)
 }
 
+#[utoipa::path(
+    patch,
+    path = "/shipments/{id}",
+    operation_id = "updateShipment",
+    summary = "Change a shipment",
+    description = "Dispatchers and admins. A `delivered` or `cancelled` shipment keeps its status (`409`).",
+    tag = "shipments",
+    params(Id),
+    request_body = ShipmentChange,
+    responses(
+        (status = 200, body = Shipment, description = "The changed shipment."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = TooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 async fn update(
     State(state): State<AppState>,
     user: CurrentUser,

@@ -9,11 +9,18 @@ use axum::{
 use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use super::load_visible;
 use crate::{
     auth::{token, CurrentUser, Revoked, Viewer},
     error::{from_json, ApiPath, AppError, AppResult},
+    openapi::{
+        responses::{
+            BadRequest, Forbidden, Internal, NotFound, TooLarge, Unauthorized, Unavailable,
+        },
+        schemas::{Id, Share},
+    },
     AppState,
 };
 
@@ -26,14 +33,37 @@ pub(super) fn router() -> Router<AppState> {
 /// Share links carry 144 random bits.
 const SHARE_TOKEN_BYTES: usize = 18;
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewShare {
+    #[schema(minimum = 60, maximum = 2592000, default = 86400)]
     expires_in_s: Option<i64>,
-    /// Let the link's holder chat with the driver and dispatch.
+    /// Let the link's holder write in the shipment's chat.
+    #[schema(default = false)]
     chat: Option<bool>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/shipments/{id}/share",
+    operation_id = "share",
+    summary = "Create a share link",
+    description = "Dispatchers and admins. The body is optional.",
+    tag = "shipments",
+    params(Id),
+    request_body = inline(NewShare),
+    responses(
+        (status = 201, body = Share, description = "Created."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = TooLarge),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 async fn share(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -81,6 +111,25 @@ async fn share(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/shares/{token}",
+    operation_id = "revokeShare",
+    summary = "Revoke a share link",
+    description = "Dispatchers and admins.",
+    tag = "shipments",
+    params(("token" = String, Path)),
+    responses(
+        (status = 204, description = "Revoked: sockets opened with the link close with 1008 at once."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 async fn revoke_share(
     State(state): State<AppState>,
     user: CurrentUser,

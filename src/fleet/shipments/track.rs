@@ -10,11 +10,16 @@ use chrono::{DateTime, Utc};
 use geo::{Coord, LineString, SimplifyIdx};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::IntoParams;
 
 use super::load_visible;
 use crate::{
     auth::Viewer,
     error::{ApiPath, ApiQuery, AppError, AppResult},
+    openapi::{
+        responses::{BadRequest, Forbidden, Internal, NotFound, Unauthorized, Unavailable},
+        schemas::{Id, TrackFeatureCollection, TrackFormat},
+    },
     tracking::position::{PositionRow, POSITION_COLUMNS},
     AppState,
 };
@@ -26,13 +31,41 @@ pub(super) fn router() -> Router<AppState> {
 /// Most fixes one track answer holds.
 const MAX_TRACK_POINTS: i64 = 200_000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct TrackQuery {
+    /// Only points recorded at or after this time (RFC 3339).
     since: Option<DateTime<Utc>>,
+    /// Reply format.
+    #[param(value_type = Option<TrackFormat>, inline, default = "geojson")]
     format: Option<String>,
+    /// Douglas–Peucker tolerance in metres.
+    #[param(minimum = 0, maximum = 100000)]
     simplify_m: Option<f64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/shipments/{id}/track",
+    operation_id = "track",
+    summary = "A shipment's track",
+    description = "Dispatchers, admins, its driver, or its share link. Filtered points are left out.",
+    tag = "shipments",
+    params(Id, TrackQuery),
+    responses(
+        (status = 200, description = "The ordered track: GeoJSON (default) or GPX 1.1.", content(
+            (TrackFeatureCollection = "application/json"),
+            (String = "application/gpx+xml"),
+        )),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []), ("cookie" = []), ("share" = [])),
+)]
 async fn track(
     State(state): State<AppState>,
     viewer: Viewer,

@@ -2,6 +2,8 @@
 //!
 //! Every error answers `{"error":{"code","message","field"?,"index"?}}`. Internal causes are
 //! logged once, here, and never shown to the client.
+pub mod openapi;
+
 use axum::{
     extract::{rejection::JsonRejection, FromRequest, FromRequestParts, Path, Query, Request},
     http::request::Parts,

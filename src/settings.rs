@@ -3,6 +3,8 @@
 //! rules. Dispatchers read the settings in force; admins change them with a patch whose keys
 //! replace the current values, section by section. Each section's type belongs to its capability;
 //! ingest and the alert clock read their sections straight from the row they already load.
+pub mod openapi;
+
 use axum::{extract::State, routing::get, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -12,15 +14,13 @@ use crate::{
     alerts::AlertSettings,
     auth::{CurrentUser, Role},
     db::stored_or_default,
+    error::openapi::{
+        BadRequest, Forbidden, Id, Internal, NotFound, TooLarge, Unauthorized, Unavailable,
+        UnsupportedMediaType,
+    },
     error::{ApiJson, ApiPath, AppError, AppResult},
     ingest::FilterSettings,
-    openapi::{
-        responses::{
-            BadRequest, Forbidden, Internal, NotFound, TooLarge, Unauthorized, Unavailable,
-            UnsupportedMediaType,
-        },
-        schemas::{Id, SettingsPatch, VehicleAlertSettings},
-    },
+    settings::openapi::{SettingsPatch, VehicleAlertSettings},
     AppState,
 };
 

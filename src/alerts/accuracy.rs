@@ -13,13 +13,11 @@ use sqlx::PgConnection;
 
 use super::eta::Method;
 use crate::{
+    alerts::openapi::EtaAccuracy,
     auth::CurrentUser,
+    error::openapi::{BadRequest, Forbidden, Internal, NotFound, Unauthorized, Unavailable},
     error::{ApiQuery, AppError, AppResult},
     fleet::vehicles,
-    openapi::{
-        responses::{BadRequest, Forbidden, Internal, NotFound, Unauthorized, Unavailable},
-        schemas::EtaAccuracy,
-    },
     AppState,
 };
 

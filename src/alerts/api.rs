@@ -13,12 +13,10 @@ use utoipa::IntoParams;
 
 use super::{store, Alert, AlertChange, AlertEvent, Rule, ALERT_COLUMNS};
 use crate::{
+    alerts::openapi::AlertList,
     auth::{CurrentUser, Role},
+    error::openapi::{BadRequest, Forbidden, Id, Internal, NotFound, Unauthorized, Unavailable},
     error::{ApiPath, ApiQuery, AppError, AppResult},
-    openapi::{
-        responses::{BadRequest, Forbidden, Internal, NotFound, Unauthorized, Unavailable},
-        schemas::{AlertList, Id},
-    },
     tracking::{EventTx, Tracking},
     AppState,
 };

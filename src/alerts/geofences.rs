@@ -11,15 +11,13 @@ use utoipa::ToSchema;
 
 use super::fences::polygon_from_geojson;
 use crate::{
+    alerts::openapi::NewGeofence,
     auth::CurrentUser,
-    error::{ApiJson, ApiPath, AppError, AppResult},
-    openapi::{
-        responses::{
-            BadRequest, Forbidden, Internal, NotFound, Unauthorized, Unavailable,
-            UnsupportedMediaType,
-        },
-        schemas::{self, Id, NewGeofence},
+    error::openapi::{
+        BadRequest, Forbidden, Id, Internal, NotFound, Unauthorized, Unavailable,
+        UnsupportedMediaType,
     },
+    error::{ApiJson, ApiPath, AppError, AppResult},
     AppState,
 };
 
@@ -38,7 +36,7 @@ pub struct Geofence {
     pub id: i64,
     pub name: String,
     /// GeoJSON Polygon (a circle's too, as drawn).
-    #[schema(value_type = schemas::Polygon)]
+    #[schema(value_type = crate::alerts::openapi::Polygon)]
     pub area: Value,
     /// Centre and radius, for a circle.
     #[schema(value_type = Option<Circle>, required = true)]
@@ -83,7 +81,7 @@ struct Circle {
 pub(crate) struct Input {
     #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
-    #[schema(value_type = Option<schemas::Polygon>)]
+    #[schema(value_type = Option<crate::alerts::openapi::Polygon>)]
     area: Option<Value>,
     circle: Option<Circle>,
     #[schema(max_items = 1000)]

@@ -14,6 +14,7 @@ mod fences;
 #[cfg(test)]
 mod geofence_tests;
 pub(crate) mod geofences;
+pub mod openapi;
 mod route;
 mod rules;
 mod settings;

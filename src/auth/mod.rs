@@ -1,6 +1,7 @@
 //! Who is asking: signed-in people (JWT in a header or the session cookie), devices (ingest
 //! tokens) and customers (share links), and what each may see.
 mod device;
+pub mod openapi;
 mod password;
 pub mod people;
 mod revoke;

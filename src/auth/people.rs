@@ -15,14 +15,11 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::{
     auth::{self, hash_password, CurrentUser, Revoked, Role},
-    error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
-    openapi::{
-        responses::{
-            BadRequest, Conflict, Forbidden, Internal, NotFound, TooLarge, Unauthorized,
-            Unavailable, UnsupportedMediaType,
-        },
-        schemas::{self, Id},
+    error::openapi::{
+        BadRequest, Conflict, Forbidden, Id, Internal, NotFound, TooLarge, Unauthorized,
+        Unavailable, UnsupportedMediaType,
     },
+    error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
     AppState,
 };
 
@@ -63,7 +60,7 @@ struct ListQuery {
     tag = "users",
     params(ListQuery),
     responses(
-        (status = 200, body = Vec<schemas::User>, description = "Ordered by email."),
+        (status = 200, body = Vec<crate::auth::openapi::User>, description = "Ordered by email."),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
@@ -146,7 +143,7 @@ fn email_taken(e: sqlx::Error) -> AppError {
     tag = "users",
     request_body = inline(NewUser),
     responses(
-        (status = 201, body = schemas::User, description = "Created."),
+        (status = 201, body = crate::auth::openapi::User, description = "Created."),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
@@ -209,7 +206,7 @@ struct Change {
     params(Id),
     request_body = inline(Change),
     responses(
-        (status = 200, body = schemas::User, description = "The user as now stored."),
+        (status = 200, body = crate::auth::openapi::User, description = "The user as now stored."),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),

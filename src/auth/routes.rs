@@ -13,14 +13,12 @@ use utoipa::ToSchema;
 
 use super::{session_from_headers, sign_out, verify_password, CurrentUser, Role, SESSION_COOKIE};
 use crate::{
-    error::{ApiJson, AppError, AppResult},
-    openapi::{
-        responses::{
-            BadRequest, Forbidden, Internal, RateLimited, TooLarge, Unauthorized, Unavailable,
-            UnsupportedMediaType,
-        },
-        schemas::{SignedIn, User},
+    auth::openapi::{SignedIn, User},
+    error::openapi::{
+        BadRequest, Forbidden, Internal, RateLimited, TooLarge, Unauthorized, Unavailable,
+        UnsupportedMediaType,
     },
+    error::{ApiJson, AppError, AppResult},
     security::ClientIp,
     AppState,
 };

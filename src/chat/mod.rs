@@ -1,6 +1,7 @@
 //! Chat: one conversation per shipment between its driver, the dispatchers and, when the share
 //! link allows it, the customer. Messages carry a client-chosen id, so a re-send is stored once;
 //! edits, deletions, reactions and read marks each take a seq like every other event.
+pub mod openapi;
 mod store;
 
 pub use store::{Author, ChatEvents, Message, ReadMark, Sent};
@@ -18,15 +19,13 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::{
     auth::{CurrentUser, Role, Viewer},
+    chat::openapi::{Unread, UnreadConversations},
+    error::openapi::{
+        BadRequest, Conflict, Forbidden, Id, Internal, NotFound, RateLimited, TooLarge,
+        Unauthorized, Unavailable, UnsupportedMediaType,
+    },
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
     fleet::shipments,
-    openapi::{
-        responses::{
-            BadRequest, Conflict, Forbidden, Internal, NotFound, RateLimited, TooLarge,
-            Unauthorized, Unavailable, UnsupportedMediaType,
-        },
-        schemas::{Id, Unread, UnreadConversations},
-    },
     tracking::{Event, EventTx},
     AppState,
 };

@@ -53,7 +53,7 @@ pub struct Author {
     pub name: String,
     #[sqlx(rename = "author_role")]
     #[serde(rename = "role")]
-    #[schema(value_type = crate::openapi::schemas::ChatRole)]
+    #[schema(value_type = crate::chat::openapi::ChatRole)]
     pub role: String,
 }
 

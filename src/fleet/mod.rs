@@ -1,6 +1,7 @@
 //! The fleet: its [`vehicles`], the [`shipments`] they carry (with their tracks, share links and
 //! who may see them), and the fleet at a glance: every vehicle's current position as GeoJSON,
 //! the vehicles nearest a point.
+pub mod openapi;
 pub mod shipments;
 pub mod vehicles;
 
@@ -12,11 +13,9 @@ use utoipa::{IntoParams, ToSchema};
 use crate::{
     auth::CurrentUser,
     auth::SpeedUnit,
+    error::openapi::{BadRequest, Forbidden, Internal, Unauthorized, Unavailable},
     error::{ApiQuery, AppError, AppResult},
-    openapi::{
-        responses::{BadRequest, Forbidden, Internal, Unauthorized, Unavailable},
-        schemas::FleetFeatureCollection,
-    },
+    fleet::openapi::FleetFeatureCollection,
     AppState,
 };
 use vehicles::Vehicle;

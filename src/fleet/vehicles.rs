@@ -14,14 +14,14 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::{
     auth::{of_driver, token, CurrentUser, Revoked, SpeedUnit, Viewer},
+    error::openapi::{
+        BadRequest, Forbidden, Id, Internal, NotFound, TooLarge, Unauthorized, Unavailable,
+        UnsupportedMediaType,
+    },
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
-    fleet::shipments::ShipmentStatus,
-    openapi::{
-        responses::{
-            BadRequest, Forbidden, Internal, NotFound, TooLarge, Unauthorized, Unavailable,
-            UnsupportedMediaType,
-        },
-        schemas::{CreatedVehicle, Id, IngestToken, PositionsLog},
+    fleet::{
+        openapi::{CreatedVehicle, IngestToken, PositionsLog},
+        shipments::ShipmentStatus,
     },
     tracking::position::{FilterReason, Position, PositionRow, POSITION_COLUMNS},
     AppState,

@@ -3,6 +3,7 @@
 //! the hub.
 mod attribution;
 mod filter;
+pub mod openapi;
 mod plan;
 #[cfg(test)]
 mod properties;
@@ -22,13 +23,10 @@ use axum::{
 use chrono::Utc;
 use serde_json::{json, Value};
 
-use crate::openapi::{
-    responses::{
-        BadRequest, Internal, RateLimited, TooLarge, Unauthorized, Unavailable,
-        UnsupportedMediaType,
-    },
-    schemas::{IngestReply, Positions},
+use crate::error::openapi::{
+    BadRequest, Internal, RateLimited, TooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
 };
+use crate::ingest::openapi::{IngestReply, Positions};
 
 use crate::{
     auth::Device,

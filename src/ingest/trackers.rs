@@ -16,11 +16,9 @@ use serde_json::{json, Map, Number, Value};
 use super::MAX_BODY;
 use crate::{
     auth::SpeedUnit,
+    error::openapi::{BadRequest, Internal, RateLimited, TooLarge, Unauthorized, Unavailable},
     error::{AppError, AppResult},
-    openapi::{
-        responses::{BadRequest, Internal, RateLimited, TooLarge, Unauthorized, Unavailable},
-        schemas::{NothingToSend, OsmandForm, OsmandParams, OwnTracksMessage, TraccarPosition},
-    },
+    ingest::openapi::{NothingToSend, OsmandForm, OsmandParams, OwnTracksMessage, TraccarPosition},
     security::admit_ingest,
     tracking::position::{number_field, to_micros, NewPosition},
     AppState,

@@ -4,9 +4,10 @@
 //! which a test keeps equal to what the code generates, so clients, the API fuzzer and reviewers
 //! read the same document as the server serves.
 //!
-//! What the types cannot say lives here: the security schemes, the shared error answers
-//! ([`responses`]), and the shapes of replies the handlers build as JSON values or bodies that
-//! are not one Rust type ([`schemas`]).
+//! This module composes the document and says what no one type can: how callers authenticate,
+//! and which operations need more than their attribute. The shared error answers live with the
+//! error shape (`error::openapi`); the schemas of bodies that are not one Rust type live in each
+//! capability's `openapi` module, beside the handlers that read and write them.
 use std::sync::LazyLock;
 
 use utoipa::{
@@ -15,14 +16,12 @@ use utoipa::{
     Modify, OpenApi, Path,
 };
 
-pub mod responses;
-pub mod schemas;
-
 use crate::{
-    alerts, auth,
-    auth::people as users,
-    chat, fleet,
-    fleet::{shipments, vehicles},
+    alerts,
+    auth::{self, people},
+    chat,
+    error::openapi,
+    fleet::{self, shipments, vehicles},
     ingest, security, settings, socket,
     web::driver,
 };
@@ -54,8 +53,8 @@ pub const REFRESH: &str = "cargo test --lib openapi::tests::write_the_document -
         vehicles::revoke_token,
         fleet::nearby,
         fleet::fleet,
-        users::list,
-        users::create,
+        people::list,
+        people::create,
         shipments::list,
         shipments::create,
         shipments::get_one,
@@ -90,23 +89,23 @@ pub const REFRESH: &str = "cargo test --lib openapi::tests::write_the_document -
         alerts::geofences::remove,
         settings::show_vehicle_settings,
         settings::set_vehicle_settings,
-        users::update,
-        users::sign_out_everywhere,
+        people::update,
+        people::sign_out_everywhere,
         alerts::accuracy::accuracy,
     ),
     components(
-        schemas(schemas::Error),
+        schemas(openapi::Error, alerts::eta::Basis),
         responses(
-            responses::BadRequest,
-            responses::Unauthorized,
-            responses::Forbidden,
-            responses::NotFound,
-            responses::Conflict,
-            responses::TooLarge,
-            responses::UnsupportedMediaType,
-            responses::Internal,
-            responses::Unavailable,
-            responses::RateLimited,
+            openapi::BadRequest,
+            openapi::Unauthorized,
+            openapi::Forbidden,
+            openapi::NotFound,
+            openapi::Conflict,
+            openapi::TooLarge,
+            openapi::UnsupportedMediaType,
+            openapi::Internal,
+            openapi::Unavailable,
+            openapi::RateLimited,
         ),
     ),
     modifiers(&SecuritySchemes, &SharedHandlers, &OptionalBodies),

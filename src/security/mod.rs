@@ -1,6 +1,7 @@
 //! Defences at the edge: the security headers and Content-Security-Policy every answer carries,
 //! refusing cross-site requests that would ride on the session cookie, and rate limits.
 mod limit;
+pub mod openapi;
 
 pub use limit::{client_ip, Limits, RateLimiter, SharedBuckets};
 
@@ -14,10 +15,8 @@ use axum::{
 };
 
 use crate::{
-    config::ServeConfig,
-    error::AppError,
-    openapi::{responses::BadRequest, schemas::CspReports},
-    AppState,
+    config::ServeConfig, error::openapi::BadRequest, error::AppError,
+    security::openapi::CspReports, AppState,
 };
 
 /// The session cookie's name. It is set by `auth` at sign-in; it is named here because the

@@ -38,8 +38,8 @@ use serde_json::Value;
 
 use crate::{
     auth::{self, Revoked, ShareAccess, Viewer},
+    error::openapi::{BadRequest, Forbidden, Internal, Unauthorized, Unavailable},
     error::AppError,
-    openapi::responses::{BadRequest, Forbidden, Internal, Unauthorized, Unavailable},
     security,
     tracking::{Outbox, Subscription, TopicKey},
     AppState,

@@ -17,17 +17,16 @@ use sqlx::PgPool;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::{
+    auth::openapi::{SignedIn, User},
     auth::{signed_in, token, CurrentUser, Device, Role, SpeedUnit, Viewer},
+    error::openapi::{
+        BadRequest, Error, Forbidden, Internal, NotFound, RateLimited, TooLarge, Unauthorized,
+        Unavailable, UnsupportedMediaType,
+    },
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
     fleet::shipments::{self, Shipment, ShipmentStatus},
     ingest,
-    openapi::{
-        responses::{
-            BadRequest, Forbidden, Internal, NotFound, RateLimited, TooLarge, Unauthorized,
-            Unavailable, UnsupportedMediaType,
-        },
-        schemas::{Error, IngestReply, Positions, SignedIn, User},
-    },
+    ingest::openapi::{IngestReply, Positions},
     security::admit_ingest,
     AppState,
 };

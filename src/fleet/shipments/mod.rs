@@ -17,14 +17,11 @@ pub use access::load_visible;
 use crate::{
     auth::{CurrentUser, Revoked, Role, Viewer},
     db::DbPoint,
-    error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
-    openapi::{
-        responses::{
-            BadRequest, Conflict, Forbidden, Internal, NotFound, TooLarge, Unauthorized,
-            Unavailable, UnsupportedMediaType,
-        },
-        schemas::{self, Id},
+    error::openapi::{
+        BadRequest, Conflict, Forbidden, Id, Internal, NotFound, TooLarge, Unauthorized,
+        Unavailable, UnsupportedMediaType,
     },
+    error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
     tracking::lock_seq,
     tracking::position::{Position, PositionRow, POSITION_COLUMNS},
     AppState,
@@ -116,7 +113,7 @@ pub struct Shipment {
     pub origin: Value,
     #[schema(value_type = PlaceInput)]
     pub destination: Value,
-    #[schema(value_type = Option<schemas::LineString>, required = true)]
+    #[schema(value_type = Option<crate::fleet::openapi::LineString>, required = true)]
     pub planned_route: Option<Value>,
     #[schema(required = true)]
     pub vehicle_id: Option<i64>,
@@ -127,7 +124,7 @@ pub struct Shipment {
     #[schema(required = true)]
     pub eta: Option<DateTime<Utc>>,
     /// How the latest ETA was made, while the shipment is planned or in transit on its vehicle.
-    #[schema(value_type = Option<crate::alerts::eta::Basis>, required = true)]
+    #[schema(schema_with = crate::fleet::openapi::eta_basis, required = true)]
     pub eta_basis: Option<Value>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -324,7 +321,7 @@ struct NewShipment {
     reference: String,
     origin: PlaceInput,
     destination: PlaceInput,
-    #[schema(value_type = Option<schemas::LineString>)]
+    #[schema(value_type = Option<crate::fleet::openapi::LineString>)]
     planned_route: Option<Value>,
     vehicle_id: Option<i64>,
     driver_id: Option<i64>,

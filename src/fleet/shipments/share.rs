@@ -14,13 +14,11 @@ use utoipa::ToSchema;
 use super::load_visible;
 use crate::{
     auth::{token, CurrentUser, Revoked, Viewer},
-    error::{from_json, ApiPath, AppError, AppResult},
-    openapi::{
-        responses::{
-            BadRequest, Forbidden, Internal, NotFound, TooLarge, Unauthorized, Unavailable,
-        },
-        schemas::{Id, Share},
+    error::openapi::{
+        BadRequest, Forbidden, Id, Internal, NotFound, TooLarge, Unauthorized, Unavailable,
     },
+    error::{from_json, ApiPath, AppError, AppResult},
+    fleet::openapi::Share,
     AppState,
 };
 

@@ -15,11 +15,9 @@ use utoipa::IntoParams;
 use super::load_visible;
 use crate::{
     auth::Viewer,
+    error::openapi::{BadRequest, Forbidden, Id, Internal, NotFound, Unauthorized, Unavailable},
     error::{ApiPath, ApiQuery, AppError, AppResult},
-    openapi::{
-        responses::{BadRequest, Forbidden, Internal, NotFound, Unauthorized, Unavailable},
-        schemas::{Id, TrackFeatureCollection, TrackFormat},
-    },
+    fleet::openapi::{TrackFeatureCollection, TrackFormat},
     tracking::position::{PositionRow, POSITION_COLUMNS},
     AppState,
 };

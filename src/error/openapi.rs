@@ -1,17 +1,69 @@
-//! The error answers every operation shares, one per status: each is the [`Error`] body with what
-//! its `code` means. Operations refer to them (`response = BadRequest`) rather than repeating them.
+//! The OpenAPI description of the one error shape: the [`Error`] body, the answers every
+//! operation shares (one per status, each saying what its `code` means), and the id a route
+//! names ([`ApiPath`](super::ApiPath)). Operations refer to them (`response = BadRequest`)
+//! rather than repeating them.
 //!
-//! These types are never built: they exist only for their responses.
+//! These types are never built: they exist only for their schemas and responses.
 #![allow(dead_code)]
+
+use serde::Serialize;
 use utoipa::{
     openapi::{
         schema::{ObjectBuilder, Type},
         Content, HeaderBuilder, Ref, RefOr, Response, ResponseBuilder,
     },
-    ToResponse, ToSchema,
+    IntoParams, ToResponse, ToSchema,
 };
 
-use super::schemas::Error;
+/// Every error reply. See docs/API.md for the codes.
+#[derive(Serialize, ToSchema)]
+#[schema(
+    example = json!({"error": {"code": "validation", "message": "lat must be between -90 and 90", "field": "lat", "index": 3}}),
+)]
+// For the schema: an error reply has no other keys (`additionalProperties: false`).
+#[serde(deny_unknown_fields)]
+pub struct Error {
+    #[schema(inline)]
+    error: ErrorBody,
+}
+
+#[derive(Serialize, ToSchema)]
+struct ErrorBody {
+    code: ErrorCode,
+    message: String,
+    /// The offending field, when one applies (for tracker apps, as the app names it).
+    #[schema(nullable = false)]
+    field: Option<String>,
+    /// The item's position in a batch, when one applies.
+    #[schema(nullable = false)]
+    index: Option<u32>,
+}
+
+/// The `code` of an error (`AppError::code`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum ErrorCode {
+    Malformed,
+    Validation,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    Conflict,
+    TooLarge,
+    UnsupportedMediaType,
+    RateLimited,
+    Timeout,
+    Internal,
+    Unavailable,
+}
+
+/// The id of the object a route names (`ApiPath<i64>`).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct Id {
+    #[param(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
+    id: i64,
+}
 
 /// `malformed`: the body is not valid JSON (or form) of the expected shape; `validation`: a value is out of range (`field`, and `index` in a batch, name it).
 #[derive(ToResponse)]

@@ -1,0 +1,34 @@
+//! Schemas of the chat replies the handlers build as JSON values, and of authors' roles.
+//!
+//! These types are never built: they exist only for their schemas.
+#![allow(dead_code)]
+
+use utoipa::ToSchema;
+
+/// The caller's unread count in one conversation, after marking it read.
+#[derive(ToSchema)]
+pub struct Unread {
+    unread: i64,
+}
+
+/// The caller's conversations with unread messages.
+#[derive(ToSchema)]
+pub struct UnreadConversations {
+    conversations: Vec<UnreadConversation>,
+}
+
+#[derive(ToSchema)]
+struct UnreadConversation {
+    shipment_id: i64,
+    unread: i64,
+}
+
+/// Who wrote a chat message, as a role in the conversation.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum ChatRole {
+    Admin,
+    Dispatcher,
+    Driver,
+    Customer,
+}

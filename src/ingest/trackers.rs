@@ -65,7 +65,7 @@ pub fn router() -> Router<AppState> {
     params(OsmandParams),
     request_body(
         content(
-            (OsmandForm = "application/x-www-form-urlencoded"),
+            (inline(OsmandForm) = "application/x-www-form-urlencoded"),
             (inline(TraccarPosition) = "application/json"),
         ),
     ),

@@ -274,6 +274,35 @@ mod tests {
         );
     }
 
+    /// A `$ref` to a schema that is not among the components is a hole in the document: clients
+    /// and the fuzzer skip what it describes.
+    #[test]
+    fn every_reference_resolves() {
+        fn refs<'a>(value: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    out.extend(map.get("$ref").and_then(|r| r.as_str()));
+                    map.values().for_each(|v| refs(v, out));
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+                _ => {}
+            }
+        }
+        let doc: serde_json::Value = serde_json::from_str(json()).unwrap();
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        assert!(!found.is_empty());
+        let dangling: Vec<&str> = found
+            .into_iter()
+            .filter(|r| {
+                let path = r.trim_start_matches("#/").split('/');
+                path.fold(Some(&doc), |at, key| at.and_then(|v| v.get(key)))
+                    .is_none()
+            })
+            .collect();
+        assert!(dangling.is_empty(), "unresolved references: {dangling:?}");
+    }
+
     /// Writes `docs/openapi.json`; run by hand (see [`REFRESH`]) after changing the API.
     #[test]
     #[ignore = "writes docs/openapi.json"]

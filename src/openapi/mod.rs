@@ -294,11 +294,7 @@ mod tests {
         assert!(!found.is_empty());
         let dangling: Vec<&str> = found
             .into_iter()
-            .filter(|r| {
-                let path = r.trim_start_matches("#/").split('/');
-                path.fold(Some(&doc), |at, key| at.and_then(|v| v.get(key)))
-                    .is_none()
-            })
+            .filter(|r| doc.pointer(r.trim_start_matches('#')).is_none())
             .collect();
         assert!(dangling.is_empty(), "unresolved references: {dangling:?}");
     }

@@ -15,8 +15,7 @@ use crate::{
     auth::{CurrentUser, Role},
     db::stored_or_default,
     error::openapi::{
-        BadRequest, Forbidden, Id, Internal, NotFound, TooLarge, Unauthorized, Unavailable,
-        UnsupportedMediaType,
+        BadRequest, CommonErrors, Forbidden, Id, NotFound, TooLarge, UnsupportedMediaType,
     },
     error::{ApiJson, ApiPath, AppError, AppResult},
     ingest::FilterSettings,
@@ -122,10 +121,8 @@ pub async fn load(db: &PgPool, organisation_id: i64) -> AppResult<Settings> {
     tag = "settings",
     responses(
         (status = 200, body = Settings, description = "Every section, defaults filled in."),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(("bearer" = []), ("cookie" = [])),
 )]
@@ -145,12 +142,10 @@ async fn show(State(state): State<AppState>, user: CurrentUser) -> AppResult<Jso
     responses(
         (status = 200, body = Settings, description = "The settings now in force."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 413, response = TooLarge),
         (status = 415, response = UnsupportedMediaType),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(("bearer" = []), ("cookie" = [])),
 )]
@@ -216,11 +211,9 @@ async fn vehicle_settings(db: &PgPool, organisation_id: i64, id: i64) -> AppResu
     responses(
         (status = 200, body = VehicleAlertSettings, description = "Its overrides and the settings in force for it."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
 )]
 async fn show_vehicle_settings(
@@ -248,12 +241,10 @@ async fn show_vehicle_settings(
     responses(
         (status = 200, body = VehicleAlertSettings, description = "Its overrides and the settings in force for it."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 415, response = UnsupportedMediaType),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
 )]
 async fn set_vehicle_settings(

@@ -15,7 +15,7 @@ use super::eta::Method;
 use crate::{
     alerts::openapi::EtaAccuracy,
     auth::CurrentUser,
-    error::openapi::{BadRequest, Forbidden, Internal, NotFound, Unauthorized, Unavailable},
+    error::openapi::{BadRequest, CommonErrors, Forbidden, NotFound},
     error::{ApiQuery, AppError, AppResult},
     fleet::vehicles,
     AppState,
@@ -249,11 +249,9 @@ pub(crate) struct Horizon {
     responses(
         (status = 200, body = EtaAccuracy, description = "One entry per horizon, longest first."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(("bearer" = []), ("cookie" = [])),
 )]

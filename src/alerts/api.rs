@@ -15,7 +15,7 @@ use super::{store, Alert, AlertChange, AlertEvent, Rule, ALERT_COLUMNS};
 use crate::{
     alerts::openapi::AlertList,
     auth::{CurrentUser, Role},
-    error::openapi::{BadRequest, Forbidden, Id, Internal, NotFound, Unauthorized, Unavailable},
+    error::openapi::{BadRequest, CommonErrors, Forbidden, Id, NotFound},
     error::{ApiPath, ApiQuery, AppError, AppResult},
     tracking::{EventTx, Tracking},
     AppState,
@@ -60,10 +60,8 @@ const VISIBLE: &str = "organisation_id = $1
     responses(
         (status = 200, body = AlertList, description = "The alerts and the unacknowledged count."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
 )]
 async fn list(
@@ -162,11 +160,9 @@ async fn find(conn: impl sqlx::PgExecutor<'_>, user: &CurrentUser, id: i64) -> A
     responses(
         (status = 200, body = Alert, description = "The alert."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
 )]
 async fn get_one(
@@ -188,11 +184,9 @@ async fn get_one(
     responses(
         (status = 200, body = Alert, description = "The acknowledged alert."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
 )]
 async fn acknowledge_handler(

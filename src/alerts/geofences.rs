@@ -13,10 +13,7 @@ use super::fences::polygon_from_geojson;
 use crate::{
     alerts::openapi::NewGeofence,
     auth::CurrentUser,
-    error::openapi::{
-        BadRequest, Forbidden, Id, Internal, NotFound, Unauthorized, Unavailable,
-        UnsupportedMediaType,
-    },
+    error::openapi::{BadRequest, CommonErrors, Forbidden, Id, NotFound, UnsupportedMediaType},
     error::{ApiJson, ApiPath, AppError, AppResult},
     AppState,
 };
@@ -319,10 +316,8 @@ async fn fetch(db: &PgPool, organisation_id: i64, id: i64) -> AppResult<Geofence
     tag = "alerts",
     responses(
         (status = 200, body = Vec<Geofence>, description = "Every geofence of the organisation."),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
 )]
 async fn list(State(state): State<AppState>, user: CurrentUser) -> AppResult<Json<Vec<Geofence>>> {
@@ -346,11 +341,9 @@ async fn list(State(state): State<AppState>, user: CurrentUser) -> AppResult<Jso
     responses(
         (status = 200, body = Geofence, description = "The geofence."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
 )]
 async fn get_one(
@@ -388,11 +381,9 @@ fn shape_binds(shape: &ShapeInput) -> (Option<String>, Option<f64>, Option<f64>,
     responses(
         (status = 201, body = Geofence, description = "The geofence."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 415, response = UnsupportedMediaType),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
 )]
 async fn create(
@@ -447,12 +438,10 @@ async fn create(
     responses(
         (status = 200, body = Geofence, description = "The changed geofence."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 415, response = UnsupportedMediaType),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
 )]
 async fn update(
@@ -514,11 +503,9 @@ async fn update(
     responses(
         (status = 204, description = "Deleted."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
 )]
 async fn remove(

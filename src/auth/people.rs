@@ -16,8 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::{
     auth::{self, hash_password, CurrentUser, Revoked, Role},
     error::openapi::{
-        BadRequest, Conflict, Forbidden, Id, Internal, NotFound, TooLarge, Unauthorized,
-        Unavailable, UnsupportedMediaType,
+        BadRequest, CommonErrors, Conflict, Forbidden, Id, NotFound, TooLarge, UnsupportedMediaType,
     },
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
     AppState,
@@ -62,10 +61,8 @@ struct ListQuery {
     responses(
         (status = 200, body = Vec<crate::auth::openapi::User>, description = "Ordered by email."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(("bearer" = []), ("cookie" = [])),
 )]
@@ -145,13 +142,11 @@ fn email_taken(e: sqlx::Error) -> AppError {
     responses(
         (status = 201, body = crate::auth::openapi::User, description = "Created."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 409, response = Conflict),
         (status = 413, response = TooLarge),
         (status = 415, response = UnsupportedMediaType),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(("bearer" = []), ("cookie" = [])),
 )]
@@ -208,14 +203,12 @@ struct Change {
     responses(
         (status = 200, body = crate::auth::openapi::User, description = "The user as now stored."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 413, response = TooLarge),
         (status = 415, response = UnsupportedMediaType),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(("bearer" = []), ("cookie" = [])),
 )]
@@ -280,11 +273,9 @@ async fn update(
     responses(
         (status = 204, description = "Signed out everywhere."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(("bearer" = []), ("cookie" = [])),
 )]

@@ -15,8 +15,8 @@ use super::{session_from_headers, sign_out, verify_password, CurrentUser, Role, 
 use crate::{
     auth::openapi::{SignedIn, User},
     error::openapi::{
-        BadRequest, Forbidden, Internal, RateLimited, TooLarge, Unauthorized, Unavailable,
-        UnsupportedMediaType,
+        BadRequest, CommonErrors, Forbidden, Internal, RateLimited, TooLarge, Unauthorized,
+        Unavailable, UnsupportedMediaType,
     },
     error::{ApiJson, AppError, AppResult},
     security::ClientIp,
@@ -60,12 +60,10 @@ struct Login {
     responses(
         (status = 200, body = inline(SignedIn), description = "Signed in. The JWT is also set as the `waymark_session` cookie (HttpOnly, SameSite=Lax)."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 413, response = TooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 429, response = RateLimited),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(),
 )]

@@ -21,8 +21,8 @@ use crate::{
     auth::{CurrentUser, Role, Viewer},
     chat::openapi::{Unread, UnreadConversations},
     error::openapi::{
-        BadRequest, Conflict, Forbidden, Id, Internal, NotFound, RateLimited, TooLarge,
-        Unauthorized, Unavailable, UnsupportedMediaType,
+        BadRequest, CommonErrors, Conflict, Forbidden, Id, NotFound, RateLimited, TooLarge,
+        UnsupportedMediaType,
     },
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
     fleet::shipments,
@@ -420,11 +420,9 @@ struct HistoryQuery {
     responses(
         (status = 200, body = inline(View), description = "Messages oldest first, with read marks and the caller's unread count."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(("bearer" = []), ("cookie" = []), ("share" = [])),
 )]
@@ -477,14 +475,12 @@ struct NewMessage {
         (status = 201, body = Message, description = "Stored."),
         (status = 200, body = Message, description = "A re-send: the message stored before."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 413, response = TooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 429, response = RateLimited),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(("bearer" = []), ("cookie" = []), ("share" = [])),
 )]
@@ -522,13 +518,11 @@ struct Edit {
     responses(
         (status = 200, body = Message, description = "Edited."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 415, response = UnsupportedMediaType),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(("bearer" = []), ("cookie" = []), ("share" = [])),
 )]
@@ -554,12 +548,10 @@ async fn edit(
     responses(
         (status = 200, body = Message, description = "Deleted."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(("bearer" = []), ("cookie" = []), ("share" = [])),
 )]
@@ -590,14 +582,12 @@ struct Reaction {
     responses(
         (status = 200, body = Message, description = "The message with its reactions now."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 415, response = UnsupportedMediaType),
         (status = 429, response = RateLimited),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(("bearer" = []), ("cookie" = []), ("share" = [])),
 )]
@@ -632,12 +622,10 @@ struct Read {
     responses(
         (status = 200, body = inline(Unread), description = "The caller's unread count now."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 415, response = UnsupportedMediaType),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(("bearer" = []), ("cookie" = []), ("share" = [])),
 )]
@@ -661,9 +649,7 @@ async fn read(
     tag = "chat",
     responses(
         (status = 200, body = inline(UnreadConversations), description = "One entry per conversation with unread messages."),
-        (status = 401, response = Unauthorized),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(("bearer" = []), ("cookie" = [])),
 )]

@@ -1,10 +1,13 @@
 //! The OpenAPI description of the one error shape: the [`Error`] body, the answers every
 //! operation shares (one per status, each saying what its `code` means), and the id a route
 //! names ([`ApiPath`](super::ApiPath)). Operations refer to them (`response = BadRequest`)
-//! rather than repeating them.
+//! rather than repeating them, and list the three that every signed-in operation may give as
+//! [`CommonErrors`].
 //!
 //! These types are never built: they exist only for their schemas and responses.
 #![allow(dead_code)]
+
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 use utoipa::{
@@ -12,8 +15,25 @@ use utoipa::{
         schema::{ObjectBuilder, Type},
         Content, HeaderBuilder, Ref, RefOr, Response, ResponseBuilder,
     },
-    IntoParams, ToResponse, ToSchema,
+    IntoParams, IntoResponses, ToResponse, ToSchema,
 };
+
+/// What any operation behind sign-in may answer besides its own refusals: `401` without valid
+/// credentials, `500`, and `503` while the database is away.
+pub struct CommonErrors;
+
+impl IntoResponses for CommonErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        [
+            ("401", "Unauthorized"),
+            ("500", "Internal"),
+            ("503", "Unavailable"),
+        ]
+        .into_iter()
+        .map(|(status, name)| (status.to_owned(), Ref::from_response_name(name).into()))
+        .collect()
+    }
+}
 
 /// Every error reply. See docs/API.md for the codes.
 #[derive(Serialize, ToSchema)]

@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::{
     auth::CurrentUser,
     auth::SpeedUnit,
-    error::openapi::{BadRequest, Forbidden, Internal, Unauthorized, Unavailable},
+    error::openapi::{BadRequest, CommonErrors, Forbidden},
     error::{ApiQuery, AppError, AppResult},
     fleet::openapi::FleetFeatureCollection,
     AppState,
@@ -98,10 +98,8 @@ impl Bbox {
     responses(
         (status = 200, body = FleetFeatureCollection, description = "GeoJSON FeatureCollection."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(("bearer" = []), ("cookie" = [])),
 )]
@@ -195,10 +193,8 @@ struct Near {
     responses(
         (status = 200, body = inline(Vec<Near>), description = "Nearest first."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(("bearer" = []), ("cookie" = [])),
 )]

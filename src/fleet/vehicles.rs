@@ -15,8 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::{
     auth::{of_driver, token, CurrentUser, Revoked, SpeedUnit, Viewer},
     error::openapi::{
-        BadRequest, Forbidden, Id, Internal, NotFound, TooLarge, Unauthorized, Unavailable,
-        UnsupportedMediaType,
+        BadRequest, CommonErrors, Forbidden, Id, NotFound, TooLarge, UnsupportedMediaType,
     },
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
     fleet::{
@@ -157,10 +156,8 @@ pub async fn get_visible(db: &PgPool, viewer: &Viewer, id: i64) -> AppResult<Veh
     tag = "vehicles",
     responses(
         (status = 200, body = Vec<Vehicle>, description = "The organisation's vehicles with their last position."),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(("bearer" = []), ("cookie" = [])),
 )]
@@ -183,11 +180,9 @@ async fn list_handler(
     responses(
         (status = 200, body = Vehicle, description = "The vehicle."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(("bearer" = []), ("cookie" = [])),
 )]
@@ -228,12 +223,10 @@ fn speed_unit(unit: Option<&str>) -> AppResult<SpeedUnit> {
     responses(
         (status = 201, body = inline(CreatedVehicle), description = "Created. The ingest token is shown only now."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 413, response = TooLarge),
         (status = 415, response = UnsupportedMediaType),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(("bearer" = []), ("cookie" = [])),
 )]
@@ -282,11 +275,9 @@ async fn create(
     responses(
         (status = 200, body = IngestToken, description = "The new token; the old one stops working."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(("bearer" = []), ("cookie" = [])),
 )]
@@ -312,11 +303,9 @@ async fn rotate_token(
     responses(
         (status = 204, description = "Revoked."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(("bearer" = []), ("cookie" = [])),
 )]
@@ -397,11 +386,9 @@ pub(crate) struct LogRow {
     responses(
         (status = 200, body = PositionsLog, description = "One page of the log."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(("bearer" = []), ("cookie" = [])),
 )]

@@ -24,7 +24,7 @@ use chrono::Utc;
 use serde_json::{json, Value};
 
 use crate::error::openapi::{
-    BadRequest, Internal, RateLimited, TooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
+    BadRequest, CommonErrors, RateLimited, TooLarge, UnsupportedMediaType,
 };
 use crate::ingest::openapi::{IngestReply, Positions};
 
@@ -58,12 +58,10 @@ pub fn router() -> Router<AppState> {
     responses(
         (status = 200, body = IngestReply, description = "Every position is committed to the database."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 413, response = TooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 429, response = RateLimited),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(("bearer" = [])),
 )]

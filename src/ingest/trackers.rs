@@ -16,7 +16,7 @@ use serde_json::{json, Map, Number, Value};
 use super::MAX_BODY;
 use crate::{
     auth::SpeedUnit,
-    error::openapi::{BadRequest, Internal, RateLimited, TooLarge, Unauthorized, Unavailable},
+    error::openapi::{BadRequest, CommonErrors, RateLimited, TooLarge},
     error::{AppError, AppResult},
     ingest::openapi::{NothingToSend, OsmandForm, OsmandParams, OwnTracksMessage, TraccarPosition},
     security::admit_ingest,
@@ -46,11 +46,9 @@ pub fn router() -> Router<AppState> {
     responses(
         (status = 200, description = "Stored (empty body)."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 413, response = TooLarge),
         (status = 429, response = RateLimited),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(),
 )]
@@ -72,11 +70,9 @@ pub fn router() -> Router<AppState> {
     responses(
         (status = 200, description = "Stored (empty body)."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 413, response = TooLarge),
         (status = 429, response = RateLimited),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(),
 )]
@@ -151,11 +147,9 @@ pub struct OsmandPost;
     responses(
         (status = 200, body = inline(NothingToSend), description = "Stored, or nothing to store (every `_type` but `location`, or an empty body)."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 413, response = TooLarge),
         (status = 429, response = RateLimited),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(("basic" = []), ("bearer" = [])),
 )]

@@ -38,7 +38,7 @@ use serde_json::Value;
 
 use crate::{
     auth::{self, Revoked, ShareAccess, Viewer},
-    error::openapi::{BadRequest, Forbidden, Internal, Unauthorized, Unavailable},
+    error::openapi::{BadRequest, CommonErrors, Forbidden},
     error::AppError,
     security,
     tracking::{Outbox, Subscription, TopicKey},
@@ -89,10 +89,8 @@ struct WsAuth {
     responses(
         (status = 101, description = "Switching protocols: the WebSocket is open."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(("bearer" = []), ("cookie" = []), ("share" = []), ("wsToken" = [])),
 )]

@@ -20,7 +20,7 @@ use crate::{
     auth::openapi::{SignedIn, User},
     auth::{signed_in, token, CurrentUser, Device, Role, SpeedUnit, Viewer},
     error::openapi::{
-        BadRequest, Error, Forbidden, Internal, NotFound, RateLimited, TooLarge, Unauthorized,
+        BadRequest, CommonErrors, Error, Forbidden, Internal, NotFound, RateLimited, TooLarge,
         Unavailable, UnsupportedMediaType,
     },
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
@@ -68,9 +68,7 @@ struct AssignedVehicle {
     tag = "driver",
     responses(
         (status = 200, body = inline(Assignment), description = "`shipment` and `vehicle` are null when nothing is assigned."),
-        (status = 401, response = Unauthorized),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(("bearer" = []), ("cookie" = [])),
 )]
@@ -142,12 +140,10 @@ struct PositionsQuery {
         (status = 404, body = Error, description = "`not_found`: `shipment` is not assigned to this driver, or has no vehicle."),
         (status = 409, body = Error, description = "`conflict`: no `shipment` given and no active shipment with a vehicle is assigned to this driver."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 413, response = TooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 429, response = RateLimited),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(("bearer" = []), ("cookie" = [])),
 )]
@@ -221,11 +217,9 @@ struct DeviceLink {
         (status = 201, body = DeviceLink, description = "The link."),
         (status = 409, body = Error, description = "`conflict`: the user is not a driver, or is disabled."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(("bearer" = []), ("cookie" = [])),
 )]

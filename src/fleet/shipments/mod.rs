@@ -18,8 +18,7 @@ use crate::{
     auth::{CurrentUser, Revoked, Role, Viewer},
     db::DbPoint,
     error::openapi::{
-        BadRequest, Conflict, Forbidden, Id, Internal, NotFound, TooLarge, Unauthorized,
-        Unavailable, UnsupportedMediaType,
+        BadRequest, CommonErrors, Conflict, Forbidden, Id, NotFound, TooLarge, UnsupportedMediaType,
     },
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
     tracking::lock_seq,
@@ -242,9 +241,7 @@ struct ListQuery {
     responses(
         (status = 200, body = Vec<Shipment>, description = "Newest first (at most 1000). A driver gets the shipments assigned to them."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(("bearer" = []), ("cookie" = [])),
 )]
@@ -285,11 +282,9 @@ async fn list(
     responses(
         (status = 200, body = Shipment, description = "The shipment."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(("bearer" = []), ("cookie" = []), ("share" = [])),
 )]
@@ -441,13 +436,11 @@ fn constraint_error(e: sqlx::Error) -> AppError {
     responses(
         (status = 201, body = Shipment, description = "Created."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 409, response = Conflict),
         (status = 413, response = TooLarge),
         (status = 415, response = UnsupportedMediaType),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(("bearer" = []), ("cookie" = [])),
 )]
@@ -556,14 +549,12 @@ async fn window_change(
     responses(
         (status = 200, body = Shipment, description = "The changed shipment."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 413, response = TooLarge),
         (status = 415, response = UnsupportedMediaType),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(("bearer" = []), ("cookie" = [])),
 )]

@@ -14,9 +14,7 @@ use utoipa::ToSchema;
 use super::load_visible;
 use crate::{
     auth::{token, CurrentUser, Revoked, Viewer},
-    error::openapi::{
-        BadRequest, Forbidden, Id, Internal, NotFound, TooLarge, Unauthorized, Unavailable,
-    },
+    error::openapi::{BadRequest, CommonErrors, Forbidden, Id, NotFound, TooLarge},
     error::{from_json, ApiPath, AppError, AppResult},
     fleet::openapi::Share,
     AppState,
@@ -53,12 +51,10 @@ struct NewShare {
     responses(
         (status = 201, body = Share, description = "Created."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 413, response = TooLarge),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(("bearer" = []), ("cookie" = [])),
 )]
@@ -120,11 +116,9 @@ async fn share(
     responses(
         (status = 204, description = "Revoked: sockets opened with the link close with 1008 at once."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(("bearer" = []), ("cookie" = [])),
 )]

@@ -15,7 +15,7 @@ use utoipa::IntoParams;
 use super::load_visible;
 use crate::{
     auth::Viewer,
-    error::openapi::{BadRequest, Forbidden, Id, Internal, NotFound, Unauthorized, Unavailable},
+    error::openapi::{BadRequest, CommonErrors, Forbidden, Id, NotFound},
     error::{ApiPath, ApiQuery, AppError, AppResult},
     fleet::openapi::{TrackFeatureCollection, TrackFormat},
     tracking::position::{PositionRow, POSITION_COLUMNS},
@@ -56,11 +56,9 @@ struct TrackQuery {
             (String = "application/gpx+xml"),
         )),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 500, response = Internal),
-        (status = 503, response = Unavailable),
+        CommonErrors,
     ),
     security(("bearer" = []), ("cookie" = []), ("share" = [])),
 )]

@@ -1,5 +1,6 @@
-//! The database pool, migrations, and upkeep: the time partitions of the positions table, and
-//! records that outlived their use.
+//! The database pool and migrations; the statements that keep the positions table's time
+//! partitions (run by the server's upkeep task, `state`); and values as they cross the boundary:
+//! points, and stored JSON documents.
 use std::time::Duration;
 
 use geo::{Geometry, Point};
@@ -12,9 +13,8 @@ use sqlx::{
     postgres::{PgArgumentBuffer, PgPoolOptions, PgTypeInfo, PgValueRef},
     PgPool, Postgres,
 };
-use tokio_util::sync::CancellationToken;
 
-use crate::{auth::forget_expired_sign_outs, config::DbConfig};
+use crate::config::DbConfig;
 
 /// A PostGIS point as a value, crossing the database boundary as EWKB (through geozero) rather
 /// than as a pair of numbers: `x` is the longitude, `y` the latitude. It is a `geometry`, so
@@ -82,36 +82,6 @@ pub async fn drop_old_partitions(pool: &PgPool, keep_months: u32) -> sqlx::Resul
     )
     .fetch_one(pool)
     .await
-}
-
-/// Keeps future partitions ready and, with a retention period, drops the expired ones; forgets
-/// signed-out sessions once they have expired anyway. Checks every few hours until cancelled.
-/// With many instances each does it; every step is idempotent.
-pub async fn upkeep(pool: PgPool, retention_months: Option<u32>, cancel: CancellationToken) {
-    let mut every = tokio::time::interval(Duration::from_secs(6 * 3600));
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = every.tick() => {
-                match ensure_partitions(&pool).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(created = n, "position partitions created"),
-                    Err(e) => tracing::error!(error = %e, "creating position partitions"),
-                }
-                match forget_expired_sign_outs(&pool).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(forgotten = n, "expired sign-outs forgotten"),
-                    Err(e) => tracing::warn!(error = %e, "forgetting expired sign-outs; will try again"),
-                }
-                let Some(months) = retention_months else { continue };
-                match drop_old_partitions(&pool, months).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(dropped = n, keep_months = months, "old position partitions dropped"),
-                    Err(e) => tracing::warn!(error = %e, "dropping old position partitions; will try again"),
-                }
-            }
-        }
-    }
 }
 
 /// A stored JSON document that ingest reads (a settings section, a vehicle's rule state); the

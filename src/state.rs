@@ -1,12 +1,15 @@
 //! The shared state every handler gets: cheap handles only.
-use std::sync::{atomic::AtomicU64, Arc};
+use std::{
+    sync::{atomic::AtomicU64, Arc},
+    time::Duration,
+};
 
 use sqlx::PgPool;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     alerts::{run_clock, AlertEvents, Alerts},
-    auth::{token, DeviceCache, Revocations, Revoked, SessionKeys},
+    auth::{forget_expired_sign_outs, token, DeviceCache, Revocations, Revoked, SessionKeys},
     chat::ChatEvents,
     config::ServeConfig,
     db,
@@ -105,11 +108,7 @@ impl AppState {
             std::time::Duration::from_secs(config.alert_tick_s.max(1)),
             cancel.clone(),
         ));
-        tracker.spawn(db::upkeep(
-            db.clone(),
-            config.retention_months,
-            cancel.clone(),
-        ));
+        tracker.spawn(upkeep(db.clone(), config.retention_months, cancel.clone()));
         let limits = Arc::new(Limits::new(&config));
         Ok(AppState {
             db,
@@ -188,6 +187,36 @@ fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> 
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(path)?.write_all(contents.as_bytes())
+}
+
+/// Keeps future partitions ready and, with a retention period, drops the expired ones; forgets
+/// signed-out sessions once they have expired anyway. Checks every few hours until cancelled.
+/// With many instances each does it; every step is idempotent.
+async fn upkeep(pool: PgPool, retention_months: Option<u32>, cancel: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(6 * 3600));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = every.tick() => {
+                match db::ensure_partitions(&pool).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(created = n, "position partitions created"),
+                    Err(e) => tracing::error!(error = %e, "creating position partitions"),
+                }
+                match forget_expired_sign_outs(&pool).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(forgotten = n, "expired sign-outs forgotten"),
+                    Err(e) => tracing::warn!(error = %e, "forgetting expired sign-outs; will try again"),
+                }
+                let Some(months) = retention_months else { continue };
+                match db::drop_old_partitions(&pool, months).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(dropped = n, keep_months = months, "old position partitions dropped"),
+                    Err(e) => tracing::warn!(error = %e, "dropping old position partitions; will try again"),
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

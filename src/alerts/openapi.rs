@@ -2,7 +2,7 @@
 //! shapes (GeoJSON), and of a new geofence.
 //!
 //! These types are never built: they exist only for their schemas.
-#![allow(dead_code)]
+#![expect(dead_code, reason = "schema-only types are never built")]
 
 use serde_json::Value;
 use utoipa::{

@@ -2,7 +2,7 @@
 //! the user lists build them field by field.
 //!
 //! These types are never built: they exist only for their schemas.
-#![allow(dead_code)]
+#![expect(dead_code, reason = "schema-only types are never built")]
 
 use chrono::{DateTime, Utc};
 use utoipa::ToSchema;

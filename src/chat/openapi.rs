@@ -1,7 +1,7 @@
 //! Schemas of the chat replies the handlers build as JSON values, and of authors' roles.
 //!
 //! These types are never built: they exist only for their schemas.
-#![allow(dead_code)]
+#![expect(dead_code, reason = "schema-only types are never built")]
 
 use utoipa::ToSchema;
 

@@ -5,7 +5,7 @@
 //! [`CommonErrors`].
 //!
 //! These types are never built: they exist only for their schemas and responses.
-#![allow(dead_code)]
+#![expect(dead_code, reason = "schema-only types are never built")]
 
 use std::collections::BTreeMap;
 

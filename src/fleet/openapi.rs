@@ -2,7 +2,7 @@
 //! share links, the positions log).
 //!
 //! These types are never built: they exist only for their schemas.
-#![allow(dead_code)]
+#![expect(dead_code, reason = "schema-only types are never built")]
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;

@@ -3,7 +3,7 @@
 //! each endpoint answers.
 //!
 //! These types are never built: they exist only for their schemas.
-#![allow(dead_code)]
+#![expect(dead_code, reason = "schema-only types are never built")]
 
 use std::collections::BTreeMap;
 

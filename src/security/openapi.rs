@@ -1,7 +1,6 @@
 //! The schema of what browsers post as violation reports.
 //!
 //! This type is never built: it exists only for its schema.
-#![allow(dead_code)]
 
 use utoipa::{
     openapi::{

@@ -1,7 +1,7 @@
 //! Schemas of the settings bodies the handlers read and write as JSON values.
 //!
 //! These types are never built: they exist only for their schemas.
-#![allow(dead_code)]
+#![expect(dead_code, reason = "schema-only types are never built")]
 
 use serde::Deserialize;
 use serde_json::Value;

@@ -126,10 +126,7 @@ impl EventSource for AlertEvents {
         window: Window<'a>,
     ) -> BoxFuture<'a, sqlx::Result<Vec<Event>>> {
         Box::pin(async move {
-            let organisations = window.ids(|k| match k {
-                TopicKey::Alerts { organisation_id } => Some(organisation_id),
-                _ => None,
-            });
+            let organisations = window.ids(TopicKey::alerts);
             let shipments = window.ids(TopicKey::shipment);
             if organisations.is_empty() && shipments.is_empty() {
                 return Ok(Vec::new());

@@ -121,10 +121,7 @@ impl EventSource for ChatEvents {
         window: Window<'a>,
     ) -> BoxFuture<'a, sqlx::Result<Vec<Event>>> {
         Box::pin(async move {
-            let shipments = window.ids(|k| match k {
-                TopicKey::Chat(id) => Some(id),
-                _ => None,
-            });
+            let shipments = window.ids(TopicKey::chat);
             if shipments.is_empty() {
                 return Ok(Vec::new());
             }

@@ -327,14 +327,8 @@ impl EventSource for PositionEvents {
         window: Window<'a>,
     ) -> BoxFuture<'a, sqlx::Result<Vec<Event>>> {
         Box::pin(async move {
-            let organisations = window.ids(|k| match k {
-                TopicKey::Fleet { organisation_id } => Some(organisation_id),
-                _ => None,
-            });
-            let vehicles = window.ids(|k| match k {
-                TopicKey::Vehicle(id) => Some(id),
-                _ => None,
-            });
+            let organisations = window.ids(TopicKey::fleet);
+            let vehicles = window.ids(TopicKey::vehicle);
             let shipments = window.ids(TopicKey::shipment);
             if organisations.is_empty() && vehicles.is_empty() && shipments.is_empty() {
                 return Ok(Vec::new());

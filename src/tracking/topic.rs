@@ -64,10 +64,42 @@ impl serde::Serialize for Topic {
 }
 
 impl TopicKey {
+    /// The organisation of a `fleet` key.
+    pub fn fleet(self) -> Option<i64> {
+        match self {
+            TopicKey::Fleet { organisation_id } => Some(organisation_id),
+            _ => None,
+        }
+    }
+
+    /// The organisation of an `alerts` key.
+    pub fn alerts(self) -> Option<i64> {
+        match self {
+            TopicKey::Alerts { organisation_id } => Some(organisation_id),
+            _ => None,
+        }
+    }
+
+    /// The vehicle of a `vehicle:{id}` key.
+    pub fn vehicle(self) -> Option<i64> {
+        match self {
+            TopicKey::Vehicle(id) => Some(id),
+            _ => None,
+        }
+    }
+
     /// The shipment of a `shipment:{id}` key.
     pub fn shipment(self) -> Option<i64> {
         match self {
             TopicKey::Shipment(id) => Some(id),
+            _ => None,
+        }
+    }
+
+    /// The conversation (its shipment) of a `chat:{id}` key.
+    pub fn chat(self) -> Option<i64> {
+        match self {
+            TopicKey::Chat(id) => Some(id),
             _ => None,
         }
     }

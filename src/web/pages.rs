@@ -23,20 +23,18 @@ pub fn router() -> Router<AppState> {
         .route("/driver", get(driver))
         .route("/driver/link/{code}", get(device_link))
         .route("/shipments/{id}", get(shipment))
+        .route("/vehicles", get(console::<VehiclesPage>))
+        .route("/people", get(console::<PeoplePage>))
+        .route("/shipments/new", get(console::<PlanPage>))
+        .route("/geofences", get(console::<GeofencesPage>))
+        .route("/alerts", get(console::<AlertsPage>))
+        .route("/settings", get(console::<SettingsPage>))
         .route("/t/{token}", get(share))
 }
 
 #[derive(Template)]
 #[template(path = "login.html")]
 struct LoginPage;
-
-#[derive(Template)]
-#[template(path = "dispatch.html")]
-struct DispatchPage {
-    user_email: String,
-    tile_url: String,
-    tile_attribution: String,
-}
 
 #[derive(Template)]
 #[template(path = "shipment.html")]
@@ -90,14 +88,67 @@ async fn login(State(state): State<AppState>, headers: HeaderMap) -> Response {
 }
 
 async fn dispatch(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    console::<DispatchPage>(State(state), headers).await
+}
+
+/// What every console page (the fleet map and the pages that manage the organisation) knows
+/// of its user and its map. The data comes from the API.
+struct Console {
+    user_email: String,
+    /// `admin` or `dispatcher`: the page hides what only an admin may do (the API refuses it
+    /// anyway).
+    role: &'static str,
+    tile_url: String,
+    tile_attribution: String,
+}
+
+/// A console page: shown to admins and dispatchers; drivers go to their phone page, and
+/// anyone signed out to the sign-in (which comes back here).
+trait ConsolePage: Template {
+    /// The page's path, for the sign-in to come back to.
+    const PATH: &'static str;
+    fn new(console: Console) -> Self;
+}
+
+macro_rules! console_pages {
+    ($($page:ident => $template:literal at $path:literal),* $(,)?) => {$(
+        #[derive(Template)]
+        #[template(path = $template)]
+        struct $page {
+            console: Console,
+            /// The page's own path, marked in the navigation.
+            here: &'static str,
+        }
+
+        impl ConsolePage for $page {
+            const PATH: &'static str = $path;
+            fn new(console: Console) -> Self {
+                $page { console, here: $path }
+            }
+        }
+    )*};
+}
+
+console_pages! {
+    DispatchPage => "dispatch.html" at "/dispatch",
+    VehiclesPage => "console/vehicles.html" at "/vehicles",
+    PeoplePage => "console/people.html" at "/people",
+    PlanPage => "console/plan.html" at "/shipments/new",
+    GeofencesPage => "console/geofences.html" at "/geofences",
+    AlertsPage => "console/alerts.html" at "/alerts",
+    SettingsPage => "console/settings.html" at "/settings",
+}
+
+async fn console<P: ConsolePage>(State(state): State<AppState>, headers: HeaderMap) -> Response {
     match page_user(&state, &headers).await {
-        Some(user) if user.role.dispatches() => render(DispatchPage {
+        Some(user) if user.role.dispatches() => render(P::new(Console {
             user_email: user.email,
+            role: user.role.as_str(),
             tile_url: state.config.tile_url.clone(),
             tile_attribution: state.config.tile_attribution.clone(),
-        }),
+        })),
         Some(user) => Redirect::to(home_of(&user)).into_response(),
-        None => Redirect::to("/").into_response(),
+        None => Redirect::to(&format!("/?next={}", P::PATH)).into_response(),
     }
 }
 

@@ -4,7 +4,7 @@
 
 /* global L */
 
-import { api, ApiError, goToSignIn, signOut } from './api.js';
+import { api, ApiError, goToSignIn } from './api.js';
 import { mountAlerts } from './alerts.js';
 import { ageSeconds, formatAgo, formatClock, formatSpeed, setServerTime, statusLabel, timeKey } from './format.js';
 import { connectLive } from './live.js';
@@ -366,5 +366,3 @@ function refreshShipmentsSoon() {
 
 loadShipments();
 window.setInterval(loadShipments, SHIPMENTS_REFRESH_MS);
-
-document.getElementById('sign-out').addEventListener('click', signOut);

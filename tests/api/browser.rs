@@ -13,7 +13,7 @@ use waymark::auth::Role;
 use crate::support::{find_program, step, wait_for, wait_until, TestApp, PATIENCE};
 
 /// A chromedriver of our own on a free loopback port, killed when dropped.
-struct Driver {
+pub(crate) struct Driver {
     child: Child,
     port: u16,
     /// One browser profile per client, so two clients are two people with their own cookies.
@@ -48,7 +48,7 @@ mod tempdir {
 }
 
 impl Driver {
-    async fn start() -> Driver {
+    pub(crate) async fn start() -> Driver {
         let binary = find_program("WAYMARK_CHROMEDRIVER", &["chromedriver"]);
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -77,7 +77,7 @@ impl Driver {
         driver
     }
 
-    async fn client(&self) -> Client {
+    pub(crate) async fn client(&self) -> Client {
         let chromium = find_program(
             "WAYMARK_CHROMIUM",
             &["chromium", "chromium-browser", "google-chrome"],
@@ -110,7 +110,7 @@ impl Driver {
 
 impl Driver {
     /// Asks chromedriver to quit (which ends its browsers too) and waits for it, bounded.
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let _ = reqwest::get(format!("http://127.0.0.1:{}/shutdown", self.port)).await;
         if tokio::time::timeout(PATIENCE, self.child.wait())
             .await
@@ -129,7 +129,7 @@ impl Drop for Driver {
 }
 
 /// Waits until `css`'s text content is `expected`; fails with what it was instead.
-async fn wait_for_text(browser: &Client, css: &str, expected: &str) {
+pub(crate) async fn wait_for_text(browser: &Client, css: &str, expected: &str) {
     let script = format!(
         "const e = document.querySelector({css:?}); return e ? e.textContent.trim() : null;"
     );
@@ -197,7 +197,7 @@ async fn a_posted_position_moves_the_marker_and_grows_the_polyline(db: PgPool) {
     assert_no_csp_violations(&app);
 }
 
-fn url_of(app: &TestApp, path: &str) -> url::Url {
+pub(crate) fn url_of(app: &TestApp, path: &str) -> url::Url {
     url::Url::parse(&app.url(path)).unwrap()
 }
 
@@ -223,7 +223,7 @@ impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
     }
 }
 
-async fn cdp(browser: &Client, cmd: &'static str, params: Value) {
+pub(crate) async fn cdp(browser: &Client, cmd: &'static str, params: Value) {
     browser
         .issue_cmd(Cdp(cmd, params))
         .await
@@ -250,7 +250,7 @@ async fn set_offline(browser: &Client, offline: bool) {
 }
 
 /// Waits until `script` (a function body) returns true in the page.
-async fn wait_until_page(browser: &Client, what: &str, script: &str) {
+pub(crate) async fn wait_until_page(browser: &Client, what: &str, script: &str) {
     wait_for(what, async || match browser.execute(script, vec![]).await {
         Ok(Value::Bool(true)) => Ok(()),
         now => Err(format!("still {now:?}")),
@@ -276,7 +276,7 @@ async fn queued_times(browser: &Client, user: i64) -> Vec<i64> {
         .collect()
 }
 
-async fn sign_in(
+pub(crate) async fn sign_in(
     browser: &Client,
     app: &TestApp,
     email: &str,
@@ -301,7 +301,7 @@ async fn sign_in(
 }
 
 /// Signs in and waits for the page the sign-in lands on.
-async fn sign_in_to(
+pub(crate) async fn sign_in_to(
     browser: &Client,
     app: &TestApp,
     email: &str,
@@ -317,7 +317,7 @@ async fn sign_in_to(
 }
 
 /// Waits until the page's live connection is up.
-async fn wait_live(browser: &Client) -> Result<(), fantoccini::error::CmdError> {
+pub(crate) async fn wait_live(browser: &Client) -> Result<(), fantoccini::error::CmdError> {
     browser
         .wait()
         .at_most(PATIENCE)
@@ -508,7 +508,7 @@ async fn the_driver_page_shares_through_lost_signal_and_a_reload_exactly_once(db
 
 /// Browsers report what the Content-Security-Policy blocked at once; by the end of a test that
 /// used the pages, none must have come.
-fn assert_no_csp_violations(app: &TestApp) {
+pub(crate) fn assert_no_csp_violations(app: &TestApp) {
     let reports = app
         .state
         .csp_reports

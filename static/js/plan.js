@@ -1,0 +1,1 @@
+// The Plan a shipment page.

@@ -1,0 +1,302 @@
+//! The console's Settings, People and Alerts pages in headless Chromium, and what a driver sees
+//! of the console (nothing): a setting saved on the page takes effect and a refused value shows
+//! the API's own message at its field; a driver added and then disabled on the page loses
+//! their sign-in and session; several alerts acknowledged at once; every console path sends a
+//! driver to their phone page.
+use chrono::{Duration, Utc};
+use fantoccini::{Client, Locator};
+use serde_json::json;
+use sqlx::PgPool;
+use waymark::auth::Role;
+
+use crate::browser::{
+    assert_no_csp_violations, sign_in_to, url_of, wait_for_text, wait_until_page, Driver,
+};
+use crate::console_vehicles::confirm;
+use crate::support::{wait_for, TestApp, PATIENCE};
+
+type Step = Result<(), fantoccini::error::CmdError>;
+
+async fn open(browser: &Client, app: &TestApp, email: &str, path: &str, ready: &str) -> Step {
+    sign_in_to(browser, app, email, "/dispatch").await?;
+    browser.goto(&app.url(path)).await?;
+    browser
+        .wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css(ready))
+        .await?;
+    Ok(())
+}
+
+/// Replaces what the input `css` holds with `text`.
+async fn retype(browser: &Client, css: &str, text: &str) -> Step {
+    let input = browser.find(Locator::Css(css)).await?;
+    input.clear().await?;
+    input.send_keys(text).await?;
+    Ok(())
+}
+
+#[sqlx::test]
+async fn a_setting_saved_on_the_page_takes_effect_and_a_refused_one_shows_why(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (_, admin) = app.user("Acme", "admin@acme.test", Role::Admin).await;
+    let (_, token) = app.vehicle(&admin, "Van 1").await;
+    // What the API says of a speed limit out of range (a refused patch changes nothing).
+    let (status, refusal) = app
+        .patch(&admin, "/api/v1/settings", json!({"alerts": {"speed_limit_mps": 1000}}))
+        .await;
+    assert_eq!(status, 400);
+    let message = refusal["error"]["message"].as_str().unwrap().to_owned();
+    assert_eq!(refusal["error"]["field"], "alerts.speed_limit_mps");
+
+    let driver = Driver::start().await;
+    let browser = driver.client().await;
+    let result = async {
+        open(&browser, &app, "admin@acme.test", "/settings", "#settings-form[data-ready='true']").await?;
+        wait_until_page(
+            &browser,
+            "each field shows its unit and default",
+            "const s = document.querySelector(\"[data-key='filter.max_accuracy_m']\");
+             return s.querySelector('.setting__unit').textContent === 'm'
+               && s.querySelector('.setting__default').textContent.startsWith('Default 500 m')
+               && document.getElementById('setting-filter-max_accuracy_m').value === '500';",
+        )
+        .await;
+        retype(&browser, "#setting-filter-max_accuracy_m", "50").await?;
+        browser.find(Locator::Css("#settings-save")).await?.click().await?;
+        wait_for_text(&browser, "#settings-status", "Saved.").await;
+
+        retype(&browser, "#setting-alerts-speed_limit_mps", "1000").await?;
+        wait_for_text(&browser, "[data-key='alerts.speed_limit_mps'] .setting__kmh", "= 3600 km/h").await;
+        browser.find(Locator::Css("#settings-save")).await?.click().await?;
+        wait_for_text(&browser, "#setting-alerts-speed_limit_mps-error", &message).await;
+        wait_until_page(
+            &browser,
+            "the refused value is still there to correct",
+            "const i = document.getElementById('setting-alerts-speed_limit_mps');
+             return i.value === '1000' && i.getAttribute('aria-invalid') === 'true';",
+        )
+        .await;
+        Ok(())
+    }
+    .await;
+    let _ = browser.close().await;
+    driver.stop().await;
+    result.expect("the browser steps succeed");
+
+    let (_, settings) = app.get(&admin, "/api/v1/settings").await;
+    assert_eq!(settings["filter"]["max_accuracy_m"], 50.0, "{settings}");
+    assert_eq!(settings["filter"]["max_speed_mps"], 100.0, "other keys keep theirs");
+    assert_eq!(settings["alerts"]["speed_limit_mps"], 25.0, "the refused value changed nothing");
+    // A fix less accurate than the new limit is stored, marked, and not published.
+    let (status, reply) = app
+        .ingest(&token, json!({"lat": 48.1374, "lon": 11.5755, "accuracy": 80.0}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(reply["filtered"], 1, "{reply}");
+    assert_no_csp_violations(&app);
+}
+
+#[sqlx::test]
+async fn a_driver_added_and_disabled_on_the_people_page_is_signed_out_and_refused(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    app.user("Acme", "admin@acme.test", Role::Admin).await;
+
+    let driver = Driver::start().await;
+    let browser = driver.client().await;
+    let mut session = String::new();
+    let result = async {
+        open(&browser, &app, "admin@acme.test", "/people", "#people-table[data-ready='true']").await?;
+        // A password too short is refused next to its field, and nothing typed is lost.
+        browser.find(Locator::Css("#new-person-email")).await?.send_keys("ben@acme.test").await?;
+        browser.find(Locator::Css("#new-person-password")).await?.send_keys("short").await?;
+        browser.find(Locator::Css("#new-person-role")).await?.select_by_value("driver").await?;
+        browser.find(Locator::Css("#add-person-button")).await?.click().await?;
+        wait_for_text(&browser, "#new-person-password-error", "At least 8 characters.").await;
+        wait_until_page(&browser, "the email stays", "return document.getElementById('new-person-email').value === 'ben@acme.test';").await;
+        retype(&browser, "#new-person-password", "a long password").await?;
+        browser.find(Locator::Css("#add-person-button")).await?.click().await?;
+        let row = "tr.person-row[data-added='true']";
+        wait_for_text(&browser, &format!("{row} .person-row__email"), "ben@acme.test").await;
+
+        // The new driver signs in (a phone, say) while the admin looks on.
+        let res = app
+            .http
+            .post(app.url("/api/v1/auth/login"))
+            .json(&json!({"email": "ben@acme.test", "password": "a long password"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["user"]["role"], "driver");
+        session = body["token"].as_str().unwrap().to_owned();
+
+        browser.find(Locator::Css(&format!("{row} [data-action='disable']"))).await?.click().await?;
+        confirm(&browser).await?;
+        wait_for_text(&browser, &format!("{row} .person-row__status"), "Disabled").await;
+        wait_for_text(&browser, &format!("{row} [data-action='disable']"), "Enable").await;
+        Ok(())
+    }
+    .await;
+    let _ = browser.close().await;
+    driver.stop().await;
+    result.expect("the browser steps succeed");
+
+    let (status, _) = app.get(&session, "/api/v1/auth/me").await;
+    assert_eq!(status, 401, "the disabled driver's session ended");
+    let res = app
+        .http
+        .post(app.url("/api/v1/auth/login"))
+        .json(&json!({"email": "ben@acme.test", "password": "a long password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401, "a disabled driver cannot sign in");
+    assert_no_csp_violations(&app);
+}
+
+#[sqlx::test]
+async fn a_dispatcher_sees_the_people_and_makes_a_phone_link_but_no_admin_controls(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    app.user("Acme", "dispatch@acme.test", Role::Dispatcher).await;
+    let (anna, _) = app.user("Acme", "anna@acme.test", Role::Driver).await;
+
+    let driver = Driver::start().await;
+    let browser = driver.client().await;
+    let result = async {
+        open(&browser, &app, "dispatch@acme.test", "/people", "#people-table[data-ready='true']").await?;
+        let row = format!("tr.person-row[data-user-id='{anna}']");
+        browser.find(Locator::Css(&format!("{row} [data-action='phone-link']"))).await?.click().await?;
+        wait_until_page(
+            &browser,
+            "the phone link shows with its QR code",
+            "return !document.getElementById('phone-link-panel').hidden
+               && document.getElementById('phone-link-url').value.includes('/driver/link/')
+               && !!document.querySelector('#phone-link-qr svg');",
+        )
+        .await;
+        wait_until_page(
+            &browser,
+            "no admin control is shown",
+            "return document.getElementById('add-person-section').hidden
+               && !document.querySelector(\"[data-action='disable'], .person-row select\");",
+        )
+        .await;
+        Ok(())
+    }
+    .await;
+    let _ = browser.close().await;
+    driver.stop().await;
+    result.expect("the browser steps succeed");
+    assert_no_csp_violations(&app);
+}
+
+#[sqlx::test]
+async fn several_alerts_acknowledged_at_once_on_the_alerts_page(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (_, jwt) = app.user("Acme", "dispatch@acme.test", Role::Dispatcher).await;
+    let (vehicle, token) = app.vehicle(&jwt, "Van 1").await;
+    for name in ["Depot", "Yard", "Gate"] {
+        let (status, _) = app
+            .post(
+                &jwt,
+                "/api/v1/geofences",
+                json!({"name": name, "debounce_s": 0,
+                       "circle": {"lat": 48.1374, "lon": 11.5755, "radius_m": 100.0}}),
+            )
+            .await;
+        assert_eq!(status, 201);
+    }
+    let base = Utc::now() - Duration::minutes(5);
+    app.ingest(&token, json!({"lat": 48.10, "lon": 11.50, "recorded_at": base.to_rfc3339()}))
+        .await;
+    app.ingest(
+        &token,
+        json!({"lat": 48.1374, "lon": 11.5755, "recorded_at": (base + Duration::minutes(4)).to_rfc3339()}),
+    )
+    .await;
+    let ids: Vec<i64> = wait_for("three alerts are raised", async || {
+        let (_, list) = app.get(&jwt, "/api/v1/alerts").await;
+        let ids: Vec<i64> = list["alerts"].as_array().unwrap().iter().map(|a| a["id"].as_i64().unwrap()).collect();
+        if ids.len() == 3 { Ok(ids) } else { Err(format!("{list}")) }
+    })
+    .await;
+
+    let driver = Driver::start().await;
+    let browser = driver.client().await;
+    let result = async {
+        open(&browser, &app, "dispatch@acme.test", "/alerts", "#alerts-table[data-ready='true']").await?;
+        wait_for_text(&browser, "#alerts-unacknowledged", "3").await;
+        wait_until_page(
+            &browser,
+            "each alert links to its vehicle on the fleet map",
+            &format!("const links = [...document.querySelectorAll('.alert-row a.button')];
+                      return links.length === 3 && links.every(a => a.getAttribute('href') === '/dispatch?vehicle={vehicle}');"),
+        )
+        .await;
+        for id in &ids[..2] {
+            browser
+                .find(Locator::Css(&format!("tr.alert-row[data-alert-id='{id}'] .alert-row__select")))
+                .await?
+                .click()
+                .await?;
+        }
+        wait_for_text(&browser, "#acknowledge-selected", "Acknowledge selected (2)").await;
+        browser.find(Locator::Css("#acknowledge-selected")).await?.click().await?;
+        for id in &ids[..2] {
+            wait_until_page(
+                &browser,
+                "the row shows it acknowledged",
+                &format!("return document.querySelector(\"tr.alert-row[data-alert-id='{id}']\").dataset.acknowledged === 'true';"),
+            )
+            .await;
+        }
+        wait_for_text(&browser, "#alerts-unacknowledged", "1").await;
+
+        // The filter for those not yet acknowledged leaves the third.
+        browser.find(Locator::Css("#filter-acknowledged")).await?.select_by_value("false").await?;
+        wait_until_page(
+            &browser,
+            "only the unacknowledged alert is listed",
+            &format!("const rows = [...document.querySelectorAll('tr.alert-row')]; return rows.length === 1 && rows[0].dataset.alertId === '{}';", ids[2]),
+        )
+        .await;
+        Ok(())
+    }
+    .await;
+    let _ = browser.close().await;
+    driver.stop().await;
+    result.expect("the browser steps succeed");
+
+    let (_, list) = app.get(&jwt, "/api/v1/alerts?acknowledged=true").await;
+    let mut acknowledged: Vec<i64> = list["alerts"].as_array().unwrap().iter().map(|a| a["id"].as_i64().unwrap()).collect();
+    acknowledged.sort();
+    let mut expected = ids[..2].to_vec();
+    expected.sort();
+    assert_eq!(acknowledged, expected);
+    assert_no_csp_violations(&app);
+}
+
+#[sqlx::test]
+async fn a_driver_is_sent_from_every_console_page_to_their_phone_page(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    app.user("Acme", "anna@acme.test", Role::Driver).await;
+
+    let driver = Driver::start().await;
+    let browser = driver.client().await;
+    let result = async {
+        sign_in_to(&browser, &app, "anna@acme.test", "/driver").await?;
+        for path in ["/dispatch", "/vehicles", "/people", "/shipments/new", "/geofences", "/alerts", "/settings"] {
+            browser.goto(&app.url(path)).await?;
+            browser.wait().at_most(PATIENCE).for_url(url_of(&app, "/driver")).await?;
+            let nav = browser.find_all(Locator::Css(".console-nav")).await?;
+            assert!(nav.is_empty(), "{path} shows the driver no console");
+        }
+        Ok(())
+    }
+    .await;
+    let _ = browser.close().await;
+    driver.stop().await;
+    result.expect("the browser steps succeed");
+}

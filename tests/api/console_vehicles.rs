@@ -1,0 +1,200 @@
+//! The Vehicles page in headless Chromium: a vehicle added on the page posts with the token the
+//! page shows, and its position appears there; retiring one on the page refuses its ingest and
+//! keeps its history, and a vehicle carrying a shipment is not retired, with the API's reason.
+use chrono::{Duration, Utc};
+use fantoccini::{Client, Locator};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use waymark::auth::Role;
+
+use crate::browser::{
+    assert_no_csp_violations, sign_in_to, wait_for_text, wait_live, wait_until_page, Driver,
+};
+use crate::support::{TestApp, PATIENCE};
+
+type Step = Result<(), fantoccini::error::CmdError>;
+
+/// Opens the Vehicles page signed in as `email` and waits for its list and live connection.
+async fn open_vehicles(browser: &Client, app: &TestApp, email: &str) -> Step {
+    sign_in_to(browser, app, email, "/dispatch").await?;
+    browser.goto(&app.url("/vehicles")).await?;
+    browser
+        .wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css("#vehicles-table[data-ready='true']"))
+        .await?;
+    wait_live(browser).await
+}
+
+/// Clicks the confirmation dialog's confirm button once the dialog is open.
+pub(crate) async fn confirm(browser: &Client) -> Step {
+    browser
+        .wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css("#confirm-dialog[open] #confirm-ok"))
+        .await?
+        .click()
+        .await?;
+    Ok(())
+}
+
+/// The text of the element `css` (trimmed), or null.
+async fn text_of(browser: &Client, css: &str) -> Value {
+    let script = format!(
+        "const e = document.querySelector({css:?}); return e ? (e.value ?? e.textContent).trim() : null;"
+    );
+    browser.execute(&script, vec![]).await.expect("the page answers")
+}
+
+#[sqlx::test]
+async fn a_vehicle_added_on_the_page_posts_with_the_token_it_shows_and_appears_there(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (_, jwt) = app.user("Acme", "dispatch@acme.test", Role::Dispatcher).await;
+
+    let driver = Driver::start().await;
+    let browser = driver.client().await;
+    let mut shown = (String::new(), Value::Null);
+    let result = async {
+        open_vehicles(&browser, &app, "dispatch@acme.test").await?;
+        browser.find(Locator::Css("#new-vehicle-name")).await?.send_keys("Van 7").await?;
+        browser
+            .find(Locator::Css("#new-vehicle-tracker"))
+            .await?
+            .select_by_value("osmand")
+            .await?;
+        browser.find(Locator::Css("#add-vehicle-button")).await?.click().await?;
+        browser
+            .wait()
+            .at_most(PATIENCE)
+            .for_element(Locator::Css("#token-panel:not([hidden]) #token-value"))
+            .await?;
+        let token = text_of(&browser, "#token-value").await;
+        let token = token.as_str().expect("the page shows the token").to_owned();
+        // What each app is told, and what its QR code holds.
+        let setups = browser
+            .execute(
+                "return Object.fromEntries([...document.querySelectorAll('.token__app')].map(a => [a.dataset.app,
+                   {text: a.querySelector('textarea').value, qr: a.querySelector('svg') ? a.querySelector('svg').dataset.qr : null,
+                    modules: a.querySelectorAll('svg path').length}]));",
+                vec![],
+            )
+            .await?;
+        shown = (token.clone(), setups);
+
+        let fix = json!({"lat": 48.1374, "lon": 11.5755, "recorded_at": (Utc::now() - Duration::seconds(5)).to_rfc3339()});
+        let (status, reply) = app.ingest(&token, fix).await;
+        assert_eq!(status, 200, "the token the page showed posts: {reply}");
+        assert_eq!(reply["accepted"], 1, "{reply}");
+        wait_for_text(&browser, "tr.vehicle-row .vehicle-row__where", "48.13740, 11.57550").await;
+        wait_until_page(
+            &browser,
+            "the row names the vehicle and its position's time",
+            "const r = document.querySelector('tr.vehicle-row'); return r.querySelector('.vehicle-row__name').textContent === 'Van 7'
+               && !!r.querySelector('.vehicle-row__last').dataset.recordedAt;",
+        )
+        .await;
+        Ok(())
+    }
+    .await;
+    let _ = browser.close().await;
+    driver.stop().await;
+    result.expect("the browser steps succeed");
+
+    let (token, setups) = shown;
+    let origin = app.url("");
+    // Chosen as the OsmAnd app's vehicle: its speeds are read as m/s.
+    let (_, vehicles) = app.get(&jwt, "/api/v1/vehicles").await;
+    assert_eq!(vehicles[0]["speed_unit"], "mps", "{vehicles}");
+    let osmand = setups["osmand"]["text"].as_str().unwrap();
+    assert!(
+        osmand.starts_with(&format!("{origin}/api/v1/osmand?deviceid={token}&lat={{0}}&lon={{1}}&timestamp={{2}}")),
+        "{osmand}"
+    );
+    assert_eq!(setups["osmand"]["qr"].as_str(), Some(osmand), "OsmAnd's QR holds the address to paste");
+    let traccar = setups["traccar"]["qr"].as_str().unwrap();
+    let server = url::form_urlencoded::byte_serialize(format!("{origin}/api/v1/osmand").as_bytes()).collect::<String>();
+    assert_eq!(traccar, format!("org.traccar.client://config?url={server}&id={token}"));
+    let owntracks = setups["owntracks"]["qr"].as_str().unwrap();
+    let inline = owntracks.strip_prefix("owntracks:///config?inline=").expect(owntracks);
+    let inline: String = url::form_urlencoded::parse(format!("v={inline}").as_bytes()).next().unwrap().1.into_owned();
+    use base64::Engine;
+    let config: Value = serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(inline).unwrap()).unwrap();
+    assert_eq!(config["_type"], "configuration");
+    assert_eq!(config["mode"], 3, "HTTP mode");
+    assert_eq!(config["url"], format!("{origin}/api/v1/owntracks"));
+    assert_eq!(config["password"], token.as_str());
+    for app_name in ["osmand", "traccar", "owntracks"] {
+        assert_eq!(setups[app_name]["modules"], 1, "{app_name} has a drawn QR code");
+    }
+    assert!(setups["api"]["text"].as_str().unwrap().contains(&format!("Authorization: Bearer {token}")));
+    assert_no_csp_violations(&app);
+}
+
+#[sqlx::test]
+async fn a_vehicle_retired_on_the_page_is_refused_ingest_and_keeps_its_history(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (_, jwt) = app.user("Acme", "dispatch@acme.test", Role::Dispatcher).await;
+    let (vehicle, token) = app.vehicle(&jwt, "Old van").await;
+    let (busy_vehicle, _) = app.vehicle(&jwt, "Busy van").await;
+    app.shipment(&jwt, "SHP-42", busy_vehicle, None).await;
+    let at = Utc::now() - Duration::minutes(1);
+    let (status, _) = app
+        .ingest(&token, json!({"lat": 48.1374, "lon": 11.5755, "recorded_at": at.to_rfc3339()}))
+        .await;
+    assert_eq!(status, 200);
+
+    let driver = Driver::start().await;
+    let browser = driver.client().await;
+    let result = async {
+        open_vehicles(&browser, &app, "dispatch@acme.test").await?;
+        // The vehicle with a shipment: the API's refusal is shown where the button is.
+        let busy_row = format!("tr.vehicle-row[data-vehicle-id='{busy_vehicle}']");
+        browser.find(Locator::Css(&format!("{busy_row} .table__actions .button"))).await?.click().await?;
+        let busy_manage = format!("tr.vehicle-detail[data-vehicle-id='{busy_vehicle}']");
+        browser.find(Locator::Css(&format!("{busy_manage} [data-action='service']"))).await?.click().await?;
+        confirm(&browser).await?;
+        wait_until_page(
+            &browser,
+            "the refusal names the shipment",
+            &format!("const e = document.querySelector(\"{busy_manage} [data-group='service'] .form-error\"); return !!e && !e.hidden && e.textContent.includes('SHP-42');"),
+        )
+        .await;
+        wait_for_text(&browser, &format!("{busy_row} .vehicle-row__status"), "In service").await;
+
+        let row = format!("tr.vehicle-row[data-vehicle-id='{vehicle}']");
+        browser.find(Locator::Css(&format!("{row} .table__actions .button"))).await?.click().await?;
+        let manage = format!("tr.vehicle-detail[data-vehicle-id='{vehicle}']");
+        browser.find(Locator::Css(&format!("{manage} [data-action='service']"))).await?.click().await?;
+        confirm(&browser).await?;
+        wait_for_text(&browser, &format!("{row} .vehicle-row__status"), "Retired").await;
+        wait_for_text(&browser, &format!("{manage} [data-action='service']"), "Reinstate").await;
+
+        // The list of retired vehicles holds it; the default list does not.
+        browser.find(Locator::Css("#status-filter")).await?.select_by_value("retired").await?;
+        wait_until_page(
+            &browser,
+            "only the retired vehicle is listed",
+            &format!("const rows = [...document.querySelectorAll('tr.vehicle-row')]; return rows.length === 1 && rows[0].dataset.vehicleId === '{vehicle}';"),
+        )
+        .await;
+        Ok(())
+    }
+    .await;
+    let _ = browser.close().await;
+    driver.stop().await;
+    result.expect("the browser steps succeed");
+
+    let (_, busy) = app.get(&jwt, &format!("/api/v1/vehicles/{busy_vehicle}")).await;
+    assert_eq!(busy["status"], "active", "{busy}");
+    let (status, reply) = app
+        .ingest(&token, json!({"lat": 48.1375, "lon": 11.5756}))
+        .await;
+    assert_eq!(status, 410, "{reply}");
+    assert_eq!(reply["error"]["code"], "vehicle_retired");
+    let (status, log) = app.get(&jwt, &format!("/api/v1/vehicles/{vehicle}/positions")).await;
+    assert_eq!(status, 200);
+    assert_eq!(log["positions"].as_array().map(Vec::len), Some(1), "its history stays: {log}");
+    let (_, listed) = app.get(&jwt, "/api/v1/vehicles").await;
+    assert!(listed.as_array().unwrap().iter().all(|v| v["id"] != vehicle), "{listed}");
+    assert_no_csp_violations(&app);
+}

@@ -43,7 +43,11 @@ async fn a_setting_saved_on_the_page_takes_effect_and_a_refused_one_shows_why(db
     let (_, token) = app.vehicle(&admin, "Van 1").await;
     // What the API says of a speed limit out of range (a refused patch changes nothing).
     let (status, refusal) = app
-        .patch(&admin, "/api/v1/settings", json!({"alerts": {"speed_limit_mps": 1000}}))
+        .patch(
+            &admin,
+            "/api/v1/settings",
+            json!({"alerts": {"speed_limit_mps": 1000}}),
+        )
         .await;
     assert_eq!(status, 400);
     let message = refusal["error"]["message"].as_str().unwrap().to_owned();
@@ -52,7 +56,14 @@ async fn a_setting_saved_on_the_page_takes_effect_and_a_refused_one_shows_why(db
     let driver = Driver::start().await;
     let browser = driver.client().await;
     let result = async {
-        open(&browser, &app, "admin@acme.test", "/settings", "#settings-form[data-ready='true']").await?;
+        open(
+            &browser,
+            &app,
+            "admin@acme.test",
+            "/settings",
+            "#settings-form[data-ready='true']",
+        )
+        .await?;
         wait_until_page(
             &browser,
             "each field shows its unit and default",
@@ -63,12 +74,25 @@ async fn a_setting_saved_on_the_page_takes_effect_and_a_refused_one_shows_why(db
         )
         .await;
         retype(&browser, "#setting-filter-max_accuracy_m", "50").await?;
-        browser.find(Locator::Css("#settings-save")).await?.click().await?;
+        browser
+            .find(Locator::Css("#settings-save"))
+            .await?
+            .click()
+            .await?;
         wait_for_text(&browser, "#settings-status", "Saved.").await;
 
         retype(&browser, "#setting-alerts-speed_limit_mps", "1000").await?;
-        wait_for_text(&browser, "[data-key='alerts.speed_limit_mps'] .setting__kmh", "= 3600 km/h").await;
-        browser.find(Locator::Css("#settings-save")).await?.click().await?;
+        wait_for_text(
+            &browser,
+            "[data-key='alerts.speed_limit_mps'] .setting__kmh",
+            "= 3600 km/h",
+        )
+        .await;
+        browser
+            .find(Locator::Css("#settings-save"))
+            .await?
+            .click()
+            .await?;
         wait_for_text(&browser, "#setting-alerts-speed_limit_mps-error", &message).await;
         wait_until_page(
             &browser,
@@ -77,7 +101,7 @@ async fn a_setting_saved_on_the_page_takes_effect_and_a_refused_one_shows_why(db
              return i.value === '1000' && i.getAttribute('aria-invalid') === 'true';",
         )
         .await;
-        Ok(())
+        Ok::<_, fantoccini::error::CmdError>(())
     }
     .await;
     let _ = browser.close().await;
@@ -86,11 +110,20 @@ async fn a_setting_saved_on_the_page_takes_effect_and_a_refused_one_shows_why(db
 
     let (_, settings) = app.get(&admin, "/api/v1/settings").await;
     assert_eq!(settings["filter"]["max_accuracy_m"], 50.0, "{settings}");
-    assert_eq!(settings["filter"]["max_speed_mps"], 100.0, "other keys keep theirs");
-    assert_eq!(settings["alerts"]["speed_limit_mps"], 25.0, "the refused value changed nothing");
+    assert_eq!(
+        settings["filter"]["max_speed_mps"], 100.0,
+        "other keys keep theirs"
+    );
+    assert_eq!(
+        settings["alerts"]["speed_limit_mps"], 25.0,
+        "the refused value changed nothing"
+    );
     // A fix less accurate than the new limit is stored, marked, and not published.
     let (status, reply) = app
-        .ingest(&token, json!({"lat": 48.1374, "lon": 11.5755, "accuracy": 80.0}))
+        .ingest(
+            &token,
+            json!({"lat": 48.1374, "lon": 11.5755, "accuracy": 80.0}),
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(reply["filtered"], 1, "{reply}");
@@ -106,18 +139,60 @@ async fn a_driver_added_and_disabled_on_the_people_page_is_signed_out_and_refuse
     let browser = driver.client().await;
     let mut session = String::new();
     let result = async {
-        open(&browser, &app, "admin@acme.test", "/people", "#people-table[data-ready='true']").await?;
+        open(
+            &browser,
+            &app,
+            "admin@acme.test",
+            "/people",
+            "#people-table[data-ready='true']",
+        )
+        .await?;
         // A password too short is refused next to its field, and nothing typed is lost.
-        browser.find(Locator::Css("#new-person-email")).await?.send_keys("ben@acme.test").await?;
-        browser.find(Locator::Css("#new-person-password")).await?.send_keys("short").await?;
-        browser.find(Locator::Css("#new-person-role")).await?.select_by_value("driver").await?;
-        browser.find(Locator::Css("#add-person-button")).await?.click().await?;
-        wait_for_text(&browser, "#new-person-password-error", "At least 8 characters.").await;
-        wait_until_page(&browser, "the email stays", "return document.getElementById('new-person-email').value === 'ben@acme.test';").await;
+        browser
+            .find(Locator::Css("#new-person-email"))
+            .await?
+            .send_keys("ben@acme.test")
+            .await?;
+        browser
+            .find(Locator::Css("#new-person-password"))
+            .await?
+            .send_keys("short")
+            .await?;
+        browser
+            .find(Locator::Css("#new-person-role"))
+            .await?
+            .select_by_value("driver")
+            .await?;
+        browser
+            .find(Locator::Css("#add-person-button"))
+            .await?
+            .click()
+            .await?;
+        wait_for_text(
+            &browser,
+            "#new-person-password-error",
+            "At least 8 characters.",
+        )
+        .await;
+        wait_until_page(
+            &browser,
+            "the email stays",
+            "return document.getElementById('new-person-email').value === 'ben@acme.test';",
+        )
+        .await;
         retype(&browser, "#new-person-password", "a long password").await?;
-        browser.find(Locator::Css("#add-person-button")).await?.click().await?;
+        browser
+            .find(Locator::Css("#add-person-button"))
+            .await?
+            .click()
+            .await?;
         let row = "tr.person-row[data-added='true']";
-        wait_for_text(&browser, &format!("{row} .person-row__email"), "ben@acme.test").await;
+        wait_for_text(
+            &browser,
+            &format!("{row} .person-row__email"),
+            "ben@acme.test",
+        )
+        .await;
 
         // The new driver signs in (a phone, say) while the admin looks on.
         let res = app
@@ -132,11 +207,20 @@ async fn a_driver_added_and_disabled_on_the_people_page_is_signed_out_and_refuse
         assert_eq!(body["user"]["role"], "driver");
         session = body["token"].as_str().unwrap().to_owned();
 
-        browser.find(Locator::Css(&format!("{row} [data-action='disable']"))).await?.click().await?;
+        browser
+            .find(Locator::Css(&format!("{row} [data-action='disable']")))
+            .await?
+            .click()
+            .await?;
         confirm(&browser).await?;
         wait_for_text(&browser, &format!("{row} .person-row__status"), "Disabled").await;
-        wait_for_text(&browser, &format!("{row} [data-action='disable']"), "Enable").await;
-        Ok(())
+        wait_for_text(
+            &browser,
+            &format!("{row} [data-action='disable']"),
+            "Enable",
+        )
+        .await;
+        Ok::<_, fantoccini::error::CmdError>(())
     }
     .await;
     let _ = browser.close().await;
@@ -159,15 +243,27 @@ async fn a_driver_added_and_disabled_on_the_people_page_is_signed_out_and_refuse
 #[sqlx::test]
 async fn a_dispatcher_sees_the_people_and_makes_a_phone_link_but_no_admin_controls(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    app.user("Acme", "dispatch@acme.test", Role::Dispatcher).await;
+    app.user("Acme", "dispatch@acme.test", Role::Dispatcher)
+        .await;
     let (anna, _) = app.user("Acme", "anna@acme.test", Role::Driver).await;
 
     let driver = Driver::start().await;
     let browser = driver.client().await;
     let result = async {
-        open(&browser, &app, "dispatch@acme.test", "/people", "#people-table[data-ready='true']").await?;
+        open(
+            &browser,
+            &app,
+            "dispatch@acme.test",
+            "/people",
+            "#people-table[data-ready='true']",
+        )
+        .await?;
         let row = format!("tr.person-row[data-user-id='{anna}']");
-        browser.find(Locator::Css(&format!("{row} [data-action='phone-link']"))).await?.click().await?;
+        browser
+            .find(Locator::Css(&format!("{row} [data-action='phone-link']")))
+            .await?
+            .click()
+            .await?;
         wait_until_page(
             &browser,
             "the phone link shows with its QR code",
@@ -183,7 +279,7 @@ async fn a_dispatcher_sees_the_people_and_makes_a_phone_link_but_no_admin_contro
                && !document.querySelector(\"[data-action='disable'], .person-row select\");",
         )
         .await;
-        Ok(())
+        Ok::<_, fantoccini::error::CmdError>(())
     }
     .await;
     let _ = browser.close().await;
@@ -195,7 +291,9 @@ async fn a_dispatcher_sees_the_people_and_makes_a_phone_link_but_no_admin_contro
 #[sqlx::test]
 async fn several_alerts_acknowledged_at_once_on_the_alerts_page(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let (_, jwt) = app.user("Acme", "dispatch@acme.test", Role::Dispatcher).await;
+    let (_, jwt) = app
+        .user("Acme", "dispatch@acme.test", Role::Dispatcher)
+        .await;
     let (vehicle, token) = app.vehicle(&jwt, "Van 1").await;
     for name in ["Depot", "Yard", "Gate"] {
         let (status, _) = app
@@ -209,8 +307,11 @@ async fn several_alerts_acknowledged_at_once_on_the_alerts_page(db: PgPool) {
         assert_eq!(status, 201);
     }
     let base = Utc::now() - Duration::minutes(5);
-    app.ingest(&token, json!({"lat": 48.10, "lon": 11.50, "recorded_at": base.to_rfc3339()}))
-        .await;
+    app.ingest(
+        &token,
+        json!({"lat": 48.10, "lon": 11.50, "recorded_at": base.to_rfc3339()}),
+    )
+    .await;
     app.ingest(
         &token,
         json!({"lat": 48.1374, "lon": 11.5755, "recorded_at": (base + Duration::minutes(4)).to_rfc3339()}),
@@ -218,8 +319,17 @@ async fn several_alerts_acknowledged_at_once_on_the_alerts_page(db: PgPool) {
     .await;
     let ids: Vec<i64> = wait_for("three alerts are raised", async || {
         let (_, list) = app.get(&jwt, "/api/v1/alerts").await;
-        let ids: Vec<i64> = list["alerts"].as_array().unwrap().iter().map(|a| a["id"].as_i64().unwrap()).collect();
-        if ids.len() == 3 { Ok(ids) } else { Err(format!("{list}")) }
+        let ids: Vec<i64> = list["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["id"].as_i64().unwrap())
+            .collect();
+        if ids.len() == 3 {
+            Ok(ids)
+        } else {
+            Err(format!("{list}"))
+        }
     })
     .await;
 
@@ -262,7 +372,7 @@ async fn several_alerts_acknowledged_at_once_on_the_alerts_page(db: PgPool) {
             &format!("const rows = [...document.querySelectorAll('tr.alert-row')]; return rows.length === 1 && rows[0].dataset.alertId === '{}';", ids[2]),
         )
         .await;
-        Ok(())
+        Ok::<_, fantoccini::error::CmdError>(())
     }
     .await;
     let _ = browser.close().await;
@@ -270,7 +380,12 @@ async fn several_alerts_acknowledged_at_once_on_the_alerts_page(db: PgPool) {
     result.expect("the browser steps succeed");
 
     let (_, list) = app.get(&jwt, "/api/v1/alerts?acknowledged=true").await;
-    let mut acknowledged: Vec<i64> = list["alerts"].as_array().unwrap().iter().map(|a| a["id"].as_i64().unwrap()).collect();
+    let mut acknowledged: Vec<i64> = list["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_i64().unwrap())
+        .collect();
     acknowledged.sort();
     let mut expected = ids[..2].to_vec();
     expected.sort();
@@ -287,13 +402,25 @@ async fn a_driver_is_sent_from_every_console_page_to_their_phone_page(db: PgPool
     let browser = driver.client().await;
     let result = async {
         sign_in_to(&browser, &app, "anna@acme.test", "/driver").await?;
-        for path in ["/dispatch", "/vehicles", "/people", "/shipments/new", "/geofences", "/alerts", "/settings"] {
+        for path in [
+            "/dispatch",
+            "/vehicles",
+            "/people",
+            "/shipments/new",
+            "/geofences",
+            "/alerts",
+            "/settings",
+        ] {
             browser.goto(&app.url(path)).await?;
-            browser.wait().at_most(PATIENCE).for_url(url_of(&app, "/driver")).await?;
+            browser
+                .wait()
+                .at_most(PATIENCE)
+                .for_url(url_of(&app, "/driver"))
+                .await?;
             let nav = browser.find_all(Locator::Css(".console-nav")).await?;
             assert!(nav.is_empty(), "{path} shows the driver no console");
         }
-        Ok(())
+        Ok::<_, fantoccini::error::CmdError>(())
     }
     .await;
     let _ = browser.close().await;

@@ -43,13 +43,18 @@ async fn text_of(browser: &Client, css: &str) -> Value {
     let script = format!(
         "const e = document.querySelector({css:?}); return e ? (e.value ?? e.textContent).trim() : null;"
     );
-    browser.execute(&script, vec![]).await.expect("the page answers")
+    browser
+        .execute(&script, vec![])
+        .await
+        .expect("the page answers")
 }
 
 #[sqlx::test]
 async fn a_vehicle_added_on_the_page_posts_with_the_token_it_shows_and_appears_there(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let (_, jwt) = app.user("Acme", "dispatch@acme.test", Role::Dispatcher).await;
+    let (_, jwt) = app
+        .user("Acme", "dispatch@acme.test", Role::Dispatcher)
+        .await;
 
     let driver = Driver::start().await;
     let browser = driver.client().await;
@@ -93,7 +98,7 @@ async fn a_vehicle_added_on_the_page_posts_with_the_token_it_shows_and_appears_t
                && !!r.querySelector('.vehicle-row__last').dataset.recordedAt;",
         )
         .await;
-        Ok(())
+        Ok::<_, fantoccini::error::CmdError>(())
     }
     .await;
     let _ = browser.close().await;
@@ -107,39 +112,71 @@ async fn a_vehicle_added_on_the_page_posts_with_the_token_it_shows_and_appears_t
     assert_eq!(vehicles[0]["speed_unit"], "mps", "{vehicles}");
     let osmand = setups["osmand"]["text"].as_str().unwrap();
     assert!(
-        osmand.starts_with(&format!("{origin}/api/v1/osmand?deviceid={token}&lat={{0}}&lon={{1}}&timestamp={{2}}")),
+        osmand.starts_with(&format!(
+            "{origin}/api/v1/osmand?deviceid={token}&lat={{0}}&lon={{1}}&timestamp={{2}}"
+        )),
         "{osmand}"
     );
-    assert_eq!(setups["osmand"]["qr"].as_str(), Some(osmand), "OsmAnd's QR holds the address to paste");
+    assert_eq!(
+        setups["osmand"]["qr"].as_str(),
+        Some(osmand),
+        "OsmAnd's QR holds the address to paste"
+    );
     let traccar = setups["traccar"]["qr"].as_str().unwrap();
-    let server = url::form_urlencoded::byte_serialize(format!("{origin}/api/v1/osmand").as_bytes()).collect::<String>();
-    assert_eq!(traccar, format!("org.traccar.client://config?url={server}&id={token}"));
+    let server = url::form_urlencoded::byte_serialize(format!("{origin}/api/v1/osmand").as_bytes())
+        .collect::<String>();
+    assert_eq!(
+        traccar,
+        format!("org.traccar.client://config?url={server}&id={token}")
+    );
     let owntracks = setups["owntracks"]["qr"].as_str().unwrap();
-    let inline = owntracks.strip_prefix("owntracks:///config?inline=").expect(owntracks);
-    let inline: String = url::form_urlencoded::parse(format!("v={inline}").as_bytes()).next().unwrap().1.into_owned();
+    let inline = owntracks
+        .strip_prefix("owntracks:///config?inline=")
+        .expect(owntracks);
+    let inline: String = url::form_urlencoded::parse(format!("v={inline}").as_bytes())
+        .next()
+        .unwrap()
+        .1
+        .into_owned();
     use base64::Engine;
-    let config: Value = serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(inline).unwrap()).unwrap();
+    let config: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(inline)
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(config["_type"], "configuration");
     assert_eq!(config["mode"], 3, "HTTP mode");
     assert_eq!(config["url"], format!("{origin}/api/v1/owntracks"));
     assert_eq!(config["password"], token.as_str());
     for app_name in ["osmand", "traccar", "owntracks"] {
-        assert_eq!(setups[app_name]["modules"], 1, "{app_name} has a drawn QR code");
+        assert_eq!(
+            setups[app_name]["modules"], 1,
+            "{app_name} has a drawn QR code"
+        );
     }
-    assert!(setups["api"]["text"].as_str().unwrap().contains(&format!("Authorization: Bearer {token}")));
+    assert!(setups["api"]["text"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("Authorization: Bearer {token}")));
     assert_no_csp_violations(&app);
 }
 
 #[sqlx::test]
 async fn a_vehicle_retired_on_the_page_is_refused_ingest_and_keeps_its_history(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let (_, jwt) = app.user("Acme", "dispatch@acme.test", Role::Dispatcher).await;
+    let (_, jwt) = app
+        .user("Acme", "dispatch@acme.test", Role::Dispatcher)
+        .await;
     let (vehicle, token) = app.vehicle(&jwt, "Old van").await;
     let (busy_vehicle, _) = app.vehicle(&jwt, "Busy van").await;
     app.shipment(&jwt, "SHP-42", busy_vehicle, None).await;
     let at = Utc::now() - Duration::minutes(1);
     let (status, _) = app
-        .ingest(&token, json!({"lat": 48.1374, "lon": 11.5755, "recorded_at": at.to_rfc3339()}))
+        .ingest(
+            &token,
+            json!({"lat": 48.1374, "lon": 11.5755, "recorded_at": at.to_rfc3339()}),
+        )
         .await;
     assert_eq!(status, 200);
 
@@ -177,24 +214,39 @@ async fn a_vehicle_retired_on_the_page_is_refused_ingest_and_keeps_its_history(d
             &format!("const rows = [...document.querySelectorAll('tr.vehicle-row')]; return rows.length === 1 && rows[0].dataset.vehicleId === '{vehicle}';"),
         )
         .await;
-        Ok(())
+        Ok::<_, fantoccini::error::CmdError>(())
     }
     .await;
     let _ = browser.close().await;
     driver.stop().await;
     result.expect("the browser steps succeed");
 
-    let (_, busy) = app.get(&jwt, &format!("/api/v1/vehicles/{busy_vehicle}")).await;
+    let (_, busy) = app
+        .get(&jwt, &format!("/api/v1/vehicles/{busy_vehicle}"))
+        .await;
     assert_eq!(busy["status"], "active", "{busy}");
     let (status, reply) = app
         .ingest(&token, json!({"lat": 48.1375, "lon": 11.5756}))
         .await;
     assert_eq!(status, 410, "{reply}");
     assert_eq!(reply["error"]["code"], "vehicle_retired");
-    let (status, log) = app.get(&jwt, &format!("/api/v1/vehicles/{vehicle}/positions")).await;
+    let (status, log) = app
+        .get(&jwt, &format!("/api/v1/vehicles/{vehicle}/positions"))
+        .await;
     assert_eq!(status, 200);
-    assert_eq!(log["positions"].as_array().map(Vec::len), Some(1), "its history stays: {log}");
+    assert_eq!(
+        log["positions"].as_array().map(Vec::len),
+        Some(1),
+        "its history stays: {log}"
+    );
     let (_, listed) = app.get(&jwt, "/api/v1/vehicles").await;
-    assert!(listed.as_array().unwrap().iter().all(|v| v["id"] != vehicle), "{listed}");
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["id"] != vehicle),
+        "{listed}"
+    );
     assert_no_csp_violations(&app);
 }

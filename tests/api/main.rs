@@ -12,6 +12,7 @@ mod faults;
 mod filters;
 mod ingest;
 mod instances;
+mod manage;
 mod operations;
 mod read_api;
 mod readme;

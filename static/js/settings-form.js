@@ -75,6 +75,11 @@ export function withUnit(key, value) {
   return text;
 }
 
+/** The schema's Markdown-ish text as nodes: `code` spans become <code>, the rest stays text. */
+function withCode(text) {
+  return text.split(/`([^`]+)`/).map((part, i) => (i % 2 ? el('code', { text: part }) : part));
+}
+
 function kmh(mps) {
   return Math.round(mps * 3.6 * 10) / 10;
 }
@@ -104,7 +109,7 @@ export class SettingsForm {
     const set = el('fieldset', { className: 'settings__section', attrs: { 'data-section': section } });
     set.append(el('legend', { className: 'settings__legend', text: SECTION_TITLES[section] || section }));
     if (schema.description && this.mode === 'settings') {
-      set.append(el('p', { className: 'settings__lede muted', text: schema.description }));
+      set.append(el('p', { className: 'settings__lede muted' }, ...withCode(schema.description)));
     }
     for (const [key, prop] of Object.entries(schema.properties || {})) {
       set.append(this.field(section, key, prop));
@@ -167,15 +172,14 @@ export class SettingsForm {
       }
     }
 
-    const help = [];
-    if (prop.description) help.push(prop.description.replace(/\s+/g, ' '));
+    const help = prop.description ? withCode(prop.description.replace(/\s+/g, ' ')) : [];
     const limits = [];
     if (prop.minimum != null && prop.maximum != null) limits.push(`${prop.minimum} to ${prop.maximum}`);
     else if (prop.minimum != null) limits.push(`at least ${prop.minimum}`);
     else if (prop.maximum != null) limits.push(`at most ${prop.maximum}`);
     const defaults = [`Default ${withUnit(key, prop.default ?? null)}`, ...limits];
     if (f.nullable) defaults.push('can be turned off');
-    const helpEl = el('p', { className: 'setting__help muted', attrs: { id: helpId } }, help.join(' '));
+    const helpEl = el('p', { className: 'setting__help muted', attrs: { id: helpId } }, ...help);
     f.defaultEl = el('span', { className: 'setting__default', text: defaults.join(' · ') });
     helpEl.append(el('br'), f.defaultEl);
     if (this.mode === 'override') {

@@ -10,6 +10,7 @@ import { mountChat } from './chat.js';
 import { api, ApiError, goToSignIn } from './api.js';
 import { formatAgo, formatClock, formatLatLon, formatSpeed, setServerTime, statusLabel, timeKey } from './format.js';
 import { connectLive } from './live.js';
+import { parsedSvg } from './qr.js';
 import { createMap, lineLatLngs, placeMarker, Track, VehicleMarker } from './map.js';
 
 const HEADLINES = {
@@ -332,11 +333,7 @@ async function linkAction(buttonId, errorId, action) {
 function createPhoneLink() {
   return linkAction('phone-link-button', 'phone-link-error', async () => {
     const reply = await api(`/users/${shipment.driver_id}/device-link`, { method: 'POST' });
-    // The server's SVG, parsed as a document rather than assigned as HTML.
-    const svg = new DOMParser().parseFromString(reply.qr_svg, 'image/svg+xml').documentElement;
-    svg.setAttribute('role', 'img');
-    svg.setAttribute('aria-label', 'QR code of the phone link');
-    $('phone-link-qr').replaceChildren(document.importNode(svg, true));
+    $('phone-link-qr').replaceChildren(parsedSvg(reply.qr_svg, 'QR code of the phone link'));
     $('phone-link-url').value = reply.url;
     $('phone-link-expires').textContent = `Works once, until ${formatClock(reply.expires_at, { seconds: false })}`;
     $('phone-link-result').hidden = false;

@@ -179,7 +179,7 @@ function showToken(vehicle, token, tracker, why) {
 
 function setupCard(s) {
   const textId = `setup-${s.id}-text`;
-  const text = el('textarea', { className: 'input mono token__text', attrs: { id: textId, readonly: true, rows: Math.min(6, s.text.split('\n').length + 1), spellcheck: 'false' } });
+  const text = el('textarea', { className: 'input mono token__text', attrs: { id: textId, readonly: true, rows: 6, spellcheck: 'false' } });
   text.value = s.text;
   const copy = el('button', { className: 'button', text: 'Copy', attrs: { type: 'button' } });
   copy.addEventListener('click', () => copyText(s.text, copy));
@@ -189,7 +189,7 @@ function setupCard(s) {
     el('label', { className: 'visually-hidden', text: `${s.title} settings`, attrs: { for: textId } }),
     text,
     el('div', { className: 'token__copy' }, copy));
-  if (s.note) card.append(el('p', { className: 'form-error token__note', text: s.note }));
+  if (s.note) card.append(el('p', { className: 'notice token__note', text: s.note }));
   if (s.qr) {
     card.append(el('figure', { className: 'token__qr' },
       qrSvg(s.qr, `QR code for ${s.title}`),

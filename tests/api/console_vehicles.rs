@@ -250,3 +250,157 @@ async fn a_vehicle_retired_on_the_page_is_refused_ingest_and_keeps_its_history(d
     );
     assert_no_csp_violations(&app);
 }
+
+#[sqlx::test]
+async fn a_vehicle_managed_on_the_page_is_renamed_rotated_revoked_and_given_its_own_limit(
+    db: PgPool,
+) {
+    let app = TestApp::spawn(db).await;
+    let (_, admin) = app.user("Acme", "admin@acme.test", Role::Admin).await;
+    let (vehicle, old_token) = app.vehicle(&admin, "Van 1").await;
+
+    let driver = Driver::start().await;
+    let browser = driver.client().await;
+    let mut new_token = String::new();
+    let result = async {
+        open_vehicles(&browser, &app, "admin@acme.test").await?;
+        let row = format!("tr.vehicle-row[data-vehicle-id='{vehicle}']");
+        let manage = format!("tr.vehicle-detail[data-vehicle-id='{vehicle}']");
+        browser
+            .find(Locator::Css(&format!("{row} .table__actions .button")))
+            .await?
+            .click()
+            .await?;
+
+        // Name and speed unit, in one save.
+        let name = browser
+            .find(Locator::Css(&format!("#vehicle-{vehicle}-name")))
+            .await?;
+        name.clear().await?;
+        name.send_keys("Van 1 (OsmAnd)").await?;
+        browser
+            .find(Locator::Css(&format!("#vehicle-{vehicle}-unit")))
+            .await?
+            .select_by_value("mps")
+            .await?;
+        browser
+            .find(Locator::Css(&format!(
+                "{manage} form[data-form='details'] button[type='submit']"
+            )))
+            .await?
+            .click()
+            .await?;
+        wait_for_text(
+            &browser,
+            &format!("{row} .vehicle-row__name"),
+            "Van 1 (OsmAnd)",
+        )
+        .await;
+        wait_for_text(&browser, &format!("{row} .vehicle-row__unit"), "m/s").await;
+
+        // Its own speed limit, beside the organisation's.
+        let own = format!("#vehicle-{vehicle}-alerts-speed_limit_mps-own");
+        browser
+            .wait()
+            .at_most(PATIENCE)
+            .for_element(Locator::Css(&own))
+            .await?
+            .click()
+            .await?;
+        let limit = browser
+            .find(Locator::Css(&format!(
+                "#vehicle-{vehicle}-alerts-speed_limit_mps"
+            )))
+            .await?;
+        limit.clear().await?;
+        limit.send_keys("15").await?;
+        browser
+            .find(Locator::Css(&format!(
+                "{manage} form[data-form='alerts'] button[type='submit']"
+            )))
+            .await?
+            .click()
+            .await?;
+        wait_for_text(
+            &browser,
+            &format!("{manage} form[data-form='alerts'] [role='status']"),
+            "Saved.",
+        )
+        .await;
+
+        // Rotating shows the new token once, for the OsmAnd app first.
+        browser
+            .find(Locator::Css(&format!("{manage} [data-action='rotate']")))
+            .await?
+            .click()
+            .await?;
+        confirm(&browser).await?;
+        wait_until_page(
+            &browser,
+            "a new token is shown",
+            &format!(
+                "const t = document.getElementById('token-value');
+                 return !!t && t.value.length > 20 && t.value !== '{old_token}'
+                   && document.querySelector('.token__app').dataset.app === 'osmand';"
+            ),
+        )
+        .await;
+        new_token = text_of(&browser, "#token-value")
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned();
+        Ok::<_, fantoccini::error::CmdError>(())
+    }
+    .await;
+    result.expect("the browser steps succeed");
+
+    let fix = || json!({"lat": 48.1374, "lon": 11.5755});
+    let (status, _) = app.ingest(&old_token, fix()).await;
+    assert_eq!(status, 401, "the rotated token stops working");
+    let (status, _) = app.ingest(&new_token, fix()).await;
+    assert_eq!(status, 200, "the token the page showed works");
+    let (_, v) = app
+        .get(&admin, &format!("/api/v1/vehicles/{vehicle}"))
+        .await;
+    assert_eq!(
+        (v["name"].as_str(), v["speed_unit"].as_str()),
+        (Some("Van 1 (OsmAnd)"), Some("mps")),
+        "{v}"
+    );
+    let (_, own) = app
+        .get(
+            &admin,
+            &format!("/api/v1/vehicles/{vehicle}/alert-settings"),
+        )
+        .await;
+    let overrides = own["overrides"].as_object().unwrap();
+    assert_eq!(overrides.len(), 1, "only the key ticked: {own}");
+    assert_eq!(overrides["speed_limit_mps"].as_f64(), Some(15.0), "{own}");
+
+    // Revoking locks the device out.
+    let result = async {
+        browser.find(Locator::Css("#token-done")).await?.click().await?;
+        let manage = format!("tr.vehicle-detail[data-vehicle-id='{vehicle}']");
+        browser
+            .find(Locator::Css(&format!("{manage} [data-action='revoke']")))
+            .await?
+            .click()
+            .await?;
+        confirm(&browser).await?;
+        wait_until_page(
+            &browser,
+            "the page says the token is revoked",
+            &format!("const e = document.querySelector(\"{manage} .manage__done\"); return !!e && !e.hidden;"),
+        )
+        .await;
+        Ok::<_, fantoccini::error::CmdError>(())
+    }
+    .await;
+    let _ = browser.close().await;
+    driver.stop().await;
+    result.expect("the browser steps succeed");
+    let (status, _) = app.ingest(&new_token, fix()).await;
+    assert_eq!(status, 401, "a revoked token is refused");
+    assert_no_csp_violations(&app);
+}

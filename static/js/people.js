@@ -53,7 +53,15 @@ function render(tr) {
     const select = el('select', { className: 'input input--compact', attrs: { id: `person-${id}-role`, 'aria-label': `Role of ${user.email}` } },
       ...Object.entries(ROLES).map(([value, label]) => el('option', { text: label, attrs: { value } })));
     select.value = user.role;
-    select.addEventListener('change', () => change(tr, { role: select.value }, select));
+    select.addEventListener('change', async () => {
+      const ok = await confirmAction({
+        title: `Make ${user.email} ${ROLES[select.value].toLowerCase()}?`,
+        message: 'A new role signs them out everywhere: they sign in again to work with it.',
+        confirm: 'Change role',
+      });
+      if (ok) change(tr, { role: select.value }, select);
+      else select.value = tr.person.role;
+    });
     roleCell.append(select);
   } else {
     roleCell.textContent = ROLES[user.role] || user.role;

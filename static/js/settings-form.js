@@ -52,11 +52,13 @@ export function unitOf(key) {
   return null;
 }
 
-/** "speed_limit_mps" → "Speed limit"; "stopped_min" → "Stopped". */
+const WORDS = { min: 'minimum', max: 'maximum' };
+
+/** "speed_limit_mps" → "Speed limit"; "stopped_min" → "Stopped"; "overspeed_min_s" → "Overspeed minimum". */
 function labelOf(key) {
   const unit = UNITS.find(([suffix]) => key.endsWith(suffix));
   const base = unit ? key.slice(0, -unit[0].length) : key;
-  const words = base.replace(/_/g, ' ');
+  const words = base.split('_').map((w) => WORDS[w] || w).join(' ');
   return words.charAt(0).toUpperCase() + words.slice(1);
 }
 

@@ -73,6 +73,15 @@ async fn a_setting_saved_on_the_page_takes_effect_and_a_refused_one_shows_why(db
                && document.getElementById('setting-filter-max_accuracy_m').value === '500';",
         )
         .await;
+        // Another admin changes another key meanwhile: the page sends only what it changed.
+        let (status, _) = app
+            .patch(
+                &admin,
+                "/api/v1/settings",
+                json!({"alerts": {"silent_min": 30}}),
+            )
+            .await;
+        assert_eq!(status, 200);
         retype(&browser, "#setting-filter-max_accuracy_m", "50").await?;
         browser
             .find(Locator::Css("#settings-save"))
@@ -113,6 +122,10 @@ async fn a_setting_saved_on_the_page_takes_effect_and_a_refused_one_shows_why(db
     assert_eq!(
         settings["filter"]["max_speed_mps"], 100.0,
         "other keys keep theirs"
+    );
+    assert_eq!(
+        settings["alerts"]["silent_min"], 30,
+        "the page sent only the key it changed"
     );
     assert_eq!(
         settings["alerts"]["speed_limit_mps"], 25.0,
@@ -241,7 +254,9 @@ async fn a_driver_added_and_disabled_on_the_people_page_is_signed_out_and_refuse
 }
 
 #[sqlx::test]
-async fn a_dispatcher_sees_the_people_and_makes_a_phone_link_but_no_admin_controls(db: PgPool) {
+async fn a_dispatcher_reads_people_and_settings_and_makes_a_phone_link_but_changes_nothing(
+    db: PgPool,
+) {
     let app = TestApp::spawn(db).await;
     app.user("Acme", "dispatch@acme.test", Role::Dispatcher)
         .await;
@@ -277,6 +292,22 @@ async fn a_dispatcher_sees_the_people_and_makes_a_phone_link_but_no_admin_contro
             "no admin control is shown",
             "return document.getElementById('add-person-section').hidden
                && !document.querySelector(\"[data-action='disable'], .person-row select\");",
+        )
+        .await;
+        browser.goto(&app.url("/settings")).await?;
+        browser
+            .wait()
+            .at_most(PATIENCE)
+            .for_element(Locator::Css("#settings-form[data-ready='true']"))
+            .await?;
+        wait_until_page(
+            &browser,
+            "the settings are shown, read only",
+            "const inputs = [...document.querySelectorAll('#settings-fields input')];
+             return inputs.length > 10 && inputs.every(i => i.disabled)
+               && document.getElementById('setting-filter-max_accuracy_m').value === '500'
+               && document.getElementById('settings-actions').hidden
+               && !document.getElementById('settings-read-only').hidden;",
         )
         .await;
         Ok::<_, fantoccini::error::CmdError>(())

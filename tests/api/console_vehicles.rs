@@ -1,5 +1,6 @@
 //! The Vehicles page in headless Chromium: a vehicle added on the page posts with the token the
-//! page shows, and its position appears there; retiring one on the page refuses its ingest and
+//! page shows (natively, and with the OsmAnd and OwnTracks settings it gives), and its position
+//! appears there; one is renamed, given its own speed limit, and its token rotated and revoked; retiring one on the page refuses its ingest and
 //! keeps its history, and a vehicle carrying a shipment is not retired, with the API's reason.
 use chrono::{Duration, Utc};
 use fantoccini::{Client, Locator};
@@ -159,6 +160,51 @@ async fn a_vehicle_added_on_the_page_posts_with_the_token_it_shows_and_appears_t
         .as_str()
         .unwrap()
         .contains(&format!("Authorization: Bearer {token}")));
+
+    // The settings work as given: OsmAnd's address with its placeholders filled in as the app
+    // fills them (epoch ms, accuracy in metres, speed in m/s), and OwnTracks' configuration.
+    let now = Utc::now();
+    let filled = [
+        ("{0}", "48.1380"),
+        ("{1}", "11.5760"),
+        ("{2}", &now.timestamp_millis().to_string()),
+        ("{3}", "7.5"),
+        ("{4}", "520"),
+        ("{5}", "10"),
+        ("{6}", "90"),
+    ]
+    .iter()
+    .fold(osmand.to_owned(), |url, (from, to)| url.replace(from, to));
+    let res = app.http.get(filled).send().await.unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let res = app
+        .http
+        .post(config["url"].as_str().unwrap())
+        .basic_auth(
+            config["username"].as_str().unwrap(),
+            config["password"].as_str(),
+        )
+        .json(&json!({"_type": "location", "lat": 48.1390, "lon": 11.5770, "tst": now.timestamp() + 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "OwnTracks as configured posts");
+    let vehicle = vehicles[0]["id"].as_i64().unwrap();
+    let (_, log) = app
+        .get(&jwt, &format!("/api/v1/vehicles/{vehicle}/positions"))
+        .await;
+    let rows = log["positions"].as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{log}");
+    let from_osmand = rows
+        .iter()
+        .find(|p| p["lat"] == 48.138)
+        .expect("OsmAnd's fix");
+    assert_eq!(from_osmand["accuracy"], 7.5, "{from_osmand}");
+    assert_eq!(
+        from_osmand["speed"], 10.0,
+        "m/s, as the OsmAnd app sends: {from_osmand}"
+    );
+    assert!(from_osmand["filter_reason"].is_null(), "{from_osmand}");
     assert_no_csp_violations(&app);
 }
 

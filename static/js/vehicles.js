@@ -49,6 +49,12 @@ function renderEmpty() {
 }
 
 function addRow(v, { first = false } = {}) {
+  // The fleet topic may announce a vehicle this page has just added, before the reply does.
+  if (shown.has(v.id)) {
+    const known = shown.get(v.id);
+    updated(known, v);
+    return known;
+  }
   const manage = el('button', { className: 'button', text: 'Manage', attrs: { type: 'button', 'aria-expanded': 'false', 'aria-controls': `vehicle-${v.id}-manage` } });
   const row = el('tr', { className: 'vehicle-row', attrs: { 'data-vehicle-id': v.id } },
     el('th', { className: 'vehicle-row__name', attrs: { scope: 'row' } }),
@@ -106,6 +112,17 @@ function applyPosition(p) {
   if (last && Date.parse(last.recorded_at) > Date.parse(p.recorded_at)) return;
   entry.vehicle.last_position = p;
   renderLast(entry);
+}
+
+/**
+ * A vehicle created or changed anywhere (another dispatcher's page, the API): its row follows,
+ * or it is added when the list shows its kind. A row already shown stays, with its new status,
+ * as it does after this page's own changes; the name being typed in its form is left alone.
+ */
+function applyVehicle(data) {
+  const entry = shown.get(data.id);
+  if (entry) updated(entry, data);
+  else if (listed(data)) addRow({ ...data, last_position: null }, { first: true });
 }
 
 $('status-filter').addEventListener('change', (event) => {
@@ -403,6 +420,7 @@ connectLive({
   },
   onEvent: (frame) => {
     if (frame.type === 'position' && frame.data) applyPosition(frame.data);
+    if (frame.type === 'vehicle' && frame.data) applyVehicle(frame.data);
   },
   onRefused: goToSignIn,
   checkAuth: async () => {

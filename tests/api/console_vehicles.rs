@@ -1,7 +1,9 @@
 //! The Vehicles page in headless Chromium: a vehicle added on the page posts with the token the
 //! page shows (natively, and with the OsmAnd and OwnTracks settings it gives), and its position
-//! appears there; one is renamed, given its own speed limit, and its token rotated and revoked; retiring one on the page refuses its ingest and
-//! keeps its history, and a vehicle carrying a shipment is not retired, with the API's reason.
+//! appears there; one is renamed, given its own speed limit, and its token rotated and revoked;
+//! retiring one on the page refuses its ingest and keeps its history, and a vehicle carrying a
+//! shipment is not retired, with the API's reason; vehicles added or renamed elsewhere reach
+//! the open list live.
 use chrono::{Duration, Utc};
 use fantoccini::{Client, Locator};
 use serde_json::{json, Value};
@@ -251,6 +253,20 @@ async fn a_vehicle_retired_on_the_page_is_refused_ingest_and_keeps_its_history(d
         confirm(&browser).await?;
         wait_for_text(&browser, &format!("{row} .vehicle-row__status"), "Retired").await;
         wait_for_text(&browser, &format!("{manage} [data-action='service']"), "Reinstate").await;
+
+        // Changes made elsewhere (another dispatcher, the API) reach the open list.
+        let (status, _) = app
+            .patch(&jwt, &format!("/api/v1/vehicles/{busy_vehicle}"), json!({"name": "Busy van 2"}))
+            .await;
+        assert_eq!(status, 200);
+        wait_for_text(&browser, &format!("{busy_row} .vehicle-row__name"), "Busy van 2").await;
+        let (added, _) = app.vehicle(&jwt, "New van").await;
+        wait_for_text(
+            &browser,
+            &format!("tr.vehicle-row[data-vehicle-id='{added}'] .vehicle-row__name"),
+            "New van",
+        )
+        .await;
 
         // The list of retired vehicles holds it; the default list does not.
         browser.find(Locator::Css("#status-filter")).await?.select_by_value("retired").await?;

@@ -5,6 +5,8 @@ mod attribution;
 mod browser;
 mod chat;
 mod chat_live;
+mod console_geofences;
+mod console_plan;
 mod deploy;
 mod driver;
 mod eta_accuracy;

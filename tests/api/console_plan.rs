@@ -306,3 +306,91 @@ async fn revoking_a_share_link_on_the_shipment_page_ends_it_for_the_customer(db:
     result.expect("the browser steps succeed");
     assert_no_csp_violations(&app);
 }
+
+#[sqlx::test]
+async fn a_dispatcher_reassigns_and_cancels_a_shipment_on_its_page_and_its_driver_sees_no_controls(
+    db: PgPool,
+) {
+    let app = TestApp::spawn(db).await;
+    let (_, jwt) = app
+        .user("Acme", "dispatch@acme.test", Role::Dispatcher)
+        .await;
+    let (anna, _) = app.user("Acme", "anna@acme.test", Role::Driver).await;
+    let (ben, _) = app.user("Acme", "ben@acme.test", Role::Driver).await;
+    let (van1, _) = app.vehicle(&jwt, "Van 1").await;
+    let (van2, _) = app.vehicle(&jwt, "Van 2").await;
+    let shipment = app.shipment(&jwt, "SHP-1", van1, Some(anna)).await;
+    let stored = async || {
+        app.get(&jwt, &format!("/api/v1/shipments/{shipment}"))
+            .await
+            .1
+    };
+
+    let driver = Driver::start().await;
+    let desk = driver.client().await;
+    let phone = driver.client().await;
+    let result = async {
+        sign_in_to(&desk, &app, "dispatch@acme.test", "/dispatch").await?;
+        desk.goto(&app.url(&format!("/shipments/{shipment}"))).await?;
+        wait_live(&desk).await?;
+        wait_until_page(
+            &desk,
+            "the assignment shows",
+            &format!(
+                "return !document.getElementById('manage-section').hidden \
+                   && document.getElementById('assign-vehicle').value === '{van1}' \
+                   && document.getElementById('assign-driver').value === '{anna}';"
+            ),
+        )
+        .await;
+        desk.find(Locator::Css("#assign-vehicle")).await?.select_by_label("Van 2").await?;
+        desk.find(Locator::Css("#assign-driver")).await?.select_by_label("ben@acme.test").await?;
+        desk.find(Locator::Css("#assign-save")).await?.click().await?;
+        wait_for_text(&desk, "#manage-notice", "Reassigned.").await;
+        let s = stored().await;
+        assert_eq!((s["vehicle_id"].as_i64(), s["driver_id"].as_i64()), (Some(van2), Some(ben)), "{s}");
+
+        // Its driver opens the same page: no management there.
+        sign_in_to(&phone, &app, "ben@acme.test", "/driver").await?;
+        phone.goto(&app.url(&format!("/shipments/{shipment}"))).await?;
+        wait_for_text(&phone, "#reference", "SHP-1").await;
+        wait_for_text(&phone, "#back-link", "← Driver").await;
+        let hidden = phone
+            .execute("return document.getElementById('manage-section').hidden && document.getElementById('share-section').hidden;", vec![])
+            .await?;
+        assert_eq!(hidden, json!(true), "a driver sees no management");
+
+        // Cancelling asks first; keeping it changes nothing.
+        desk.find(Locator::Css("#cancel-shipment")).await?.click().await?;
+        desk.wait()
+            .at_most(PATIENCE)
+            .for_element(Locator::Css("#confirm-dialog[open] button[value='no']"))
+            .await?
+            .click()
+            .await?;
+        wait_until_page(&desk, "the dialog closes", "return !document.getElementById('confirm-dialog').open;").await;
+        assert_eq!(stored().await["status"], "planned");
+        desk.find(Locator::Css("#cancel-shipment")).await?.click().await?;
+        desk.wait()
+            .at_most(PATIENCE)
+            .for_element(Locator::Css("#confirm-dialog[open] .dialog__confirm"))
+            .await?
+            .click()
+            .await?;
+        wait_for_text(&desk, "#status", "cancelled").await;
+        wait_until_page(
+            &desk,
+            "an ended shipment offers no status change",
+            "return document.getElementById('manage-status').hidden && !document.getElementById('manage-final').hidden;",
+        )
+        .await;
+        assert_eq!(stored().await["status"], "cancelled");
+        Ok::<_, CmdError>(())
+    }
+    .await;
+    let _ = desk.close().await;
+    let _ = phone.close().await;
+    driver.stop().await;
+    result.expect("the browser steps succeed");
+    assert_no_csp_violations(&app);
+}

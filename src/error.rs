@@ -34,6 +34,9 @@ pub enum AppError {
     Conflict(String),
     #[error("{0}")]
     TooLarge(String),
+    /// A device of a retired vehicle posted: `410`, which says it is for good.
+    #[error("this vehicle is retired: its tracker should stop sending (a dispatcher can put it back in service)")]
+    VehicleRetired,
     #[error("{0}")]
     UnsupportedMediaType(&'static str),
     #[error("too many requests; retry after {} s", retry_after_s(.0))]
@@ -77,6 +80,7 @@ impl AppError {
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::VehicleRetired => StatusCode::GONE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             AppError::Timeout | AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -101,6 +105,7 @@ impl AppError {
             AppError::NotFound(_) => "not_found",
             AppError::Conflict(_) => "conflict",
             AppError::TooLarge(_) => "too_large",
+            AppError::VehicleRetired => "vehicle_retired",
             AppError::UnsupportedMediaType(_) => "unsupported_media_type",
             AppError::RateLimited(_) => "rate_limited",
             AppError::Timeout => "timeout",

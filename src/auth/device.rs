@@ -28,6 +28,9 @@ pub struct Device {
     pub organisation_id: i64,
     /// The unit this vehicle's OsmAnd-protocol app sends speed in.
     pub speed_unit: SpeedUnit,
+    /// Retired vehicles are remembered too, so that a phone still posting for one is answered
+    /// from memory.
+    pub retired: bool,
 }
 
 /// Token hash → the device and when it was looked up.
@@ -39,30 +42,38 @@ pub struct DeviceCache {
 }
 
 impl DeviceCache {
-    /// The device for `ingest_token`, or `401`.
+    /// The device for `ingest_token`; `401` for an unknown token, `410` for a retired vehicle's.
     pub async fn authenticate(
         &self,
         pool: &PgPool,
         ingest_token: &str,
     ) -> Result<Device, AppError> {
         let hash = token::hash(ingest_token);
-        if let Some(device) = self.cached(&hash) {
-            return Ok(device);
+        let device = match self.cached(&hash) {
+            Some(device) => device,
+            None => {
+                let device = sqlx::query_as!(
+                    Device,
+                    r#"SELECT id AS vehicle_id, organisation_id,
+                              speed_unit AS "speed_unit: SpeedUnit",
+                              retired_at IS NOT NULL AS "retired!"
+                       FROM vehicles WHERE token_hash = $1"#,
+                    &hash
+                )
+                .fetch_optional(pool)
+                .await?
+                .ok_or(AppError::Unauthorized("unknown ingest token"))?;
+                let mut entries = self.entries.lock().expect("device cache poisoned");
+                if entries.len() >= CACHE_MAX {
+                    entries.clear();
+                }
+                entries.insert(hash, (device.clone(), Instant::now()));
+                device
+            }
+        };
+        if device.retired {
+            return Err(AppError::VehicleRetired);
         }
-        let device = sqlx::query_as!(
-            Device,
-            r#"SELECT id AS vehicle_id, organisation_id, speed_unit AS "speed_unit: SpeedUnit"
-               FROM vehicles WHERE token_hash = $1"#,
-            &hash
-        )
-        .fetch_optional(pool)
-        .await?
-        .ok_or(AppError::Unauthorized("unknown ingest token"))?;
-        let mut entries = self.entries.lock().expect("device cache poisoned");
-        if entries.len() >= CACHE_MAX {
-            entries.clear();
-        }
-        entries.insert(hash, (device.clone(), Instant::now()));
         Ok(device)
     }
 

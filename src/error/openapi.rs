@@ -109,6 +109,10 @@ pub struct Conflict(Error);
 #[derive(ToResponse)]
 pub struct TooLarge(Error);
 
+/// `vehicle_retired`: the ingest token is a retired vehicle's; the device should stop sending.
+#[derive(ToResponse)]
+pub struct Gone(Error);
+
 /// `unsupported_media_type`: called without `Content-Type: application/json`.
 #[derive(ToResponse)]
 pub struct UnsupportedMediaType(Error);

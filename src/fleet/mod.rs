@@ -18,7 +18,7 @@ use crate::{
     fleet::openapi::FleetFeatureCollection,
     AppState,
 };
-use vehicles::Vehicle;
+use vehicles::{Vehicle, VehicleStatus};
 
 /// The vehicles', shipments' and fleet map's routes.
 pub fn router() -> Router<AppState> {
@@ -111,7 +111,9 @@ async fn fleet(
     user.require_dispatcher()?;
     let bbox = q.bbox.as_deref().map(Bbox::parse).transpose()?;
     let rows: Vec<Vehicle> = match bbox {
-        None => vehicles::list(&state.db, user.organisation_id).await?,
+        None => {
+            vehicles::list(&state.db, user.organisation_id, Some(VehicleStatus::Active)).await?
+        }
         // In plain lon/lat: a box cast to geography has geodesic edges, and one spanning a
         // hemisphere has none PostGIS can draw ("antipodal edge"). `&&` finds the candidates
         // through the index on `last_point::geometry`; the comparisons are exact, where the
@@ -120,9 +122,10 @@ async fn fleet(
             let [(w1, e1), (w2, e2)] = b.lon_ranges();
             sqlx::query_as!(
                 Vehicle,
-                r#"SELECT id, name, speed_unit AS "speed_unit: SpeedUnit", created_at, last_position
+                r#"SELECT id, name, speed_unit AS "speed_unit: SpeedUnit",
+                          status AS "status: VehicleStatus", retired_at, created_at, last_position
                    FROM vehicles
-                   WHERE organisation_id = $1
+                   WHERE organisation_id = $1 AND status = 'active'
                      AND (last_point::geometry && ST_MakeEnvelope($2, $3, $4, $5, 4326)
                           OR last_point::geometry && ST_MakeEnvelope($6, $3, $7, $5, 4326))
                      AND ST_Y(last_point::geometry) BETWEEN $3 AND $5
@@ -234,10 +237,10 @@ async fn nearby(
     // rather than by the index's `<->`: PostGIS's geography index ordering fails near the poles
     // ("index returned tuples in wrong order"), and the radius keeps the sort small.
     let rows: Vec<Near> = sqlx::query_as(
-        "SELECT id, name, speed_unit, created_at, last_position,
+        "SELECT id, name, speed_unit, status, retired_at, created_at, last_position,
                 ST_Distance(last_point, ref.p) AS distance_m
          FROM vehicles, (SELECT ST_SetSRID(ST_MakePoint($2, $3), 4326)::geography AS p) AS ref
-         WHERE organisation_id = $1 AND ST_DWithin(last_point, ref.p, $4)
+         WHERE organisation_id = $1 AND status = 'active' AND ST_DWithin(last_point, ref.p, $4)
          ORDER BY distance_m, id LIMIT $5",
     )
     .bind(user.organisation_id)

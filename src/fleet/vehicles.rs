@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::{
     auth::{of_driver, token, CurrentUser, Revoked, SpeedUnit, Viewer},
     error::openapi::{
-        BadRequest, CommonErrors, Forbidden, Id, NotFound, TooLarge, UnsupportedMediaType,
+        BadRequest, CommonErrors, Conflict, Forbidden, Id, NotFound, TooLarge, UnsupportedMediaType,
     },
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
     fleet::{
@@ -29,7 +29,7 @@ use crate::{
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/vehicles", routing::get(list_handler).post(create))
-        .route("/vehicles/{id}", routing::get(get_handler))
+        .route("/vehicles/{id}", routing::get(get_handler).patch(update))
         .route(
             "/vehicles/{id}/token",
             post(rotate_token).delete(revoke_token),
@@ -47,17 +47,40 @@ pub struct Vehicle {
     #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     pub speed_unit: SpeedUnit,
+    pub status: VehicleStatus,
+    /// When it was retired; null while active.
+    #[schema(required = true)]
+    pub retired_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     #[schema(value_type = Option<Position>, required = true)]
     pub last_position: Option<Value>,
 }
 
-pub async fn list(db: &PgPool, organisation_id: i64) -> sqlx::Result<Vec<Vehicle>> {
+/// Whether a vehicle is in service. A retired one keeps its history but leaves the live fleet
+/// (the fleet map and topic, `/fleet`, `/vehicles/nearby`), cannot be given a shipment, and its
+/// ingest token is answered `410`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum VehicleStatus {
+    Active,
+    Retired,
+}
+
+/// The vehicles of an organisation in service (`Some(Active)`), retired, or all (`None`), by name.
+pub async fn list(
+    db: &PgPool,
+    organisation_id: i64,
+    status: Option<VehicleStatus>,
+) -> sqlx::Result<Vec<Vehicle>> {
     sqlx::query_as!(
         Vehicle,
-        r#"SELECT id, name, speed_unit AS "speed_unit: SpeedUnit", created_at, last_position
-           FROM vehicles WHERE organisation_id = $1 ORDER BY name, id"#,
-        organisation_id
+        r#"SELECT id, name, speed_unit AS "speed_unit: SpeedUnit", status AS "status: VehicleStatus",
+                  retired_at, created_at, last_position
+           FROM vehicles WHERE organisation_id = $1 AND ($2::text IS NULL OR status = $2)
+           ORDER BY name, id"#,
+        organisation_id,
+        status as _
     )
     .fetch_all(db)
     .await
@@ -66,7 +89,8 @@ pub async fn list(db: &PgPool, organisation_id: i64) -> sqlx::Result<Vec<Vehicle
 pub async fn get(db: &PgPool, organisation_id: i64, id: i64) -> AppResult<Vehicle> {
     sqlx::query_as!(
         Vehicle,
-        r#"SELECT id, name, speed_unit AS "speed_unit: SpeedUnit", created_at, last_position
+        r#"SELECT id, name, speed_unit AS "speed_unit: SpeedUnit", status AS "status: VehicleStatus",
+                  retired_at, created_at, last_position
            FROM vehicles WHERE organisation_id = $1 AND id = $2"#,
         organisation_id,
         id
@@ -147,13 +171,23 @@ pub async fn get_visible(db: &PgPool, viewer: &Viewer, id: i64) -> AppResult<Veh
     Ok(vehicle)
 }
 
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct ListQuery {
+    /// `active` (in service), `retired`, or `all`.
+    #[param(default = "active", pattern = "^(active|retired|all)$")]
+    status: Option<String>,
+}
+
 #[utoipa::path(
     get,
     path = "/vehicles",
     operation_id = "listVehicles",
     summary = "List vehicles",
-    description = "Dispatchers and admins.",
+    description = "Dispatchers and admins. Only the vehicles in service, unless `status` asks for the retired ones or all.",
     tag = "vehicles",
+    params(ListQuery),
     responses(
         (status = 200, body = Vec<Vehicle>, description = "The organisation's vehicles with their last position."),
         (status = 403, response = Forbidden),
@@ -164,9 +198,21 @@ pub async fn get_visible(db: &PgPool, viewer: &Viewer, id: i64) -> AppResult<Veh
 async fn list_handler(
     State(state): State<AppState>,
     user: CurrentUser,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> AppResult<Json<Vec<Vehicle>>> {
     user.require_dispatcher()?;
-    Ok(Json(list(&state.db, user.organisation_id).await?))
+    let status = match q.status.as_deref().unwrap_or("active") {
+        "active" => Some(VehicleStatus::Active),
+        "retired" => Some(VehicleStatus::Retired),
+        "all" => None,
+        _ => {
+            return Err(AppError::validation(
+                "status",
+                "status must be active, retired or all",
+            ))
+        }
+    };
+    Ok(Json(list(&state.db, user.organisation_id, status).await?))
 }
 
 #[utoipa::path(
@@ -204,6 +250,18 @@ struct NewVehicle {
     speed_unit: Option<String>,
 }
 
+/// A vehicle's name, trimmed: 1 to 200 characters.
+fn vehicle_name(name: &str) -> AppResult<&str> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME {
+        return Err(AppError::validation(
+            "name",
+            "name must be 1 to 200 characters",
+        ));
+    }
+    Ok(name)
+}
+
 fn speed_unit(unit: Option<&str>) -> AppResult<SpeedUnit> {
     unit.map_or(Ok(SpeedUnit::default()), |u| {
         SpeedUnit::parse(u).ok_or_else(|| {
@@ -236,20 +294,15 @@ async fn create(
     ApiJson(body): ApiJson<NewVehicle>,
 ) -> AppResult<(StatusCode, Json<Value>)> {
     user.require_dispatcher()?;
-    let name = body.name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME {
-        return Err(AppError::validation(
-            "name",
-            "name must be 1 to 200 characters",
-        ));
-    }
+    let name = vehicle_name(&body.name)?;
     let unit = speed_unit(body.speed_unit.as_deref())?;
     let ingest_token = token::generate(TOKEN_BYTES);
     let vehicle = sqlx::query_as!(
         Vehicle,
         r#"INSERT INTO vehicles (organisation_id, name, token_hash, speed_unit)
            VALUES ($1, $2, $3, $4)
-           RETURNING id, name, speed_unit AS "speed_unit: SpeedUnit", created_at, last_position"#,
+           RETURNING id, name, speed_unit AS "speed_unit: SpeedUnit", status AS "status: VehicleStatus",
+                  retired_at, created_at, last_position"#,
         user.organisation_id,
         name,
         token::hash(&ingest_token),
@@ -262,6 +315,128 @@ async fn create(
         StatusCode::CREATED,
         Json(json!({"vehicle": vehicle, "ingest_token": ingest_token})),
     ))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct VehicleChange {
+    #[schema(min_length = 1, max_length = 200)]
+    name: Option<String>,
+    /// The OsmAnd-protocol speed unit.
+    #[schema(value_type = Option<SpeedUnit>)]
+    speed_unit: Option<String>,
+    /// `retired` takes the vehicle out of service; `active` puts it back, with the same token.
+    #[schema(value_type = Option<VehicleStatus>)]
+    status: Option<String>,
+}
+
+/// Renames a vehicle, changes its speed unit, retires it or puts it back in service.
+#[utoipa::path(
+    patch,
+    path = "/vehicles/{id}",
+    operation_id = "updateVehicle",
+    summary = "Change a vehicle",
+    description = "Dispatchers and admins. Any of `name`, `speed_unit` and `status`, at least one. A new speed unit applies to the next request on every instance. Retiring (`status: retired`) keeps the vehicle's history (positions log, tracks, alerts) and takes it off the live fleet (`/fleet`, the `fleet` topic, `/vehicles/nearby`, the default vehicle list); its ingest token is then answered `410 vehicle_retired` on every instance, and it cannot be given a shipment. A vehicle carrying a planned or in-transit shipment cannot be retired (`409`). `status: active` puts it back in service with the same token (rotate it if the device is no longer trusted).",
+    tag = "vehicles",
+    params(Id),
+    request_body = VehicleChange,
+    responses(
+        (status = 200, body = Vehicle, description = "The vehicle as it is now."),
+        (status = 400, response = BadRequest),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = TooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        CommonErrors,
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
+async fn update(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(body): ApiJson<VehicleChange>,
+) -> AppResult<Json<Vehicle>> {
+    user.require_dispatcher()?;
+    if body.name.is_none() && body.speed_unit.is_none() && body.status.is_none() {
+        return Err(AppError::validation(
+            "",
+            "give at least one of name, speed_unit and status",
+        ));
+    }
+    let name = body.name.as_deref().map(vehicle_name).transpose()?;
+    let unit = body
+        .speed_unit
+        .as_deref()
+        .map(|u| speed_unit(Some(u)))
+        .transpose()?;
+    let status = match body.status.as_deref() {
+        None => None,
+        Some("active") => Some(VehicleStatus::Active),
+        Some("retired") => Some(VehicleStatus::Retired),
+        Some(_) => {
+            return Err(AppError::validation(
+                "status",
+                "status must be active or retired",
+            ))
+        }
+    };
+    let mut tx = state.db.begin().await?;
+    // The row lock orders concurrent changes of the vehicle.
+    let before = sqlx::query_scalar!(
+        r#"SELECT status AS "status: VehicleStatus" FROM vehicles
+           WHERE id = $1 AND organisation_id = $2 FOR UPDATE"#,
+        id,
+        user.organisation_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(AppError::NotFound("vehicle"))?;
+    if status == Some(VehicleStatus::Retired) && before == VehicleStatus::Active {
+        let carrying = sqlx::query_scalar!(
+            "SELECT reference FROM shipments WHERE vehicle_id = $1 AND status = ANY($2)
+             ORDER BY id LIMIT 1",
+            id,
+            &ShipmentStatus::ACTIVE as _
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(reference) = carrying {
+            return Err(AppError::Conflict(format!(
+                "the vehicle carries shipment {reference}: deliver, cancel or reassign it first"
+            )));
+        }
+    }
+    let vehicle = sqlx::query_as!(
+        Vehicle,
+        r#"UPDATE vehicles SET
+             name = COALESCE($3, name),
+             speed_unit = COALESCE($4, speed_unit),
+             retired_at = CASE $5::text WHEN 'retired' THEN COALESCE(retired_at, now())
+                                        WHEN 'active' THEN NULL
+                                        ELSE retired_at END
+           WHERE id = $1 AND organisation_id = $2
+           RETURNING id, name, speed_unit AS "speed_unit: SpeedUnit",
+                     status AS "status: VehicleStatus", retired_at, created_at, last_position"#,
+        id,
+        user.organisation_id,
+        name,
+        unit as _,
+        status as _
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    if unit.is_some() || status.is_some_and(|s| s != before) {
+        // Every instance's ingest token cache forgets the vehicle, so the new unit or status
+        // holds from the next request on.
+        state.revoke(Revoked::Vehicle(id)).await;
+    }
+    if status.is_some_and(|s| s != before) {
+        tracing::info!(vehicle = id, status = ?vehicle.status, "vehicle status changed");
+    }
+    Ok(Json(vehicle))
 }
 
 #[utoipa::path(

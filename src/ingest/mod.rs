@@ -24,7 +24,7 @@ use chrono::Utc;
 use serde_json::{json, Value};
 
 use crate::error::openapi::{
-    BadRequest, CommonErrors, RateLimited, TooLarge, UnsupportedMediaType,
+    BadRequest, CommonErrors, Gone, RateLimited, TooLarge, UnsupportedMediaType,
 };
 use crate::ingest::openapi::{IngestReply, Positions};
 
@@ -58,6 +58,7 @@ pub fn router() -> Router<AppState> {
     responses(
         (status = 200, body = IngestReply, description = "Every position is committed to the database."),
         (status = 400, response = BadRequest),
+        (status = 410, response = Gone),
         (status = 413, response = TooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 429, response = RateLimited),

@@ -16,7 +16,7 @@ use serde_json::{json, Map, Number, Value};
 use super::MAX_BODY;
 use crate::{
     auth::SpeedUnit,
-    error::openapi::{BadRequest, CommonErrors, RateLimited, TooLarge},
+    error::openapi::{BadRequest, CommonErrors, Gone, RateLimited, TooLarge},
     error::{AppError, AppResult},
     ingest::openapi::{NothingToSend, OsmandForm, OsmandParams, OwnTracksMessage, TraccarPosition},
     security::admit_ingest,
@@ -46,6 +46,7 @@ pub fn router() -> Router<AppState> {
     responses(
         (status = 200, description = "Stored (empty body)."),
         (status = 400, response = BadRequest),
+        (status = 410, response = Gone),
         (status = 413, response = TooLarge),
         (status = 429, response = RateLimited),
         CommonErrors,
@@ -70,6 +71,7 @@ pub fn router() -> Router<AppState> {
     responses(
         (status = 200, description = "Stored (empty body)."),
         (status = 400, response = BadRequest),
+        (status = 410, response = Gone),
         (status = 413, response = TooLarge),
         (status = 429, response = RateLimited),
         CommonErrors,
@@ -147,6 +149,7 @@ pub struct OsmandPost;
     responses(
         (status = 200, body = inline(NothingToSend), description = "Stored, or nothing to store (every `_type` but `location`, or an empty body)."),
         (status = 400, response = BadRequest),
+        (status = 410, response = Gone),
         (status = 413, response = TooLarge),
         (status = 429, response = RateLimited),
         CommonErrors,

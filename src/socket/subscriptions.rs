@@ -12,7 +12,7 @@ use crate::{
     chat,
     error::AppError,
     fleet::shipments,
-    fleet::vehicles,
+    fleet::vehicles::{self, VehicleStatus},
     tracking::{read_seq, Published, Topic, TopicKey},
 };
 
@@ -183,7 +183,7 @@ impl Session {
         let org = self.viewer.organisation_id();
         let state = match topic {
             Topic::Fleet => TopicState::Fleet {
-                vehicles: vehicles::list(db, org).await?,
+                vehicles: vehicles::list(db, org, Some(VehicleStatus::Active)).await?,
             },
             Topic::Alerts => TopicState::Alerts {
                 alerts: alerts::recent(db, org, SNAPSHOT_ALERTS).await?,

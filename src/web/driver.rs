@@ -172,7 +172,8 @@ async fn driven_vehicle(
 ) -> AppResult<Device> {
     let device = sqlx::query_as!(
         Device,
-        r#"SELECT v.id AS vehicle_id, v.organisation_id, v.speed_unit AS "speed_unit: SpeedUnit"
+        r#"SELECT v.id AS vehicle_id, v.organisation_id, v.speed_unit AS "speed_unit: SpeedUnit",
+                  v.retired_at IS NOT NULL AS "retired!"
            FROM shipments s
            JOIN vehicles v ON v.id = s.vehicle_id
            JOIN users u ON u.id = s.driver_id
@@ -187,6 +188,7 @@ async fn driven_vehicle(
     .fetch_optional(db)
     .await?;
     match (device, shipment) {
+        (Some(device), _) if device.retired => Err(AppError::VehicleRetired),
         (Some(device), _) => Ok(device),
         (None, Some(_)) => Err(AppError::NotFound("shipment")),
         (None, None) => Err(AppError::Conflict(

@@ -14,6 +14,7 @@ mod faults;
 mod filters;
 mod ingest;
 mod instances;
+mod manage;
 mod operations;
 mod read_api;
 mod readme;

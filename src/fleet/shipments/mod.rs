@@ -21,6 +21,7 @@ use crate::{
         BadRequest, CommonErrors, Conflict, Forbidden, Id, NotFound, TooLarge, UnsupportedMediaType,
     },
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
+    fleet::vehicles::VehicleStatus,
     tracking::lock_seq,
     tracking::position::{Position, PositionRow, POSITION_COLUMNS},
     AppState,
@@ -384,16 +385,22 @@ async fn check_assignees(
     driver_id: Option<i64>,
 ) -> AppResult<()> {
     if let Some(v) = vehicle_id {
-        let ok = sqlx::query_scalar!(
-            r#"SELECT EXISTS (SELECT 1 FROM vehicles WHERE id = $1 AND organisation_id = $2)
-               AS "ok!""#,
+        let status = sqlx::query_scalar!(
+            r#"SELECT status AS "status: VehicleStatus" FROM vehicles
+               WHERE id = $1 AND organisation_id = $2"#,
             v,
             organisation_id
         )
-        .fetch_one(db)
+        .fetch_optional(db)
         .await?;
-        if !ok {
-            return Err(AppError::validation("vehicle_id", "no such vehicle"));
+        match status {
+            None => return Err(AppError::validation("vehicle_id", "no such vehicle")),
+            Some(VehicleStatus::Retired) => {
+                return Err(AppError::Conflict(
+                    "the vehicle is retired: put it back in service first".into(),
+                ))
+            }
+            Some(VehicleStatus::Active) => {}
         }
     }
     if let Some(d) = driver_id {

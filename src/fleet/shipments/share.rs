@@ -3,11 +3,11 @@
 use axum::{
     extract::State,
     http::StatusCode,
-    routing::{delete, post},
+    routing::{delete, get, post},
     Json, Router,
 };
 use chrono::{DateTime, Duration, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
@@ -23,7 +23,102 @@ use crate::{
 pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/shipments/{id}/share", post(share))
+        .route("/shipments/{id}/shares", get(list))
+        .route("/shipments/{id}/shares/{share_id}", delete(revoke_by_id))
         .route("/shares/{token}", delete(revoke_share))
+}
+
+/// A share link as its shipment's dispatchers see it later: never its token, which is shown
+/// once, when it is made (only its hash is kept).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ShareLink {
+    id: i64,
+    created_at: DateTime<Utc>,
+    /// The user who made it.
+    #[schema(required = true)]
+    created_by: Option<i64>,
+    expires_at: DateTime<Utc>,
+    #[schema(required = true)]
+    revoked_at: Option<DateTime<Utc>>,
+    /// Whether its holder may write in the shipment's chat.
+    chat: bool,
+    /// Neither expired nor revoked.
+    active: bool,
+}
+
+#[utoipa::path(
+    get,
+    path = "/shipments/{id}/shares",
+    operation_id = "listShares",
+    summary = "List a shipment's share links",
+    description = "Dispatchers and admins. Newest first, expired and revoked ones included; the tokens are not shown again.",
+    tag = "shipments",
+    params(Id),
+    responses(
+        (status = 200, body = Vec<ShareLink>, description = "The shipment's share links."),
+        (status = 400, response = BadRequest),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        CommonErrors,
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
+async fn list(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiPath(id): ApiPath<i64>,
+) -> AppResult<Json<Vec<ShareLink>>> {
+    user.require_dispatcher()?;
+    load_visible(&state.db, &Viewer::User(user.clone()), id).await?;
+    let links = sqlx::query_as!(
+        ShareLink,
+        r#"SELECT id AS "id!", created_at, created_by, expires_at, revoked_at, chat,
+                  (revoked_at IS NULL AND expires_at > now()) AS "active!"
+           FROM share_links WHERE shipment_id = $1 AND organisation_id = $2
+           ORDER BY created_at DESC, id DESC"#,
+        id,
+        user.organisation_id
+    )
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(links))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/shipments/{id}/shares/{share_id}",
+    operation_id = "revokeShareById",
+    summary = "Revoke one of a shipment's share links",
+    description = "Dispatchers and admins. For the links listed by `GET /shipments/{id}/shares`, whose tokens are not shown again.",
+    tag = "shipments",
+    params(Id, ("share_id" = i64, Path, description = "The link's `id`.")),
+    responses(
+        (status = 204, description = "Revoked: sockets opened with the link close with 1008 at once."),
+        (status = 400, response = BadRequest),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        CommonErrors,
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
+async fn revoke_by_id(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiPath((id, share_id)): ApiPath<(i64, i64)>,
+) -> AppResult<StatusCode> {
+    user.require_dispatcher()?;
+    let revoked = sqlx::query_scalar!(
+        r#"UPDATE share_links SET revoked_at = COALESCE(revoked_at, now())
+           WHERE id = $1 AND shipment_id = $2 AND organisation_id = $3 RETURNING id AS "id!""#,
+        share_id,
+        id,
+        user.organisation_id
+    )
+    .fetch_optional(&state.db)
+    .await?;
+    revoked.ok_or(AppError::NotFound("share link"))?;
+    state.revoke(Revoked::Share(share_id)).await;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Share links carry 144 random bits.

@@ -1,0 +1,5 @@
+-- A retired vehicle keeps its history (positions, tracks, alerts) but leaves the live fleet, and
+-- its ingest token is answered `410`. `status` follows `retired_at`, so the two cannot disagree.
+ALTER TABLE vehicles ADD COLUMN retired_at timestamptz;
+ALTER TABLE vehicles ADD COLUMN status text NOT NULL
+    GENERATED ALWAYS AS (CASE WHEN retired_at IS NULL THEN 'active' ELSE 'retired' END) STORED;

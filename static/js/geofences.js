@@ -400,7 +400,8 @@ function fillVehicles(vehicles) {
   select.replaceChildren(
     ...vehicles.map((v) => {
       vehicleNames.set(v.id, v.name);
-      const o = new Option(v.name, String(v.id));
+      // Retired vehicles stay listed, so saving keeps a geofence's scope as it was.
+      const o = new Option(v.status === 'retired' ? `${v.name} (retired)` : v.name, String(v.id));
       o.selected = chosen.has(o.value);
       return o;
     }),
@@ -422,7 +423,7 @@ let vehicleList = [];
 
 /** With no geofence yet, start where the fleet is. */
 function fitFleet(vehicles) {
-  const seen = vehicles.filter((v) => v.last_position).map((v) => [v.last_position.lat, v.last_position.lon]);
+  const seen = vehicles.filter((v) => v.last_position && v.status !== 'retired').map((v) => [v.last_position.lat, v.last_position.lon]);
   if (seen.length === 1) map.setView(seen[0], 14);
   else if (seen.length > 1) map.fitBounds(L.latLngBounds(seen).pad(0.3), { maxZoom: 14 });
   return seen.length > 0;
@@ -430,7 +431,7 @@ function fitFleet(vehicles) {
 
 async function load() {
   try {
-    const [list, vehicles, shipmentList] = await Promise.all([api('/geofences'), api('/vehicles'), api('/shipments')]);
+    const [list, vehicles, shipmentList] = await Promise.all([api('/geofences'), api('/vehicles?status=all'), api('/shipments')]);
     vehicleList = vehicles || [];
     fillVehicles(vehicleList);
     shipments = shipmentList || [];

@@ -398,9 +398,13 @@ function fillAssignees(select, items, label, current) {
 
 async function loadAssignees() {
   try {
-    const [vehicles, drivers] = await Promise.all([api('/vehicles'), api('/users?role=driver')]);
+    const [vehicles, drivers] = await Promise.all([api('/vehicles?status=all'), api('/users?role=driver')]);
     const current = shipment || {};
-    fillAssignees($('assign-vehicle'), vehicles.map((v) => new Option(v.name, String(v.id))), 'vehicle', current.vehicle_id);
+    // A retired vehicle cannot be given the shipment; the one it has is shown all the same.
+    const vehicleOptions = vehicles
+      .filter((v) => v.status !== 'retired' || v.id === current.vehicle_id)
+      .map((v) => new Option(v.status === 'retired' ? `${v.name} (retired)` : v.name, String(v.id)));
+    fillAssignees($('assign-vehicle'), vehicleOptions, 'vehicle', current.vehicle_id);
     fillAssignees(
       $('assign-driver'),
       drivers.filter((u) => !u.disabled || u.id === current.driver_id).map((u) => new Option(u.email, String(u.id))),

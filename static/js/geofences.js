@@ -17,7 +17,7 @@ import { geofenceFromText, geofenceText, plainLatLngs, polygonGeojson, ShapeErro
 
 const ACTIVE = new Set(['planned', 'in_transit']);
 const EDITING = 'wm-geofence wm-geofence--editing';
-const EDIT_OPTIONS = { allowSelfIntersection: true, draggable: true, snappable: true };
+const EDIT_OPTIONS = { allowSelfIntersection: true, snappable: true };
 
 const body = document.body;
 const $ = (id) => document.getElementById(id);
@@ -169,10 +169,35 @@ function showShapeError(message) {
 
 function dropDraftLayer() {
   if (!draft.layer) return;
+  setMoving(false);
   if (draft.layer.pm) draft.layer.pm.disable();
   draft.layer.remove();
   draft.layer = null;
+  $('shape-actions').hidden = true;
 }
+
+/**
+ * Moving the whole shape is Geoman's drag mode, which cannot run with vertex editing: the
+ * "Move shape" button switches between the two.
+ */
+function setMoving(on) {
+  const button = $('shape-move');
+  button.setAttribute('aria-pressed', String(on));
+  const layer = draft.layer;
+  if (!layer || !layer.pm) return;
+  if (on) {
+    layer.pm.disable();
+    layer.pm.enableLayerDrag();
+    $('draw-hint').textContent = 'Drag the shape to move it; press Move shape again to edit its corners.';
+  } else {
+    if (layer.pm.layerDragEnabled()) layer.pm.disableLayerDrag();
+    if (!layer.pm.enabled()) layer.pm.enable(EDIT_OPTIONS);
+  }
+}
+
+$('shape-move').addEventListener('click', () => {
+  setMoving($('shape-move').getAttribute('aria-pressed') !== 'true');
+});
 
 /** Write the shape's text from the map. */
 function syncText() {
@@ -186,6 +211,8 @@ function setDraftLayer(layer, { dirty = true } = {}) {
   draft.layer = layer;
   draft.dirty = dirty;
   if (!map.hasLayer(layer)) layer.addTo(map);
+  $('shape-move').setAttribute('aria-pressed', 'false');
+  $('shape-actions').hidden = false;
   layer.pm.enable(EDIT_OPTIONS);
   const changed = () => {
     draft.dirty = true;
@@ -261,7 +288,7 @@ for (const [buttonId, shape] of Object.entries(SHAPES)) {
 
 map.on('pm:drawend', () => {
   $('draw-actions').hidden = true;
-  $('draw-hint').textContent = 'Drag the corners to change the shape, or drag it to move it.';
+  $('draw-hint').textContent = 'Drag the corners to change the shape; Move shape moves all of it.';
 });
 
 map.on('pm:create', ({ layer }) => {

@@ -1,6 +1,7 @@
 //! The Geofences page in headless Chromium: a polygon drawn with the mouse is saved and a
 //! vehicle driven into it raises its enter alert on the page; a self-crossing polygon typed
-//! on the keyboard is refused with the API's words on the shape, kept, fixed and deleted.
+//! on the keyboard is refused with the API's words on the shape, kept, fixed, moved with the
+//! mouse and deleted.
 use chrono::{Duration, Utc};
 use fantoccini::{
     actions::{InputSource, MouseActions, PointerAction, MOUSE_BUTTON_LEFT},
@@ -14,7 +15,7 @@ use waymark::auth::Role;
 use crate::browser::{
     assert_no_csp_violations, sign_in_to, wait_for_text, wait_live, wait_until_page, Driver,
 };
-use crate::support::{TestApp, PATIENCE};
+use crate::support::{wait_for, TestApp, PATIENCE};
 
 /// Clicks the map `dx`, `dy` pixels from its centre, as a mouse does.
 pub(crate) async fn click_map(browser: &Client, dx: i64, dy: i64) -> Result<(), CmdError> {
@@ -33,6 +34,34 @@ pub(crate) async fn click_map(browser: &Client, dx: i64, dy: i64) -> Result<(), 
             button: MOUSE_BUTTON_LEFT,
         });
     browser.perform_actions(mouse).await
+}
+
+/// Drags with the mouse from `dx`, `dy` pixels off the map's centre, `by` pixels across, in
+/// steps, as a hand does.
+async fn drag_map(browser: &Client, (dx, dy): (i64, i64), by: (i64, i64)) -> Result<(), CmdError> {
+    let map = browser.find(Locator::Css("#map")).await?;
+    let mut mouse = MouseActions::new("mouse".to_owned())
+        .then(PointerAction::MoveToElement {
+            element: map,
+            duration: None,
+            x: dx,
+            y: dy,
+        })
+        .then(PointerAction::Down {
+            button: MOUSE_BUTTON_LEFT,
+        });
+    for _ in 0..4 {
+        mouse = mouse.then(PointerAction::MoveBy {
+            duration: Some(std::time::Duration::from_millis(50)),
+            x: by.0 / 4,
+            y: by.1 / 4,
+        });
+    }
+    browser
+        .perform_actions(mouse.then(PointerAction::Up {
+            button: MOUSE_BUTTON_LEFT,
+        }))
+        .await
 }
 
 /// Waits until a console editor page has read what it needs from the API.
@@ -186,7 +215,9 @@ async fn a_polygon_drawn_with_the_mouse_is_saved_and_a_vehicle_driven_into_it_ra
 }
 
 #[sqlx::test]
-async fn a_self_crossing_polygon_is_refused_on_the_shape_and_kept_to_be_fixed(db: PgPool) {
+async fn a_typed_self_crossing_polygon_is_refused_on_the_shape_then_fixed_moved_and_deleted(
+    db: PgPool,
+) {
     let app = TestApp::spawn(db).await;
     let (_, jwt) = app
         .user("Acme", "dispatch@acme.test", Role::Dispatcher)
@@ -253,6 +284,32 @@ async fn a_self_crossing_polygon_is_refused_on_the_shape_and_kept_to_be_fixed(db
         let (_, fences) = app.get(&jwt, "/api/v1/geofences").await;
         assert_eq!(fences[0]["name"], "Gate", "{fences}");
         assert_eq!(fences[0]["debounce_s"], 0, "{fences}");
+        let west = |fences: &Value| {
+            fences[0]["area"]["coordinates"][0]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p[0].as_f64().unwrap())
+                .fold(f64::INFINITY, f64::min)
+        };
+        assert_eq!(west(&fences), 11.50);
+
+        // Moved east with the mouse, whole, and saved again.
+        browser.find(Locator::Css("#shape-move")).await?.click().await?;
+        drag_map(&browser, (0, 0), (120, 0)).await?;
+        wait_until_page(
+            &browser,
+            "the shape's text follows the move",
+            "return !document.getElementById('geofence-shape').value.startsWith('48.1, 11.5\\n');",
+        )
+        .await;
+        browser.find(Locator::Css("#geofence-save")).await?.click().await?;
+        wait_for("the moved shape is stored", async || {
+            let (_, fences) = app.get(&jwt, "/api/v1/geofences").await;
+            let now = west(&fences);
+            if now > 11.5001 { Ok(()) } else { Err(format!("its west edge is at {now}")) }
+        })
+        .await;
 
         // Deleting asks first.
         browser.find(Locator::Css("#geofence-delete")).await?.click().await?;

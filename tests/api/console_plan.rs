@@ -394,3 +394,104 @@ async fn a_dispatcher_reassigns_and_cancels_a_shipment_on_its_page_and_its_drive
     result.expect("the browser steps succeed");
     assert_no_csp_violations(&app);
 }
+
+#[sqlx::test]
+async fn a_route_is_imported_from_gpx_geojson_or_an_earlier_shipments_track(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (_, jwt) = app
+        .user("Acme", "dispatch@acme.test", Role::Dispatcher)
+        .await;
+    let (vehicle, token) = app.vehicle(&jwt, "Van 1").await;
+    app.shipment(&jwt, "SHP-0", vehicle, None).await;
+    // The earlier trip: three fixes about 220 m apart, half a minute apart.
+    let now = chrono::Utc::now();
+    let fixes = [(48.1000, 11.5000), (48.1020, 11.5000), (48.1040, 11.5000)];
+    for (i, (lat, lon)) in fixes.iter().enumerate() {
+        let at = now - chrono::Duration::seconds(90 - 30 * i as i64);
+        let (status, _) = app
+            .ingest(
+                &token,
+                json!({"lat": lat, "lon": lon, "recorded_at": at.to_rfc3339()}),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    let dir = std::env::temp_dir().join(format!("waymark-plan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let gpx = dir.join("route.gpx");
+    std::fs::write(
+        &gpx,
+        r#"<?xml version="1.0"?><gpx version="1.1" creator="test" xmlns="http://www.topografix.com/GPX/1/1">
+<trk><trkseg><trkpt lat="48.2" lon="11.4"/><trkpt lat="48.21" lon="11.41"/><trkpt lat="48.22" lon="11.42"/><trkpt lat="48.23" lon="11.43"/></trkseg></trk></gpx>"#,
+    )
+    .unwrap();
+    let geojson = dir.join("route.geojson");
+    std::fs::write(
+        &geojson,
+        json!({"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {},
+               "geometry": {"type": "MultiLineString", "coordinates": [[[11.6, 48.3], [11.61, 48.31]], [[11.62, 48.32]]]}}]})
+        .to_string(),
+    )
+    .unwrap();
+
+    let driver = Driver::start().await;
+    let browser = driver.client().await;
+    let result = async {
+        sign_in_to(&browser, &app, "dispatch@acme.test", "/dispatch").await?;
+        browser.goto(&app.url("/shipments/new")).await?;
+        wait_ready(&browser).await?;
+
+        browser
+            .find(Locator::Css("#route-file"))
+            .await?
+            .send_keys(&gpx.to_string_lossy())
+            .await?;
+        wait_for_text(&browser, "#route-points", "4").await;
+        assert_eq!(
+            value_of(&browser, "#route-text").await?,
+            "48.2, 11.4\n48.21, 11.41\n48.22, 11.42\n48.23, 11.43"
+        );
+
+        browser
+            .find(Locator::Css("#route-file"))
+            .await?
+            .send_keys(&geojson.to_string_lossy())
+            .await?;
+        wait_for_text(&browser, "#route-points", "3").await;
+        assert_eq!(
+            value_of(&browser, "#route-text").await?,
+            "48.3, 11.6\n48.31, 11.61\n48.32, 11.62"
+        );
+
+        browser
+            .find(Locator::Css("#route-shipment"))
+            .await?
+            .select_by_label("SHP-0 (In transit)")
+            .await?;
+        let simplify = browser.find(Locator::Css("#route-simplify")).await?;
+        simplify.clear().await?;
+        simplify.send_keys("0").await?;
+        browser
+            .find(Locator::Css("#route-from-track"))
+            .await?
+            .click()
+            .await?;
+        // Its fixes, in order, as recorded.
+        wait_until_page(
+            &browser,
+            "the earlier shipment's track is the route",
+            "const text = document.getElementById('route-text').value; \
+             const error = document.querySelector(\"[data-field='planned_route'] .field-error\").textContent; \
+             if (error) throw new Error(error); \
+             return text === '48.1, 11.5\\n48.102, 11.5\\n48.104, 11.5';",
+        )
+        .await;
+        Ok::<_, CmdError>(())
+    }
+    .await;
+    let _ = browser.close().await;
+    driver.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result.expect("the browser steps succeed");
+    assert_no_csp_violations(&app);
+}

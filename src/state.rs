@@ -13,6 +13,7 @@ use crate::{
     chat::ChatEvents,
     config::ServeConfig,
     db,
+    fleet::roster::VehicleEvents,
     ingest::{spawn_writer, WriterHandle},
     metrics::Metrics,
     security::Limits,
@@ -63,6 +64,7 @@ impl AppState {
             Box::new(PositionEvents),
             Box::new(AlertEvents),
             Box::new(ChatEvents),
+            Box::new(VehicleEvents),
         ]));
         tracker.spawn(
             sequencer

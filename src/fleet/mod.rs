@@ -2,6 +2,7 @@
 //! who may see them), and the fleet at a glance: every vehicle's current position as GeoJSON,
 //! the vehicles nearest a point.
 pub mod openapi;
+pub mod roster;
 pub mod shipments;
 pub mod vehicles;
 

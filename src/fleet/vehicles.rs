@@ -18,11 +18,13 @@ use crate::{
         BadRequest, CommonErrors, Conflict, Forbidden, Id, NotFound, TooLarge, UnsupportedMediaType,
     },
     error::{ApiJson, ApiPath, ApiQuery, AppError, AppResult},
+    fleet::roster::VehicleUpdate,
     fleet::{
         openapi::{CreatedVehicle, IngestToken, PositionsLog},
         shipments::ShipmentStatus,
     },
     tracking::position::{FilterReason, Position, PositionRow, POSITION_COLUMNS},
+    tracking::{Event, EventTx},
     AppState,
 };
 
@@ -297,19 +299,27 @@ async fn create(
     let name = vehicle_name(&body.name)?;
     let unit = speed_unit(body.speed_unit.as_deref())?;
     let ingest_token = token::generate(TOKEN_BYTES);
+    let mut tx = EventTx::begin(&state.db).await?;
+    let seq = tx.next_seq();
     let vehicle = sqlx::query_as!(
         Vehicle,
-        r#"INSERT INTO vehicles (organisation_id, name, token_hash, speed_unit)
-           VALUES ($1, $2, $3, $4)
+        r#"INSERT INTO vehicles (organisation_id, name, token_hash, speed_unit, updated_seq)
+           VALUES ($1, $2, $3, $4, $5)
            RETURNING id, name, speed_unit AS "speed_unit: SpeedUnit", status AS "status: VehicleStatus",
                   retired_at, created_at, last_position"#,
         user.organisation_id,
         name,
         token::hash(&ingest_token),
-        unit as _
+        unit as _,
+        seq
     )
-    .fetch_one(&state.db)
+    .fetch_one(&mut *tx)
     .await?;
+    tx.push(Event::new(
+        seq,
+        VehicleUpdate::of(user.organisation_id, seq, &vehicle),
+    ));
+    tx.commit().await?.publish(&state.tracking);
     tracing::info!(vehicle = vehicle.id, "vehicle created");
     Ok((
         StatusCode::CREATED,
@@ -382,7 +392,7 @@ async fn update(
             ))
         }
     };
-    let mut tx = state.db.begin().await?;
+    let mut tx = EventTx::begin(&state.db).await?;
     // The row lock orders concurrent changes of the vehicle.
     let before = sqlx::query_scalar!(
         r#"SELECT status AS "status: VehicleStatus" FROM vehicles
@@ -408,9 +418,11 @@ async fn update(
             )));
         }
     }
+    let seq = tx.next_seq();
     let vehicle = sqlx::query_as!(
         Vehicle,
         r#"UPDATE vehicles SET
+             updated_seq = $6,
              name = COALESCE($3, name),
              speed_unit = COALESCE($4, speed_unit),
              retired_at = CASE $5::text WHEN 'retired' THEN COALESCE(retired_at, now())
@@ -423,16 +435,22 @@ async fn update(
         user.organisation_id,
         name,
         unit as _,
-        status as _
+        status as _,
+        seq
     )
     .fetch_one(&mut *tx)
     .await?;
-    tx.commit().await?;
+    tx.push(Event::new(
+        seq,
+        VehicleUpdate::of(user.organisation_id, seq, &vehicle),
+    ));
+    let committed = tx.commit().await?;
     if unit.is_some() || status.is_some_and(|s| s != before) {
         // Every instance's ingest token cache forgets the vehicle, so the new unit or status
         // holds from the next request on.
         state.revoke(Revoked::Vehicle(id)).await;
     }
+    committed.publish(&state.tracking);
     if status.is_some_and(|s| s != before) {
         tracing::info!(vehicle = id, status = ?vehicle.status, "vehicle status changed");
     }

@@ -271,6 +271,14 @@ async function handleFailure(e, batch) {
     render();
     return false; // kept for after sign-in
   }
+  if (e instanceof ApiError && e.status === 410) {
+    // Retired for good: retrying would never succeed. The positions stay on the phone, and are
+    // sent should dispatch put the vehicle back in service (the next reload tries again).
+    state.blocked = 'Dispatch has retired this vehicle: stop sharing. Waiting positions are kept on this phone.';
+    showError(state.blocked);
+    render();
+    return false;
+  }
   if (e instanceof ApiError && (e.status === 404 || e.status === 409)) {
     state.blocked = 'Dispatch changed your assignment; waiting positions are kept.';
   }

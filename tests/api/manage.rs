@@ -417,3 +417,72 @@ async fn a_shipments_share_links_are_listed_without_their_tokens_and_revoked_by_
         .await;
     assert!(status.is_client_error());
 }
+
+#[sqlx::test]
+async fn vehicle_changes_reach_the_fleet_topic_live_and_on_resume(db: PgPool) {
+    let f = fleet(TestApp::spawn(db).await).await;
+    let mut ws = f.app.ws(&format!("token={}", f.dispatcher)).await;
+    let subscribed = ws.subscribe("fleet", None).await;
+    assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
+    let since = subscribed["snapshot"]["seq"].as_i64().unwrap();
+    let (_, outsider) = f
+        .app
+        .user("Other", "dispatch@other.test", Role::Dispatcher)
+        .await;
+    let mut other = f.app.ws(&format!("token={outsider}")).await;
+    other.subscribe("fleet", None).await;
+
+    // Created, renamed, retired: each change reaches the open map at once.
+    let (van2, _) = f.app.vehicle(&f.dispatcher, "Van 2").await;
+    let created = ws.next().await;
+    assert_eq!(created["type"], "vehicle", "{created}");
+    assert_eq!(created["topic"], "fleet");
+    assert_eq!(created["data"]["id"], van2);
+    assert_eq!(created["data"]["name"], "Van 2");
+    assert_eq!(created["data"]["status"], "active");
+    assert!(created["data"].get("last_position").is_none(), "{created}");
+
+    let (status, _) = f.change(json!({"name": "Van 1 (blue)"})).await;
+    assert_eq!(status, StatusCode::OK);
+    let renamed = ws.next().await;
+    assert_eq!(renamed["data"]["id"], f.vehicle, "{renamed}");
+    assert_eq!(renamed["data"]["name"], "Van 1 (blue)");
+
+    let (status, _) = f
+        .app
+        .patch(
+            &f.dispatcher,
+            &format!("/api/v1/vehicles/{van2}"),
+            json!({"status": "retired"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let retired = ws.next().await;
+    assert_eq!(retired["data"]["id"], van2, "{retired}");
+    assert_eq!(retired["data"]["status"], "retired");
+    assert!(retired["data"]["retired_at"].is_string());
+    assert!(created["seq"].as_i64() < renamed["seq"].as_i64());
+    assert!(renamed["seq"].as_i64() < retired["seq"].as_i64());
+    // A refused change publishes nothing; another organisation hears of none of it.
+    let (status, _) = f.change(json!({"speed_unit": "furlongs"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    ws.expect_quiet().await;
+    other.expect_quiet().await;
+
+    // A map that was away gets each changed vehicle once, as it is now, in seq order.
+    let mut back = f.app.ws(&format!("token={}", f.dispatcher)).await;
+    back.send(json!({"type": "subscribe", "topic": "fleet", "since": since}))
+        .await;
+    let mut replayed = Vec::new();
+    while replayed.len() < 2 {
+        let frame = back.next().await;
+        if frame["type"] == "vehicle" {
+            replayed.push(frame);
+        }
+    }
+    assert_eq!(replayed[0]["seq"], renamed["seq"], "{replayed:?}");
+    assert_eq!(replayed[0]["data"]["name"], "Van 1 (blue)");
+    assert_eq!(replayed[1]["seq"], retired["seq"], "{replayed:?}");
+    assert_eq!(replayed[1]["data"]["status"], "retired");
+    back.expect_quiet().await;
+}

@@ -8,6 +8,8 @@
 import { mountAlerts } from './alerts.js';
 import { mountChat } from './chat.js';
 import { api, ApiError, goToSignIn } from './api.js';
+import { confirmAction } from './confirm.js';
+import { clearErrors, showApiError } from './form.js';
 import { formatAgo, formatClock, formatLatLon, formatSpeed, setServerTime, statusLabel, timeKey } from './format.js';
 import { connectLive } from './live.js';
 import { parsedSvg } from './qr.js';
@@ -107,7 +109,10 @@ function placeText(place) {
 function applyShipment(s) {
   if (!s) return;
   shipment = s;
-  if (!share) renderPhoneLink();
+  if (!share) {
+    renderPhoneLink();
+    renderManage();
+  }
   $('reference').textContent = s.reference;
   $('topbar-title').textContent = s.reference;
   document.title = `${s.reference} · Waymark`;
@@ -293,8 +298,12 @@ async function setUpSignedIn() {
   if (dispatches) {
     back.hidden = false;
     $('share-section').hidden = false;
+    $('manage-section').hidden = false;
     dispatcher = true;
     renderPhoneLink();
+    renderManage();
+    loadAssignees();
+    loadShares();
   } else if (user.role === 'driver') {
     back.href = '/driver';
     back.textContent = '← Driver';
@@ -340,11 +349,12 @@ function createPhoneLink() {
   });
 }
 
-function createShareLink() {
-  return linkAction('share-button', 'share-error', async () => {
+async function createShareLink(event) {
+  event.preventDefault();
+  await linkAction('share-button', 'share-error', async () => {
     const reply = await api(`/shipments/${shipmentId}/share`, {
       method: 'POST',
-      body: { expires_in_s: Number($('share-expiry').value) },
+      body: { expires_in_s: Number($('share-expiry').value), chat: $('share-chat').checked },
     });
     const path = reply.url || `/t/${encodeURIComponent(reply.token)}`;
     const input = $('share-url');
@@ -354,6 +364,193 @@ function createShareLink() {
     input.focus();
     input.select();
   });
+  loadShares();
+}
+
+// ---- a dispatcher's management: status, assignment, the customer links ----
+
+const FINAL = new Set(['delivered', 'cancelled']);
+
+/** The status buttons as the shipment stands: none once it is over. */
+function renderManage() {
+  if (!dispatcher || !shipment) return;
+  const over = FINAL.has(shipment.status);
+  $('manage-status').hidden = over;
+  $('manage-final').hidden = !over;
+  $('assign-form').hidden = over;
+  for (const [id, key] of [['assign-vehicle', 'vehicle_id'], ['assign-driver', 'driver_id']]) {
+    const select = $(id);
+    // Follow the shipment unless the person is choosing another one.
+    if (document.activeElement !== select && select.dataset.changed !== 'true') {
+      select.value = shipment[key] == null ? '' : String(shipment[key]);
+    }
+  }
+}
+
+function fillAssignees(select, items, label, current) {
+  select.replaceChildren(new Option(`No ${label}`, '', false, current == null), ...items);
+  select.value = current == null ? '' : String(current);
+  select.options[0].disabled = current != null; // the API can reassign, not unassign
+}
+
+async function loadAssignees() {
+  try {
+    const [vehicles, drivers] = await Promise.all([api('/vehicles?status=all'), api('/users?role=driver')]);
+    const current = shipment || {};
+    // A retired vehicle cannot be given the shipment; the one it has is shown all the same.
+    const vehicleOptions = vehicles
+      .filter((v) => v.status !== 'retired' || v.id === current.vehicle_id)
+      .map((v) => new Option(v.status === 'retired' ? `${v.name} (retired)` : v.name, String(v.id)));
+    fillAssignees($('assign-vehicle'), vehicleOptions, 'vehicle', current.vehicle_id);
+    fillAssignees(
+      $('assign-driver'),
+      drivers.filter((u) => !u.disabled || u.id === current.driver_id).map((u) => new Option(u.email, String(u.id))),
+      'driver',
+      current.driver_id,
+    );
+    renderManage();
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) goToSignIn();
+  }
+}
+
+for (const id of ['assign-vehicle', 'assign-driver']) {
+  $(id).addEventListener('change', () => {
+    $(id).dataset.changed = 'true';
+  });
+}
+
+/** PATCH the shipment with `change`; errors show in the management form. */
+async function changeShipment(change, done) {
+  const form = $('assign-form');
+  clearErrors(form);
+  $('manage-notice').hidden = true;
+  try {
+    applyShipment(await api(`/shipments/${shipmentId}`, { method: 'PATCH', body: change }));
+    $('manage-notice').textContent = done;
+    $('manage-notice').hidden = false;
+    return true;
+  } catch (e) {
+    const conflictField = (m) => (/vehicle/i.test(m) ? 'vehicle_id' : /driver/i.test(m) ? 'driver_id' : null);
+    if (form.hidden) form.hidden = false;
+    showApiError(form, e, { conflictField });
+    return false;
+  }
+}
+
+async function reassign(event) {
+  event.preventDefault();
+  const change = {};
+  const vehicle = $('assign-vehicle').value;
+  const driver = $('assign-driver').value;
+  if (vehicle && Number(vehicle) !== shipment.vehicle_id) change.vehicle_id = Number(vehicle);
+  if (driver && Number(driver) !== shipment.driver_id) change.driver_id = Number(driver);
+  if (Object.keys(change).length === 0) {
+    $('manage-notice').textContent = 'Nothing changed.';
+    $('manage-notice').hidden = false;
+    return;
+  }
+  const button = $('assign-save');
+  button.disabled = true;
+  if (await changeShipment(change, 'Reassigned.')) {
+    delete $('assign-vehicle').dataset.changed;
+    delete $('assign-driver').dataset.changed;
+    renderManage();
+  }
+  button.disabled = false;
+}
+
+async function setStatus(status) {
+  const questions = {
+    delivered: {
+      title: `Mark ${shipment.reference} delivered?`,
+      message: 'The shipment ends: its vehicle is free for the next one, and its status cannot change again.',
+      confirm: 'Mark delivered',
+    },
+    cancelled: {
+      title: `Cancel ${shipment.reference}?`,
+      message: 'The shipment ends without delivery, and its status cannot change again.',
+      confirm: 'Cancel shipment',
+    },
+  };
+  if (!(await confirmAction(questions[status]))) return;
+  await changeShipment({ status }, status === 'delivered' ? 'Marked delivered.' : 'Cancelled.');
+}
+
+function shareState(link) {
+  if (link.active) return 'Active';
+  return link.revoked_at ? 'Revoked' : 'Expired';
+}
+
+function shareRow(link) {
+  const li = document.createElement('li');
+  li.className = 'share-link';
+  li.dataset.shareId = String(link.id);
+  li.dataset.state = shareState(link).toLowerCase();
+  const main = document.createElement('span');
+  main.className = 'share-link__main';
+  const state = document.createElement('span');
+  state.className = 'share-link__state';
+  state.textContent = shareState(link);
+  const meta = document.createElement('span');
+  meta.className = 'share-link__meta muted';
+  const when = link.revoked_at
+    ? `revoked ${formatClock(link.revoked_at, { seconds: false })}`
+    : `${link.active ? 'until' : 'ended'} ${formatClock(link.expires_at, { seconds: false })}`;
+  meta.textContent = [`made ${formatClock(link.created_at, { seconds: false })}`, when, link.chat ? 'with chat' : '']
+    .filter(Boolean)
+    .join(' · ');
+  main.append(state, meta);
+  li.append(main);
+  if (link.active) {
+    const revoke = document.createElement('button');
+    revoke.type = 'button';
+    revoke.className = 'button share-link__revoke';
+    revoke.textContent = 'Revoke';
+    revoke.addEventListener('click', () => revokeShare(link, revoke));
+    li.append(revoke);
+  }
+  return li;
+}
+
+async function loadShares() {
+  let links;
+  try {
+    links = (await api(`/shipments/${shipmentId}/shares`)) || [];
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) goToSignIn();
+    $('share-empty').textContent = 'Could not load the links.';
+    $('share-empty').hidden = false;
+    return;
+  }
+  $('share-list').replaceChildren(...links.map(shareRow));
+  $('share-count').textContent = String(links.filter((l) => l.active).length);
+  $('share-empty').textContent = 'No links yet.';
+  $('share-empty').hidden = links.length > 0;
+}
+
+async function revokeShare(link, button) {
+  const ok = await confirmAction({
+    title: 'Revoke this link?',
+    message: 'Whoever holds it loses access at once. A new link can be made at any time.',
+    confirm: 'Revoke link',
+  });
+  if (!ok) return;
+  button.disabled = true;
+  $('share-error').hidden = true;
+  try {
+    await api(`/shipments/${shipmentId}/shares/${link.id}`, { method: 'DELETE' });
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) {
+      goToSignIn();
+      return;
+    }
+    $('share-error').textContent = e instanceof ApiError && e.message ? e.message : 'Could not revoke the link.';
+    $('share-error').hidden = false;
+    button.disabled = false;
+    return;
+  }
+  loadShares();
 }
 
 async function copyShareLink() {
@@ -385,7 +582,10 @@ if (share) {
 
 if (!share) {
   setUpSignedIn();
-  $('share-button').addEventListener('click', createShareLink);
+  $('share-form').addEventListener('submit', createShareLink);
+  $('assign-form').addEventListener('submit', reassign);
+  $('mark-delivered').addEventListener('click', () => setStatus('delivered'));
+  $('cancel-shipment').addEventListener('click', () => setStatus('cancelled'));
   $('phone-link-button').addEventListener('click', createPhoneLink);
   $('share-copy').addEventListener('click', copyShareLink);
 }

@@ -6,6 +6,8 @@ mod browser;
 mod chat;
 mod chat_live;
 mod console_admin;
+mod console_geofences;
+mod console_plan;
 mod console_vehicles;
 mod deploy;
 mod driver;

@@ -3,7 +3,7 @@
 // from each to its vehicle on the fleet map. The first page takes new alerts and changes live
 // from the `alerts` topic.
 
-import { api, ApiError, goToSignIn } from './api.js';
+import { api, ApiError, goToSignIn, stillSignedIn } from './api.js';
 import { alertTitle } from './alerts.js';
 import { formatClock, setServerTime } from './format.js';
 import { busy, el } from './forms.js';
@@ -250,12 +250,5 @@ connectLive({
     refreshCount();
   },
   onRefused: goToSignIn,
-  checkAuth: async () => {
-    try {
-      await api('/auth/me');
-      return true;
-    } catch (e) {
-      return !(e instanceof ApiError && e.status === 401);
-    }
-  },
+  checkAuth: stillSignedIn,
 });

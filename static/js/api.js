@@ -54,6 +54,19 @@ export async function signOut() {
   window.location.assign('/');
 }
 
+/**
+ * Whether the session still holds (a live socket's `checkAuth`): false only when the API says
+ * it does not; a network failure is not a lapsed session.
+ */
+export async function stillSignedIn() {
+  try {
+    await api('/auth/me');
+    return true;
+  } catch (e) {
+    return !(e instanceof ApiError && e.status === 401);
+  }
+}
+
 /** The sign-in page, asking it to come back here afterwards. */
 export function goToSignIn() {
   const next = window.location.pathname + window.location.search;

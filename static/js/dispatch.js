@@ -4,7 +4,7 @@
 
 /* global L */
 
-import { api, ApiError, goToSignIn } from './api.js';
+import { api, ApiError, goToSignIn, stillSignedIn } from './api.js';
 import { mountAlerts } from './alerts.js';
 import { ageSeconds, formatAgo, formatClock, formatSpeed, setServerTime, statusLabel, timeKey } from './format.js';
 import { connectLive } from './live.js';
@@ -204,14 +204,7 @@ const live = connectLive({
   onSnapshot,
   onEvent,
   onRefused: goToSignIn,
-  checkAuth: async () => {
-    try {
-      await api('/auth/me');
-      return true;
-    } catch (e) {
-      return !(e instanceof ApiError && e.status === 401);
-    }
-  },
+  checkAuth: stillSignedIn,
 });
 
 window.setInterval(() => {

@@ -7,10 +7,9 @@
 /* global L */
 
 import { mountAlerts } from './alerts.js';
-import { api, ApiError, goToSignIn } from './api.js';
-import { confirmAction } from './confirm.js';
-import { setServerTime, statusLabel } from './format.js';
-import { clearErrors, showApiError, showFieldError } from './form.js';
+import { api, ApiError, goToSignIn, stillSignedIn } from './api.js';
+import { setServerTime } from './format.js';
+import { busy, clearErrors, confirmAction, shipmentOption, showApiError, showErrorAt, vehicleOption } from './forms.js';
 import { connectLive } from './live.js';
 import { createMap } from './map.js';
 import { geofenceFromText, geofenceText, plainLatLngs, polygonGeojson, ShapeError } from './shapes.js';
@@ -311,7 +310,7 @@ function applyText() {
     shape = geofenceFromText(shapeText.value);
   } catch (e) {
     if (!(e instanceof ShapeError)) throw e;
-    showFieldError(form, 'area', e.message);
+    showErrorAt(form, 'area', e.message);
     return false;
   }
   const typed = shapeText.value;
@@ -334,7 +333,7 @@ $('geofence-shape-apply').addEventListener('click', () => {
 function numberField(id, field) {
   const input = $(id);
   if (input.validity.badInput) {
-    showFieldError(form, field, 'Enter a whole number of seconds.');
+    showErrorAt(form, field, 'Enter a whole number of seconds.');
     return undefined;
   }
   return input.value === '' ? null : Number(input.value);
@@ -361,29 +360,27 @@ async function save(event) {
   $('geofence-saved').hidden = true;
   if (shapeText.value.trim() !== syncedText.trim() && !applyText()) return;
   if (!draft.layer) {
-    showFieldError(form, 'area', 'Draw a shape on the map, or type one.');
+    showErrorAt(form, 'area', 'Draw a shape on the map, or type one.');
     return;
   }
   const body = formBody();
   if (!body) return;
   if (draft.id == null || draft.dirty) Object.assign(body, shapeBody(shapeOf(draft.layer)));
-  const button = $('geofence-save');
-  button.disabled = true;
-  try {
-    const saved = draft.id == null
-      ? await api('/geofences', { method: 'POST', body })
-      : await api(`/geofences/${draft.id}`, { method: 'PATCH', body });
-    fences.set(saved.id, saved);
-    select(saved.id);
-    const notice = $('geofence-saved');
-    notice.textContent = `Saved ${saved.name}.`;
-    notice.hidden = false;
-  } catch (e) {
-    const field = showApiError(form, e);
-    if (field && /^(area|circle)/.test(field)) showShapeError(e.message);
-  } finally {
-    button.disabled = false;
-  }
+  await busy($('geofence-save'), async () => {
+    try {
+      const saved = draft.id == null
+        ? await api('/geofences', { method: 'POST', body })
+        : await api(`/geofences/${draft.id}`, { method: 'PATCH', body });
+      fences.set(saved.id, saved);
+      select(saved.id);
+      const notice = $('geofence-saved');
+      notice.textContent = `Saved ${saved.name}.`;
+      notice.hidden = false;
+    } catch (e) {
+      const field = showApiError(form, e);
+      if (field && /^(area|circle)/.test(field)) showShapeError(e.message);
+    }
+  });
 }
 
 form.addEventListener('submit', save);
@@ -428,7 +425,7 @@ function fillVehicles(vehicles) {
     ...vehicles.map((v) => {
       vehicleNames.set(v.id, v.name);
       // Retired vehicles stay listed, so saving keeps a geofence's scope as it was.
-      const o = new Option(v.status === 'retired' ? `${v.name} (retired)` : v.name, String(v.id));
+      const o = vehicleOption(v);
       o.selected = chosen.has(o.value);
       return o;
     }),
@@ -441,7 +438,7 @@ function fillShipments(current) {
   const shown = shipments.filter((s) => ACTIVE.has(s.status) || String(s.id) === wanted);
   select.replaceChildren(
     new Option('Any shipment', ''),
-    ...shown.map((s) => new Option(`${s.reference} (${statusLabel(s.status)})`, String(s.id))),
+    ...shown.map(shipmentOption),
   );
   select.value = wanted;
 }
@@ -483,14 +480,7 @@ const live = connectLive({
   topics: [],
   onHello: (frame) => setServerTime(frame.server_time),
   onRefused: goToSignIn,
-  checkAuth: async () => {
-    try {
-      await api('/auth/me');
-      return true;
-    } catch (e) {
-      return !(e instanceof ApiError && e.status === 401);
-    }
-  },
+  checkAuth: stillSignedIn,
 });
 
 mountAlerts($('alerts-panel'), live, {

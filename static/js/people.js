@@ -3,9 +3,8 @@
 // driver's one-time phone link, shown with its QR code.
 
 import { api, ApiError, goToSignIn } from './api.js';
-import { formatClock } from './format.js';
-import { busy, clearErrors, confirmAction, copyText, el, showApiError, showFieldError } from './forms.js';
-import { parsedSvg } from './qr.js';
+import { busy, clearErrors, confirmAction, copyText, el, errorText, showApiError, showFieldError } from './forms.js';
+import { showPhoneLink } from './qr.js';
 
 const $ = (id) => document.getElementById(id);
 const isAdmin = document.body.dataset.role === 'admin';
@@ -110,7 +109,7 @@ function render(tr) {
 function rowError(tr, e, fallback) {
   if (e instanceof ApiError && e.status === 401) return goToSignIn();
   const error = tr.querySelector('.person-row__error');
-  error.textContent = e instanceof ApiError && e.message ? e.message : fallback;
+  error.textContent = errorText(e, fallback);
   error.hidden = false;
 }
 
@@ -133,11 +132,8 @@ async function change(tr, body, control) {
 async function phoneLink(tr, button) {
   await busy(button, async () => {
     try {
-      const reply = await api(`/users/${tr.person.id}/device-link`, { method: 'POST' });
+      await showPhoneLink(tr.person.id, `QR code of the phone link for ${tr.person.email}`);
       $('phone-link-for').textContent = `Signs ${tr.person.email}’s phone in once: scan it with the phone’s camera, or send the link.`;
-      $('phone-link-qr').replaceChildren(parsedSvg(reply.qr_svg, `QR code of the phone link for ${tr.person.email}`));
-      $('phone-link-url').value = reply.url;
-      $('phone-link-expires').textContent = `Works once, until ${formatClock(reply.expires_at, { seconds: false })}.`;
       const panel = $('phone-link-panel');
       panel.hidden = false;
       panel.focus();
@@ -189,7 +185,7 @@ if (isAdmin) {
           email.focus();
           return;
         }
-        showApiError(form, e, { email, password, role }, 'The person was not added.');
+        showApiError(form, e, { fields: { email, password, role }, fallback: 'The person was not added.' });
       }
     });
   });

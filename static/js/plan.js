@@ -7,8 +7,8 @@
 /* global L */
 
 import { api, ApiError, goToSignIn } from './api.js';
-import { formatLatLon, statusLabel } from './format.js';
-import { clearErrors, showApiError, showFieldError } from './form.js';
+import { formatLatLon } from './format.js';
+import { clearErrors, driverOption, shipmentOption, showApiError, showErrorAt, showFormError, vehicleOption } from './forms.js';
 import { createMap, placeMarker } from './map.js';
 import {
   formatLines,
@@ -87,7 +87,7 @@ for (const [kind, p] of Object.entries(places)) {
       setPlace(kind, latlng, { fromInput: true });
       showAll();
     } else if (p.coords.value.trim()) {
-      showFieldError(form, kind, 'Type the coordinates as "lat, lon", e.g. 48.13715, 11.57612.');
+      showErrorAt(form, kind, 'Type the coordinates as "lat, lon", e.g. 48.13715, 11.57612.');
     }
   });
   p.name.addEventListener('change', () => {
@@ -170,7 +170,7 @@ $('route-clear').addEventListener('click', () => {
 
 function routeError(e) {
   if (!(e instanceof ShapeError)) throw e;
-  showFieldError(form, 'planned_route', e.message);
+  showErrorAt(form, 'planned_route', e.message);
 }
 
 routeText.addEventListener('change', () => {
@@ -199,7 +199,7 @@ $('route-from-track').addEventListener('click', async () => {
   const id = $('route-shipment').value;
   clearErrors(form);
   if (!id) {
-    showFieldError(form, 'planned_route', 'Choose the earlier shipment whose track to follow.');
+    showErrorAt(form, 'planned_route', 'Choose the earlier shipment whose track to follow.');
     return;
   }
   const simplify = Math.max(0, Number($('route-simplify').value) || 0);
@@ -228,21 +228,13 @@ function place(kind) {
   const p = places[kind];
   const latlng = placeLatLng(kind);
   if (!latlng) {
-    showFieldError(form, kind, p.coords.value.trim()
+    showErrorAt(form, kind, p.coords.value.trim()
       ? 'Type the coordinates as "lat, lon", e.g. 48.13715, 11.57612.'
       : `Click the map or type the ${kind}'s coordinates.`);
     return null;
   }
   const name = p.name.value.trim();
   return { lat: latlng[0], lon: latlng[1], ...(name ? { name } : {}) };
-}
-
-/** A 409 names no field; its message says which one clashed. */
-function conflictField(message) {
-  if (/reference/i.test(message)) return 'reference';
-  if (/vehicle/i.test(message)) return 'vehicle_id';
-  if (/driver/i.test(message)) return 'driver_id';
-  return null;
 }
 
 form.addEventListener('submit', async (event) => {
@@ -263,7 +255,7 @@ form.addEventListener('submit', async (event) => {
   const due = $('plan-due').value;
   const dueAt = localToRfc3339(due);
   if (due && !dueAt) {
-    showFieldError(form, 'due_at', 'Give a date and time.');
+    showErrorAt(form, 'due_at', 'Give a date and time.');
     return;
   }
   const request = {
@@ -281,7 +273,7 @@ form.addEventListener('submit', async (event) => {
     const shipment = await api('/shipments', { method: 'POST', body: request });
     window.location.assign(`/shipments/${shipment.id}`);
   } catch (e) {
-    showApiError(form, e, { conflictField });
+    showApiError(form, e);
     button.disabled = false;
   }
 });
@@ -295,13 +287,13 @@ async function load() {
       api('/users?role=driver'),
       api('/shipments'),
     ]);
-    $('plan-vehicle').append(...(vehicles || []).map((v) => new Option(v.name, String(v.id))));
+    $('plan-vehicle').append(...(vehicles || []).map(vehicleOption));
     $('plan-driver').append(
-      ...(drivers || []).filter((u) => !u.disabled).map((u) => new Option(u.email, String(u.id))),
+      ...(drivers || []).filter((u) => !u.disabled).map(driverOption),
     );
     const earlier = (shipments || []).filter((s) => s.started_at).sort((a, b) => b.id - a.id);
     $('route-shipment').append(
-      ...earlier.map((s) => new Option(`${s.reference} (${statusLabel(s.status)})`, String(s.id))),
+      ...earlier.map(shipmentOption),
     );
     // Start where the fleet is, when it has been anywhere.
     const seen = (vehicles || []).filter((v) => v.last_position).map((v) => [v.last_position.lat, v.last_position.lon]);
@@ -311,7 +303,7 @@ async function load() {
       goToSignIn();
       return;
     }
-    showFieldError(form, null, 'Could not load the vehicles and drivers. Reload to try again.');
+    showFormError(form, 'Could not load the vehicles and drivers. Reload to try again.');
   }
   body.dataset.ready = 'true';
 }

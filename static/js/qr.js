@@ -1,7 +1,10 @@
-// QR codes drawn in the page: the vendored qrcode-generator computes the modules, and this
-// draws them as one SVG path (no HTML strings, no style attributes).
+// QR codes in the page: drawn here (the vendored qrcode-generator computes the modules, and
+// this draws them as one SVG path: no HTML strings, no style attributes), or the server's, as
+// for a driver's one-time phone link.
 
 import qrcode from '/static/vendor/qrcode-generator/qrcode.mjs';
+import { api } from './api.js';
+import { formatClock } from './format.js';
 
 const SVG = 'http://www.w3.org/2000/svg';
 const QUIET = 4; // modules of white border the standard asks for
@@ -42,6 +45,18 @@ export function qrSvg(text, label) {
   path.setAttribute('fill', '#000');
   svg.append(bg, path);
   return svg;
+}
+
+/**
+ * Make a one-time link that signs the driver `userId`'s phone in, and show it in the page's
+ * `#phone-link-qr`, `#phone-link-url` and `#phone-link-expires` (`label` names the QR code for
+ * screen readers). Rejects as `api()` does.
+ */
+export async function showPhoneLink(userId, label) {
+  const reply = await api(`/users/${userId}/device-link`, { method: 'POST' });
+  document.getElementById('phone-link-qr').replaceChildren(parsedSvg(reply.qr_svg, label));
+  document.getElementById('phone-link-url').value = reply.url;
+  document.getElementById('phone-link-expires').textContent = `Works once, until ${formatClock(reply.expires_at, { seconds: false })}.`;
 }
 
 /** The server's SVG (a device link's `qr_svg`), parsed as a document rather than assigned as HTML. */

@@ -19,7 +19,7 @@ async function start() {
     [schemas, settings] = await Promise.all([settingsSchemas(), api('/settings')]);
   } catch (e) {
     $('settings-loading').remove();
-    showApiError(formEl, e, {}, 'The settings could not be loaded.');
+    showApiError(formEl, e, { fallback: 'The settings could not be loaded.' });
     return;
   }
   const form = new SettingsForm($('settings-fields'), schemas, {
@@ -52,7 +52,7 @@ async function start() {
         form.set(now);
         statusEl.textContent = 'Saved.';
       } catch (e) {
-        showApiError(formEl, e, (field) => form.inputFor(field), 'The settings were not saved.');
+        showApiError(formEl, e, { fields: (field) => form.inputFor(field), fallback: 'The settings were not saved.' });
       }
     });
   });

@@ -8,11 +8,10 @@
 import { mountAlerts } from './alerts.js';
 import { mountChat } from './chat.js';
 import { api, ApiError, goToSignIn } from './api.js';
-import { confirmAction } from './confirm.js';
-import { clearErrors, showApiError } from './form.js';
+import { busy, clearErrors, confirmAction, copyText, driverOption, errorText, showApiError, vehicleOption } from './forms.js';
 import { formatAgo, formatClock, formatLatLon, formatSpeed, setServerTime, statusLabel, timeKey } from './format.js';
 import { connectLive } from './live.js';
-import { parsedSvg } from './qr.js';
+import { showPhoneLink } from './qr.js';
 import { createMap, lineLatLngs, placeMarker, Track, VehicleMarker } from './map.js';
 
 const HEADLINES = {
@@ -321,30 +320,25 @@ function renderPhoneLink() {
  * failure shows in `errorId` (or sends the user to sign in).
  */
 async function linkAction(buttonId, errorId, action) {
-  const button = $(buttonId);
   const errorEl = $(errorId);
   errorEl.hidden = true;
-  button.disabled = true;
-  try {
-    await action();
-  } catch (e) {
-    if (e instanceof ApiError && e.status === 401) {
-      goToSignIn();
-      return;
+  await busy($(buttonId), async () => {
+    try {
+      await action();
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 401) {
+        goToSignIn();
+        return;
+      }
+      errorEl.textContent = errorText(e, 'Could not create the link.');
+      errorEl.hidden = false;
     }
-    errorEl.textContent = e instanceof ApiError && e.message ? e.message : 'Could not create the link.';
-    errorEl.hidden = false;
-  } finally {
-    button.disabled = false;
-  }
+  });
 }
 
 function createPhoneLink() {
   return linkAction('phone-link-button', 'phone-link-error', async () => {
-    const reply = await api(`/users/${shipment.driver_id}/device-link`, { method: 'POST' });
-    $('phone-link-qr').replaceChildren(parsedSvg(reply.qr_svg, 'QR code of the phone link'));
-    $('phone-link-url').value = reply.url;
-    $('phone-link-expires').textContent = `Works once, until ${formatClock(reply.expires_at, { seconds: false })}`;
+    await showPhoneLink(shipment.driver_id, 'QR code of the phone link');
     $('phone-link-result').hidden = false;
   });
 }
@@ -400,11 +394,11 @@ async function loadAssignees() {
     // A retired vehicle cannot be given the shipment; the one it has is shown all the same.
     const vehicleOptions = vehicles
       .filter((v) => v.status !== 'retired' || v.id === current.vehicle_id)
-      .map((v) => new Option(v.status === 'retired' ? `${v.name} (retired)` : v.name, String(v.id)));
+      .map(vehicleOption);
     fillAssignees($('assign-vehicle'), vehicleOptions, 'vehicle', current.vehicle_id);
     fillAssignees(
       $('assign-driver'),
-      drivers.filter((u) => !u.disabled || u.id === current.driver_id).map((u) => new Option(u.email, String(u.id))),
+      drivers.filter((u) => !u.disabled || u.id === current.driver_id).map(driverOption),
       'driver',
       current.driver_id,
     );
@@ -431,9 +425,8 @@ async function changeShipment(change, done) {
     $('manage-notice').hidden = false;
     return true;
   } catch (e) {
-    const conflictField = (m) => (/vehicle/i.test(m) ? 'vehicle_id' : /driver/i.test(m) ? 'driver_id' : null);
     if (form.hidden) form.hidden = false;
-    showApiError(form, e, { conflictField });
+    showApiError(form, e);
     return false;
   }
 }
@@ -450,14 +443,13 @@ async function reassign(event) {
     $('manage-notice').hidden = false;
     return;
   }
-  const button = $('assign-save');
-  button.disabled = true;
-  if (await changeShipment(change, 'Reassigned.')) {
-    delete $('assign-vehicle').dataset.changed;
-    delete $('assign-driver').dataset.changed;
-    renderManage();
-  }
-  button.disabled = false;
+  await busy($('assign-save'), async () => {
+    if (await changeShipment(change, 'Reassigned.')) {
+      delete $('assign-vehicle').dataset.changed;
+      delete $('assign-driver').dataset.changed;
+      renderManage();
+    }
+  });
 }
 
 async function setStatus(status) {
@@ -471,6 +463,7 @@ async function setStatus(status) {
       title: `Cancel ${shipment.reference}?`,
       message: 'The shipment ends without delivery, and its status cannot change again.',
       confirm: 'Cancel shipment',
+      cancel: 'Keep shipment',
     },
   };
   if (!(await confirmAction(questions[status]))) return;
@@ -545,27 +538,12 @@ async function revokeShare(link, button) {
       goToSignIn();
       return;
     }
-    $('share-error').textContent = e instanceof ApiError && e.message ? e.message : 'Could not revoke the link.';
+    $('share-error').textContent = errorText(e, 'Could not revoke the link.');
     $('share-error').hidden = false;
     button.disabled = false;
     return;
   }
   loadShares();
-}
-
-async function copyShareLink() {
-  const input = $('share-url');
-  const button = $('share-copy');
-  try {
-    await navigator.clipboard.writeText(input.value);
-  } catch {
-    input.select();
-    document.execCommand('copy');
-  }
-  button.textContent = 'Copied';
-  window.setTimeout(() => {
-    button.textContent = 'Copy';
-  }, 1500);
 }
 
 /** The shipment's conversation, for its people and for a share link made with chat. */
@@ -587,5 +565,5 @@ if (!share) {
   $('mark-delivered').addEventListener('click', () => setStatus('delivered'));
   $('cancel-shipment').addEventListener('click', () => setStatus('cancelled'));
   $('phone-link-button').addEventListener('click', createPhoneLink);
-  $('share-copy').addEventListener('click', copyShareLink);
+  $('share-copy').addEventListener('click', () => copyText($('share-url').value, $('share-copy'), { select: $('share-url') }));
 }

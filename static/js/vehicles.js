@@ -3,7 +3,7 @@
 // tracker app; renaming, the speed unit, rotating or revoking the token, retiring and
 // reinstating, and the vehicle's own alert settings.
 
-import { api, ApiError, goToSignIn } from './api.js';
+import { api, ApiError, goToSignIn, stillSignedIn } from './api.js';
 import { formatAgo, formatClock, formatLatLon, setServerTime } from './format.js';
 import { busy, clearErrors, confirmAction, copyText, el, showApiError, showFieldError } from './forms.js';
 import { connectLive } from './live.js';
@@ -158,7 +158,7 @@ $('add-vehicle').addEventListener('submit', async (event) => {
       if (listed(reply.vehicle)) addRow(reply.vehicle, { first: true });
       showToken(reply.vehicle, reply.ingest_token, tracker, 'created');
     } catch (e) {
-      showApiError(form, e, { name: nameInput, speed_unit: $('new-vehicle-tracker') }, 'The vehicle was not added.');
+      showApiError(form, e, { fields: { name: nameInput, speed_unit: $('new-vehicle-tracker') }, fallback: 'The vehicle was not added.' });
     }
   });
 });
@@ -267,7 +267,7 @@ function buildManage(entry, box) {
       try {
         updated(entry, await api(`/vehicles/${id}`, { method: 'PATCH', body }));
       } catch (e) {
-        showApiError(details, e, { name: nameInput, speed_unit: unitSelect }, 'The vehicle was not changed.');
+        showApiError(details, e, { fields: { name: nameInput, speed_unit: unitSelect }, fallback: 'The vehicle was not changed.' });
       }
     });
   });
@@ -292,7 +292,7 @@ function buildManage(entry, box) {
         tokenDone.hidden = true;
         showToken(entry.vehicle, reply.ingest_token, trackerFor(entry.vehicle), 'rotated');
       } catch (e) {
-        showApiError(tokenGroup, e, {}, 'The token was not rotated.');
+        showApiError(tokenGroup, e, { fallback: 'The token was not rotated.' });
       }
     });
   });
@@ -306,7 +306,7 @@ function buildManage(entry, box) {
         tokenDone.textContent = 'Token revoked: the device is locked out until the token is rotated.';
         tokenDone.hidden = false;
       } catch (e) {
-        showApiError(tokenGroup, e, {}, 'The token was not revoked.');
+        showApiError(tokenGroup, e, { fallback: 'The token was not revoked.' });
       }
     });
   });
@@ -331,7 +331,7 @@ function buildManage(entry, box) {
       try {
         updated(entry, await api(`/vehicles/${id}`, { method: 'PATCH', body: { status: retiring ? 'retired' : 'active' } }));
       } catch (e) {
-        showApiError(serviceGroup, e, {}, retiring ? 'The vehicle was not retired.' : 'The vehicle was not reinstated.');
+        showApiError(serviceGroup, e, { fallback: retiring ? 'The vehicle was not retired.' : 'The vehicle was not reinstated.' });
       }
     });
   });
@@ -379,7 +379,7 @@ async function mountAlertSettings(entry, box) {
     settingsForm.set({ alerts: own.overrides }, { alerts: org.alerts });
   } catch (e) {
     fields.replaceChildren();
-    showApiError(form, e, {}, 'The alert settings could not be loaded.');
+    showApiError(form, e, { fallback: 'The alert settings could not be loaded.' });
     return;
   }
   if (!isAdmin) return;
@@ -403,7 +403,7 @@ async function mountAlertSettings(entry, box) {
         settingsForm.set({ alerts: reply.overrides }, { alerts: org.alerts });
         status.textContent = 'Saved.';
       } catch (e) {
-        showApiError(form, e, (field) => settingsForm.inputFor(field), 'The alert settings were not saved.');
+        showApiError(form, e, { fields: (field) => settingsForm.inputFor(field), fallback: 'The alert settings were not saved.' });
       }
     });
   });
@@ -423,14 +423,7 @@ connectLive({
     if (frame.type === 'vehicle' && frame.data) applyVehicle(frame.data);
   },
   onRefused: goToSignIn,
-  checkAuth: async () => {
-    try {
-      await api('/auth/me');
-      return true;
-    } catch (e) {
-      return !(e instanceof ApiError && e.status === 401);
-    }
-  },
+  checkAuth: stillSignedIn,
 });
 
 load();

@@ -15,6 +15,7 @@ use waymark::auth::Role;
 use crate::browser::{
     assert_no_csp_violations, sign_in_to, wait_for_text, wait_live, wait_until_page, Driver,
 };
+use crate::console_vehicles::confirm;
 use crate::support::{wait_for, TestApp, PATIENCE};
 
 /// Clicks the map `dx`, `dy` pixels from its centre, as a mouse does.
@@ -313,13 +314,7 @@ async fn a_typed_self_crossing_polygon_is_refused_on_the_shape_then_fixed_moved_
 
         // Deleting asks first.
         browser.find(Locator::Css("#geofence-delete")).await?.click().await?;
-        browser
-            .wait()
-            .at_most(PATIENCE)
-            .for_element(Locator::Css("#confirm-dialog[open] .dialog__confirm"))
-            .await?
-            .click()
-            .await?;
+        confirm(&browser).await?;
         wait_for_text(&browser, "#geofence-saved", "Deleted Gate.").await;
         wait_for_text(&browser, "#geofence-count", "0").await;
         Ok::<_, CmdError>(())

@@ -10,6 +10,7 @@ use crate::browser::{
     assert_no_csp_violations, sign_in_to, wait_for_text, wait_live, wait_until_page, Driver,
 };
 use crate::console_geofences::{click_map, value_of, wait_ready};
+use crate::console_vehicles::confirm;
 use crate::support::{TestApp, PATIENCE};
 
 /// "lat, lon" lines as GeoJSON [lon, lat] positions.
@@ -264,12 +265,7 @@ async fn revoking_a_share_link_on_the_shipment_page_ends_it_for_the_customer(db:
             .await?
             .click()
             .await?;
-        desk.wait()
-            .at_most(PATIENCE)
-            .for_element(Locator::Css("#confirm-dialog[open] .dialog__confirm"))
-            .await?
-            .click()
-            .await?;
+        confirm(&desk).await?;
         desk.wait()
             .at_most(PATIENCE)
             .for_element(Locator::Css(".share-link[data-state='revoked']"))
@@ -364,19 +360,14 @@ async fn a_dispatcher_reassigns_and_cancels_a_shipment_on_its_page_and_its_drive
         desk.find(Locator::Css("#cancel-shipment")).await?.click().await?;
         desk.wait()
             .at_most(PATIENCE)
-            .for_element(Locator::Css("#confirm-dialog[open] button[value='no']"))
+            .for_element(Locator::Css("#confirm-dialog[open] #confirm-cancel"))
             .await?
             .click()
             .await?;
         wait_until_page(&desk, "the dialog closes", "return !document.getElementById('confirm-dialog').open;").await;
         assert_eq!(stored().await["status"], "planned");
         desk.find(Locator::Css("#cancel-shipment")).await?.click().await?;
-        desk.wait()
-            .at_most(PATIENCE)
-            .for_element(Locator::Css("#confirm-dialog[open] .dialog__confirm"))
-            .await?
-            .click()
-            .await?;
+        confirm(&desk).await?;
         wait_for_text(&desk, "#status", "cancelled").await;
         wait_until_page(
             &desk,

@@ -6,6 +6,7 @@ mod browser;
 mod chat;
 mod chat_live;
 mod console_admin;
+mod console_forms;
 mod console_geofences;
 mod console_plan;
 mod console_vehicles;

@@ -1,0 +1,163 @@
+//! The form helpers the console's pages share (`static/js/forms.js`), seen on the shipment
+//! page: a conflict the API names no field for is shown at the field it is about, keeping the
+//! choice made, and the confirmation dialog works from the keyboard alone. The styles of the
+//! shared pieces are defined once.
+use fantoccini::{error::CmdError, Client, Locator};
+use sqlx::PgPool;
+use waymark::auth::Role;
+
+use crate::browser::{
+    assert_no_csp_violations, sign_in_to, wait_for_text, wait_live, wait_until_page, Driver,
+};
+use crate::support::{TestApp, PATIENCE};
+
+const ENTER: &str = "\u{e007}";
+const ESCAPE: &str = "\u{e00c}";
+const TAB: &str = "\u{e004}";
+
+/// The `id` of the element that has the focus.
+async fn focused(browser: &Client) -> Result<String, CmdError> {
+    Ok(browser
+        .active_element()
+        .await?
+        .attr("id")
+        .await?
+        .unwrap_or_default())
+}
+
+#[sqlx::test]
+async fn a_conflict_shows_at_its_field_and_the_confirmation_works_from_the_keyboard(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (_, jwt) = app
+        .user("Acme", "dispatch@acme.test", Role::Dispatcher)
+        .await;
+    let (van1, _) = app.vehicle(&jwt, "Van 1").await;
+    let (van2, _) = app.vehicle(&jwt, "Van 2").await;
+    app.shipment(&jwt, "SHP-1", van1, None).await;
+    let shipment = app.shipment(&jwt, "SHP-2", van2, None).await;
+    let stored = async || {
+        app.get(&jwt, &format!("/api/v1/shipments/{shipment}"))
+            .await
+            .1
+    };
+
+    let driver = Driver::start().await;
+    let desk = driver.client().await;
+    let result = async {
+        sign_in_to(&desk, &app, "dispatch@acme.test", "/dispatch").await?;
+        desk.goto(&app.url(&format!("/shipments/{shipment}"))).await?;
+        wait_live(&desk).await?;
+        wait_until_page(
+            &desk,
+            "the assignment shows",
+            &format!("return document.getElementById('assign-vehicle').value === '{van2}';"),
+        )
+        .await;
+
+        // Van 1 carries SHP-1: the API's 409 names no field, its words say which one.
+        desk.find(Locator::Css("#assign-vehicle")).await?.select_by_label("Van 1").await?;
+        desk.find(Locator::Css("#assign-save")).await?.click().await?;
+        wait_for_text(
+            &desk,
+            "[data-field='vehicle_id'] .field-error",
+            "this vehicle already has an active shipment",
+        )
+        .await;
+        let shown = desk
+            .execute(
+                "const select = document.getElementById('assign-vehicle'); \
+                 const error = document.querySelector(\"[data-field='vehicle_id'] .field-error\"); \
+                 return [select.value, select.getAttribute('aria-invalid'), document.activeElement === select, \
+                         (select.getAttribute('aria-describedby') || '').split(' ').includes(error.id), \
+                         document.querySelector('#assign-form [data-form-error]').hidden];",
+                vec![],
+            )
+            .await?;
+        assert_eq!(
+            shown,
+            serde_json::json!([van1.to_string(), "true", true, true, true]),
+            "the refusal is at the vehicle, which keeps the choice and has the focus"
+        );
+        assert_eq!(stored().await["vehicle_id"].as_i64(), Some(van2));
+
+        // Asked from the keyboard: the dialog opens on its safe button, Escape keeps the
+        // shipment and gives the focus back.
+        let cancel = desk.find(Locator::Css("#cancel-shipment")).await?;
+        cancel.send_keys(ENTER).await?;
+        desk.wait()
+            .at_most(PATIENCE)
+            .for_element(Locator::Css("#confirm-dialog[open]"))
+            .await?;
+        assert_eq!(focused(&desk).await?, "confirm-cancel");
+        wait_for_text(&desk, "#confirm-cancel", "Keep shipment").await;
+        wait_for_text(&desk, "#confirm-ok", "Cancel shipment").await;
+        desk.active_element().await?.send_keys(ESCAPE).await?;
+        wait_until_page(&desk, "the dialog closes", "return !document.getElementById('confirm-dialog').open;").await;
+        assert_eq!(focused(&desk).await?, "cancel-shipment");
+        assert_eq!(stored().await["status"], "planned");
+
+        // Tab to the confirming button and press Enter: the shipment is cancelled.
+        desk.active_element().await?.send_keys(ENTER).await?;
+        desk.wait()
+            .at_most(PATIENCE)
+            .for_element(Locator::Css("#confirm-dialog[open]"))
+            .await?;
+        desk.active_element().await?.send_keys(TAB).await?;
+        assert_eq!(focused(&desk).await?, "confirm-ok");
+        desk.active_element().await?.send_keys(ENTER).await?;
+        wait_for_text(&desk, "#status", "cancelled").await;
+        assert_eq!(stored().await["status"], "cancelled");
+        Ok::<_, CmdError>(())
+    }
+    .await;
+    let _ = desk.close().await;
+    driver.stop().await;
+    result.expect("the browser steps succeed");
+    assert_no_csp_violations(&app);
+}
+
+/// Every rule of the shared form pieces, as the stylesheets write its selector.
+const SHARED_RULES: [&str; 11] = [
+    ".form-error",
+    ".field-error",
+    ".field-error:empty",
+    ".input[aria-invalid=\"true\"]",
+    ".button--danger",
+    ".button--danger:hover",
+    ".dialog",
+    ".dialog::backdrop",
+    ".dialog__title",
+    ".dialog__message",
+    ".dialog__actions",
+];
+
+#[test]
+fn the_shared_form_pieces_are_styled_once() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/static/css");
+    let mut found: Vec<(String, String)> = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "css") {
+            continue;
+        }
+        let css = std::fs::read_to_string(&path).unwrap();
+        let file = path.file_name().unwrap().to_string_lossy().into_owned();
+        // The selectors of a rule: what stands before its `{`, after the last `}` or comment.
+        for block in css.split('{') {
+            let head = block.rsplit(['}', '/']).next().unwrap_or("");
+            for selector in head.split(',').map(str::trim) {
+                if SHARED_RULES.contains(&selector) {
+                    found.push((selector.to_owned(), file.clone()));
+                }
+            }
+        }
+    }
+    for rule in SHARED_RULES {
+        let places: Vec<&str> = found
+            .iter()
+            .filter(|(s, _)| s == rule)
+            .map(|(_, f)| f.as_str())
+            .collect();
+        assert_eq!(places, ["app.css"], "`{rule}` is defined once, in app.css");
+    }
+}

@@ -3,7 +3,7 @@
 // from each to its vehicle on the fleet map. The first page takes new alerts and changes live
 // from the `alerts` topic.
 
-import { api, ApiError, goToSignIn, stillSignedIn } from './api.js';
+import { api, ApiError, goToSignIn, goToSignInIfLapsed, stillSignedIn } from './api.js';
 import { alertTitle } from './alerts.js';
 import { formatClock, setServerTime } from './format.js';
 import { busy, el } from './forms.js';
@@ -79,7 +79,7 @@ async function load() {
     updateBulk();
     $('alerts-table').dataset.ready = 'true';
   } catch (e) {
-    if (e instanceof ApiError && e.status === 401) return goToSignIn();
+    if (goToSignInIfLapsed(e)) return;
     $('alerts-error').textContent = e instanceof ApiError ? e.message : 'The alerts could not be loaded.';
     $('alerts-error').hidden = false;
   }

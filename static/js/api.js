@@ -67,6 +67,16 @@ export async function stillSignedIn() {
   }
 }
 
+/**
+ * When `e` is the API saying the session lapsed (a `401`), go to the sign-in page and return
+ * true; false for any other failure, which the caller shows.
+ */
+export function goToSignInIfLapsed(e) {
+  if (!(e instanceof ApiError && e.status === 401)) return false;
+  goToSignIn();
+  return true;
+}
+
 /** The sign-in page, asking it to come back here afterwards. */
 export function goToSignIn() {
   const next = window.location.pathname + window.location.search;

@@ -4,7 +4,7 @@
 
 /* global L */
 
-import { api, ApiError, goToSignIn, stillSignedIn } from './api.js';
+import { api, goToSignIn, goToSignInIfLapsed, stillSignedIn } from './api.js';
 import { mountAlerts } from './alerts.js';
 import { ageSeconds, formatAgo, formatClock, formatSpeed, setServerTime, statusLabel, timeKey } from './format.js';
 import { connectLive } from './live.js';
@@ -288,10 +288,7 @@ async function loadShipments() {
   try {
     shipments = (await api('/shipments')) || [];
   } catch (e) {
-    if (e instanceof ApiError && e.status === 401) {
-      goToSignIn();
-      return;
-    }
+    if (goToSignInIfLapsed(e)) return;
     console.error('could not load shipments', e);
     if (!shipments.length) shipmentEmpty.textContent = 'Could not load shipments.';
     return;

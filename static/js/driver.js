@@ -5,7 +5,7 @@
 
 import { mountAlerts } from './alerts.js';
 import { mountChat } from './chat.js';
-import { api, ApiError, goToSignIn, signOut } from './api.js';
+import { api, ApiError, goToSignIn, goToSignInIfLapsed, signOut } from './api.js';
 import { formatClock, setServerTime, statusLabel } from './format.js';
 import { connectLive } from './live.js';
 import { FixQueue } from './queue.js';
@@ -46,10 +46,7 @@ async function loadAssignment() {
     localStorage.setItem(ASSIGNMENT_KEY, JSON.stringify(assignment));
     return assignment;
   } catch (e) {
-    if (e instanceof ApiError && e.status === 401) {
-      goToSignIn();
-      return null;
-    }
+    if (goToSignInIfLapsed(e)) return null;
     // Offline: the page came from the cache; so does what we last knew of the shipment.
     const saved = localStorage.getItem(ASSIGNMENT_KEY);
     return saved ? JSON.parse(saved) : { shipment: null, vehicle: null };
@@ -377,7 +374,7 @@ async function refreshAssignment() {
   try {
     assignment = await api('/driver');
   } catch (e) {
-    if (e instanceof ApiError && e.status === 401) goToSignIn();
+    goToSignInIfLapsed(e);
     return; // offline: keep what we know
   }
   localStorage.setItem(ASSIGNMENT_KEY, JSON.stringify(assignment));

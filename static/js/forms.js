@@ -7,7 +7,7 @@
 // `data-field="<the API's field name>"` (several names may share one wrapper). Its message goes
 // in the wrapper's `.field-error`, made on first use.
 
-import { ApiError, goToSignIn } from './api.js';
+import { ApiError, goToSignInIfLapsed } from './api.js';
 import { statusLabel } from './format.js';
 
 /** The element holding `input`'s label, control and message. */
@@ -128,10 +128,7 @@ function conflictGuess(form, message) {
  * sign-in page. Focuses the field at fault and returns the API's name for it, or null.
  */
 export function showApiError(form, e, { fields = {}, conflictField = (m) => conflictGuess(form, m), fallback } = {}) {
-  if (e instanceof ApiError && e.status === 401) {
-    goToSignIn();
-    return null;
-  }
+  if (goToSignInIfLapsed(e)) return null;
   const message = errorText(e, fallback);
   if (!(e instanceof ApiError)) {
     showFormError(form, message);

@@ -7,7 +7,7 @@
 /* global L */
 
 import { mountAlerts } from './alerts.js';
-import { api, ApiError, goToSignIn, stillSignedIn } from './api.js';
+import { api, ApiError, goToSignIn, goToSignInIfLapsed, stillSignedIn } from './api.js';
 import { setServerTime } from './format.js';
 import { busy, clearErrors, confirmAction, shipmentOption, showApiError, showErrorAt, vehicleOption } from './forms.js';
 import { connectLive } from './live.js';
@@ -462,7 +462,7 @@ async function load() {
     fillShipments(undefined);
     for (const f of list || []) fences.set(f.id, f);
   } catch (e) {
-    if (e instanceof ApiError && e.status === 401) return goToSignIn();
+    if (goToSignInIfLapsed(e)) return undefined;
     $('geofence-empty').textContent = 'Could not load the geofences. Reload to try again.';
     return undefined;
   }

@@ -2,7 +2,7 @@
 // roles, disable and enable people and sign them out everywhere; dispatchers and admins make a
 // driver's one-time phone link, shown with its QR code.
 
-import { api, ApiError, goToSignIn } from './api.js';
+import { api, ApiError, goToSignIn, goToSignInIfLapsed } from './api.js';
 import { busy, clearErrors, confirmAction, copyText, el, errorText, showApiError, showFieldError } from './forms.js';
 import { showPhoneLink } from './qr.js';
 
@@ -19,7 +19,7 @@ async function load() {
     $('people-body').replaceChildren(...people.map(row));
     $('people-table').dataset.ready = 'true';
   } catch (e) {
-    if (e instanceof ApiError && e.status === 401) return goToSignIn();
+    if (goToSignInIfLapsed(e)) return;
     $('people-error').textContent = e instanceof ApiError ? e.message : 'The people could not be loaded.';
     $('people-error').hidden = false;
   }
@@ -107,7 +107,7 @@ function render(tr) {
 }
 
 function rowError(tr, e, fallback) {
-  if (e instanceof ApiError && e.status === 401) return goToSignIn();
+  if (goToSignInIfLapsed(e)) return;
   const error = tr.querySelector('.person-row__error');
   error.textContent = errorText(e, fallback);
   error.hidden = false;

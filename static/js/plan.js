@@ -6,7 +6,7 @@
 
 /* global L */
 
-import { api, ApiError, goToSignIn } from './api.js';
+import { api, goToSignInIfLapsed } from './api.js';
 import { formatLatLon } from './format.js';
 import { clearErrors, driverOption, shipmentOption, showApiError, showErrorAt, showFormError, vehicleOption } from './forms.js';
 import { createMap, placeMarker } from './map.js';
@@ -299,10 +299,7 @@ async function load() {
     const seen = (vehicles || []).filter((v) => v.last_position).map((v) => [v.last_position.lat, v.last_position.lon]);
     if (seen.length && !places.origin.marker) map.fitBounds(L.latLngBounds(seen).pad(0.3), { maxZoom: 13 });
   } catch (e) {
-    if (e instanceof ApiError && e.status === 401) {
-      goToSignIn();
-      return;
-    }
+    if (goToSignInIfLapsed(e)) return;
     showFormError(form, 'Could not load the vehicles and drivers. Reload to try again.');
   }
   body.dataset.ready = 'true';

@@ -7,7 +7,7 @@
 
 import { mountAlerts } from './alerts.js';
 import { mountChat } from './chat.js';
-import { api, ApiError, goToSignIn } from './api.js';
+import { api, ApiError, goToSignIn, goToSignInIfLapsed } from './api.js';
 import { busy, clearErrors, confirmAction, copyText, driverOption, errorText, showApiError, vehicleOption } from './forms.js';
 import { formatAgo, formatClock, formatLatLon, formatSpeed, setServerTime, statusLabel, timeKey } from './format.js';
 import { connectLive } from './live.js';
@@ -284,7 +284,7 @@ async function setUpSignedIn() {
   try {
     me = await api('/auth/me');
   } catch (e) {
-    if (e instanceof ApiError && e.status === 401) goToSignIn();
+    goToSignInIfLapsed(e);
     return;
   }
   const user = (me && me.user) || me || {};
@@ -326,10 +326,7 @@ async function linkAction(buttonId, errorId, action) {
     try {
       await action();
     } catch (e) {
-      if (e instanceof ApiError && e.status === 401) {
-        goToSignIn();
-        return;
-      }
+      if (goToSignInIfLapsed(e)) return;
       errorEl.textContent = errorText(e, 'Could not create the link.');
       errorEl.hidden = false;
     }
@@ -404,7 +401,7 @@ async function loadAssignees() {
     );
     renderManage();
   } catch (e) {
-    if (e instanceof ApiError && e.status === 401) goToSignIn();
+    goToSignInIfLapsed(e);
   }
 }
 
@@ -511,7 +508,7 @@ async function loadShares() {
   try {
     links = (await api(`/shipments/${shipmentId}/shares`)) || [];
   } catch (e) {
-    if (e instanceof ApiError && e.status === 401) goToSignIn();
+    goToSignInIfLapsed(e);
     $('share-empty').textContent = 'Could not load the links.';
     $('share-empty').hidden = false;
     return;
@@ -534,10 +531,7 @@ async function revokeShare(link, button) {
   try {
     await api(`/shipments/${shipmentId}/shares/${link.id}`, { method: 'DELETE' });
   } catch (e) {
-    if (e instanceof ApiError && e.status === 401) {
-      goToSignIn();
-      return;
-    }
+    if (goToSignInIfLapsed(e)) return;
     $('share-error').textContent = errorText(e, 'Could not revoke the link.');
     $('share-error').hidden = false;
     button.disabled = false;

@@ -3,7 +3,7 @@
 // tracker app; renaming, the speed unit, rotating or revoking the token, retiring and
 // reinstating, and the vehicle's own alert settings.
 
-import { api, ApiError, goToSignIn, stillSignedIn } from './api.js';
+import { api, ApiError, goToSignIn, goToSignInIfLapsed, stillSignedIn } from './api.js';
 import { formatAgo, formatClock, formatLatLon, setServerTime } from './format.js';
 import { busy, clearErrors, confirmAction, copyText, el, showApiError, showFieldError } from './forms.js';
 import { connectLive } from './live.js';
@@ -38,7 +38,7 @@ async function load() {
     renderEmpty();
     $('vehicles-table').dataset.ready = 'true';
   } catch (e) {
-    if (e instanceof ApiError && e.status === 401) return goToSignIn();
+    if (goToSignInIfLapsed(e)) return;
     $('vehicles-error').textContent = e instanceof ApiError ? e.message : 'The vehicles could not be loaded.';
     $('vehicles-error').hidden = false;
   }

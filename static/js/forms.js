@@ -130,11 +130,8 @@ function conflictGuess(form, message) {
 export function showApiError(form, e, { fields = {}, conflictField = (m) => conflictGuess(form, m), fallback } = {}) {
   if (goToSignInIfLapsed(e)) return null;
   const message = errorText(e, fallback);
-  if (!(e instanceof ApiError)) {
-    showFormError(form, message);
-    return null;
-  }
-  const name = e.field != null ? e.field : e.status === 409 ? conflictField(e.message) : null;
+  let name = null;
+  if (e instanceof ApiError) name = e.field ?? (e.status === 409 ? conflictField(e.message) : null);
   const lookup = typeof fields === 'function' ? fields : (key) => fields[key];
   const input = name != null ? lookup(name) : null;
   if (!input) return showErrorAt(form, name, message);

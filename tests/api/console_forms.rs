@@ -1,7 +1,6 @@
 //! The form helpers the console's pages share (`static/js/forms.js`), seen on the shipment
 //! page: a conflict the API names no field for is shown at the field it is about, keeping the
-//! choice made, and the confirmation dialog works from the keyboard alone. The styles of the
-//! shared pieces are defined once.
+//! choice made, and the confirmation dialog works from the keyboard alone.
 use fantoccini::{error::CmdError, Client, Locator};
 use sqlx::PgPool;
 use waymark::auth::Role;

@@ -10,6 +10,7 @@ mod driver;
 mod eta_accuracy;
 mod faults;
 mod filters;
+mod fleet_page;
 mod ingest;
 mod instances;
 mod operations;

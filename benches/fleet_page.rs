@@ -59,7 +59,7 @@ const SAMPLE_EVERY: u32 = 10;
 const INSTRUMENT: &str = r#"
 (() => {
   const every = __SAMPLE_EVERY__;
-  const bench = { received: [], drawn: [], frames: 0 };
+  const bench = { received: [], drawn: [], held: [], frames: 0 };
   window.__fleetBench = bench;
   const Native = window.WebSocket;
   window.WebSocket = class extends Native {
@@ -72,8 +72,12 @@ const INSTRUMENT: &str = r#"
         const m = /"recorded_at":"([^"]+)"/.exec(ev.data);
         if (!m) return;
         const t = Date.parse(m[1]);
-        bench.received.push(Date.now() - t);
-        requestAnimationFrame((ts) => bench.drawn.push(performance.timeOrigin + ts - t));
+        const at = performance.now();
+        bench.received.push(performance.timeOrigin + at - t);
+        requestAnimationFrame((ts) => {
+          bench.drawn.push(performance.timeOrigin + ts - t);
+          bench.held.push(ts - at);
+        });
       });
     }
   };
@@ -89,6 +93,11 @@ struct Options {
     /// How long the main thread and the updates are measured, once the fleet is listed.
     #[arg(long, default_value_t = 20)]
     seconds: u64,
+    /// Each vehicle posts every N seconds the N positions of those seconds, in one request:
+    /// the same positions per second with N times fewer requests, for when the server cannot
+    /// take one request per position.
+    #[arg(long, default_value_t = 1)]
+    batch: u64,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -114,7 +123,7 @@ async fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
 
-    let load = Load::start(http.clone(), base.clone(), tokens);
+    let load = Load::start(http.clone(), base.clone(), tokens, options.batch.max(1));
     tokio::time::sleep(WARM_UP).await;
 
     let driver = Chromedriver::start().await?;
@@ -127,7 +136,7 @@ async fn main() -> anyhow::Result<()> {
     let _ = server.await;
     db.close().await;
     let report = result?;
-    report.print(n, &posted);
+    report.print(n, options.batch.max(1), &posted);
     Ok(())
 }
 
@@ -247,7 +256,7 @@ struct Posted {
 }
 
 impl Load {
-    fn start(http: reqwest::Client, base: String, tokens: Vec<String>) -> Load {
+    fn start(http: reqwest::Client, base: String, tokens: Vec<String>, batch: u64) -> Load {
         let cancel = CancellationToken::new();
         let stats = Arc::new(LoadStats::default());
         let n = tokens.len();
@@ -267,7 +276,7 @@ impl Load {
                 for round in 0u64.. {
                     for i in (w..n).step_by(WORKERS) {
                         let due = start
-                            + Duration::from_secs(round)
+                            + Duration::from_secs(round * batch)
                             + Duration::from_secs_f64(i as f64 / n as f64);
                         tokio::select! {
                             _ = cancel.cancelled() => return,
@@ -280,12 +289,12 @@ impl Load {
                         let ok = http
                             .post(&url)
                             .bearer_auth(&tokens[i])
-                            .json(&position(i, n))
+                            .json(&positions(i, n, batch))
                             .send()
                             .await
                             .is_ok_and(|r| r.status().is_success());
                         let counter = if ok { &stats.accepted } else { &stats.failed };
-                        counter.fetch_add(1, Ordering::Relaxed);
+                        counter.fetch_add(batch, Ordering::Relaxed);
                     }
                 }
             });
@@ -315,9 +324,21 @@ impl Load {
     }
 }
 
-/// Where vehicle `i` of `n` is now: on its own circle, on a grid across Munich.
-fn position(i: usize, n: usize) -> Value {
+/// Vehicle `i` of `n` over the last `batch` seconds, one position a second, the last now.
+fn positions(i: usize, n: usize, batch: u64) -> Value {
     let now = Utc::now();
+    if batch == 1 {
+        return position(i, n, now);
+    }
+    let list = (0..batch)
+        .rev()
+        .map(|back| position(i, n, now - chrono::Duration::seconds(back as i64)))
+        .collect();
+    Value::Array(list)
+}
+
+/// Where vehicle `i` of `n` is at `now`: on its own circle, on a grid across Munich.
+fn position(i: usize, n: usize, now: chrono::DateTime<Utc>) -> Value {
     let t = now.timestamp_millis() as f64 / 1000.0;
     let (row, column) = ((i / 100) as f64, (i % 100) as f64);
     let (lat0, lon0) = (48.05 + row * 0.004, 11.30 + column * 0.006);
@@ -347,6 +368,7 @@ struct Report {
     frames_per_s: f64,
     received: Vec<f64>,
     drawn: Vec<f64>,
+    held: Vec<f64>,
 }
 
 async fn measure(
@@ -405,7 +427,7 @@ async fn measure(
     tokio::time::sleep(Duration::from_secs(2)).await;
     browser
         .execute(
-            "const b = window.__fleetBench; b.received = []; b.drawn = []; b.frames = 0;",
+            "const b = window.__fleetBench; b.received = []; b.drawn = []; b.held = []; b.frames = 0;",
             vec![],
         )
         .await?;
@@ -416,7 +438,7 @@ async fn measure(
     let accepted_after = load.accepted();
     let sampled = browser
         .execute(
-            "const b = window.__fleetBench; return { received: b.received, drawn: b.drawn, frames: b.frames };",
+            "const b = window.__fleetBench; return { received: b.received, drawn: b.drawn, held: b.held, frames: b.frames };",
             vec![],
         )
         .await?;
@@ -439,6 +461,7 @@ async fn measure(
         frames_per_s: sampled["frames"].as_f64().unwrap_or(0.0) / window,
         received: numbers("received"),
         drawn: numbers("drawn"),
+        held: numbers("held"),
     })
 }
 
@@ -464,7 +487,7 @@ async fn metrics(browser: &Client) -> anyhow::Result<Metrics> {
 }
 
 impl Report {
-    fn print(&self, n: usize, posted: &Posted) {
+    fn print(&self, n: usize, batch: u64, posted: &Posted) {
         let pct = |mut v: Vec<f64>| -> String {
             if v.is_empty() {
                 return "no samples".into();
@@ -482,7 +505,7 @@ impl Report {
                 v.len()
             )
         };
-        println!("fleet page, {n} vehicles posting once a second each");
+        println!("fleet page, {n} vehicles, one position a second each, {batch} per request");
         println!(
             "  sign-in to all listed:        {:.1} s",
             self.listed_after.as_secs_f64()
@@ -506,6 +529,7 @@ impl Report {
             "  recorded_at to screen:        {}",
             pct(self.drawn.clone())
         );
+        println!("  page to screen:               {}", pct(self.held.clone()));
         println!(
             "  posts: {} accepted, {} failed, left on average {:.0} ms behind schedule",
             posted.accepted, posted.failed, posted.mean_behind_ms

@@ -91,7 +91,7 @@ async fn click(browser: &Client, css: &str) -> Step {
 }
 
 #[sqlx::test]
-async fn a_posted_vehicle_appears_in_the_list_and_on_the_map_even_one_first_seen_live(db: PgPool) {
+async fn a_posted_vehicle_appears_in_the_list_and_on_the_map_and_leaves_when_retired(db: PgPool) {
     let app = TestApp::spawn(db).await;
     let (_, jwt) = app
         .user("Acme", "dispatch@acme.test", Role::Dispatcher)
@@ -117,6 +117,25 @@ async fn a_posted_vehicle_appears_in_the_list_and_on_the_map_even_one_first_seen
         wait_for_text(&browser, "#vehicle-count", "2").await;
         wait_drawn(&browser, "drawnVehicles", "2").await;
 
+        // Renames and retirements come with the next read of the vehicles list, which a vehicle
+        // first seen live also triggers: Van 1 is no longer listed (retired), Van 2 renamed.
+        sqlx::query("DELETE FROM vehicles WHERE id = $1")
+            .bind(first)
+            .execute(&app.db)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE vehicles SET name = 'Van 2b' WHERE id = $1")
+            .bind(second)
+            .execute(&app.db)
+            .await
+            .unwrap();
+        let (_, token) = app.vehicle(&jwt, "Van 3").await;
+        let (status, _) = app.ingest(&token, fix(48.141, 11.579, 0, 8.0)).await;
+        assert_eq!(status, 200);
+        wait_listed(&browser, &["Van 2b", "Van 3"]).await;
+        wait_for_text(&browser, "#vehicle-count", "2").await;
+        wait_drawn(&browser, "drawnVehicles", "2").await;
+
         // Selecting one highlights it on the map.
         click(&browser, &format!("#vehicle-list [data-vehicle-id='{second}']")).await?;
         wait_drawn(&browser, "selectedVehicle", &second.to_string()).await;
@@ -125,7 +144,7 @@ async fn a_posted_vehicle_appears_in_the_list_and_on_the_map_even_one_first_seen
             "only the clicked row is selected",
             &format!(
                 "return document.querySelector(\"[data-vehicle-id='{second}']\").getAttribute('aria-selected') === 'true'
-                   && document.querySelector(\"[data-vehicle-id='{first}']\").getAttribute('aria-selected') === 'false';"
+                   && document.querySelectorAll(\"#vehicle-list [aria-selected='true']\").length === 1;"
             ),
         )
         .await;

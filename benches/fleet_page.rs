@@ -74,9 +74,10 @@ const INSTRUMENT: &str = r#"
         const t = Date.parse(m[1]);
         const at = performance.now();
         bench.received.push(performance.timeOrigin + at - t);
-        requestAnimationFrame((ts) => {
-          bench.drawn.push(performance.timeOrigin + ts - t);
-          bench.held.push(ts - at);
+        requestAnimationFrame(() => {
+          const now = performance.now();
+          bench.drawn.push(performance.timeOrigin + now - t);
+          bench.held.push(now - at);
         });
       });
     }

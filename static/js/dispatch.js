@@ -76,7 +76,7 @@ function ensureVehicle(id, name) {
     if (name && name !== v.name) setName(v, name);
     return v;
   }
-  v = { id, name: '', search: '', pos: null, key: -Infinity, eta: null, named: !!name };
+  v = { id, name: '', search: '', pos: null, key: -Infinity, eta: null };
   vehicles.set(id, v);
   setName(v, name || `Vehicle ${id}`);
   fleetLayer.reindexSoon();
@@ -86,7 +86,6 @@ function ensureVehicle(id, name) {
 function setName(v, name) {
   v.name = name;
   v.search = name.toLocaleLowerCase();
-  v.named = true;
   orderDirty = true;
   listSoon();
 }
@@ -305,6 +304,7 @@ function scrollToRow(i) {
 
 function select(id, { pan = false, zoom = false, scroll = true } = {}) {
   selectedId = id;
+  if (id == null) following = false;
   fleetLayer.select(id);
   followControl.update();
   const v = id == null ? null : vehicles.get(id);
@@ -450,7 +450,10 @@ function applyPending() {
     lookUpNamesSoon();
     refilter();
   } else if (visibleChange) {
-    for (const [id, row] of rows) renderRow(row, vehicles.get(id));
+    for (const [id, row] of rows) {
+      const v = vehicles.get(id);
+      if (v) renderRow(row, v);
+    }
   }
   if (deepLink != null && followDeepLink()) fitted = true;
   if (!fitted) fitted = fitToFleet();

@@ -1,12 +1,13 @@
 //! The dispatcher's fleet page under a real fleet: a server of its own (on a fresh database,
-//! loopback only) with `--vehicles` vehicles (5 000), each posting one position a second through
-//! `POST /api/v1/positions`, and the page in headless Chromium. It reports how long the page
-//! takes from sign-in until every vehicle is listed, the share of the page's main thread that is
-//! busy while the positions flow (DevTools `Performance.getMetrics`: `TaskDuration` over wall
-//! time), and how late positions reach the screen: from a position's `recorded_at` to the
-//! animation frame after the page handled its WebSocket frame (sampled, one frame in ten).
+//! dropped at the end; loopback only) with `--vehicles` vehicles (5 000), each posting one
+//! position a second through `POST /api/v1/positions`, and the page in headless Chromium. It
+//! reports how long the page takes from sign-in until every vehicle is listed, the share of the
+//! page's main thread that is busy while the positions flow (DevTools `Performance.getMetrics`:
+//! `TaskDuration` over wall time), and how late positions reach the screen: from a position's
+//! `recorded_at` to the animation frame after the page handled its WebSocket frame (sampled, one
+//! frame in ten).
 //!
-//! `cargo bench --bench fleet_page [-- --vehicles N --seconds S]`; results in
+//! `cargo bench --bench fleet_page [-- --vehicles N --seconds S --batch B]`; results in
 //! docs/BENCHMARKS.md. Needs `DATABASE_URL` (a role that may create databases), chromedriver and
 //! Chromium (`WAYMARK_CHROMEDRIVER`, `WAYMARK_CHROMIUM`). Every phase is bounded in time.
 use std::{
@@ -136,6 +137,7 @@ async fn main() -> anyhow::Result<()> {
     let _ = stop_server.send(());
     let _ = server.await;
     db.close().await;
+    drop_database().await?;
     let report = result?;
     report.print(n, options.batch.max(1), &posted);
     Ok(())
@@ -163,6 +165,20 @@ async fn fresh_database() -> anyhow::Result<PgPool> {
         .await?;
     waymark::db::migrate(&db).await?;
     Ok(db)
+}
+
+/// Leaves no bench database behind.
+async fn drop_database() -> anyhow::Result<()> {
+    let url = std::env::var("DATABASE_URL").context("DATABASE_URL")?;
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
+        .execute(&admin)
+        .await?;
+    admin.close().await;
+    Ok(())
 }
 
 type Server = tokio::task::JoinHandle<anyhow::Result<()>>;

@@ -433,6 +433,7 @@ function applyPending() {
   let added = false;
   let visibleChange = false;
   let selectedMoved = false;
+  let redraw = false;
   for (const [id, pos] of pending) {
     let v = vehicles.get(id);
     if (!v) {
@@ -442,6 +443,7 @@ function applyPending() {
     }
     if (applyPosition(v, pos)) {
       if (rows.has(id)) visibleChange = true;
+      if (!redraw && fleetLayer.shows(id)) redraw = true;
       if (id === selectedId) selectedMoved = true;
     }
   }
@@ -461,7 +463,7 @@ function applyPending() {
     const v = vehicles.get(selectedId);
     map.setView([v.pos.lat, v.pos.lon], map.getZoom(), { animate: false });
   }
-  fleetLayer.draw();
+  if (redraw || added) fleetLayer.draw();
 }
 
 const live = connectLive({

@@ -55,8 +55,11 @@ export function createFleetLayer(map, { vehicles, get, activity, onSelect }) {
   let indexZoom = null;
   let indexStale = true;
   let frame = 0;
+  let zooming = false;
   /** What the last draw put where, topmost last: { x, y, r, id } or { x, y, r, cluster, lat, lon }. */
   let hits = [];
+  /** Vehicles the last draw showed on their own (the rest were inside clusters or off screen). */
+  let drawnIds = new Set();
   const shown = {};
 
   function reindex(now) {
@@ -155,6 +158,8 @@ export function createFleetLayer(map, { vehicles, get, activity, onSelect }) {
   function draw() {
     if (frame) window.cancelAnimationFrame(frame);
     frame = 0;
+    // While Leaflet animates a zoom the canvas is hidden (leaflet-zoom-hide); zoomend redraws.
+    if (zooming) return;
     const size = resize();
     ctx.clearRect(0, 0, size.x, size.y);
     const zoom = map.getZoom();
@@ -166,6 +171,7 @@ export function createFleetLayer(map, { vehicles, get, activity, onSelect }) {
     const bounds = map.getBounds().pad(0.1);
     const bbox = [bounds.getWest(), bounds.getSouth(), bounds.getEast(), bounds.getNorth()];
     const next = [];
+    const ids = new Set();
     let drawnVehicles = 0;
     let drawnClusters = 0;
     ctx.textAlign = 'center';
@@ -188,6 +194,7 @@ export function createFleetLayer(map, { vehicles, get, activity, onSelect }) {
       const pt = map.latLngToContainerPoint([v.pos.lat, v.pos.lon]);
       drawVehicle(pt.x, pt.y, v, false);
       next.push({ x: pt.x, y: pt.y, r: 10, id: v.id });
+      ids.add(v.id);
       drawnVehicles += 1;
     }
     // The selected vehicle always on top, even inside a cluster.
@@ -204,6 +211,7 @@ export function createFleetLayer(map, { vehicles, get, activity, onSelect }) {
       }
     }
     hits = next;
+    drawnIds = ids;
     expose({
       drawnVehicles: String(drawnVehicles),
       drawnClusters: String(drawnClusters),
@@ -266,11 +274,26 @@ export function createFleetLayer(map, { vehicles, get, activity, onSelect }) {
   map.on('mouseout', () => {
     if (map.hasLayer(tooltip)) tooltip.remove();
   });
-  map.on('move zoomend resize viewreset', redrawSoon);
+  map.on('zoomstart', () => {
+    zooming = true;
+  });
+  map.on('zoomend', () => {
+    zooming = false;
+    redrawSoon();
+  });
+  map.on('move resize viewreset', redrawSoon);
 
   return {
     draw,
     redrawSoon,
+    /**
+     * Whether a new position of vehicle `id` changes the picture now: it is drawn on its own (or
+     * selected), or the clusters are due to be rebuilt. A vehicle inside a cluster only moves
+     * the cluster when the index is next rebuilt (about once a second), which redraws anyway.
+     */
+    shows(id) {
+      return id === selectedId || drawnIds.has(id) || indexStale || performance.now() - indexedAt >= REINDEX_MS;
+    },
     /** The set of vehicles changed (added, removed, or first positioned): re-cluster now. */
     reindexSoon() {
       indexStale = true;

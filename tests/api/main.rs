@@ -15,6 +15,7 @@ mod driver;
 mod eta_accuracy;
 mod faults;
 mod filters;
+mod fleet_page;
 mod ingest;
 mod instances;
 mod manage;

@@ -20,7 +20,7 @@ const STALE_AFTER_S = 300; // no position for 5 minutes: the vehicle is shown as
 const MOVING_MS = 0.5; // faster than this counts as moving
 const SHIPMENTS_REFRESH_MS = 30000;
 const GEOFENCES_REFRESH_MS = 60000;
-const VEHICLES_REFRESH_MS = 60000; // renames and retirements
+const VEHICLES_REFRESH_MS = 300000; // renames and retirements missed while away (they come as events)
 const NAME_LOOKUP_DELAY_MS = 400; // vehicles first seen live are named together, in one request
 const ROW_OVERSCAN = 6;
 const ACTIVE = new Set(['planned', 'in_transit']);
@@ -418,7 +418,24 @@ function onSnapshot(topic, snapshot) {
   fleetLayer.reindexSoon();
 }
 
+/** A vehicle added, renamed or retired anywhere: the list and the map follow at once. */
+function applyVehicle(vehicle) {
+  const v = vehicles.get(vehicle.id);
+  if (vehicle.status === 'retired') {
+    if (v) removeVehicle(v);
+    unnamed.delete(vehicle.id);
+    return;
+  }
+  ensureVehicle(vehicle.id, vehicle.name);
+  unnamed.delete(vehicle.id);
+  refilter();
+}
+
 function onEvent(frame) {
+  if (frame.type === 'vehicle' && frame.data) {
+    applyVehicle(frame.data);
+    return;
+  }
   if (frame.type !== 'position' || !frame.data) return;
   const pos = frame.data;
   if (pos.late) return; // belongs to a track, never moves a marker

@@ -114,4 +114,3 @@ async fn a_conflict_shows_at_its_field_and_the_confirmation_works_from_the_keybo
     result.expect("the browser steps succeed");
     assert_no_csp_violations(&app);
 }
-

@@ -108,33 +108,28 @@ async fn a_posted_vehicle_appears_in_the_list_and_on_the_map_and_leaves_when_ret
         wait_for_text(&browser, "#vehicle-count", "1").await;
         wait_drawn(&browser, "drawnVehicles", "1").await;
 
-        // A vehicle created after the page loaded is first seen in a live frame; its name comes
-        // from the vehicles list, read once for every such vehicle.
+        // A vehicle created after the page loaded arrives as a `vehicle` event, named, before
+        // its first position.
         let (second, token) = app.vehicle(&jwt, "Van 2").await;
-        let (status, _) = app.ingest(&token, fix(48.139, 11.577, 0, 8.0)).await;
-        assert_eq!(status, 200);
         wait_listed(&browser, &["Van 1", "Van 2"]).await;
         wait_for_text(&browser, "#vehicle-count", "2").await;
+        let (status, _) = app.ingest(&token, fix(48.139, 11.577, 0, 8.0)).await;
+        assert_eq!(status, 200);
         wait_drawn(&browser, "drawnVehicles", "2").await;
 
-        // Renames and retirements come with the next read of the vehicles list, which a vehicle
-        // first seen live also triggers: Van 1 is no longer listed (retired), Van 2 renamed.
-        sqlx::query("DELETE FROM vehicles WHERE id = $1")
-            .bind(first)
-            .execute(&app.db)
-            .await
-            .unwrap();
-        sqlx::query("UPDATE vehicles SET name = 'Van 2b' WHERE id = $1")
-            .bind(second)
-            .execute(&app.db)
-            .await
-            .unwrap();
-        let (_, token) = app.vehicle(&jwt, "Van 3").await;
-        let (status, _) = app.ingest(&token, fix(48.141, 11.579, 0, 8.0)).await;
+        // Renamed and retired through the API: the open page follows at once (its own re-read of
+        // the vehicles list is minutes away).
+        let (status, _) = app
+            .patch(&jwt, &format!("/api/v1/vehicles/{second}"), json!({"name": "Van 2b"}))
+            .await;
         assert_eq!(status, 200);
-        wait_listed(&browser, &["Van 2b", "Van 3"]).await;
-        wait_for_text(&browser, "#vehicle-count", "2").await;
-        wait_drawn(&browser, "drawnVehicles", "2").await;
+        let (status, _) = app
+            .patch(&jwt, &format!("/api/v1/vehicles/{first}"), json!({"status": "retired"}))
+            .await;
+        assert_eq!(status, 200);
+        wait_listed(&browser, &["Van 2b"]).await;
+        wait_for_text(&browser, "#vehicle-count", "1").await;
+        wait_drawn(&browser, "drawnVehicles", "1").await;
 
         // Selecting one highlights it on the map.
         click(&browser, &format!("#vehicle-list [data-vehicle-id='{second}']")).await?;

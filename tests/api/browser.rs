@@ -4,12 +4,16 @@
 use std::process::Stdio;
 
 use chrono::{Duration, Utc};
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, ClientBuilder};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio::process::{Child, Command};
 use waymark::auth::Role;
 
+use crate::page::{
+    click, depot_fence, dispatcher, fill, in_browser, in_browsers, open, wait_equal,
+    wait_for_element, Step, LIVE, READY,
+};
 use crate::support::{find_program, step, wait_for, wait_until, TestApp, PATIENCE};
 
 /// A chromedriver of our own on a free loopback port, killed when dropped.
@@ -17,20 +21,22 @@ pub(crate) struct Driver {
     child: Child,
     port: u16,
     /// One browser profile per client, so two clients are two people with their own cookies.
-    profiles: std::sync::Mutex<Vec<tempdir::TempDir>>,
+    profiles: std::sync::Mutex<Vec<TempDir>>,
 }
 
+pub(crate) use tempdir::TempDir;
+
 mod tempdir {
-    /// A throwaway browser profile directory, removed when dropped.
+    /// A throwaway directory (a browser profile, files to upload), removed when dropped.
     pub struct TempDir(pub std::path::PathBuf);
     impl TempDir {
-        pub fn new() -> TempDir {
+        pub fn new(prefix: &str) -> TempDir {
             let dir = std::env::temp_dir().join(format!(
-                "waymark-chromium-{}-{}",
+                "{prefix}-{}-{}",
                 std::process::id(),
                 rand_suffix()
             ));
-            std::fs::create_dir_all(&dir).expect("a temporary profile directory");
+            std::fs::create_dir_all(&dir).expect("a temporary directory");
             TempDir(dir)
         }
     }
@@ -82,7 +88,7 @@ impl Driver {
             "WAYMARK_CHROMIUM",
             &["chromium", "chromium-browser", "google-chrome"],
         );
-        let dir = tempdir::TempDir::new();
+        let dir = TempDir::new("waymark-chromium");
         let profile = dir.0.to_string_lossy().into_owned();
         self.profiles.lock().unwrap().push(dir);
         let caps = json!({
@@ -133,16 +139,11 @@ pub(crate) async fn wait_for_text(browser: &Client, css: &str, expected: &str) {
     let script = format!(
         "const e = document.querySelector({css:?}); return e ? e.textContent.trim() : null;"
     );
-    wait_for(&format!("{css} shows {expected:?}"), async || {
-        let now = browser
+    wait_equal(&format!("{css} shows {expected:?}"), expected, async || {
+        browser
             .execute(&script, vec![])
             .await
-            .expect("the page answers");
-        if now.as_str() == Some(expected) {
-            Ok(())
-        } else {
-            Err(format!("it shows {now}"))
-        }
+            .expect("the page answers")
     })
     .await
 }
@@ -150,27 +151,16 @@ pub(crate) async fn wait_for_text(browser: &Client, css: &str, expected: &str) {
 #[sqlx::test]
 async fn a_posted_position_moves_the_marker_and_grows_the_polyline(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let (_, jwt) = app
-        .user("Acme", "dispatch@acme.test", Role::Dispatcher)
-        .await;
+    let jwt = dispatcher(&app).await;
     let (vehicle, token) = app.vehicle(&jwt, "Van 1").await;
     let shipment = app.shipment(&jwt, "SHP-1", vehicle, None).await;
     let base = Utc::now() - Duration::minutes(2);
     app.ingest(&token, step(0, base)).await;
 
-    let driver = Driver::start().await;
-    let browser = driver.client().await;
-    let result = async {
-        browser.goto(&app.url("/")).await?;
-        browser.find(Locator::Css("#email")).await?.send_keys("dispatch@acme.test").await?;
-        browser.find(Locator::Css("#password")).await?.send_keys("correct horse").await?;
-        browser.find(Locator::Css("#sign-in")).await?.click().await?;
-        browser.wait().at_most(PATIENCE).for_url(url_of(&app, "/dispatch")).await?;
-
-        browser.goto(&app.url(&format!("/shipments/{shipment}"))).await?;
-        wait_live(&browser).await?;
-        wait_for_text(&browser, "#track-points", "1").await;
-        wait_for_text(&browser, "#status", "in_transit").await;
+    in_browser(&app, async |browser| {
+        open(browser, &app, "dispatch@acme.test", &format!("/shipments/{shipment}"), LIVE).await?;
+        wait_for_text(browser, "#track-points", "1").await;
+        wait_for_text(browser, "#status", "in_transit").await;
 
         let track_path = "const p = document.querySelector('#map path.wm-track'); return p ? p.getAttribute('d') : null;";
         let before = browser.execute(track_path, vec![]).await?;
@@ -180,21 +170,17 @@ async fn a_posted_position_moves_the_marker_and_grows_the_polyline(db: PgPool) {
         let (status, _) = app.ingest(&token, next.clone()).await;
         assert_eq!(status, 200);
         let expected = format!("{:.5}, {:.5}", next["lat"].as_f64().unwrap(), next["lon"].as_f64().unwrap());
-        wait_for_text(&browser, "#last-position", &expected).await;
-        wait_for_text(&browser, "#track-points", "2").await;
+        wait_for_text(browser, "#last-position", &expected).await;
+        wait_for_text(browser, "#track-points", "2").await;
         // A customer link for this shipment, made from the page.
-        browser.find(Locator::Css("#share-button")).await?.click().await?;
-        wait_until_page(&browser, "the share link shows", "return document.getElementById('share-url').value.includes('/t/');").await;
+        click(browser, "#share-button").await?;
+        wait_until_page(browser, "the share link shows", "return document.getElementById('share-url').value.includes('/t/');").await;
         // The polyline on the map itself was redrawn with the new vertex.
         let after = browser.execute(track_path, vec![]).await?;
         assert_ne!(after, before, "the drawn track changed");
-        Ok::<_, fantoccini::error::CmdError>(())
-    }
+        Ok(())
+    })
     .await;
-    let _ = browser.close().await;
-    driver.stop().await;
-    result.expect("the browser steps succeed");
-    assert_no_csp_violations(&app);
 }
 
 pub(crate) fn url_of(app: &TestApp, path: &str) -> url::Url {
@@ -276,28 +262,11 @@ async fn queued_times(browser: &Client, user: i64) -> Vec<i64> {
         .collect()
 }
 
-pub(crate) async fn sign_in(
-    browser: &Client,
-    app: &TestApp,
-    email: &str,
-) -> Result<(), fantoccini::error::CmdError> {
+pub(crate) async fn sign_in(browser: &Client, app: &TestApp, email: &str) -> Step {
     browser.goto(&app.url("/")).await?;
-    browser
-        .find(Locator::Css("#email"))
-        .await?
-        .send_keys(email)
-        .await?;
-    browser
-        .find(Locator::Css("#password"))
-        .await?
-        .send_keys("correct horse")
-        .await?;
-    browser
-        .find(Locator::Css("#sign-in"))
-        .await?
-        .click()
-        .await?;
-    Ok(())
+    fill(browser, "#email", email).await?;
+    fill(browser, "#password", "correct horse").await?;
+    click(browser, "#sign-in").await
 }
 
 /// Signs in and waits for the page the sign-in lands on.
@@ -306,55 +275,30 @@ pub(crate) async fn sign_in_to(
     app: &TestApp,
     email: &str,
     landing: &str,
-) -> Result<(), fantoccini::error::CmdError> {
+) -> Step {
     sign_in(browser, app, email).await?;
     browser
         .wait()
         .at_most(PATIENCE)
         .for_url(url_of(app, landing))
-        .await?;
-    Ok(())
+        .await
 }
 
 /// Waits until the page's live connection is up.
-pub(crate) async fn wait_live(browser: &Client) -> Result<(), fantoccini::error::CmdError> {
-    browser
-        .wait()
-        .at_most(PATIENCE)
-        .for_element(Locator::Css("#conn-status[data-state='live']"))
-        .await?;
-    Ok(())
-}
-
-/// Waits until the driver page has read its assignment and is ready to share.
-async fn wait_ready(browser: &Client) -> Result<(), fantoccini::error::CmdError> {
-    browser
-        .wait()
-        .at_most(PATIENCE)
-        .for_element(Locator::Css("body[data-ready='true']"))
-        .await?;
+pub(crate) async fn wait_live(browser: &Client) -> Step {
+    wait_for_element(browser, LIVE).await?;
     Ok(())
 }
 
 #[sqlx::test]
 async fn the_driver_page_shares_through_lost_signal_and_a_reload_exactly_once(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let (_, jwt) = app
-        .user("Acme", "dispatch@acme.test", Role::Dispatcher)
-        .await;
+    let jwt = dispatcher(&app).await;
     let (driver_id, _) = app.user("Acme", "anna@acme.test", Role::Driver).await;
     let (vehicle, _) = app.vehicle(&jwt, "Van 1").await;
     let shipment = app.shipment(&jwt, "SHP-7", vehicle, Some(driver_id)).await;
     // A depot around where the phone starts: entering it raises an alert the driver sees.
-    let (status, fence) = app
-        .post(
-            &jwt,
-            "/api/v1/geofences",
-            json!({"name": "Depot", "circle": {"lat": 48.1374, "lon": 11.5755, "radius_m": 100},
-                   "debounce_s": 0}),
-        )
-        .await;
-    assert_eq!(status, reqwest::StatusCode::CREATED, "{fence}");
+    depot_fence(&app, &jwt, "Depot").await;
     let stored = || async {
         let rows: Vec<(chrono::DateTime<Utc>, f64)> = sqlx::query_as(
             "SELECT recorded_at, ST_Y(point::geometry) FROM positions WHERE vehicle_id = $1
@@ -367,73 +311,63 @@ async fn the_driver_page_shares_through_lost_signal_and_a_reload_exactly_once(db
         rows
     };
 
-    let driver = Driver::start().await;
-    let phone = driver.client().await;
-    let desk = driver.client().await;
-    let result = async {
+    in_browsers(&app, async |[phone, desk]: &[Client; 2]| {
         // The dispatcher watches the shipment.
-        sign_in_to(&desk, &app, "dispatch@acme.test", "/dispatch").await?;
-        desk.goto(&app.url(&format!("/shipments/{shipment}")))
-            .await?;
-        wait_live(&desk).await?;
+        open(desk, &app, "dispatch@acme.test", &format!("/shipments/{shipment}"), LIVE).await?;
 
         // The driver's phone, with location allowed, signs in and lands on its page.
         let origin = app.url("");
         cdp(
-            &phone,
+            phone,
             "Browser.grantPermissions",
             json!({"origin": origin.trim_end_matches('/'), "permissions": ["geolocation"]}),
         )
         .await;
-        cdp(&phone, "Network.enable", json!({})).await;
+        cdp(phone, "Network.enable", json!({})).await;
         let (lat0, lon) = (48.1374, 11.5755);
-        move_phone(&phone, lat0, lon).await;
-        sign_in_to(&phone, &app, "anna@acme.test", "/driver").await?;
-        wait_ready(&phone).await?;
-        wait_for_text(&phone, "#driver-shipment", "SHP-7").await;
-        wait_for_text(&phone, "#driver-vehicle", "Van 1").await;
+        move_phone(phone, lat0, lon).await;
+        sign_in_to(phone, &app, "anna@acme.test", "/driver").await?;
+        wait_for_element(phone, READY).await?;
+        wait_for_text(phone, "#driver-shipment", "SHP-7").await;
+        wait_for_text(phone, "#driver-vehicle", "Van 1").await;
         // The page can open offline once its worker controls it.
         wait_until_page(
-            &phone,
+            phone,
             "the service worker controls the page",
             "return !!navigator.serviceWorker.controller;",
         )
         .await;
 
-        phone
-            .find(Locator::Css("#share-toggle"))
-            .await?
-            .click()
-            .await?;
-        wait_for_text(&phone, "#sharing-state", "On").await;
-        wait_for_text(&phone, "#share-label", "Stop sharing").await;
+        click(phone, "#share-toggle").await?;
+        wait_for_text(phone, "#sharing-state", "On").await;
+        wait_for_text(phone, "#share-label", "Stop sharing").await;
         wait_until_page(
-            &phone,
+            phone,
             "the first fix is sent",
             "return document.getElementById('last-sent').textContent !== '—';",
         )
         .await;
-        wait_for_text(&phone, "#queue-count", "0").await;
+        wait_for_text(phone, "#queue-count", "0").await;
         // Dispatch's alert about this shipment shows on the driver's page too.
-        wait_until_page(&phone, "the driver sees the depot alert", "const p = document.getElementById('alerts-panel'); return !p.hidden && p.textContent.includes('Entered Depot');").await;
+        wait_until_page(phone, "the driver sees the depot alert", "const p = document.getElementById('alerts-panel'); return !p.hidden && p.textContent.includes('Entered Depot');").await;
         let online_fixes = stored().await.len();
         assert!(online_fixes >= 1);
 
         // Signal lost: the phone moves and keeps every fix.
-        set_offline(&phone, true).await;
+        set_offline(phone, true).await;
         wait_until_page(
-            &phone,
+            phone,
             "the page sees it is offline",
             "return navigator.onLine === false;",
         )
         .await;
-        wait_for_text(&phone, "#network-state", "Offline: positions are kept").await;
+        wait_for_text(phone, "#network-state", "Offline: positions are kept").await;
         let step_deg = 0.00001; // about a metre: the fixes come within moments of each other
         for i in 1..=3 {
-            let before = queued_times(&phone, driver_id).await.len();
-            move_phone(&phone, lat0 + step_deg * i as f64, lon).await;
+            let before = queued_times(phone, driver_id).await.len();
+            move_phone(phone, lat0 + step_deg * i as f64, lon).await;
             wait_until_page(
-                &phone,
+                phone,
                 "the fix is queued",
                 &format!(
                     "return document.getElementById('queue-count').textContent === '{}';",
@@ -445,20 +379,20 @@ async fn the_driver_page_shares_through_lost_signal_and_a_reload_exactly_once(db
 
         // A reload with no signal: the page opens from its worker, sharing resumes by itself.
         phone.refresh().await?;
-        wait_ready(&phone).await?;
-        wait_for_text(&phone, "#sharing-state", "On").await;
-        wait_for_text(&phone, "#driver-shipment", "SHP-7").await;
-        let before = queued_times(&phone, driver_id).await.len();
-        move_phone(&phone, lat0 + step_deg * 4.0, lon).await;
+        wait_for_element(phone, READY).await?;
+        wait_for_text(phone, "#sharing-state", "On").await;
+        wait_for_text(phone, "#driver-shipment", "SHP-7").await;
+        let before = queued_times(phone, driver_id).await.len();
+        move_phone(phone, lat0 + step_deg * 4.0, lon).await;
         wait_until_page(
-            &phone,
+            phone,
             "a fix after the reload is queued",
             &format!(
                 "return Number(document.getElementById('queue-count').textContent) > {before};"
             ),
         )
         .await;
-        let queued = queued_times(&phone, driver_id).await;
+        let queued = queued_times(phone, driver_id).await;
         assert!(queued.len() >= 4, "{queued:?}");
         assert_eq!(
             stored().await.len(),
@@ -467,8 +401,8 @@ async fn the_driver_page_shares_through_lost_signal_and_a_reload_exactly_once(db
         );
 
         // Back online: the queue goes out, oldest first, and empties.
-        set_offline(&phone, false).await;
-        wait_for_text(&phone, "#queue-count", "0").await;
+        set_offline(phone, false).await;
+        wait_for_text(phone, "#queue-count", "0").await;
         let rows = stored().await;
         assert_eq!(
             rows.len(),
@@ -490,20 +424,15 @@ async fn the_driver_page_shares_through_lost_signal_and_a_reload_exactly_once(db
         );
 
         // The dispatcher's map drew every one of them.
-        wait_for_text(&desk, "#track-points", &rows.len().to_string()).await;
+        wait_for_text(desk, "#track-points", &rows.len().to_string()).await;
         let expected = format!("{:.5}, {:.5}", lat0 + step_deg * 4.0, lon);
-        wait_for_text(&desk, "#last-position", &expected).await;
+        wait_for_text(desk, "#last-position", &expected).await;
         // The dispatcher can hand the driver a new phone link from here: a QR code and its URL.
-        desk.find(Locator::Css("#phone-link-button")).await?.click().await?;
-        wait_until_page(&desk, "the phone link's QR code shows", "return !!document.querySelector('#phone-link-qr svg') && document.getElementById('phone-link-url').value.includes('/driver/link/');").await;
-        Ok::<_, fantoccini::error::CmdError>(())
-    }
+        click(desk, "#phone-link-button").await?;
+        wait_until_page(desk, "the phone link's QR code shows", "return !!document.querySelector('#phone-link-qr svg') && document.getElementById('phone-link-url').value.includes('/driver/link/');").await;
+        Ok(())
+    })
     .await;
-    let _ = phone.close().await;
-    let _ = desk.close().await;
-    driver.stop().await;
-    result.expect("the browser steps succeed");
-    assert_no_csp_violations(&app);
 }
 
 /// Browsers report what the Content-Security-Policy blocked at once; by the end of a test that
@@ -522,19 +451,9 @@ pub(crate) fn assert_no_csp_violations(app: &TestApp) {
 #[sqlx::test]
 async fn an_alert_appears_on_the_fleet_page_and_acknowledging_it_clears_the_counter(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let (_, jwt) = app
-        .user("Acme", "dispatch@acme.test", Role::Dispatcher)
-        .await;
+    let jwt = dispatcher(&app).await;
     let (_, token) = app.vehicle(&jwt, "Van 1").await;
-    let (status, _) = app
-        .post(
-            &jwt,
-            "/api/v1/geofences",
-            json!({"name": "Depot", "debounce_s": 0,
-                   "circle": {"lat": 48.1374, "lon": 11.5755, "radius_m": 100.0}}),
-        )
-        .await;
-    assert_eq!(status, 201);
+    depot_fence(&app, &jwt, "Depot").await;
     let base = Utc::now() - Duration::minutes(5);
     app.ingest(
         &token,
@@ -542,49 +461,42 @@ async fn an_alert_appears_on_the_fleet_page_and_acknowledging_it_clears_the_coun
     )
     .await;
 
-    let driver = Driver::start().await;
-    let browser = driver.client().await;
-    let result = async {
-        sign_in_to(&browser, &app, "dispatch@acme.test", "/dispatch").await?;
-        wait_live(&browser).await?;
-        wait_until_page(&browser, "the geofence is drawn", "return !!document.querySelector('#map path.wm-geofence');").await;
-        wait_for_text(&browser, ".alerts__count", "0").await;
+    in_browser(&app, async |browser| {
+        sign_in_to(browser, &app, "dispatch@acme.test", "/dispatch").await?;
+        wait_live(browser).await?;
+        wait_until_page(browser, "the geofence is drawn", "return !!document.querySelector('#map path.wm-geofence');").await;
+        wait_for_text(browser, ".alerts__count", "0").await;
 
         let (status, _) = app
             .ingest(&token, json!({"lat": 48.1374, "lon": 11.5755, "recorded_at": (base + Duration::minutes(4)).to_rfc3339()}))
             .await;
         assert_eq!(status, 200);
-        wait_for_text(&browser, ".alert[data-rule='geofence_enter'] .alert__title", "Entered Depot").await;
-        wait_for_text(&browser, ".alerts__count", "1").await;
+        wait_for_text(browser, ".alert[data-rule='geofence_enter'] .alert__title", "Entered Depot").await;
+        wait_for_text(browser, ".alerts__count", "1").await;
         wait_until_page(
-            &browser,
+            browser,
             "the alert names the vehicle",
             "const m = document.querySelector('.alert__meta'); return !!m && m.textContent.endsWith('Van 1');",
         )
         .await;
-        browser.find(Locator::Css(".alert__ack")).await?.click().await?;
-        wait_for_text(&browser, ".alerts__count", "0").await;
+        click(browser, ".alert__ack").await?;
+        wait_for_text(browser, ".alerts__count", "0").await;
         wait_until_page(
-            &browser,
+            browser,
             "the alert shows as acknowledged",
             "const a = document.querySelector('.alert'); return !!a && a.dataset.acknowledged === 'true' && !a.querySelector('.alert__ack');",
         )
         .await;
-        Ok::<_, fantoccini::error::CmdError>(())
-    }
+        Ok(())
+    })
     .await;
-    let _ = browser.close().await;
-    driver.stop().await;
-    result.expect("the browser steps succeed");
     let (_, list) = app.get(&jwt, "/api/v1/alerts").await;
     assert!(list["alerts"][0]["acknowledged_at"].is_string(), "{list}");
 }
 
 /// A dispatcher and the driver of one shipment: (dispatcher jwt, driver jwt, shipment).
 async fn conversation(app: &TestApp) -> (String, String, i64) {
-    let (_, desk) = app
-        .user("Acme", "dispatch@acme.test", Role::Dispatcher)
-        .await;
+    let desk = dispatcher(app).await;
     let (driver_id, phone) = app.user("Acme", "anna@acme.test", Role::Driver).await;
     let (vehicle, _) = app.vehicle(&desk, "Van 1").await;
     let shipment = app.shipment(&desk, "SHP-1", vehicle, Some(driver_id)).await;
@@ -597,13 +509,9 @@ async fn a_chat_message_with_markup_renders_as_inert_text_and_the_form_sends(db:
     let (_, phone, shipment) = conversation(&app).await;
     let hostile = "<img src=x onerror=alert(1)>";
 
-    let driver = Driver::start().await;
-    let browser = driver.client().await;
-    let result = async {
-        sign_in_to(&browser, &app, "dispatch@acme.test", "/dispatch").await?;
-        browser.goto(&app.url(&format!("/shipments/{shipment}"))).await?;
-        wait_live(&browser).await?;
-        browser.wait().at_most(PATIENCE).for_element(Locator::Css("#chat-panel:not([hidden]) .chat__form")).await?;
+    in_browser(&app, async |browser| {
+        open(browser, &app, "dispatch@acme.test", &format!("/shipments/{shipment}"), LIVE).await?;
+        wait_for_element(browser, "#chat-panel:not([hidden]) .chat__form").await?;
         // Anything the markup ran would call this.
         browser.execute("window.__ran = false; window.alert = () => { window.__ran = true; };", vec![]).await?;
 
@@ -611,7 +519,7 @@ async fn a_chat_message_with_markup_renders_as_inert_text_and_the_form_sends(db:
             .post(&phone, &format!("/api/v1/shipments/{shipment}/chat"), json!({"client_id": "p1", "body": hostile}))
             .await;
         assert_eq!(status, 201);
-        wait_for_text(&browser, ".chat__message[data-mine='false'] .chat__body", hostile).await;
+        wait_for_text(browser, ".chat__message[data-mine='false'] .chat__body", hostile).await;
         let inert = browser
             .execute(
                 "return { images: document.querySelectorAll('#chat-panel img').length, \
@@ -620,18 +528,14 @@ async fn a_chat_message_with_markup_renders_as_inert_text_and_the_form_sends(db:
             )
             .await?;
         assert_eq!(inert, json!({"images": 0, "children": 0, "ran": false}), "no element made, nothing ran");
-        wait_for_text(&browser, ".chat__unread", "0").await;
+        wait_for_text(browser, ".chat__unread", "0").await;
 
-        browser.find(Locator::Css(".chat__input")).await?.send_keys("On my way to gate 4").await?;
-        browser.find(Locator::Css(".chat__send")).await?.click().await?;
-        wait_for_text(&browser, ".chat__message[data-mine='true'] .chat__body", "On my way to gate 4").await;
-        Ok::<_, fantoccini::error::CmdError>(())
-    }
+        fill(browser, ".chat__input", "On my way to gate 4").await?;
+        click(browser, ".chat__send").await?;
+        wait_for_text(browser, ".chat__message[data-mine='true'] .chat__body", "On my way to gate 4").await;
+        Ok(())
+    })
     .await;
-    let _ = browser.close().await;
-    driver.stop().await;
-    result.expect("the browser steps succeed");
-    assert_no_csp_violations(&app);
     let (_, history) = app
         .get(&phone, &format!("/api/v1/shipments/{shipment}/chat"))
         .await;
@@ -651,12 +555,10 @@ async fn the_fleet_page_counts_unread_messages_per_shipment_live(db: PgPool) {
     let (desk, phone, shipment) = conversation(&app).await;
     let count = format!(".shipment[data-shipment-id='{shipment}'] .shipment__unread");
 
-    let driver = Driver::start().await;
-    let browser = driver.client().await;
-    let result = async {
-        sign_in_to(&browser, &app, "dispatch@acme.test", "/dispatch").await?;
-        wait_live(&browser).await?;
-        wait_for_text(&browser, &count, "0").await;
+    in_browser(&app, async |browser| {
+        sign_in_to(browser, &app, "dispatch@acme.test", "/dispatch").await?;
+        wait_live(browser).await?;
+        wait_for_text(browser, &count, "0").await;
         for (i, body) in ["Stuck at the gate", "Still here"].iter().enumerate() {
             let (status, m) = app
                 .post(
@@ -666,7 +568,7 @@ async fn the_fleet_page_counts_unread_messages_per_shipment_live(db: PgPool) {
                 )
                 .await;
             assert_eq!(status, 201);
-            wait_for_text(&browser, &count, &(i + 1).to_string()).await;
+            wait_for_text(browser, &count, &(i + 1).to_string()).await;
             if i == 1 {
                 // Read elsewhere (the shipment page, another tab): the count here follows.
                 let (status, _) = app
@@ -679,18 +581,14 @@ async fn the_fleet_page_counts_unread_messages_per_shipment_live(db: PgPool) {
                 assert_eq!(status, 200);
             }
         }
-        wait_for_text(&browser, &count, "0").await;
+        wait_for_text(browser, &count, "0").await;
         wait_until_page(
-            &browser,
+            browser,
             "a zero count is hidden",
             &format!("return document.querySelector(\"{count}\").hidden;"),
         )
         .await;
-        Ok::<_, fantoccini::error::CmdError>(())
-    }
+        Ok(())
+    })
     .await;
-    let _ = browser.close().await;
-    driver.stop().await;
-    result.expect("the browser steps succeed");
-    assert_no_csp_violations(&app);
 }

@@ -4,37 +4,16 @@
 //! their sign-in and session; several alerts acknowledged at once; every console path sends a
 //! driver to their phone page.
 use chrono::{Duration, Utc};
-use fantoccini::{Client, Locator};
-use serde_json::json;
+use fantoccini::Locator;
+use serde_json::{json, Value};
 use sqlx::PgPool;
 use waymark::auth::Role;
 
-use crate::browser::{
-    assert_no_csp_violations, sign_in_to, url_of, wait_for_text, wait_until_page, Driver,
+use crate::browser::{sign_in_to, url_of, wait_for_text, wait_until_page};
+use crate::page::{
+    click, confirm, depot_fence, dispatcher, fill, in_browser, open, select, wait_for_element,
 };
-use crate::console_vehicles::confirm;
 use crate::support::{wait_for, TestApp, PATIENCE};
-
-type Step = Result<(), fantoccini::error::CmdError>;
-
-async fn open(browser: &Client, app: &TestApp, email: &str, path: &str, ready: &str) -> Step {
-    sign_in_to(browser, app, email, "/dispatch").await?;
-    browser.goto(&app.url(path)).await?;
-    browser
-        .wait()
-        .at_most(PATIENCE)
-        .for_element(Locator::Css(ready))
-        .await?;
-    Ok(())
-}
-
-/// Replaces what the input `css` holds with `text`.
-async fn retype(browser: &Client, css: &str, text: &str) -> Step {
-    let input = browser.find(Locator::Css(css)).await?;
-    input.clear().await?;
-    input.send_keys(text).await?;
-    Ok(())
-}
 
 #[sqlx::test]
 async fn a_setting_saved_on_the_page_takes_effect_and_a_refused_one_shows_why(db: PgPool) {
@@ -53,11 +32,9 @@ async fn a_setting_saved_on_the_page_takes_effect_and_a_refused_one_shows_why(db
     let message = refusal["error"]["message"].as_str().unwrap().to_owned();
     assert_eq!(refusal["error"]["field"], "alerts.speed_limit_mps");
 
-    let driver = Driver::start().await;
-    let browser = driver.client().await;
-    let result = async {
+    in_browser(&app, async |browser| {
         open(
-            &browser,
+            browser,
             &app,
             "admin@acme.test",
             "/settings",
@@ -65,7 +42,7 @@ async fn a_setting_saved_on_the_page_takes_effect_and_a_refused_one_shows_why(db
         )
         .await?;
         wait_until_page(
-            &browser,
+            browser,
             "each field shows its unit and default",
             "const s = document.querySelector(\"[data-key='filter.max_accuracy_m']\");
              return s.querySelector('.setting__unit').textContent === 'm'
@@ -82,40 +59,29 @@ async fn a_setting_saved_on_the_page_takes_effect_and_a_refused_one_shows_why(db
             )
             .await;
         assert_eq!(status, 200);
-        retype(&browser, "#setting-filter-max_accuracy_m", "50").await?;
-        browser
-            .find(Locator::Css("#settings-save"))
-            .await?
-            .click()
-            .await?;
-        wait_for_text(&browser, "#settings-status", "Saved.").await;
+        fill(browser, "#setting-filter-max_accuracy_m", "50").await?;
+        click(browser, "#settings-save").await?;
+        wait_for_text(browser, "#settings-status", "Saved.").await;
 
-        retype(&browser, "#setting-alerts-speed_limit_mps", "1000").await?;
+        fill(browser, "#setting-alerts-speed_limit_mps", "1000").await?;
         wait_for_text(
-            &browser,
+            browser,
             "[data-key='alerts.speed_limit_mps'] .setting__kmh",
             "= 3600 km/h",
         )
         .await;
-        browser
-            .find(Locator::Css("#settings-save"))
-            .await?
-            .click()
-            .await?;
-        wait_for_text(&browser, "#setting-alerts-speed_limit_mps-error", &message).await;
+        click(browser, "#settings-save").await?;
+        wait_for_text(browser, "#setting-alerts-speed_limit_mps-error", &message).await;
         wait_until_page(
-            &browser,
+            browser,
             "the refused value is still there to correct",
             "const i = document.getElementById('setting-alerts-speed_limit_mps');
              return i.value === '1000' && i.getAttribute('aria-invalid') === 'true';",
         )
         .await;
-        Ok::<_, fantoccini::error::CmdError>(())
-    }
+        Ok(())
+    })
     .await;
-    let _ = browser.close().await;
-    driver.stop().await;
-    result.expect("the browser steps succeed");
 
     let (_, settings) = app.get(&admin, "/api/v1/settings").await;
     assert_eq!(settings["filter"]["max_accuracy_m"], 50.0, "{settings}");
@@ -140,7 +106,6 @@ async fn a_setting_saved_on_the_page_takes_effect_and_a_refused_one_shows_why(db
         .await;
     assert_eq!(status, 200);
     assert_eq!(reply["filtered"], 1, "{reply}");
-    assert_no_csp_violations(&app);
 }
 
 #[sqlx::test]
@@ -148,12 +113,18 @@ async fn a_driver_added_and_disabled_on_the_people_page_is_signed_out_and_refuse
     let app = TestApp::spawn(db).await;
     app.user("Acme", "admin@acme.test", Role::Admin).await;
 
-    let driver = Driver::start().await;
-    let browser = driver.client().await;
-    let mut session = String::new();
-    let result = async {
+    let ben_signs_in = async || {
+        app.http
+            .post(app.url("/api/v1/auth/login"))
+            .json(&json!({"email": "ben@acme.test", "password": "a long password"}))
+            .send()
+            .await
+            .unwrap()
+    };
+
+    let session = in_browser(&app, async |browser| {
         open(
-            &browser,
+            browser,
             &app,
             "admin@acme.test",
             "/people",
@@ -161,96 +132,51 @@ async fn a_driver_added_and_disabled_on_the_people_page_is_signed_out_and_refuse
         )
         .await?;
         // A password too short is refused next to its field, and nothing typed is lost.
-        browser
-            .find(Locator::Css("#new-person-email"))
-            .await?
-            .send_keys("ben@acme.test")
-            .await?;
-        browser
-            .find(Locator::Css("#new-person-password"))
-            .await?
-            .send_keys("short")
-            .await?;
-        browser
-            .find(Locator::Css("#new-person-role"))
-            .await?
-            .select_by_value("driver")
-            .await?;
-        browser
-            .find(Locator::Css("#add-person-button"))
-            .await?
-            .click()
-            .await?;
+        fill(browser, "#new-person-email", "ben@acme.test").await?;
+        fill(browser, "#new-person-password", "short").await?;
+        select(browser, "#new-person-role", "driver").await?;
+        click(browser, "#add-person-button").await?;
         wait_for_text(
-            &browser,
+            browser,
             "#new-person-password-error",
             "At least 8 characters.",
         )
         .await;
         wait_until_page(
-            &browser,
+            browser,
             "the email stays",
             "return document.getElementById('new-person-email').value === 'ben@acme.test';",
         )
         .await;
-        retype(&browser, "#new-person-password", "a long password").await?;
-        browser
-            .find(Locator::Css("#add-person-button"))
-            .await?
-            .click()
-            .await?;
+        fill(browser, "#new-person-password", "a long password").await?;
+        click(browser, "#add-person-button").await?;
         let row = "tr.person-row[data-added='true']";
         wait_for_text(
-            &browser,
+            browser,
             &format!("{row} .person-row__email"),
             "ben@acme.test",
         )
         .await;
 
         // The new driver signs in (a phone, say) while the admin looks on.
-        let res = app
-            .http
-            .post(app.url("/api/v1/auth/login"))
-            .json(&json!({"email": "ben@acme.test", "password": "a long password"}))
-            .send()
-            .await
-            .unwrap();
+        let res = ben_signs_in().await;
         assert_eq!(res.status(), 200);
         let body: serde_json::Value = res.json().await.unwrap();
         assert_eq!(body["user"]["role"], "driver");
-        session = body["token"].as_str().unwrap().to_owned();
+        let session = body["token"].as_str().unwrap().to_owned();
 
-        browser
-            .find(Locator::Css(&format!("{row} [data-action='disable']")))
-            .await?
-            .click()
-            .await?;
-        confirm(&browser).await?;
-        wait_for_text(&browser, &format!("{row} .person-row__status"), "Disabled").await;
-        wait_for_text(
-            &browser,
-            &format!("{row} [data-action='disable']"),
-            "Enable",
-        )
-        .await;
-        Ok::<_, fantoccini::error::CmdError>(())
-    }
+        click(browser, &format!("{row} [data-action='disable']")).await?;
+        confirm(browser).await?;
+        wait_for_text(browser, &format!("{row} .person-row__status"), "Disabled").await;
+        wait_for_text(browser, &format!("{row} [data-action='disable']"), "Enable").await;
+        Ok(session)
+    })
     .await;
-    let _ = browser.close().await;
-    driver.stop().await;
-    result.expect("the browser steps succeed");
 
     let (status, _) = app.get(&session, "/api/v1/auth/me").await;
     assert_eq!(status, 401, "the disabled driver's session ended");
-    let res = app
-        .http
-        .post(app.url("/api/v1/auth/login"))
-        .json(&json!({"email": "ben@acme.test", "password": "a long password"}))
-        .send()
-        .await
-        .unwrap();
+    let res = ben_signs_in().await;
     assert_eq!(res.status(), 401, "a disabled driver cannot sign in");
-    assert_no_csp_violations(&app);
 }
 
 #[sqlx::test]
@@ -258,15 +184,12 @@ async fn a_dispatcher_reads_people_and_settings_and_makes_a_phone_link_but_chang
     db: PgPool,
 ) {
     let app = TestApp::spawn(db).await;
-    app.user("Acme", "dispatch@acme.test", Role::Dispatcher)
-        .await;
+    dispatcher(&app).await;
     let (anna, _) = app.user("Acme", "anna@acme.test", Role::Driver).await;
 
-    let driver = Driver::start().await;
-    let browser = driver.client().await;
-    let result = async {
+    in_browser(&app, async |browser| {
         open(
-            &browser,
+            browser,
             &app,
             "dispatch@acme.test",
             "/people",
@@ -274,13 +197,9 @@ async fn a_dispatcher_reads_people_and_settings_and_makes_a_phone_link_but_chang
         )
         .await?;
         let row = format!("tr.person-row[data-user-id='{anna}']");
-        browser
-            .find(Locator::Css(&format!("{row} [data-action='phone-link']")))
-            .await?
-            .click()
-            .await?;
+        click(browser, &format!("{row} [data-action='phone-link']")).await?;
         wait_until_page(
-            &browser,
+            browser,
             "the phone link shows with its QR code",
             "return !document.getElementById('phone-link-panel').hidden
                && document.getElementById('phone-link-url').value.includes('/driver/link/')
@@ -288,20 +207,16 @@ async fn a_dispatcher_reads_people_and_settings_and_makes_a_phone_link_but_chang
         )
         .await;
         wait_until_page(
-            &browser,
+            browser,
             "no admin control is shown",
             "return document.getElementById('add-person-section').hidden
                && !document.querySelector(\"[data-action='disable'], .person-row select\");",
         )
         .await;
         browser.goto(&app.url("/settings")).await?;
-        browser
-            .wait()
-            .at_most(PATIENCE)
-            .for_element(Locator::Css("#settings-form[data-ready='true']"))
-            .await?;
+        wait_for_element(browser, "#settings-form[data-ready='true']").await?;
         wait_until_page(
-            &browser,
+            browser,
             "the settings are shown, read only",
             "const inputs = [...document.querySelectorAll('#settings-fields input')];
              return inputs.length > 10 && inputs.every(i => i.disabled)
@@ -310,32 +225,28 @@ async fn a_dispatcher_reads_people_and_settings_and_makes_a_phone_link_but_chang
                && !document.getElementById('settings-read-only').hidden;",
         )
         .await;
-        Ok::<_, fantoccini::error::CmdError>(())
-    }
+        Ok(())
+    })
     .await;
-    let _ = browser.close().await;
-    driver.stop().await;
-    result.expect("the browser steps succeed");
-    assert_no_csp_violations(&app);
+}
+
+/// The ids of the alerts an alerts list holds.
+fn alert_ids(list: &Value) -> Vec<i64> {
+    list["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_i64().unwrap())
+        .collect()
 }
 
 #[sqlx::test]
 async fn several_alerts_acknowledged_at_once_on_the_alerts_page(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let (_, jwt) = app
-        .user("Acme", "dispatch@acme.test", Role::Dispatcher)
-        .await;
+    let jwt = dispatcher(&app).await;
     let (vehicle, token) = app.vehicle(&jwt, "Van 1").await;
     for name in ["Depot", "Yard", "Gate"] {
-        let (status, _) = app
-            .post(
-                &jwt,
-                "/api/v1/geofences",
-                json!({"name": name, "debounce_s": 0,
-                       "circle": {"lat": 48.1374, "lon": 11.5755, "radius_m": 100.0}}),
-            )
-            .await;
-        assert_eq!(status, 201);
+        depot_fence(&app, &jwt, name).await;
     }
     let base = Utc::now() - Duration::minutes(5);
     app.ingest(
@@ -350,12 +261,7 @@ async fn several_alerts_acknowledged_at_once_on_the_alerts_page(db: PgPool) {
     .await;
     let ids: Vec<i64> = wait_for("three alerts are raised", async || {
         let (_, list) = app.get(&jwt, "/api/v1/alerts").await;
-        let ids: Vec<i64> = list["alerts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a["id"].as_i64().unwrap())
-            .collect();
+        let ids = alert_ids(&list);
         if ids.len() == 3 {
             Ok(ids)
         } else {
@@ -364,64 +270,49 @@ async fn several_alerts_acknowledged_at_once_on_the_alerts_page(db: PgPool) {
     })
     .await;
 
-    let driver = Driver::start().await;
-    let browser = driver.client().await;
-    let result = async {
-        open(&browser, &app, "dispatch@acme.test", "/alerts", "#alerts-table[data-ready='true']").await?;
-        wait_for_text(&browser, "#alerts-unacknowledged", "3").await;
+    in_browser(&app, async |browser| {
+        open(browser, &app, "dispatch@acme.test", "/alerts", "#alerts-table[data-ready='true']").await?;
+        wait_for_text(browser, "#alerts-unacknowledged", "3").await;
         wait_until_page(
-            &browser,
+            browser,
             "each alert links to its vehicle on the fleet map",
             &format!("const links = [...document.querySelectorAll('.alert-row a.button')];
                       return links.length === 3 && links.every(a => a.getAttribute('href') === '/dispatch?vehicle={vehicle}');"),
         )
         .await;
         for id in &ids[..2] {
-            browser
-                .find(Locator::Css(&format!("tr.alert-row[data-alert-id='{id}'] .alert-row__select")))
-                .await?
-                .click()
-                .await?;
+            click(browser, &format!("tr.alert-row[data-alert-id='{id}'] .alert-row__select")).await?;
         }
-        wait_for_text(&browser, "#acknowledge-selected", "Acknowledge selected (2)").await;
-        browser.find(Locator::Css("#acknowledge-selected")).await?.click().await?;
+        wait_for_text(browser, "#acknowledge-selected", "Acknowledge selected (2)").await;
+        click(browser, "#acknowledge-selected").await?;
         for id in &ids[..2] {
             wait_until_page(
-                &browser,
+                browser,
                 "the row shows it acknowledged",
                 &format!("return document.querySelector(\"tr.alert-row[data-alert-id='{id}']\").dataset.acknowledged === 'true';"),
             )
             .await;
         }
-        wait_for_text(&browser, "#alerts-unacknowledged", "1").await;
+        wait_for_text(browser, "#alerts-unacknowledged", "1").await;
 
         // The filter for those not yet acknowledged leaves the third.
-        browser.find(Locator::Css("#filter-acknowledged")).await?.select_by_value("false").await?;
+        select(browser, "#filter-acknowledged", "false").await?;
         wait_until_page(
-            &browser,
+            browser,
             "only the unacknowledged alert is listed",
             &format!("const rows = [...document.querySelectorAll('tr.alert-row')]; return rows.length === 1 && rows[0].dataset.alertId === '{}';", ids[2]),
         )
         .await;
-        Ok::<_, fantoccini::error::CmdError>(())
-    }
+        Ok(())
+    })
     .await;
-    let _ = browser.close().await;
-    driver.stop().await;
-    result.expect("the browser steps succeed");
 
     let (_, list) = app.get(&jwt, "/api/v1/alerts?acknowledged=true").await;
-    let mut acknowledged: Vec<i64> = list["alerts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["id"].as_i64().unwrap())
-        .collect();
+    let mut acknowledged = alert_ids(&list);
     acknowledged.sort();
     let mut expected = ids[..2].to_vec();
     expected.sort();
     assert_eq!(acknowledged, expected);
-    assert_no_csp_violations(&app);
 }
 
 #[sqlx::test]
@@ -429,10 +320,8 @@ async fn a_driver_is_sent_from_every_console_page_to_their_phone_page(db: PgPool
     let app = TestApp::spawn(db).await;
     app.user("Acme", "anna@acme.test", Role::Driver).await;
 
-    let driver = Driver::start().await;
-    let browser = driver.client().await;
-    let result = async {
-        sign_in_to(&browser, &app, "anna@acme.test", "/driver").await?;
+    in_browser(&app, async |browser| {
+        sign_in_to(browser, &app, "anna@acme.test", "/driver").await?;
         for path in [
             "/dispatch",
             "/vehicles",
@@ -451,10 +340,7 @@ async fn a_driver_is_sent_from_every_console_page_to_their_phone_page(db: PgPool
             let nav = browser.find_all(Locator::Css(".console-nav")).await?;
             assert!(nav.is_empty(), "{path} shows the driver no console");
         }
-        Ok::<_, fantoccini::error::CmdError>(())
-    }
+        Ok(())
+    })
     .await;
-    let _ = browser.close().await;
-    driver.stop().await;
-    result.expect("the browser steps succeed");
 }

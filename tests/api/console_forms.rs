@@ -1,21 +1,21 @@
 //! The form helpers the console's pages share (`static/js/forms.js`), seen on the shipment
 //! page: a conflict the API names no field for is shown at the field it is about, keeping the
 //! choice made, and the confirmation dialog works from the keyboard alone.
-use fantoccini::{error::CmdError, Client, Locator};
+use fantoccini::Client;
 use sqlx::PgPool;
-use waymark::auth::Role;
 
-use crate::browser::{
-    assert_no_csp_violations, sign_in_to, wait_for_text, wait_live, wait_until_page, Driver,
+use crate::browser::{wait_for_text, wait_until_page};
+use crate::page::{
+    click, dispatcher, in_browser, keys, open, select_label, wait_for_element, Step, LIVE,
 };
-use crate::support::{TestApp, PATIENCE};
+use crate::support::TestApp;
 
 const ENTER: &str = "\u{e007}";
 const ESCAPE: &str = "\u{e00c}";
 const TAB: &str = "\u{e004}";
 
 /// The `id` of the element that has the focus.
-async fn focused(browser: &Client) -> Result<String, CmdError> {
+async fn focused(browser: &Client) -> Step<String> {
     Ok(browser
         .active_element()
         .await?
@@ -24,12 +24,15 @@ async fn focused(browser: &Client) -> Result<String, CmdError> {
         .unwrap_or_default())
 }
 
+/// Presses `key` on the element that has the focus.
+async fn press(browser: &Client, key: &str) -> Step {
+    browser.active_element().await?.send_keys(key).await
+}
+
 #[sqlx::test]
 async fn a_conflict_shows_at_its_field_and_the_confirmation_works_from_the_keyboard(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let (_, jwt) = app
-        .user("Acme", "dispatch@acme.test", Role::Dispatcher)
-        .await;
+    let jwt = dispatcher(&app).await;
     let (van1, _) = app.vehicle(&jwt, "Van 1").await;
     let (van2, _) = app.vehicle(&jwt, "Van 2").await;
     app.shipment(&jwt, "SHP-1", van1, None).await;
@@ -40,24 +43,20 @@ async fn a_conflict_shows_at_its_field_and_the_confirmation_works_from_the_keybo
             .1
     };
 
-    let driver = Driver::start().await;
-    let desk = driver.client().await;
-    let result = async {
-        sign_in_to(&desk, &app, "dispatch@acme.test", "/dispatch").await?;
-        desk.goto(&app.url(&format!("/shipments/{shipment}"))).await?;
-        wait_live(&desk).await?;
+    in_browser(&app, async |desk| {
+        open(desk, &app, "dispatch@acme.test", &format!("/shipments/{shipment}"), LIVE).await?;
         wait_until_page(
-            &desk,
+            desk,
             "the assignment shows",
             &format!("return document.getElementById('assign-vehicle').value === '{van2}';"),
         )
         .await;
 
         // Van 1 carries SHP-1: the API's 409 names no field, its words say which one.
-        desk.find(Locator::Css("#assign-vehicle")).await?.select_by_label("Van 1").await?;
-        desk.find(Locator::Css("#assign-save")).await?.click().await?;
+        select_label(desk, "#assign-vehicle", "Van 1").await?;
+        click(desk, "#assign-save").await?;
         wait_for_text(
-            &desk,
+            desk,
             "[data-field='vehicle_id'] .field-error",
             "this vehicle already has an active shipment",
         )
@@ -81,36 +80,25 @@ async fn a_conflict_shows_at_its_field_and_the_confirmation_works_from_the_keybo
 
         // Asked from the keyboard: the dialog opens on its safe button, Escape keeps the
         // shipment and gives the focus back.
-        let cancel = desk.find(Locator::Css("#cancel-shipment")).await?;
-        cancel.send_keys(ENTER).await?;
-        desk.wait()
-            .at_most(PATIENCE)
-            .for_element(Locator::Css("#confirm-dialog[open]"))
-            .await?;
-        assert_eq!(focused(&desk).await?, "confirm-cancel");
-        wait_for_text(&desk, "#confirm-cancel", "Keep shipment").await;
-        wait_for_text(&desk, "#confirm-ok", "Cancel shipment").await;
-        desk.active_element().await?.send_keys(ESCAPE).await?;
-        wait_until_page(&desk, "the dialog closes", "return !document.getElementById('confirm-dialog').open;").await;
-        assert_eq!(focused(&desk).await?, "cancel-shipment");
+        keys(desk, "#cancel-shipment", ENTER).await?;
+        wait_for_element(desk, "#confirm-dialog[open]").await?;
+        assert_eq!(focused(desk).await?, "confirm-cancel");
+        wait_for_text(desk, "#confirm-cancel", "Keep shipment").await;
+        wait_for_text(desk, "#confirm-ok", "Cancel shipment").await;
+        press(desk, ESCAPE).await?;
+        wait_until_page(desk, "the dialog closes", "return !document.getElementById('confirm-dialog').open;").await;
+        assert_eq!(focused(desk).await?, "cancel-shipment");
         assert_eq!(stored().await["status"], "planned");
 
         // Tab to the confirming button and press Enter: the shipment is cancelled.
-        desk.active_element().await?.send_keys(ENTER).await?;
-        desk.wait()
-            .at_most(PATIENCE)
-            .for_element(Locator::Css("#confirm-dialog[open]"))
-            .await?;
-        desk.active_element().await?.send_keys(TAB).await?;
-        assert_eq!(focused(&desk).await?, "confirm-ok");
-        desk.active_element().await?.send_keys(ENTER).await?;
-        wait_for_text(&desk, "#status", "cancelled").await;
+        press(desk, ENTER).await?;
+        wait_for_element(desk, "#confirm-dialog[open]").await?;
+        press(desk, TAB).await?;
+        assert_eq!(focused(desk).await?, "confirm-ok");
+        press(desk, ENTER).await?;
+        wait_for_text(desk, "#status", "cancelled").await;
         assert_eq!(stored().await["status"], "cancelled");
-        Ok::<_, CmdError>(())
-    }
+        Ok(())
+    })
     .await;
-    let _ = desk.close().await;
-    driver.stop().await;
-    result.expect("the browser steps succeed");
-    assert_no_csp_violations(&app);
 }

@@ -1,17 +1,18 @@
 //! Planning and managing shipments in headless Chromium: a shipment planned on the map with a
 //! drawn route is stored with that route, and its customer link, made on its page, opens in
 //! another browser; revoking the link on the page ends it there.
-use fantoccini::{error::CmdError, Client, Locator};
+use fantoccini::Client;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use waymark::auth::Role;
 
-use crate::browser::{
-    assert_no_csp_violations, sign_in_to, wait_for_text, wait_live, wait_until_page, Driver,
+use crate::browser::{sign_in_to, wait_for_text, wait_live, wait_until_page, TempDir};
+use crate::console_geofences::click_map;
+use crate::page::{
+    click, confirm, dispatcher, fill, in_browser, in_browsers, keys, open, select_label, text,
+    wait_for_element, Step, LIVE, READY,
 };
-use crate::console_geofences::{click_map, value_of, wait_ready};
-use crate::console_vehicles::confirm;
-use crate::support::{TestApp, PATIENCE};
+use crate::support::TestApp;
 
 /// "lat, lon" lines as GeoJSON [lon, lat] positions.
 fn lines_to_positions(text: &str) -> Vec<(f64, f64)> {
@@ -24,11 +25,8 @@ fn lines_to_positions(text: &str) -> Vec<(f64, f64)> {
 }
 
 /// Makes a customer link on the shipment page the browser shows; returns its URL.
-async fn share_from_page(browser: &Client) -> Result<String, CmdError> {
-    browser
-        .wait()
-        .at_most(PATIENCE)
-        .for_element(Locator::Css("#share-section:not([hidden]) #share-button"))
+async fn share_from_page(browser: &Client) -> Step<String> {
+    wait_for_element(browser, "#share-section:not([hidden]) #share-button")
         .await?
         .click()
         .await?;
@@ -38,7 +36,7 @@ async fn share_from_page(browser: &Client) -> Result<String, CmdError> {
         "return document.getElementById('share-url').value.includes('/t/');",
     )
     .await;
-    value_of(browser, "#share-url").await
+    text(browser, "#share-url").await
 }
 
 #[sqlx::test]
@@ -46,49 +44,42 @@ async fn a_shipment_planned_on_the_map_is_stored_with_its_drawn_route_and_its_li
     db: PgPool,
 ) {
     let app = TestApp::spawn(db).await;
-    let (_, jwt) = app
-        .user("Acme", "dispatch@acme.test", Role::Dispatcher)
-        .await;
+    let jwt = dispatcher(&app).await;
     let (driver_id, _) = app.user("Acme", "anna@acme.test", Role::Driver).await;
     let (vehicle, _) = app.vehicle(&jwt, "Van 1").await;
 
-    let driver = Driver::start().await;
-    let desk = driver.client().await;
-    let customer = driver.client().await;
-    let result = async {
-        sign_in_to(&desk, &app, "dispatch@acme.test", "/dispatch").await?;
-        desk.goto(&app.url("/shipments/new")).await?;
-        wait_ready(&desk).await?;
+    in_browsers(&app, async |[desk, customer]: &[Client; 2]| {
+        open(desk, &app, "dispatch@acme.test", "/shipments/new", READY).await?;
 
-        desk.find(Locator::Css("#plan-reference")).await?.send_keys("PLAN-1").await?;
+        fill(desk, "#plan-reference", "PLAN-1").await?;
         // The origin typed, the destination clicked on the map.
-        desk.find(Locator::Css("#plan-origin-coords")).await?.send_keys("48.13715, 11.57612").await?;
-        desk.find(Locator::Css("#plan-origin-name")).await?.send_keys("Depot").await?;
-        wait_until_page(&desk, "the origin is pinned", "return !!document.querySelector('#map .wm-place--origin');").await;
-        desk.find(Locator::Css("#plan-destination-pick")).await?.click().await?;
-        click_map(&desk, 220, 140).await?;
+        fill(desk, "#plan-origin-coords", "48.13715, 11.57612").await?;
+        fill(desk, "#plan-origin-name", "Depot").await?;
+        wait_until_page(desk, "the origin is pinned", "return !!document.querySelector('#map .wm-place--origin');").await;
+        click(desk, "#plan-destination-pick").await?;
+        click_map(desk, 220, 140).await?;
         wait_until_page(
-            &desk,
+            desk,
             "the destination is pinned and its coordinates written",
             "return !!document.querySelector('#map .wm-place--destination') \
                && document.getElementById('plan-destination-coords').value !== '';",
         )
         .await;
-        let destination = lines_to_positions(&value_of(&desk, "#plan-destination-coords").await?)[0];
+        let destination = lines_to_positions(&text(desk, "#plan-destination-coords").await?)[0];
         assert!(destination.0 > 11.57612 && destination.1 < 48.13715, "right of and below the origin: {destination:?}");
 
         // The route, point by point with the mouse.
-        desk.find(Locator::Css("#route-draw")).await?.click().await?;
+        click(desk, "#route-draw").await?;
         for (dx, dy) in [(-60, -40), (80, -90), (180, 60)] {
-            click_map(&desk, dx, dy).await?;
+            click_map(desk, dx, dy).await?;
         }
-        desk.find(Locator::Css("#route-finish")).await?.click().await?;
-        wait_for_text(&desk, "#route-points", "3").await;
-        let drawn = lines_to_positions(&value_of(&desk, "#route-text").await?);
+        click(desk, "#route-finish").await?;
+        wait_for_text(desk, "#route-points", "3").await;
+        let drawn = lines_to_positions(&text(desk, "#route-text").await?);
         assert_eq!(drawn.len(), 3);
 
-        desk.find(Locator::Css("#plan-vehicle")).await?.select_by_label("Van 1").await?;
-        desk.find(Locator::Css("#plan-driver")).await?.select_by_label("anna@acme.test").await?;
+        select_label(desk, "#plan-vehicle", "Van 1").await?;
+        select_label(desk, "#plan-driver", "anna@acme.test").await?;
         // Half past ten on 2 January 2030 on this browser's clock.
         let due = desk
             .execute(
@@ -97,10 +88,10 @@ async fn a_shipment_planned_on_the_map_is_stored_with_its_drawn_route_and_its_li
                 vec![],
             )
             .await?;
-        desk.find(Locator::Css("#plan-submit")).await?.click().await?;
-        wait_until_page(&desk, "the shipment's page opens", "return /^\\/shipments\\/\\d+$/.test(location.pathname);").await;
-        wait_live(&desk).await?;
-        wait_for_text(&desk, "#reference", "PLAN-1").await;
+        click(desk, "#plan-submit").await?;
+        wait_until_page(desk, "the shipment's page opens", "return /^\\/shipments\\/\\d+$/.test(location.pathname);").await;
+        wait_live(desk).await?;
+        wait_for_text(desk, "#reference", "PLAN-1").await;
 
         // Stored as planned.
         let (_, list) = app.get(&jwt, "/api/v1/shipments").await;
@@ -134,150 +125,97 @@ async fn a_shipment_planned_on_the_map_is_stored_with_its_drawn_route_and_its_li
         assert_eq!(stored_due, asked_due, "the browser's local time, sent with its offset");
 
         // Its customer link, made on its page, opens in another browser.
-        let url = share_from_page(&desk).await?;
+        let url = share_from_page(desk).await?;
         customer.goto(&url).await?;
-        wait_for_text(&customer, "#reference", "PLAN-1").await;
-        wait_live(&customer).await?;
+        wait_for_text(customer, "#reference", "PLAN-1").await;
+        wait_live(customer).await?;
         let hidden = customer
             .execute("return document.getElementById('manage-section').hidden && document.getElementById('share-section').hidden;", vec![])
             .await?;
         assert_eq!(hidden, json!(true), "a customer sees no management");
-        Ok::<_, CmdError>(())
-    }
+        Ok(())
+    })
     .await;
-    let _ = desk.close().await;
-    let _ = customer.close().await;
-    driver.stop().await;
-    result.expect("the browser steps succeed");
-    assert_no_csp_violations(&app);
 }
 
 #[sqlx::test]
 async fn a_refused_plan_shows_the_reason_at_its_field_and_keeps_what_was_typed(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let (_, jwt) = app
-        .user("Acme", "dispatch@acme.test", Role::Dispatcher)
-        .await;
+    let jwt = dispatcher(&app).await;
     let (vehicle, _) = app.vehicle(&jwt, "Van 1").await;
     app.shipment(&jwt, "SHP-1", vehicle, None).await;
 
-    let driver = Driver::start().await;
-    let browser = driver.client().await;
-    let result = async {
-        sign_in_to(&browser, &app, "dispatch@acme.test", "/dispatch").await?;
-        browser.goto(&app.url("/shipments/new")).await?;
-        wait_ready(&browser).await?;
-        browser
-            .find(Locator::Css("#plan-reference"))
-            .await?
-            .send_keys("SHP-1")
-            .await?;
-        browser
-            .find(Locator::Css("#plan-origin-coords"))
-            .await?
-            .send_keys("48.1, 11.5")
-            .await?;
-        browser
-            .find(Locator::Css("#plan-destination-coords"))
-            .await?
-            .send_keys("48.2, 11.6")
-            .await?;
-        browser
-            .find(Locator::Css("#route-text"))
-            .await?
-            .send_keys("48.1, 11.5\n95, 11.6")
-            .await?;
-        browser
-            .find(Locator::Css("#plan-submit"))
-            .await?
-            .click()
-            .await?;
+    in_browser(&app, async |browser| {
+        open(browser, &app, "dispatch@acme.test", "/shipments/new", READY).await?;
+        fill(browser, "#plan-reference", "SHP-1").await?;
+        fill(browser, "#plan-origin-coords", "48.1, 11.5").await?;
+        fill(browser, "#plan-destination-coords", "48.2, 11.6").await?;
+        fill(browser, "#route-text", "48.1, 11.5\n95, 11.6").await?;
+        click(browser, "#plan-submit").await?;
         // A route the page cannot read is refused before it is sent.
         wait_for_text(
-            &browser,
+            browser,
             "[data-field='planned_route'] .field-error",
             "line 2: latitude must be -90..90 and longitude -180..180",
         )
         .await;
 
-        let text = browser.find(Locator::Css("#route-text")).await?;
-        text.clear().await?;
-        text.send_keys("48.1, 11.5\n48.2, 11.6").await?;
-        browser
-            .find(Locator::Css("#plan-submit"))
-            .await?
-            .click()
-            .await?;
+        fill(browser, "#route-text", "48.1, 11.5\n48.2, 11.6").await?;
+        click(browser, "#plan-submit").await?;
         // The API's refusal (a taken reference: a conflict) next to the field it is about.
         wait_for_text(
-            &browser,
+            browser,
             "[data-field='reference'] .field-error",
             "a shipment with this reference exists",
         )
         .await;
-        assert_eq!(value_of(&browser, "#plan-reference").await?, "SHP-1");
+        assert_eq!(text(browser, "#plan-reference").await?, "SHP-1");
         assert_eq!(
-            value_of(&browser, "#plan-destination-coords").await?,
+            text(browser, "#plan-destination-coords").await?,
             "48.2, 11.6"
         );
         assert_eq!(
-            value_of(&browser, "#route-text").await?,
+            text(browser, "#route-text").await?,
             "48.1, 11.5\n48.2, 11.6"
         );
         assert_eq!(browser.current_url().await?.path(), "/shipments/new");
-        Ok::<_, CmdError>(())
-    }
+        Ok(())
+    })
     .await;
-    let _ = browser.close().await;
-    driver.stop().await;
-    result.expect("the browser steps succeed");
-    assert_no_csp_violations(&app);
 }
 
 #[sqlx::test]
 async fn revoking_a_share_link_on_the_shipment_page_ends_it_for_the_customer(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let (_, jwt) = app
-        .user("Acme", "dispatch@acme.test", Role::Dispatcher)
-        .await;
+    let jwt = dispatcher(&app).await;
     let (vehicle, _) = app.vehicle(&jwt, "Van 1").await;
     let shipment = app.shipment(&jwt, "SHP-1", vehicle, None).await;
 
-    let driver = Driver::start().await;
-    let desk = driver.client().await;
-    let customer = driver.client().await;
-    let result = async {
-        sign_in_to(&desk, &app, "dispatch@acme.test", "/dispatch").await?;
-        desk.goto(&app.url(&format!("/shipments/{shipment}")))
-            .await?;
-        wait_live(&desk).await?;
-        let url = share_from_page(&desk).await?;
+    in_browsers(&app, async |[desk, customer]: &[Client; 2]| {
+        open(
+            desk,
+            &app,
+            "dispatch@acme.test",
+            &format!("/shipments/{shipment}"),
+            LIVE,
+        )
+        .await?;
+        let url = share_from_page(desk).await?;
         customer.goto(&url).await?;
-        wait_for_text(&customer, "#reference", "SHP-1").await;
-        wait_live(&customer).await?;
+        wait_for_text(customer, "#reference", "SHP-1").await;
+        wait_live(customer).await?;
 
         // The page lists the link, and revokes it after asking.
-        desk.wait()
-            .at_most(PATIENCE)
-            .for_element(Locator::Css(
-                ".share-link[data-state='active'] .share-link__revoke",
-            ))
+        wait_for_element(desk, ".share-link[data-state='active'] .share-link__revoke")
             .await?
             .click()
             .await?;
-        confirm(&desk).await?;
-        desk.wait()
-            .at_most(PATIENCE)
-            .for_element(Locator::Css(".share-link[data-state='revoked']"))
-            .await?;
-        wait_for_text(&desk, "#share-count", "0").await;
+        confirm(desk).await?;
+        wait_for_element(desk, ".share-link[data-state='revoked']").await?;
+        wait_for_text(desk, "#share-count", "0").await;
 
         // The customer's open page loses access at once.
-        customer
-            .wait()
-            .at_most(PATIENCE)
-            .for_element(Locator::Css("body.is-expired"))
-            .await?;
+        wait_for_element(customer, "body.is-expired").await?;
         let token = url.rsplit('/').next().unwrap();
         let page = app
             .http
@@ -293,14 +231,9 @@ async fn revoking_a_share_link_on_the_shipment_page_ends_it_for_the_customer(db:
             .await
             .unwrap();
         assert_eq!(api.status(), 401, "the API no longer takes the link");
-        Ok::<_, CmdError>(())
-    }
+        Ok(())
+    })
     .await;
-    let _ = desk.close().await;
-    let _ = customer.close().await;
-    driver.stop().await;
-    result.expect("the browser steps succeed");
-    assert_no_csp_violations(&app);
 }
 
 #[sqlx::test]
@@ -308,9 +241,7 @@ async fn a_dispatcher_reassigns_and_cancels_a_shipment_on_its_page_and_its_drive
     db: PgPool,
 ) {
     let app = TestApp::spawn(db).await;
-    let (_, jwt) = app
-        .user("Acme", "dispatch@acme.test", Role::Dispatcher)
-        .await;
+    let jwt = dispatcher(&app).await;
     let (anna, _) = app.user("Acme", "anna@acme.test", Role::Driver).await;
     let (ben, _) = app.user("Acme", "ben@acme.test", Role::Driver).await;
     let (van1, _) = app.vehicle(&jwt, "Van 1").await;
@@ -322,15 +253,10 @@ async fn a_dispatcher_reassigns_and_cancels_a_shipment_on_its_page_and_its_drive
             .1
     };
 
-    let driver = Driver::start().await;
-    let desk = driver.client().await;
-    let phone = driver.client().await;
-    let result = async {
-        sign_in_to(&desk, &app, "dispatch@acme.test", "/dispatch").await?;
-        desk.goto(&app.url(&format!("/shipments/{shipment}"))).await?;
-        wait_live(&desk).await?;
+    in_browsers(&app, async |[desk, phone]: &[Client; 2]| {
+        open(desk, &app, "dispatch@acme.test", &format!("/shipments/{shipment}"), LIVE).await?;
         wait_until_page(
-            &desk,
+            desk,
             "the assignment shows",
             &format!(
                 "return !document.getElementById('manage-section').hidden \
@@ -339,59 +265,50 @@ async fn a_dispatcher_reassigns_and_cancels_a_shipment_on_its_page_and_its_drive
             ),
         )
         .await;
-        desk.find(Locator::Css("#assign-vehicle")).await?.select_by_label("Van 2").await?;
-        desk.find(Locator::Css("#assign-driver")).await?.select_by_label("ben@acme.test").await?;
-        desk.find(Locator::Css("#assign-save")).await?.click().await?;
-        wait_for_text(&desk, "#manage-notice", "Reassigned.").await;
+        select_label(desk, "#assign-vehicle", "Van 2").await?;
+        select_label(desk, "#assign-driver", "ben@acme.test").await?;
+        click(desk, "#assign-save").await?;
+        wait_for_text(desk, "#manage-notice", "Reassigned.").await;
         let s = stored().await;
         assert_eq!((s["vehicle_id"].as_i64(), s["driver_id"].as_i64()), (Some(van2), Some(ben)), "{s}");
 
         // Its driver opens the same page: no management there.
-        sign_in_to(&phone, &app, "ben@acme.test", "/driver").await?;
+        sign_in_to(phone, &app, "ben@acme.test", "/driver").await?;
         phone.goto(&app.url(&format!("/shipments/{shipment}"))).await?;
-        wait_for_text(&phone, "#reference", "SHP-1").await;
-        wait_for_text(&phone, "#back-link", "← Driver").await;
+        wait_for_text(phone, "#reference", "SHP-1").await;
+        wait_for_text(phone, "#back-link", "← Driver").await;
         let hidden = phone
             .execute("return document.getElementById('manage-section').hidden && document.getElementById('share-section').hidden;", vec![])
             .await?;
         assert_eq!(hidden, json!(true), "a driver sees no management");
 
         // Cancelling asks first; keeping it changes nothing.
-        desk.find(Locator::Css("#cancel-shipment")).await?.click().await?;
-        desk.wait()
-            .at_most(PATIENCE)
-            .for_element(Locator::Css("#confirm-dialog[open] #confirm-cancel"))
+        click(desk, "#cancel-shipment").await?;
+        wait_for_element(desk, "#confirm-dialog[open] #confirm-cancel")
             .await?
             .click()
             .await?;
-        wait_until_page(&desk, "the dialog closes", "return !document.getElementById('confirm-dialog').open;").await;
+        wait_until_page(desk, "the dialog closes", "return !document.getElementById('confirm-dialog').open;").await;
         assert_eq!(stored().await["status"], "planned");
-        desk.find(Locator::Css("#cancel-shipment")).await?.click().await?;
-        confirm(&desk).await?;
-        wait_for_text(&desk, "#status", "cancelled").await;
+        click(desk, "#cancel-shipment").await?;
+        confirm(desk).await?;
+        wait_for_text(desk, "#status", "cancelled").await;
         wait_until_page(
-            &desk,
+            desk,
             "an ended shipment offers no status change",
             "return document.getElementById('manage-status').hidden && !document.getElementById('manage-final').hidden;",
         )
         .await;
         assert_eq!(stored().await["status"], "cancelled");
-        Ok::<_, CmdError>(())
-    }
+        Ok(())
+    })
     .await;
-    let _ = desk.close().await;
-    let _ = phone.close().await;
-    driver.stop().await;
-    result.expect("the browser steps succeed");
-    assert_no_csp_violations(&app);
 }
 
 #[sqlx::test]
 async fn a_route_is_imported_from_gpx_geojson_or_an_earlier_shipments_track(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let (_, jwt) = app
-        .user("Acme", "dispatch@acme.test", Role::Dispatcher)
-        .await;
+    let jwt = dispatcher(&app).await;
     let (vehicle, token) = app.vehicle(&jwt, "Van 1").await;
     app.shipment(&jwt, "SHP-0", vehicle, None).await;
     // The earlier trip: three fixes about 220 m apart, half a minute apart.
@@ -407,16 +324,15 @@ async fn a_route_is_imported_from_gpx_geojson_or_an_earlier_shipments_track(db: 
             .await;
         assert_eq!(status, 200);
     }
-    let dir = std::env::temp_dir().join(format!("waymark-plan-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let gpx = dir.join("route.gpx");
+    let dir = TempDir::new("waymark-plan");
+    let gpx = dir.0.join("route.gpx");
     std::fs::write(
         &gpx,
         r#"<?xml version="1.0"?><gpx version="1.1" creator="test" xmlns="http://www.topografix.com/GPX/1/1">
 <trk><trkseg><trkpt lat="48.2" lon="11.4"/><trkpt lat="48.21" lon="11.41"/><trkpt lat="48.22" lon="11.42"/><trkpt lat="48.23" lon="11.43"/></trkseg></trk></gpx>"#,
     )
     .unwrap();
-    let geojson = dir.join("route.geojson");
+    let geojson = dir.0.join("route.geojson");
     std::fs::write(
         &geojson,
         json!({"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {},
@@ -425,51 +341,29 @@ async fn a_route_is_imported_from_gpx_geojson_or_an_earlier_shipments_track(db: 
     )
     .unwrap();
 
-    let driver = Driver::start().await;
-    let browser = driver.client().await;
-    let result = async {
-        sign_in_to(&browser, &app, "dispatch@acme.test", "/dispatch").await?;
-        browser.goto(&app.url("/shipments/new")).await?;
-        wait_ready(&browser).await?;
+    in_browser(&app, async |browser| {
+        open(browser, &app, "dispatch@acme.test", "/shipments/new", READY).await?;
 
-        browser
-            .find(Locator::Css("#route-file"))
-            .await?
-            .send_keys(&gpx.to_string_lossy())
-            .await?;
-        wait_for_text(&browser, "#route-points", "4").await;
+        keys(browser, "#route-file", &gpx.to_string_lossy()).await?;
+        wait_for_text(browser, "#route-points", "4").await;
         assert_eq!(
-            value_of(&browser, "#route-text").await?,
+            text(browser, "#route-text").await?,
             "48.2, 11.4\n48.21, 11.41\n48.22, 11.42\n48.23, 11.43"
         );
 
-        browser
-            .find(Locator::Css("#route-file"))
-            .await?
-            .send_keys(&geojson.to_string_lossy())
-            .await?;
-        wait_for_text(&browser, "#route-points", "3").await;
+        keys(browser, "#route-file", &geojson.to_string_lossy()).await?;
+        wait_for_text(browser, "#route-points", "3").await;
         assert_eq!(
-            value_of(&browser, "#route-text").await?,
+            text(browser, "#route-text").await?,
             "48.3, 11.6\n48.31, 11.61\n48.32, 11.62"
         );
 
-        browser
-            .find(Locator::Css("#route-shipment"))
-            .await?
-            .select_by_label("SHP-0 (In transit)")
-            .await?;
-        let simplify = browser.find(Locator::Css("#route-simplify")).await?;
-        simplify.clear().await?;
-        simplify.send_keys("0").await?;
-        browser
-            .find(Locator::Css("#route-from-track"))
-            .await?
-            .click()
-            .await?;
+        select_label(browser, "#route-shipment", "SHP-0 (In transit)").await?;
+        fill(browser, "#route-simplify", "0").await?;
+        click(browser, "#route-from-track").await?;
         // Its fixes, in order, as recorded.
         wait_until_page(
-            &browser,
+            browser,
             "the earlier shipment's track is the route",
             "const text = document.getElementById('route-text').value; \
              const error = document.querySelector(\"[data-field='planned_route'] .field-error\").textContent; \
@@ -477,12 +371,7 @@ async fn a_route_is_imported_from_gpx_geojson_or_an_earlier_shipments_track(db: 
              return text === '48.1, 11.5\\n48.102, 11.5\\n48.104, 11.5';",
         )
         .await;
-        Ok::<_, CmdError>(())
-    }
+        Ok(())
+    })
     .await;
-    let _ = browser.close().await;
-    driver.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
-    result.expect("the browser steps succeed");
-    assert_no_csp_violations(&app);
 }

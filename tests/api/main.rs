@@ -20,6 +20,7 @@ mod ingest;
 mod instances;
 mod manage;
 mod operations;
+mod page;
 mod read_api;
 mod readme;
 mod revocation;

@@ -11,8 +11,8 @@ use tokio::process::{Child, Command};
 use waymark::auth::Role;
 
 use crate::page::{
-    click, depot_fence, dispatcher, fill, in_browser, in_browsers, open, wait_equal,
-    wait_for_element, Step, LIVE, READY,
+    click, depot_fence, dispatcher, fill, in_browser, in_browsers, open, open_fleet_page,
+    wait_equal, wait_for_element, Step, LIVE, READY,
 };
 use crate::support::{find_program, step, wait_for, wait_until, TestApp, PATIENCE};
 
@@ -462,8 +462,7 @@ async fn an_alert_appears_on_the_fleet_page_and_acknowledging_it_clears_the_coun
     .await;
 
     in_browser(&app, async |browser| {
-        sign_in_to(browser, &app, "dispatch@acme.test", "/dispatch").await?;
-        wait_live(browser).await?;
+        open_fleet_page(browser, &app).await?;
         wait_until_page(browser, "the geofence is drawn", "return !!document.querySelector('#map path.wm-geofence');").await;
         wait_for_text(browser, ".alerts__count", "0").await;
 
@@ -556,8 +555,7 @@ async fn the_fleet_page_counts_unread_messages_per_shipment_live(db: PgPool) {
     let count = format!(".shipment[data-shipment-id='{shipment}'] .shipment__unread");
 
     in_browser(&app, async |browser| {
-        sign_in_to(browser, &app, "dispatch@acme.test", "/dispatch").await?;
-        wait_live(browser).await?;
+        open_fleet_page(browser, &app).await?;
         wait_for_text(browser, &count, "0").await;
         for (i, body) in ["Stuck at the gate", "Still here"].iter().enumerate() {
             let (status, m) = app

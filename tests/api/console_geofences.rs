@@ -11,7 +11,10 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 
 use crate::browser::{wait_for_text, wait_live, wait_until_page};
-use crate::page::{click, confirm, dispatcher, fill, in_browser, open, text, Step, READY};
+use crate::page::{
+    assert_same_positions, click, confirm, dispatcher, fill, in_browser, lines_to_positions, open,
+    positions, text, Step, READY,
+};
 use crate::support::{wait_for, TestApp};
 
 /// Presses the mouse button `dx`, `dy` pixels from the map's centre, moves it `by` pixels
@@ -101,27 +104,10 @@ async fn a_polygon_drawn_with_the_mouse_is_saved_and_a_vehicle_driven_into_it_ra
         assert_eq!(fences.len(), 1, "{fences:?}");
         assert_eq!(fences[0]["name"], "Yard");
         assert_eq!(fences[0]["circle"], Value::Null);
-        let ring: Vec<(f64, f64)> = fences[0]["area"]["coordinates"][0]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| (p[0].as_f64().unwrap(), p[1].as_f64().unwrap()))
-            .collect();
+        let ring = positions(&fences[0]["area"]["coordinates"][0]);
         assert_eq!(ring.len(), 5, "{ring:?}");
         assert_eq!(ring[0], ring[4], "closed");
-        let typed: Vec<(f64, f64)> = shape
-            .lines()
-            .map(|l| {
-                let (lat, lon) = l.split_once(',').unwrap();
-                (lon.trim().parse().unwrap(), lat.trim().parse().unwrap())
-            })
-            .collect();
-        for (stored, shown) in ring.iter().zip(&typed) {
-            assert!(
-                (stored.0 - shown.0).abs() < 1e-6 && (stored.1 - shown.1).abs() < 1e-6,
-                "{ring:?} is what the page showed, {typed:?}"
-            );
-        }
+        assert_same_positions(&ring, &lines_to_positions(&shape));
         let centre = (
             ring[..4].iter().map(|p| p.1).sum::<f64>() / 4.0,
             ring[..4].iter().map(|p| p.0).sum::<f64>() / 4.0,

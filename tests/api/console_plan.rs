@@ -9,20 +9,10 @@ use waymark::auth::Role;
 use crate::browser::{sign_in_to, wait_for_text, wait_live, wait_until_page, TempDir};
 use crate::console_geofences::click_map;
 use crate::page::{
-    click, confirm, dispatcher, fill, in_browser, in_browsers, keys, open, select_label, text,
-    wait_for_element, Step, LIVE, READY,
+    assert_same_positions, click, confirm, dispatcher, fill, in_browser, in_browsers, keys,
+    lines_to_positions, open, positions, select_label, text, wait_for_element, Step, LIVE, READY,
 };
 use crate::support::TestApp;
-
-/// "lat, lon" lines as GeoJSON [lon, lat] positions.
-fn lines_to_positions(text: &str) -> Vec<(f64, f64)> {
-    text.lines()
-        .map(|l| {
-            let (lat, lon) = l.split_once(',').expect("lat, lon");
-            (lon.trim().parse().unwrap(), lat.trim().parse().unwrap())
-        })
-        .collect()
-}
 
 /// Makes a customer link on the shipment page the browser shows; returns its URL.
 async fn share_from_page(browser: &Client) -> Step<String> {
@@ -108,16 +98,9 @@ async fn a_shipment_planned_on_the_map_is_stored_with_its_drawn_route_and_its_li
         assert!((s["destination"]["lon"].as_f64().unwrap() - destination.0).abs() < 1e-6, "{s}");
         assert!((s["destination"]["lat"].as_f64().unwrap() - destination.1).abs() < 1e-6, "{s}");
         assert_eq!(s["planned_route"]["type"], "LineString");
-        let route: Vec<(f64, f64)> = s["planned_route"]["coordinates"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| (p[0].as_f64().unwrap(), p[1].as_f64().unwrap()))
-            .collect();
+        let route = positions(&s["planned_route"]["coordinates"]);
         assert_eq!(route.len(), drawn.len(), "{route:?} vs {drawn:?}");
-        for (stored, shown) in route.iter().zip(&drawn) {
-            assert!((stored.0 - shown.0).abs() < 1e-6 && (stored.1 - shown.1).abs() < 1e-6, "{route:?} vs {drawn:?}");
-        }
+        assert_same_positions(&route, &drawn);
         assert_eq!(s["vehicle_id"], vehicle);
         assert_eq!(s["driver_id"], driver_id);
         let stored_due = chrono::DateTime::parse_from_rfc3339(s["due_at"].as_str().unwrap()).unwrap();

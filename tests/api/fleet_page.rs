@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 
 use crate::browser::{sign_in_to, url_of, wait_for_text, wait_live, wait_until_page};
-use crate::page::{click, dispatcher, fill, in_browser, keys, wait_equal};
+use crate::page::{click, dispatcher, fill, in_browser, keys, open_fleet_page, wait_equal};
 use crate::support::TestApp;
 
 /// A position `secs` seconds ago at `lat, lon`.
@@ -75,8 +75,7 @@ async fn a_posted_vehicle_appears_in_the_list_and_on_the_map_and_leaves_when_ret
     app.ingest(&token, fix(48.137, 11.575, 5, 8.0)).await;
 
     in_browser(&app, async |browser| {
-        sign_in_to(browser, &app, "dispatch@acme.test", "/dispatch").await?;
-        wait_live(browser).await?;
+        open_fleet_page(browser, &app).await?;
         wait_listed(browser, &["Van 1"]).await;
         wait_for_text(browser, "#vehicle-count", "1").await;
         wait_drawn(browser, "drawnVehicles", "1").await;
@@ -135,8 +134,7 @@ async fn search_and_the_status_filters_narrow_the_vehicle_list(db: PgPool) {
     app.vehicle(&jwt, "New van").await;
 
     in_browser(&app, async |browser| {
-        sign_in_to(browser, &app, "dispatch@acme.test", "/dispatch").await?;
-        wait_live(browser).await?;
+        open_fleet_page(browser, &app).await?;
         wait_listed(
             browser,
             &["Moving van", "New van", "Parked truck", "Quiet van"],
@@ -222,8 +220,7 @@ async fn close_vehicles_cluster_when_zoomed_out_and_zooming_in_shows_each(db: Pg
     }
 
     in_browser(&app, async |browser| {
-        sign_in_to(browser, &app, "dispatch@acme.test", "/dispatch").await?;
-        wait_live(browser).await?;
+        open_fleet_page(browser, &app).await?;
         wait_for_text(browser, "#vehicle-count", "30").await;
         // Fitted to the fleet, close in: every van on its own.
         wait_drawn(browser, "drawnVehicles", "30").await;
@@ -304,8 +301,7 @@ async fn follow_keeps_the_selected_vehicle_centred_as_it_moves(db: PgPool) {
     app.ingest(&other, fix(48.150, 11.600, 10, 0.0)).await;
 
     in_browser(&app, async |browser| {
-        sign_in_to(browser, &app, "dispatch@acme.test", "/dispatch").await?;
-        wait_live(browser).await?;
+        open_fleet_page(browser, &app).await?;
         click(browser, &format!("#vehicle-list [data-vehicle-id='{van}']")).await?;
         wait_drawn(browser, "selectedVehicle", &van.to_string()).await;
         click(browser, "#follow").await?;

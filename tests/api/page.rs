@@ -2,7 +2,7 @@
 //! closed again, click, fill, select and read by CSS selector, open a console page signed in,
 //! answer the confirmation dialog; and the fixtures the pages are tried with.
 use fantoccini::{elements::Element, error::CmdError, Client, Locator};
-use serde_json::json;
+use serde_json::{json, Value};
 use waymark::auth::Role;
 
 use crate::browser::{assert_no_csp_violations, sign_in_to, Driver};
@@ -136,6 +136,13 @@ pub(crate) async fn open(
     Ok(())
 }
 
+/// Signs the dispatcher in and waits until the fleet page they land on is live.
+pub(crate) async fn open_fleet_page(browser: &Client, app: &TestApp) -> Step {
+    sign_in_to(browser, app, "dispatch@acme.test", "/dispatch").await?;
+    wait_for_element(browser, LIVE).await?;
+    Ok(())
+}
+
 /// Clicks the confirmation dialog's confirm button once the dialog is open.
 pub(crate) async fn confirm(browser: &Client) -> Step {
     wait_for_element(browser, "#confirm-dialog[open] #confirm-ok")
@@ -163,4 +170,34 @@ pub(crate) async fn depot_fence(app: &TestApp, jwt: &str, name: &str) {
         )
         .await;
     assert_eq!(status, 201, "{fence}");
+}
+
+/// The "lat, lon" lines a page's shape or route field holds, as GeoJSON [lon, lat] positions.
+pub(crate) fn lines_to_positions(text: &str) -> Vec<(f64, f64)> {
+    text.lines()
+        .map(|l| {
+            let (lat, lon) = l.split_once(',').expect("lat, lon");
+            (lon.trim().parse().unwrap(), lat.trim().parse().unwrap())
+        })
+        .collect()
+}
+
+/// A GeoJSON array of [lon, lat] positions.
+pub(crate) fn positions(coordinates: &Value) -> Vec<(f64, f64)> {
+    coordinates
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p[0].as_f64().unwrap(), p[1].as_f64().unwrap()))
+        .collect()
+}
+
+/// Fails unless the positions stored are, to a micro-degree, the ones the page showed.
+pub(crate) fn assert_same_positions(stored: &[(f64, f64)], shown: &[(f64, f64)]) {
+    for (a, b) in stored.iter().zip(shown) {
+        assert!(
+            (a.0 - b.0).abs() < 1e-6 && (a.1 - b.1).abs() < 1e-6,
+            "{stored:?} is what the page showed, {shown:?}"
+        );
+    }
 }

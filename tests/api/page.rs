@@ -22,8 +22,9 @@ pub(crate) async fn in_browser<T>(app: &TestApp, steps: impl AsyncFnOnce(&Client
 }
 
 /// Starts chromedriver and `N` browsers (each its own person, with their own cookies), runs
-/// `steps` with them, and closes them and stops the driver whatever happened; then fails if a
-/// step failed or a page broke the Content-Security-Policy. Returns what the steps gave.
+/// `steps` with them, and closes them and stops the driver whether the steps succeeded or not
+/// (an assertion that panics among them leaves chromedriver to `Driver`'s drop); then fails if
+/// a step failed or a page broke the Content-Security-Policy. Returns what the steps gave.
 pub(crate) async fn in_browsers<const N: usize, T>(
     app: &TestApp,
     steps: impl AsyncFnOnce(&[Client; N]) -> Step<T>,

@@ -192,6 +192,7 @@ struct ListQuery {
     params(ListQuery),
     responses(
         (status = 200, body = Vec<Vehicle>, description = "The organisation's vehicles with their last position."),
+        (status = 400, response = BadRequest),
         (status = 403, response = Forbidden),
         CommonErrors,
     ),

@@ -28,3 +28,4 @@ mod simulator;
 mod support;
 mod trackers;
 mod websocket;
+mod websocket_batch;

@@ -5,9 +5,10 @@
 //! page's main thread that is busy while the positions flow (DevTools `Performance.getMetrics`:
 //! `TaskDuration` over wall time), and how late positions reach the screen: from a position's
 //! `recorded_at` to the animation frame after the page handled its WebSocket frame (sampled, one
-//! frame in ten).
+//! frame in ten). The page asks for frames ready together as one array message (`?batch=true`);
+//! `--one-per-message` takes that off, for comparison.
 //!
-//! `cargo bench --bench fleet_page [-- --vehicles N --seconds S --batch B]`; results in
+//! `cargo bench --bench fleet_page [-- --vehicles N --seconds S --batch B --one-per-message]`; results in
 //! docs/BENCHMARKS.md. Needs `DATABASE_URL` (a role that may create databases), chromedriver and
 //! Chromium (`WAYMARK_CHROMEDRIVER`, `WAYMARK_CHROMIUM`). Every phase is bounded in time.
 use std::{
@@ -56,30 +57,49 @@ const SAMPLE_EVERY: u32 = 10;
 /// Instruments the page's WebSocket before any script of the page runs: for one position frame
 /// in `SAMPLE_EVERY` it notes how late the frame arrived, and, in the next animation frame (the
 /// one that shows what the page made of it, since the page handles the frame before that frame's
-/// callbacks run), how late it reached the screen.
+/// callbacks run), how late it reached the screen. A message may hold one frame or, with
+/// `?batch=true`, a JSON array of frames; frames are found by their opening `{"type":"` (the
+/// server writes `type` first) rather than by parsing, so the bench adds no parse of its own.
+/// With `__ONE_PER_MESSAGE__` the page's `batch=true` is taken off the URL.
 const INSTRUMENT: &str = r#"
 (() => {
   const every = __SAMPLE_EVERY__;
-  const bench = { received: [], drawn: [], held: [], frames: 0 };
+  const onePerMessage = __ONE_PER_MESSAGE__;
+  const bench = { received: [], drawn: [], held: [], frames: 0, messages: 0 };
   window.__fleetBench = bench;
+  const sample = (frame, at) => {
+    if (!frame.startsWith('{"type":"position"') || frame.includes('"late":true')) return;
+    const m = /"recorded_at":"([^"]+)"/.exec(frame);
+    if (!m) return;
+    const t = Date.parse(m[1]);
+    bench.received.push(performance.timeOrigin + at - t);
+    requestAnimationFrame(() => {
+      const now = performance.now();
+      bench.drawn.push(performance.timeOrigin + now - t);
+      bench.held.push(now - at);
+    });
+  };
   const Native = window.WebSocket;
   window.WebSocket = class extends Native {
-    constructor(...args) {
-      super(...args);
+    constructor(url, ...rest) {
+      super(onePerMessage ? String(url).replace(/([?&])batch=true&?/, '$1').replace(/[?&]$/, '') : url, ...rest);
       this.addEventListener('message', (ev) => {
-        bench.frames += 1;
-        if (bench.frames % every !== 0 || typeof ev.data !== 'string') return;
-        if (!ev.data.startsWith('{"type":"position"') || ev.data.includes('"late":true')) return;
-        const m = /"recorded_at":"([^"]+)"/.exec(ev.data);
-        if (!m) return;
-        const t = Date.parse(m[1]);
+        if (typeof ev.data !== 'string') return;
+        bench.messages += 1;
+        const data = ev.data;
         const at = performance.now();
-        bench.received.push(performance.timeOrigin + at - t);
-        requestAnimationFrame(() => {
-          const now = performance.now();
-          bench.drawn.push(performance.timeOrigin + now - t);
-          bench.held.push(now - at);
-        });
+        if (!data.startsWith('[')) {
+          bench.frames += 1;
+          if (bench.frames % every === 0) sample(data, at);
+          return;
+        }
+        let start = data.indexOf('{"type":"', 1);
+        while (start !== -1) {
+          const next = data.indexOf(',{"type":"', start + 1);
+          bench.frames += 1;
+          if (bench.frames % every === 0) sample(data.slice(start, next === -1 ? -1 : next), at);
+          start = next === -1 ? -1 : next + 1;
+        }
       });
     }
   };
@@ -100,6 +120,10 @@ struct Options {
     /// take one request per position.
     #[arg(long, default_value_t = 1)]
     batch: u64,
+    /// Open the page's WebSocket without `?batch=true`: one frame per message, as before the
+    /// page asked for arrays.
+    #[arg(long)]
+    one_per_message: bool,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -139,7 +163,7 @@ async fn main() -> anyhow::Result<()> {
     db.close().await;
     drop_database().await?;
     let report = result?;
-    report.print(n, options.batch.max(1), &posted);
+    report.print(n, &options, &posted);
     Ok(())
 }
 
@@ -383,6 +407,7 @@ struct Report {
     style: f64,
     accepted_per_s: f64,
     frames_per_s: f64,
+    messages_per_s: f64,
     received: Vec<f64>,
     drawn: Vec<f64>,
     held: Vec<f64>,
@@ -395,7 +420,9 @@ async fn measure(
     options: &Options,
 ) -> anyhow::Result<Report> {
     let n = options.vehicles;
-    let script = INSTRUMENT.replace("__SAMPLE_EVERY__", &SAMPLE_EVERY.to_string());
+    let script = INSTRUMENT
+        .replace("__SAMPLE_EVERY__", &SAMPLE_EVERY.to_string())
+        .replace("__ONE_PER_MESSAGE__", &options.one_per_message.to_string());
     cdp(
         browser,
         "Page.addScriptToEvaluateOnNewDocument",
@@ -444,7 +471,7 @@ async fn measure(
     tokio::time::sleep(Duration::from_secs(2)).await;
     browser
         .execute(
-            "const b = window.__fleetBench; b.received = []; b.drawn = []; b.held = []; b.frames = 0;",
+            "const b = window.__fleetBench; b.received = []; b.drawn = []; b.held = []; b.frames = 0; b.messages = 0;",
             vec![],
         )
         .await?;
@@ -455,7 +482,7 @@ async fn measure(
     let accepted_after = load.accepted();
     let sampled = browser
         .execute(
-            "const b = window.__fleetBench; return { received: b.received, drawn: b.drawn, held: b.held, frames: b.frames };",
+            "const b = window.__fleetBench; return { received: b.received, drawn: b.drawn, held: b.held, frames: b.frames, messages: b.messages };",
             vec![],
         )
         .await?;
@@ -476,6 +503,7 @@ async fn measure(
         style: share("RecalcStyleDuration"),
         accepted_per_s: (accepted_after - accepted_before) as f64 / window,
         frames_per_s: sampled["frames"].as_f64().unwrap_or(0.0) / window,
+        messages_per_s: sampled["messages"].as_f64().unwrap_or(0.0) / window,
         received: numbers("received"),
         drawn: numbers("drawn"),
         held: numbers("held"),
@@ -504,7 +532,7 @@ async fn metrics(browser: &Client) -> anyhow::Result<Metrics> {
 }
 
 impl Report {
-    fn print(&self, n: usize, batch: u64, posted: &Posted) {
+    fn print(&self, n: usize, options: &Options, posted: &Posted) {
         let pct = |mut v: Vec<f64>| -> String {
             if v.is_empty() {
                 return "no samples".into();
@@ -522,14 +550,22 @@ impl Report {
                 v.len()
             )
         };
-        println!("fleet page, {n} vehicles, one position a second each, {batch} per request");
+        println!(
+            "fleet page, {n} vehicles, one position a second each, {} per request, {}",
+            options.batch.max(1),
+            if options.one_per_message {
+                "one frame per message"
+            } else {
+                "frames ready together in one message"
+            }
+        );
         println!(
             "  sign-in to all listed:        {:.1} s",
             self.listed_after.as_secs_f64()
         );
         println!(
-            "  over {:.0} s of updates:       {:.0} positions/s accepted by the server, {:.0} frames/s reached the page",
-            self.window, self.accepted_per_s, self.frames_per_s
+            "  over {:.0} s of updates:       {:.0} positions/s accepted by the server, {:.0} frames/s reached the page in {:.0} messages/s",
+            self.window, self.accepted_per_s, self.frames_per_s, self.messages_per_s
         );
         println!(
             "  main thread busy:             {:.0} % (script {:.0} %, style {:.0} %, layout {:.0} %)",

@@ -1,7 +1,8 @@
 //! The WebSocket protocol (docs/API.md), over the real-time path of [`crate::tracking`]: its
 //! [`frame`]s, and one connection per [`Session`]: authentication before the upgrade, then one
-//! task that reads client frames, writes the outbox, pings, and stops on shutdown. Subscriptions are removed on every
-//! way out. Each client frame is applied by the file of its concern, as `apply` on the frame:
+//! task that reads client frames, writes the outbox (one frame per message, or with `?batch=true`
+//! the frames ready together as one JSON array), pings, and stops on shutdown. Subscriptions are
+//! removed on every way out. Each client frame is applied by the file of its concern, as `apply` on the frame:
 //! [`subscriptions`] (subscribe, unsubscribe, and what a subscription needs), [`chat`] and
 //! [`alerts`].
 mod alerts;
@@ -21,7 +22,7 @@ use axum::{
             rejection::WebSocketUpgradeRejection, CloseFrame, Message, Utf8Bytes, WebSocket,
             WebSocketUpgrade,
         },
-        Query, State,
+        State,
     },
     http::HeaderMap,
     response::Response,
@@ -39,7 +40,7 @@ use serde_json::Value;
 use crate::{
     auth::{self, Revoked, ShareAccess, Viewer},
     error::openapi::{BadRequest, CommonErrors, Forbidden},
-    error::AppError,
+    error::{ApiQuery, AppError},
     security,
     tracking::{Outbox, Subscription, TopicKey},
     AppState,
@@ -64,6 +65,12 @@ pub const CLOSE_REVOKED: u16 = 1008;
 /// How often a connection re-checks its credential in the database, in case the message of its
 /// revocation never arrived (Redis was down).
 const RECHECK_EVERY: Duration = Duration::from_secs(300);
+/// Frames written per wake-up of the writer: each is its own message, sent together and flushed
+/// once.
+const DRAIN: usize = 64;
+/// Frames written per wake-up of a batching connection: they go out as one message, so a bigger
+/// drain means fewer messages for the client to receive and parse when many are ready.
+const BATCH_DRAIN: usize = 256;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/ws", get(upgrade))
@@ -71,11 +78,15 @@ pub fn router() -> Router<AppState> {
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-struct WsAuth {
+struct WsQuery {
     /// A JWT, for clients that cannot set headers.
     token: Option<String>,
     /// A share link token.
     share: Option<String>,
+    /// `true`: when several frames are ready at once, send them as one text message holding a
+    /// JSON array of the frames, in order (a lone frame is still sent as itself).
+    #[serde(default)]
+    batch: bool,
 }
 
 #[utoipa::path(
@@ -83,9 +94,9 @@ struct WsAuth {
     path = "/ws",
     operation_id = "websocket",
     summary = "Live positions and alerts (WebSocket)",
-    description = "Upgrades to a WebSocket speaking JSON text frames (subscribe to `fleet`, `alerts`, `vehicle:{id}` or `shipment:{id}`, resume with `since`; `acknowledge` an alert). Authenticate with `Authorization: Bearer <jwt>`, `?token=<jwt>`, the session cookie, or `?share=<share token>`. A browser's `Origin` must be this site or an allowed origin (`403`). The frames, topics and close codes are described in docs/API.md#websocket-get-apiv1ws.",
+    description = "Upgrades to a WebSocket speaking JSON text frames (subscribe to `fleet`, `alerts`, `vehicle:{id}` or `shipment:{id}`, resume with `since`; `acknowledge` an alert). Authenticate with `Authorization: Bearer <jwt>`, `?token=<jwt>`, the session cookie, or `?share=<share token>`. A browser's `Origin` must be this site or an allowed origin (`403`). With `?batch=true`, frames ready together arrive as one JSON array message. The frames, topics and close codes are described in docs/API.md#websocket-get-apiv1ws.",
     tag = "tracking",
-    params(WsAuth),
+    params(WsQuery),
     responses(
         (status = 101, description = "Switching protocols: the WebSocket is open."),
         (status = 400, response = BadRequest),
@@ -96,12 +107,12 @@ struct WsAuth {
 )]
 async fn upgrade(
     State(state): State<AppState>,
-    Query(auth): Query<WsAuth>,
+    ApiQuery(query): ApiQuery<WsQuery>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, AppError> {
     let signed_in = |s: auth::Session| (Viewer::User(s.user), Some(s.id));
-    let (viewer, session) = match (auth.share, auth.token) {
+    let (viewer, session) = match (query.share, query.token) {
         (Some(share), _) => (
             Viewer::Share(ShareAccess::lookup(&state.db, &share).await?),
             None,
@@ -137,10 +148,27 @@ async fn upgrade(
             let metrics = state.metrics.clone();
             metrics.websocket_connections.inc();
             tracker.track_future(async move {
-                Session::new(state, viewer, session).run(socket).await;
+                Session::new(state, viewer, session, query.batch)
+                    .run(socket)
+                    .await;
                 metrics.websocket_connections.dec();
             })
         }))
+}
+
+/// The frames, each already JSON, as one JSON array, in order: joined, not serialised again.
+fn as_array(frames: &[Utf8Bytes]) -> Utf8Bytes {
+    let len = frames.iter().map(|f| f.len() + 1).sum::<usize>() + 1;
+    let mut text = String::with_capacity(len);
+    text.push('[');
+    for (i, frame) in frames.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(frame.as_str());
+    }
+    text.push(']');
+    Utf8Bytes::from(text)
 }
 
 /// Whether a read failed because the client's frame or message was over [`MAX_FRAME_BYTES`].
@@ -158,6 +186,8 @@ struct Session {
     /// The sign-in a user's connection opened with; signing it out closes the connection.
     session: Option<i64>,
     id: u64,
+    /// The client asked for the frames ready together as one array message.
+    batch: bool,
     outbox: Arc<Outbox>,
     subscriptions: HashMap<TopicKey, Arc<Subscription>>,
     /// Who this connection is in each conversation it has joined (subscribed to `chat:{id}`).
@@ -180,13 +210,14 @@ const TOO_SLOW: Flow = Flow::Close(CLOSE_TOO_SLOW, "too far behind; resume with 
 const REVOKED: Flow = Flow::Close(CLOSE_REVOKED, "access was revoked; sign in again");
 
 impl Session {
-    fn new(state: AppState, viewer: Viewer, session: Option<i64>) -> Self {
+    fn new(state: AppState, viewer: Viewer, session: Option<i64>, batch: bool) -> Self {
         let id = state.tracking.hub.new_connection_id();
         Session {
             state,
             viewer,
             session,
             id,
+            batch,
             outbox: Arc::new(Outbox::default()),
             subscriptions: HashMap::new(),
             conversations: HashMap::new(),
@@ -251,8 +282,9 @@ impl Session {
         tokio::pin!(expired);
         let mut recheck =
             tokio::time::interval_at(tokio::time::Instant::now() + RECHECK_EVERY, RECHECK_EVERY);
-        // Allocated per wake-up and dropped after, so an idle connection holds no batch buffer.
-        let mut batch = Vec::new();
+        // Allocated per wake-up and dropped after, so an idle connection holds no buffer.
+        let mut frames = Vec::new();
+        let drain = if self.batch { BATCH_DRAIN } else { DRAIN };
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return Flow::Close(CLOSE_RESTART, "server restarting; resume with since"),
@@ -265,18 +297,21 @@ impl Session {
                     }
                     self.recheck_subscriptions().await;
                 }
-                ready = self.outbox.recv_many(&mut batch, 64) => {
+                ready = self.outbox.recv_many(&mut frames, drain) => {
                     if ready.is_err() {
                         return TOO_SLOW;
                     }
                     let write = async {
-                        for frame in batch.drain(..) {
+                        if self.batch && frames.len() > 1 {
+                            return sink.send(Message::Text(as_array(&frames))).await;
+                        }
+                        for frame in frames.drain(..) {
                             sink.feed(Message::Text(frame)).await?;
                         }
                         sink.flush().await
                     };
                     let written = tokio::time::timeout(write_timeout, write).await;
-                    batch = Vec::new();
+                    frames = Vec::new();
                     match written {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => return Flow::End,
@@ -391,5 +426,24 @@ impl Session {
         } else {
             PING_EVERY
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_ready_together_make_one_json_array_in_order() {
+        let frames = [
+            Utf8Bytes::from_static(r#"{"type":"position","seq":1}"#),
+            Utf8Bytes::from_static(r#"{"type":"vehicle","seq":2,"data":{"name":"a,]"}}"#),
+        ];
+        let array: Vec<Value> = serde_json::from_str(as_array(&frames).as_str()).unwrap();
+        let each: Vec<Value> = frames
+            .iter()
+            .map(|f| serde_json::from_str(f.as_str()).unwrap())
+            .collect();
+        assert_eq!(array, each);
     }
 }

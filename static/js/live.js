@@ -1,6 +1,8 @@
 // The live connection shared by the pages: one WebSocket to /api/v1/ws that subscribes to a
 // few topics, keeps the highest `seq` seen on each, and after any drop reconnects with
-// exponential backoff (full jitter) and resubscribes with `since`, so nothing is missed.
+// exponential backoff (full jitter) and resubscribes with `since`, so nothing is missed. It asks
+// for `?batch=true`: frames the server has ready together arrive as one message holding a JSON
+// array of them, which costs the page one message event and one parse instead of one per frame.
 //
 // States shown in #conn-status[data-state]: connecting, live, reconnecting, closed.
 
@@ -115,8 +117,9 @@ export class LiveClient {
 
   url() {
     const scheme = window.location.protocol === 'https:' ? 'wss' : 'ws';
-    const query = this.share ? `?share=${encodeURIComponent(this.share)}` : '';
-    return `${scheme}://${window.location.host}/api/v1/ws${query}`;
+    const query = new URLSearchParams({ batch: 'true' });
+    if (this.share) query.set('share', this.share);
+    return `${scheme}://${window.location.host}/api/v1/ws?${query}`;
   }
 
   open() {
@@ -167,13 +170,22 @@ export class LiveClient {
 
   handleMessage(ev) {
     this.lastFrameAt = Date.now();
-    let frame;
+    let message;
     try {
-      frame = JSON.parse(ev.data);
+      message = JSON.parse(ev.data);
     } catch {
       console.error('live: frame is not JSON', ev.data);
       return;
     }
+    // Frames ready together come as one array, in order (?batch=true).
+    if (Array.isArray(message)) {
+      for (const frame of message) this.handleFrame(frame);
+    } else {
+      this.handleFrame(message);
+    }
+  }
+
+  handleFrame(frame) {
     switch (frame.type) {
       case 'hello':
         this.onHello(frame);

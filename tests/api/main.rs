@@ -29,3 +29,4 @@ mod simulator;
 mod support;
 mod trackers;
 mod websocket;
+mod websocket_batch;

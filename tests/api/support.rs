@@ -252,8 +252,9 @@ impl WsClient {
         self.stream.send(message).await.unwrap();
     }
 
-    /// The next JSON text frame; fails the test if none comes in time. (The server's pings do
-    /// not count: one every few seconds must not keep a test waiting for ever.)
+    /// The next JSON text message (one frame, or on a `batch=true` connection possibly an array
+    /// of frames); fails the test if none comes in time. (The server's pings do not count: one
+    /// every few seconds must not keep a test waiting for ever.)
     pub async fn next(&mut self) -> Value {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {

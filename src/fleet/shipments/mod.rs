@@ -9,7 +9,7 @@ use axum::{extract::State, http::StatusCode, routing::get, Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use utoipa::{IntoParams, ToSchema};
 
 pub use access::load_visible;
@@ -378,8 +378,11 @@ fn check_route(route: &Value) -> AppResult<String> {
     Ok(json!({"type": "LineString", "coordinates": coords}).to_string())
 }
 
+/// Checks the vehicle and driver a shipment is given, inside the transaction that gives them:
+/// with a vehicle it holds the seq lock, which retiring a vehicle takes too, so a vehicle
+/// cannot be retired between this check and the shipment's commit.
 async fn check_assignees(
-    db: &PgPool,
+    conn: &mut PgConnection,
     organisation_id: i64,
     vehicle_id: Option<i64>,
     driver_id: Option<i64>,
@@ -391,7 +394,7 @@ async fn check_assignees(
             v,
             organisation_id
         )
-        .fetch_optional(db)
+        .fetch_optional(&mut *conn)
         .await?;
         match status {
             None => return Err(AppError::validation("vehicle_id", "no such vehicle")),
@@ -410,7 +413,7 @@ async fn check_assignees(
             d,
             organisation_id
         )
-        .fetch_one(db)
+        .fetch_one(&mut *conn)
         .await?;
         if !ok {
             return Err(AppError::validation("driver_id", "no such driver"));
@@ -467,14 +470,14 @@ async fn create(
     check_place("origin", &body.origin)?;
     check_place("destination", &body.destination)?;
     let route = body.planned_route.as_ref().map(check_route).transpose()?;
+    let mut tx = window_change(&state.db, body.vehicle_id.is_some()).await?;
     check_assignees(
-        &state.db,
+        &mut tx,
         user.organisation_id,
         body.vehicle_id,
         body.driver_id,
     )
     .await?;
-    let mut tx = window_change(&state.db, body.vehicle_id.is_some()).await?;
     let id: i64 = sqlx::query_scalar(&format!(
         "INSERT INTO shipments (organisation_id, reference, origin, origin_name, destination,
              destination_name, planned_route, vehicle_id, driver_id, due_at, fixes_from)
@@ -602,14 +605,14 @@ async fn update(
             ));
         }
     }
+    let mut tx = window_change(&state.db, change.vehicle_id.is_some() || status.is_some()).await?;
     check_assignees(
-        &state.db,
+        &mut tx,
         user.organisation_id,
         change.vehicle_id,
         change.driver_id,
     )
     .await?;
-    let mut tx = window_change(&state.db, change.vehicle_id.is_some() || status.is_some()).await?;
     sqlx::query(&format!(
         "UPDATE shipments SET status = COALESCE($2, status), reference = COALESCE($3, reference),
              vehicle_id = COALESCE($4, vehicle_id), driver_id = COALESCE($5, driver_id),

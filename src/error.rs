@@ -32,6 +32,12 @@ pub enum AppError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(String),
+    /// A conflict that one input field is at fault for (a reference taken, a vehicle busy).
+    #[error("{message}")]
+    ConflictAt {
+        field: &'static str,
+        message: String,
+    },
     #[error("{0}")]
     TooLarge(String),
     /// A device of a retired vehicle posted: `410`, which says it is for good.
@@ -78,7 +84,7 @@ impl AppError {
             AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
-            AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::Conflict(_) | AppError::ConflictAt { .. } => StatusCode::CONFLICT,
             AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::VehicleRetired => StatusCode::GONE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -92,6 +98,7 @@ impl AppError {
     pub fn field(&self) -> Option<&str> {
         match self {
             AppError::Validation { field, .. } => Some(field),
+            AppError::ConflictAt { field, .. } => Some(field),
             _ => None,
         }
     }
@@ -103,7 +110,7 @@ impl AppError {
             AppError::Unauthorized(_) => "unauthorized",
             AppError::Forbidden(_) => "forbidden",
             AppError::NotFound(_) => "not_found",
-            AppError::Conflict(_) => "conflict",
+            AppError::Conflict(_) | AppError::ConflictAt { .. } => "conflict",
             AppError::TooLarge(_) => "too_large",
             AppError::VehicleRetired => "vehicle_retired",
             AppError::UnsupportedMediaType(_) => "unsupported_media_type",

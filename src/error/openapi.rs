@@ -101,7 +101,7 @@ pub struct Forbidden(Error);
 #[derive(ToResponse)]
 pub struct NotFound(Error);
 
-/// `conflict`: the change clashes with the current state.
+/// `conflict`: the change clashes with the current state; `field` names the input at fault where one is (`reference`, `vehicle_id`).
 #[derive(ToResponse)]
 pub struct Conflict(Error);
 

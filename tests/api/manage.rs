@@ -190,6 +190,7 @@ async fn a_retired_vehicle_keeps_its_history_leaves_the_live_fleet_and_its_token
         )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["field"], "vehicle_id", "{body}");
 
     // Back in service, the same token works again.
     let (status, body) = f.change(json!({"status": "active"})).await;
@@ -216,6 +217,20 @@ async fn a_vehicle_carrying_a_shipment_cannot_be_retired(db: PgPool) {
         "{body}"
     );
     assert_eq!(f.listed("").await, vec![f.vehicle]);
+    // A second active shipment for it is refused at the field at fault, as is a reference taken.
+    for (reference, field) in [("SHP-78", "vehicle_id"), ("SHP-77", "reference")] {
+        let (status, body) = f
+            .app
+            .post(
+                &f.dispatcher,
+                "/api/v1/shipments",
+                json!({"reference": reference, "origin": {"lat": 48.1, "lon": 11.5},
+                       "destination": {"lat": 48.2, "lon": 11.6}, "vehicle_id": f.vehicle}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["error"]["field"], field, "{body}");
+    }
 
     let (status, _) = f
         .app

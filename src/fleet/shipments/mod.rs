@@ -399,9 +399,10 @@ async fn check_assignees(
         match status {
             None => return Err(AppError::validation("vehicle_id", "no such vehicle")),
             Some(VehicleStatus::Retired) => {
-                return Err(AppError::Conflict(
-                    "the vehicle is retired: put it back in service first".into(),
-                ))
+                return Err(AppError::ConflictAt {
+                    field: "vehicle_id",
+                    message: "the vehicle is retired: put it back in service first".into(),
+                })
             }
             Some(VehicleStatus::Active) => {}
         }
@@ -425,12 +426,14 @@ async fn check_assignees(
 /// Maps the shipments table's constraints to what the client did wrong.
 fn constraint_error(e: sqlx::Error) -> AppError {
     match e.as_database_error().and_then(|d| d.constraint()) {
-        Some("shipments_reference_key") => {
-            AppError::Conflict("a shipment with this reference exists".into())
-        }
-        Some("shipments_one_active_per_vehicle") => {
-            AppError::Conflict("this vehicle already has an active shipment".into())
-        }
+        Some("shipments_reference_key") => AppError::ConflictAt {
+            field: "reference",
+            message: "a shipment with this reference exists".into(),
+        },
+        Some("shipments_one_active_per_vehicle") => AppError::ConflictAt {
+            field: "vehicle_id",
+            message: "this vehicle already has an active shipment".into(),
+        },
         _ => e.into(),
     }
 }

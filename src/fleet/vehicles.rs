@@ -69,6 +69,17 @@ pub enum VehicleStatus {
     Retired,
 }
 
+impl VehicleStatus {
+    /// `active` or `retired`, as the API writes them.
+    fn parse(s: &str) -> Option<VehicleStatus> {
+        match s {
+            "active" => Some(VehicleStatus::Active),
+            "retired" => Some(VehicleStatus::Retired),
+            _ => None,
+        }
+    }
+}
+
 /// The vehicles of an organisation in service (`Some(Active)`), retired, or all (`None`), by name.
 pub async fn list(
     db: &PgPool,
@@ -205,15 +216,10 @@ async fn list_handler(
 ) -> AppResult<Json<Vec<Vehicle>>> {
     user.require_dispatcher()?;
     let status = match q.status.as_deref().unwrap_or("active") {
-        "active" => Some(VehicleStatus::Active),
-        "retired" => Some(VehicleStatus::Retired),
         "all" => None,
-        _ => {
-            return Err(AppError::validation(
-                "status",
-                "status must be active, retired or all",
-            ))
-        }
+        s => Some(VehicleStatus::parse(s).ok_or_else(|| {
+            AppError::validation("status", "status must be active, retired or all")
+        })?),
     };
     Ok(Json(list(&state.db, user.organisation_id, status).await?))
 }
@@ -382,17 +388,14 @@ async fn update(
         .as_deref()
         .map(|u| speed_unit(Some(u)))
         .transpose()?;
-    let status = match body.status.as_deref() {
-        None => None,
-        Some("active") => Some(VehicleStatus::Active),
-        Some("retired") => Some(VehicleStatus::Retired),
-        Some(_) => {
-            return Err(AppError::validation(
-                "status",
-                "status must be active or retired",
-            ))
-        }
-    };
+    let status = body
+        .status
+        .as_deref()
+        .map(|s| {
+            VehicleStatus::parse(s)
+                .ok_or_else(|| AppError::validation("status", "status must be active or retired"))
+        })
+        .transpose()?;
     let mut tx = EventTx::begin(&state.db).await?;
     // The row lock orders concurrent changes of the vehicle.
     let before = sqlx::query_scalar!(

@@ -7,30 +7,10 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use waymark::auth::Role;
 
-use crate::support::{unique_prefix, TestApp, WsClient};
+use crate::support::{fleet, unique_prefix, Fleet, TestApp, WsClient};
 
 /// Marienplatz, where the test shipments start.
 const HOME: (f64, f64) = (48.1374, 11.5755);
-
-struct Fleet {
-    app: TestApp,
-    dispatcher: String,
-    vehicle: i64,
-    token: String,
-}
-
-async fn fleet(app: TestApp) -> Fleet {
-    let (_, dispatcher) = app
-        .user("Acme", "dispatch@acme.test", Role::Dispatcher)
-        .await;
-    let (vehicle, token) = app.vehicle(&dispatcher, "Van 1").await;
-    Fleet {
-        app,
-        dispatcher,
-        vehicle,
-        token,
-    }
-}
 
 /// A fix at `lat, lon`, `s` seconds after `base`, reporting `speed` m/s.
 fn fix(lat: f64, lon: f64, base: DateTime<Utc>, s: i64, speed: f64) -> Value {

@@ -5,27 +5,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use waymark::auth::Role;
 
-use crate::support::{step, unique_prefix, wait_until, TestApp};
-
-struct Fleet {
-    app: TestApp,
-    dispatcher: String,
-    vehicle: i64,
-    token: String,
-}
-
-async fn fleet(app: TestApp) -> Fleet {
-    let (_, dispatcher) = app
-        .user("Acme", "dispatch@acme.test", Role::Dispatcher)
-        .await;
-    let (vehicle, token) = app.vehicle(&dispatcher, "Van 1").await;
-    Fleet {
-        app,
-        dispatcher,
-        vehicle,
-        token,
-    }
-}
+use crate::support::{fleet, step, unique_prefix, wait_until, Fleet, TestApp};
 
 impl Fleet {
     fn path(&self) -> String {

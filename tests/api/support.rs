@@ -400,3 +400,24 @@ pub fn find_program(env: &str, names: &[&str]) -> String {
         names[0]
     );
 }
+
+/// A dispatcher of Acme and one vehicle, Van 1, with its ingest token.
+pub struct Fleet {
+    pub app: TestApp,
+    pub dispatcher: String,
+    pub vehicle: i64,
+    pub token: String,
+}
+
+pub async fn fleet(app: TestApp) -> Fleet {
+    let (_, dispatcher) = app
+        .user("Acme", "dispatch@acme.test", Role::Dispatcher)
+        .await;
+    let (vehicle, token) = app.vehicle(&dispatcher, "Van 1").await;
+    Fleet {
+        app,
+        dispatcher,
+        vehicle,
+        token,
+    }
+}

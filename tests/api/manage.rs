@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use waymark::auth::Role;
 
-use crate::support::{fleet, step, unique_prefix, wait_until, Fleet, TestApp};
+use crate::support::{fleet, heard_before_cache_expiry, step, unique_prefix, Fleet, TestApp};
 
 impl Fleet {
     fn path(&self) -> String {
@@ -296,25 +296,7 @@ async fn retiring_a_vehicle_refuses_its_token_at_once_on_every_instance(db: PgPo
 
     let (status, _) = f.change(json!({"status": "retired"})).await;
     assert_eq!(status, StatusCode::OK);
-    // A Traccar heartbeat authenticates but stores nothing: it shows when instance b has heard.
-    let heartbeat = json!({"device_id": f.token, "location": {"timestamp": now.to_rfc3339()}});
-    let heard = wait_until(
-        "instance b answers the retired vehicle's token 410",
-        || async {
-            let res = b
-                .http
-                .post(b.url("/api/v1/osmand"))
-                .json(&heartbeat)
-                .send()
-                .await
-                .unwrap();
-            res.status() == StatusCode::GONE
-        },
-    );
-    let cache_expiry = cached + std::time::Duration::from_secs(10);
-    tokio::time::timeout_at(cache_expiry, heard)
-        .await
-        .expect("the retirement reached instance b before its cache expired");
+    heard_before_cache_expiry(&b, &f.token, cached, StatusCode::GONE).await;
     assert_eq!(b.ingest(&f.token, step(1, now)).await.0, StatusCode::GONE);
 }
 

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use waymark::auth::Role;
 
-use crate::support::{step, unique_prefix, wait_until, TestApp, WsClient};
+use crate::support::{heard_before_cache_expiry, step, unique_prefix, TestApp, WsClient};
 
 const REVOKED: u16 = 1008;
 
@@ -371,25 +371,7 @@ async fn a_revoked_ingest_token_stops_working_at_once_on_every_instance(db: PgPo
     let path = format!("/api/v1/vehicles/{}/token", f.vehicle);
     let (status, _) = f.app.delete(&f.admin, &path).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    // A Traccar heartbeat authenticates but stores nothing: it shows when instance b has heard
-    // of the revocation, without a position slipping in meanwhile.
-    let heartbeat =
-        json!({"device_id": f.ingest_token, "location": {"timestamp": now.to_rfc3339()}});
-    // Before the cache would have let go of the token by itself: only the message can tell b.
-    let heard = wait_until("instance b refuses the revoked token", || async {
-        let res = b
-            .http
-            .post(b.url("/api/v1/osmand"))
-            .json(&heartbeat)
-            .send()
-            .await
-            .unwrap();
-        res.status() == StatusCode::UNAUTHORIZED
-    });
-    let cache_expiry = cached + std::time::Duration::from_secs(10);
-    tokio::time::timeout_at(cache_expiry, heard)
-        .await
-        .expect("the revocation reached instance b before its cache expired");
+    heard_before_cache_expiry(&b, &f.ingest_token, cached, StatusCode::UNAUTHORIZED).await;
     for app in [&f.app, &b] {
         assert_eq!(
             app.ingest(&f.ingest_token, step(1, now)).await.0,

@@ -421,3 +421,31 @@ pub async fn fleet(app: TestApp) -> Fleet {
         token,
     }
 }
+
+/// Waits until `app` answers `token`'s Traccar heartbeat (which authenticates but stores
+/// nothing) with `expected`, and fails unless that happens before the ingest token cache would
+/// have let go of the token by itself, 10 s after `cached`: only a message through Redis can
+/// have told `app` in time.
+pub async fn heard_before_cache_expiry(
+    app: &TestApp,
+    token: &str,
+    cached: tokio::time::Instant,
+    expected: StatusCode,
+) {
+    let heartbeat =
+        json!({"device_id": token, "location": {"timestamp": chrono::Utc::now().to_rfc3339()}});
+    let what = format!("the instance answers the token {expected}");
+    let heard = wait_until(&what, || async {
+        let res = app
+            .http
+            .post(app.url("/api/v1/osmand"))
+            .json(&heartbeat)
+            .send()
+            .await
+            .unwrap();
+        res.status() == expected
+    });
+    tokio::time::timeout_at(cached + Duration::from_secs(10), heard)
+        .await
+        .expect("the change reached the instance before its cache expired");
+}

@@ -102,6 +102,10 @@ pub struct ServeConfig {
     /// Seconds between runs of the alert clock, which raises `silent` and `late` without traffic.
     #[arg(long, env = "WAYMARK_ALERT_TICK_S", default_value_t = 15)]
     pub alert_tick_s: u64,
+    /// Seconds between runs of the trip and stop detector, which brings each vehicle's history
+    /// up to date with the fixes stored since; 0 turns it off on this instance.
+    #[arg(long, env = "WAYMARK_SEGMENT_TICK_S", default_value_t = 5)]
+    pub segment_tick_s: u64,
     /// Sign-in attempts an account may make per minute (10 at once), on each instance.
     #[arg(long, env = "WAYMARK_LOGIN_RATE_PER_ACCOUNT", default_value_t = 5)]
     pub login_rate_per_account: u32,

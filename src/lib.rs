@@ -31,6 +31,7 @@ pub mod error;
 pub mod fleet;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
+pub mod history;
 pub mod ingest;
 pub mod metrics;
 pub mod openapi;

@@ -122,6 +122,8 @@ pub struct Metrics {
     pub websocket_connections: Gauge,
     /// Connections closed with 4008 because the client could not keep up.
     pub slow_clients_closed: Counter,
+    /// Fixes fed to the trip and stop detector.
+    pub segmented_fixes: Counter,
     pub eta_errors: EtaErrors,
 }
 
@@ -170,6 +172,10 @@ impl Default for Metrics {
             "waymark_slow_clients_closed",
             "Connections closed with 4008 (too far behind)",
         );
+        let segmented_fixes = counter(
+            "waymark_segmented_fixes",
+            "Fixes fed to the trip and stop detector",
+        );
         let websocket_connections = Gauge::default();
         registry.register(
             "waymark_websocket_connections",
@@ -189,6 +195,7 @@ impl Default for Metrics {
             rate_limited,
             websocket_connections,
             slow_clients_closed,
+            segmented_fixes,
             eta_errors,
         }
     }

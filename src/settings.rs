@@ -18,6 +18,7 @@ use crate::{
         BadRequest, CommonErrors, Forbidden, Id, NotFound, TooLarge, UnsupportedMediaType,
     },
     error::{ApiJson, ApiPath, AppError, AppResult},
+    history::{segmenter, ReportSettings, TripSettings},
     ingest::FilterSettings,
     settings::openapi::{SettingsPatch, VehicleAlertSettings},
     AppState,
@@ -31,12 +32,18 @@ pub struct Settings {
     pub filter: FilterSettings,
     #[schema(required = true)]
     pub alerts: AlertSettings,
+    #[schema(required = true)]
+    pub trips: TripSettings,
+    #[schema(required = true)]
+    pub reports: ReportSettings,
 }
 
 impl Settings {
     fn validate(&self) -> AppResult<()> {
         self.filter.validate()?;
-        self.alerts.validate()
+        self.alerts.validate()?;
+        self.trips.validate()?;
+        self.reports.validate()
     }
 
     /// `patch`'s keys, section by section, over these settings; unknown sections or keys and
@@ -87,6 +94,8 @@ impl Settings {
         match path.split_once('.')? {
             ("filter", key) => FilterSettings::accepted(key),
             ("alerts", key) => AlertSettings::accepted(key),
+            ("trips", key) => TripSettings::accepted(key),
+            ("reports", key) => ReportSettings::accepted(key),
             _ => None,
         }
     }
@@ -111,6 +120,20 @@ pub async fn load(db: &PgPool, organisation_id: i64) -> AppResult<Settings> {
     .await?
     .ok_or(AppError::NotFound("organisation"))?;
     serde_json::from_value(stored).map_err(|e| anyhow::anyhow!("stored settings: {e}").into())
+}
+
+/// The organisation's trip settings in force.
+pub async fn load_trips(
+    conn: &mut sqlx::PgConnection,
+    organisation_id: i64,
+) -> sqlx::Result<TripSettings> {
+    let stored: Option<Value> =
+        sqlx::query_scalar("SELECT settings->'trips' FROM organisations WHERE id = $1")
+            .bind(organisation_id)
+            .fetch_optional(conn)
+            .await?
+            .flatten();
+    Ok(stored_or_default(organisation_id, "trip settings", stored))
 }
 
 #[utoipa::path(
@@ -175,7 +198,14 @@ async fn change(
     )
     .execute(&mut *tx)
     .await?;
+    let redetect = settings.trips != current.trips;
+    if redetect {
+        segmenter::mark_organisation(&mut tx, user.organisation_id).await?;
+    }
     tx.commit().await?;
+    if redetect {
+        state.segmenter.now();
+    }
     tracing::info!(
         organisation_id = user.organisation_id,
         user_id = user.id,

@@ -14,6 +14,7 @@ use crate::{
     config::ServeConfig,
     db,
     fleet::roster::VehicleEvents,
+    history::segmenter,
     ingest::{spawn_writer, WriterHandle},
     metrics::Metrics,
     security::Limits,
@@ -42,11 +43,14 @@ pub struct AppState {
     pub cancel: CancellationToken,
     /// Every long-lived task (writer, sockets, maintenance) runs on this, so shutdown can wait.
     pub tracker: TaskTracker,
+    /// Wakes the trip and stop detector (after an import, new trip settings).
+    pub segmenter: segmenter::Wake,
 }
 
 impl AppState {
     /// Builds the state and starts the background tasks: the position writer, the sequencer's
-    /// catch-up, the Redis fan-out (with `REDIS_URL`), the alert clock and partition upkeep.
+    /// catch-up, the Redis fan-out (with `REDIS_URL`), the alert clock, partition upkeep and the
+    /// trip and stop detector.
     pub async fn new(db: PgPool, config: ServeConfig) -> anyhow::Result<AppState> {
         let secret = session_secret(&config)?;
         let sessions = SessionKeys::new(
@@ -111,6 +115,16 @@ impl AppState {
             cancel.clone(),
         ));
         tracker.spawn(upkeep(db.clone(), config.retention_months, cancel.clone()));
+        let wake = segmenter::Wake::default();
+        if config.segment_tick_s > 0 {
+            tracker.spawn(segmenter::run(
+                db.clone(),
+                Duration::from_secs(config.segment_tick_s),
+                wake.clone(),
+                metrics.clone(),
+                cancel.clone(),
+            ));
+        }
         let limits = Arc::new(Limits::new(&config));
         Ok(AppState {
             db,
@@ -126,6 +140,7 @@ impl AppState {
             metrics,
             cancel,
             tracker,
+            segmenter: wake,
         })
     }
 }

@@ -7,7 +7,6 @@ use axum::{
     Json, Router,
 };
 use chrono::{DateTime, Utc};
-use geo::{Coord, LineString, SimplifyIdx};
 use serde::Deserialize;
 use serde_json::json;
 use utoipa::IntoParams;
@@ -18,6 +17,7 @@ use crate::{
     error::openapi::{BadRequest, CommonErrors, Forbidden, Id, NotFound},
     error::{ApiPath, ApiQuery, AppError, AppResult},
     fleet::openapi::{TrackFeatureCollection, TrackFormat},
+    history::path,
     tracking::position::{PositionRow, POSITION_COLUMNS},
     AppState,
 };
@@ -95,7 +95,7 @@ async fn track(
     .fetch_all(&state.db)
     .await?;
     let rows = match q.simplify_m {
-        Some(m) if m > 0.0 && rows.len() > 2 => simplify(rows, m),
+        Some(m) if m > 0.0 => path::simplify(rows, m, |r| (r.position.lat, r.position.lon)),
         _ => rows,
     };
     if format == "gpx" {
@@ -120,33 +120,6 @@ async fn track(
         }],
     }))
     .into_response())
-}
-
-/// Douglas–Peucker with a tolerance in metres, on a local equirectangular projection (exact
-/// enough at the scale of one trip), keeping the original vertices and their times.
-fn simplify(rows: Vec<PositionRow>, tolerance_m: f64) -> Vec<PositionRow> {
-    const M_PER_DEG: f64 = 111_320.0;
-    let cos_lat = rows[0].position.lat.to_radians().cos();
-    let line: LineString<f64> = rows
-        .iter()
-        .map(|r| Coord {
-            x: r.position.lon * M_PER_DEG * cos_lat,
-            y: r.position.lat * M_PER_DEG,
-        })
-        .collect();
-    let keep = line.simplify_idx(&tolerance_m);
-    let mut keep = keep.into_iter().peekable();
-    rows.into_iter()
-        .enumerate()
-        .filter_map(|(i, r)| {
-            if keep.peek() == Some(&i) {
-                keep.next();
-                Some(r)
-            } else {
-                None
-            }
-        })
-        .collect()
 }
 
 fn gpx(name: &str, rows: &[PositionRow]) -> String {

@@ -61,6 +61,8 @@ impl TestApp {
             // choosing): a background tick in the middle of a slow test would raise `silent` for
             // its points from minutes ago.
             ("--alert-tick-s", "86400"),
+            // Likewise trips and stops: tests bring them up to date with `TestApp::segment`.
+            ("--segment-tick-s", "0"),
             // Tests post as fast as they can; the limit itself has its own tests.
             ("--ingest-rate", "0"),
         ];
@@ -95,6 +97,14 @@ impl TestApp {
             stop: Some(stop),
             server: Some(server),
         }
+    }
+
+    /// Brings every vehicle's trips and stops up to date with the fixes stored so far, as the
+    /// segmenter's background task does every tick.
+    pub async fn segment(&self) {
+        waymark::history::segmenter::catch_up(&self.db, &self.state.metrics)
+            .await
+            .expect("trips and stops detected");
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,8 +1,10 @@
 //! Looking back: trips and stops detected from each vehicle's fixes and kept up to date as they
-//! arrive ([`detect`], [`segmenter`]), the simplified tracks stored with them ([`path`]), and the
-//! organisation's settings for both ([`TripSettings`], [`ReportSettings`]).
+//! arrive ([`detect`], [`segmenter`]), the simplified tracks stored with them ([`path`]), the
+//! reports read from them ([`reports`]), and the organisation's settings for both
+//! ([`TripSettings`], [`ReportSettings`]).
 pub mod detect;
 pub mod path;
+pub mod reports;
 pub mod segmenter;
 
 use serde::{Deserialize, Serialize};

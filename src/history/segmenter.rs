@@ -245,11 +245,13 @@ async fn detect(
             // The boundary fix itself starts the detector again.
             let first: Option<FixRow> = sqlx::query_as(&format!(
                 "SELECT {FIX_COLUMNS} FROM positions
-                 WHERE vehicle_id = $1 AND recorded_at >= $2 AND seq <= $3 AND filter_reason IS NULL
+                 WHERE vehicle_id = $1 AND recorded_at >= COALESCE($2, '-infinity')
+                   AND seq <= $3 AND filter_reason IS NULL
                  ORDER BY recorded_at LIMIT 1"
             ))
             .bind(vehicle_id)
-            .bind(boundary.unwrap_or(DateTime::<Utc>::MIN_UTC))
+            // No segment left: from the first fix (chrono's earliest time is before PostgreSQL's).
+            .bind(boundary)
             .bind(noted)
             .fetch_optional(&mut *tx)
             .await?;

@@ -22,7 +22,7 @@ use crate::{
     chat,
     error::openapi,
     fleet::{self, shipments, vehicles},
-    ingest, security, settings, socket,
+    history, ingest, security, settings, socket,
     web::driver,
 };
 
@@ -95,6 +95,11 @@ pub const REFRESH: &str = "cargo test --lib openapi::tests::write_the_document -
         people::update,
         people::sign_out_everywhere,
         alerts::accuracy::accuracy,
+        history::reports::trips,
+        history::reports::stops,
+        history::reports::daily,
+        history::reports::geofence_visits,
+        history::reports::shipments,
     ),
     components(
         schemas(openapi::Error, alerts::eta::Basis),
@@ -128,6 +133,7 @@ pub const REFRESH: &str = "cargo test --lib openapi::tests::write_the_document -
         (name = "alerts"),
         (name = "users"),
         (name = "eta"),
+        (name = "reports"),
     ),
 )]
 pub struct ApiDoc;

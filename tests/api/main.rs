@@ -23,6 +23,7 @@ mod operations;
 mod page;
 mod read_api;
 mod readme;
+mod reports;
 mod revocation;
 mod security;
 mod simulator;

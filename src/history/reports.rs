@@ -278,7 +278,7 @@ struct Report<R, T> {
 
 /// A place, in degrees (WGS 84).
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
-struct Place {
+struct LatLon {
     lat: f64,
     lon: f64,
 }
@@ -446,10 +446,10 @@ struct TripRow {
     vehicle_id: i64,
     vehicle_name: String,
     started_at: DateTime<Utc>,
-    start: Place,
+    start: LatLon,
     /// For the trip going on now, its latest fix so far.
     ended_at: DateTime<Utc>,
-    end: Place,
+    end: LatLon,
     /// Metres driven.
     distance_m: f64,
     duration_s: f64,
@@ -509,12 +509,12 @@ async fn trips(
                 vehicle_id: s.vehicle_id,
                 vehicle_name: r.name(s.vehicle_id),
                 started_at: s.started_at,
-                start: Place {
+                start: LatLon {
                     lat: s.start_lat,
                     lon: s.start_lon,
                 },
                 ended_at: s.ended_at,
-                end: Place {
+                end: LatLon {
                     lat: s.end_lat,
                     lon: s.end_lon,
                 },
@@ -585,7 +585,7 @@ struct StopRow {
     vehicle_id: i64,
     vehicle_name: String,
     /// Where it stopped (its first fix there).
-    place: Place,
+    place: LatLon,
     arrived_at: DateTime<Utc>,
     /// Its last fix in the place; for the stop going on now, the latest so far.
     departed_at: DateTime<Utc>,
@@ -631,7 +631,7 @@ async fn stops(
             id: s.id,
             vehicle_id: s.vehicle_id,
             vehicle_name: r.name(s.vehicle_id),
-            place: Place {
+            place: LatLon {
                 lat: s.start_lat,
                 lon: s.start_lon,
             },

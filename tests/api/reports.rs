@@ -615,7 +615,7 @@ async fn reports_are_for_the_organisations_dispatchers_and_refuse_what_they_cann
     let refused = [
         (format!("from={later}&to={day}"), "to"),
         (format!("from={day}T10:00:00Z&to={day}T10:00:00Z"), "to"),
-        (format!("from=2025-01-01&to=2026-01-02"), "to"),
+        ("from=2025-01-01&to=2026-01-02".to_owned(), "to"),
         (format!("from={day}&to=soon"), "to"),
         (format!("from=yesterday&to={day}"), "from"),
         (format!("{range}&vehicle_ids=1,x"), "vehicle_ids"),

@@ -181,7 +181,8 @@ async function load() {
     if (!REPORTS[shown.kind] || shown.kind !== kind()) sort = { key: null, descending: false };
     shown = { kind: kind(), rows: report.rows, totals: report.totals };
     draw();
-    $('report-summary').textContent = `${report.rows.length} rows · times in ${report.time_zone}`;
+    const n = report.rows.length;
+    $('report-summary').textContent = `${n} ${n === 1 ? 'row' : 'rows'} · times in ${report.time_zone}`;
     table.dataset.kind = shown.kind;
     table.dataset.ready = 'true';
   } catch (e) {

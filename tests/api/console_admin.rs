@@ -329,6 +329,7 @@ async fn a_driver_is_sent_from_every_console_page_to_their_phone_page(db: PgPool
             "/shipments/new",
             "/geofences",
             "/alerts",
+            "/reports",
             "/settings",
         ] {
             browser.goto(&app.url(path)).await?;

@@ -714,3 +714,61 @@ async fn the_reports_page_shows_the_trips_their_totals_and_links_the_same_report
     let mut reader = csv::Reader::from_reader(text.as_bytes());
     assert_eq!(reader.records().count(), 2, "{text}");
 }
+
+/// The daily report's target: a month of 100 vehicles in at most a second, over a year of a busy
+/// fleet's history (a 40-minute trip and an 80-minute stop every two hours, day and night: some
+/// 876 000 trips and stops, more than 10 million fixes make) and an alert every five hours. A
+/// benchmark, timed on whatever else the machine is doing: run it by hand on a quiet one.
+#[sqlx::test]
+#[ignore = "a benchmark: run by hand on a quiet machine"]
+async fn a_month_of_a_hundred_vehicles_daily_totals_answer_within_a_second(db: PgPool) {
+    let f = fleet(TestApp::spawn(db).await).await;
+    let db = &f.app.db;
+    let script = [
+        "INSERT INTO vehicles (organisation_id, name, token_hash)
+         SELECT organisation_id, 'Van ' || i, sha256(('bench-' || i)::bytea)
+         FROM vehicles, generate_series(2, 100) i WHERE id = $1",
+        "INSERT INTO segments (organisation_id, vehicle_id, kind, started_at, ended_at, decided_at,
+                               closed, start_point, end_point, distance_m, max_speed_mps, fixes)
+         SELECT v.organisation_id, v.id, k.kind, h + k.start, h + k.stop, h + interval '2 hours',
+                true, ST_SetSRID(ST_MakePoint(11.5, 48.1), 4326)::geography,
+                ST_SetSRID(ST_MakePoint(11.6, 48.2), 4326)::geography,
+                k.metres, 20, 100
+         FROM vehicles v
+         CROSS JOIN generate_series(date_trunc('hour', now()) - interval '365 days',
+                                    date_trunc('hour', now()) - interval '1 day',
+                                    interval '2 hours') h
+         CROSS JOIN (VALUES ('trip', interval '0', interval '40 min', 15000.0),
+                            ('stop', interval '40 min', interval '2 hours', 0.0))
+                    AS k(kind, start, stop, metres)
+         WHERE v.organisation_id = (SELECT organisation_id FROM vehicles WHERE id = $1)",
+        "INSERT INTO alerts (id, organisation_id, rule, vehicle_id, position_at, raised_at)
+         SELECT 1000000 + row_number() OVER (), v.organisation_id, 'overspeed', v.id, t, t
+         FROM vehicles v
+         CROSS JOIN generate_series(now() - interval '365 days', now(), interval '5 hours') t
+         WHERE v.organisation_id = (SELECT organisation_id FROM vehicles WHERE id = $1)",
+    ];
+    for statement in script {
+        sqlx::query(statement)
+            .bind(f.vehicle)
+            .execute(db)
+            .await
+            .unwrap();
+    }
+    sqlx::query("ANALYZE").execute(db).await.unwrap();
+    let to = Utc::now().date_naive() - Duration::days(2);
+    let from = to - Duration::days(29);
+    let path = format!("daily?from={from}&to={to}");
+    report(&f, &f.dispatcher, &path).await;
+    let started = std::time::Instant::now();
+    let daily = report(&f, &f.dispatcher, &path).await;
+    let took = started.elapsed();
+    assert_eq!(daily["totals"]["days"], 3000);
+    // Twelve 40-minute trips of 15 km a day, every day.
+    close(
+        num(&daily["totals"]["distance_m"]),
+        100.0 * 30.0 * 12.0 * 15_000.0,
+        "the month's distance",
+    );
+    assert!(took <= std::time::Duration::from_secs(1), "took {took:?}");
+}

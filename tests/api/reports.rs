@@ -517,6 +517,19 @@ async fn csv_downloads_hold_the_same_numbers_in_the_organisations_unit_and_time(
     )
     .await;
     let day = days_ago(2);
+    // The depot the van sets off from and comes back to: it is inside when the day ends (with
+    // no debounce, as the data ends moments after it comes back).
+    let depot = munich()[0];
+    let (status, fence) = f
+        .app
+        .post(
+            &f.dispatcher,
+            "/api/v1/geofences",
+            json!({"name": "Depot, \"north\"", "debounce_s": 0,
+                   "circle": {"lat": depot.lat, "lon": depot.lon, "radius_m": 150.0}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{fence}");
     Delivery::at(berlin(day, 9, 0)).post(&f).await;
     let range = format!("trips?vehicle_ids={}&from={day}&to={day}", f.vehicle);
     let json = report(&f, &f.dispatcher, &range).await;
@@ -568,6 +581,36 @@ async fn csv_downloads_hold_the_same_numbers_in_the_organisations_unit_and_time(
     assert_eq!(rows[0]["date"], day.to_string());
     let miles: f64 = rows[0]["distance_mi"].parse().unwrap();
     assert!((miles - num(&json["rows"][0]["distance_m"]) / 1_609.344).abs() < 0.0006);
+
+    // Back at the depot: the visit going on has no exit, and its dwell so far; in the CSV, an
+    // empty cell, and the name quoted as it is.
+    let visits = format!("geofence-visits?from={day}&to={day}");
+    let json = report(&f, &f.dispatcher, &visits).await;
+    let (_, alerts) = f.app.get(&f.dispatcher, "/api/v1/alerts").await;
+    let last = json["rows"]
+        .as_array()
+        .unwrap()
+        .last()
+        .cloned()
+        .unwrap_or_else(|| panic!("{json} {alerts}"));
+    assert_eq!(last["geofence_id"], fence["id"]);
+    assert_eq!(
+        (&last["inside"], &last["exited_at"]),
+        (&json!(true), &Value::Null)
+    );
+    let entered = t(&last["entered_at"]);
+    let so_far = (Utc::now() - entered).num_seconds() as f64;
+    let dwell = num(&last["dwell_s"]);
+    assert!(dwell > 0.0 && dwell <= so_far + 1.0, "{last}");
+    let (_, _, rows) = csv_report(&f, &visits).await;
+    let row = rows.last().unwrap();
+    assert_eq!(row["geofence"], "Depot, \"north\"");
+    assert_eq!(
+        (row["inside"].as_str(), row["exited_at"].as_str()),
+        ("true", "")
+    );
+    let local = DateTime::parse_from_rfc3339(&row["entered_at"]).unwrap();
+    assert_eq!(local.timestamp(), entered.timestamp());
 }
 
 #[sqlx::test]

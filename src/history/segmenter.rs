@@ -163,12 +163,10 @@ pub async fn mark(
 /// Marks the whole history of every vehicle of the organisation to be detected again (new trip
 /// settings).
 pub async fn mark_organisation(conn: &mut PgConnection, organisation_id: i64) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE segmenter_vehicles SET dirty_from = '-infinity' WHERE organisation_id = $1",
-    )
-    .bind(organisation_id)
-    .execute(conn)
-    .await?;
+    sqlx::query("UPDATE segmenter_vehicles SET dirty_from = 'epoch' WHERE organisation_id = $1")
+        .bind(organisation_id)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -249,7 +247,7 @@ async fn detect(
                  ORDER BY recorded_at LIMIT 1"
             ))
             .bind(vehicle_id)
-            .bind(boundary.unwrap_or(DateTime::<Utc>::MIN_UTC))
+            .bind(boundary.unwrap_or(DateTime::UNIX_EPOCH))
             .bind(noted)
             .fetch_optional(&mut *tx)
             .await?;
@@ -258,7 +256,7 @@ async fn detect(
                     let at = first.recorded_at;
                     (Some(Detector::after(first.into())), at, 1)
                 }
-                None => (None, DateTime::<Utc>::MIN_UTC, 0),
+                None => (None, DateTime::UNIX_EPOCH, 0),
             }
         }
     };

@@ -19,8 +19,8 @@ use tower_http::{
 };
 
 use crate::{
-    alerts, auth, chat, config::ServeConfig, db, error::AppError, fleet, ingest, metrics, openapi,
-    security, settings, socket, web, AppState,
+    alerts, auth, chat, config::ServeConfig, db, error::AppError, fleet, history, ingest, metrics,
+    openapi, security, settings, socket, web, AppState,
 };
 
 pub fn app(state: AppState) -> Router {
@@ -33,6 +33,7 @@ pub fn app(state: AppState) -> Router {
         .merge(chat::router())
         .merge(settings::router())
         .merge(alerts::router())
+        .merge(history::router())
         .merge(socket::router())
         .route("/openapi.json", get(openapi::openapi))
         .route("/csp-report", post(security::csp_report))

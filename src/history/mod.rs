@@ -2,12 +2,22 @@
 //! arrive ([`detect`], [`segmenter`]), the simplified tracks stored with them ([`path`]), and the
 //! organisation's settings for both ([`TripSettings`], [`ReportSettings`]).
 pub mod detect;
+pub mod export;
+pub mod import;
 pub mod path;
 pub mod segmenter;
 
+use axum::Router;
 use serde::{Deserialize, Serialize};
 
-use crate::error::AppError;
+use crate::{error::AppError, AppState};
+
+/// The history routes: a vehicle's history exported and imported.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .merge(export::router())
+        .merge(import::router())
+}
 
 /// How trips and stops are told apart. Changing them has every vehicle's history gone through
 /// again, in the background.

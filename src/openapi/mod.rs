@@ -22,7 +22,7 @@ use crate::{
     chat,
     error::openapi,
     fleet::{self, shipments, vehicles},
-    ingest, security, settings, socket,
+    history, ingest, security, settings, socket,
     web::driver,
 };
 
@@ -95,6 +95,8 @@ pub const REFRESH: &str = "cargo test --lib openapi::tests::write_the_document -
         people::update,
         people::sign_out_everywhere,
         alerts::accuracy::accuracy,
+        history::export::export,
+        history::import::import,
     ),
     components(
         schemas(openapi::Error, alerts::eta::Basis),

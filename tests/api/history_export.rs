@@ -280,8 +280,10 @@ fn read_csv(text: &str) -> (Vec<Fix>, Vec<String>) {
 /// Validates a GPX document against the GPX 1.1 schema.
 fn assert_valid_gpx(text: &str) {
     let xmllint = find_program("WAYMARK_XMLLINT", &["xmllint"]);
-    let dir =
-        std::env::temp_dir().join(format!("waymark-gpx-{}", waymark::auth::token::generate(8)));
+    let dir = std::env::temp_dir().join(format!(
+        "waymark-gpx-{}",
+        waymark::auth::token::generate(16)
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("export.gpx");
     std::fs::write(&file, text).unwrap();
@@ -437,18 +439,27 @@ async fn every_format_reads_back_as_the_fixes_posted_without_the_marked_one(db: 
     assert_eq!(status, StatusCode::OK, "{reply}");
     assert_eq!(reply["filtered"], 1, "{reply}");
 
-    // What the filter passed: every posted fix but the trace's tunnel jump, read back exactly.
+    // What the filter passed: every posted fix but the blank one and the trace's tunnel jump,
+    // read back exactly.
     let want = stored(&app, vehicle).await;
     let kept: Vec<Fix> = fixes
         .iter()
         .filter(|f| want.iter().any(|w| w.at == f.at))
         .cloned()
         .collect();
+    let marked: Vec<String> = sqlx::query_scalar(
+        "SELECT filter_reason FROM positions WHERE vehicle_id = $1 AND filter_reason IS NOT NULL
+         ORDER BY recorded_at",
+    )
+    .bind(vehicle)
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(want.len() + marked.len(), fixes.len() + 1, "{marked:?}");
+    assert!(marked.contains(&"null_island".to_owned()), "{marked:?}");
     assert!(
-        want.len() >= fixes.len() - 2,
-        "{} of {}",
-        want.len(),
-        fixes.len()
+        marked.len() <= 8,
+        "only the glitches are marked: {marked:?}"
     );
     assert_same(&want, &kept, "stored");
     assert!(want.iter().all(|w| w.at != Some(glitch_at)));
@@ -675,6 +686,7 @@ async fn an_imported_track_is_history_stored_once_and_never_published(db: PgPool
     assert_eq!(status, StatusCode::OK, "{reply}");
     assert_eq!(reply["imported"], 0, "{reply}");
     assert_eq!(reply["duplicates"], n, "{reply}");
+    watcher.expect_quiet().await;
 
     // An export imports into another vehicle as the same history, retired or not.
     let (copy, _) = app.vehicle(&dispatcher, "Copy").await;
@@ -686,6 +698,10 @@ async fn an_imported_track_is_history_stored_once_and_never_published(db: PgPool
         )
         .await;
     assert_eq!(status, StatusCode::OK);
+    let mut copy_watcher = app.ws(&format!("token={dispatcher}")).await;
+    copy_watcher
+        .subscribe(&format!("vehicle:{copy}"), None)
+        .await;
     let (from, to) = (start - Duration::hours(1), Utc::now());
     let res = export(&app, &dispatcher, vehicle, from, to, "geojson").await;
     let geojson = res.text().await.unwrap();
@@ -702,7 +718,7 @@ async fn an_imported_track_is_history_stored_once_and_never_published(db: PgPool
     assert_eq!(reply["filtered"], 0, "{reply}");
     let res = export(&app, &dispatcher, copy, from, to, "geojson").await;
     assert_eq!(res.text().await.unwrap(), geojson);
-    watcher.expect_quiet().await;
+    copy_watcher.expect_quiet().await;
 }
 
 #[sqlx::test]

@@ -17,7 +17,7 @@ use axum::{
     routing::get,
     Router,
 };
-use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, Duration, SecondsFormat, Utc};
 use futures_util::{stream, TryStreamExt};
 use serde::Deserialize;
 use sqlx::{PgConnection, PgPool};
@@ -143,6 +143,14 @@ async fn export(
             AppError::validation("format", "format must be gpx, geojson, kml or csv")
         })?,
     };
+    for (field, t) in [("from", q.from), ("to", q.to)] {
+        if !(1..=9999).contains(&t.year()) {
+            return Err(AppError::validation(
+                field,
+                format!("{field} must be a time in the years 1 to 9999"),
+            ));
+        }
+    }
     if q.from >= q.to {
         return Err(AppError::validation("to", "to must be after from"));
     }
@@ -365,7 +373,7 @@ async fn write(db: &PgPool, job: &Job, sink: &mut Sink) -> Result<(), Stop> {
             sink.buf
                 .push_str("<ExtendedData><SchemaData schemaUrl=\"#fix\">\n");
             for (field, value) in KML_VALUES {
-                let _ = write!(sink.buf, "<gx:SimpleArrayData name=\"{field}\">\n");
+                let _ = writeln!(sink.buf, "<gx:SimpleArrayData name=\"{field}\">");
                 pass(&mut tx, job, sink, |out, p| match value(p) {
                     Some(v) => {
                         let _ = writeln!(out, "<gx:value>{v}</gx:value>");

@@ -473,7 +473,6 @@ fn json_point(
         },
         accuracy: number("accuracy")?,
         battery: number("battery")?,
-        ..Fields::default()
     }
     .check(now)
 }
@@ -581,7 +580,7 @@ async fn store(
         .bind(column(|p| p.heading))
         .bind(column(|p| p.altitude))
         .bind(column(|p| p.battery))
-        .bind(reasons.iter().map(|r| *r).collect::<Vec<_>>())
+        .bind(reasons.to_vec())
         .fetch_one(&mut *tx)
         .await?;
         imported += stored as usize;

@@ -5,7 +5,7 @@ use quick_xml::{events::Event, Reader};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use waymark::auth::Role;
+use waymark::{auth::Role, history::export::gpx::TrackPoint};
 
 use crate::support::{find_program, TestApp};
 
@@ -344,37 +344,26 @@ async fn import(
 
 /// The vehicle's stored fixes the filter passed, oldest first.
 async fn stored(app: &TestApp, vehicle: i64) -> Vec<Fix> {
-    let rows: Vec<(
-        DateTime<Utc>,
-        f64,
-        f64,
-        Option<f32>,
-        Option<f32>,
-        Option<f32>,
-        Option<f32>,
-        Option<f32>,
-    )> = sqlx::query_as(
-        "SELECT recorded_at, ST_Y(point::geometry), ST_X(point::geometry), speed, heading,
-                    altitude, accuracy, battery
-             FROM positions WHERE vehicle_id = $1 AND filter_reason IS NULL ORDER BY recorded_at",
+    let rows: Vec<TrackPoint> = sqlx::query_as(
+        "SELECT recorded_at, ST_Y(point::geometry) AS lat, ST_X(point::geometry) AS lon, speed,
+                heading, altitude, accuracy, battery
+         FROM positions WHERE vehicle_id = $1 AND filter_reason IS NULL ORDER BY recorded_at",
     )
     .bind(vehicle)
     .fetch_all(&app.db)
     .await
     .unwrap();
     rows.into_iter()
-        .map(
-            |(at, lat, lon, speed, heading, altitude, accuracy, battery)| Fix {
-                at: Some(at),
-                lat,
-                lon,
-                speed: speed.map(f64::from),
-                heading: heading.map(f64::from),
-                altitude: altitude.map(f64::from),
-                accuracy: accuracy.map(f64::from),
-                battery: battery.map(f64::from),
-            },
-        )
+        .map(|p| Fix {
+            at: Some(p.recorded_at),
+            lat: p.lat,
+            lon: p.lon,
+            speed: p.speed.map(f64::from),
+            heading: p.heading.map(f64::from),
+            altitude: p.altitude.map(f64::from),
+            accuracy: p.accuracy.map(f64::from),
+            battery: p.battery.map(f64::from),
+        })
         .collect()
 }
 
@@ -568,6 +557,7 @@ async fn exports_are_for_the_vehicles_dispatchers_and_sensible_ranges(db: PgPool
         (from, from, "gpx", "to"),
         (to - Duration::days(367), to, "csv", "to"),
         (from, to, "shp", "format"),
+        (parse_time("0000-06-01T00:00:00Z"), to, "gpx", "from"),
     ] {
         let res = export(&app, &dispatcher, vehicle, from, to, format).await;
         assert_eq!(res.status(), StatusCode::BAD_REQUEST);

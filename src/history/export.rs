@@ -79,7 +79,8 @@ impl ExportFormat {
             ExportFormat::Gpx => gpx::CONTENT_TYPE,
             ExportFormat::Geojson => "application/geo+json",
             ExportFormat::Kml => "application/vnd.google-earth.kml+xml",
-            ExportFormat::Csv => "text/csv; charset=utf-8",
+            // Times and numbers only: plain ASCII, as `text/csv` is by default.
+            ExportFormat::Csv => "text/csv",
         }
     }
 
@@ -118,7 +119,9 @@ pub const CSV_HEADER: &str =
     tag = "vehicles",
     params(Id, ExportQuery),
     responses(
-        (status = 200, description = "The history in the format asked for.", content(
+        (status = 200, description = "The history in the format asked for.", headers(
+            ("Content-Disposition" = String, description = "`attachment; filename=\"<vehicle name>-<from>-<to>.<ext>\"`"),
+        ), content(
             (String = "application/gpx+xml"),
             (String = "application/geo+json"),
             (String = "application/vnd.google-earth.kml+xml"),

@@ -244,8 +244,10 @@ struct Job {
 
 /// Why writing stopped early.
 enum Stop {
-    /// The client went away (or the server is shutting down): nothing more to do.
+    /// The client went away: nothing more to do.
     Gone,
+    /// The server is shutting down.
+    Shutdown,
     Database(sqlx::Error),
 }
 
@@ -294,16 +296,19 @@ async fn produce(
     };
     let result = tokio::select! {
         r = write(&db, &job, &mut sink) => r,
-        _ = cancel.cancelled() => Err(Stop::Gone),
+        _ = cancel.cancelled() => Err(Stop::Shutdown),
     };
-    if let Err(Stop::Database(e)) = result {
-        tracing::error!(error = %e, vehicle_id = job.vehicle_id, "exporting a vehicle's history");
-        // The response is cut short: the client sees a broken download, not a complete file.
-        let _ = sink
-            .tx
-            .send(Err(std::io::Error::other("the export failed")))
-            .await;
-    }
+    let reason = match result {
+        Ok(()) | Err(Stop::Gone) => return,
+        Err(Stop::Shutdown) => "the server is shutting down",
+        Err(Stop::Database(e)) => {
+            tracing::error!(error = %e, vehicle_id = job.vehicle_id, "exporting a vehicle's history");
+            "the export failed"
+        }
+    };
+    // The response is cut short: the client sees a broken download, never a file that looks
+    // complete.
+    let _ = sink.tx.send(Err(std::io::Error::other(reason))).await;
 }
 
 async fn write(db: &PgPool, job: &Job, sink: &mut Sink) -> Result<(), Stop> {

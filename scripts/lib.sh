@@ -191,6 +191,16 @@ ensure_nginx() {
   export WAYMARK_NGINX
 }
 
+# The export tests validate GPX against its schema with xmllint; it can be given instead
+# (WAYMARK_XMLLINT).
+ensure_xmllint() {
+  if [ -z "${WAYMARK_XMLLINT:-}" ]; then
+    command -v xmllint >/dev/null || need_pkgs libxml2-utils
+  fi
+  WAYMARK_XMLLINT=${WAYMARK_XMLLINT:-$(command -v xmllint)} || die "xmllint is not installed"
+  export WAYMARK_XMLLINT
+}
+
 # sqlx's query! macros check SQL at compile time: against the committed .sqlx/ data when there is
 # some, so that building needs no migrated database (unless SQLX_OFFLINE says otherwise).
 use_sqlx_offline_data() {

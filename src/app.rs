@@ -33,7 +33,7 @@ pub fn app(state: AppState) -> Router {
         .merge(chat::router())
         .merge(settings::router())
         .merge(alerts::router())
-        .merge(history::reports::router())
+        .merge(history::router())
         .merge(socket::router())
         .route("/openapi.json", get(openapi::openapi))
         .route("/csp-report", post(security::csp_report))

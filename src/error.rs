@@ -24,6 +24,13 @@ pub enum AppError {
     },
     #[error("{0}")]
     Malformed(String),
+    /// Items of a file that are not valid (`total`, the first of them `listed`), each named by
+    /// its position: nothing of it was stored. The first one's index is the error's `index`.
+    #[error("{total} of the points are not valid; nothing was stored")]
+    Points {
+        total: usize,
+        listed: Vec<PointError>,
+    },
     #[error("{0}")]
     Unauthorized(&'static str),
     #[error("{0}")]
@@ -57,6 +64,13 @@ pub enum AppError {
     Internal(#[from] anyhow::Error),
 }
 
+/// One invalid item of a file: its position (from 0, in the file's order) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct PointError {
+    pub index: usize,
+    pub message: String,
+}
+
 impl AppError {
     pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
         AppError::Validation {
@@ -80,7 +94,9 @@ impl AppError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            AppError::Validation { .. } | AppError::Malformed(_) => StatusCode::BAD_REQUEST,
+            AppError::Validation { .. } | AppError::Malformed(_) | AppError::Points { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -105,7 +121,7 @@ impl AppError {
 
     pub fn code(&self) -> &'static str {
         match self {
-            AppError::Validation { .. } => "validation",
+            AppError::Validation { .. } | AppError::Points { .. } => "validation",
             AppError::Malformed(_) => "malformed",
             AppError::Unauthorized(_) => "unauthorized",
             AppError::Forbidden(_) => "forbidden",
@@ -148,6 +164,8 @@ struct Body<'a> {
     field: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     index: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    points: Option<&'a [PointError]>,
 }
 
 impl IntoResponse for AppError {
@@ -168,9 +186,10 @@ impl IntoResponse for AppError {
             }
             other => other.to_string(),
         };
-        let index = match &self {
-            AppError::Validation { index, .. } => *index,
-            _ => None,
+        let (index, points) = match &self {
+            AppError::Validation { index, .. } => (*index, None),
+            AppError::Points { listed, .. } => (listed.first().map(|p| p.index), Some(&listed[..])),
+            _ => (None, None),
         };
         let field = self.field();
         let body = Body {
@@ -178,6 +197,7 @@ impl IntoResponse for AppError {
             message,
             field,
             index,
+            points,
         };
         let mut response = (status, Json(json!({ "error": body }))).into_response();
         if let AppError::RateLimited(wait) = self {

@@ -57,6 +57,9 @@ struct ErrorBody {
     /// The item's position in a batch, when one applies.
     #[schema(nullable = false)]
     index: Option<u32>,
+    /// Every invalid point of an imported file, by position (`index` names the first).
+    #[schema(nullable = false)]
+    points: Option<Vec<super::PointError>>,
 }
 
 /// The `code` of an error (`AppError::code`).

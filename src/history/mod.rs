@@ -3,13 +3,24 @@
 //! reports read from them ([`reports`]), and the organisation's settings for both
 //! ([`TripSettings`], [`ReportSettings`]).
 pub mod detect;
+pub mod export;
+pub mod import;
 pub mod path;
 pub mod reports;
 pub mod segmenter;
 
+use axum::Router;
 use serde::{Deserialize, Serialize};
 
-use crate::error::AppError;
+use crate::{error::AppError, AppState};
+
+/// The history routes: a vehicle's history exported and imported, and the reports.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .merge(export::router())
+        .merge(import::router())
+        .merge(reports::router())
+}
 
 /// How trips and stops are told apart. Changing them has every vehicle's history gone through
 /// again, in the background.

@@ -6,8 +6,9 @@
 //!    everything after `segmenter_cursor.seq` up to the committed counter is grouped by vehicle,
 //!    and each vehicle's `dirty_from` becomes the earliest new fix's time. One instance at a time
 //!    holds the cursor; the others skip the step.
-//! 2. **Detecting.** Each vehicle with a `dirty_from` is taken (its row locked, others skip it)
-//!    and brought up to date with fixes noted so far (seq up to the cursor, so that a fix is never
+//! 2. **Detecting.** Vehicles with a `dirty_from` are taken in rounds of up to 64 per transaction
+//!    (their rows locked, other instances skip them; their new fixes read in one query) and each
+//!    brought up to date with fixes noted so far (seq up to the cursor, so that a fix is never
 //!    fed before it is noted). If every new fix is later than the last one fed, the detector's
 //!    saved state is fed just them. Otherwise (a late fix, a backlog, an import, new settings)
 //!    the segments decided from that time on are dropped and the detector starts again at the end
@@ -75,29 +76,13 @@ pub async fn catch_up(db: &PgPool, metrics: &Metrics) -> sqlx::Result<usize> {
     let mut settings = HashMap::new();
     let mut done = 0;
     loop {
-        let dirty: Vec<i64> = sqlx::query_scalar(
-            "SELECT vehicle_id FROM segmenter_vehicles WHERE dirty_from IS NOT NULL
-             ORDER BY dirty_from LIMIT $1",
-        )
-        .bind(ROUND)
-        .fetch_all(db)
-        .await?;
-        if dirty.is_empty() {
+        let (vehicles, fed) = detect_round(db, &mut settings).await?;
+        if vehicles == 0 {
+            // None dirty, or every dirty one is being done by another instance.
             return Ok(done);
         }
-        let mut progressed = false;
-        for vehicle_id in dirty {
-            let fed = detect(db, vehicle_id, &mut settings).await?;
-            if let Some(fed) = fed {
-                progressed = true;
-                done += 1;
-                metrics.segmented_fixes.inc_by(fed);
-            }
-        }
-        if !progressed {
-            // Every dirty vehicle is being done by another instance.
-            return Ok(done);
-        }
+        done += vehicles;
+        metrics.segmented_fixes.inc_by(fed);
     }
 }
 
@@ -163,21 +148,20 @@ pub async fn mark(
 /// Marks the whole history of every vehicle of the organisation to be detected again (new trip
 /// settings).
 pub async fn mark_organisation(conn: &mut PgConnection, organisation_id: i64) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE segmenter_vehicles SET dirty_from = '-infinity' WHERE organisation_id = $1",
-    )
-    .bind(organisation_id)
-    .execute(conn)
-    .await?;
+    sqlx::query("UPDATE segmenter_vehicles SET dirty_from = 'epoch' WHERE organisation_id = $1")
+        .bind(organisation_id)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
 #[derive(sqlx::FromRow)]
 struct Standing {
+    vehicle_id: i64,
     organisation_id: i64,
     processed_until: Option<DateTime<Utc>>,
     state: Option<sqlx::types::Json<Detector>>,
-    dirty_from: Option<DateTime<Utc>>,
+    dirty_from: DateTime<Utc>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -202,125 +186,202 @@ impl From<FixRow> for Fix {
 const FIX_COLUMNS: &str =
     "recorded_at, ST_Y(point::geometry) AS lat, ST_X(point::geometry) AS lon, speed";
 
-/// Brings one vehicle up to date, in one transaction; the fixes fed, or none if another
-/// instance has it (or it was done meanwhile).
-async fn detect(
-    db: &PgPool,
+/// One vehicle being brought up to date.
+struct Work {
     vehicle_id: i64,
+    organisation_id: i64,
+    settings: TripSettings,
+    /// None: no fix to start from yet.
+    detector: Option<Detector>,
+    /// The time of the last fix fed.
+    after: DateTime<Utc>,
+    fed: u64,
+    ended: Vec<Segment>,
+}
+
+impl Work {
+    fn feed(&mut self, rows: Vec<FixRow>) {
+        for row in rows {
+            self.after = row.recorded_at;
+            self.fed += 1;
+            match self.detector.as_mut() {
+                Some(d) => d.push(row.into(), &self.settings, &mut self.ended),
+                None => self.detector = Some(Detector::after(row.into())),
+            }
+        }
+    }
+}
+
+/// Brings a round of dirty vehicles up to date in one transaction (their rows locked; those
+/// another instance holds are skipped): how many, and the fixes fed.
+async fn detect_round(
+    db: &PgPool,
     settings: &mut HashMap<i64, TripSettings>,
-) -> sqlx::Result<Option<u64>> {
+) -> sqlx::Result<(usize, u64)> {
     let mut tx = db.begin().await?;
-    let standing: Option<Standing> = sqlx::query_as(
-        "SELECT organisation_id, processed_until, state, dirty_from FROM segmenter_vehicles
-         WHERE vehicle_id = $1 AND dirty_from IS NOT NULL FOR UPDATE SKIP LOCKED",
+    let standings: Vec<Standing> = sqlx::query_as(
+        "SELECT vehicle_id, organisation_id, processed_until, state, dirty_from
+         FROM segmenter_vehicles WHERE dirty_from IS NOT NULL
+         ORDER BY dirty_from LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
-    .bind(vehicle_id)
-    .fetch_optional(&mut *tx)
+    .bind(ROUND)
+    .fetch_all(&mut *tx)
     .await?;
-    let Some(standing) = standing else {
-        return Ok(None);
-    };
-    // Read after the row is locked: every noting that marked this vehicle has committed its
+    if standings.is_empty() {
+        return Ok((0, 0));
+    }
+    // Read after the rows are locked: every noting that marked these vehicles has committed its
     // cursor, and any later one waits for this transaction.
     let noted: i64 = sqlx::query_scalar("SELECT seq FROM segmenter_cursor")
         .fetch_one(&mut *tx)
         .await?;
-    let trip_settings = match settings.get(&standing.organisation_id) {
-        Some(s) => *s,
-        None => {
-            let s = settings::load_trips(&mut tx, standing.organisation_id).await?;
-            settings.insert(standing.organisation_id, s);
-            s
-        }
-    };
-    let dirty_from = standing.dirty_from.expect("selected dirty");
-    let resume = match (standing.state, standing.processed_until) {
-        (Some(state), Some(until)) if dirty_from > until => Some((state.0, until)),
-        _ => None,
-    };
-    let (mut detector, mut after, mut fed) = match resume {
-        Some((detector, until)) => (Some(detector), until, 0),
-        None => {
-            let boundary = rewind(&mut tx, vehicle_id, dirty_from).await?;
-            // The boundary fix itself starts the detector again.
-            let first: Option<FixRow> = sqlx::query_as(&format!(
-                "SELECT {FIX_COLUMNS} FROM positions
-                 WHERE vehicle_id = $1 AND recorded_at >= COALESCE($2, '-infinity')
-                   AND seq <= $3 AND filter_reason IS NULL
-                 ORDER BY recorded_at LIMIT 1"
-            ))
-            .bind(vehicle_id)
-            // No segment left: from the first fix (chrono's earliest time is before PostgreSQL's).
-            .bind(boundary)
-            .bind(noted)
-            .fetch_optional(&mut *tx)
-            .await?;
-            match first {
-                Some(first) => {
-                    let at = first.recorded_at;
-                    (Some(Detector::after(first.into())), at, 1)
+    let mut work = Vec::with_capacity(standings.len());
+    for standing in standings {
+        let trip_settings = match settings.get(&standing.organisation_id) {
+            Some(s) => *s,
+            None => {
+                let s = settings::load_trips(&mut tx, standing.organisation_id).await?;
+                settings.insert(standing.organisation_id, s);
+                s
+            }
+        };
+        let mut w = Work {
+            vehicle_id: standing.vehicle_id,
+            organisation_id: standing.organisation_id,
+            settings: trip_settings,
+            detector: None,
+            after: DateTime::UNIX_EPOCH,
+            fed: 0,
+            ended: Vec::new(),
+        };
+        match (standing.state, standing.processed_until) {
+            // Only new fixes, all later than the last one fed: feed them to the saved state.
+            (Some(state), Some(until)) if standing.dirty_from > until => {
+                w.detector = Some(state.0);
+                w.after = until;
+            }
+            _ => {
+                // The boundary fix itself starts the detector again.
+                let boundary = rewind(&mut tx, w.vehicle_id, standing.dirty_from).await?;
+                if let Some(boundary) = boundary {
+                    w.after = boundary - chrono::Duration::microseconds(1);
                 }
-                None => (None, DateTime::<Utc>::MIN_UTC, 0),
             }
         }
-    };
-    sqlx::query("DELETE FROM segments WHERE vehicle_id = $1 AND NOT closed")
-        .bind(vehicle_id)
-        .execute(&mut *tx)
-        .await?;
-    let mut ended = Vec::new();
-    if let Some(detector) = detector.as_mut() {
+        work.push(w);
+    }
+    // Every vehicle's next fixes in one query, then those with more to read one by one.
+    let ids: Vec<i64> = work.iter().map(|w| w.vehicle_id).collect();
+    let afters: Vec<DateTime<Utc>> = work.iter().map(|w| w.after).collect();
+    let rows: Vec<(i64, FixRow)> = sqlx::query_as::<_, VehicleFix>(&format!(
+        "SELECT v.id AS vehicle_id, f.* FROM UNNEST($1::bigint[], $2::timestamptz[]) AS v(id, after)
+         CROSS JOIN LATERAL (
+             SELECT {FIX_COLUMNS} FROM positions
+             WHERE vehicle_id = v.id AND recorded_at > v.after AND seq <= $3
+               AND filter_reason IS NULL
+             ORDER BY recorded_at LIMIT $4) f
+         ORDER BY v.id, f.recorded_at"
+    ))
+    .bind(&ids)
+    .bind(&afters)
+    .bind(noted)
+    .bind(READ_CHUNK)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|r| (r.vehicle_id, r.fix))
+    .collect();
+    let mut by_vehicle: HashMap<i64, Vec<FixRow>> = HashMap::new();
+    for (vehicle_id, fix) in rows {
+        by_vehicle.entry(vehicle_id).or_default().push(fix);
+    }
+    for w in &mut work {
+        let mut rows = by_vehicle.remove(&w.vehicle_id).unwrap_or_default();
         loop {
-            let rows: Vec<FixRow> = sqlx::query_as(&format!(
+            let n = rows.len();
+            w.feed(rows);
+            if (n as i64) < READ_CHUNK {
+                break;
+            }
+            rows = sqlx::query_as(&format!(
                 "SELECT {FIX_COLUMNS} FROM positions
                  WHERE vehicle_id = $1 AND recorded_at > $2 AND seq <= $3 AND filter_reason IS NULL
                  ORDER BY recorded_at LIMIT $4"
             ))
-            .bind(vehicle_id)
-            .bind(after)
+            .bind(w.vehicle_id)
+            .bind(w.after)
             .bind(noted)
             .bind(READ_CHUNK)
             .fetch_all(&mut *tx)
             .await?;
-            let n = rows.len();
-            for row in rows {
-                after = row.recorded_at;
-                detector.push(row.into(), &trip_settings, &mut ended);
-            }
-            fed += n as u64;
-            if (n as i64) < READ_CHUNK {
-                break;
-            }
         }
     }
-    let current = detector.as_ref().and_then(|d| d.current(&trip_settings));
-    let mut paths = Vec::with_capacity(ended.len());
-    for segment in &ended {
-        paths.push(match segment.kind {
-            Kind::Trip => Some(trip_path(&mut tx, vehicle_id, segment, noted).await?),
-            Kind::Stop => None,
-        });
+    let mut rows = Vec::new();
+    for w in &work {
+        for segment in &w.ended {
+            let path = match segment.kind {
+                Kind::Trip => Some(trip_path(&mut tx, w.vehicle_id, segment, noted).await?),
+                Kind::Stop => None,
+            };
+            rows.push(Stored {
+                work: w,
+                segment: *segment,
+                closed: true,
+                path,
+            });
+        }
+        let current = w.detector.as_ref().and_then(|d| d.current(&w.settings));
+        rows.extend(current.map(|segment| Stored {
+            work: w,
+            segment,
+            closed: false,
+            path: None,
+        }));
     }
-    store(
-        &mut tx,
-        standing.organisation_id,
-        vehicle_id,
-        &ended,
-        &paths,
-        current,
-    )
-    .await?;
+    sqlx::query("DELETE FROM segments WHERE vehicle_id = ANY($1) AND NOT closed")
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+    store(&mut tx, &rows).await?;
+    let until: Vec<Option<DateTime<Utc>>> = work
+        .iter()
+        .map(|w| w.detector.as_ref().map(Detector::last_at))
+        .collect();
+    let states: Vec<Option<serde_json::Value>> = work
+        .iter()
+        .map(|w| {
+            w.detector
+                .as_ref()
+                .map(|d| serde_json::to_value(d).expect("the detector serialises"))
+        })
+        .collect();
     sqlx::query(
-        "UPDATE segmenter_vehicles SET processed_until = $2, state = $3, dirty_from = NULL
-         WHERE vehicle_id = $1",
+        "UPDATE segmenter_vehicles s SET processed_until = u.until, state = u.state, dirty_from = NULL
+         FROM UNNEST($1::bigint[], $2::timestamptz[], $3::jsonb[]) AS u(id, until, state)
+         WHERE s.vehicle_id = u.id",
     )
-    .bind(vehicle_id)
-    .bind(detector.as_ref().map(Detector::last_at))
-    .bind(detector.map(sqlx::types::Json))
+    .bind(&ids)
+    .bind(until)
+    .bind(states)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Some(fed))
+    Ok((work.len(), work.iter().map(|w| w.fed).sum()))
+}
+
+#[derive(sqlx::FromRow)]
+struct VehicleFix {
+    vehicle_id: i64,
+    #[sqlx(flatten)]
+    fix: FixRow,
+}
+
+/// A segment to write: whose, and (for a closed trip) its stored track.
+struct Stored<'a> {
+    work: &'a Work,
+    segment: Segment,
+    closed: bool,
+    path: Option<Vec<u8>>,
 }
 
 /// Drops the segments decided from `from` on (and what is going on now), never those before the
@@ -381,55 +442,49 @@ async fn trip_path(
     Ok(path::encode(&kept))
 }
 
-/// Writes the segments that ended (closed) and the one going on now (open).
-async fn store(
-    tx: &mut PgConnection,
-    organisation_id: i64,
-    vehicle_id: i64,
-    ended: &[Segment],
-    paths: &[Option<Vec<u8>>],
-    current: Option<Segment>,
-) -> sqlx::Result<()> {
-    let all: Vec<(&Segment, bool, Option<&Vec<u8>>)> = ended
-        .iter()
-        .zip(paths)
-        .map(|(s, p)| (s, true, p.as_ref()))
-        .chain(current.as_ref().map(|s| (s, false, None)))
-        .collect();
-    if all.is_empty() {
+/// Writes segments, closed and going on now.
+async fn store(tx: &mut PgConnection, rows: &[Stored<'_>]) -> sqlx::Result<()> {
+    if rows.is_empty() {
         return Ok(());
     }
-    let column = |f: &dyn Fn(&Segment) -> f64| all.iter().map(|(s, ..)| f(s)).collect::<Vec<_>>();
-    let kinds: Vec<&str> = all.iter().map(|(s, ..)| s.kind.as_str()).collect();
-    let started: Vec<DateTime<Utc>> = all.iter().map(|(s, ..)| s.start.at).collect();
-    let ended_at: Vec<DateTime<Utc>> = all.iter().map(|(s, ..)| s.end.at).collect();
-    let decided: Vec<DateTime<Utc>> = all.iter().map(|(s, ..)| s.decided).collect();
-    let closed: Vec<bool> = all.iter().map(|(_, c, _)| *c).collect();
-    let max_speed: Vec<f32> = all.iter().map(|(s, ..)| s.totals.max_speed_mps).collect();
-    let fixes: Vec<i32> = all
+    let column =
+        |f: &dyn Fn(&Segment) -> f64| rows.iter().map(|r| f(&r.segment)).collect::<Vec<_>>();
+    let time = |f: &dyn Fn(&Segment) -> DateTime<Utc>| {
+        rows.iter().map(|r| f(&r.segment)).collect::<Vec<_>>()
+    };
+    let organisations: Vec<i64> = rows.iter().map(|r| r.work.organisation_id).collect();
+    let vehicles: Vec<i64> = rows.iter().map(|r| r.work.vehicle_id).collect();
+    let kinds: Vec<&str> = rows.iter().map(|r| r.segment.kind.as_str()).collect();
+    let closed: Vec<bool> = rows.iter().map(|r| r.closed).collect();
+    let max_speed: Vec<f32> = rows
         .iter()
-        .map(|(s, ..)| s.totals.fixes.min(i32::MAX as u32) as i32)
+        .map(|r| r.segment.totals.max_speed_mps)
         .collect();
-    let paths: Vec<Option<Vec<u8>>> = all.iter().map(|(.., p)| p.cloned()).collect();
+    let fixes: Vec<i32> = rows
+        .iter()
+        .map(|r| r.segment.totals.fixes.min(i32::MAX as u32) as i32)
+        .collect();
+    let paths: Vec<Option<&[u8]>> = rows.iter().map(|r| r.path.as_deref()).collect();
     sqlx::query(
         "INSERT INTO segments (organisation_id, vehicle_id, kind, started_at, ended_at, decided_at,
                                closed, start_point, end_point, distance_m, max_speed_mps, fixes,
                                path)
-         SELECT $1, $2, kind, started_at, ended_at, decided_at, closed,
+         SELECT organisation_id, vehicle_id, kind, started_at, ended_at, decided_at, closed,
                 ST_SetSRID(ST_MakePoint(start_lon, start_lat), 4326)::geography,
                 ST_SetSRID(ST_MakePoint(end_lon, end_lat), 4326)::geography,
                 distance_m, max_speed_mps, fixes, path
-         FROM UNNEST($3::text[], $4::timestamptz[], $5::timestamptz[], $6::bool[],
-                     $7::float8[], $8::float8[], $9::float8[], $10::float8[], $11::float8[],
-                     $12::real[], $13::int[], $14::bytea[], $15::timestamptz[])
-              AS u(kind, started_at, ended_at, closed, start_lat, start_lon, end_lat, end_lon,
-                   distance_m, max_speed_mps, fixes, path, decided_at)",
+         FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[], $5::timestamptz[],
+                     $6::timestamptz[], $7::bool[], $8::float8[], $9::float8[], $10::float8[],
+                     $11::float8[], $12::float8[], $13::real[], $14::int[], $15::bytea[])
+              AS u(organisation_id, vehicle_id, kind, started_at, ended_at, decided_at, closed,
+                   start_lat, start_lon, end_lat, end_lon, distance_m, max_speed_mps, fixes, path)",
     )
-    .bind(organisation_id)
-    .bind(vehicle_id)
+    .bind(organisations)
+    .bind(vehicles)
     .bind(kinds)
-    .bind(started)
-    .bind(ended_at)
+    .bind(time(&|s| s.start.at))
+    .bind(time(&|s| s.end.at))
+    .bind(time(&|s| s.decided))
     .bind(closed)
     .bind(column(&|s| s.start.lat))
     .bind(column(&|s| s.start.lon))
@@ -439,7 +494,6 @@ async fn store(
     .bind(max_speed)
     .bind(fixes)
     .bind(paths)
-    .bind(decided)
     .execute(tx)
     .await?;
     Ok(())

@@ -95,6 +95,8 @@ pub const REFRESH: &str = "cargo test --lib openapi::tests::write_the_document -
         people::update,
         people::sign_out_everywhere,
         alerts::accuracy::accuracy,
+        history::export::export,
+        history::import::import,
         history::reports::trips,
         history::reports::stops,
         history::reports::daily,

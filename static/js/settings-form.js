@@ -1,7 +1,9 @@
 // The form for the organisation's settings and for a vehicle's own alert settings, generated from
-// the API's own schema (`/api/v1/openapi.json`: `FilterSettings`, `AlertSettings`): each key's
-// description, default, minimum, maximum, and whether it can be turned off (its type includes
-// null). Units come from the key's suffix.
+// the API's own schema (`/api/v1/openapi.json`: `FilterSettings`, `AlertSettings`,
+// `TripSettings`, `ReportSettings`): each key's description, default, minimum, maximum, and
+// whether it can be turned off (its type includes null). Units come from the key's suffix. A key
+// with a fixed set of values is a choice; other text is typed (a time zone is picked from the
+// browser's list of them).
 //
 //   const form = new SettingsForm(el, schemas, { sections: ['filter', 'alerts'] });
 //   form.set({ filter: {...}, alerts: {...} });
@@ -17,8 +19,18 @@
 import { api } from './api.js';
 import { el } from './forms.js';
 
-const SECTIONS = { filter: 'FilterSettings', alerts: 'AlertSettings' };
-const SECTION_TITLES = { filter: 'Position filter', alerts: 'Alert rules' };
+const SECTIONS = {
+  filter: 'FilterSettings',
+  alerts: 'AlertSettings',
+  trips: 'TripSettings',
+  reports: 'ReportSettings',
+};
+const SECTION_TITLES = {
+  filter: 'Position filter',
+  alerts: 'Alert rules',
+  trips: 'Trips and stops',
+  reports: 'Reports',
+};
 
 // Longest suffix first, so `_mps` is not read as `_s`.
 const UNITS = [
@@ -36,7 +48,8 @@ export function settingsSchemas() {
   if (!schemasPromise) {
     schemasPromise = api('/openapi.json').then((doc) => {
       const out = {};
-      for (const [section, name] of Object.entries(SECTIONS)) out[section] = doc.components.schemas[name];
+      const schemas = doc.components.schemas;
+      for (const [section, name] of Object.entries(SECTIONS)) out[section] = resolved(schemas[name], schemas);
       return out;
     });
     schemasPromise.catch(() => {
@@ -44,6 +57,17 @@ export function settingsSchemas() {
     });
   }
   return schemasPromise;
+}
+
+/** `schema` with each property's `$ref` (plain, or alone in a `oneOf`) merged in. */
+function resolved(schema, all) {
+  const properties = {};
+  for (const [key, prop] of Object.entries(schema.properties || {})) {
+    const ref = prop.$ref || (prop.oneOf && prop.oneOf.length === 1 && prop.oneOf[0].$ref);
+    const target = ref ? all[ref.split('/').pop()] : null;
+    properties[key] = target ? { ...target, ...prop, oneOf: undefined, $ref: undefined } : prop;
+  }
+  return { ...schema, properties };
 }
 
 /** The unit of a key, from its suffix: [symbol, words] or null. */
@@ -130,6 +154,7 @@ export class SettingsForm {
       boolean: types.includes('boolean'),
       integer: types.includes('integer'),
       nullable: types.includes('null'),
+      text: types.includes('string'),
     };
     const row = el('div', { className: 'setting', attrs: { 'data-key': path } });
     const label = el('label', { className: 'setting__label', text: labelOf(key), attrs: { for: id } });
@@ -146,6 +171,22 @@ export class SettingsForm {
     if (f.boolean) {
       f.input = el('input', { attrs: { type: 'checkbox', id, 'aria-describedby': helpId } });
       control.append(el('span', { className: 'setting__toggle' }, f.input, el('span', { text: 'On' })));
+    } else if (f.text && prop.enum) {
+      f.input = el('select', { className: 'input setting__input', attrs: { id, 'aria-describedby': helpId } });
+      for (const value of prop.enum) f.input.append(el('option', { text: value, attrs: { value } }));
+      control.append(f.input);
+    } else if (f.text) {
+      f.input = el('input', {
+        className: 'input setting__input setting__input--text',
+        attrs: { type: 'text', id, maxlength: prop.maxLength, 'aria-describedby': helpId, autocomplete: 'off' },
+      });
+      if (key === 'time_zone' && Intl.supportedValuesOf) {
+        const list = el('datalist', { attrs: { id: `${id}-choices` } });
+        for (const zone of Intl.supportedValuesOf('timeZone')) list.append(el('option', { attrs: { value: zone } }));
+        f.input.setAttribute('list', list.id);
+        control.append(list);
+      }
+      control.append(f.input);
     } else {
       f.input = el('input', {
         className: 'input setting__input',
@@ -248,9 +289,10 @@ export class SettingsForm {
     }
   }
 
-  /** What a field holds now: { value } or { error } for text that is no number. */
+  /** What a field holds now: { value } or { error } for an empty field or text that is no number. */
   read(f) {
     if (f.boolean) return { value: f.input.checked };
+    if (f.text) return f.input.value.trim() ? { value: f.input.value.trim() } : { error: 'Enter a value.' };
     if (f.off && f.off.checked) return { value: null };
     const raw = f.input.value.trim();
     if (raw === '') {

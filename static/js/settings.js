@@ -1,5 +1,5 @@
-// The Settings page: the organisation's position filter and alert rules (`GET`/`PATCH
-// /settings`), as a form generated from the API's schema. Admins change them; a save sends only
+// The Settings page: the organisation's position filter, alert rules, trips and stops, and how
+// reports speak (`GET`/`PATCH /settings`), as a form generated from the API's schema. Admins change them; a save sends only
 // the keys changed, and a refusal is shown at its key with the API's own message. Dispatchers
 // read them.
 
@@ -23,7 +23,7 @@ async function start() {
     return;
   }
   const form = new SettingsForm($('settings-fields'), schemas, {
-    sections: ['filter', 'alerts'],
+    sections: ['filter', 'alerts', 'trips', 'reports'],
     readOnly: !isAdmin,
   });
   form.set(settings);

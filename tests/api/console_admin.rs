@@ -60,6 +60,10 @@ async fn a_setting_saved_on_the_page_takes_effect_and_a_refused_one_shows_why(db
             .await;
         assert_eq!(status, 200);
         fill(browser, "#setting-filter-max_accuracy_m", "50").await?;
+        // Trips and stops, and how reports speak: a number, a time zone typed, a unit chosen.
+        fill(browser, "#setting-trips-min_stop_s", "600").await?;
+        fill(browser, "#setting-reports-time_zone", "Europe/Berlin").await?;
+        select(browser, "#setting-reports-distance_unit", "mi").await?;
         click(browser, "#settings-save").await?;
         wait_for_text(browser, "#settings-status", "Saved.").await;
 
@@ -85,6 +89,9 @@ async fn a_setting_saved_on_the_page_takes_effect_and_a_refused_one_shows_why(db
 
     let (_, settings) = app.get(&admin, "/api/v1/settings").await;
     assert_eq!(settings["filter"]["max_accuracy_m"], 50.0, "{settings}");
+    assert_eq!(settings["trips"]["min_stop_s"], 600, "{settings}");
+    assert_eq!(settings["reports"]["time_zone"], "Europe/Berlin");
+    assert_eq!(settings["reports"]["distance_unit"], "mi");
     assert_eq!(
         settings["filter"]["max_speed_mps"], 100.0,
         "other keys keep theirs"

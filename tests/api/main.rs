@@ -16,6 +16,8 @@ mod eta_accuracy;
 mod faults;
 mod filters;
 mod fleet_page;
+mod history_export;
+mod history_segments;
 mod ingest;
 mod instances;
 mod manage;

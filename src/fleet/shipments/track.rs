@@ -17,7 +17,10 @@ use crate::{
     error::openapi::{BadRequest, CommonErrors, Forbidden, Id, NotFound},
     error::{ApiPath, ApiQuery, AppError, AppResult},
     fleet::openapi::{TrackFeatureCollection, TrackFormat},
-    history::path,
+    history::{
+        export::gpx::{self, TrackPoint},
+        path,
+    },
     tracking::position::{PositionRow, POSITION_COLUMNS},
     AppState,
 };
@@ -100,8 +103,8 @@ async fn track(
     };
     if format == "gpx" {
         return Ok((
-            [(header::CONTENT_TYPE, "application/gpx+xml")],
-            gpx(&shipment.reference, &rows),
+            [(header::CONTENT_TYPE, gpx::CONTENT_TYPE)],
+            to_gpx(&shipment.reference, &rows),
         )
             .into_response());
     }
@@ -122,29 +125,22 @@ async fn track(
     .into_response())
 }
 
-fn gpx(name: &str, rows: &[PositionRow]) -> String {
-    let mut out = String::from(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<gpx version=\"1.1\" creator=\"Waymark\" xmlns=\"http://www.topografix.com/GPX/1/1\">\n<trk><name>",
-    );
-    out.push_str(&xml_escape(name));
-    out.push_str("</name><trkseg>\n");
-    for r in rows {
-        out.push_str(&format!(
-            "<trkpt lat=\"{}\" lon=\"{}\"><time>{}</time></trkpt>\n",
-            r.position.lat,
-            r.position.lon,
-            r.position
-                .recorded_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-        ));
-    }
-    out.push_str("</trkseg></trk>\n</gpx>\n");
-    out
-}
-
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+fn to_gpx(name: &str, rows: &[PositionRow]) -> String {
+    let points: Vec<TrackPoint> = rows
+        .iter()
+        .map(|r| {
+            let p = &r.position;
+            TrackPoint {
+                recorded_at: p.recorded_at,
+                lat: p.lat,
+                lon: p.lon,
+                altitude: p.altitude,
+                speed: p.speed,
+                heading: p.heading,
+                accuracy: p.accuracy,
+                battery: p.battery,
+            }
+        })
+        .collect();
+    gpx::document(name, &points)
 }

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use waymark::auth::Role;
 
-use crate::page::{in_browser, open, select, wait_for_element};
+use crate::page::{click, in_browser, open, select, wait_for_element};
 use crate::support::{fleet, Fleet, TestApp};
 
 const BERLIN: Tz = chrono_tz::Europe::Berlin;
@@ -701,14 +701,16 @@ async fn the_reports_page_shows_the_trips_their_totals_and_links_the_same_report
     Delivery::at(berlin(day, 9, 0)).post(&f).await;
     let json = report(&f, &f.dispatcher, &format!("trips?from={day}&to={day}")).await;
     let app = &f.app;
-    let shown = in_browser(app, async |browser| {
+    let live = "return [...document.querySelectorAll('#report-body tr')]
+                  .map((tr) => tr.classList.contains('report-row--live'));";
+    let (shown, ascending, descending) = in_browser(app, async |browser| {
         open(browser, app, "dispatch@acme.test", "/reports", "#report-table[data-ready='true']")
             .await?;
         select(browser, "#report-kind", "stops").await?;
         wait_for_element(browser, "#report-table[data-kind='stops'][data-ready='true']").await?;
         select(browser, "#report-kind", "trips").await?;
         wait_for_element(browser, "#report-table[data-kind='trips'][data-ready='true']").await?;
-        browser
+        let shown = browser
             .execute(
                 "const cells = (tr) => [...tr.cells].map((c) => c.textContent.trim());
                  return {
@@ -719,9 +721,28 @@ async fn the_reports_page_shows_the_trips_their_totals_and_links_the_same_report
                  };",
                 vec![],
             )
-            .await
+            .await?;
+        // Sorted by distance, shortest first, then longest first.
+        click(browser, "#report-head button[data-sort='Distance']").await?;
+        let ascending = browser.execute(live, vec![]).await?;
+        click(browser, "#report-head button[data-sort='Distance']").await?;
+        let descending = browser.execute(live, vec![]).await?;
+        Ok((shown, ascending, descending))
     })
     .await;
+    let mut by_distance: Vec<&Value> = json["rows"].as_array().unwrap().iter().collect();
+    by_distance.sort_by(|a, b| num(&a["distance_m"]).total_cmp(&num(&b["distance_m"])));
+    let going_on: Vec<&Value> = by_distance.iter().map(|t| &t["in_progress"]).collect();
+    assert_eq!(
+        ascending.as_array().unwrap().iter().collect::<Vec<_>>(),
+        going_on
+    );
+    let mut going_on = going_on;
+    going_on.reverse();
+    assert_eq!(
+        descending.as_array().unwrap().iter().collect::<Vec<_>>(),
+        going_on
+    );
     let rows = shown["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 2, "{shown}");
     for row in rows {

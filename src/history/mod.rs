@@ -1,6 +1,8 @@
 //! Looking back: trips and stops detected from each vehicle's fixes and kept up to date as they
-//! arrive ([`detect`], [`segmenter`]), the simplified tracks stored with them ([`path`]), and the
-//! organisation's settings for both ([`TripSettings`], [`ReportSettings`]).
+//! arrive ([`detect`], [`segmenter`]), the simplified tracks stored with them ([`path`]), the
+//! organisation's settings for both ([`TripSettings`], [`ReportSettings`]), and the history the
+//! map shows and replays ([`api`]).
+pub mod api;
 pub mod detect;
 pub mod export;
 pub mod import;
@@ -12,9 +14,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{error::AppError, AppState};
 
-/// The history routes: a vehicle's history exported and imported.
+/// The history routes: a vehicle's history on the map, exported and imported.
 pub fn router() -> Router<AppState> {
     Router::new()
+        .merge(api::router())
         .merge(export::router())
         .merge(import::router())
 }

@@ -16,6 +16,7 @@ mod eta_accuracy;
 mod faults;
 mod filters;
 mod fleet_page;
+mod history_api;
 mod history_export;
 mod history_segments;
 mod ingest;

@@ -202,7 +202,11 @@ async fn a_day_is_its_trips_and_stops_with_tracks_at_the_tolerance_asked_and_its
         .fetch_one(&app.db)
         .await
         .unwrap();
-        assert_eq!(reason.as_deref(), Some("jump"), "the filter marked the glitch");
+        assert_eq!(
+            reason.as_deref(),
+            Some("jump"),
+            "the filter marked the glitch"
+        );
     }
 
     let from = day.start - Duration::minutes(5);
@@ -244,10 +248,10 @@ async fn a_day_is_its_trips_and_stops_with_tracks_at_the_tolerance_asked_and_its
             "trip" => {
                 let v = vertices(segment);
                 assert!(v.len() > 50, "{} vertices", v.len());
-                for (t, ..) in v {
-                    assert!(t > last, "times ascend");
-                    last = t;
-                }
+                // A trip begins at the last fix of the stop before it.
+                assert!(v[0].0 >= last, "times ascend");
+                assert!(v.windows(2).all(|w| w[0].0 < w[1].0), "times ascend");
+                last = v.last().unwrap().0;
             }
             _ => {
                 assert!(ms(arrival) >= last);
@@ -258,7 +262,11 @@ async fn a_day_is_its_trips_and_stops_with_tracks_at_the_tolerance_asked_and_its
     // The trip going on now reaches the last fix posted.
     assert_eq!(last, ms(day.end));
     assert_eq!(
-        segments[2]["ended_at"].as_str().unwrap().parse::<DateTime<Utc>>().unwrap(),
+        segments[2]["ended_at"]
+            .as_str()
+            .unwrap()
+            .parse::<DateTime<Utc>>()
+            .unwrap(),
         day.end
     );
 
@@ -296,32 +304,48 @@ async fn a_day_is_its_trips_and_stops_with_tracks_at_the_tolerance_asked_and_its
         assert!(b.windows(2).all(|w| w[0].0 < w[1].0));
     }
 
-    // The customer's geofence saw it arrive and leave; both alerts are pinned where it was.
+    // The customer's geofence saw it arrive and leave, pinned where it was; the drives' overspeed
+    // alerts are there too, each in the range, in time order.
     let alerts = fine["alerts"].as_array().unwrap();
-    let rules: Vec<&str> = alerts.iter().map(|a| a["rule"].as_str().unwrap()).collect();
+    let fence: Vec<&Value> = alerts
+        .iter()
+        .filter(|a| a["rule"].as_str().unwrap().starts_with("geofence"))
+        .collect();
+    let rules: Vec<&str> = fence.iter().map(|a| a["rule"].as_str().unwrap()).collect();
     assert_eq!(rules, ["geofence_enter", "geofence_exit"], "{alerts:#?}");
-    for alert in alerts {
-        let at: DateTime<Utc> = alert["at"].as_str().unwrap().parse().unwrap();
-        assert!(at >= day.start && at <= day.end);
+    for alert in fence {
         let pinned = (
             alert["place"]["lat"].as_f64().unwrap(),
             alert["place"]["lon"].as_f64().unwrap(),
         );
         assert!(metres(pinned, day.parked) < 250.0, "{alert}");
     }
+    let times: Vec<DateTime<Utc>> = alerts
+        .iter()
+        .map(|a| a["at"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(times.iter().all(|&at| at >= day.start && at <= day.end));
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
 
     // A range from the middle of the drive out: its track begins at the range's start, on the
     // drive, and the alerts before it are left out.
     let mid = day.start + Duration::minutes(10);
+    let trip_end: DateTime<Utc> = segments[0]["ended_at"].as_str().unwrap().parse().unwrap();
+    let end = trip_end - Duration::seconds(1);
     let (status, part) = app
-        .get(&dispatcher, &history_path(vehicle, mid, day.arrived, 2.0))
+        .get(&dispatcher, &history_path(vehicle, mid, end, 2.0))
         .await;
     assert_eq!(status, StatusCode::OK, "{part}");
     assert_eq!(kinds(&part), [("trip".to_owned(), false)]);
     let v = vertices(&part["segments"][0]);
     assert_eq!(v.first().unwrap().0, ms(mid));
-    assert!(v.last().unwrap().0 <= ms(day.arrived));
-    assert_eq!(part["alerts"], json!([]), "the arrival is after the range");
+    assert_eq!(v.last().unwrap().0, ms(end));
+    let inside = part["alerts"].as_array().unwrap();
+    assert!(inside.len() < alerts.len(), "the exit is after the range");
+    for alert in inside {
+        let at: DateTime<Utc> = alert["at"].as_str().unwrap().parse().unwrap();
+        assert!(at >= mid && at <= end, "{alert}");
+    }
 }
 
 #[sqlx::test]
@@ -333,12 +357,7 @@ async fn a_closed_trip_without_a_stored_track_is_read_from_its_fixes(db: PgPool)
         token,
     } = fleet(TestApp::spawn(db).await).await;
     let day = post_day(&app, &token, three_hours_ago()).await;
-    let path = history_path(
-        vehicle,
-        day.start - Duration::minutes(1),
-        day.end,
-        5.0,
-    );
+    let path = history_path(vehicle, day.start - Duration::minutes(1), day.end, 5.0);
     let (_, stored) = app.get(&dispatcher, &path).await;
     sqlx::query("UPDATE segments SET path = NULL WHERE vehicle_id = $1")
         .bind(vehicle)
@@ -347,7 +366,10 @@ async fn a_closed_trip_without_a_stored_track_is_read_from_its_fixes(db: PgPool)
         .unwrap();
     let (status, read) = app.get(&dispatcher, &path).await;
     assert_eq!(status, StatusCode::OK, "{read}");
-    let (a, b) = (vertices(&stored["segments"][0]), vertices(&read["segments"][0]));
+    let (a, b) = (
+        vertices(&stored["segments"][0]),
+        vertices(&read["segments"][0]),
+    );
     assert_eq!(a.first(), b.first());
     assert_eq!(a.last(), b.last());
     // Simplified from every fix rather than from the 2 m track: about as many vertices.
@@ -395,7 +417,10 @@ async fn a_bad_range_or_tolerance_is_refused_naming_it(db: PgPool) {
     let day = Duration::days(1);
     let base = format!("/api/v1/vehicles/{vehicle}/history");
     for (query, field) in [
-        (format!("from={}&to={}", param(now), param(now - day)), Some("to")),
+        (
+            format!("from={}&to={}", param(now), param(now - day)),
+            Some("to"),
+        ),
         (format!("from={}&to={}", param(now), param(now)), Some("to")),
         (
             format!("from={}&to={}", param(now - day * 32), param(now)),
@@ -406,11 +431,19 @@ async fn a_bad_range_or_tolerance_is_refused_naming_it(db: PgPool) {
             Some("tolerance_m"),
         ),
         (
-            format!("from={}&to={}&tolerance_m=10001", param(now - day), param(now)),
+            format!(
+                "from={}&to={}&tolerance_m=10001",
+                param(now - day),
+                param(now)
+            ),
             Some("tolerance_m"),
         ),
         (
-            format!("from={}&to={}&tolerance_m=NaN", param(now - day), param(now)),
+            format!(
+                "from={}&to={}&tolerance_m=NaN",
+                param(now - day),
+                param(now)
+            ),
             Some("tolerance_m"),
         ),
         (format!("to={}", param(now)), None),
@@ -430,7 +463,11 @@ async fn a_bad_range_or_tolerance_is_refused_naming_it(db: PgPool) {
     for query in [
         format!("from={}&to={}", param(now - day * 31), param(now)),
         format!("from={}&to={}&tolerance_m=0", param(now - day), param(now)),
-        format!("from={}&to={}&tolerance_m=10000", param(now - day), param(now)),
+        format!(
+            "from={}&to={}&tolerance_m=10000",
+            param(now - day),
+            param(now)
+        ),
     ] {
         let (status, body) = app.get(&dispatcher, &format!("{base}?{query}")).await;
         assert_eq!(status, StatusCode::OK, "{query}: {body}");

@@ -29,6 +29,7 @@ pub fn router() -> Router<AppState> {
         .route("/geofences", get(console::<GeofencesPage>))
         .route("/alerts", get(console::<AlertsPage>))
         .route("/settings", get(console::<SettingsPage>))
+        .route("/history", get(console::<HistoryPage>))
         .route("/t/{token}", get(share))
 }
 
@@ -137,6 +138,7 @@ console_pages! {
     GeofencesPage => "console/geofences.html" at "/geofences",
     AlertsPage => "console/alerts.html" at "/alerts",
     SettingsPage => "console/settings.html" at "/settings",
+    HistoryPage => "console/history.html" at "/history",
 }
 
 async fn console<P: ConsolePage>(State(state): State<AppState>, headers: HeaderMap) -> Response {

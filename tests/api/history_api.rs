@@ -25,7 +25,6 @@ pub(crate) struct Day {
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
     pub parked: (f64, f64),
-    pub arrived: DateTime<Utc>,
     pub glitches: Vec<DayFix>,
 }
 
@@ -105,7 +104,6 @@ pub(crate) async fn post_day(app: &TestApp, token: &str, start: DateTime<Utc>) -
         start,
         end: day.last().unwrap().at,
         parked: (end.lat, end.lon),
-        arrived: end.at,
         glitches,
     }
 }

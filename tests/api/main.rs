@@ -18,6 +18,7 @@ mod filters;
 mod fleet_page;
 mod history_api;
 mod history_export;
+mod history_page;
 mod history_segments;
 mod ingest;
 mod instances;

@@ -207,6 +207,14 @@ async function load(tolerance) {
     let h = histories.get(id);
     if (!h) {
       h = { marker: new VehicleMarker([0, 0], { name: reply.vehicle.name }), heading: null };
+      // Clicks go through it to the stops and alerts beneath; its name and speed stay shown.
+      h.marker.marker.options.interactive = false;
+      h.marker.marker.unbindTooltip().bindTooltip(h.marker.label, {
+        permanent: true,
+        direction: 'top',
+        offset: [0, -14],
+        className: 'wm-tooltip',
+      });
       histories.set(id, h);
     }
     h.name = reply.vehicle.name;
@@ -217,7 +225,22 @@ async function load(tolerance) {
   return true;
 }
 
+/** The stop or alert whose popup is open, kept open when the tracks are drawn again finer. */
+let openKey = null;
+
+function keyed(marker, key) {
+  marker.popupKey = key;
+  marker.on('popupopen', () => {
+    openKey = key;
+  });
+  marker.on('popupclose', () => {
+    if (openKey === key) openKey = null;
+  });
+  return marker;
+}
+
 function draw() {
+  const reopen = openKey;
   layers.clearLayers();
   let paths = 0;
   let vertices = 0;
@@ -229,16 +252,21 @@ function draw() {
         paths += drawTrip(s.path);
         vertices += s.path.t.length;
       } else {
-        stopMarker(h, s).addTo(layers);
+        keyed(stopMarker(h, s), `stop:${h.reply.vehicle.id}:${s.arrival}`).addTo(layers);
         stops += 1;
       }
     }
     for (const a of h.reply.alerts) {
       const at = a.place ? [a.place.lat, a.place.lon] : placeAt(h.track, Date.parse(a.at));
       if (!at) continue;
-      alertMarker(h, a, at).addTo(layers);
+      keyed(alertMarker(h, a, at), `alert:${a.id}`).addTo(layers);
       alerts += 1;
     }
+  }
+  if (reopen) {
+    layers.eachLayer((layer) => {
+      if (layer.popupKey === reopen) layer.openPopup();
+    });
   }
   Object.assign(mapEl.dataset, {
     drawnPaths: String(paths),
@@ -359,14 +387,14 @@ function fit() {
   if (bounds.isValid()) map.fitBounds(bounds, { padding: [30, 30], maxZoom: 17, animate: false });
 }
 
-// Zoomed in beyond what the tracks were simplified for: ask again, finer.
+// Zoomed in beyond what the tracks were simplified for (a zoom level or more): ask again, finer.
 let refetchTimer = null;
 function refetchIfFiner() {
   clearTimeout(refetchTimer);
   if (!shown.ids.length) return;
   refetchTimer = setTimeout(async () => {
     const wanted = pixelMetres();
-    if (wanted >= shown.tolerance / 2) return;
+    if (wanted >= shown.tolerance * 0.75) return;
     if (await load(wanted)) render();
   }, REFETCH_DELAY_MS);
 }
@@ -425,7 +453,7 @@ function segmentRow(h, s) {
     when.textContent = `${clock(start)}–${end}`;
     what.textContent = duration(s.duration_s);
     button.addEventListener('click', () => {
-      map.setView([s.place.lat, s.place.lon], Math.max(map.getZoom(), 16));
+      map.setView([s.place.lat, s.place.lon], Math.max(map.getZoom(), 16), { animate: false });
       seek(Math.max(start, shown.from));
     });
   }

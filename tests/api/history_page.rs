@@ -1,6 +1,7 @@
 //! The history page (`/history`) in headless Chromium against a real server, on a delivery day
 //! posted through the ingest API: the deep link draws the day's tracks and lists its trips and
-//! stops, zooming in asks for finer tracks, and the replay plays, pauses, honours its speed,
+//! stops (a stop clicked in the list and on the map tells its times), zooming in asks for finer
+//! tracks, and the replay plays, pauses, honours its speed,
 //! seeks from the slider and jumps to a stop clicked on the timeline. What the page drew and
 //! where the replay stands are read from its elements' data attributes.
 use chrono::Duration;
@@ -96,20 +97,6 @@ async fn a_day_is_drawn_listed_and_replayed(db: PgPool) {
             .await?;
         assert_eq!(kinds, serde_json::json!(["trip", "stop", "trip"]));
 
-        // Zooming in asks for finer tracks.
-        let tolerance = data(browser, "map", "tolerance").await?;
-        click(browser, ".leaflet-control-zoom-in").await?;
-        click(browser, ".leaflet-control-zoom-in").await?;
-        wait_for("a finer track is drawn", async || {
-            let now = data(browser, "map", "tolerance").await.unwrap();
-            if now < tolerance {
-                Ok(())
-            } else {
-                Err(format!("the tolerance is {now} m"))
-            }
-        })
-        .await;
-
         // Played at ×60, the clock covers five minutes of the day in five seconds: at the ×10
         // it starts with, that would take half a minute, longer than a wait lasts.
         assert_eq!(replay_t(browser).await?, from.timestamp_millis());
@@ -179,6 +166,38 @@ async fn a_day_is_drawn_listed_and_replayed(db: PgPool) {
             at_stop < 100.0,
             "the vehicle is {at_stop} m from where it parked"
         );
+
+        // A stop in the list: the map goes to it, and the stop on the map tells its times.
+        click(browser, "#segment-list .history-segment[data-kind='stop']").await?;
+        click(browser, "#map").await?;
+        wait_until_page(
+            browser,
+            "the stop's popup tells when it arrived, left and how long it stayed",
+            "const p = document.querySelector('.leaflet-popup-content');
+             return !!p && ['Arrived', 'Left', 'Stayed 4'].every((s) => p.textContent.includes(s));",
+        )
+        .await;
+
+        // Zoomed to the stop, and a level further in, the page asks for finer tracks each time.
+        let tolerance = wait_for("tracks as fine as the stop's zoom", async || {
+            let now = data(browser, "map", "tolerance").await.unwrap();
+            if now <= 2.0 {
+                Ok(now)
+            } else {
+                Err(format!("the tolerance is {now} m"))
+            }
+        })
+        .await;
+        click(browser, ".leaflet-control-zoom-in").await?;
+        wait_for("a finer track is drawn", async || {
+            let now = data(browser, "map", "tolerance").await.unwrap();
+            if now < tolerance {
+                Ok(())
+            } else {
+                Err(format!("the tolerance is {now} m"))
+            }
+        })
+        .await;
         Ok(())
     })
     .await;

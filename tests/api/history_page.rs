@@ -1,9 +1,10 @@
-//! The history page (`/history`) in headless Chromium against a real server, on a delivery day
+//! The history page (`/history`) in headless Chromium against a real server, on delivery days
 //! posted through the ingest API: the deep link draws the day's tracks and lists its trips and
 //! stops (a stop clicked in the list and on the map tells its times), zooming in asks for finer
-//! tracks, and the replay plays, pauses, honours its speed,
-//! seeks from the slider and jumps to a stop clicked on the timeline. What the page drew and
-//! where the replay stands are read from its elements' data attributes.
+//! tracks, and the replay plays, pauses, honours its speed, seeks from the slider and jumps to a
+//! stop clicked on the timeline; several vehicles show together, and the form and the address
+//! follow each other. What the page drew and where the replay stands are read from its
+//! elements' data attributes.
 use chrono::Duration;
 use fantoccini::Client;
 use serde_json::Value;
@@ -210,4 +211,72 @@ async fn in_browser_steps(app: &TestApp, path: &str, steps: impl AsyncFnOnce(&Cl
         steps(browser).await
     })
     .await
+}
+
+#[sqlx::test]
+async fn several_vehicles_are_shown_together_and_the_address_says_which(db: PgPool) {
+    let Fleet {
+        app,
+        dispatcher,
+        vehicle,
+        token,
+    } = fleet(TestApp::spawn(db).await).await;
+    let (second, second_token) = app.vehicle(&dispatcher, "Van 2").await;
+    let day = post_day(&app, &token, three_hours_ago()).await;
+    post_day(
+        &app,
+        &second_token,
+        three_hours_ago() + Duration::minutes(10),
+    )
+    .await;
+    let from = day.start - Duration::minutes(1);
+    let to = day.end + Duration::minutes(15);
+    let path = format!(
+        "/history?vehicle={vehicle},{second}&from={}&to={}",
+        param(from),
+        param(to)
+    );
+
+    in_browser_steps(&app, &path, async |browser| {
+        wait_for_text(browser, "#segment-count", "6").await;
+        assert_eq!(data(browser, "map", "drawnStops").await?, 2.0);
+        let headings = browser
+            .execute(
+                "return [...document.querySelectorAll('.history-list__vehicle')].map((h) => h.textContent);",
+                vec![],
+            )
+            .await?;
+        assert_eq!(headings, serde_json::json!(["Van 1", "Van 2"]));
+
+        // Van 2 alone, from the form: the list and the address follow.
+        browser
+            .execute(
+                &format!(
+                    "for (const o of document.getElementById('history-vehicles').options)
+                       o.selected = o.value === '{second}';"
+                ),
+                vec![],
+            )
+            .await?;
+        click(browser, "#history-show").await?;
+        wait_for_text(browser, "#segment-count", "3").await;
+        wait_until_page(
+            browser,
+            "the address names Van 2 alone",
+            &format!(
+                "return new URLSearchParams(location.search).get('vehicle') === '{second}';"
+            ),
+        )
+        .await;
+        let shown_from = browser
+            .execute(
+                "return Date.parse(new URLSearchParams(location.search).get('from'));",
+                vec![],
+            )
+            .await?;
+        assert_eq!(shown_from, Value::from(from.timestamp_millis()));
+        assert_eq!(data(browser, "map", "drawnStops").await?, 1.0);
+        Ok(())
+    })
+    .await;
 }

@@ -2,7 +2,8 @@
 //! car's recorded drive, 40 minutes parked with GPS wander, the drive back (still going on), and
 //! GNSS glitches the filter marks. The history is its trips and stops with their tracks (glitches
 //! left out), simplified to the tolerance asked for and clipped to the range, with the alerts the
-//! day raised; other organisations, drivers and bad ranges are refused.
+//! day raised; a vehicle still parked is on a stop with no departure; other organisations,
+//! drivers and bad ranges are refused.
 use chrono::{DateTime, Duration, DurationRound, SecondsFormat, Utc};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -373,6 +374,64 @@ async fn a_closed_trip_without_a_stored_track_is_read_from_its_fixes(db: PgPool)
     // Simplified from every fix rather than from the 2 m track: about as many vertices.
     let ratio = b.len() as f64 / a.len() as f64;
     assert!((0.8..=1.25).contains(&ratio), "{} vs {}", b.len(), a.len());
+}
+
+#[sqlx::test]
+async fn a_vehicle_still_parked_is_on_a_stop_with_no_departure_yet(db: PgPool) {
+    let Fleet {
+        app,
+        dispatcher,
+        vehicle,
+        token,
+    } = fleet(TestApp::spawn(db).await).await;
+    let day = post_day(&app, &token, three_hours_ago()).await;
+    // Where the drive back ended...
+    let (status, last) = app
+        .get(
+            &dispatcher,
+            &history_path(vehicle, day.start, day.end + Duration::seconds(1), 0.0),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{last}");
+    let trip = &last["segments"][2];
+    let n = trip["path"]["t"].as_array().unwrap().len() - 1;
+    let home = (
+        trip["path"]["lat"][n].as_f64().unwrap(),
+        trip["path"]["lon"][n].as_f64().unwrap(),
+    );
+    // ...it stays for ten minutes, a fix every 30 s.
+    let parked: Vec<Value> = (1..=20)
+        .map(|i| {
+            json!({"lat": home.0, "lon": home.1, "speed": 0.0,
+                   "recorded_at": param(day.end + Duration::seconds(30 * i))})
+        })
+        .collect();
+    let (status, body) = app.ingest(&token, json!(parked)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    app.segment().await;
+
+    let end = day.end + Duration::minutes(15);
+    let (status, history) = app
+        .get(&dispatcher, &history_path(vehicle, day.start, end, 2.0))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{history}");
+    assert_eq!(
+        kinds(&history),
+        [
+            ("trip".to_owned(), false),
+            ("stop".to_owned(), false),
+            ("trip".to_owned(), false),
+            ("stop".to_owned(), true)
+        ]
+    );
+    let stop = &history["segments"][3];
+    assert_eq!(stop["departure"], Value::Null);
+    assert!(stop["duration_s"].as_i64().unwrap() >= 300, "{stop}");
+    let place = (
+        stop["place"]["lat"].as_f64().unwrap(),
+        stop["place"]["lon"].as_f64().unwrap(),
+    );
+    assert!(metres(place, home) < 75.0, "{stop}");
 }
 
 #[sqlx::test]

@@ -1,7 +1,8 @@
 //! Looking back: trips and stops detected from each vehicle's fixes and kept up to date as they
 //! arrive ([`detect`], [`segmenter`]), the simplified tracks stored with them ([`path`]), the
-//! reports read from them ([`reports`]), and the organisation's settings for both
-//! ([`TripSettings`], [`ReportSettings`]).
+//! history the map shows and replays ([`api`]), the reports read from them ([`reports`]), and
+//! the organisation's settings for both ([`TripSettings`], [`ReportSettings`]).
+pub mod api;
 pub mod detect;
 pub mod export;
 pub mod import;
@@ -14,9 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{error::AppError, AppState};
 
-/// The history routes: a vehicle's history exported and imported, and the reports.
+/// The history routes: a vehicle's history on the map, exported and imported, and the reports.
 pub fn router() -> Router<AppState> {
     Router::new()
+        .merge(api::router())
         .merge(export::router())
         .merge(import::router())
         .merge(reports::router())

@@ -97,6 +97,7 @@ pub const REFRESH: &str = "cargo test --lib openapi::tests::write_the_document -
         alerts::accuracy::accuracy,
         history::export::export,
         history::import::import,
+        history::api::history,
         history::reports::trips,
         history::reports::stops,
         history::reports::daily,

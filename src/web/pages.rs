@@ -29,6 +29,7 @@ pub fn router() -> Router<AppState> {
         .route("/geofences", get(console::<GeofencesPage>))
         .route("/alerts", get(console::<AlertsPage>))
         .route("/settings", get(console::<SettingsPage>))
+        .route("/history", get(console::<HistoryPage>))
         .route("/reports", get(console::<ReportsPage>))
         .route("/t/{token}", get(share))
 }
@@ -138,6 +139,7 @@ console_pages! {
     GeofencesPage => "console/geofences.html" at "/geofences",
     AlertsPage => "console/alerts.html" at "/alerts",
     SettingsPage => "console/settings.html" at "/settings",
+    HistoryPage => "console/history.html" at "/history",
     ReportsPage => "console/reports.html" at "/reports",
 }
 

@@ -338,6 +338,7 @@ async fn a_driver_is_sent_from_every_console_page_to_their_phone_page(db: PgPool
             "/alerts",
             "/reports",
             "/settings",
+            "/history",
         ] {
             browser.goto(&app.url(path)).await?;
             browser

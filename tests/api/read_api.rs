@@ -552,6 +552,7 @@ async fn the_openapi_document_lists_every_route(db: PgPool) {
         "/vehicles/{id}",
         "/vehicles/{id}/token",
         "/vehicles/{id}/positions",
+        "/vehicles/{id}/history",
         "/vehicles/nearby",
         "/fleet",
         "/users",

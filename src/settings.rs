@@ -122,18 +122,17 @@ pub async fn load(db: &PgPool, organisation_id: i64) -> AppResult<Settings> {
     serde_json::from_value(stored).map_err(|e| anyhow::anyhow!("stored settings: {e}").into())
 }
 
-/// The organisation's trip settings in force.
-pub async fn load_trips(
+/// The settings in force for an organisation, read on `conn` (a transaction of the caller's).
+pub async fn load_in(
     conn: &mut sqlx::PgConnection,
     organisation_id: i64,
-) -> sqlx::Result<TripSettings> {
+) -> sqlx::Result<Settings> {
     let stored: Option<Value> =
-        sqlx::query_scalar("SELECT settings->'trips' FROM organisations WHERE id = $1")
+        sqlx::query_scalar("SELECT settings FROM organisations WHERE id = $1")
             .bind(organisation_id)
             .fetch_optional(conn)
-            .await?
-            .flatten();
-    Ok(stored_or_default(organisation_id, "trip settings", stored))
+            .await?;
+    Ok(stored_or_default(organisation_id, "settings", stored))
 }
 
 #[utoipa::path(

@@ -30,7 +30,10 @@ use super::{
     path::{self, Vertex},
     TripSettings,
 };
-use crate::{metrics::Metrics, settings};
+use crate::{
+    metrics::Metrics,
+    settings::{self, Settings},
+};
 
 /// Seqs noted per noting transaction: a long backlog is noted in steps.
 const NOTE_STEP: i64 = 500_000;
@@ -191,6 +194,9 @@ struct Work {
     vehicle_id: i64,
     organisation_id: i64,
     settings: TripSettings,
+    /// The fastest a device may report moving (the organisation's filter): a reported speed above
+    /// it is a glitch, and the speed between fixes stands in for it.
+    max_speed_mps: Option<f64>,
     /// None: no fix to start from yet.
     detector: Option<Detector>,
     /// The time of the last fix fed.
@@ -204,9 +210,13 @@ impl Work {
         for row in rows {
             self.after = row.recorded_at;
             self.fed += 1;
+            let mut fix = Fix::from(row);
+            fix.speed = fix
+                .speed
+                .filter(|&s| self.max_speed_mps.is_none_or(|max| f64::from(s) <= max));
             match self.detector.as_mut() {
-                Some(d) => d.push(row.into(), &self.settings, &mut self.ended),
-                None => self.detector = Some(Detector::after(row.into())),
+                Some(d) => d.push(fix, &self.settings, &mut self.ended),
+                None => self.detector = Some(Detector::after(fix)),
             }
         }
     }
@@ -216,7 +226,7 @@ impl Work {
 /// another instance holds are skipped): how many, and the fixes fed.
 async fn detect_round(
     db: &PgPool,
-    settings: &mut HashMap<i64, TripSettings>,
+    settings: &mut HashMap<i64, Settings>,
 ) -> sqlx::Result<(usize, u64)> {
     let mut tx = db.begin().await?;
     let standings: Vec<Standing> = sqlx::query_as(
@@ -237,18 +247,18 @@ async fn detect_round(
         .await?;
     let mut work = Vec::with_capacity(standings.len());
     for standing in standings {
-        let trip_settings = match settings.get(&standing.organisation_id) {
-            Some(s) => *s,
+        let org = match settings.get(&standing.organisation_id) {
+            Some(s) => s,
             None => {
-                let s = settings::load_trips(&mut tx, standing.organisation_id).await?;
-                settings.insert(standing.organisation_id, s);
-                s
+                let s = settings::load_in(&mut tx, standing.organisation_id).await?;
+                settings.entry(standing.organisation_id).or_insert(s)
             }
         };
         let mut w = Work {
             vehicle_id: standing.vehicle_id,
             organisation_id: standing.organisation_id,
-            settings: trip_settings,
+            settings: org.trips,
+            max_speed_mps: org.filter.max_speed_mps,
             detector: None,
             after: DateTime::UNIX_EPOCH,
             fed: 0,

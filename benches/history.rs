@@ -757,7 +757,7 @@ async fn disk(db: &PgPool, report: &mut Report) -> anyhow::Result<()> {
             size(segments),
             thousands((trips + stops) as u64),
             size(per_million(segments) as i64),
-            segments / (trips + stops).max(1)
+            thousands((segments / (trips + stops).max(1)) as u64)
         ),
     );
     let indexes: Vec<(String, i64)> = sqlx::query_as(

@@ -11,9 +11,10 @@
 //! `cargo bench --bench fleet_page [-- --vehicles N --seconds S --batch B --one-per-message]`; results in
 //! docs/BENCHMARKS.md. Needs `DATABASE_URL` (a role that may create databases), chromedriver and
 //! Chromium (`WAYMARK_CHROMEDRIVER`, `WAYMARK_CHROMIUM`). Every phase is bounded in time.
+mod support;
+
 use std::{
     f64::consts::PI,
-    process::Stdio,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -24,17 +25,12 @@ use std::{
 use anyhow::{bail, Context};
 use chrono::{SecondsFormat, Utc};
 use clap::Parser;
-use fantoccini::{Client, ClientBuilder, Locator};
-use futures_util::{stream, StreamExt, TryStreamExt};
+use fantoccini::{Client, Locator};
 use serde_json::{json, Value};
-use sqlx::{postgres::PgPoolOptions, PgPool};
-use tokio::{process::Command, sync::oneshot};
 use tokio_util::sync::CancellationToken;
-use waymark::{
-    auth::{create_user, Role},
-    cli::{Cli, Command as ServerCommand},
-    AppState,
-};
+use waymark::auth::{create_user, Role};
+
+use support::{cdp, create_vehicles, sign_in, Chromedriver, Server};
 
 const DATABASE: &str = "waymark_fleet_page_bench";
 const EMAIL: &str = "fleet-bench@waymark.local";
@@ -133,17 +129,17 @@ struct Options {
 async fn main() -> anyhow::Result<()> {
     let options = Options::parse();
     let n = options.vehicles;
-    let db = fresh_database().await?;
-    let (addr, stop_server, server) = spawn_server(db.clone()).await?;
-    let base = format!("http://{addr}");
+    let db = support::fresh_database(DATABASE).await?;
+    let server = Server::start(db.clone(), &[]).await?;
+    let base = server.base.clone();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(WORKERS)
         .build()?;
 
     create_user(&db, "Fleet Bench", EMAIL, PASSWORD, Role::Dispatcher).await?;
-    let jwt = sign_in(&http, &base).await?;
+    let jwt = sign_in(&http, &base, EMAIL, PASSWORD).await?;
     let started = Instant::now();
-    let tokens = create_vehicles(&http, &base, &jwt, n).await?;
+    let tokens = create_vehicles(&http, &base, &jwt, n, SETUP_CONCURRENCY).await?;
     println!(
         "set up {n} vehicles in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -158,121 +154,12 @@ async fn main() -> anyhow::Result<()> {
     let _ = browser.close().await;
     driver.stop().await;
     let posted = load.stop().await;
-    let _ = stop_server.send(());
-    let _ = server.await;
+    server.stop().await;
     db.close().await;
-    drop_database().await?;
+    support::drop_database(DATABASE).await?;
     let report = result?;
     report.print(n, &options, &posted);
     Ok(())
-}
-
-/// A new, empty, migrated database of the bench's own.
-async fn fresh_database() -> anyhow::Result<PgPool> {
-    let url = std::env::var("DATABASE_URL").context("DATABASE_URL")?;
-    let admin = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&url)
-        .await?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
-        .execute(&admin)
-        .await?;
-    sqlx::query(&format!("CREATE DATABASE {DATABASE}"))
-        .execute(&admin)
-        .await?;
-    admin.close().await;
-    let mut url = url::Url::parse(&url)?;
-    url.set_path(DATABASE);
-    let db = PgPoolOptions::new()
-        .max_connections(32)
-        .connect(url.as_str())
-        .await?;
-    waymark::db::migrate(&db).await?;
-    Ok(db)
-}
-
-/// Leaves no bench database behind.
-async fn drop_database() -> anyhow::Result<()> {
-    let url = std::env::var("DATABASE_URL").context("DATABASE_URL")?;
-    let admin = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&url)
-        .await?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
-        .execute(&admin)
-        .await?;
-    admin.close().await;
-    Ok(())
-}
-
-type Server = tokio::task::JoinHandle<anyhow::Result<()>>;
-
-/// The server on a loopback port: no tiles, no Redis, no ingest limit (the fleet posts from
-/// one address).
-async fn spawn_server(
-    db: PgPool,
-) -> anyhow::Result<(std::net::SocketAddr, oneshot::Sender<()>, Server)> {
-    let cli = Cli::parse_from([
-        "waymark",
-        "serve",
-        "--jwt-secret",
-        "fleet-bench-secret-fleet-bench-secret",
-        "--tile-url",
-        "",
-        "--ingest-rate",
-        "0",
-        "--redis-url",
-        "",
-    ]);
-    let ServerCommand::Serve(config) = cli.command else {
-        unreachable!("the arguments name `serve`")
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let state = AppState::new(db, *config).await?;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(waymark::serve(listener, state, async move {
-        let _ = stopped.await;
-    }));
-    Ok((addr, stop, server))
-}
-
-async fn sign_in(http: &reqwest::Client, base: &str) -> anyhow::Result<String> {
-    let reply: Value = http
-        .post(format!("{base}/api/v1/auth/login"))
-        .json(&json!({"email": EMAIL, "password": PASSWORD}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    Ok(reply["token"].as_str().context("a token")?.to_owned())
-}
-
-/// Creates `n` vehicles; their ingest tokens, in order.
-async fn create_vehicles(
-    http: &reqwest::Client,
-    base: &str,
-    jwt: &str,
-    n: usize,
-) -> anyhow::Result<Vec<String>> {
-    stream::iter(0..n)
-        .map(|i| async move {
-            let reply: Value = http
-                .post(format!("{base}/api/v1/vehicles"))
-                .bearer_auth(jwt)
-                .json(&json!({"name": format!("Truck {:04}", i + 1)}))
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
-            let token = reply["ingest_token"].as_str().context("an ingest token")?;
-            anyhow::Ok(token.to_owned())
-        })
-        .buffered(SETUP_CONCURRENCY)
-        .try_collect()
-        .await
 }
 
 /// The fleet posting: vehicle `i` posts at `i / n` of every second.
@@ -587,111 +474,5 @@ impl Report {
             "  posts: {} accepted, {} failed, left on average {:.0} ms behind schedule",
             posted.accepted, posted.failed, posted.mean_behind_ms
         );
-    }
-}
-
-/// A DevTools protocol command through chromedriver, to the current window's page.
-#[derive(Debug)]
-struct Cdp(&'static str, Value);
-
-impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
-    fn endpoint(
-        &self,
-        base_url: &url::Url,
-        session_id: Option<&str>,
-    ) -> Result<url::Url, url::ParseError> {
-        base_url.join(&format!(
-            "session/{}/goog/cdp/execute",
-            session_id.unwrap_or_default()
-        ))
-    }
-
-    fn method_and_body(&self, _: &url::Url) -> (axum::http::Method, Option<String>) {
-        let body = json!({"cmd": self.0, "params": self.1});
-        (axum::http::Method::POST, Some(body.to_string()))
-    }
-}
-
-async fn cdp(browser: &Client, cmd: &'static str, params: Value) -> anyhow::Result<Value> {
-    browser
-        .issue_cmd(Cdp(cmd, params))
-        .await
-        .with_context(|| cmd.to_owned())
-}
-
-/// chromedriver on a free loopback port, and one headless Chromium through it.
-struct Chromedriver {
-    child: tokio::process::Child,
-    port: u16,
-    profile: std::path::PathBuf,
-}
-
-impl Chromedriver {
-    async fn start() -> anyhow::Result<Chromedriver> {
-        let binary = std::env::var("WAYMARK_CHROMEDRIVER").unwrap_or("chromedriver".into());
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let child = Command::new(binary)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("chromedriver starts")?;
-        let profile =
-            std::env::temp_dir().join(format!("waymark-fleet-bench-{}", std::process::id()));
-        let status = format!("http://127.0.0.1:{port}/status");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !reqwest::get(&status)
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            if Instant::now() > deadline {
-                bail!("chromedriver did not answer");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Ok(Chromedriver {
-            child,
-            port,
-            profile,
-        })
-    }
-
-    async fn client(&self) -> anyhow::Result<Client> {
-        let chromium = std::env::var("WAYMARK_CHROMIUM").unwrap_or("chromium".into());
-        let caps = json!({
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": chromium,
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--no-first-run", "--disable-background-networking", "--disable-sync",
-                    "--disable-component-update", "--window-size=1280,900",
-                    format!("--user-data-dir={}", self.profile.display()),
-                ],
-            },
-        });
-        let Value::Object(caps) = caps else {
-            unreachable!("a JSON object")
-        };
-        Ok(
-            ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-                .capabilities(caps)
-                .connect(&format!("http://127.0.0.1:{}", self.port))
-                .await?,
-        )
-    }
-
-    async fn stop(mut self) {
-        let _ = reqwest::get(format!("http://127.0.0.1:{}/shutdown", self.port)).await;
-        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.start_kill();
-        }
-        let _ = std::fs::remove_dir_all(&self.profile);
     }
 }

@@ -10,47 +10,20 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use waymark::auth::Role;
 
+use crate::days::{munich, Delivery, Fix};
 use crate::support::{fleet, Fleet, TestApp};
-
-/// One fix to post.
-#[derive(Clone, Copy)]
-pub(crate) struct DayFix {
-    pub at: DateTime<Utc>,
-    pub lat: f64,
-    pub lon: f64,
-    pub speed: Option<f64>,
-}
 
 /// The delivery day posted: where it parked, the glitches, and when it began and ended.
 pub(crate) struct Day {
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
     pub parked: (f64, f64),
-    pub glitches: Vec<DayFix>,
-}
-
-/// The Munich car's recorded drive (1 Hz, about 20 minutes), as recorded.
-fn munich() -> Vec<DayFix> {
-    let vehicle = waymark_sim::tracks::fleet()
-        .unwrap()
-        .into_iter()
-        .find(|v| v.name == "Car Munich")
-        .unwrap();
-    vehicle.trips[0]
-        .fixes
-        .iter()
-        .map(|f| DayFix {
-            at: f.at,
-            lat: f.point.lat,
-            lon: f.point.lon,
-            speed: f.speed,
-        })
-        .collect()
+    pub glitches: Vec<Fix>,
 }
 
 /// A fix 5 km north of `fix`, at its time: a GNSS glitch for one second.
-fn glitch(fix: &DayFix) -> DayFix {
-    DayFix {
+fn glitch(fix: &Fix) -> Fix {
+    Fix {
         lat: fix.lat + 5_000.0 / 111_195.0,
         speed: None,
         ..*fix
@@ -61,51 +34,21 @@ fn glitch(fix: &DayFix) -> DayFix {
 /// its end (a fix every 30 s wandering up to 30 m), the drive back; one fix of each drive a 5 km
 /// glitch. Then brings trips and stops up to date.
 pub(crate) async fn post_day(app: &TestApp, token: &str, start: DateTime<Utc>) -> Day {
-    let drive = munich();
-    let shift = start - drive[0].at;
-    let mut out: Vec<DayFix> = drive
-        .iter()
-        .map(|f| DayFix {
-            at: f.at + shift,
-            ..*f
-        })
-        .collect();
-    let end = *out.last().unwrap();
-    let park: Vec<DayFix> = (1..=80)
-        .map(|i: i64| DayFix {
-            at: end.at + Duration::seconds(30 * i),
-            lat: end.lat + ((i * 7919) % 61 - 30) as f64 / 111_195.0,
-            lon: end.lon + ((i * 104_729) % 41 - 20) as f64 / 75_000.0,
-            speed: Some(0.0),
-        })
-        .collect();
-    let leave = park.last().unwrap().at + Duration::seconds(30);
-    let mut back: Vec<DayFix> = drive.iter().rev().copied().collect();
-    let base = back[0].at;
-    for f in &mut back {
-        f.at = leave + (base - f.at);
+    let mut day = Delivery::at(start);
+    let glitched = [300, day.back_from + 300];
+    for i in glitched {
+        day.fixes[i] = glitch(&day.fixes[i]);
     }
-    let glitches = vec![glitch(&out[300]), glitch(&back[300])];
-    out[300] = glitches[0];
-    back[300] = glitches[1];
-    let day: Vec<DayFix> = [out, park, back].concat();
-    let points: Vec<Value> = day
-        .iter()
-        .map(|f| {
-            json!({"lat": f.lat, "lon": f.lon, "speed": f.speed,
-                   "recorded_at": f.at.to_rfc3339_opts(SecondsFormat::Millis, true)})
-        })
-        .collect();
-    for chunk in points.chunks(500) {
+    for chunk in day.json().chunks(500) {
         let (status, body) = app.ingest(token, json!(chunk)).await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
     app.segment().await;
     Day {
         start,
-        end: day.last().unwrap().at,
-        parked: (end.lat, end.lon),
-        glitches,
+        end: day.fixes.last().unwrap().at,
+        parked: day.place,
+        glitches: glitched.iter().map(|&i| day.fixes[i]).collect(),
     }
 }
 

@@ -6,39 +6,12 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
+use crate::days::Delivery;
 use crate::support::{fleet, wait_until, TestApp};
 
-/// The Munich car's recorded drive (1 Hz) from `start`, 40 minutes parked at the far end with a
-/// fix every 30 s, and the drive back: fixes as a phone posts them.
-pub fn delivery_day(start: DateTime<Utc>) -> Vec<Value> {
-    let vehicle = waymark_sim::tracks::fleet()
-        .unwrap()
-        .into_iter()
-        .find(|v| v.name == "Car Munich")
-        .unwrap();
-    let drive = &vehicle.trips[0].fixes;
-    let first = drive[0].at;
-    let fix = |at: DateTime<Utc>, lat: f64, lon: f64, speed: Option<f64>| json!({"lat": lat, "lon": lon, "recorded_at": at.to_rfc3339(), "speed": speed, "accuracy": 5.0});
-    let mut day: Vec<Value> = drive
-        .iter()
-        .map(|f| fix(start + (f.at - first), f.point.lat, f.point.lon, f.speed))
-        .collect();
-    let end = drive.last().unwrap();
-    let arrived = start + (end.at - first);
-    for i in 1..=80 {
-        let wobble = ((i * 7919) % 41 - 20) as f64 / 111_195.0;
-        let at = arrived + Duration::seconds(30 * i);
-        day.push(fix(at, end.point.lat + wobble, end.point.lon, Some(0.0)));
-    }
-    let leave = arrived + Duration::minutes(40) + Duration::seconds(30);
-    let last = drive.last().unwrap().at;
-    day.extend(
-        drive
-            .iter()
-            .rev()
-            .map(|f| fix(leave + (last - f.at), f.point.lat, f.point.lon, f.speed)),
-    );
-    day
+/// The delivery day from `start`, as a phone posts it.
+fn delivery_day(start: DateTime<Utc>) -> Vec<Value> {
+    Delivery::at(start).json()
 }
 
 /// Posts `fixes` in batches; how many the filter marked.

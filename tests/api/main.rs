@@ -10,6 +10,7 @@ mod console_forms;
 mod console_geofences;
 mod console_plan;
 mod console_vehicles;
+mod days;
 mod deploy;
 mod driver;
 mod eta_accuracy;

@@ -8,12 +8,12 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
-use geo::{Distance, Haversine, Point};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use waymark::auth::Role;
 
+use crate::days::{munich, Delivery, Fix};
 use crate::page::{click, in_browser, open, select, wait_for_element};
 use crate::support::{fleet, Fleet, TestApp};
 
@@ -21,94 +21,7 @@ const BERLIN: Tz = chrono_tz::Europe::Berlin;
 /// The segmenter's default stop radius.
 const STOP_RADIUS_M: f64 = 75.0;
 
-#[derive(Clone, Copy)]
-struct Fix {
-    at: DateTime<Utc>,
-    lat: f64,
-    lon: f64,
-    speed: Option<f64>,
-}
-
-impl Fix {
-    fn metres_to(&self, lat: f64, lon: f64) -> f64 {
-        Haversine::distance(Point::new(self.lon, self.lat), Point::new(lon, lat))
-    }
-
-    fn json(&self) -> Value {
-        json!({"lat": self.lat, "lon": self.lon, "speed": self.speed, "accuracy": 5.0,
-               "recorded_at": self.at.to_rfc3339()})
-    }
-}
-
-/// The Munich car's recorded drive (1 Hz, 20 minutes), as recorded: the server's filter marks
-/// the 470 m jump out of the tunnel itself.
-fn munich() -> Vec<Fix> {
-    let car = waymark_sim::tracks::fleet()
-        .unwrap()
-        .into_iter()
-        .find(|v| v.name == "Car Munich")
-        .unwrap();
-    car.trips[0]
-        .fixes
-        .iter()
-        .map(|f| Fix {
-            at: f.at,
-            lat: f.point.lat,
-            lon: f.point.lon,
-            speed: f.speed,
-        })
-        .collect()
-}
-
-/// A delivery: the Munich drive from `start`, parked 40 minutes at its end (a fix every 30 s,
-/// wandering up to 30 m, as a phone in a parked van does), and the drive back.
-struct Delivery {
-    fixes: Vec<Fix>,
-    /// Where it parked.
-    place: (f64, f64),
-}
-
 impl Delivery {
-    fn at(start: DateTime<Utc>) -> Delivery {
-        let drive = munich();
-        let shift = start - drive[0].at;
-        let out: Vec<Fix> = drive
-            .iter()
-            .map(|f| Fix {
-                at: f.at + shift,
-                ..*f
-            })
-            .collect();
-        let end = *out.last().unwrap();
-        let parked: Vec<Fix> = (1..=80i64)
-            .map(|i| {
-                let wobble = ((i * 7919) % 61 - 30) as f64;
-                Fix {
-                    at: end.at + Duration::seconds(30 * i),
-                    lat: end.lat + wobble / 111_195.0,
-                    lon: end.lon + ((i * 104_729) % 41 - 20) as f64 / 75_000.0,
-                    speed: Some(0.0),
-                }
-            })
-            .collect();
-        let leave = parked.last().unwrap().at + Duration::seconds(30);
-        let last = drive.last().unwrap().at;
-        // Driven the other way, each fix's speed is that of the step the car takes to it: the
-        // recorded step's, which the recording gives the fix at its other end.
-        let back: Vec<Fix> = (0..drive.len())
-            .rev()
-            .map(|i| Fix {
-                at: leave + (last - drive[i].at),
-                speed: drive.get(i + 1).and_then(|next| next.speed),
-                ..drive[i]
-            })
-            .collect();
-        Delivery {
-            fixes: [out, parked, back].concat(),
-            place: (end.lat, end.lon),
-        }
-    }
-
     /// How long the car stood near where it parked: from the first fix within the stop radius
     /// of it to the last.
     fn parked(&self) -> Duration {

@@ -152,6 +152,11 @@ impl Detector {
         self.open.last.at
     }
 
+    /// When the segment going on began.
+    pub fn started_at(&self) -> DateTime<Utc> {
+        self.open.start.at
+    }
+
     /// Feeds the next fix (later than every fix before it); segments it ends go to `ended`.
     pub fn push(&mut self, fix: Fix, settings: &TripSettings, ended: &mut Vec<Segment>) {
         let open = &mut self.open;

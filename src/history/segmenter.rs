@@ -203,6 +203,10 @@ struct Work {
     after: DateTime<Utc>,
     fed: u64,
     ended: Vec<Segment>,
+    /// Each ended trip's stored track, when this run read all its fixes (None: read it again).
+    tracks: Vec<Option<Vec<u8>>>,
+    /// The fixes fed this run from the start of the segment going on.
+    seen: Vec<Fix>,
 }
 
 impl Work {
@@ -210,16 +214,54 @@ impl Work {
         for row in rows {
             self.after = row.recorded_at;
             self.fed += 1;
-            let mut fix = Fix::from(row);
-            fix.speed = fix
-                .speed
-                .filter(|&s| self.max_speed_mps.is_none_or(|max| f64::from(s) <= max));
+            let fix = believed(row.into(), self.max_speed_mps);
+            self.seen.push(fix);
             match self.detector.as_mut() {
                 Some(d) => d.push(fix, &self.settings, &mut self.ended),
                 None => self.detector = Some(Detector::after(fix)),
             }
+            if self.tracks.len() < self.ended.len() {
+                for i in self.tracks.len()..self.ended.len() {
+                    let segment = self.ended[i];
+                    let covered = self.seen.first().is_some_and(|f| f.at <= segment.start.at);
+                    let track = (segment.kind == Kind::Trip && covered).then(|| {
+                        let fixes = self
+                            .seen
+                            .iter()
+                            .filter(|f| f.at >= segment.start.at && f.at <= segment.end.at);
+                        stored_track(fixes.copied())
+                    });
+                    self.tracks.push(track);
+                }
+                let open = self.detector.as_ref().map(Detector::started_at);
+                self.seen
+                    .retain(|f| open.is_some_and(|start| f.at >= start));
+            }
         }
     }
+}
+
+/// `fix` with its reported speed left out if it is faster than the organisation's filter lets a
+/// vehicle move: a glitch, for which the speed between fixes stands in.
+fn believed(mut fix: Fix, max_speed_mps: Option<f64>) -> Fix {
+    fix.speed = fix
+        .speed
+        .filter(|&s| max_speed_mps.is_none_or(|max| f64::from(s) <= max));
+    fix
+}
+
+/// A trip's fixes, simplified and encoded for storing.
+fn stored_track(fixes: impl Iterator<Item = Fix>) -> Vec<u8> {
+    let vertices: Vec<Vertex> = fixes
+        .map(|f| Vertex {
+            at: f.at,
+            lat: f.lat,
+            lon: f.lon,
+            speed: f.speed,
+        })
+        .collect();
+    let kept = path::simplify(vertices, path::STORED_TOLERANCE_M, |v| (v.lat, v.lon));
+    path::encode(&kept)
 }
 
 /// Brings a round of dirty vehicles up to date in one transaction (their rows locked; those
@@ -263,6 +305,8 @@ async fn detect_round(
             after: DateTime::UNIX_EPOCH,
             fed: 0,
             ended: Vec::new(),
+            tracks: Vec::new(),
+            seen: Vec::new(),
         };
         match (standing.state, standing.processed_until) {
             // Only new fixes, all later than the last one fed: feed them to the saved state.
@@ -328,10 +372,11 @@ async fn detect_round(
     }
     let mut rows = Vec::new();
     for w in &work {
-        for segment in &w.ended {
-            let path = match segment.kind {
-                Kind::Trip => Some(trip_path(&mut tx, w.vehicle_id, segment, noted).await?),
-                Kind::Stop => None,
+        for (segment, track) in w.ended.iter().zip(&w.tracks) {
+            let path = match (segment.kind, track) {
+                (Kind::Trip, Some(track)) => Some(track.clone()),
+                (Kind::Trip, None) => Some(trip_path(&mut tx, w, segment, noted).await?),
+                (Kind::Stop, _) => None,
             };
             rows.push(Stored {
                 work: w,
@@ -420,10 +465,10 @@ async fn rewind(
     .await
 }
 
-/// A trip's fixes, simplified for storing.
+/// A trip's stored track, from its fixes read again (it began before this run).
 async fn trip_path(
     tx: &mut PgConnection,
-    vehicle_id: i64,
+    w: &Work,
     trip: &Segment,
     noted: i64,
 ) -> sqlx::Result<Vec<u8>> {
@@ -433,23 +478,16 @@ async fn trip_path(
            AND filter_reason IS NULL
          ORDER BY recorded_at"
     ))
-    .bind(vehicle_id)
+    .bind(w.vehicle_id)
     .bind(trip.start.at)
     .bind(trip.end.at)
     .bind(noted)
     .fetch_all(&mut *tx)
     .await?;
-    let vertices: Vec<Vertex> = rows
-        .into_iter()
-        .map(|r| Vertex {
-            at: r.recorded_at,
-            lat: r.lat,
-            lon: r.lon,
-            speed: r.speed,
-        })
-        .collect();
-    let kept = path::simplify(vertices, path::STORED_TOLERANCE_M, |v| (v.lat, v.lon));
-    Ok(path::encode(&kept))
+    Ok(stored_track(
+        rows.into_iter()
+            .map(|r| believed(r.into(), w.max_speed_mps)),
+    ))
 }
 
 /// Writes segments, closed and going on now.

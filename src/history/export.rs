@@ -2,9 +2,9 @@
 //! written to the response as they are read, so that a year of fixes (millions) takes no more
 //! memory than a few chunks. Fixes the filter marked are never part of it.
 //!
-//! The fixes are read in a read-only snapshot, so a format that goes over them more than once
-//! (KML keeps times, places and values in separate lists) sees the same fixes each time, and
-//! fixes arriving meanwhile are left out of every pass alike.
+//! The fixes are read once, in a read-only snapshot. KML, which lists a track's times, places and
+//! values apart, holds a few thousand fixes at a time and writes them as one `gx:Track` of a
+//! `gx:MultiTrack`.
 pub mod gpx;
 
 use std::fmt::Write;
@@ -55,8 +55,8 @@ pub enum ExportFormat {
     /// A FeatureCollection of Point features, each with `time`, `speed`, `heading`, `altitude`,
     /// `accuracy` and `battery` properties.
     Geojson,
-    /// KML 2.2: one placemark with a `gx:Track` (times, places, and speed, heading, accuracy and
-    /// battery as `gx:SimpleArrayData`).
+    /// KML 2.2: one placemark with a `gx:MultiTrack` of `gx:Track`s of up to 1000 fixes each
+    /// (times, places, and speed, heading, accuracy and battery as `gx:SimpleArrayData`).
     Kml,
     /// CSV with a header row; times in UTC (`recorded_at`) and in the organisation's time zone
     /// (`local_time`).
@@ -360,40 +360,27 @@ async fn write(db: &PgPool, job: &Job, sink: &mut Sink) -> Result<(), Stop> {
                     "<gx:SimpleArrayField name=\"{field}\" type=\"float\"/>"
                 );
             }
+            // One pass: the fixes go out in tracks of a few thousand, each with its times, places
+            // and values listed apart as `gx:Track` wants them, joined into one line.
             let _ = write!(
                 sink.buf,
-                "</Schema>\n<Placemark><name>{name}</name><gx:Track>\n"
+                "</Schema>\n<Placemark><name>{name}</name><gx:MultiTrack>\n\
+                 <gx:interpolate>1</gx:interpolate>\n"
             );
+            let mut track: Vec<TrackPoint> = Vec::with_capacity(KML_TRACK);
             pass(&mut tx, job, sink, |out, p| {
-                let _ = writeln!(out, "<when>{}</when>", gpx::time(p.recorded_at));
+                track.push(*p);
+                if track.len() == KML_TRACK {
+                    kml_track(out, &track);
+                    track.clear();
+                }
             })
             .await?;
-            pass(&mut tx, job, sink, |out, p| {
-                let _ = writeln!(
-                    out,
-                    "<gx:coord>{} {} {}</gx:coord>",
-                    p.lon,
-                    p.lat,
-                    p.altitude.unwrap_or(0.0)
-                );
-            })
-            .await?;
-            sink.buf
-                .push_str("<ExtendedData><SchemaData schemaUrl=\"#fix\">\n");
-            for (field, value) in KML_VALUES {
-                let _ = writeln!(sink.buf, "<gx:SimpleArrayData name=\"{field}\">");
-                pass(&mut tx, job, sink, |out, p| match value(p) {
-                    Some(v) => {
-                        let _ = writeln!(out, "<gx:value>{v}</gx:value>");
-                    }
-                    None => out.push_str("<gx:value/>\n"),
-                })
-                .await?;
-                sink.buf.push_str("</gx:SimpleArrayData>\n");
+            if !track.is_empty() {
+                kml_track(&mut sink.buf, &track);
             }
-            sink.buf.push_str(
-                "</SchemaData></ExtendedData>\n</gx:Track></Placemark></Document>\n</kml>\n",
-            );
+            sink.buf
+                .push_str("</gx:MultiTrack></Placemark></Document>\n</kml>\n");
         }
         ExportFormat::Csv => {
             sink.buf.push_str(CSV_HEADER);
@@ -417,6 +404,40 @@ async fn write(db: &PgPool, job: &Job, sink: &mut Sink) -> Result<(), Stop> {
     }
     tx.commit().await?;
     sink.flush().await
+}
+
+/// Fixes per `gx:Track` of a KML export: what it holds in memory at once.
+const KML_TRACK: usize = 1000;
+
+/// One `gx:Track`: its times, then its places, then each value's list.
+fn kml_track(out: &mut String, track: &[TrackPoint]) {
+    out.push_str("<gx:Track>\n");
+    for p in track {
+        let _ = writeln!(out, "<when>{}</when>", gpx::time(p.recorded_at));
+    }
+    for p in track {
+        let _ = writeln!(
+            out,
+            "<gx:coord>{} {} {}</gx:coord>",
+            p.lon,
+            p.lat,
+            p.altitude.unwrap_or(0.0)
+        );
+    }
+    out.push_str("<ExtendedData><SchemaData schemaUrl=\"#fix\">\n");
+    for (field, value) in KML_VALUES {
+        let _ = writeln!(out, "<gx:SimpleArrayData name=\"{field}\">");
+        for p in track {
+            match value(p) {
+                Some(v) => {
+                    let _ = writeln!(out, "<gx:value>{v}</gx:value>");
+                }
+                None => out.push_str("<gx:value/>\n"),
+            }
+        }
+        out.push_str("</gx:SimpleArrayData>\n");
+    }
+    out.push_str("</SchemaData></ExtendedData>\n</gx:Track>\n");
 }
 
 /// The values a KML export keeps besides time and place.

@@ -189,7 +189,7 @@ fn read_geojson(text: &str) -> Vec<Fix> {
         .collect()
 }
 
-/// A KML `gx:Track`'s times, places and value arrays, put together again.
+/// A KML `gx:MultiTrack`'s tracks' times, places and value arrays, put together again.
 fn read_kml(text: &str) -> Vec<Fix> {
     let mut reader = Reader::from_str(text);
     let (mut whens, mut coords) = (Vec::new(), Vec::new());
@@ -226,10 +226,15 @@ fn read_kml(text: &str) -> Vec<Fix> {
         }
     }
     assert_eq!(whens.len(), coords.len(), "a time for every place");
+    // A long export is several tracks, each with its own lists.
     let array = |name: &str| {
-        let (_, values) = arrays.iter().find(|(n, _)| n == name).unwrap();
+        let values: Vec<Option<f64>> = arrays
+            .iter()
+            .filter(|(n, _)| n == name)
+            .flat_map(|(_, v)| v.iter().copied())
+            .collect();
         assert_eq!(values.len(), whens.len(), "a {name} for every place");
-        values.clone()
+        values
     };
     let (speed, heading, accuracy, battery) = (
         array("speed"),

@@ -73,8 +73,8 @@ impl Totals {
         }
     }
 
-    /// `to` follows `from` in the same segment.
-    fn add(&mut self, from: &Fix, to: &Fix) {
+    /// `to` follows `from` in the same segment; a speed beyond `plausible` is not believed.
+    fn add(&mut self, from: &Fix, to: &Fix, plausible: Option<f64>) {
         let metres = from.metres_to(to);
         let seconds = (to.at - from.at).num_milliseconds() as f64 / 1000.0;
         let speed =
@@ -82,7 +82,9 @@ impl Totals {
                 .map(f64::from)
                 .unwrap_or(if seconds > 0.0 { metres / seconds } else { 0.0 });
         self.distance_m += metres;
-        self.max_speed_mps = self.max_speed_mps.max(speed as f32);
+        if plausible.is_none_or(|max| speed <= max) {
+            self.max_speed_mps = self.max_speed_mps.max(speed as f32);
+        }
         self.fixes += 1;
     }
 }
@@ -202,7 +204,7 @@ impl Detector {
             }
             Kind::Trip => {
                 let last = open.last;
-                open.totals.add(&last, &fix);
+                open.totals.add(&last, &fix, settings.plausible_speed_mps);
                 open.last = fix;
                 match open.candidate {
                     Some(c) if stayed => {

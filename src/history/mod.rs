@@ -46,6 +46,11 @@ pub struct TripSettings {
     /// Seconds without data after which a vehicle found elsewhere has ended its trip.
     #[schema(minimum = 60, maximum = 86400)]
     pub max_gap_s: u32,
+    /// Not a setting of its own: the position filter's `max_speed_mps`, filled in by the
+    /// segmenter. A speed beyond it, reported or between two fixes, is a glitch the filter let
+    /// through (in a backlog, an import) and never a trip's top speed.
+    #[serde(skip)]
+    pub plausible_speed_mps: Option<f64>,
 }
 
 impl Default for TripSettings {
@@ -55,6 +60,7 @@ impl Default for TripSettings {
             stop_radius_m: 75.0,
             min_trip_m: 300.0,
             max_gap_s: 900,
+            plausible_speed_mps: None,
         }
     }
 }

@@ -195,7 +195,7 @@ struct Work {
     organisation_id: i64,
     settings: TripSettings,
     /// The fastest a device may report moving (the organisation's filter): a reported speed above
-    /// it is a glitch, and the speed between fixes stands in for it.
+    /// it is a glitch, left out of the stored track.
     max_speed_mps: Option<f64>,
     /// None: no fix to start from yet.
     detector: Option<Detector>,
@@ -299,7 +299,10 @@ async fn detect_round(
         let mut w = Work {
             vehicle_id: standing.vehicle_id,
             organisation_id: standing.organisation_id,
-            settings: org.trips,
+            settings: TripSettings {
+                plausible_speed_mps: org.filter.max_speed_mps,
+                ..org.trips
+            },
             max_speed_mps: org.filter.max_speed_mps,
             detector: None,
             after: DateTime::UNIX_EPOCH,

@@ -14,6 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{
     detect::Kind,
     path::{self, Vertex},
+    OVERLAPPING,
 };
 use crate::{
     alerts::Rule,
@@ -237,8 +238,7 @@ struct SegmentRow {
     path: Option<Vec<u8>>,
 }
 
-/// The segments overlapping the range: those starting in it, and the one before it if it
-/// reaches into it (a vehicle's segments follow one another, so no earlier one can).
+/// The vehicle's segments overlapping the range ([`OVERLAPPING`]).
 async fn segment_rows(
     db: &sqlx::PgPool,
     organisation_id: i64,
@@ -249,18 +249,10 @@ async fn segment_rows(
         ST_Y(start_point::geometry) AS start_lat, ST_X(start_point::geometry) AS start_lon,
         distance_m, max_speed_mps, path";
     sqlx::query_as(&format!(
-        "SELECT * FROM (
-           (SELECT {COLUMNS} FROM segments
-            WHERE vehicle_id = $1 AND organisation_id = $2 AND started_at < $3
-            ORDER BY started_at DESC LIMIT 1)
-           UNION ALL
-           (SELECT {COLUMNS} FROM segments
-            WHERE vehicle_id = $1 AND organisation_id = $2 AND started_at >= $3 AND started_at <= $4)
-         ) s
-         WHERE ended_at >= $3 ORDER BY started_at"
+        "SELECT {COLUMNS} FROM ({OVERLAPPING}) s ORDER BY started_at"
     ))
-    .bind(vehicle_id)
     .bind(organisation_id)
+    .bind([vehicle_id])
     .bind(range.from)
     .bind(range.to)
     .fetch_all(db)

@@ -24,6 +24,21 @@ pub fn router() -> Router<AppState> {
         .merge(reports::router())
 }
 
+/// The segments of the vehicles `$2` of organisation `$1` overlapping `[$3, $4)`: those starting
+/// in the range, and the last one starting before it if it ends after `$3`. Segments of one
+/// vehicle never overlap one another, so no other can.
+pub(crate) const OVERLAPPING: &str = "
+    SELECT * FROM segments
+    WHERE organisation_id = $1 AND vehicle_id = ANY($2) AND started_at >= $3 AND started_at < $4
+    UNION ALL
+    SELECT before.* FROM UNNEST($2::bigint[]) AS v(id)
+    CROSS JOIN LATERAL (
+        SELECT * FROM segments
+        WHERE organisation_id = $1 AND vehicle_id = v.id AND started_at < $3
+        ORDER BY started_at DESC LIMIT 1
+    ) before
+    WHERE before.ended_at > $3";
+
 /// How trips and stops are told apart. Changing them has every vehicle's history gone through
 /// again, in the background.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

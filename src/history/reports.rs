@@ -19,7 +19,7 @@ use chrono::{DateTime, Duration, NaiveDate, NaiveTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{DistanceUnit, ReportSettings};
+use super::{DistanceUnit, ReportSettings, OVERLAPPING};
 use crate::{
     auth::CurrentUser,
     error::openapi::{BadRequest, CommonErrors, Forbidden},
@@ -409,21 +409,6 @@ impl SegmentRow {
         (self.ended_at - self.started_at).num_milliseconds() as f64 / 1000.0
     }
 }
-
-/// The segments of the vehicles `$2` of organisation `$1` overlapping `[$3, $4)`: those starting
-/// in the range, and the last one starting before it if it ends after `$3`. Segments of one
-/// vehicle never overlap one another, so no other can.
-const OVERLAPPING: &str = "
-    SELECT * FROM segments
-    WHERE organisation_id = $1 AND vehicle_id = ANY($2) AND started_at >= $3 AND started_at < $4
-    UNION ALL
-    SELECT before.* FROM UNNEST($2::bigint[]) AS v(id)
-    CROSS JOIN LATERAL (
-        SELECT * FROM segments
-        WHERE organisation_id = $1 AND vehicle_id = v.id AND started_at < $3
-        ORDER BY started_at DESC LIMIT 1
-    ) before
-    WHERE before.ended_at > $3";
 
 async fn segments(state: &AppState, r: &Request, kind: &str) -> AppResult<Vec<SegmentRow>> {
     let mut rows: Vec<SegmentRow> = sqlx::query_as(&format!(

@@ -259,14 +259,6 @@ async fn segment_rows(
     .await
 }
 
-#[derive(sqlx::FromRow)]
-struct FixRow {
-    recorded_at: DateTime<Utc>,
-    lat: f64,
-    lon: f64,
-    speed: Option<f32>,
-}
-
 /// A trip with its track in the range: the stored one if there is one, else its accepted fixes
 /// (the trip going on now reaches up to the range's end: fixes not yet segmented belong to it).
 async fn trip(
@@ -290,28 +282,19 @@ async fn trip(
             } else {
                 range.to
             };
-            let fixes: Vec<FixRow> = sqlx::query_as(
-                "SELECT recorded_at, ST_Y(point::geometry) AS lat, ST_X(point::geometry) AS lon,
-                        speed
-                 FROM positions
+            let fixes: Vec<path::FixRow> = sqlx::query_as(&format!(
+                "SELECT {} FROM positions
                  WHERE vehicle_id = $1 AND recorded_at >= $2 AND recorded_at <= $3
                    AND filter_reason IS NULL
                  ORDER BY recorded_at",
-            )
+                path::FIX_COLUMNS
+            ))
             .bind(vehicle_id)
             .bind(row.started_at.max(range.from))
             .bind(until)
             .fetch_all(db)
             .await?;
-            let vertices: Vec<Vertex> = fixes
-                .into_iter()
-                .map(|f| Vertex {
-                    at: f.recorded_at,
-                    lat: f.lat,
-                    lon: f.lon,
-                    speed: f.speed,
-                })
-                .collect();
+            let vertices: Vec<Vertex> = fixes.into_iter().map(Vertex::from).collect();
             path::simplify(vertices, range.tolerance_m, |v| (v.lat, v.lon))
         }
     };

@@ -24,6 +24,30 @@ pub struct Vertex {
     pub speed: Option<f32>,
 }
 
+/// An accepted fix as a track reads it from `positions` ([`FIX_COLUMNS`]).
+#[derive(Debug, sqlx::FromRow)]
+pub struct FixRow {
+    pub recorded_at: DateTime<Utc>,
+    pub lat: f64,
+    pub lon: f64,
+    pub speed: Option<f32>,
+}
+
+/// The columns of `positions` a [`FixRow`] reads.
+pub const FIX_COLUMNS: &str =
+    "recorded_at, ST_Y(point::geometry) AS lat, ST_X(point::geometry) AS lon, speed";
+
+impl From<FixRow> for Vertex {
+    fn from(r: FixRow) -> Vertex {
+        Vertex {
+            at: r.recorded_at,
+            lat: r.lat,
+            lon: r.lon,
+            speed: r.speed,
+        }
+    }
+}
+
 /// The indices of the points to keep so that none left out is further than `tolerance_m` from
 /// the line through those kept (Douglas–Peucker on a local equirectangular projection, exact
 /// enough at the scale of a day's driving). The first and last are always kept.

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     detect::{Detector, Fix, Kind, Segment},
-    path::{self, Vertex},
+    path::{self, FixRow, Vertex, FIX_COLUMNS},
     TripSettings,
 };
 use crate::{
@@ -167,14 +167,6 @@ struct Standing {
     dirty_from: DateTime<Utc>,
 }
 
-#[derive(sqlx::FromRow)]
-struct FixRow {
-    recorded_at: DateTime<Utc>,
-    lat: f64,
-    lon: f64,
-    speed: Option<f32>,
-}
-
 impl From<FixRow> for Fix {
     fn from(r: FixRow) -> Fix {
         Fix {
@@ -185,9 +177,6 @@ impl From<FixRow> for Fix {
         }
     }
 }
-
-const FIX_COLUMNS: &str =
-    "recorded_at, ST_Y(point::geometry) AS lat, ST_X(point::geometry) AS lon, speed";
 
 /// One vehicle being brought up to date.
 struct Work {

@@ -29,6 +29,11 @@ struct Outcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabel {
+    phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Horizon {
     horizon: String,
 }
@@ -97,6 +102,78 @@ impl EtaErrors {
     }
 }
 
+/// A group commit's phases, in order: what the writer's time per batch is spent on, so that the
+/// budget per fix can be read off a running server (`waymark_commit_phase_seconds`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// `BEGIN` and the wait for the seq lock (another batch committing).
+    Lock,
+    /// Reading what the batch needs under the lock: re-sends, each vehicle's state, rules.
+    Read,
+    /// Planning in memory: filters, shipments, rules, seqs.
+    Plan,
+    /// The batch's statements: rows, vehicles, shipments, alerts.
+    Write,
+    /// `COMMIT`, which releases the seq lock once the commit record is written.
+    Commit,
+    /// The wait, outside the lock, until the commit is on disk (the WAL flush).
+    Flush,
+}
+
+impl Phase {
+    const ALL: [Phase; 6] = [
+        Phase::Lock,
+        Phase::Read,
+        Phase::Plan,
+        Phase::Write,
+        Phase::Commit,
+        Phase::Flush,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Lock => "lock",
+            Phase::Read => "read",
+            Phase::Plan => "plan",
+            Phase::Write => "write",
+            Phase::Commit => "commit",
+            Phase::Flush => "flush",
+        }
+    }
+}
+
+/// One histogram per [`Phase`], made at start so the page lists them all before any write.
+pub struct CommitPhases {
+    series: Vec<Histogram>,
+}
+
+impl CommitPhases {
+    fn register(registry: &mut Registry) -> CommitPhases {
+        let family = Family::<PhaseLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(PHASE_SECONDS.iter().copied())
+        });
+        let series = Phase::ALL
+            .iter()
+            .map(|p| family.get_or_create_owned(&PhaseLabel { phase: p.name() }))
+            .collect();
+        registry.register(
+            "waymark_commit_phase_seconds",
+            "Time a group commit spends in each phase (lock, read, plan, write, commit, flush)",
+            family,
+        );
+        CommitPhases { series }
+    }
+
+    pub fn observe(&self, phase: Phase, took: Duration) {
+        self.series[phase as usize].observe(took.as_secs_f64());
+    }
+}
+
+/// Bounds for a commit's phases: 50 µs to a second.
+const PHASE_SECONDS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
 /// Bounds for ETA errors: 30 s to an hour.
 const ERROR_SECONDS: &[f64] = &[
     30.0, 60.0, 120.0, 180.0, 300.0, 600.0, 900.0, 1800.0, 3600.0,
@@ -116,6 +193,8 @@ pub struct Metrics {
     pub commit_rows: Histogram,
     /// From taking the seq lock to the commit's answer.
     pub commit_seconds: Histogram,
+    /// Where a group commit's time goes, phase by phase ([`CommitPhases`]).
+    pub commit_phases: CommitPhases,
     pub write_failures: Counter,
     pub alerts_raised: Counter,
     pub rate_limited: Counter,
@@ -154,6 +233,7 @@ impl Default for Metrics {
             "Time from taking the seq lock to the commit",
             commit_seconds.clone(),
         );
+        let commit_phases = CommitPhases::register(&mut registry);
         let mut counter = |name: &str, help: &str| {
             let counter = Counter::default();
             registry.register(name, help, counter.clone());
@@ -190,6 +270,7 @@ impl Default for Metrics {
             positions_filtered,
             commit_rows,
             commit_seconds,
+            commit_phases,
             write_failures,
             alerts_raised,
             rate_limited,

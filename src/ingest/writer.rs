@@ -5,7 +5,10 @@
 //!
 //! The batch is one event transaction (`tracking::EventTx`): seqs are handed out under the
 //! `event_seq` row lock, held to commit, so they follow commit order across every writer of every
-//! instance, and the events are published only after the commit. One part stays the writer's own
+//! instance, and the events are published only after the commit. The lock is released at the
+//! commit record, before the fsync, which the worker then waits for outside it
+//! ([`EventTx::begin_released`]): while one batch's WAL goes to disk the next batch is already
+//! written, and a request is still answered only once its batch is durable. One part stays the writer's own
 //! for speed: the counter is written by the batch's one big statement, not by one of its own. The
 //! alert rules run here too, on each accepted current position, with the vehicle's rule state
 //! read and written under the same lock: the alerts they raise take seqs between the positions'
@@ -34,7 +37,7 @@ use crate::{
     db::stored_or_default,
     error::AppError,
     fleet::shipments::ShipmentStatus,
-    metrics::Metrics,
+    metrics::{CommitPhases, Metrics, Phase},
     tracking::position::{to_micros, LastFix, NewPosition, PositionEvent},
     tracking::{Committed, Event, EventTx},
 };
@@ -198,7 +201,8 @@ async fn run(
     while let Some(first) = queue.first(&cancel).await {
         let mut batch = vec![first];
         let started = std::time::Instant::now();
-        let result = commit(&pool, &queue, &alerts, &mut batch).await;
+        let laps = Laps::new(&metrics.commit_phases);
+        let result = commit(&pool, &queue, &alerts, &mut batch, laps).await;
         match result {
             Ok(written) => {
                 written.count(&metrics, started.elapsed());
@@ -261,13 +265,36 @@ impl Written {
     }
 }
 
+/// Times a commit's phases one after the other, each from the end of the one before.
+struct Laps<'a> {
+    phases: &'a CommitPhases,
+    since: std::time::Instant,
+}
+
+impl<'a> Laps<'a> {
+    fn new(phases: &'a CommitPhases) -> Self {
+        Laps {
+            phases,
+            since: std::time::Instant::now(),
+        }
+    }
+
+    fn done(&mut self, phase: Phase) {
+        let now = std::time::Instant::now();
+        self.phases.observe(phase, now - self.since);
+        self.since = now;
+    }
+}
+
 async fn commit(
     pool: &PgPool,
     queue: &Queue,
     engine: &Alerts,
     batch: &mut Vec<Request>,
+    mut laps: Laps<'_>,
 ) -> sqlx::Result<Written> {
-    let mut tx = EventTx::begin(pool).await?;
+    let mut tx = EventTx::begin_released(pool).await?;
+    laps.done(Phase::Lock);
     // Taking the counter's row lock first serialises writers, so the duplicate check below and
     // the seqs handed out are exact. Everything that arrived while this worker waited for the
     // lock joins the batch.
@@ -277,6 +304,7 @@ async fn commit(
     let (stored, mut vehicles) = read_state(&mut tx, batch).await?;
     let fences = prepare_rules(&mut tx, engine, &mut vehicles).await?;
     let neighbours = read_neighbours(&mut tx, batch, &vehicles).await?;
+    laps.done(Phase::Read);
     let incoming: Vec<Incoming> = batch
         .iter()
         .map(|r| Incoming {
@@ -303,6 +331,7 @@ async fn commit(
             next_seq,
         )
     });
+    laps.done(Phase::Plan);
 
     if !rows.is_empty() {
         // The rows' one statement writes the counter too, saving a round trip under the lock.
@@ -350,7 +379,11 @@ async fn commit(
     for (seq, event, alert) in raised {
         tx.push(AlertChange::at(seq, event, alert));
     }
-    let events = tx.commit().await?;
+    laps.done(Phase::Write);
+    let recorded = tx.commit_recorded().await?;
+    laps.done(Phase::Commit);
+    let events = recorded.durable().await?;
+    laps.done(Phase::Flush);
     Ok(Written {
         outcomes,
         events,

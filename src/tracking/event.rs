@@ -16,7 +16,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use super::{
     frames,
-    seq::{lock_seq, set_seq},
+    seq::{flush_wal, lock_seq, lock_seq_released, set_seq},
     Batch, TopicKey, Tracking,
 };
 
@@ -65,6 +65,9 @@ impl Event {
 /// uncommitted, it rolls back and the seqs it handed out are never used.
 pub struct EventTx {
     tx: Transaction<'static, Postgres>,
+    /// Set when the lock is released at commit before the WAL flush
+    /// ([`EventTx::begin_released`]): the pool the flush is then waited for on.
+    flush_after: Option<PgPool>,
     /// The counter's value when the lock was taken: this transaction's seqs follow it.
     locked: i64,
     /// The last seq handed out.
@@ -80,13 +83,35 @@ impl EventTx {
     pub async fn begin(db: &PgPool) -> sqlx::Result<EventTx> {
         let mut tx = db.begin().await?;
         let locked = lock_seq(&mut tx).await?;
-        Ok(EventTx {
+        Ok(EventTx::locked(tx, locked, None))
+    }
+
+    /// As [`EventTx::begin`], but the seq lock is released as soon as the commit is recorded,
+    /// before the WAL reaches the disk, and [`EventTx::commit`] then waits for the flush outside
+    /// the lock: the next transaction's statements overlap this one's fsync, and concurrent
+    /// flushes share one. Commit order is still seq order (the lock is held to the commit
+    /// record, and the WAL is written in that order), and a commit still returns only once it
+    /// is durable; in between it is visible but not yet on disk, which is why a seq read to be
+    /// relied on is read with [`read_seq`](super::read_seq).
+    pub async fn begin_released(db: &PgPool) -> sqlx::Result<EventTx> {
+        let mut tx = db.begin().await?;
+        let locked = lock_seq_released(&mut tx).await?;
+        Ok(EventTx::locked(tx, locked, Some(db.clone())))
+    }
+
+    fn locked(
+        tx: Transaction<'static, Postgres>,
+        locked: i64,
+        flush_after: Option<PgPool>,
+    ) -> Self {
+        EventTx {
             tx,
+            flush_after,
             locked,
             last: locked,
             recorded: locked,
             events: Vec::new(),
-        })
+        }
     }
 
     /// Hands out the next seq.
@@ -121,23 +146,52 @@ impl EventTx {
         self.events.push(event);
     }
 
-    /// Records the last seq handed out and commits. The events are published when the caller
-    /// says ([`Committed::publish`]), so that it can answer its own client first.
-    pub async fn commit(mut self) -> sqlx::Result<Committed> {
+    /// Records the last seq handed out and commits; returns once the commit is durable. The
+    /// events are published when the caller says ([`Committed::publish`]), so that it can
+    /// answer its own client first.
+    pub async fn commit(self) -> sqlx::Result<Committed> {
+        self.commit_recorded().await?.durable().await
+    }
+
+    /// Records the last seq handed out and commits, but returns as soon as the commit is
+    /// recorded: for a transaction begun with [`EventTx::begin_released`], before it is on disk,
+    /// which [`Recorded::durable`] then waits for.
+    pub async fn commit_recorded(mut self) -> sqlx::Result<Recorded> {
         if self.last > self.recorded {
             set_seq(&mut self.tx, self.last).await?;
         }
         self.tx.commit().await?;
-        Ok(Committed {
-            first: self.locked + 1,
-            last: self.last,
-            events: self.events,
+        Ok(Recorded {
+            flush_after: self.flush_after,
+            committed: Committed {
+                first: self.locked + 1,
+                last: self.last,
+                events: self.events,
+            },
         })
     }
 
     /// Rolls back now: nothing is stored, and the seqs handed out are given back.
     pub async fn rollback(self) -> sqlx::Result<()> {
         self.tx.rollback().await
+    }
+}
+
+/// A commit that is recorded, and perhaps not yet durable.
+pub struct Recorded {
+    flush_after: Option<PgPool>,
+    committed: Committed,
+}
+
+impl Recorded {
+    /// Waits until the commit is on disk. Nothing may be told of it before: should the flush
+    /// fail, the caller answers with an error, and the events reach subscribers from the
+    /// database if the commit turns out to have survived.
+    pub async fn durable(self) -> sqlx::Result<Committed> {
+        if let Some(pool) = &self.flush_after {
+            flush_wal(pool).await?;
+        }
+        Ok(self.committed)
     }
 }
 

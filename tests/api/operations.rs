@@ -65,6 +65,16 @@ async fn metrics_count_ingest_connections_and_refusals(db: PgPool) {
         "three commits"
     );
     assert_eq!(sample(&page, "waymark_commit_rows_sum"), Some(5.0));
+    for phase in ["lock", "read", "plan", "write", "commit", "flush"] {
+        assert_eq!(
+            sample(
+                &page,
+                &format!("waymark_commit_phase_seconds_count{{phase=\"{phase}\"}}")
+            ),
+            Some(3.0),
+            "each commit timed through its {phase} phase"
+        );
+    }
     assert_eq!(sample(&page, "waymark_rate_limited_total"), Some(1.0));
     assert_eq!(sample(&page, "waymark_database_up"), Some(1.0));
     assert_eq!(sample(&page, "waymark_websocket_connections"), Some(0.0));

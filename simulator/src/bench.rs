@@ -72,7 +72,13 @@ pub async fn bench(args: &BenchArgs, cancel: CancellationToken) -> anyhow::Resul
     if args.processes > 1 && !part.is_split() {
         return processes::run(args, cancel).await;
     }
-    let args = &part.narrow(args);
+    let narrowed;
+    let args = if part.is_split() {
+        narrowed = part.narrow(args);
+        &narrowed
+    } else {
+        args
+    };
     let mut barriers = Barriers::for_part(part);
     check_open_files(args)?;
     for &pid in &args.server_pids {

@@ -156,7 +156,7 @@ pub fn listen(config: &ServeConfig) -> anyhow::Result<TcpListener> {
 }
 
 /// Only Linux spreads connections over the sockets sharing a port (elsewhere `SO_REUSEPORT`
-/// lets them bind, but one of them gets every connection).
+/// lets them bind, but does not balance the connections between them).
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn share_port(socket: &TcpSocket) -> anyhow::Result<()> {
     Ok(socket.set_reuseport(true)?)

@@ -1,6 +1,7 @@
-//! The router, and serving it with a graceful shutdown that also closes WebSockets and drains
-//! the position writer (axum does neither for upgraded connections or background tasks).
-use std::{future::Future, time::Duration};
+//! The router, the listening socket, and serving with a graceful shutdown that also closes
+//! WebSockets and drains the position writer (axum does neither for upgraded connections or
+//! background tasks).
+use std::{future::Future, io, net::SocketAddr, time::Duration};
 
 use axum::{
     extract::{DefaultBodyLimit, Request, State},
@@ -11,7 +12,7 @@ use axum::{
     Json, Router,
 };
 use serde_json::json;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tower_http::{
     services::{ServeDir, ServeFile},
     set_header::SetResponseHeaderLayer,
@@ -129,6 +130,61 @@ pub async fn serve(
     Ok(())
 }
 
+/// Connections the kernel queues until they are accepted: the default `net.core.somaxconn` of
+/// current Linux (which caps it), so that thousands of clients reconnecting at once after a
+/// restart wait in the queue rather than being refused.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// The listening socket for `config.bind`. With `config.reuse_port`, several processes that all
+/// set it listen on one address, and the kernel spreads new connections over them.
+pub fn listen(config: &ServeConfig) -> anyhow::Result<TcpListener> {
+    let address = config.bind;
+    let socket = match address {
+        SocketAddr::V4(_) => TcpSocket::new_v4(),
+        SocketAddr::V6(_) => TcpSocket::new_v6(),
+    }?;
+    // As `TcpListener::bind` does: a restart need not wait for the old connections to time out.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    if config.reuse_port {
+        share_port(&socket)?;
+    }
+    socket
+        .bind(address)
+        .map_err(|e| bind_error(address, config.reuse_port, e))?;
+    Ok(socket.listen(LISTEN_BACKLOG)?)
+}
+
+/// Only Linux spreads connections over the sockets sharing a port (elsewhere `SO_REUSEPORT`
+/// lets them bind, but does not balance the connections between them).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn share_port(socket: &TcpSocket) -> anyhow::Result<()> {
+    Ok(socket.set_reuseport(true)?)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn share_port(_: &TcpSocket) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "WAYMARK_REUSE_PORT needs Linux, whose kernel spreads connections over the processes \
+         sharing a port; run one process per port behind a load balancer instead"
+    )
+}
+
+/// Says what to do about the usual cause: another process on the port.
+fn bind_error(address: SocketAddr, reuse_port: bool, error: io::Error) -> anyhow::Error {
+    let mut context = format!("cannot listen on {address}");
+    if error.kind() == io::ErrorKind::AddrInUse {
+        context += if reuse_port {
+            ": another process holds the port without sharing it (every process on a shared \
+             port needs WAYMARK_REUSE_PORT=true, and all must run as the same user)"
+        } else {
+            ": another process holds the port (several `waymark serve` processes can share one \
+             when every one of them has WAYMARK_REUSE_PORT=true)"
+        };
+    }
+    anyhow::Error::new(error).context(context)
+}
+
 /// `waymark serve`: connect, migrate, listen, and serve until SIGINT or SIGTERM.
 pub async fn run_server(config: ServeConfig) -> anyhow::Result<()> {
     tracing::info!(?config, "starting");
@@ -139,8 +195,8 @@ pub async fn run_server(config: ServeConfig) -> anyhow::Result<()> {
     }
     let pool = db::connect(&config.db).await?;
     db::migrate(&pool).await?;
-    let listener = TcpListener::bind(config.bind).await?;
-    tracing::info!(address = %listener.local_addr()?, "listening");
+    let listener = listen(&config)?;
+    tracing::info!(address = %listener.local_addr()?, reuse_port = config.reuse_port, "listening");
     let state = AppState::new(pool, config).await?;
     serve(listener, state, shutdown_signal()).await?;
     tracing::info!("stopped");

@@ -32,6 +32,11 @@ pub struct ServeConfig {
     /// Address to listen on.
     #[arg(long, env = "WAYMARK_BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
+    /// Share the address with other `waymark serve` processes on this machine that set this
+    /// too (SO_REUSEPORT, Linux only): the kernel spreads new connections over them. Each
+    /// process is an instance of its own, so they need `REDIS_URL` to hear each other's events.
+    #[arg(long, env = "WAYMARK_REUSE_PORT", default_value_t = false)]
+    pub reuse_port: bool,
     /// Redis URL for fan-out across instances; without it this instance fans out on its own.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
@@ -149,6 +154,7 @@ impl fmt::Debug for ServeConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServeConfig")
             .field("bind", &self.bind)
+            .field("reuse_port", &self.reuse_port)
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
             .field(
                 "jwt_secret",

@@ -43,5 +43,5 @@ pub mod telemetry;
 pub mod tracking;
 pub mod web;
 
-pub use app::{app, run_server, serve};
+pub use app::{app, listen, run_server, serve};
 pub use state::AppState;

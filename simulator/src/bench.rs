@@ -1,9 +1,11 @@
 //! `waymark-sim bench`: loads one or more running server instances with position posts while
 //! WebSocket subscribers time the deliveries, then reports throughput, latency and memory.
-//! Every phase is bounded in time.
+//! Every phase is bounded in time. With `--processes` the bench runs as several processes of
+//! itself, each over its own share (`processes`).
 
 mod load;
 mod memory;
+mod processes;
 mod report;
 mod watch;
 
@@ -25,6 +27,7 @@ use crate::config::{BenchArgs, Shape};
 use crate::geo::{self, LatLon};
 
 use load::{Lane, Load, LoadStats, Pacer, SentLog};
+use processes::{Barriers, Part};
 use report::{Findings, Memory, Report};
 use watch::{LatencySink, Progress, Shared, Subscriber, Watch, WatchStats};
 
@@ -65,8 +68,20 @@ struct BenchVehicle {
 }
 
 pub async fn bench(args: &BenchArgs, cancel: CancellationToken) -> anyhow::Result<()> {
+    let part = Part::of_this_process()?;
+    if args.processes > 1 && !part.is_split() {
+        return processes::run(args, cancel).await;
+    }
+    let narrowed;
+    let args = if part.is_split() {
+        narrowed = part.narrow(args);
+        &narrowed
+    } else {
+        args
+    };
+    let mut barriers = Barriers::for_part(part);
     check_open_files(args)?;
-    if let Some(pid) = args.server_pid {
+    for &pid in &args.server_pids {
         memory::rss_kib(Some(pid))
             .with_context(|| format!("cannot read the memory of process {pid} (--server-pid)"))?;
     }
@@ -91,7 +106,7 @@ pub async fn bench(args: &BenchArgs, cancel: CancellationToken) -> anyhow::Resul
         tracing::info!("preparing {} vehicles with shipments", args.vehicles);
         tokio::select! {
             () = cancel.cancelled() => return Ok(()),
-            prepared = tokio::time::timeout(SETUP_LIMIT, prepare(&api, args.vehicles, &run_id)) => {
+            prepared = tokio::time::timeout(SETUP_LIMIT, prepare(&api, args.first_vehicle, args.vehicles, &run_id)) => {
                 prepared.context("setting up the bench vehicles took too long")??
             }
         }
@@ -99,7 +114,7 @@ pub async fn bench(args: &BenchArgs, cancel: CancellationToken) -> anyhow::Resul
     let vehicle_ids: Vec<i64> = if args.idle_only && args.shape == Shape::Fleet {
         tokio::select! {
             () = cancel.cancelled() => return Ok(()),
-            ids = tokio::time::timeout(SETUP_LIMIT, vehicle_ids(&api, args.vehicles)) => {
+            ids = tokio::time::timeout(SETUP_LIMIT, vehicle_ids(&api, args.first_vehicle, args.vehicles)) => {
                 ids.context("finding the bench vehicles took too long")??
             }
         }
@@ -113,8 +128,9 @@ pub async fn bench(args: &BenchArgs, cancel: CancellationToken) -> anyhow::Resul
         latency: LatencySink::new(),
         progress: Progress::new(Instant::now()),
     });
+    barriers.reach("prepared").await?;
     let mut footprint = Memory {
-        server_rss_before_kib: server_rss(args.server_pid),
+        server_rss_before_kib: summed_rss(&args.server_pids),
         ..Memory::default()
     };
     let stop_watching = CancellationToken::new();
@@ -137,8 +153,9 @@ pub async fn bench(args: &BenchArgs, cancel: CancellationToken) -> anyhow::Resul
             () = tokio::time::sleep(IDLE_SETTLE) => {}
         }
     }
+    barriers.reach("subscribed").await?;
     footprint.idle_connections = audience.connected;
-    footprint.server_rss_after_kib = server_rss(args.server_pid);
+    footprint.server_rss_after_kib = summed_rss(&args.server_pids);
     footprint.per_idle_connection();
     footprint.bench_rss_kib = memory::rss_kib(None).ok();
 
@@ -201,7 +218,10 @@ pub async fn bench(args: &BenchArgs, cancel: CancellationToken) -> anyhow::Resul
         expected_deliveries: expected,
         memory: footprint,
     });
-    if args.json {
+    if part.is_split() {
+        let requests = ingest.as_ref().map(|(load, _, _)| &load.latency_us);
+        processes::hand_in(&report, &latency, requests)?;
+    } else if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{report}");
@@ -241,8 +261,15 @@ fn check_open_files(args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn server_rss(pid: Option<u32>) -> Option<u64> {
-    let pid = pid?;
+/// The resident memory of the server processes, summed; none without any.
+fn summed_rss(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&pid| server_rss(pid)).sum()
+}
+
+fn server_rss(pid: u32) -> Option<u64> {
     memory::rss_kib(Some(pid))
         .inspect_err(|e| tracing::warn!("cannot read the memory of process {pid}: {e}"))
         .ok()
@@ -291,12 +318,14 @@ async fn open_subscribers(
     let gate = Arc::new(Semaphore::new(HANDSHAKES_AT_ONCE));
     let (ready_tx, mut ready) = mpsc::channel(count);
     for index in 0..count {
-        let watch = Watch::for_subscriber(args.shape, index, vehicle_ids);
+        let watch = Watch::for_subscriber(args.shape, index, vehicle_ids, args.topics as usize);
         audience.watches.push(watch.clone());
         audience.tasks.spawn(watch::subscriber(
             Subscriber {
                 index,
                 url: urls[index % urls.len()].clone(),
+                source: (!args.source_ips.is_empty())
+                    .then(|| args.source_ips[index % args.source_ips.len()]),
                 watch,
             },
             Arc::clone(&gate),
@@ -422,10 +451,10 @@ fn bench_vehicle_name(index: u32) -> String {
 
 /// The ids of the bench vehicles, creating missing ones, without tokens or shipments: enough
 /// to watch them.
-async fn vehicle_ids(api: &Api, count: u32) -> anyhow::Result<Vec<i64>> {
+async fn vehicle_ids(api: &Api, first: u32, count: u32) -> anyhow::Result<Vec<i64>> {
     let existing = api.list_vehicles().await.context("cannot list vehicles")?;
     let by_name = &by_name(&existing);
-    stream::iter(0..count)
+    stream::iter(first..first + count)
         .map(|i| async move {
             let name = bench_vehicle_name(i);
             match by_name.get(name.as_str()) {
@@ -444,8 +473,14 @@ async fn vehicle_ids(api: &Api, count: u32) -> anyhow::Result<Vec<i64>> {
 }
 
 /// Bench vehicles are reused across runs by name ("Bench 0001", …), with fresh tokens, so
-/// repeated runs do not pile up vehicles; each gets an active shipment.
-async fn prepare(api: &Api, count: u32, run_id: &str) -> anyhow::Result<Vec<BenchVehicle>> {
+/// repeated runs do not pile up vehicles; each gets an active shipment. A process of a split
+/// bench prepares its own run of them, from `first`.
+async fn prepare(
+    api: &Api,
+    first: u32,
+    count: u32,
+    run_id: &str,
+) -> anyhow::Result<Vec<BenchVehicle>> {
     let existing = api.list_vehicles().await.context("cannot list vehicles")?;
     let shipments = api
         .list_shipments()
@@ -453,7 +488,7 @@ async fn prepare(api: &Api, count: u32, run_id: &str) -> anyhow::Result<Vec<Benc
         .context("cannot list shipments")?;
     let by_name = &by_name(&existing);
     let shipments = &shipments;
-    stream::iter(0..count)
+    stream::iter(first..first + count)
         .map(|i| async move {
             let name = bench_vehicle_name(i);
             prepare_one(

@@ -1,6 +1,7 @@
 //! Command-line and environment configuration, parsed once at start-up.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -15,6 +16,9 @@ const ABOUT: &str = "Waymark's route simulator: replays real GPS traces as a liv
     or benchmarks ingest and WebSocket delivery.";
 
 const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+
+/// Subscribers over all the bench's processes.
+const MAX_SUBSCRIBERS: i64 = 1_000_000;
 
 const AFTER_HELP: &str = "Traces: UK Bus Open Data Service (Open Government Licence v3.0), \
     barefoot by BMW Car IT and gpxpy (Apache License 2.0). `waymark-sim credits` prints the \
@@ -266,15 +270,41 @@ pub struct BenchArgs {
     pub vehicles: u32,
 
     /// WebSocket clients, each measuring delivery latency (see --shape). Each is an open file:
-    /// the bench raises its own limit to the hard limit.
+    /// each bench process raises its own limit to the hard limit, and may hold up to 20 000
+    /// (more with --processes).
     #[arg(long, env = "WAYMARK_BENCH_SUBSCRIBERS", default_value_t = 10,
-          value_parser = clap::value_parser!(u32).range(0..=20_000))]
+          value_parser = clap::value_parser!(u32).range(0..=MAX_SUBSCRIBERS))]
     pub subscribers: u32,
 
     /// What the subscribers watch: `broadcast` puts all of them on the `fleet` topic, `fleet`
-    /// gives each the `vehicle:{id}` topics of up to 10 vehicles, dealt out round-robin.
+    /// gives each the `vehicle:{id}` topics of up to --topics vehicles, dealt out round-robin.
     #[arg(long, env = "WAYMARK_BENCH_SHAPE", value_enum, default_value_t = Shape::Broadcast)]
     pub shape: Shape,
+
+    /// In the `fleet` shape, how many `vehicle:{id}` topics each subscriber watches.
+    #[arg(long, env = "WAYMARK_BENCH_TOPICS", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub topics: u32,
+
+    /// Local addresses the subscribers connect from, dealt out round-robin (e.g.
+    /// `127.0.0.2,127.0.0.3`: all of 127.0.0.0/8 is loopback on Linux). Connections from one
+    /// address to one server port are bounded by the ephemeral port range (about 28 000);
+    /// without this the system picks the address.
+    #[arg(long, env = "WAYMARK_BENCH_SOURCE_IPS", value_delimiter = ',')]
+    pub source_ips: Vec<IpAddr>,
+
+    /// Run as this many bench processes, each with its share of the vehicles, the subscribers
+    /// and the rate (so each may open as many sockets as one process's open-file limit allows).
+    /// They open their subscribers, then all post at once; the report adds them up, with the
+    /// latency histograms merged.
+    #[arg(long, env = "WAYMARK_BENCH_PROCESSES", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub processes: u32,
+
+    /// The first bench vehicle of this process's share (not a flag: set for the processes of
+    /// --processes).
+    #[arg(skip)]
+    pub first_vehicle: u32,
 
     /// Seconds of load.
     #[arg(long, env = "WAYMARK_BENCH_DURATION", default_value_t = 15,
@@ -299,9 +329,14 @@ pub struct BenchArgs {
     pub batch: u32,
 
     /// Process id of the server (on this machine): its resident memory is read before the
-    /// subscribers connect and once they are all subscribed and idle.
-    #[arg(long, env = "WAYMARK_BENCH_SERVER_PID")]
-    pub server_pid: Option<u32>,
+    /// subscribers connect and once they are all subscribed and idle. Repeat it (or separate
+    /// with commas) for several server processes: their memory is summed.
+    #[arg(
+        long = "server-pid",
+        env = "WAYMARK_BENCH_SERVER_PID",
+        value_delimiter = ','
+    )]
+    pub server_pids: Vec<u32>,
 
     /// Only open the subscribers, wait until all are subscribed, measure memory and stop,
     /// without posting anything.
@@ -493,9 +528,11 @@ mod tests {
             ["http://127.0.0.1:8080/"]
         );
         assert_eq!(
-            (b.shape, b.rate, b.server_pid, b.idle_only),
-            (Shape::Broadcast, 0, None, false)
+            (b.shape, b.rate, b.server_pids.is_empty(), b.idle_only),
+            (Shape::Broadcast, 0, true, false)
         );
+        assert_eq!((b.topics, b.processes), (10, 1));
+        assert!(b.source_ips.is_empty());
 
         let b = bench(&[
             "bench",
@@ -508,7 +545,9 @@ mod tests {
             "--rate",
             "2000",
             "--server-pid",
-            "4242",
+            "4242,4243",
+            "--server-pid",
+            "4244",
             "--idle-only",
             "--subscribers",
             "10000",
@@ -516,13 +555,42 @@ mod tests {
         let ports: Vec<_> = b.urls.iter().filter_map(reqwest::Url::port).collect();
         assert_eq!(ports, [8081, 8082, 8083]);
         assert_eq!(
-            (b.shape, b.rate, b.server_pid, b.idle_only, b.subscribers),
-            (Shape::Fleet, 2000, Some(4242), true, 10_000)
+            (b.shape, b.rate, b.server_pids, b.idle_only, b.subscribers),
+            (Shape::Fleet, 2000, vec![4242, 4243, 4244], true, 10_000)
         );
         assert_eq!(Shape::Fleet.to_string(), "fleet");
         assert!(parse(&["bench", "--shape", "star"]).is_err());
-        assert!(parse(&["bench", "--subscribers", "20001"]).is_err());
+        assert!(parse(&["bench", "--subscribers", "1000001"]).is_err());
         assert!(parse(&["bench", "--url", "not a url"]).is_err());
+    }
+
+    #[test]
+    fn the_bench_spreads_over_source_addresses_and_processes() {
+        let b = match parse(&[
+            "bench",
+            "--source-ips",
+            "127.0.0.2,127.0.0.3",
+            "--source-ips",
+            "::1",
+            "--processes",
+            "6",
+            "--topics",
+            "1",
+            "--subscribers",
+            "100000",
+        ])
+        .unwrap()
+        .selected_command()
+        {
+            Command::Bench(b) => b,
+            other => panic!("expected bench, got {other:?}"),
+        };
+        let ips: Vec<String> = b.source_ips.iter().map(ToString::to_string).collect();
+        assert_eq!(ips, ["127.0.0.2", "127.0.0.3", "::1"]);
+        assert_eq!((b.processes, b.topics, b.subscribers), (6, 1, 100_000));
+        assert!(parse(&["bench", "--source-ips", "localhost"]).is_err());
+        assert!(parse(&["bench", "--processes", "0"]).is_err());
+        assert!(parse(&["bench", "--topics", "0"]).is_err());
     }
 
     #[test]

@@ -31,6 +31,7 @@ mod readme;
 mod reports;
 mod revocation;
 mod security;
+mod shared_port;
 mod simulator;
 mod support;
 mod trackers;

@@ -54,6 +54,7 @@ impl TestApp {
         extra: &[&str],
     ) -> TestApp {
         let defaults = [
+            ("--bind", "127.0.0.1:0"),
             ("--jwt-secret", "test-secret-test-secret-test-secret"),
             ("--tile-url", ""),
             ("--ws-write-timeout-s", "2"),
@@ -80,7 +81,7 @@ impl TestApp {
         let Command::Serve(config) = cli.command else {
             unreachable!()
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = waymark::listen(&config).expect("the server listens");
         let addr = listener.local_addr().unwrap();
         let state = AppState::new(db.clone(), *config)
             .await

@@ -24,6 +24,8 @@ pub struct Report {
 #[derive(Debug, Serialize)]
 pub struct Setup {
     pub shape: Shape,
+    /// `vehicle:{id}` topics per subscriber in the `fleet` shape.
+    pub topics: u32,
     pub vehicles: u32,
     pub subscribers: u32,
     pub concurrency: u32,
@@ -209,6 +211,7 @@ impl Report {
             urls: args.urls.iter().map(ToString::to_string).collect(),
             config: Setup {
                 shape: args.shape,
+                topics: args.topics,
                 vehicles: args.vehicles,
                 subscribers: args.subscribers,
                 concurrency: args.concurrency,
@@ -330,8 +333,11 @@ impl fmt::Display for Report {
 
         writeln!(f)?;
         let what = match c.shape {
-            Shape::Broadcast => "every subscriber on `fleet`",
-            Shape::Fleet => "each subscriber on up to 10 `vehicle:{id}` topics",
+            Shape::Broadcast => "every subscriber on `fleet`".to_owned(),
+            Shape::Fleet => format!(
+                "each subscriber on up to {} `vehicle:{{id}}` topics",
+                c.topics
+            ),
         };
         writeln!(
             f,

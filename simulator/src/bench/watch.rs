@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -15,22 +16,19 @@ use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use reqwest::Url;
 use serde::Deserialize;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
 use super::load::SentLog;
 use super::new_histogram;
 use crate::config::Shape;
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// In the `fleet` shape each subscriber watches this many vehicles (fewer if there are fewer).
-pub const VEHICLES_PER_SUBSCRIBER: usize = 10;
+type Socket = WebSocketStream<TcpStream>;
 /// Connecting, the hello and the subscriptions must each come within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The server drops a connection that has sent nothing for 60 s.
@@ -55,11 +53,12 @@ pub enum Watch {
 }
 
 impl Watch {
-    /// What subscriber number `index` watches in `shape`.
-    pub fn for_subscriber(shape: Shape, index: usize, vehicles: &[i64]) -> Self {
+    /// What subscriber number `index` watches in `shape`: in `fleet`, `per` vehicles (fewer if
+    /// there are fewer).
+    pub fn for_subscriber(shape: Shape, index: usize, vehicles: &[i64], per: usize) -> Self {
         match shape {
             Shape::Broadcast => Self::Fleet,
-            Shape::Fleet => Self::Vehicles(deal(index, vehicles, VEHICLES_PER_SUBSCRIBER)),
+            Shape::Fleet => Self::Vehicles(deal(index, vehicles, per)),
         }
     }
 
@@ -254,6 +253,8 @@ pub struct Subscriber {
     pub index: usize,
     /// The WebSocket URL, with the session token: never put it in a message.
     pub url: Url,
+    /// The local address to connect from; the system's choice if none.
+    pub source: Option<IpAddr>,
     pub watch: Watch,
 }
 
@@ -276,7 +277,7 @@ pub async fn subscriber(
         };
         let connected = tokio::select! {
             () = stop.cancelled() => return WatchStats::new(),
-            connected = connect(&me.url, &me.watch) => connected,
+            connected = connect(&me.url, me.source, &me.watch) => connected,
         };
         drop(permit);
         connected
@@ -297,16 +298,19 @@ pub async fn subscriber(
     }
 }
 
-/// Opens a connection, waits for the hello, subscribes to every topic of `watch` at once and
-/// waits for all the confirmations.
-async fn connect(url: &Url, watch: &Watch) -> anyhow::Result<Socket> {
+/// Opens a connection (from `source`, if given), waits for the hello, subscribes to every topic
+/// of `watch` at once and waits for all the confirmations.
+async fn connect(url: &Url, source: Option<IpAddr>, watch: &Watch) -> anyhow::Result<Socket> {
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0);
+    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, open_tcp(url, source))
+        .await
+        .context("TCP connect timed out")??;
     // The URL carries the session token, so it never goes into an error message.
     let (mut ws, _) = tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
-        tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true),
+        tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(config)),
     )
     .await
     .context("WebSocket connect timed out")?
@@ -322,6 +326,34 @@ async fn connect(url: &Url, watch: &Watch) -> anyhow::Result<Socket> {
     ws.flush().await.context("cannot send subscribe")?;
     expect_frames(&mut ws, "subscribed", topics.len()).await?;
     Ok(ws)
+}
+
+/// A TCP connection to the server of `url`, bound to `source` first when given: the kernel
+/// finds a free local port per local address, so each address adds a port range's worth of
+/// connections to one server port.
+async fn open_tcp(url: &Url, source: Option<IpAddr>) -> anyhow::Result<TcpStream> {
+    let host = url.host_str().context("the server URL has no host")?;
+    let port = url
+        .port_or_known_default()
+        .context("the server URL has no port")?;
+    let server = tokio::net::lookup_host((host, port))
+        .await
+        .context("cannot resolve the server")?
+        .find(|a| source.is_none_or(|s| s.is_ipv4() == a.is_ipv4()))
+        .context("the server has no address of the source address's family")?;
+    let socket = match server {
+        SocketAddr::V4(_) => TcpSocket::new_v4(),
+        SocketAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .context("cannot open a socket")?;
+    if let Some(ip) = source {
+        socket
+            .bind(SocketAddr::new(ip, 0))
+            .with_context(|| format!("cannot bind to source address {ip}"))?;
+    }
+    let stream = socket.connect(server).await.context("TCP connect failed")?;
+    stream.set_nodelay(true).context("cannot set TCP_NODELAY")?;
+    Ok(stream)
 }
 
 #[derive(Deserialize)]
@@ -625,11 +657,11 @@ mod tests {
         // Fewer vehicles than a subscriber's share: each watches them all.
         assert_eq!(deal(5, &[1, 2, 3], 10).len(), 3);
         assert_eq!(
-            Watch::for_subscriber(Shape::Broadcast, 5, &[1, 2]),
+            Watch::for_subscriber(Shape::Broadcast, 5, &[1, 2], 10),
             Watch::Fleet
         );
         assert_eq!(
-            Watch::for_subscriber(Shape::Fleet, 1, &[1, 2, 3]),
+            Watch::for_subscriber(Shape::Fleet, 1, &[1, 2, 3], 10),
             Watch::Vehicles(vec![1, 2, 3])
         );
     }
@@ -656,7 +688,12 @@ mod tests {
     }
 
     /// A stand-in for `GET /api/v1/ws` on loopback that speaks just enough of the protocol.
-    async fn fake_hub(then: Then, go: tokio::sync::oneshot::Receiver<()>) -> Url {
+    /// Accepts one connection, from `from` if given (else it drops it).
+    async fn fake_hub(
+        then: Then,
+        from: Option<IpAddr>,
+        go: tokio::sync::oneshot::Receiver<()>,
+    ) -> Url {
         use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
         use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
@@ -667,7 +704,10 @@ mod tests {
         ))
         .unwrap();
         tokio::spawn(async move {
-            let (socket, _) = listener.accept().await.unwrap();
+            let (socket, peer) = listener.accept().await.unwrap();
+            if from.is_some_and(|ip| ip != peer.ip()) {
+                return;
+            }
             let mut ws = tokio_tungstenite::accept_async(socket).await.unwrap();
             ws.send(Message::text(
                 r#"{"type":"hello","server_time":"x","user":null}"#,
@@ -704,15 +744,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_subscriber_subscribes_times_its_events_and_counts_a_resume_close() {
+    async fn a_subscriber_connects_from_its_source_subscribes_times_its_events_and_counts_a_resume_close(
+    ) {
         let frame = FRAME.replace("\"fleet\"", "\"vehicle:7\"");
         let (go_tx, go) = tokio::sync::oneshot::channel();
-        let url = fake_hub(Then::SendAndClose(frame, 4008), go).await;
+        let source: IpAddr = "127.0.0.2".parse().unwrap();
+        let url = fake_hub(Then::SendAndClose(frame, 4008), Some(source), go).await;
         let shared = Arc::new(shared(&[7, 9]));
         let (ready_tx, mut ready) = mpsc::channel(1);
         let me = Subscriber {
             index: 0,
             url,
+            source: Some(source),
             watch: Watch::Vehicles(vec![7, 9]),
         };
         let task = tokio::spawn(subscriber(
@@ -738,11 +781,12 @@ mod tests {
     #[tokio::test]
     async fn a_refused_subscription_is_reported_and_ends_the_subscriber() {
         let (_go_tx, go) = tokio::sync::oneshot::channel();
-        let url = fake_hub(Then::Refuse, go).await;
+        let url = fake_hub(Then::Refuse, None, go).await;
         let (ready_tx, mut ready) = mpsc::channel(1);
         let me = Subscriber {
             index: 4,
             url,
+            source: None,
             watch: Watch::Vehicles(vec![7, 9]),
         };
         let stats = subscriber(

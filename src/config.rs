@@ -32,7 +32,8 @@ pub struct ServeConfig {
     /// Address to listen on.
     #[arg(long, env = "WAYMARK_BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
-    /// Redis URL for fan-out across instances; without it this instance fans out on its own.
+    /// Redis URL for fan-out across instances; without it this instance fans out on its own. It
+    /// may name a Redis Cluster, by one node or as comma-separated seed nodes.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
     /// Prefix of this deployment's Redis channels, so several can share one Redis.

@@ -1,7 +1,8 @@
 //! Instances fanning out through a Redis Cluster: each test starts a cluster of three masters of
 //! its own on loopback ports and two instances against it. Positions reach the other instance
 //! through sharded pub/sub over more than one master, `since` resumes exactly, revocations close
-//! sockets elsewhere at once, and chat presence and typing cross over too.
+//! sockets elsewhere at once, chat presence and typing cross over too, and the instances follow
+//! a channel whose slot moves and find a master again that went away and came back.
 use std::{path::PathBuf, process::Stdio};
 
 use chrono::{Duration, Utc};
@@ -19,8 +20,9 @@ use crate::{
 
 /// Three masters (no replicas) on free loopback ports, killed and forgotten on drop.
 struct LocalCluster {
+    server: String,
     ports: Vec<u16>,
-    _nodes: Vec<Child>,
+    nodes: Vec<Child>,
     dir: PathBuf,
 }
 
@@ -37,8 +39,9 @@ impl LocalCluster {
             .map(|port| start_node(&server, &dir, *port))
             .collect();
         let cluster = LocalCluster {
+            server,
             ports,
-            _nodes: nodes,
+            nodes,
             dir,
         };
         for port in &cluster.ports {
@@ -61,16 +64,31 @@ impl LocalCluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        for port in &cluster.ports {
+        cluster.wait_whole().await;
+        cluster
+    }
+
+    async fn wait_whole(&self) {
+        for port in &self.ports {
             wait_until("every node sees the cluster whole", || async {
-                let info = cluster
+                let info = self
                     .query::<String>(*port, redis::cmd("CLUSTER").arg("INFO").clone())
                     .await;
                 info.is_some_and(|i| i.contains("cluster_state:ok"))
             })
             .await;
         }
-        cluster
+    }
+
+    /// Kills node `i` (a master, with no replica to take over).
+    async fn kill(&mut self, i: usize) {
+        self.nodes[i].kill().await.unwrap();
+    }
+
+    /// Starts node `i` again from its configuration file: it comes back with its slots.
+    async fn restart(&mut self, i: usize) {
+        self.nodes[i] = start_node(&self.server, &self.dir, self.ports[i]);
+        self.wait_whole().await;
     }
 
     /// A `REDIS_URL` naming the cluster by its first node only: the instance finds the rest.
@@ -112,6 +130,42 @@ impl LocalCluster {
             }
         }
         (total, nodes)
+    }
+
+    /// How many connections listen on shard channel `channel` at the node at `port`.
+    async fn listeners_on(&self, port: u16, channel: &str) -> i64 {
+        let mut cmd = redis::cmd("PUBSUB");
+        cmd.arg("SHARDNUMSUB").arg(channel);
+        let reply: Vec<(String, i64)> = self.query(port, cmd).await.unwrap_or_default();
+        reply.first().map_or(0, |(_, n)| *n)
+    }
+
+    /// Moves the (keyless) slot of `key` from the master at `source` to the one at `target`,
+    /// Redis's own way: importing, migrating, then the new owner first.
+    async fn move_slot_of(&self, key: &str, source: u16, target: u16) {
+        let cmd = redis::cmd("CLUSTER").arg("KEYSLOT").arg(key).clone();
+        let slot: i64 = self.query(source, cmd).await.unwrap();
+        let id = |port| self.query::<String>(port, redis::cmd("CLUSTER").arg("MYID").clone());
+        let (source_id, target_id) = (id(source).await.unwrap(), id(target).await.unwrap());
+        for (port, state, node) in [
+            (target, "IMPORTING", &source_id),
+            (source, "MIGRATING", &target_id),
+            (target, "NODE", &target_id),
+            (source, "NODE", &target_id),
+        ] {
+            let cmd = redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg(state)
+                .arg(node)
+                .clone();
+            let reply: Option<String> = self.query(port, cmd).await;
+            assert_eq!(
+                reply.as_deref(),
+                Some("OK"),
+                "SETSLOT {slot} {state} on {port}"
+            );
+        }
     }
 
     /// How many SPUBLISH commands each node has carried out.
@@ -343,4 +397,92 @@ async fn an_instance_finds_out_by_itself_whether_redis_is_a_cluster(db: PgPool) 
     let (status, ready) = a.get("", "/readyz").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(ready["redis"], "ok", "{ready}");
+}
+
+#[sqlx::test]
+async fn instances_follow_a_shard_channel_whose_slot_moves_to_another_master(db: PgPool) {
+    let cluster = LocalCluster::start().await;
+    let prefix = unique_prefix();
+    let (a, b) = two_instances(db, &cluster, &prefix).await;
+    let channel = format!("{prefix}:{{e0}}");
+    let mut source = None;
+    for port in &cluster.ports {
+        if cluster.listeners_on(*port, &channel).await == 2 {
+            source = Some(*port);
+        }
+    }
+    let source = source.expect("both instances listen on the channel's master");
+    let target = *cluster.ports.iter().find(|p| **p != source).unwrap();
+    cluster.move_slot_of(&channel, source, target).await;
+    wait_until(
+        "both instances listen on the channel's new master",
+        || async {
+            cluster.listeners_on(target, &channel).await == 2
+                && cluster.listeners_on(source, &channel).await == 0
+        },
+    )
+    .await;
+
+    let (_, jwt) = a.user("Acme", "d@acme.test", Role::Dispatcher).await;
+    let (_, token) = a.vehicle(&jwt, "Van 1").await;
+    let mut on_b = b.ws(&format!("token={jwt}")).await;
+    on_b.subscribe("fleet", None).await;
+    let filled = b.state.tracking.sequencer.filled_from_database();
+    let base = Utc::now() - Duration::minutes(5);
+    // Sixteen consecutive batches: one on every shard channel, the moved one included.
+    for i in 0..16 {
+        let (status, reply) = a.ingest(&token, step(i, base)).await;
+        assert_eq!(status, StatusCode::OK);
+        receive_exactly(&mut on_b, &[reply["seqs"][0].as_i64().unwrap()]).await;
+    }
+    assert_eq!(
+        b.state.tracking.sequencer.filled_from_database(),
+        filled,
+        "every event came through the cluster"
+    );
+}
+
+#[sqlx::test]
+async fn instances_reconnect_by_themselves_when_a_master_comes_back(db: PgPool) {
+    let mut cluster = LocalCluster::start().await;
+    let (a, b) = two_instances(db, &cluster, &unique_prefix()).await;
+    let (_, jwt) = a.user("Acme", "d@acme.test", Role::Dispatcher).await;
+    let (_, token) = a.vehicle(&jwt, "Van 1").await;
+    let mut on_b = b.ws(&format!("token={jwt}")).await;
+    on_b.subscribe("fleet", None).await;
+    let base = Utc::now() - Duration::minutes(5);
+    let post = |i: i64| {
+        let (a, token) = (&a, &token);
+        async move {
+            let (status, reply) = a.ingest(token, step(i, base)).await;
+            assert_eq!(status, StatusCode::OK);
+            reply["seqs"][0].as_i64().unwrap()
+        }
+    };
+
+    cluster.kill(1).await;
+    let fanout = |app: &TestApp| app.state.tracking.fanout.clone().unwrap();
+    wait_until("the instances notice the master is gone", || async {
+        !fanout(&a).connected().await && !fanout(&b).connected().await
+    })
+    .await;
+    // Meanwhile nothing is lost: what Redis cannot carry comes from the database.
+    let missed: Vec<i64> = [post(0).await, post(1).await].into();
+    receive_exactly(&mut on_b, &missed).await;
+
+    cluster.restart(1).await;
+    wait_until("the instances listen on the cluster again", || async {
+        fanout(&a).connected().await && fanout(&b).connected().await
+    })
+    .await;
+    let filled = b.state.tracking.sequencer.filled_from_database();
+    for i in 2..18 {
+        let seq = post(i).await;
+        receive_exactly(&mut on_b, &[seq]).await;
+    }
+    assert_eq!(
+        b.state.tracking.sequencer.filled_from_database(),
+        filled,
+        "after the master came back every event came through the cluster again"
+    );
 }

@@ -108,7 +108,8 @@ enum Backend {
     },
 }
 
-/// A connection for commands to either; the cluster's routes each command to its key's master.
+/// A connection for commands to either; the cluster connection routes each command to the master
+/// serving its key.
 #[derive(Clone)]
 enum Commands {
     Single(MultiplexedConnection),
@@ -400,7 +401,8 @@ impl Fanout {
     }
 
     /// Counts a local subscription of `key`; the first one subscribes its channel, and returns
-    /// once Redis has confirmed (so nothing published from then on is missed) or could not.
+    /// once Redis has confirmed (so nothing published from then on is missed) or could not. On a
+    /// cluster there is nothing to subscribe: every instance hears every batch.
     pub async fn acquire(&self, key: TopicKey) {
         let mut subs = self.subscriptions.lock().await;
         let count = subs.count.entry(key).or_insert(0);

@@ -1,8 +1,9 @@
 //! Instances fanning out through a Redis Cluster: each test starts a cluster of three masters of
 //! its own on loopback ports and two instances against it. Positions reach the other instance
 //! through sharded pub/sub over more than one master, `since` resumes exactly, revocations close
-//! sockets elsewhere at once, chat presence and typing cross over too, and the instances follow
-//! a channel whose slot moves and find a master again that went away and came back.
+//! sockets elsewhere at once, chat presence and typing and the sign-in limits hold across
+//! instances too, and the instances follow a channel whose slot moves and find a master again
+//! that went away and came back.
 use std::{path::PathBuf, process::Stdio};
 
 use chrono::{Duration, Utc};
@@ -15,6 +16,7 @@ use waymark::auth::Role;
 use crate::{
     chat_live::presence_and_typing_cross_instances,
     instances::receive_exactly,
+    security::sign_in_limits_hold_across_instances,
     support::{find_program, step, unique_prefix, wait_until, TestApp},
 };
 
@@ -382,6 +384,12 @@ async fn a_share_link_revoked_on_one_instance_closes_its_socket_on_another_at_on
 async fn presence_and_typing_cross_instances_through_a_cluster(db: PgPool) {
     let cluster = LocalCluster::start().await;
     presence_and_typing_cross_instances(db, &cluster.url()).await;
+}
+
+#[sqlx::test]
+async fn sign_in_limits_hold_across_instances_sharing_a_cluster(db: PgPool) {
+    let cluster = LocalCluster::start().await;
+    sign_in_limits_hold_across_instances(db, &cluster.url()).await;
 }
 
 #[sqlx::test]

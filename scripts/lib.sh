@@ -149,16 +149,30 @@ SQL
 # True when Redis answers PING; the arguments say where (-u URL, or -h HOST -p PORT).
 redis_ping() { [ "$(timeout 5 redis-cli "$@" ping 2>/dev/null)" = PONG ]; }
 
-# Fan-out across instances and its tests need Redis. With REDIS_URL given, waits for it to
-# answer; otherwise installs and starts a local Redis that keeps nothing on disk, and exports
-# REDIS_URL.
+# The major version a Redis program reports (`redis-server --version`, `redis-cli --version`).
+redis_major() { "$1" --version | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -n 1 | cut -d. -f1; }
+
+# Fan-out across instances and its tests need Redis 7 or later (sharded pub/sub, for a cluster).
+# redis-server and redis-cli are installed either way, since the cluster tests start servers of
+# their own (WAYMARK_REDIS_SERVER and WAYMARK_REDIS_CLI can name other builds; both are exported).
+# With REDIS_URL given, waits for it to answer; otherwise starts a local Redis that keeps nothing
+# on disk, and exports REDIS_URL.
 ensure_redis() {
+  if [ -z "${WAYMARK_REDIS_SERVER:-}" ] || [ -z "${WAYMARK_REDIS_CLI:-}" ]; then
+    need_pkgs redis-server redis-tools
+  fi
+  WAYMARK_REDIS_SERVER=${WAYMARK_REDIS_SERVER:-$(command -v redis-server)} || die "redis-server is not on PATH"
+  WAYMARK_REDIS_CLI=${WAYMARK_REDIS_CLI:-$(command -v redis-cli)} || die "redis-cli is not on PATH"
+  export WAYMARK_REDIS_SERVER WAYMARK_REDIS_CLI
+  local program
+  for program in "$WAYMARK_REDIS_SERVER" "$WAYMARK_REDIS_CLI"; do
+    [ "$(redis_major "$program")" -ge 7 ] 2>/dev/null ||
+      die "$program is older than Redis 7 ($("$program" --version)); set WAYMARK_REDIS_SERVER and WAYMARK_REDIS_CLI to Redis 7 builds"
+  done
   if [ -n "${REDIS_URL:-}" ]; then
-    command -v redis-cli >/dev/null || need_pkgs redis-tools
-    wait_for "Redis at REDIS_URL" 30 redis_ping -u "$REDIS_URL"
+    wait_for "Redis at REDIS_URL" 30 redis_ping -u "${REDIS_URL%%,*}"
     return 0
   fi
-  need_pkgs redis-server
   if ! redis_ping -h 127.0.0.1 -p 6379; then
     step "starting Redis"
     as_user redis redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 \

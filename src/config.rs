@@ -37,7 +37,8 @@ pub struct ServeConfig {
     /// process is an instance of its own, so they need `REDIS_URL` to hear each other's events.
     #[arg(long, env = "WAYMARK_REUSE_PORT", default_value_t = false)]
     pub reuse_port: bool,
-    /// Redis URL for fan-out across instances; without it this instance fans out on its own.
+    /// Redis URL for fan-out across instances; without it this instance fans out on its own. It
+    /// may name a Redis Cluster, by one node or as comma-separated seed nodes.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
     /// Prefix of this deployment's Redis channels, so several can share one Redis.

@@ -20,22 +20,37 @@
 //! Revocations (a share link revoked, a user disabled, an ingest token rotated, a driver's
 //! assignment changed) go on one shared channel too, so every instance closes the sockets,
 //! forgets the tokens and re-checks the subscriptions they name at once.
+//!
+//! `REDIS_URL` may also name a Redis Cluster (one node, or several comma-separated): the first
+//! node that answers says which in `INFO cluster`, once per process. On a cluster the topic
+//! channels, the transaction and the range announcements above give way to sharded pub/sub with
+//! one self-contained message per batch, which revocations and ephemeral frames share (see
+//! `tracking::cluster`). Presence and the shared sign-in buckets work the same on both: each
+//! command touches one key, and each pipeline one slot.
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     time::Duration,
 };
 
 use axum::extract::ws::Utf8Bytes;
-use futures_util::StreamExt;
-use redis::aio::{MultiplexedConnection, PubSubSink};
-use tokio::sync::{mpsc, Mutex};
+use futures_util::{future::join_all, StreamExt};
+use redis::{
+    aio::{ConnectionLike, MultiplexedConnection, PubSubSink},
+    cluster::ClusterClient,
+    cluster_async::ClusterConnection,
+    ConnectionInfo, IntoConnectionInfo, PushKind,
+};
+use tokio::sync::{mpsc, Mutex, OnceCell};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::{Batch, Hub, Published, Sequencer, TopicKey};
+use super::{
+    cluster::{self, Message},
+    Batch, Hub, Published, Sequencer, TopicKey,
+};
 use crate::{
     auth::{token, Revocations, Revoked},
     security::SharedBuckets,
@@ -44,8 +59,9 @@ use crate::{
 /// Batches waiting to be published; past this the oldest are dropped (other instances then
 /// read them from the database).
 const PUBLISH_QUEUE: usize = 4096;
-/// The longest a subscription waits for Redis to confirm before going on without it.
-const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest anything waits for Redis (a connection, a command, a subscription's confirmation)
+/// before going on without it.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 /// How long an instance's presence entry lives unless refreshed.
@@ -59,11 +75,18 @@ pub struct Fanout {
     prefix: String,
     publish: mpsc::Sender<Batch>,
     subscriptions: Mutex<Subscriptions>,
+    /// Whether the subscriber listens now, on one server or on every master that serves a
+    /// shard channel.
+    listening: AtomicBool,
     /// Events of other instances that arrived through Redis.
     received: AtomicU64,
-    client: redis::Client,
-    /// For presence and ephemeral frames, reconnected on the next use after a failure.
-    commands: Mutex<Option<MultiplexedConnection>>,
+    /// The nodes `REDIS_URL` names.
+    seeds: Vec<ConnectionInfo>,
+    /// One server or a cluster: learnt from the first seed that answers.
+    backend: OnceCell<Backend>,
+    /// For publishing, presence and the shared buckets, reconnected on the next use after a
+    /// failure.
+    commands: Mutex<Option<Commands>>,
     hub: Arc<Hub>,
     revocations: Arc<Revocations>,
 }
@@ -71,8 +94,57 @@ pub struct Fanout {
 struct Subscriptions {
     /// Local subscriptions per topic: the topic's channel is subscribed while this is above 0.
     count: HashMap<TopicKey, usize>,
-    /// The live pub/sub connection's command side, when connected.
+    /// The live pub/sub connection's command side, when connected to one server.
     sink: Option<PubSubSink>,
+}
+
+/// What `REDIS_URL` names.
+enum Backend {
+    Single(redis::Client),
+    Cluster {
+        client: ClusterClient,
+        /// The node that answered first: how every node is reached.
+        seed: ConnectionInfo,
+    },
+}
+
+/// A connection for commands to either; the cluster connection routes each command to the master
+/// serving its key.
+#[derive(Clone)]
+enum Commands {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Commands {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Commands::Single(c) => c.req_packed_command(cmd),
+            Commands::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Commands::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Commands::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Commands::Single(c) => c.get_db(),
+            Commands::Cluster(c) => c.get_db(),
+        }
+    }
 }
 
 impl Fanout {
@@ -87,7 +159,7 @@ impl Fanout {
         tracker: &TaskTracker,
         cancel: CancellationToken,
     ) -> anyhow::Result<Arc<Fanout>> {
-        let client = redis::Client::open(url)?;
+        let seeds = seeds(url)?;
         let (publish, queue) = mpsc::channel(PUBLISH_QUEUE);
         let fanout = Arc::new(Fanout {
             instance: token::generate(16),
@@ -97,24 +169,57 @@ impl Fanout {
                 count: HashMap::new(),
                 sink: None,
             }),
+            listening: AtomicBool::new(false),
             received: AtomicU64::new(0),
-            client: client.clone(),
+            seeds,
+            backend: OnceCell::new(),
             commands: Mutex::new(None),
             hub,
             revocations,
         });
-        tracker.spawn(
-            fanout
-                .clone()
-                .run_publisher(client.clone(), queue, cancel.clone()),
-        );
-        tracker.spawn(fanout.clone().run_subscriber(client, sequencer, cancel));
+        tracker.spawn(fanout.clone().run_publisher(queue, cancel.clone()));
+        tracker.spawn(fanout.clone().run_subscriber(sequencer, cancel));
         Ok(fanout)
     }
 
-    /// Whether the subscriber holds a live Redis connection now.
+    /// Whether the subscriber holds its live Redis connections now.
     pub async fn connected(&self) -> bool {
-        self.subscriptions.lock().await.sink.is_some()
+        self.listening.load(Ordering::Relaxed)
+    }
+
+    /// One server or a cluster, asking the seeds until one answers; none if none does.
+    async fn backend(&self) -> Option<&Backend> {
+        match self.backend.get_or_try_init(|| discover(&self.seeds)).await {
+            Ok(backend) => Some(backend),
+            Err(e) => {
+                tracing::debug!(error = %e, "no Redis node answers");
+                None
+            }
+        }
+    }
+
+    /// The command connection, connecting first if there is none; none if Redis does not answer.
+    async fn commands(&self) -> Option<Commands> {
+        let backend = self.backend().await?;
+        let mut commands = self.commands.lock().await;
+        if commands.is_none() {
+            let connect = async {
+                match backend {
+                    Backend::Single(client) => client
+                        .get_multiplexed_async_connection()
+                        .await
+                        .map(Commands::Single),
+                    Backend::Cluster { client, .. } => {
+                        client.get_async_connection().await.map(Commands::Cluster)
+                    }
+                }
+            };
+            *commands = tokio::time::timeout(REDIS_TIMEOUT, connect)
+                .await
+                .ok()
+                .and_then(Result::ok);
+        }
+        commands.clone()
     }
 
     /// How many events of other instances have arrived through Redis.
@@ -127,17 +232,7 @@ impl Fanout {
     }
 
     fn channel(&self, key: TopicKey) -> String {
-        match key {
-            TopicKey::Fleet { organisation_id } => {
-                format!("{}:fleet:{organisation_id}", self.prefix)
-            }
-            TopicKey::Alerts { organisation_id } => {
-                format!("{}:alerts:{organisation_id}", self.prefix)
-            }
-            TopicKey::Vehicle(id) => format!("{}:vehicle:{id}", self.prefix),
-            TopicKey::Shipment(id) => format!("{}:shipment:{id}", self.prefix),
-            TopicKey::Chat(id) => format!("{}:chat:{id}", self.prefix),
-        }
+        format!("{}:{}", self.prefix, topic_name(key))
     }
 
     /// The channels a local subscription of `key` listens on: its topic's, and for a
@@ -162,46 +257,67 @@ impl Fanout {
         format!("{}:presence:{shipment}", self.prefix)
     }
 
-    /// Runs `pipe` on the command connection; none (logged) if Redis does not answer.
-    async fn run<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Option<T> {
-        let mut conn = self.commands.lock().await;
-        if conn.is_none() {
-            let connect = self.client.get_multiplexed_async_connection();
-            *conn = tokio::time::timeout(SUBSCRIBE_TIMEOUT, connect)
-                .await
-                .ok()
-                .and_then(Result::ok);
+    /// Runs `pipe` (whose keys share one slot) on `conn`; none (logged) if Redis does not
+    /// answer, and the connection is made anew on the next use.
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        mut conn: Commands,
+        pipe: &redis::Pipeline,
+    ) -> Option<T> {
+        let error = match tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async(&mut conn)).await {
+            Ok(Ok(v)) => return Some(v),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "timed out".to_owned(),
+        };
+        tracing::warn!(%error, "a Redis command failed");
+        *self.commands.lock().await = None;
+        None
+    }
+
+    /// [`Fanout::run`] on the command connection.
+    async fn query<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Option<T> {
+        self.run(self.commands().await?, pipe).await
+    }
+
+    /// Publishes `payload` for the other instances: on one server on `channel`, on a cluster on
+    /// shard channel `shard` as `sharded`.
+    async fn announce(&self, channel: String, payload: String, shard: i64, sharded: String) {
+        let Some(conn) = self.commands().await else {
+            return;
+        };
+        let mut pipe = redis::pipe();
+        match conn {
+            Commands::Single(_) => pipe.cmd("PUBLISH").arg(channel).arg(payload),
+            Commands::Cluster(_) => pipe
+                .cmd("SPUBLISH")
+                .arg(cluster::shard_channel(&self.prefix, shard))
+                .arg(sharded),
         }
-        let c = conn.as_mut()?;
-        match tokio::time::timeout(SUBSCRIBE_TIMEOUT, pipe.query_async::<T>(c)).await {
-            Ok(Ok(v)) => Some(v),
-            _ => {
-                tracing::warn!("a Redis command for presence, typing or a revocation failed");
-                *conn = None;
-                None
-            }
-        }
+        .ignore();
+        self.run::<()>(conn, &pipe).await;
     }
 
     /// Sends an ephemeral frame of conversation `shipment` to the other instances.
     pub async fn publish_ephemeral(&self, shipment: i64, frame: &str) {
-        let mut pipe = redis::pipe();
-        pipe.cmd("PUBLISH")
-            .arg(self.ephemeral_channel(shipment))
-            .arg(format!("{} {frame}", self.instance))
-            .ignore();
-        self.run::<()>(&pipe).await;
+        self.announce(
+            self.ephemeral_channel(shipment),
+            format!("{} {frame}", self.instance),
+            cluster::shard_of(shipment),
+            cluster::encode_ephemeral(&self.instance, shipment, frame),
+        )
+        .await;
     }
 
     /// Tells the other instances of a revocation. If Redis does not answer, their sockets close
     /// at their next re-check of the credential instead.
     pub async fn publish_revocation(&self, revoked: Revoked) {
-        let mut pipe = redis::pipe();
-        pipe.cmd("PUBLISH")
-            .arg(self.revocations_channel())
-            .arg(format!("{} {}", self.instance, revoked.encode()))
-            .ignore();
-        self.run::<()>(&pipe).await;
+        self.announce(
+            self.revocations_channel(),
+            format!("{} {}", self.instance, revoked.encode()),
+            0,
+            cluster::encode_revoked(&self.instance, revoked),
+        )
+        .await;
     }
 
     /// Records (`Some(true)`), removes (`Some(false)`) or leaves alone (`None`) this instance's
@@ -238,7 +354,7 @@ impl Fanout {
             .arg(PRESENCE_TTL.as_millis() as u64)
             .ignore();
         pipe.cmd("ZRANGE").arg(&key).arg(0).arg(-1);
-        let (members,): (Vec<String>,) = self.run(&pipe).await?;
+        let (members,): (Vec<String>,) = self.query(&pipe).await?;
         let mut online = BTreeMap::new();
         for m in &members {
             let mut parts = m.splitn(3, '|');
@@ -255,35 +371,23 @@ impl Fanout {
             return;
         }
         let expiry = now_ms() + PRESENCE_TTL.as_millis() as u64;
-        let mut pipe = redis::pipe();
+        // One pipeline per conversation: on a cluster their keys live on different masters.
+        let mut pipes: BTreeMap<i64, redis::Pipeline> = BTreeMap::new();
         for (shipment, participant, name) in entries {
             let key = self.presence_key(*shipment);
             let member = format!("{}|{participant}|{name}", self.instance);
+            let pipe = pipes.entry(*shipment).or_insert_with(redis::pipe);
             pipe.cmd("ZADD").arg(&key).arg(expiry).arg(member).ignore();
             pipe.cmd("PEXPIRE")
                 .arg(&key)
                 .arg(PRESENCE_TTL.as_millis() as u64)
                 .ignore();
         }
-        self.run::<()>(&pipe).await;
+        join_all(pipes.values().map(|pipe| self.query::<()>(pipe))).await;
     }
 
     fn key_of(&self, channel: &str) -> Option<TopicKey> {
-        let rest = channel.strip_prefix(&self.prefix)?.strip_prefix(':')?;
-        let (kind, id) = rest.split_once(':')?;
-        let id: i64 = id.parse().ok()?;
-        match kind {
-            "fleet" => Some(TopicKey::Fleet {
-                organisation_id: id,
-            }),
-            "alerts" => Some(TopicKey::Alerts {
-                organisation_id: id,
-            }),
-            "vehicle" => Some(TopicKey::Vehicle(id)),
-            "shipment" => Some(TopicKey::Shipment(id)),
-            "chat" => Some(TopicKey::Chat(id)),
-            _ => None,
-        }
+        topic_named(channel.strip_prefix(&self.prefix)?.strip_prefix(':')?)
     }
 
     /// Queues a committed batch for the other instances. Never waits: if Redis cannot keep up,
@@ -297,7 +401,8 @@ impl Fanout {
     }
 
     /// Counts a local subscription of `key`; the first one subscribes its channel, and returns
-    /// once Redis has confirmed (so nothing published from then on is missed) or could not.
+    /// once Redis has confirmed (so nothing published from then on is missed) or could not. On a
+    /// cluster there is nothing to subscribe: every instance hears every batch.
     pub async fn acquire(&self, key: TopicKey) {
         let mut subs = self.subscriptions.lock().await;
         let count = subs.count.entry(key).or_insert(0);
@@ -307,7 +412,7 @@ impl Fanout {
         }
         let channels = self.channels(key);
         if let Some(sink) = subs.sink.as_mut() {
-            match tokio::time::timeout(SUBSCRIBE_TIMEOUT, sink.subscribe(&channels)).await {
+            match tokio::time::timeout(REDIS_TIMEOUT, sink.subscribe(&channels)).await {
                 Ok(Ok(())) => {}
                 // The subscriber task resubscribes everything when it reconnects; until then the
                 // sequencer's catch-up from the database covers this topic.
@@ -329,88 +434,107 @@ impl Fanout {
         subs.count.remove(&key);
         let channels = self.channels(key);
         if let Some(sink) = subs.sink.as_mut() {
-            let _ = tokio::time::timeout(SUBSCRIBE_TIMEOUT, sink.unsubscribe(&channels)).await;
+            let _ = tokio::time::timeout(REDIS_TIMEOUT, sink.unsubscribe(&channels)).await;
         }
     }
 
     async fn run_publisher(
         self: Arc<Self>,
-        client: redis::Client,
         mut queue: mpsc::Receiver<Batch>,
         cancel: CancellationToken,
     ) {
-        // Reconnected on the next batch after any failure: while Redis is down each batch costs
-        // one refused connection attempt, and nothing waits on it.
-        let mut connection: Option<MultiplexedConnection> = None;
+        // While Redis is down each round of batches costs one refused connection attempt, and
+        // nothing waits on it.
         let mut batches = Vec::new();
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 n = queue.recv_many(&mut batches, 64) => if n == 0 { break },
             }
-            if connection.is_none() {
-                let connect = client.get_multiplexed_async_connection();
-                connection = tokio::time::timeout(SUBSCRIBE_TIMEOUT, connect)
-                    .await
-                    .ok()
-                    .and_then(Result::ok);
-            }
-            let Some(conn) = connection.as_mut() else {
+            let Some(conn) = self.commands().await else {
                 tracing::debug!(batches = batches.len(), "Redis unavailable; not publishing");
                 batches.clear();
                 continue;
             };
-            // One transaction: no SUBSCRIBE comes between a batch's events and its range, so an
-            // instance that hears the range has heard every event of it on its channels.
-            let mut pipe = redis::pipe();
-            pipe.atomic();
-            for batch in batches.drain(..) {
-                for e in &batch.events {
-                    let conflate = e
-                        .conflate_vehicle
-                        .map_or_else(|| "-".to_owned(), |v| v.to_string());
-                    let payload = format!(
-                        "{} {} {} {}",
-                        self.instance,
-                        e.seq,
-                        conflate,
-                        e.frame.as_str()
-                    );
-                    pipe.cmd("PUBLISH")
-                        .arg(self.channel(e.key))
-                        .arg(payload)
-                        .ignore();
-                }
-                let range = format!("{} {} {}", self.instance, batch.first, batch.last);
-                pipe.cmd("PUBLISH")
-                    .arg(self.ranges_channel())
-                    .arg(range)
-                    .ignore();
-            }
-            let sent = tokio::time::timeout(SUBSCRIBE_TIMEOUT, pipe.query_async::<()>(conn)).await;
-            if !matches!(sent, Ok(Ok(()))) {
+            let sent = match conn {
+                Commands::Single(_) => self.publish_ranges(conn, batches.drain(..)).await,
+                Commands::Cluster(_) => self.publish_sharded(conn, batches.drain(..)).await,
+            };
+            if !sent {
                 tracing::warn!(
                     "publishing to Redis failed; other instances will read the database"
                 );
-                connection = None;
             }
         }
     }
 
-    async fn run_subscriber(
-        self: Arc<Self>,
-        client: redis::Client,
-        sequencer: Arc<Sequencer>,
-        cancel: CancellationToken,
-    ) {
+    /// On one server: every event on its topic's channel, then each batch's range, in one
+    /// transaction, so no SUBSCRIBE comes between a batch's events and its range: an instance
+    /// that hears the range has heard every event of it on its channels.
+    async fn publish_ranges(&self, conn: Commands, batches: impl Iterator<Item = Batch>) -> bool {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for batch in batches {
+            for e in &batch.events {
+                let conflate = e
+                    .conflate_vehicle
+                    .map_or_else(|| "-".to_owned(), |v| v.to_string());
+                let payload = format!(
+                    "{} {} {} {}",
+                    self.instance,
+                    e.seq,
+                    conflate,
+                    e.frame.as_str()
+                );
+                pipe.cmd("PUBLISH")
+                    .arg(self.channel(e.key))
+                    .arg(payload)
+                    .ignore();
+            }
+            let range = format!("{} {} {}", self.instance, batch.first, batch.last);
+            pipe.cmd("PUBLISH")
+                .arg(self.ranges_channel())
+                .arg(range)
+                .ignore();
+        }
+        self.run::<()>(conn, &pipe).await.is_some()
+    }
+
+    /// On a cluster: each batch whole as one message on its shard channel, one pipeline per
+    /// shard (a pipeline cannot span slots), the shards' in parallel.
+    async fn publish_sharded(&self, conn: Commands, batches: impl Iterator<Item = Batch>) -> bool {
+        let mut pipes: BTreeMap<i64, redis::Pipeline> = BTreeMap::new();
+        for batch in batches {
+            let shard = cluster::shard_of(batch.first);
+            pipes
+                .entry(shard)
+                .or_insert_with(redis::pipe)
+                .cmd("SPUBLISH")
+                .arg(cluster::shard_channel(&self.prefix, shard))
+                .arg(cluster::encode_batch(&self.instance, &batch))
+                .ignore();
+        }
+        let sent = pipes
+            .values()
+            .map(|pipe| self.run::<()>(conn.clone(), pipe));
+        join_all(sent).await.iter().all(Option::is_some)
+    }
+
+    async fn run_subscriber(self: Arc<Self>, sequencer: Arc<Sequencer>, cancel: CancellationToken) {
         let mut retry = RETRY_MIN;
         loop {
-            let connected = tokio::select! {
+            let listened = tokio::select! {
                 _ = cancel.cancelled() => return,
-                c = client.get_async_pubsub() => c,
+                listened = self.listen(&sequencer) => listened,
             };
-            let pubsub = match connected {
-                Ok(p) => p,
+            self.listening.store(false, Ordering::Relaxed);
+            match listened {
+                Ok(()) => {
+                    retry = RETRY_MIN;
+                    tracing::warn!(
+                        "fan-out lost Redis; delivering from the database until it is back"
+                    );
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?retry, "connecting to Redis");
                     tokio::select! {
@@ -418,28 +542,107 @@ impl Fanout {
                         _ = tokio::time::sleep(retry) => {}
                     }
                     retry = (retry * 2).min(RETRY_MAX);
-                    continue;
                 }
-            };
-            let (mut sink, mut stream) = pubsub.split();
-            if let Err(e) = self.resubscribe(&mut sink).await {
-                tracing::warn!(error = %e, "subscribing in Redis");
-                continue;
             }
-            retry = RETRY_MIN;
-            tracing::info!("fan-out connected to Redis");
-            let mut gathered: BTreeMap<i64, Vec<Published>> = BTreeMap::new();
-            loop {
-                let message = tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    m = stream.next() => m,
-                };
-                let Some(message) = message else { break };
-                self.on_message(&message, &mut gathered, &sequencer);
-            }
-            self.subscriptions.lock().await.sink = None;
-            tracing::warn!("fan-out lost Redis; delivering from the database until it is back");
         }
+    }
+
+    /// Listens until the connection is lost; an error if it could not be made.
+    async fn listen(&self, sequencer: &Sequencer) -> redis::RedisResult<()> {
+        match self.backend().await {
+            Some(Backend::Single(client)) => self.listen_single(client, sequencer).await,
+            Some(Backend::Cluster { seed, .. }) => self.listen_sharded(seed, sequencer).await,
+            None => Err(unavailable("no Redis node answers")),
+        }
+    }
+
+    /// Listens on one server until the connection drops.
+    async fn listen_single(
+        &self,
+        client: &redis::Client,
+        sequencer: &Sequencer,
+    ) -> redis::RedisResult<()> {
+        let (mut sink, mut stream) = client.get_async_pubsub().await?.split();
+        self.resubscribe(&mut sink).await?;
+        self.listening.store(true, Ordering::Relaxed);
+        tracing::info!("fan-out connected to Redis");
+        let mut gathered: BTreeMap<i64, Vec<Published>> = BTreeMap::new();
+        while let Some(message) = stream.next().await {
+            self.on_message(&message, &mut gathered, sequencer);
+        }
+        self.subscriptions.lock().await.sink = None;
+        Ok(())
+    }
+
+    /// Listens on every shard channel of a cluster until a master's connection drops or Redis
+    /// moves a channel's slot. Starting over finds the masters anew.
+    async fn listen_sharded(
+        &self,
+        seed: &ConnectionInfo,
+        sequencer: &Sequencer,
+    ) -> redis::RedisResult<()> {
+        let Some(Commands::Cluster(mut conn)) = self.commands().await else {
+            return Err(unavailable("the cluster does not answer"));
+        };
+        let channels: Vec<String> = (0..cluster::SHARD_CHANNELS)
+            .map(|shard| cluster::shard_channel(&self.prefix, shard))
+            .collect();
+        let (pushes, mut heard) = mpsc::unbounded_channel();
+        let subscribed = cluster::subscribe(&mut conn, seed, &channels, &pushes);
+        let _connections = tokio::time::timeout(REDIS_TIMEOUT, subscribed)
+            .await
+            .map_err(|_| unavailable("subscribing timed out"))??;
+        // Only the connections hold senders now: when every one is gone, so is `heard`.
+        drop(pushes);
+        self.listening.store(true, Ordering::Relaxed);
+        tracing::info!(
+            channels = channels.len(),
+            "fan-out connected to the Redis Cluster"
+        );
+        while let Some(push) = heard.recv().await {
+            match push.kind {
+                PushKind::SMessage => self.on_shard_message(&push.data, sequencer),
+                // Nothing here unsubscribes: the channel's slot moved to another master.
+                PushKind::SUnsubscribe | PushKind::Disconnection => break,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// A message on a shard channel: `[channel, payload]`.
+    fn on_shard_message(&self, data: &[redis::Value], sequencer: &Sequencer) {
+        let [_, redis::Value::BulkString(payload)] = data else {
+            return;
+        };
+        let Some((instance, message)) = std::str::from_utf8(payload).ok().and_then(cluster::decode)
+        else {
+            tracing::debug!("an unreadable message on a shard channel");
+            return;
+        };
+        if instance == self.instance {
+            return;
+        }
+        match message {
+            Message::Batch(batch) => {
+                self.received
+                    .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
+                sequencer.accept(batch);
+            }
+            Message::Ephemeral { shipment, frame } => {
+                self.hub.broadcast(TopicKey::Chat(shipment), frame, None);
+            }
+            Message::Revoked(revoked) => self.apply_revocation(revoked),
+        }
+    }
+
+    fn apply_revocation(&self, revoked: Revoked) {
+        let closed = self.revocations.apply(revoked);
+        tracing::info!(
+            ?revoked,
+            sockets_closed = closed,
+            "access revoked on another instance"
+        );
     }
 
     /// Subscribes the range channel and every topic with local subscribers, then makes `sink`
@@ -502,8 +705,7 @@ impl Fanout {
                 .filter(|(instance, _)| *instance != self.instance)
                 .and_then(|(_, r)| Revoked::decode(r));
             if let Some(r) = revoked {
-                let closed = self.revocations.apply(r);
-                tracing::info!(revoked = ?r, sockets_closed = closed, "access revoked on another instance");
+                self.apply_revocation(r);
             }
             return;
         }
@@ -566,7 +768,7 @@ impl SharedBuckets for Fanout {
             .arg(format!("{}:limit:{name}", self.prefix))
             .arg(per_second / 1000.0)
             .arg(burst);
-        let (wait_ms,): (u64,) = self.run(&pipe).await?;
+        let (wait_ms,): (u64,) = self.query(&pipe).await?;
         Some(if wait_ms == 0 {
             Ok(())
         } else {
@@ -591,6 +793,90 @@ redis.call('HSET', KEYS[1], 't', tostring(tokens), 'at', now)
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate) + 1000)
 return wait
 ";
+
+fn unavailable(why: &'static str) -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::IoError, why))
+}
+
+/// The nodes of a `REDIS_URL`: one URL, or several separated by commas (seeds of one cluster).
+fn seeds(url: &str) -> redis::RedisResult<Vec<ConnectionInfo>> {
+    let seeds: Vec<ConnectionInfo> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(IntoConnectionInfo::into_connection_info)
+        .collect::<redis::RedisResult<_>>()?;
+    if seeds.is_empty() {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "REDIS_URL names no node",
+        )));
+    }
+    Ok(seeds)
+}
+
+/// Asks the seeds in turn whether they are a cluster's nodes; the first that answers decides.
+async fn discover(seeds: &[ConnectionInfo]) -> redis::RedisResult<Backend> {
+    let mut failure = None;
+    for seed in seeds {
+        let client = redis::Client::open(seed.clone())?;
+        let answer = async {
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            redis::cmd("INFO")
+                .arg("cluster")
+                .query_async::<String>(&mut conn)
+                .await
+        };
+        match tokio::time::timeout(REDIS_TIMEOUT, answer)
+            .await
+            .unwrap_or_else(|_| Err(unavailable("timed out")))
+        {
+            Ok(info) if cluster::cluster_enabled(&info) => {
+                let client = ClusterClient::builder(seeds.to_vec())
+                    .connection_timeout(REDIS_TIMEOUT)
+                    .response_timeout(REDIS_TIMEOUT)
+                    .build()?;
+                tracing::info!("REDIS_URL names a Redis Cluster: fanning out by sharded pub/sub");
+                return Ok(Backend::Cluster {
+                    client,
+                    seed: seed.clone(),
+                });
+            }
+            Ok(_) => return Ok(Backend::Single(client)),
+            Err(e) => failure = Some(e),
+        }
+    }
+    Err(failure.expect("at least one seed"))
+}
+
+/// A topic as its Redis channels and messages name it: `vehicle:7`, `fleet:2` (the organisation).
+pub(super) fn topic_name(key: TopicKey) -> String {
+    match key {
+        TopicKey::Fleet { organisation_id } => format!("fleet:{organisation_id}"),
+        TopicKey::Alerts { organisation_id } => format!("alerts:{organisation_id}"),
+        TopicKey::Vehicle(id) => format!("vehicle:{id}"),
+        TopicKey::Shipment(id) => format!("shipment:{id}"),
+        TopicKey::Chat(id) => format!("chat:{id}"),
+    }
+}
+
+/// The topic [`topic_name`] named `name`.
+pub(super) fn topic_named(name: &str) -> Option<TopicKey> {
+    let (kind, id) = name.split_once(':')?;
+    let id: i64 = id.parse().ok()?;
+    match kind {
+        "fleet" => Some(TopicKey::Fleet {
+            organisation_id: id,
+        }),
+        "alerts" => Some(TopicKey::Alerts {
+            organisation_id: id,
+        }),
+        "vehicle" => Some(TopicKey::Vehicle(id)),
+        "shipment" => Some(TopicKey::Shipment(id)),
+        "chat" => Some(TopicKey::Chat(id)),
+        _ => None,
+    }
+}
 
 /// Milliseconds since the epoch, the presence entries' scores.
 fn now_ms() -> u64 {

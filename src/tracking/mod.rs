@@ -4,6 +4,7 @@
 //! delivered by the [`Hub`] to subscribers, each with a bounded outbox. The WebSocket sessions
 //! that subscribe (`crate::socket`) speak the protocol in docs/API.md. Missed events are read back
 //! through [`Replay`], from the sources each capability registers.
+mod cluster;
 mod event;
 mod fanout;
 mod hub;

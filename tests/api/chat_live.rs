@@ -488,7 +488,13 @@ async fn typing_reaches_the_others_throttled_and_says_when_it_expires(db: PgPool
 #[sqlx::test]
 async fn presence_and_typing_cross_instances_through_redis(db: PgPool) {
     let url = std::env::var("REDIS_URL").expect("REDIS_URL (scripts/test sets it)");
-    let shared = Some((url, unique_prefix()));
+    presence_and_typing_cross_instances(db, &url).await;
+}
+
+/// Two instances sharing the Redis at `url` (one server or a cluster): who is in a
+/// conversation, and who is typing, reach the other instance's sockets.
+pub(crate) async fn presence_and_typing_cross_instances(db: PgPool, url: &str) {
+    let shared = Some((url.to_owned(), unique_prefix()));
     let a = TestApp::spawn_instance(db.clone(), shared.clone()).await;
     let b = TestApp::spawn_instance(db, shared).await;
     let t = talk(&a).await;

@@ -116,7 +116,7 @@ async fn two_instances_on(db: PgPool, redis: &str, prefix: &str) -> (TestApp, Te
 
 /// Reads position events until every seq in `expected` has arrived; fails on a duplicate, on
 /// one out of seq order, or on one not expected.
-async fn receive_exactly(ws: &mut WsClient, expected: &[i64]) {
+pub(crate) async fn receive_exactly(ws: &mut WsClient, expected: &[i64]) {
     let wanted: HashSet<i64> = expected.iter().copied().collect();
     let mut seen = HashSet::new();
     let mut last = i64::MIN;

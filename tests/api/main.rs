@@ -28,6 +28,7 @@ mod operations;
 mod page;
 mod read_api;
 mod readme;
+mod redis_cluster;
 mod reports;
 mod revocation;
 mod security;

@@ -167,7 +167,13 @@ async fn guessing_a_password_is_slowed_with_429_and_retry_after(db: PgPool) {
 #[sqlx::test]
 async fn sign_in_limits_hold_across_instances_sharing_redis(db: PgPool) {
     let redis = std::env::var("REDIS_URL").expect("REDIS_URL (scripts/test sets it)");
-    let shared = Some((redis, unique_prefix()));
+    sign_in_limits_hold_across_instances(db, &redis).await;
+}
+
+/// Two instances sharing the Redis at `url` (one server or a cluster) count sign-in attempts
+/// together.
+pub(crate) async fn sign_in_limits_hold_across_instances(db: PgPool, url: &str) {
+    let shared = Some((url.to_owned(), unique_prefix()));
     let slow = [
         "--login-rate-per-account",
         "1",

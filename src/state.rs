@@ -1,5 +1,7 @@
-//! The shared state every handler gets: cheap handles only.
+//! The shared state every handler gets, behind one `Arc`: the router and the extractors clone it
+//! for every request, which then costs one reference count, not a copy of the signing keys.
 use std::{
+    ops::Deref,
     sync::{atomic::AtomicU64, Arc},
     time::Duration,
 };
@@ -22,7 +24,18 @@ use crate::{
 };
 
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Shared {
     pub db: PgPool,
     pub config: Arc<ServeConfig>,
     pub sessions: SessionKeys,
@@ -126,7 +139,7 @@ impl AppState {
             ));
         }
         let limits = Arc::new(Limits::new(&config));
-        Ok(AppState {
+        Ok(AppState(Arc::new(Shared {
             db,
             config: Arc::new(config),
             sessions,
@@ -141,7 +154,7 @@ impl AppState {
             cancel,
             tracker,
             segmenter: wake,
-        })
+        })))
     }
 }
 

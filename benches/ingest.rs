@@ -248,7 +248,22 @@ impl Binaries {
     fn build() -> anyhow::Result<Binaries> {
         note("cargo build --release -p waymark -p waymark-sim");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let built = std::process::Command::new(cargo)
+        let mut command = std::process::Command::new(cargo);
+        // What `cargo bench` sets for this bench alone: some build scripts (ring's) rerun when
+        // it changes, which would rebuild the binaries here and again at the next plain build.
+        remove_env(&mut command, |name| {
+            name.starts_with("CARGO_PKG_")
+                || name.starts_with("CARGO_MANIFEST_")
+                || [
+                    "CARGO_CRATE_NAME",
+                    "CARGO_BIN_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "OUT_DIR",
+                ]
+                .contains(&name)
+        });
+        let built = command
             .args(["build", "--release", "-p", "waymark", "-p", "waymark-sim"])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
@@ -271,16 +286,22 @@ impl Binaries {
     }
 }
 
+/// Takes out of `command`'s environment every inherited variable that `unwanted` names.
+fn remove_env(command: &mut std::process::Command, unwanted: impl Fn(&str) -> bool) {
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(&unwanted) {
+            command.env_remove(&name);
+        }
+    }
+}
+
 /// Leaves out of a child's environment whatever would change its settings from the defaults
 /// (the caller's `WAYMARK_*`, Redis, log filters); the bench sets what it means to.
 fn scrubbed(binary: &Path) -> Command {
     let mut command = Command::new(binary);
-    for (name, _) in std::env::vars_os() {
-        let name_str = name.to_string_lossy();
-        if name_str.starts_with("WAYMARK_") || ["REDIS_URL", "RUST_LOG"].contains(&&*name_str) {
-            command.env_remove(&name);
-        }
-    }
+    remove_env(command.as_std_mut(), |name| {
+        name.starts_with("WAYMARK_") || ["REDIS_URL", "RUST_LOG"].contains(&name)
+    });
     command.stdin(Stdio::null()).kill_on_drop(true);
     command
 }

@@ -265,3 +265,16 @@ impl Chromedriver {
         let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
+
+/// 1234567 as "1 234 567", as the docs write numbers.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
+}

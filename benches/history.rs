@@ -48,7 +48,7 @@ use waymark_sim::{
     tracks,
 };
 
-use support::{Chromedriver, Server};
+use support::{thousands, Chromedriver, Server};
 
 const DATABASE: &str = "waymark_bench_history";
 /// Fresh for every ingest run, dropped at the end.
@@ -1268,19 +1268,6 @@ impl Report {
             println!("| {phase} | {what} | {value} |");
         }
     }
-}
-
-/// 1234567 as "1 234 567", as the docs write numbers.
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(' ');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn size(bytes: i64) -> String {

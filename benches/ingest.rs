@@ -2,7 +2,8 @@
 //! schema and machine, in the same run, with the CPU each fix costs split per process.
 //!
 //! 1. **prepare**: a fresh database (`waymark_bench_ingest`, dropped at the end unless `--keep`);
-//!    the release `waymark serve` as a child process on a free loopback port with default
+//!    the release `waymark serve` (or `--server PATH`, an earlier build, to compare) as a child
+//!    process, which migrates the database to its own schema, on a free loopback port with default
 //!    settings but `WAYMARK_INGEST_RATE=0` (no Redis); an admin; and a short warm-up of
 //!    `waymark-sim bench`, which makes `--vehicles` vehicles (10 000), each with a shipment, the
 //!    way it does before every run. The tables are then exactly what the server uses.
@@ -26,7 +27,8 @@
 //!    for PostgreSQL alone, `waymark-sim` for Waymark), and the rest of the machine; and how
 //!    idle the machine was.
 //!
-//! `cargo bench --bench ingest [-- --duration S --rows N --clients C --vehicles V --keep --json]`;
+//! `cargo bench --bench ingest [-- --duration S --rows N --clients C --vehicles V --server PATH
+//! --keep --json]`;
 //! needs `DATABASE_URL` (a role that may create databases) and builds the release `waymark` and
 //! `waymark-sim` first (`cargo build --release -p waymark -p waymark-sim`, nothing when they are
 //! up to date). Loopback only; every phase is bounded in time.
@@ -104,6 +106,10 @@ struct Options {
     /// Keep the database at the end.
     #[arg(long)]
     keep: bool,
+    /// A `waymark` binary to measure instead of the one built from this tree (an earlier
+    /// build, to compare in the same conditions); the load generator is still this tree's.
+    #[arg(long)]
+    server: Option<PathBuf>,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -122,11 +128,16 @@ async fn main() -> anyhow::Result<()> {
         (1..=10_000).contains(&options.vehicles),
         "give between 1 and 10 000 vehicles"
     );
-    let binaries = Binaries::build()?;
+    let mut binaries = Binaries::build()?;
+    if let Some(server) = &options.server {
+        anyhow::ensure!(server.exists(), "no server binary at {}", server.display());
+        binaries.server = server.clone();
+    }
     let clock = Clock::new()?;
 
+    // Empty: the server under test migrates it when it starts, to its own schema.
     note("a fresh database");
-    let db = support::fresh_database(DATABASE).await?;
+    let db = support::empty_database(DATABASE).await?;
     let measured = run(&db, &binaries, &clock, &options).await;
     db.close().await;
     if !options.keep {

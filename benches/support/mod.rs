@@ -44,11 +44,16 @@ async fn on_server(sql: &str) -> anyhow::Result<()> {
 
 /// A new, empty, migrated database named `name` (dropped first if it exists).
 pub async fn fresh_database(name: &str) -> anyhow::Result<PgPool> {
-    drop_database(name).await?;
-    on_server(&format!("CREATE DATABASE {name}")).await?;
-    let db = connect(name).await?;
+    let db = empty_database(name).await?;
     waymark::db::migrate(&db).await?;
     Ok(db)
+}
+
+/// The database `name`, made anew with no tables.
+pub async fn empty_database(name: &str) -> anyhow::Result<PgPool> {
+    drop_database(name).await?;
+    on_server(&format!("CREATE DATABASE {name}")).await?;
+    connect(name).await
 }
 
 /// The database `name`, which exists.

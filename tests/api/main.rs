@@ -36,3 +36,4 @@ mod support;
 mod trackers;
 mod websocket;
 mod websocket_batch;
+mod websocket_fragments;

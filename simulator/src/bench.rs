@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{Api, NewShipment, Place, Shipment, Vehicle};
+use crate::api::{Api, LineString, NewShipment, Place, Shipment, Vehicle};
 use crate::config::{BenchArgs, Shape};
 use crate::geo::{self, LatLon};
 
@@ -54,6 +54,8 @@ const CLEANUP_LIMIT: Duration = Duration::from_secs(60);
 const GRID_ORIGIN: LatLon = LatLon::new(48.10, 11.45);
 const GRID_COLUMNS: u32 = 100;
 const GRID_SPACING_M: f64 = 150.0;
+/// Each bench shipment goes this far east.
+const TRIP_M: f64 = 2_000.0;
 
 /// Histograms in µs from 1 µs to an hour at three significant digits.
 fn new_histogram() -> Histogram<u64> {
@@ -100,18 +102,27 @@ pub async fn bench(args: &BenchArgs, cancel: CancellationToken) -> anyhow::Resul
         .with_context(|| format!("cannot sign in to {} as {}", api.base(), args.server.email))?;
 
     let run_id = Utc::now().format("%Y%m%dT%H%M%S").to_string();
-    let vehicles = if args.idle_only {
+    // Idle subscribers need shipments only to watch them; the other shapes need the vehicles
+    // to exist, so that their snapshots hold them.
+    let vehicles = if args.idle_only && args.shape != Shape::Shipment {
         Vec::new()
     } else {
         tracing::info!("preparing {} vehicles with shipments", args.vehicles);
+        let preparing = prepare(
+            &api,
+            args.first_vehicle,
+            args.vehicles,
+            args.route_points,
+            &run_id,
+        );
         tokio::select! {
             () = cancel.cancelled() => return Ok(()),
-            prepared = tokio::time::timeout(SETUP_LIMIT, prepare(&api, args.first_vehicle, args.vehicles, &run_id)) => {
+            prepared = tokio::time::timeout(SETUP_LIMIT, preparing) => {
                 prepared.context("setting up the bench vehicles took too long")??
             }
         }
     };
-    let vehicle_ids: Vec<i64> = if args.idle_only && args.shape == Shape::Fleet {
+    let vehicle_ids: Vec<i64> = if vehicles.is_empty() {
         tokio::select! {
             () = cancel.cancelled() => return Ok(()),
             ids = tokio::time::timeout(SETUP_LIMIT, vehicle_ids(&api, args.first_vehicle, args.vehicles)) => {
@@ -121,6 +132,7 @@ pub async fn bench(args: &BenchArgs, cancel: CancellationToken) -> anyhow::Resul
     } else {
         vehicles.iter().map(|v| v.id).collect()
     };
+    let shipments: Vec<(i64, i64)> = vehicles.iter().map(|v| (v.shipment_id, v.id)).collect();
     let shipment_ids: Vec<i64> = vehicles.iter().map(|v| v.shipment_id).collect();
 
     let shared = Arc::new(Shared {
@@ -136,7 +148,7 @@ pub async fn bench(args: &BenchArgs, cancel: CancellationToken) -> anyhow::Resul
     let stop_watching = CancellationToken::new();
     let opened = tokio::select! {
         () = cancel.cancelled() => None,
-        audience = open_subscribers(args, &servers, &vehicle_ids, &shared, &stop_watching) => Some(audience),
+        audience = open_subscribers(args, &servers, (&vehicle_ids, &shipments), &shared, &stop_watching) => Some(audience),
     };
     let mut audience = match opened {
         Some(Ok(audience)) => audience,
@@ -287,11 +299,12 @@ struct Audience {
 }
 
 /// Opens `--subscribers` subscribers, round-robin over the servers, a bounded number of
-/// handshakes at a time, and waits until each has subscribed or given up.
+/// handshakes at a time, and waits until each has subscribed or given up. `targets` are the
+/// bench vehicles and their (shipment, vehicle) pairs.
 async fn open_subscribers(
     args: &BenchArgs,
     servers: &[Api],
-    vehicle_ids: &[i64],
+    (vehicle_ids, shipments): (&[i64], &[(i64, i64)]),
     shared: &Arc<Shared>,
     stop: &CancellationToken,
 ) -> anyhow::Result<Audience> {
@@ -318,7 +331,13 @@ async fn open_subscribers(
     let gate = Arc::new(Semaphore::new(HANDSHAKES_AT_ONCE));
     let (ready_tx, mut ready) = mpsc::channel(count);
     for index in 0..count {
-        let watch = Watch::for_subscriber(args.shape, index, vehicle_ids, args.topics as usize);
+        let watch = Watch::for_subscriber(
+            args.shape,
+            index,
+            vehicle_ids,
+            shipments,
+            args.topics as usize,
+        );
         audience.watches.push(watch.clone());
         audience.tasks.spawn(watch::subscriber(
             Subscriber {
@@ -473,12 +492,14 @@ async fn vehicle_ids(api: &Api, first: u32, count: u32) -> anyhow::Result<Vec<i6
 }
 
 /// Bench vehicles are reused across runs by name ("Bench 0001", …), with fresh tokens, so
-/// repeated runs do not pile up vehicles; each gets an active shipment. A process of a split
-/// bench prepares its own run of them, from `first`.
+/// repeated runs do not pile up vehicles; each gets an active shipment, new ones with a planned
+/// route of `route_points` points (none for 0). A process of a split bench prepares its own run
+/// of them, from `first`.
 async fn prepare(
     api: &Api,
     first: u32,
     count: u32,
+    route_points: u32,
     run_id: &str,
 ) -> anyhow::Result<Vec<BenchVehicle>> {
     let existing = api.list_vehicles().await.context("cannot list vehicles")?;
@@ -493,10 +514,10 @@ async fn prepare(
             let name = bench_vehicle_name(i);
             prepare_one(
                 api,
-                i,
-                &name,
+                (i, &name),
                 by_name.get(name.as_str()).copied(),
                 shipments,
+                route_points,
                 run_id,
             )
             .await
@@ -509,10 +530,10 @@ async fn prepare(
 
 async fn prepare_one(
     api: &Api,
-    index: u32,
-    name: &str,
+    (index, name): (u32, &str),
     existing: Option<&Vehicle>,
     shipments: &[Shipment],
+    route_points: u32,
     run_id: &str,
 ) -> anyhow::Result<BenchVehicle> {
     let (id, token, last) = match existing {
@@ -530,11 +551,12 @@ async fn prepare_one(
     {
         Some(s) => s.id,
         None => {
+            let destination = geo::destination(start, 90.0, TRIP_M);
             let new = NewShipment {
                 reference: format!("BENCH-{run_id}-{:04}", index + 1),
                 origin: Place::new(start, None),
-                destination: Place::new(geo::destination(start, 90.0, 2_000.0), None),
-                planned_route: None,
+                destination: Place::new(destination, None),
+                planned_route: (route_points > 0).then(|| straight_route(start, route_points)),
                 vehicle_id: id,
             };
             api.create_shipment(&new).await?.id
@@ -545,6 +567,16 @@ async fn prepare_one(
         shipment_id,
         lane: Lane::new(id, token, start, last.map(|p| p.recorded_at)),
     })
+}
+
+/// `points` (at least 2) points evenly along the [`TRIP_M`] east from `start`, both ends
+/// included.
+fn straight_route(start: LatLon, points: u32) -> LineString {
+    let step = TRIP_M / f64::from(points - 1);
+    let route: Vec<LatLon> = (0..points)
+        .map(|i| geo::destination(start, 90.0, f64::from(i) * step))
+        .collect();
+    LineString::new(&route)
 }
 
 fn grid_point(index: u32) -> LatLon {
@@ -582,5 +614,17 @@ mod tests {
         assert!((geo::haversine_m(a, b) - GRID_SPACING_M).abs() < 0.5);
         assert!((geo::haversine_m(a, c) - GRID_SPACING_M).abs() < 0.5);
         assert!(geo::haversine_m(GRID_ORIGIN, grid_point(9_999)) < 25_000.0);
+    }
+
+    #[test]
+    fn a_straight_route_has_its_points_evenly_from_start_to_destination() {
+        let start = grid_point(7);
+        let route = serde_json::to_value(straight_route(start, 1_000)).unwrap();
+        let points: Vec<[f64; 2]> = serde_json::from_value(route["coordinates"].clone()).unwrap();
+        assert_eq!(points.len(), 1_000);
+        assert_eq!(points[0], start.to_geojson());
+        let [lon, lat] = points[999];
+        let end = LatLon::new(lat, lon);
+        assert!((geo::haversine_m(start, end) - TRIP_M).abs() < 0.5);
     }
 }

@@ -264,7 +264,8 @@ pub struct IncidentArgs {
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Vehicles to post for, each with an active shipment ("Bench 0001", … are reused across
-    /// runs; use a separate account to keep them off the demo fleet's map).
+    /// runs; use a separate account to keep them off the demo fleet's map). With --idle-only
+    /// they are created if missing, so that the `fleet` snapshot holds them.
     #[arg(long, env = "WAYMARK_BENCH_VEHICLES", default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub vehicles: u32,
@@ -277,7 +278,8 @@ pub struct BenchArgs {
     pub subscribers: u32,
 
     /// What the subscribers watch: `broadcast` puts all of them on the `fleet` topic, `fleet`
-    /// gives each the `vehicle:{id}` topics of up to --topics vehicles, dealt out round-robin.
+    /// gives each the `vehicle:{id}` topics of up to --topics vehicles, dealt out round-robin,
+    /// `shipment` gives each the `shipment:{id}` topic of one bench shipment, round-robin.
     #[arg(long, env = "WAYMARK_BENCH_SHAPE", value_enum, default_value_t = Shape::Broadcast)]
     pub shape: Shape,
 
@@ -305,6 +307,12 @@ pub struct BenchArgs {
     /// --processes).
     #[arg(skip)]
     pub first_vehicle: u32,
+
+    /// Points of the planned route each new bench shipment gets, straight to its destination
+    /// (0: none). A long route makes a long `shipment:{id}` snapshot, as a real trip's is.
+    #[arg(long, env = "WAYMARK_BENCH_ROUTE_POINTS", default_value_t = 0,
+          value_parser = parse_route_points)]
+    pub route_points: u32,
 
     /// Seconds of load.
     #[arg(long, env = "WAYMARK_BENCH_DURATION", default_value_t = 15,
@@ -388,6 +396,9 @@ pub enum Shape {
     /// Each subscriber on the `vehicle:{id}` topics of a few vehicles, like dispatchers and
     /// customers following their own vehicles.
     Fleet,
+    /// Each subscriber on one shipment's `shipment:{id}` topic, like customers following a
+    /// delivery.
+    Shipment,
 }
 
 impl fmt::Display for Shape {
@@ -395,7 +406,17 @@ impl fmt::Display for Shape {
         f.write_str(match self {
             Self::Broadcast => "broadcast",
             Self::Fleet => "fleet",
+            Self::Shipment => "shipment",
         })
+    }
+}
+
+fn parse_route_points(s: &str) -> Result<u32, String> {
+    let v: u32 = s.parse().map_err(|e| format!("{e}"))?;
+    if v == 0 || (2..=10_000).contains(&v) {
+        Ok(v)
+    } else {
+        Err("a route has 2 to 10000 points (0: none)".into())
     }
 }
 

@@ -4,11 +4,14 @@
 //! the frames ready together as one JSON array), pings, and stops on shutdown. Subscriptions are
 //! removed on every way out. Each client frame is applied by the file of its concern, as `apply` on the frame:
 //! [`subscriptions`] (subscribe, unsubscribe, and what a subscription needs), [`chat`] and
-//! [`alerts`].
+//! [`alerts`]. The connection itself is opened by [`handshake`] and written through [`wire`],
+//! which keep an idle connection's memory small and write all that is ready at once.
 mod alerts;
 mod chat;
 pub mod frame;
+mod handshake;
 mod subscriptions;
+mod wire;
 
 use std::{
     collections::HashMap,
@@ -17,18 +20,13 @@ use std::{
 };
 
 use axum::{
-    extract::{
-        ws::{
-            rejection::WebSocketUpgradeRejection, CloseFrame, Message, Utf8Bytes, WebSocket,
-            WebSocketUpgrade,
-        },
-        State,
-    },
+    extract::{ws::Utf8Bytes, State},
     http::HeaderMap,
     response::Response,
     routing::get,
     Router,
 };
+use bytes::Bytes;
 use chrono::Utc;
 use futures_util::{
     stream::{SplitSink, SplitStream},
@@ -36,6 +34,11 @@ use futures_util::{
 };
 use serde::Deserialize;
 use serde_json::Value;
+use tokio_tungstenite::tungstenite::{
+    self,
+    protocol::{frame::coding::CloseCode, CloseFrame, WebSocketConfig},
+    Message,
+};
 
 use crate::{
     auth::{self, Revoked, ShareAccess, Viewer},
@@ -46,6 +49,9 @@ use crate::{
     AppState,
 };
 use frame::{ClientFrame, Envelope, Me, ServerFrame};
+use handshake::Handshake;
+use wire::Socket;
+pub use wire::FRAGMENT_BYTES;
 
 /// Largest client frame (and message) accepted; bigger ones close the connection with
 /// [`CLOSE_TOO_BIG`].
@@ -109,7 +115,7 @@ async fn upgrade(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<WsQuery>,
     headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Result<Handshake, AppError>,
 ) -> Result<Response, AppError> {
     let signed_in = |s: auth::Session| (Viewer::User(s.user), Some(s.id));
     let (viewer, session) = match (query.share, query.token) {
@@ -130,34 +136,27 @@ async fn upgrade(
             "this origin may not open a WebSocket here",
         ));
     }
-    let ws = ws.map_err(|e| {
-        AppError::Malformed(format!(
-            "this endpoint speaks WebSocket only: {}",
-            e.body_text()
-        ))
-    })?;
-    let tracker = state.tracker.clone();
-    Ok(ws
-        .max_message_size(MAX_FRAME_BYTES)
-        .max_frame_size(MAX_FRAME_BYTES)
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES))
         // Small buffers keep an idle connection cheap: client frames are a few hundred bytes, and
-        // the buffer grows for the rare bigger one.
+        // the buffer grows for the rare bigger one. Frames are not buffered by the protocol but
+        // handed straight to `wire::Coalesce`, which writes them together.
         .read_buffer_size(512)
-        .write_buffer_size(0)
-        .on_upgrade(move |socket| {
-            let metrics = state.metrics.clone();
-            metrics.websocket_connections.inc();
-            tracker.track_future(async move {
-                Session::new(state, viewer, session, query.batch)
-                    .run(socket)
-                    .await;
-                metrics.websocket_connections.dec();
-            })
-        }))
+        .write_buffer_size(0);
+    let tracker = state.tracker.clone();
+    Ok(ws?.accept(config, &tracker, move |socket| async move {
+        let metrics = state.metrics.clone();
+        metrics.websocket_connections.inc();
+        Session::new(state, viewer, session, query.batch)
+            .run(socket)
+            .await;
+        metrics.websocket_connections.dec();
+    }))
 }
 
 /// The frames, each already JSON, as one JSON array, in order: joined, not serialised again.
-fn as_array(frames: &[Utf8Bytes]) -> Utf8Bytes {
+fn as_array(frames: &[Utf8Bytes]) -> String {
     let len = frames.iter().map(|f| f.len() + 1).sum::<usize>() + 1;
     let mut text = String::with_capacity(len);
     text.push('[');
@@ -168,16 +167,14 @@ fn as_array(frames: &[Utf8Bytes]) -> Utf8Bytes {
         text.push_str(frame.as_str());
     }
     text.push(']');
-    Utf8Bytes::from(text)
+    text
 }
 
 /// Whether a read failed because the client's frame or message was over [`MAX_FRAME_BYTES`].
 /// The reader stops at the frame's header, so the connection cannot go on; the client is told
 /// why with a close frame rather than left with a dropped connection.
-fn too_big(e: &axum::Error) -> bool {
-    std::error::Error::source(e)
-        .and_then(|cause| cause.downcast_ref::<tungstenite::Error>())
-        .is_some_and(|cause| matches!(cause, tungstenite::Error::Capacity(_)))
+fn too_big(e: &tungstenite::Error) -> bool {
+    matches!(e, tungstenite::Error::Capacity(_))
 }
 
 struct Session {
@@ -224,7 +221,7 @@ impl Session {
         }
     }
 
-    async fn run(mut self, socket: WebSocket) {
+    async fn run(mut self, socket: Socket) {
         let (mut sink, mut stream) = socket.split();
         let user = match &self.viewer {
             Viewer::User(u) => Some(Me::from(u)),
@@ -245,8 +242,8 @@ impl Session {
                 self.state.metrics.slow_clients_closed.inc();
             }
             let frame = CloseFrame {
-                code,
-                reason: Utf8Bytes::from_static(reason),
+                code: CloseCode::from(code),
+                reason: reason.into(),
             };
             let _ = tokio::time::timeout(
                 Duration::from_secs(1),
@@ -259,8 +256,8 @@ impl Session {
     /// The connection loop: until it ends, how ([`Flow::Close`] or [`Flow::End`]).
     async fn serve(
         &mut self,
-        sink: &mut SplitSink<WebSocket, Message>,
-        stream: &mut SplitStream<WebSocket>,
+        sink: &mut SplitSink<Socket, Message>,
+        stream: &mut SplitStream<Socket>,
     ) -> Flow {
         let cancel = self.state.cancel.clone();
         // A write that does not finish in this time means the peer stopped reading.
@@ -301,12 +298,14 @@ impl Session {
                     if ready.is_err() {
                         return TOO_SLOW;
                     }
+                    // Everything ready goes out with one flush: one write to the socket.
                     let write = async {
                         if self.batch && frames.len() > 1 {
-                            return sink.send(Message::Text(as_array(&frames))).await;
-                        }
-                        for frame in frames.drain(..) {
-                            sink.feed(Message::Text(frame)).await?;
+                            wire::feed_text(sink, Bytes::from(as_array(&frames))).await?;
+                        } else {
+                            for frame in frames.drain(..) {
+                                wire::feed_text(sink, Bytes::from(frame)).await?;
+                            }
                         }
                         sink.flush().await
                     };
@@ -343,7 +342,7 @@ impl Session {
     }
 
     /// Acts on what the peer sent.
-    async fn on_message(&mut self, msg: Option<Result<Message, axum::Error>>) -> Flow {
+    async fn on_message(&mut self, msg: Option<Result<Message, tungstenite::Error>>) -> Flow {
         match msg {
             // Boxed: handling a frame (a subscribe reads the database) needs far more state than
             // waiting does, and only while it runs.
@@ -352,7 +351,8 @@ impl Session {
                 self.send(ServerFrame::error("bad_frame", "frames are JSON text"));
                 Flow::Continue
             }
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Flow::Continue,
+            // Raw frames are what this server writes; reading yields whole messages.
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Flow::Continue,
             Some(Ok(Message::Close(_))) | None => Flow::End,
             Some(Err(e)) if too_big(&e) => Flow::Close(CLOSE_TOO_BIG, "frames are at most 64 KiB"),
             Some(Err(e)) => {
@@ -439,7 +439,7 @@ mod tests {
             Utf8Bytes::from_static(r#"{"type":"position","seq":1}"#),
             Utf8Bytes::from_static(r#"{"type":"vehicle","seq":2,"data":{"name":"a,]"}}"#),
         ];
-        let array: Vec<Value> = serde_json::from_str(as_array(&frames).as_str()).unwrap();
+        let array: Vec<Value> = serde_json::from_str(&as_array(&frames)).unwrap();
         let each: Vec<Value> = frames
             .iter()
             .map(|f| serde_json::from_str(f.as_str()).unwrap())

@@ -38,3 +38,4 @@ mod support;
 mod trackers;
 mod websocket;
 mod websocket_batch;
+mod websocket_fragments;

@@ -161,6 +161,9 @@ pub fn expected_deliveries<'a>(
                 .iter()
                 .filter_map(|id| published_by_vehicle.get(id))
                 .sum(),
+            Watch::Shipment { vehicle, .. } => {
+                published_by_vehicle.get(vehicle).copied().unwrap_or(0)
+            }
         })
         .sum()
 }
@@ -338,6 +341,7 @@ impl fmt::Display for Report {
                 "each subscriber on up to {} `vehicle:{{id}}` topics",
                 c.topics
             ),
+            Shape::Shipment => "each subscriber on one `shipment:{id}` topic".to_owned(),
         };
         writeln!(
             f,
@@ -541,8 +545,12 @@ mod tests {
             Watch::Fleet,
             Watch::Vehicles(vec![1, 3]),
             Watch::Vehicles(vec![2, 4]),
+            Watch::Shipment {
+                shipment: 20,
+                vehicle: 2,
+            },
         ];
-        assert_eq!(expected_deliveries(&published, &watching), 15 + 10 + 5);
+        assert_eq!(expected_deliveries(&published, &watching), 15 + 10 + 5 + 5);
         assert_eq!(expected_deliveries(&published, &[]), 0);
     }
 }

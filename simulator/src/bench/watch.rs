@@ -50,15 +50,28 @@ pub enum Watch {
     Fleet,
     /// The `vehicle:{id}` topics of these vehicles.
     Vehicles(Vec<i64>),
+    /// The `shipment:{id}` topic of a shipment, whose positions are its vehicle's.
+    Shipment { shipment: i64, vehicle: i64 },
 }
 
 impl Watch {
-    /// What subscriber number `index` watches in `shape`: in `fleet`, `per` vehicles (fewer if
-    /// there are fewer).
-    pub fn for_subscriber(shape: Shape, index: usize, vehicles: &[i64], per: usize) -> Self {
+    /// What subscriber number `index` watches in `shape`, given the bench vehicles and their
+    /// (shipment, vehicle) pairs: in `fleet`, `per` vehicles (fewer if there are fewer);
+    /// `shipment` needs at least one pair.
+    pub fn for_subscriber(
+        shape: Shape,
+        index: usize,
+        vehicles: &[i64],
+        shipments: &[(i64, i64)],
+        per: usize,
+    ) -> Self {
         match shape {
             Shape::Broadcast => Self::Fleet,
             Shape::Fleet => Self::Vehicles(deal(index, vehicles, per)),
+            Shape::Shipment => {
+                let (shipment, vehicle) = shipments[index % shipments.len()];
+                Self::Shipment { shipment, vehicle }
+            }
         }
     }
 
@@ -66,6 +79,7 @@ impl Watch {
         match self {
             Self::Fleet => vec!["fleet".to_owned()],
             Self::Vehicles(ids) => ids.iter().map(|id| format!("vehicle:{id}")).collect(),
+            Self::Shipment { shipment, .. } => vec![format!("shipment:{shipment}")],
         }
     }
 
@@ -79,6 +93,13 @@ impl Watch {
                     .and_then(|id| id.parse::<i64>().ok())
                     == Some(vehicle_id)
                     && ids.contains(&vehicle_id)
+            }
+            Self::Shipment { shipment, vehicle } => {
+                topic
+                    .strip_prefix("shipment:")
+                    .and_then(|id| id.parse::<i64>().ok())
+                    == Some(*shipment)
+                    && vehicle_id == *vehicle
             }
         }
     }
@@ -612,6 +633,25 @@ mod tests {
     }
 
     #[test]
+    fn a_shipment_watcher_times_its_vehicle_on_its_shipment_only() {
+        let shared = shared(&[7, 8]);
+        let sent_at = Instant::now();
+        shared.sent.record(7, &[RECORDED_MS], sent_at);
+        let mut tally = Tally::new(0);
+        let watch = Watch::Shipment {
+            shipment: 70,
+            vehicle: 7,
+        };
+        let mine = FRAME.replace("\"fleet\"", "\"shipment:70\"");
+        handle(&mine, sent_at, &watch, &shared, &mut tally);
+        handle(FRAME, sent_at, &watch, &shared, &mut tally);
+        let other = mine.replace("shipment:70", "shipment:71");
+        handle(&other, sent_at, &watch, &shared, &mut tally);
+        assert_eq!((tally.stats.deliveries, tally.stats.unmatched), (1, 0));
+        assert_eq!(watch.topics(), ["shipment:70".to_owned()]);
+    }
+
+    #[test]
     fn many_samples_are_flushed_as_they_pile_up() {
         let shared = shared(&[7]);
         let sent_at = Instant::now();
@@ -657,12 +697,20 @@ mod tests {
         // Fewer vehicles than a subscriber's share: each watches them all.
         assert_eq!(deal(5, &[1, 2, 3], 10).len(), 3);
         assert_eq!(
-            Watch::for_subscriber(Shape::Broadcast, 5, &[1, 2], 10),
+            Watch::for_subscriber(Shape::Broadcast, 5, &[1, 2], &[], 10),
             Watch::Fleet
         );
         assert_eq!(
-            Watch::for_subscriber(Shape::Fleet, 1, &[1, 2, 3], 10),
+            Watch::for_subscriber(Shape::Fleet, 1, &[1, 2, 3], &[], 10),
             Watch::Vehicles(vec![1, 2, 3])
+        );
+        let shipments = [(10, 1), (20, 2)];
+        assert_eq!(
+            Watch::for_subscriber(Shape::Shipment, 3, &[1, 2], &shipments, 10),
+            Watch::Shipment {
+                shipment: 20,
+                vehicle: 2
+            }
         );
     }
 

@@ -17,7 +17,7 @@ use crate::{
     chat_live::presence_and_typing_cross_instances,
     instances::receive_exactly,
     security::sign_in_limits_hold_across_instances,
-    support::{find_program, step, unique_prefix, wait_until, TestApp},
+    support::{find_program, step, unique_prefix, wait_until, TestApp, WsClient},
 };
 
 /// Three masters (no replicas) on free loopback ports, killed and forgotten on drop.
@@ -281,21 +281,9 @@ async fn positions_reach_another_instance_through_sharded_pub_sub_on_several_mas
     let mut on_b = b.ws(&format!("token={jwt}")).await;
     on_b.subscribe(&topic, None).await;
 
-    let filled = b.state.tracking.sequencer.filled_from_database();
     let received = b.state.tracking.fanout.as_ref().unwrap().received();
     let published_before = cluster.spublish_calls().await;
-    let base = Utc::now() - Duration::minutes(5);
-    // One at a time, each seen on b before the next is posted: every batch is its own message.
-    for i in 0..6 {
-        let (status, reply) = a.ingest(&token, step(i, base)).await;
-        assert_eq!(status, StatusCode::OK);
-        receive_exactly(&mut on_b, &[reply["seqs"][0].as_i64().unwrap()]).await;
-    }
-    assert_eq!(
-        b.state.tracking.sequencer.filled_from_database(),
-        filled,
-        "nothing was read from the database: every event came through the cluster"
-    );
+    post_each_through_the_cluster(&a, &b, &token, &mut on_b, 6).await;
     assert!(b.state.tracking.fanout.as_ref().unwrap().received() >= received + 6);
     let published: Vec<u64> = cluster
         .spublish_calls()
@@ -435,18 +423,31 @@ async fn instances_follow_a_shard_channel_whose_slot_moves_to_another_master(db:
     let (_, token) = a.vehicle(&jwt, "Van 1").await;
     let mut on_b = b.ws(&format!("token={jwt}")).await;
     on_b.subscribe("fleet", None).await;
+    // Sixteen consecutive batches: one on every shard channel, the moved one included.
+    post_each_through_the_cluster(&a, &b, &token, &mut on_b, 16).await;
+}
+
+/// Posts `count` fixes to `a` one at a time, each received on `b`'s socket before the next is
+/// posted (so every batch is its own message), and checks that `b` read none of them from the
+/// database: every event came through the cluster.
+async fn post_each_through_the_cluster(
+    a: &TestApp,
+    b: &TestApp,
+    token: &str,
+    on_b: &mut WsClient,
+    count: i64,
+) {
     let filled = b.state.tracking.sequencer.filled_from_database();
     let base = Utc::now() - Duration::minutes(5);
-    // Sixteen consecutive batches: one on every shard channel, the moved one included.
-    for i in 0..16 {
-        let (status, reply) = a.ingest(&token, step(i, base)).await;
+    for i in 0..count {
+        let (status, reply) = a.ingest(token, step(i, base)).await;
         assert_eq!(status, StatusCode::OK);
-        receive_exactly(&mut on_b, &[reply["seqs"][0].as_i64().unwrap()]).await;
+        receive_exactly(on_b, &[reply["seqs"][0].as_i64().unwrap()]).await;
     }
     assert_eq!(
         b.state.tracking.sequencer.filled_from_database(),
         filled,
-        "every event came through the cluster"
+        "nothing was read from the database: every event came through the cluster"
     );
 }
 

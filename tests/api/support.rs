@@ -229,8 +229,17 @@ impl TestApp {
     }
 
     pub async fn ws(&self, query: &str) -> WsClient {
+        self.ws_with(query, None).await
+    }
+
+    /// As [`TestApp::ws`], with the client's own WebSocket settings.
+    pub async fn ws_with(
+        &self,
+        query: &str,
+        config: Option<tokio_tungstenite::tungstenite::protocol::WebSocketConfig>,
+    ) -> WsClient {
         let url = format!("ws://{}/api/v1/ws?{}", self.addr, query);
-        let (stream, _) = tokio_tungstenite::connect_async(url)
+        let (stream, _) = tokio_tungstenite::connect_async_with_config(url, config, false)
             .await
             .expect("websocket connects");
         let mut client = WsClient { stream };

@@ -20,14 +20,7 @@ const MISSED: i64 = 40;
 /// that reaches it whole came in fragments.
 async fn ws_in_fragments(app: &TestApp, query: &str) -> WsClient {
     let config = WebSocketConfig::default().max_frame_size(Some(FRAGMENT_BYTES));
-    let url = format!("ws://{}/api/v1/ws?{query}", app.addr);
-    let (stream, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), false)
-        .await
-        .expect("websocket connects");
-    let mut client = WsClient { stream };
-    let hello = client.next().await;
-    assert_eq!(hello["type"], "hello", "{hello}");
-    client
+    app.ws_with(query, Some(config)).await
 }
 
 /// A dispatcher, a vehicle's ingest token, and a shipment of it with a planned route of

@@ -119,7 +119,7 @@ struct PartIngest {
     durable_positions: u64,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct PartDelivery {
     subscribers: usize,
     subscribe_failures: BTreeMap<String, u64>,
@@ -326,12 +326,8 @@ struct Combined {
 
 #[derive(Debug, Default, Serialize)]
 struct Line {
-    subscribers: usize,
-    subscribe_failures: BTreeMap<String, u64>,
-    deliveries: u64,
-    expected_deliveries: u64,
-    unmatched: u64,
-    closed_early: BTreeMap<String, u64>,
+    #[serde(flatten)]
+    delivery: PartDelivery,
     durable_positions: u64,
     durable_positions_per_s: f64,
     requests_failed: u64,
@@ -342,14 +338,8 @@ struct Line {
 
 impl Line {
     fn of(report: &PartReport, delivery: &Histogram<u64>, request: &Histogram<u64>) -> Self {
-        let d = &report.delivery;
         let mut line = Self {
-            subscribers: d.subscribers,
-            subscribe_failures: d.subscribe_failures.clone(),
-            deliveries: d.deliveries,
-            expected_deliveries: d.expected_deliveries,
-            unmatched: d.unmatched,
-            closed_early: d.closed_early.clone(),
+            delivery: report.delivery.clone(),
             delivery_latency_ms: Latency::of(delivery),
             request_latency_ms: Latency::of(request),
             ..Self::default()
@@ -363,16 +353,22 @@ impl Line {
     }
 
     fn add(&mut self, other: &Self) {
+        self.delivery.add(&other.delivery);
+        self.durable_positions += other.durable_positions;
+        // The parts post side by side for the same time.
+        self.durable_positions_per_s += other.durable_positions_per_s;
+        self.requests_failed += other.requests_failed;
+    }
+}
+
+impl PartDelivery {
+    fn add(&mut self, other: &Self) {
         self.subscribers += other.subscribers;
         add_counts(&mut self.subscribe_failures, &other.subscribe_failures);
         self.deliveries += other.deliveries;
         self.expected_deliveries += other.expected_deliveries;
         self.unmatched += other.unmatched;
         add_counts(&mut self.closed_early, &other.closed_early);
-        self.durable_positions += other.durable_positions;
-        // The parts post side by side for the same time.
-        self.durable_positions_per_s += other.durable_positions_per_s;
-        self.requests_failed += other.requests_failed;
     }
 }
 
@@ -456,11 +452,11 @@ impl fmt::Display for Combined {
             "positions/s"
         )?;
         let row = |f: &mut fmt::Formatter<'_>, name: String, l: &Line| {
-            let failed: u64 = l.subscribe_failures.values().sum();
-            let fraction = if l.expected_deliveries > 0 {
+            let failed: u64 = l.delivery.subscribe_failures.values().sum();
+            let fraction = if l.delivery.expected_deliveries > 0 {
                 format!(
                     "{:.2} %",
-                    l.deliveries as f64 * 100.0 / l.expected_deliveries as f64
+                    l.delivery.deliveries as f64 * 100.0 / l.delivery.expected_deliveries as f64
                 )
             } else {
                 "-".to_owned()
@@ -468,8 +464,8 @@ impl fmt::Display for Combined {
             writeln!(
                 f,
                 "  {name:<8} {:>11} {failed:>7} {:>11} {fraction:>9} {:>20} {:>11.1}",
-                l.subscribers,
-                l.deliveries,
+                l.delivery.subscribers,
+                l.delivery.deliveries,
                 ms(l.delivery_latency_ms),
                 l.durable_positions_per_s
             )
@@ -487,18 +483,18 @@ impl fmt::Display for Combined {
             writeln!(f, "  request latency, all processes:  {l}")?;
         }
         for (what, counts) in [
-            ("could not subscribe", &t.subscribe_failures),
-            ("closed early", &t.closed_early),
+            ("could not subscribe", &t.delivery.subscribe_failures),
+            ("closed early", &t.delivery.closed_early),
         ] {
             for (why, n) in counts {
                 writeln!(f, "  {what}: {why}: {n}")?;
             }
         }
-        if t.unmatched > 0 || t.requests_failed > 0 {
+        if t.delivery.unmatched > 0 || t.requests_failed > 0 {
             writeln!(
                 f,
                 "  unmatched events {}, failed requests {}",
-                t.unmatched, t.requests_failed
+                t.delivery.unmatched, t.requests_failed
             )?;
         }
         let m = &self.memory;
@@ -643,10 +639,14 @@ mod tests {
         );
         let t = &combined.total;
         assert_eq!(
-            (t.subscribers, t.deliveries, t.durable_positions),
+            (
+                t.delivery.subscribers,
+                t.delivery.deliveries,
+                t.durable_positions
+            ),
             (400, 200, 400)
         );
-        assert_eq!(t.subscribe_failures["refused"], 2);
+        assert_eq!(t.delivery.subscribe_failures["refused"], 2);
         assert!((t.durable_positions_per_s - 40.0).abs() < 1e-9);
         let latency = t.delivery_latency_ms.unwrap();
         assert_eq!(latency.samples, 200);

@@ -77,42 +77,6 @@ impl Bbox {
         })
     }
 
-    /// A box holding every point within `radius_m` of (`lat`, `lon`), for the index on
-    /// `last_point::geometry` to find the candidates of a search by distance. Generous, never
-    /// short: a degree of latitude is at least 110.5 km, a degree of longitude at least that
-    /// times the cosine of the farthest latitude, and a circle around a pole takes every
-    /// longitude. It may cross the antimeridian, as [`Bbox::lon_ranges`] reads.
-    fn around(lat: f64, lon: f64, radius_m: f64) -> Bbox {
-        const METRES_PER_DEGREE: f64 = 110_000.0;
-        let dlat = radius_m / METRES_PER_DEGREE;
-        let (south, north) = ((lat - dlat).max(-90.0), (lat + dlat).min(90.0));
-        let farthest = south.abs().max(north.abs());
-        let dlon = radius_m / (METRES_PER_DEGREE * farthest.to_radians().cos());
-        if farthest >= 89.0 || !dlon.is_finite() || dlon >= 180.0 {
-            return Bbox {
-                west: -180.0,
-                south,
-                east: 180.0,
-                north,
-            };
-        }
-        let wrap = |v: f64| {
-            if v > 180.0 {
-                v - 360.0
-            } else if v < -180.0 {
-                v + 360.0
-            } else {
-                v
-            }
-        };
-        Bbox {
-            west: wrap(lon - dlon),
-            south,
-            east: wrap(lon + dlon),
-            north,
-        }
-    }
-
     /// The box's longitudes as two ranges that do not cross the antimeridian (the same one
     /// twice for a box that does not cross it).
     fn lon_ranges(&self) -> [(f64, f64); 2] {
@@ -270,20 +234,14 @@ async fn nearby(
             "limit must be between 1 and 100",
         ));
     }
-    // The candidates come through the index on `last_point::geometry`, the fleet box's, by a
-    // box around the circle (a second index on the geography, for this search alone, cost every
-    // position a second spatial index entry); ST_DWithin then measures on the spheroid. The
-    // matches are ordered by their distance: the radius keeps the sort small.
-    let around = Bbox::around(q.lat, q.lon, radius);
-    let [(w1, e1), (w2, e2)] = around.lon_ranges();
+    // ST_DWithin uses the GiST index on last_point. The matches are ordered by their distance
+    // rather than by the index's `<->`: PostGIS's geography index ordering fails near the poles
+    // ("index returned tuples in wrong order"), and the radius keeps the sort small.
     let rows: Vec<Near> = sqlx::query_as(
         "SELECT id, name, speed_unit, status, retired_at, created_at, last_position,
                 ST_Distance(last_point, ref.p) AS distance_m
          FROM vehicles, (SELECT ST_SetSRID(ST_MakePoint($2, $3), 4326)::geography AS p) AS ref
-         WHERE organisation_id = $1 AND status = 'active'
-           AND (last_point::geometry && ST_MakeEnvelope($6, $7, $8, $9, 4326)
-                OR last_point::geometry && ST_MakeEnvelope($10, $7, $11, $9, 4326))
-           AND ST_DWithin(last_point, ref.p, $4)
+         WHERE organisation_id = $1 AND status = 'active' AND ST_DWithin(last_point, ref.p, $4)
          ORDER BY distance_m, id LIMIT $5",
     )
     .bind(user.organisation_id)
@@ -291,12 +249,6 @@ async fn nearby(
     .bind(q.lat)
     .bind(radius)
     .bind(limit)
-    .bind(w1)
-    .bind(around.south)
-    .bind(e1)
-    .bind(around.north)
-    .bind(w2)
-    .bind(e2)
     .fetch_all(&state.db)
     .await?;
     Ok(Json(rows))
@@ -324,40 +276,5 @@ mod tests {
             let e = Bbox::parse(bad).unwrap_err();
             assert_eq!(e.field(), Some("bbox"), "{bad}");
         }
-    }
-
-    /// Whether `b` holds the point, as the query's two envelopes read it.
-    fn holds(b: &Bbox, lat: f64, lon: f64) -> bool {
-        let in_lon = b.lon_ranges().iter().any(|(w, e)| (*w..=*e).contains(&lon));
-        (b.south..=b.north).contains(&lat) && in_lon
-    }
-
-    #[test]
-    fn the_box_around_a_circle_holds_every_point_of_it_across_the_antimeridian_and_the_poles() {
-        // Points just inside the radius (PostGIS's spheroid distance in the comment): the box
-        // must hold them all.
-        let cases = [
-            (48.26, 11.43, 100_000.0, 48.26, 12.77), // 99.5 km east of Dachau
-            (48.26, 11.43, 100_000.0, 49.15, 11.43), // 99.0 km north
-            (0.0, 179.99, 5_000.0, 0.0, -179.97),    // 4.5 km east, over the antimeridian
-            (0.0, -179.99, 5_000.0, 0.0, 179.97),    // 4.5 km west, over it the other way
-            (-89.95, 0.0, 10_000.0, -89.95, 90.0),   // 7.9 km, round the pole
-            (70.0, 20.0, 100_000.0, 70.0, 22.6),     // 99.3 km east at 70°N
-        ];
-        for (lat, lon, r, plat, plon) in cases {
-            let b = Bbox::around(lat, lon, r);
-            assert!(
-                holds(&b, plat, plon),
-                "{lat},{lon} r={r}: {b:?} misses {plat},{plon}"
-            );
-        }
-        // Around a pole: every longitude.
-        let polar = Bbox::around(-90.0, 180.0, 10_000.0);
-        assert_eq!(polar.lon_ranges(), [(-180.0, 180.0); 2]);
-        assert_eq!(polar.south, -90.0);
-        // Away from the antimeridian, one range; and not the whole world.
-        let munich = Bbox::around(48.14, 11.58, 10_000.0);
-        assert_eq!(munich.lon_ranges()[0], munich.lon_ranges()[1]);
-        assert!(munich.east - munich.west < 0.5, "{munich:?}");
     }
 }

@@ -417,6 +417,23 @@ async fn fleet_bbox_and_nearby_search_use_current_positions(db: PgPool) {
         .await;
     assert_eq!(status, StatusCode::OK, "{pole}");
     assert_eq!(pole.as_array().map(Vec::len), Some(2), "{pole}");
+    // Across the antimeridian: 4.5 km from 179.99°E to 179.97°W.
+    let (_, token) = app.vehicle(&jwt, "Date line").await;
+    app.ingest(&token, json!({"lat": 0.0, "lon": 179.99})).await;
+    let (status, over) = app
+        .get(
+            &jwt,
+            "/api/v1/vehicles/nearby?lat=0&lon=-179.97&radius_m=5000",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{over}");
+    let names: Vec<&str> = over
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["vehicle"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Date line"], "{over}");
     assert_eq!(
         app.get(&jwt, "/api/v1/vehicles/nearby?lat=95&lon=0")
             .await

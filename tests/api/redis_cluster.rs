@@ -15,7 +15,7 @@ use waymark::auth::Role;
 
 use crate::{
     chat_live::presence_and_typing_cross_instances,
-    instances::receive_exactly,
+    instances::{receive_exactly, since_on_another_instance_replays_exactly},
     security::sign_in_limits_hold_across_instances,
     support::{find_program, step, unique_prefix, wait_until, TestApp, WsClient},
 };
@@ -302,35 +302,7 @@ async fn positions_reach_another_instance_through_sharded_pub_sub_on_several_mas
 async fn since_on_another_instance_replays_exactly_what_was_missed_with_a_cluster(db: PgPool) {
     let cluster = LocalCluster::start().await;
     let (a, b) = two_instances(db, &cluster, &unique_prefix()).await;
-    let (_, jwt) = a.user("Acme", "d@acme.test", Role::Dispatcher).await;
-    let (_, token) = a.vehicle(&jwt, "Van 1").await;
-    let mut on_b = b.ws(&format!("token={jwt}")).await;
-    let since = on_b.subscribe("fleet", None).await["snapshot"]["seq"]
-        .as_i64()
-        .unwrap();
-    let base = Utc::now() - Duration::minutes(5);
-    let mut seqs = Vec::new();
-    for i in 0..3 {
-        let (_, reply) = a.ingest(&token, step(i, base)).await;
-        seqs.push(reply["seqs"][0].as_i64().unwrap());
-    }
-    receive_exactly(&mut on_b, &seqs).await;
-    let seen = *seqs.last().unwrap();
-    drop(on_b);
-    let mut missed = Vec::new();
-    for i in 3..9 {
-        let target = if i % 2 == 0 { &a } else { &b };
-        let (_, reply) = target.ingest(&token, step(i, base)).await;
-        missed.push(reply["seqs"][0].as_i64().unwrap());
-    }
-    let mut again = b.ws(&format!("token={jwt}")).await;
-    again.subscribe("fleet", Some(seen)).await;
-    receive_exactly(&mut again, &missed).await;
-    // And from the first snapshot, everything.
-    let mut all = a.ws(&format!("token={jwt}")).await;
-    all.subscribe("fleet", Some(since)).await;
-    seqs.extend(missed);
-    receive_exactly(&mut all, &seqs).await;
+    since_on_another_instance_replays_exactly(&a, &b).await;
 }
 
 async fn share_link(app: &TestApp, admin: &str, shipment: i64) -> String {
